@@ -1,0 +1,433 @@
+/*
+ * chimera/backend.h: the device-abstraction layer.
+ *
+ * One struct of function pointers (chm_backend_ops) per backend, one entry
+ * per op at the granularity of a fused kernel, forward and backward. The
+ * model, optimizer and trainer call the chm_* wrappers declared below; each
+ * wrapper checks shapes and dtypes once (src/backend/ops_*.c) and then calls
+ * the backend's entry, so backends receive only validated arguments.
+ *
+ * Contracts shared by every op:
+ *  - Tensors are contiguous and row-major (tensor.h). Float tensors of one op
+ *    share a dtype unless an argument says otherwise; index tensors are I32.
+ *    Saved statistics (rstd, logsumexp) use chm_dtype_stats(dtype).
+ *  - Ops are pure: outputs depend only on inputs and arguments.
+ *  - Every _bwd op ACCUMULATES (+=) into all of its gradient outputs, for
+ *    parameters and inputs alike. Zeroing happens once, with chm_fill.
+ *  - Outputs must not alias inputs unless the op says so.
+ *  - A NULL optional tensor means "absent".
+ *  - On failure an op returns a code and fills be->err.
+ *  - Ops may run asynchronously; chm_sync waits for all submitted work.
+ *
+ * The struct only grows at the end; api_version is bumped when it does.
+ * An entry may be NULL while a backend is under development: the wrapper
+ * then returns CHM_ERR_UNSUPPORTED and `chimera info` lists the gap.
+ */
+#ifndef CHIMERA_BACKEND_H
+#define CHIMERA_BACKEND_H
+
+#include "chimera/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CHM_BACKEND_API_VERSION 1
+
+typedef struct chm_event chm_event;
+
+/* Score function of a router. */
+typedef enum chm_router_score { CHM_ROUTER_SOFTMAX = 0, CHM_ROUTER_SIGMOID = 1 } chm_router_score;
+
+/* Arguments of the Mamba-1 selective scan (shapes in comments). */
+typedef struct chm_scan_args {
+    const chm_tensor *u;           /* [B,T,Di] input */
+    const chm_tensor *delta;       /* [B,T,Di] raw step (before bias/softplus) */
+    const chm_tensor *A;           /* [Di,N]   (already -exp(A_log)) */
+    const chm_tensor *Bm;          /* [B,T,N]  input projection */
+    const chm_tensor *Cm;          /* [B,T,N]  output projection */
+    const chm_tensor *D;           /* [Di]     skip, optional */
+    const chm_tensor *z;           /* [B,T,Di] gate, optional: y *= silu(z) */
+    const chm_tensor *delta_bias;  /* [Di]     optional, added before softplus */
+    bool delta_softplus;           /* apply softplus(delta + delta_bias) */
+} chm_scan_args;
+
+/* Gradients of the selective scan; each may be NULL when not wanted (accumulated). */
+typedef struct chm_scan_grads {
+    chm_tensor *du, *ddelta, *dA, *dBm, *dCm, *dD, *dz, *ddelta_bias;
+} chm_scan_grads;
+
+/* Hyper-parameters of one AdamW step. */
+typedef struct chm_adamw_args {
+    double lr, beta1, beta2, eps, weight_decay;
+    int64_t step;        /* 1-based step for bias correction */
+    double grad_scale;   /* gradients are multiplied by this first (clipping, 1/accum) */
+} chm_adamw_args;
+
+/* The op table. Members are in DESIGN.md's order; each says its contract. */
+typedef struct chm_backend_ops {
+    int api_version;
+
+    /* ---- memory ---- */
+    /* Allocate `bytes` of device memory into *out. */
+    chm_status (*buffer_alloc)(chm_backend *be, size_t bytes, chm_buffer **out);
+    /* Free a buffer from buffer_alloc (NULL is a no-op). */
+    void (*buffer_free)(chm_backend *be, chm_buffer *buf);
+    /* Copy nbytes(dst) host bytes of dst's dtype into dst. */
+    chm_status (*upload)(chm_backend *be, const chm_tensor *dst, const void *src);
+    /* Copy nbytes(src) bytes of src into host memory. */
+    chm_status (*download)(chm_backend *be, const chm_tensor *src, void *dst);
+    /* Set every element to value (converted to the dtype). */
+    chm_status (*fill)(chm_backend *be, const chm_tensor *t, double value);
+    /* dst = src, same dtype and element count. */
+    chm_status (*copy)(chm_backend *be, const chm_tensor *dst, const chm_tensor *src);
+    /* dst = src converted between float dtypes, same element count. */
+    chm_status (*cast)(chm_backend *be, const chm_tensor *dst, const chm_tensor *src);
+    /* Wait until all submitted work has finished. */
+    chm_status (*sync)(chm_backend *be);
+    /* Event timers: create, record in stream order, elapsed ms between two, destroy. */
+    chm_status (*event_create)(chm_backend *be, chm_event **out);
+    chm_status (*event_record)(chm_backend *be, chm_event *ev);
+    chm_status (*event_elapsed_ms)(chm_backend *be, chm_event *start, chm_event *stop,
+                                   double *ms);
+    void (*event_destroy)(chm_backend *be, chm_event *ev);
+
+    /* ---- matmul ---- */
+    /* C = alpha*op(A)op(B) + beta*C (+ bias[N] per row); batched, see chm_matmul. */
+    chm_status (*matmul)(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                         const chm_tensor *B, const chm_tensor *bias, bool trans_a,
+                         bool trans_b, double alpha, double beta);
+    /* Per-group matmul with a row count per group, see chm_matmul_grouped. */
+    chm_status (*matmul_grouped)(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                                 const chm_tensor *B, const chm_tensor *counts, bool trans_a,
+                                 bool trans_b, double alpha, double beta);
+
+    /* ---- attention ---- */
+    chm_status (*attention_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *lse,
+                                const chm_tensor *q, const chm_tensor *k, const chm_tensor *v,
+                                double scale);
+    chm_status (*attention_bwd)(chm_backend *be, const chm_tensor *dq, const chm_tensor *dk,
+                                const chm_tensor *dv, const chm_tensor *dout,
+                                const chm_tensor *q, const chm_tensor *k, const chm_tensor *v,
+                                const chm_tensor *out, const chm_tensor *lse, double scale);
+
+    /* ---- Mamba ---- */
+    chm_status (*selective_scan_fwd)(chm_backend *be, const chm_tensor *y,
+                                     const chm_scan_args *a);
+    chm_status (*selective_scan_bwd)(chm_backend *be, const chm_scan_grads *g,
+                                     const chm_tensor *dy, const chm_scan_args *a);
+    chm_status (*causal_conv1d_fwd)(chm_backend *be, const chm_tensor *out,
+                                    const chm_tensor *x, const chm_tensor *w,
+                                    const chm_tensor *bias, bool silu);
+    chm_status (*causal_conv1d_bwd)(chm_backend *be, const chm_tensor *dx,
+                                    const chm_tensor *dw, const chm_tensor *dbias,
+                                    const chm_tensor *dout, const chm_tensor *x,
+                                    const chm_tensor *w, const chm_tensor *bias, bool silu);
+
+    /* ---- normalisation, position, activation, embedding ---- */
+    chm_status (*rmsnorm_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *rstd,
+                              const chm_tensor *x, const chm_tensor *w, double eps);
+    chm_status (*rmsnorm_bwd)(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
+                              const chm_tensor *dout, const chm_tensor *x,
+                              const chm_tensor *w, const chm_tensor *rstd);
+    chm_status (*rope_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                           double theta, int64_t pos_offset);
+    chm_status (*rope_bwd)(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
+                           double theta, int64_t pos_offset);
+    chm_status (*swiglu_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
+                             const chm_tensor *up);
+    chm_status (*swiglu_bwd)(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
+                             const chm_tensor *dout, const chm_tensor *gate,
+                             const chm_tensor *up);
+    chm_status (*embedding_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,
+                                const chm_tensor *table);
+    chm_status (*embedding_bwd)(chm_backend *be, const chm_tensor *dtable,
+                                const chm_tensor *dout, const chm_tensor *ids);
+
+    /* ---- elementwise ---- */
+    /* out = a + b (out may alias a or b). */
+    chm_status (*add)(chm_backend *be, const chm_tensor *out, const chm_tensor *a,
+                      const chm_tensor *b);
+    /* out = alpha * x (out may alias x). */
+    chm_status (*scale)(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                        double alpha);
+    /* y += alpha * x. */
+    chm_status (*axpy)(chm_backend *be, const chm_tensor *y, const chm_tensor *x,
+                       double alpha);
+    /* out[C] += sum over rows of x[R,C] (bias gradients). */
+    chm_status (*sum_rows)(chm_backend *be, const chm_tensor *out, const chm_tensor *x);
+
+    /* ---- routing (MoE, MoD) ---- */
+    chm_status (*router_topk)(chm_backend *be, const chm_tensor *gates, const chm_tensor *idx,
+                              const chm_tensor *probs, const chm_tensor *slot_token,
+                              const chm_tensor *slot_ref, const chm_tensor *counts,
+                              const chm_tensor *logits, chm_router_score score,
+                              bool renormalize);
+    chm_status (*router_topk_bwd)(chm_backend *be, const chm_tensor *dlogits,
+                                  const chm_tensor *dgates, const chm_tensor *probs,
+                                  const chm_tensor *idx, chm_router_score score,
+                                  bool renormalize);
+    chm_status (*select_topk)(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores);
+    chm_status (*gather_rows)(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                              const chm_tensor *idx);
+    chm_status (*scatter_add_rows)(chm_backend *be, const chm_tensor *out,
+                                   const chm_tensor *x, const chm_tensor *idx,
+                                   const chm_tensor *weights);
+
+    /* ---- loss and optimizer ---- */
+    chm_status (*cross_entropy)(chm_backend *be, const chm_tensor *losses,
+                                const chm_tensor *dlogits, const chm_tensor *logits,
+                                const chm_tensor *targets, double grad_scale);
+    chm_status (*adamw_step)(chm_backend *be, const chm_tensor *param, const chm_tensor *grad,
+                             const chm_tensor *m, const chm_tensor *v,
+                             const chm_tensor *param_lowp, const chm_adamw_args *args);
+    chm_status (*sum_squares)(chm_backend *be, const chm_tensor *out, const chm_tensor *x);
+} chm_backend_ops;
+
+/* Capability bits a backend reports in chm_backend.caps. */
+enum {
+    CHM_CAP_F64 = 1u << 0,         /* f64 ops (cpu) */
+    CHM_CAP_BF16 = 1u << 1,        /* bf16 storage */
+    CHM_CAP_F16 = 1u << 2,         /* f16 storage */
+    CHM_CAP_HOST_MEMORY = 1u << 3  /* buffers are host memory (chm_buffer.host set) */
+};
+
+/* Options for opening a backend. Zero-initialise, then set what you need. */
+typedef struct chm_backend_options {
+    int device_index;   /* -1: let the backend choose */
+    int threads;        /* cpu threads; 0: all cores (OpenMP default) */
+    bool quiet;         /* no informational messages */
+} chm_backend_options;
+
+/* A backend instance. Created by chm_backend_open, freed by chm_backend_close. */
+struct chm_backend {
+    int api_version;
+    const char *name;              /* "cpu", "vulkan", "cuda" */
+    const chm_backend_ops *ops;
+    void *ctx;                     /* backend-private state */
+    unsigned caps;                 /* CHM_CAP_* bits */
+    char device[128];              /* human-readable device name */
+    char why[256];                 /* one line: why this backend was chosen */
+    chm_err err;                   /* the last error raised by an op */
+    void (*close)(chm_backend *be);
+};
+
+/* Static description of a backend known to the registry. */
+typedef struct chm_backend_info {
+    const char *name;       /* "cpu", "vulkan", "cuda" */
+    bool compiled;          /* built into this binary */
+    bool implemented;       /* has a working op table (not only a device probe) */
+} chm_backend_info;
+
+/* Number of backends the registry knows, and the i-th one's description. */
+int chm_backend_count(void);
+const chm_backend_info *chm_backend_get_info(int i);
+
+/*
+ * Open a backend by name: "cpu", "vulkan", "cuda" or "auto". "auto" picks
+ * cuda on a supported GPU, else vulkan, else cpu, and writes its reason into
+ * (*out)->why. opts may be NULL. Fails with CHM_ERR_UNSUPPORTED and a hint
+ * when the named backend is not compiled in or finds no device.
+ */
+chm_status chm_backend_open(const char *name, const chm_backend_options *opts,
+                            chm_backend **out, chm_err *err);
+
+/* Release a backend and everything it owns. NULL is a no-op. */
+void chm_backend_close(chm_backend *be);
+
+/* Number of ops the backend implements out of the total; names of missing ones via chm_op_name. */
+int chm_backend_op_count(void);
+const char *chm_backend_op_name(int i);
+bool chm_backend_has_op(const chm_backend *be, int i);
+
+/* ---- memory wrappers ---- */
+
+/* Allocate a buffer of `bytes` on `be`. */
+chm_status chm_buffer_alloc(chm_backend *be, size_t bytes, chm_buffer **out);
+/* Free a buffer (NULL is a no-op). */
+void chm_buffer_free(chm_buffer *buf);
+/* Copy host data (dst's dtype, nbytes(dst) bytes) into dst. */
+chm_status chm_upload(chm_backend *be, const chm_tensor *dst, const void *src);
+/* Copy src into host memory (nbytes(src) bytes). */
+chm_status chm_download(chm_backend *be, const chm_tensor *src, void *dst);
+/* Set every element of t to value. */
+chm_status chm_fill(chm_backend *be, const chm_tensor *t, double value);
+/* dst = src (same dtype and element count). */
+chm_status chm_copy(chm_backend *be, const chm_tensor *dst, const chm_tensor *src);
+/* dst = src converted between float dtypes (same element count). */
+chm_status chm_cast(chm_backend *be, const chm_tensor *dst, const chm_tensor *src);
+/* Wait for all submitted work. */
+chm_status chm_sync(chm_backend *be);
+/* Event timers (see the ops table). */
+chm_status chm_event_create(chm_backend *be, chm_event **out);
+chm_status chm_event_record(chm_backend *be, chm_event *ev);
+chm_status chm_event_elapsed_ms(chm_backend *be, chm_event *start, chm_event *stop, double *ms);
+void chm_event_destroy(chm_backend *be, chm_event *ev);
+
+/* ---- op wrappers: shapes and dtypes are checked here, once ---- */
+
+/*
+ * Matrix product. A, B and C are viewed as [batch, rows, cols] (2-D tensors
+ * have batch 1; for more dims batch is the product of the leading dims).
+ * op(A) is [M,K] (A stored [K,M] when trans_a), op(B) is [K,N] (B stored
+ * [N,K] when trans_b), C is [M,N]. A or B with batch 1 is broadcast over C's
+ * batch. C = alpha*op(A)op(B) + beta*C, then bias[N] (optional) is added to
+ * every row. beta = 0 ignores C's old contents (NaN included).
+ */
+chm_status chm_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                      const chm_tensor *B, const chm_tensor *bias, bool trans_a, bool trans_b,
+                      double alpha, double beta);
+
+/*
+ * Grouped matmul for experts: A, B, C are [E, ., .] and counts[E] (I32) says
+ * how many rows of group e are live (0 <= counts[e] <= capacity). Without
+ * trans_a: A [E,cap,K], C [E,cap,N]; rows >= counts[e] of C are set to
+ * beta*C. With trans_a (weight gradients): A [E,cap,M], C [E,M,N], B
+ * [E,cap,N], and the sum over cap stops at counts[e]. B is [E,K,N], or
+ * [E,N,K] with trans_b.
+ */
+chm_status chm_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                              const chm_tensor *B, const chm_tensor *counts, bool trans_a,
+                              bool trans_b, double alpha, double beta);
+
+/*
+ * Causal attention with grouped-query heads. q [B,T,H,D], k and v [B,T,Hk,D]
+ * with H % Hk == 0 (head h reads kv head h / (H/Hk)); out [B,T,H,D]; lse
+ * [B,H,T] (stats dtype) receives the logsumexp of each row of scores.
+ * scores = scale * q.k, masked to key positions <= query position.
+ */
+chm_status chm_attention_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *lse,
+                             const chm_tensor *q, const chm_tensor *k, const chm_tensor *v,
+                             double scale);
+/* Backward of chm_attention_fwd; dq, dk, dv accumulate. out and lse come from the forward. */
+chm_status chm_attention_bwd(chm_backend *be, const chm_tensor *dq, const chm_tensor *dk,
+                             const chm_tensor *dv, const chm_tensor *dout, const chm_tensor *q,
+                             const chm_tensor *k, const chm_tensor *v, const chm_tensor *out,
+                             const chm_tensor *lse, double scale);
+
+/*
+ * Mamba-1 selective scan (chm_scan_args). With d = softplus(delta + delta_bias)
+ * (or delta + delta_bias without softplus), per channel c and state n:
+ *   h[t] = exp(d[t,c]*A[c,n]) * h[t-1] + d[t,c]*Bm[t,n]*u[t,c],  h[-1] = 0
+ *   y[t,c] = sum_n Cm[t,n]*h[t,n] + D[c]*u[t,c];  y *= silu(z[t,c]) when z is given.
+ * y is [B,T,Di].
+ */
+chm_status chm_selective_scan_fwd(chm_backend *be, const chm_tensor *y, const chm_scan_args *a);
+/* Backward of the scan given dy [B,T,Di]; states are recomputed, grads accumulate. */
+chm_status chm_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
+                                  const chm_tensor *dy, const chm_scan_args *a);
+
+/*
+ * Causal depthwise conv1d over time: x [B,T,C], w [C,W], bias [C] optional,
+ * out[b,t,c] = bias[c] + sum_j w[c,j] * x[b,t-(W-1)+j,c] (zero before t=0),
+ * then SiLU when silu is set.
+ */
+chm_status chm_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                 const chm_tensor *w, const chm_tensor *bias, bool silu);
+/* Backward of chm_causal_conv1d_fwd; dx, dw, dbias (optional) accumulate. */
+chm_status chm_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
+                                 const chm_tensor *dbias, const chm_tensor *dout,
+                                 const chm_tensor *x, const chm_tensor *w,
+                                 const chm_tensor *bias, bool silu);
+
+/* RMSNorm over the last dim: x [R,C], w [C]; out = x * rstd * w, rstd [R] = 1/sqrt(mean(x^2)+eps). */
+chm_status chm_rmsnorm_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *rstd,
+                           const chm_tensor *x, const chm_tensor *w, double eps);
+/* Backward of RMSNorm; dx and dw accumulate; rstd from the forward. */
+chm_status chm_rmsnorm_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
+                           const chm_tensor *dout, const chm_tensor *x, const chm_tensor *w,
+                           const chm_tensor *rstd);
+
+/*
+ * Rotary embedding on x [B,T,H,D] (D even), "rotate half" convention: the pair
+ * (i, i+D/2) at position p = t + pos_offset rotates by p * theta^(-2i/D).
+ * out may alias x.
+ */
+chm_status chm_rope_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                        double theta, int64_t pos_offset);
+/* Backward of RoPE (rotation by the opposite angle); dx accumulates. */
+chm_status chm_rope_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
+                        double theta, int64_t pos_offset);
+
+/* SwiGLU: out = silu(gate) * up, all the same shape. */
+chm_status chm_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
+                          const chm_tensor *up);
+/* Backward of SwiGLU; dgate and dup accumulate. */
+chm_status chm_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
+                          const chm_tensor *dout, const chm_tensor *gate, const chm_tensor *up);
+
+/* Embedding lookup: ids [R] (I32, each in [0,V)), table [V,C], out [R,C]. */
+chm_status chm_embedding_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,
+                             const chm_tensor *table);
+/* Backward: dtable[ids[r]] += dout[r] (deterministic order). */
+chm_status chm_embedding_bwd(chm_backend *be, const chm_tensor *dtable, const chm_tensor *dout,
+                             const chm_tensor *ids);
+
+/* out = a + b, same shapes; out may alias a or b. */
+chm_status chm_add(chm_backend *be, const chm_tensor *out, const chm_tensor *a,
+                   const chm_tensor *b);
+/* out = alpha * x; out may alias x. */
+chm_status chm_scale(chm_backend *be, const chm_tensor *out, const chm_tensor *x, double alpha);
+/* y += alpha * x, same element count. */
+chm_status chm_axpy(chm_backend *be, const chm_tensor *y, const chm_tensor *x, double alpha);
+/* out [C] += column sums of x viewed as [rows, C]. */
+chm_status chm_sum_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x);
+
+/*
+ * MoE router: logits [R,E] -> probs [R,E] (softmax over E, or sigmoid),
+ * idx [R,K] (I32, the K best experts, best first, ties to the lower index),
+ * gates [R,K] (their probs, divided by their sum when renormalize), and the
+ * dispatch plan for capacity `cap` = slot_token's second dim:
+ *   slot_token [E,cap] (I32): token row of each slot of expert e, in token
+ *     order, -1 for empty; slot_ref [E,cap] (I32): r*K+k of the gate that
+ *     filled it, -1 for empty; counts [E] (I32): live slots of expert e.
+ * Tokens past an expert's capacity are dropped (they appear in no slot).
+ */
+chm_status chm_router_topk(chm_backend *be, const chm_tensor *gates, const chm_tensor *idx,
+                           const chm_tensor *probs, const chm_tensor *slot_token,
+                           const chm_tensor *slot_ref, const chm_tensor *counts,
+                           const chm_tensor *logits, chm_router_score score, bool renormalize);
+/* Backward of the gates with respect to the logits: dlogits [R,E] accumulates. */
+chm_status chm_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
+                               const chm_tensor *dgates, const chm_tensor *probs,
+                               const chm_tensor *idx, chm_router_score score, bool renormalize);
+/*
+ * Top-k per row for mixture-of-depths: scores [R,C] -> idx [R,K] (I32), the
+ * column indices of the K largest scores (ties to the lower index), written
+ * in increasing index order so that selected tokens keep their order.
+ */
+chm_status chm_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores);
+/* out [M,C]: row m = x[idx[m]] (x [R,C], idx [M] I32), or zeros where idx[m] < 0. */
+chm_status chm_gather_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                           const chm_tensor *idx);
+/* out [R,C] += w[m] * x[m] into row idx[m] for each m with idx[m] >= 0; weights [M] optional (1). */
+chm_status chm_scatter_add_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                const chm_tensor *idx, const chm_tensor *weights);
+
+/*
+ * Fused cross-entropy over the vocabulary, chunked so no softmax is stored:
+ * logits [R,V], targets [R] (I32; < 0 means ignore: loss 0, no gradient).
+ * losses [R] = logsumexp(logits) - logits[target]; dlogits [R,V] is WRITTEN
+ * (not accumulated) as grad_scale * (softmax - onehot), and may alias logits.
+ */
+chm_status chm_cross_entropy(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
+                             const chm_tensor *logits, const chm_tensor *targets,
+                             double grad_scale);
+
+/*
+ * One fused AdamW step (decoupled weight decay) on f32/f64 param, m, v with
+ * grad of any float dtype: g = grad_scale*grad; m = b1 m + (1-b1) g;
+ * v = b2 v + (1-b2) g^2; param -= lr*(mhat/(sqrt(vhat)+eps) + wd*param).
+ * param_lowp (optional, bf16/f16) receives a rounded copy of param.
+ */
+chm_status chm_adamw_step(chm_backend *be, const chm_tensor *param, const chm_tensor *grad,
+                          const chm_tensor *m, const chm_tensor *v, const chm_tensor *param_lowp,
+                          const chm_adamw_args *args);
+
+/* out (one element, f32 or f64) = sum of x^2 over all elements of x. */
+chm_status chm_sum_squares(chm_backend *be, const chm_tensor *out, const chm_tensor *x);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

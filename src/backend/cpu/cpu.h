@@ -1,0 +1,143 @@
+/*
+ * cpu.h: the reference backend's internal interface.
+ *
+ * Every op of backend.h has a chm_cpu_<op> here with the same signature as
+ * its table entry. Each op family lives in its own file named after it
+ * (matmul.c, attention.c, selective_scan.c, ...). Float ops run in f32 and
+ * f64 (the dtype of their tensors); bf16/f16 are storage only on the cpu
+ * (upload, download, fill, copy, cast), compute ops answer CHM_ERR_DTYPE.
+ * Shapes and dtypes were checked by the shared layer before these run.
+ * The code is plain loops plus OpenMP and CBLAS: obviously correct first.
+ */
+#ifndef CHIMERA_BACKEND_CPU_H
+#define CHIMERA_BACKEND_CPU_H
+
+#include "chimera/backend.h"
+
+/* Host address of a tensor's first element. */
+static inline void *chm_cpu_ptr(const chm_tensor *t) {
+    return (char *)t->buf->host + t->offset;
+}
+
+/* Raise CHM_ERR_DTYPE for a dtype the cpu backend cannot compute in. */
+chm_status chm_cpu_bad_dtype(chm_backend *be, const char *op, chm_dtype dt);
+
+/* Open the cpu backend (registry entry). */
+chm_status chm_cpu_open(const chm_backend_options *opts, chm_backend **out, chm_err *err);
+
+/* memory (backend_cpu.c) */
+chm_status chm_cpu_buffer_alloc(chm_backend *be, size_t bytes, chm_buffer **out);
+void chm_cpu_buffer_free(chm_backend *be, chm_buffer *buf);
+chm_status chm_cpu_upload(chm_backend *be, const chm_tensor *dst, const void *src);
+chm_status chm_cpu_download(chm_backend *be, const chm_tensor *src, void *dst);
+chm_status chm_cpu_sync(chm_backend *be);
+chm_status chm_cpu_event_create(chm_backend *be, chm_event **out);
+chm_status chm_cpu_event_record(chm_backend *be, chm_event *ev);
+chm_status chm_cpu_event_elapsed_ms(chm_backend *be, chm_event *start, chm_event *stop,
+                                    double *ms);
+void chm_cpu_event_destroy(chm_backend *be, chm_event *ev);
+
+/* fill, copy, cast (convert.c) */
+chm_status chm_cpu_fill(chm_backend *be, const chm_tensor *t, double value);
+chm_status chm_cpu_copy(chm_backend *be, const chm_tensor *dst, const chm_tensor *src);
+chm_status chm_cpu_cast(chm_backend *be, const chm_tensor *dst, const chm_tensor *src);
+
+/* matmul.c */
+chm_status chm_cpu_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                          const chm_tensor *B, const chm_tensor *bias, bool trans_a,
+                          bool trans_b, double alpha, double beta);
+chm_status chm_cpu_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                                  const chm_tensor *B, const chm_tensor *counts, bool trans_a,
+                                  bool trans_b, double alpha, double beta);
+
+/* attention.c */
+chm_status chm_cpu_attention_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *lse,
+                                 const chm_tensor *q, const chm_tensor *k, const chm_tensor *v,
+                                 double scale);
+chm_status chm_cpu_attention_bwd(chm_backend *be, const chm_tensor *dq, const chm_tensor *dk,
+                                 const chm_tensor *dv, const chm_tensor *dout,
+                                 const chm_tensor *q, const chm_tensor *k, const chm_tensor *v,
+                                 const chm_tensor *out, const chm_tensor *lse, double scale);
+
+/* selective_scan.c */
+chm_status chm_cpu_selective_scan_fwd(chm_backend *be, const chm_tensor *y,
+                                      const chm_scan_args *a);
+chm_status chm_cpu_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
+                                      const chm_tensor *dy, const chm_scan_args *a);
+
+/* causal_conv1d.c */
+chm_status chm_cpu_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out,
+                                     const chm_tensor *x, const chm_tensor *w,
+                                     const chm_tensor *bias, bool silu);
+chm_status chm_cpu_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
+                                     const chm_tensor *dw, const chm_tensor *dbias,
+                                     const chm_tensor *dout, const chm_tensor *x,
+                                     const chm_tensor *w, const chm_tensor *bias, bool silu);
+
+/* rmsnorm.c */
+chm_status chm_cpu_rmsnorm_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *rstd,
+                               const chm_tensor *x, const chm_tensor *w, double eps);
+chm_status chm_cpu_rmsnorm_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
+                               const chm_tensor *dout, const chm_tensor *x,
+                               const chm_tensor *w, const chm_tensor *rstd);
+
+/* rope.c */
+chm_status chm_cpu_rope_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                            double theta, int64_t pos_offset);
+chm_status chm_cpu_rope_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
+                            double theta, int64_t pos_offset);
+
+/* swiglu.c */
+chm_status chm_cpu_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
+                              const chm_tensor *up);
+chm_status chm_cpu_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
+                              const chm_tensor *dout, const chm_tensor *gate,
+                              const chm_tensor *up);
+
+/* embedding.c */
+chm_status chm_cpu_embedding_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,
+                                 const chm_tensor *table);
+chm_status chm_cpu_embedding_bwd(chm_backend *be, const chm_tensor *dtable,
+                                 const chm_tensor *dout, const chm_tensor *ids);
+
+/* elementwise.c */
+chm_status chm_cpu_add(chm_backend *be, const chm_tensor *out, const chm_tensor *a,
+                       const chm_tensor *b);
+chm_status chm_cpu_scale(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                         double alpha);
+chm_status chm_cpu_axpy(chm_backend *be, const chm_tensor *y, const chm_tensor *x, double alpha);
+chm_status chm_cpu_sum_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x);
+
+/* router.c */
+chm_status chm_cpu_router_topk(chm_backend *be, const chm_tensor *gates, const chm_tensor *idx,
+                               const chm_tensor *probs, const chm_tensor *slot_token,
+                               const chm_tensor *slot_ref, const chm_tensor *counts,
+                               const chm_tensor *logits, chm_router_score score,
+                               bool renormalize);
+chm_status chm_cpu_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
+                                   const chm_tensor *dgates, const chm_tensor *probs,
+                                   const chm_tensor *idx, chm_router_score score,
+                                   bool renormalize);
+chm_status chm_cpu_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores);
+
+/* rows.c */
+chm_status chm_cpu_gather_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                               const chm_tensor *idx);
+chm_status chm_cpu_scatter_add_rows(chm_backend *be, const chm_tensor *out,
+                                    const chm_tensor *x, const chm_tensor *idx,
+                                    const chm_tensor *weights);
+
+/* cross_entropy.c */
+chm_status chm_cpu_cross_entropy(chm_backend *be, const chm_tensor *losses,
+                                 const chm_tensor *dlogits, const chm_tensor *logits,
+                                 const chm_tensor *targets, double grad_scale);
+
+/* adamw.c */
+chm_status chm_cpu_adamw_step(chm_backend *be, const chm_tensor *param, const chm_tensor *grad,
+                              const chm_tensor *m, const chm_tensor *v,
+                              const chm_tensor *param_lowp, const chm_adamw_args *args);
+
+/* sum_squares.c */
+chm_status chm_cpu_sum_squares(chm_backend *be, const chm_tensor *out, const chm_tensor *x);
+
+#endif

@@ -1,0 +1,158 @@
+/*
+ * registry.c: the table of backends, opening by name, and `auto` selection.
+ *
+ * The registry is the one place that knows every backend. It is a constant
+ * table: nothing here is mutable at run time.
+ */
+#include "chimera/backend.h"
+#include "chimera/device.h"
+#include "cpu/cpu.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct backend_entry {
+    chm_backend_info info;
+    chm_status (*open)(const chm_backend_options *opts, chm_backend **out, chm_err *err);
+} backend_entry;
+
+#ifdef CHIMERA_HAVE_VULKAN
+#define VULKAN_COMPILED true
+#else
+#define VULKAN_COMPILED false
+#endif
+#ifdef CHIMERA_HAVE_CUDA
+#define CUDA_COMPILED true
+#else
+#define CUDA_COMPILED false
+#endif
+
+/* The op tables of vulkan (issue 6) and cuda (issue 7) are not written yet:
+ * their entries have a device probe but no open function. */
+static const backend_entry backends[] = {
+    {{"cuda", CUDA_COMPILED, false}, NULL},
+    {{"vulkan", VULKAN_COMPILED, false}, NULL},
+    {{"cpu", true, true}, chm_cpu_open},
+};
+#define N_BACKENDS ((int)(sizeof backends / sizeof backends[0]))
+
+int chm_backend_count(void) { return N_BACKENDS; }
+
+const chm_backend_info *chm_backend_get_info(int i) {
+    return (i >= 0 && i < N_BACKENDS) ? &backends[i].info : NULL;
+}
+
+static const backend_entry *find(const char *name) {
+    for (int i = 0; i < N_BACKENDS; i++)
+        if (strcmp(backends[i].info.name, name) == 0) return &backends[i];
+    return NULL;
+}
+
+/* Why a GPU backend cannot be used now, in a few words; NULL when it can. */
+static const char *gpu_unusable(const backend_entry *e, char *buf, size_t n) {
+    if (!e->info.compiled) {
+        snprintf(buf, n, "%s not built into this binary", e->info.name);
+        return buf;
+    }
+    if (strcmp(e->info.name, "cuda") == 0) {
+        chm_cuda_probe p;
+        chm_cuda_probe_run(&p);
+        int ok = -1;
+        for (int i = 0; i < p.count; i++)
+            if (p.dev[i].supported) { ok = i; break; }
+        if (p.count == 0) snprintf(buf, n, "no CUDA device (%s)", p.why);
+        else if (ok < 0)
+            snprintf(buf, n, "CUDA GPU %s is sm_%d%d, older than Ampere (sm_80)", p.dev[0].name,
+                     p.dev[0].cc_major, p.dev[0].cc_minor);
+        else if (!e->open)
+            snprintf(buf, n, "CUDA GPU %s found but the cuda backend's ops are not written yet",
+                     p.dev[ok].name);
+        else return NULL;
+        return buf;
+    }
+    chm_vulkan_probe p;
+    chm_vulkan_probe_run(&p);
+    int best = chm_vulkan_probe_best(&p);
+    if (best < 0) snprintf(buf, n, "no Vulkan device (%s)", p.why);
+    else if (!e->open)
+        snprintf(buf, n, "Vulkan device %s found but the vulkan backend's ops are not written yet",
+                 p.dev[best].name);
+    else return NULL;
+    return buf;
+}
+
+static chm_status open_auto(const chm_backend_options *opts, chm_backend **out, chm_err *err) {
+    char why_cuda[200], why_vk[200];
+    const char *rc_cuda = gpu_unusable(find("cuda"), why_cuda, sizeof why_cuda);
+    if (!rc_cuda) {
+        chm_status rc = find("cuda")->open(opts, out, err);
+        if (rc == CHM_OK) snprintf((*out)->why, sizeof (*out)->why, "auto: cuda on %.200s", (*out)->device);
+        return rc;
+    }
+    const char *rc_vk = gpu_unusable(find("vulkan"), why_vk, sizeof why_vk);
+    if (!rc_vk) {
+        chm_status rc = find("vulkan")->open(opts, out, err);
+        if (rc == CHM_OK)
+            snprintf((*out)->why, sizeof (*out)->why, "auto: vulkan on %.100s (cuda: %.120s)",
+                     (*out)->device, why_cuda);
+        return rc;
+    }
+    chm_status rc = chm_cpu_open(opts, out, err);
+    if (rc == CHM_OK)
+        snprintf((*out)->why, sizeof (*out)->why, "auto: cpu (cuda: %.100s; vulkan: %.100s)",
+                 why_cuda, why_vk);
+    return rc;
+}
+
+chm_status chm_backend_open(const char *name, const chm_backend_options *opts,
+                            chm_backend **out, chm_err *err) {
+    if (!out) return CHM_ERR(err, CHM_ERR_INVALID_ARG, "chm_backend_open: out is NULL");
+    *out = NULL;
+    if (!name || strcmp(name, "auto") == 0) return open_auto(opts, out, err);
+    const backend_entry *e = find(name);
+    if (!e)
+        return CHM_ERR(err, CHM_ERR_INVALID_ARG,
+                       "unknown backend '%s'; choose auto, cpu, vulkan or cuda", name);
+    if (strcmp(name, "cpu") != 0) {
+        char why[200];
+        if (gpu_unusable(e, why, sizeof why))
+            return CHM_ERR(err, CHM_ERR_UNSUPPORTED,
+                           "backend '%s' cannot run here: %s; use --backend cpu or auto", name,
+                           why);
+    }
+    chm_status rc = e->open(opts, out, err);
+    if (rc == CHM_OK) snprintf((*out)->why, sizeof (*out)->why, "%s (asked for by name)", name);
+    return rc;
+}
+
+void chm_backend_close(chm_backend *be) {
+    if (be && be->close) be->close(be);
+}
+
+/* Every entry of chm_backend_ops, for coverage reports. */
+#define CHM_OP_LIST(X)                                                                     \
+    X(buffer_alloc) X(buffer_free) X(upload) X(download) X(fill) X(copy) X(cast) X(sync)    \
+    X(event_create) X(event_record) X(event_elapsed_ms) X(event_destroy) X(matmul)          \
+    X(matmul_grouped) X(attention_fwd) X(attention_bwd) X(selective_scan_fwd)              \
+    X(selective_scan_bwd) X(causal_conv1d_fwd) X(causal_conv1d_bwd) X(rmsnorm_fwd)          \
+    X(rmsnorm_bwd) X(rope_fwd) X(rope_bwd) X(swiglu_fwd) X(swiglu_bwd) X(embedding_fwd)     \
+    X(embedding_bwd) X(add) X(scale) X(axpy) X(sum_rows) X(router_topk) X(router_topk_bwd)  \
+    X(select_topk) X(gather_rows) X(scatter_add_rows) X(cross_entropy) X(adamw_step)        \
+    X(sum_squares)
+
+#define OP_NAME(n) #n,
+static const char *const op_names[] = {CHM_OP_LIST(OP_NAME)};
+#define N_OPS ((int)(sizeof op_names / sizeof op_names[0]))
+
+int chm_backend_op_count(void) { return N_OPS; }
+
+const char *chm_backend_op_name(int i) { return (i >= 0 && i < N_OPS) ? op_names[i] : NULL; }
+
+bool chm_backend_has_op(const chm_backend *be, int i) {
+    int k = 0;
+#define OP_HAS(n)                                     \
+    if (k++ == i) return be->ops->n != NULL;
+    CHM_OP_LIST(OP_HAS)
+#undef OP_HAS
+    return false;
+}

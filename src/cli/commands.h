@@ -1,0 +1,18 @@
+/*
+ * commands.h: the subcommands of the `chimera` program, one file each.
+ * Each takes the arguments after its name and returns the process exit code:
+ * 0 success, 1 failure of the work itself, 2 bad usage or bad input files.
+ */
+#ifndef CHIMERA_CLI_COMMANDS_H
+#define CHIMERA_CLI_COMMANDS_H
+
+/* `chimera info`: version, build, backends, devices, auto's choice (info.c). */
+int chm_cmd_info(int argc, char **argv);
+
+/* `chimera config`: load, validate and print a configuration (config_cmd.c). */
+int chm_cmd_config(int argc, char **argv);
+
+/* Print "chimera: error: <msg>" and a hint line to stderr (main.c). */
+void chm_cli_error(const char *msg, const char *hint);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * main.c: the `chimera` command: dispatch to a subcommand, print help.
+ * Only the CLI prints errors and picks exit codes; the library returns codes.
+ */
+#include "commands.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"info", chm_cmd_info, "version, build options, backends and devices, and what auto picks"},
+    {"config", chm_cmd_config, "validate a config (with --set overrides) and print it resolved"},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+void chm_cli_error(const char *msg, const char *hint) {
+    fprintf(stderr, "chimera: error: %s\n", msg);
+    if (hint && *hint) fprintf(stderr, "---> HINT: %s\n", hint);
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "chimera %s: train hybrid language models (attention, Mamba, MoE, MoD, MTP)\n"
+               "on cuda, vulkan or cpu from one C program.\n\n"
+               "usage: chimera <command> [options]\n\ncommands:\n",
+            CHIMERA_VERSION);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n`chimera <command> --help` describes each command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("chimera %s\n", CHIMERA_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    char msg[256];
+    snprintf(msg, sizeof msg, "unknown command '%s'", argv[1]);
+    chm_cli_error(msg, "run `chimera --help` for the list of commands");
+    return 2;
+}
