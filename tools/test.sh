@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# tools/test.sh: set up, build and run every test: once with gcc (CUDA compiled when nvcc
+# is present), once with clang under AddressSanitizer + UBSan. Vulkan tests run with the
+# Khronos validation layer on; lavapipe is the Vulkan device when no GPU is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/bootstrap.sh
+
+export VK_INSTANCE_LAYERS=VK_LAYER_KHRONOS_validation
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+if [ -f tests/lsan.supp ]; then export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp; fi
+
+jobs=$(nproc)
+echo "== gcc build (-Werror) =="
+CC=gcc bash tools/build.sh build
+echo "== gcc tests =="
+./build/chimera_tests --jobs "$jobs"
+
+echo "== clang + ASan/UBSan build (-Werror) =="
+CC=clang bash tools/build.sh build-asan -DCHIMERA_SANITIZE=ON -DCHIMERA_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug
+echo "== clang + ASan/UBSan tests =="
+./build-asan/chimera_tests --jobs "$jobs"
