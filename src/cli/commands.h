@@ -12,6 +12,12 @@ int chm_cmd_info(int argc, char **argv);
 /* `chimera config`: load, validate and print a configuration (config_cmd.c). */
 int chm_cmd_config(int argc, char **argv);
 
+/* `chimera tokenizer encode|decode|train`: the BPE tokenizer by hand (tokenizer_cmd.c). */
+int chm_cmd_tokenizer(int argc, char **argv);
+
+/* `chimera tokenize`: Dolma documents -> token shards + manifest (tokenize_cmd.c). */
+int chm_cmd_tokenize(int argc, char **argv);
+
 /* Print "chimera: error: <msg>" and a hint line to stderr (main.c). */
 void chm_cli_error(const char *msg, const char *hint);
 

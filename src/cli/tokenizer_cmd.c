@@ -1,0 +1,11 @@
+/* tokenizer_cmd.c: placeholder until the data layer lands. */
+#include "commands.h"
+
+#include <stddef.h>
+
+int chm_cmd_tokenizer(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    chm_cli_error("not written yet", NULL);
+    return 1;
+}
