@@ -12,6 +12,9 @@ int chm_cmd_info(int argc, char **argv);
 /* `chimera config`: load, validate and print a configuration (config_cmd.c). */
 int chm_cmd_config(int argc, char **argv);
 
+/* `chimera model`: parameter names/shapes, counts and FLOPs per token of a config (model_cmd.c). */
+int chm_cmd_model(int argc, char **argv);
+
 /* `chimera tokenizer encode|decode|train`: the BPE tokenizer by hand (tokenizer_cmd.c). */
 int chm_cmd_tokenizer(int argc, char **argv);
 

@@ -16,6 +16,7 @@ typedef struct command {
 static const command commands[] = {
     {"info", chm_cmd_info, "version, build options, backends and devices, and what auto picks"},
     {"config", chm_cmd_config, "validate a config (with --set overrides) and print it resolved"},
+    {"model", chm_cmd_model, "parameter table, counts (total, active) and FLOPs per token of a config"},
     {"tokenizer", chm_cmd_tokenizer, "encode, decode or train a tokenizer.json byte-level BPE"},
     {"tokenize", chm_cmd_tokenize, "turn Dolma JSONL(.gz/.zst) files into token shards"},
 };
