@@ -1,13 +1,102 @@
-/* ops_selective_scan.c: checked wrappers of the selective_scan ops (placeholder: checks not written yet). */
+/*
+ * ops_selective_scan.c: checked wrappers of the Mamba-1 selective scan.
+ *
+ * u, delta, z (optional), y, dy [B,T,Di]; A [Di,N]; Bm, Cm [B,T,N];
+ * D, delta_bias [Di] optional. All float tensors share u's dtype. Outputs (y;
+ * the gradients) must not share bytes with any other tensor of the call. The
+ * backward ACCUMULATES into every gradient it is given; a NULL gradient is
+ * skipped, and dD, dz, ddelta_bias need their input to be present.
+ */
 #include "check.h"
 
+/* The tensors of chm_scan_args, in one order, with their names (then dy, for the backward). */
+#define SCAN_NIN 8
+static const char *const scan_in_names[SCAN_NIN + 1] = {"u",  "delta", "A", "Bm",         "Cm",
+                                                        "D",  "z",     "delta_bias", "dy"};
+
+static void scan_inputs(const chm_scan_args *a, const chm_tensor *in[SCAN_NIN]) {
+    const chm_tensor *t[SCAN_NIN] = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z,
+                                     a->delta_bias};
+    for (int i = 0; i < SCAN_NIN; i++) in[i] = t[i];
+}
+
+/* Fail when t shares bytes with any of the n named tensors (NULL entries are absent). */
+static chm_status check_apart(chm_backend *be, const char *op, const char *name,
+                              const chm_tensor *t, int n, const chm_tensor *const *others,
+                              const char *const *names) {
+    for (int i = 0; i < n; i++)
+        CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(t, others[i]),
+                              "%s overlaps %s; outputs need their own memory", name, names[i]));
+    return CHM_OK;
+}
+
+/* Every input of the scan: presence, dtype (u's) and shape. */
+static chm_status check_args(chm_backend *be, const char *op, const chm_scan_args *a) {
+    CHM_TRY(chm_check_arg(be, op, a != NULL, "the scan arguments are NULL"));
+    CHM_TRY(chm_check_float(be, op, "u", a->u));
+    const chm_tensor *u = a->u;
+    chm_dtype dt = u->dtype;
+    CHM_TRY(chm_check_shape(be, op, "u", u, dt, 3, CHM_DIMS(CHM_ANY, CHM_ANY, CHM_ANY)));
+    int64_t B = u->shape[0], T = u->shape[1], Di = u->shape[2];
+    CHM_TRY(chm_check_shape(be, op, "delta", a->delta, dt, 3, CHM_DIMS(B, T, Di)));
+    CHM_TRY(chm_check_shape(be, op, "A", a->A, dt, 2, CHM_DIMS(Di, CHM_ANY)));
+    int64_t N = a->A->shape[1];
+    CHM_TRY(chm_check_shape(be, op, "Bm", a->Bm, dt, 3, CHM_DIMS(B, T, N)));
+    CHM_TRY(chm_check_shape(be, op, "Cm", a->Cm, dt, 3, CHM_DIMS(B, T, N)));
+    if (a->D) CHM_TRY(chm_check_shape(be, op, "D", a->D, dt, 1, CHM_DIMS(Di)));
+    if (a->z) CHM_TRY(chm_check_shape(be, op, "z", a->z, dt, 3, CHM_DIMS(B, T, Di)));
+    if (a->delta_bias)
+        CHM_TRY(chm_check_shape(be, op, "delta_bias", a->delta_bias, dt, 1, CHM_DIMS(Di)));
+    return CHM_OK;
+}
+
 chm_status chm_selective_scan_fwd(chm_backend *be, const chm_tensor *y, const chm_scan_args *a) {
-    CHM_TRY(chm_check_impl(be, "selective_scan_fwd", be->ops->selective_scan_fwd != NULL));
+    const char *op = "selective_scan_fwd";
+    CHM_TRY(chm_check_impl(be, op, be->ops->selective_scan_fwd != NULL));
+    CHM_TRY(check_args(be, op, a));
+    CHM_TRY(chm_check_same(be, op, "y", y, "u", a->u));
+    const chm_tensor *in[SCAN_NIN];
+    scan_inputs(a, in);
+    CHM_TRY(check_apart(be, op, "y", y, SCAN_NIN, in, scan_in_names));
     return be->ops->selective_scan_fwd(be, y, a);
 }
 
+/*
+ * One optional gradient: absent, or shaped like its input `like` (which must
+ * be present: there is no gradient of an absent input).
+ */
+static chm_status check_grad(chm_backend *be, const char *op, const char *name,
+                             const chm_tensor *grad, const char *like_name,
+                             const chm_tensor *like) {
+    if (!grad) return CHM_OK;
+    CHM_TRY(chm_check_arg(be, op, like != NULL, "%s is given but %s is absent", name,
+                          like_name));
+    return chm_check_same(be, op, name, grad, like_name, like);
+}
+
+#define SCAN_NGRAD 8
+
 chm_status chm_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
                                   const chm_tensor *dy, const chm_scan_args *a) {
-    CHM_TRY(chm_check_impl(be, "selective_scan_bwd", be->ops->selective_scan_bwd != NULL));
+    const char *op = "selective_scan_bwd";
+    CHM_TRY(chm_check_impl(be, op, be->ops->selective_scan_bwd != NULL));
+    CHM_TRY(check_args(be, op, a));
+    CHM_TRY(chm_check_arg(be, op, g != NULL, "the gradient struct is NULL"));
+    CHM_TRY(chm_check_same(be, op, "dy", dy, "u", a->u));
+    /* Gradients in scan_in_names' order, then dy: each must stay apart from all. */
+    const chm_tensor *grads[SCAN_NGRAD] = {g->du, g->ddelta, g->dA, g->dBm,
+                                           g->dCm, g->dD,    g->dz, g->ddelta_bias};
+    static const char *const grad_names[SCAN_NGRAD] = {"du",  "ddelta", "dA", "dBm",
+                                                       "dCm", "dD",     "dz", "ddelta_bias"};
+    const chm_tensor *in[SCAN_NIN + 1];
+    scan_inputs(a, in);
+    in[SCAN_NIN] = dy;
+    for (int i = 0; i < SCAN_NGRAD; i++) {
+        if (!grads[i]) continue;
+        CHM_TRY(check_grad(be, op, grad_names[i], grads[i], scan_in_names[i], in[i]));
+        CHM_TRY(check_apart(be, op, grad_names[i], grads[i], SCAN_NIN + 1, in, scan_in_names));
+        CHM_TRY(check_apart(be, op, grad_names[i], grads[i], SCAN_NGRAD - i - 1, grads + i + 1,
+                            grad_names + i + 1));
+    }
     return be->ops->selective_scan_bwd(be, g, dy, a);
 }

@@ -20,9 +20,6 @@
 /* Columns per scatter task: one cache-friendly strip of every row. */
 #define ROWS_COL_BLOCK 64
 
-/* Work (elements) below which a loop stays on one thread. */
-#define ROWS_PAR_MIN 32768
-
 /* Every idx[m] < rows (negative entries mean "skip" and are fine). */
 static chm_status check_indices(chm_backend *be, const char *op, const int32_t *idx, int64_t M,
                                 int64_t rows) {
@@ -38,10 +35,11 @@ static chm_status check_indices(chm_backend *be, const char *op, const int32_t *
 /*
  * gather_<sfx>: out [M,C] = rows idx [M] of x [*,C].
  * scatter_<sfx>: out [*,C] += w[m] * x [M,C] into rows idx [M]; w [M] or NULL (1).
+ * Loops under 32768 elements stay on one thread (threads cost more than they save).
  */
 #define ROWS_DEFINE(T, SFX)                                                                  \
     static void gather_##SFX(T *out, const T *x, const int32_t *idx, int64_t M, int64_t C) { \
-        _Pragma("omp parallel for schedule(static) if (M * C > ROWS_PAR_MIN)")               \
+        _Pragma("omp parallel for schedule(static) if (M * C > 32768)")                      \
         for (int64_t m = 0; m < M; m++) {                                                    \
             T *o = out + m * C;                                                              \
             const T *src = idx[m] >= 0 ? x + (int64_t)idx[m] * C : NULL;                     \
@@ -50,7 +48,7 @@ static chm_status check_indices(chm_backend *be, const char *op, const int32_t *
     }                                                                                        \
     static void scatter_##SFX(T *out, const T *x, const int32_t *idx, const T *w, int64_t M, \
                               int64_t C) {                                                   \
-        _Pragma("omp parallel for schedule(static) if (M * C > ROWS_PAR_MIN)")               \
+        _Pragma("omp parallel for schedule(static) if (M * C > 32768)")                      \
         for (int64_t c0 = 0; c0 < C; c0 += ROWS_COL_BLOCK) {                                 \
             int64_t c1 = c0 + ROWS_COL_BLOCK < C ? c0 + ROWS_COL_BLOCK : C;                  \
             for (int64_t m = 0; m < M; m++) {                                                \

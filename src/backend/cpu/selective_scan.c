@@ -1,19 +1,352 @@
-/* selective_scan.c: placeholder until the family is written (returns CHM_ERR_UNSUPPORTED). */
+/*
+ * selective_scan.c: the Mamba-1 selective scan on the cpu (reference).
+ *
+ * u, delta, z, y [B,T,Di]; Bm, Cm [B,T,N] (shared by all channels); A [Di,N];
+ * D, delta_bias [Di]. With d = softplus(delta + delta_bias) (or without the
+ * softplus), per channel c and state n:
+ *   h[t] = exp(d[t]*A[c,n]) * h[t-1] + d[t]*Bm[t,n]*u[t],  h[-1] = 0
+ *   y[t] = (sum_n Cm[t,n]*h[t,n] + D[c]*u[t]) * silu(z[t])  (gate when z is given)
+ *
+ * Work is split into tasks (b, block of SCAN_BLOCK channels). A task gathers
+ * its sequences into doubles and runs its channels one after another. The
+ * backward recomputes the T states of a channel into scratch, runs the
+ * reverse recurrence and ACCUMULATES (+=) into every requested gradient.
+ * Sums over channels (dBm, dCm) go into one partial per task, sums over the
+ * batch (dA, dD, ddelta_bias) into one partial per (b, channel); both are
+ * reduced afterwards in a fixed order, so results do not depend on threads.
+ * All scratch is allocated before any output is touched, so a failed
+ * allocation leaves every output as it was.
+ */
 #include "cpu.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Channels per task: fixes the grouping of channel sums (independent of thread count). */
+#define SCAN_BLOCK 64
+
+/* Sizes of one call. */
+typedef struct scan_dims {
+    int64_t B, T, Di, N, nblk;
+} scan_dims;
+
+/* One channel of one batch row, as doubles. */
+typedef struct scan_chan {
+    double *u, *dt, *dsig, *z;  /* [T] input, step d, dd/ddelta, gate (unused without z) */
+    double *A;                  /* [N] row of A */
+    double *hs;                 /* [T,N] states */
+    double *yraw;               /* [T] output before the gate */
+    double D;                   /* skip weight, 0 when absent */
+} scan_chan;
+
+/* Gradients of one channel (before they are added to the tensors). */
+typedef struct scan_chan_grad {
+    double *du, *ddelta, *dz, *dy;  /* [T]; dy is the incoming gradient */
+    double *dA, *dh;                /* [N] dA of this channel, running dL/dh */
+    double dD, ddb;
+} scan_chan_grad;
+
+/* dst[rows, cols] = t's elements at `at + r*stride + c`, as doubles. */
+static void load_rows(double *dst, const chm_tensor *t, int64_t at, int64_t rows, int64_t cols,
+                      int64_t stride) {
+    if (t->dtype == CHM_F64) {
+        const double *p = (const double *)chm_cpu_ptr(t) + at;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = p[r * stride + c];
+    } else {
+        const float *p = (const float *)chm_cpu_ptr(t) + at;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = p[r * stride + c];
+    }
+}
+
+/* The inverse of load_rows: set (add == false) or add into t, rounding once. */
+static void store_rows(const chm_tensor *t, int64_t at, int64_t rows, int64_t cols,
+                       int64_t stride, const double *src, bool add) {
+    if (t->dtype == CHM_F64) {
+        double *p = (double *)chm_cpu_ptr(t) + at;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                p[r * stride + c] = (add ? p[r * stride + c] : 0.0) + src[r * cols + c];
+    } else {
+        float *p = (float *)chm_cpu_ptr(t) + at;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                p[r * stride + c] = (float)((add ? (double)p[r * stride + c] : 0.0) +
+                                            src[r * cols + c]);
+    }
+}
+
+/* Scratch of `per` doubles for each thread of the next parallel region, or NULL. */
+static double *thread_scratch(int64_t per) {
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+#endif
+    return malloc((size_t)(nt * per + 1) * sizeof(double));
+}
+
+/* This thread's slice of thread_scratch. */
+static double *my_scratch(double *mem, int64_t per) {
+    int id = 0;
+#ifdef _OPENMP
+    id = omp_get_thread_num();
+#endif
+    return mem + id * per;
+}
+
+/* log(1 + e^x) without overflow; for x >= 20 it equals x to double precision. */
+static double softplus(double x) { return x < 20.0 ? log1p(exp(x)) : x; }
+
+static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+/* Doubles scan_chan_carve takes. */
+static int64_t scan_chan_size(int64_t T, int64_t N) { return 5 * T + N + T * N; }
+
+/* Carve a channel's scratch out of mem (scan_chan_size doubles); returns the rest. */
+static double *scan_chan_carve(scan_chan *ch, double *mem, int64_t T, int64_t N) {
+    ch->u = mem;
+    ch->dt = ch->u + T;
+    ch->dsig = ch->dt + T;
+    ch->z = ch->dsig + T;
+    ch->A = ch->z + T;
+    ch->hs = ch->A + N;
+    ch->yraw = ch->hs + T * N;
+    return ch->yraw + T;
+}
+
+/* Gather channel c of batch b and compute its steps d and dd/ddelta. */
+static void scan_chan_load(scan_chan *ch, const chm_scan_args *a, const scan_dims *s, int64_t b,
+                           int64_t c) {
+    int64_t T = s->T, Di = s->Di, at = b * T * Di + c;
+    double bias = 0;
+    load_rows(ch->u, a->u, at, T, 1, Di);
+    load_rows(ch->dt, a->delta, at, T, 1, Di);
+    if (a->z) load_rows(ch->z, a->z, at, T, 1, Di);
+    load_rows(ch->A, a->A, c * s->N, 1, s->N, s->N);
+    if (a->delta_bias) load_rows(&bias, a->delta_bias, c, 1, 1, 1);
+    ch->D = 0;
+    if (a->D) load_rows(&ch->D, a->D, c, 1, 1, 1);
+    for (int64_t t = 0; t < T; t++) {
+        double x = ch->dt[t] + bias;
+        ch->dt[t] = a->delta_softplus ? softplus(x) : x;
+        ch->dsig[t] = a->delta_softplus ? sigmoid(x) : 1.0;
+    }
+}
+
+/* The recurrence of one channel: states into ch->hs, pre-gate output into ch->yraw. */
+static void scan_chan_fwd(scan_chan *ch, const double *Bb, const double *Cb, int64_t T,
+                          int64_t N) {
+    for (int64_t t = 0; t < T; t++) {
+        double *h = ch->hs + t * N, y = ch->D * ch->u[t];
+        const double *hp = t ? h - N : NULL;
+        for (int64_t n = 0; n < N; n++) {
+            double prev = hp ? hp[n] : 0.0;
+            h[n] = exp(ch->dt[t] * ch->A[n]) * prev + ch->dt[t] * Bb[t * N + n] * ch->u[t];
+            y += Cb[t * N + n] * h[n];
+        }
+        ch->yraw[t] = y;
+    }
+}
+
+/* Gate factor silu(z) of step t (1 without z). */
+static double scan_gate(const scan_chan *ch, bool has_z, int64_t t) {
+    return has_z ? ch->z[t] * sigmoid(ch->z[t]) : 1.0;
+}
+
+/*
+ * Reverse recurrence of one channel. dBp, dCp [T,N] collect the channel sums
+ * of dBm and dCm (+=); everything else lands in gr.
+ */
+static void scan_chan_bwd(const scan_chan *ch, bool has_z, const double *Bb, const double *Cb,
+                          int64_t T, int64_t N, scan_chan_grad *gr, double *dBp, double *dCp) {
+    memset(gr->dA, 0, (size_t)N * sizeof *gr->dA);
+    memset(gr->dh, 0, (size_t)N * sizeof *gr->dh);
+    gr->dD = gr->ddb = 0;
+    for (int64_t t = T - 1; t >= 0; t--) {
+        double u = ch->u[t], dt = ch->dt[t], dyr = gr->dy[t] * scan_gate(ch, has_z, t);
+        if (has_z) {
+            double s = sigmoid(ch->z[t]);
+            gr->dz[t] = gr->dy[t] * ch->yraw[t] * s * (1.0 + ch->z[t] * (1.0 - s));
+        }
+        double du = dyr * ch->D, dd = 0;
+        const double *h = ch->hs + t * N, *hp = t ? h - N : NULL;
+        gr->dD += dyr * u;
+        for (int64_t n = 0; n < N; n++) {
+            double prev = hp ? hp[n] : 0.0, decay = exp(dt * ch->A[n]);
+            double Bn = Bb[t * N + n], dh = gr->dh[n] + dyr * Cb[t * N + n];
+            dCp[t * N + n] += dyr * h[n];
+            dBp[t * N + n] += dh * dt * u;
+            du += dh * dt * Bn;
+            dd += dh * (ch->A[n] * decay * prev + Bn * u);
+            gr->dA[n] += dh * dt * decay * prev;
+            gr->dh[n] = dh * decay;
+        }
+        gr->du[t] = du;
+        gr->ddelta[t] = dd * ch->dsig[t];
+        gr->ddb += dd * ch->dsig[t];
+    }
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Doubles of scratch one forward task needs. */
+static int64_t scan_fwd_scratch(const scan_dims *s) {
+    return 2 * s->T * s->N + scan_chan_size(s->T, s->N) + s->T;
+}
+
+/* Forward of one task: block k of channels of batch b, in scratch mem. */
+static void scan_fwd_task(const scan_dims *s, const chm_tensor *y, const chm_scan_args *a,
+                          int64_t b, int64_t k, double *mem) {
+    int64_t T = s->T, N = s->N, Di = s->Di;
+    double *Bb = mem, *Cb = Bb + T * N;
+    scan_chan ch;
+    double *yv = scan_chan_carve(&ch, Cb + T * N, T, N);
+    load_rows(Bb, a->Bm, b * T * N, 1, T * N, T * N);
+    load_rows(Cb, a->Cm, b * T * N, 1, T * N, T * N);
+    for (int64_t c = k * SCAN_BLOCK; c < min64(Di, (k + 1) * SCAN_BLOCK); c++) {
+        scan_chan_load(&ch, a, s, b, c);
+        scan_chan_fwd(&ch, Bb, Cb, T, N);
+        for (int64_t t = 0; t < T; t++) yv[t] = ch.yraw[t] * scan_gate(&ch, a->z != NULL, t);
+        store_rows(y, b * T * Di + c, T, 1, Di, yv, false);
+    }
+}
+
+static chm_status scan_dims_of(chm_backend *be, const char *op, const chm_scan_args *a,
+                               scan_dims *s) {
+    if (a->u->dtype != CHM_F32 && a->u->dtype != CHM_F64)
+        return chm_cpu_bad_dtype(be, op, a->u->dtype);
+    s->B = a->u->shape[0];
+    s->T = a->u->shape[1];
+    s->Di = a->u->shape[2];
+    s->N = a->A->shape[1];
+    s->nblk = (s->Di + SCAN_BLOCK - 1) / SCAN_BLOCK;
+    return CHM_OK;
+}
 
 chm_status chm_cpu_selective_scan_fwd(chm_backend *be, const chm_tensor *y,
                                       const chm_scan_args *a) {
-    (void)be;
-    (void)y;
-    (void)a;
-    return CHM_ERR(&be->err, CHM_ERR_UNSUPPORTED, "selective_scan_fwd: not written yet");
+    scan_dims s;
+    chm_status rc = scan_dims_of(be, "selective_scan_fwd", a, &s);
+    if (rc) return rc;
+    int64_t per = scan_fwd_scratch(&s);
+    double *mem = thread_scratch(per);
+    if (!mem)
+        return CHM_ERR(&be->err, CHM_ERR_NOMEM,
+                       "selective_scan_fwd: cannot allocate %lld doubles of scratch per thread",
+                       (long long)per);
+#pragma omp parallel for collapse(2) schedule(dynamic)
+    for (int64_t b = 0; b < s.B; b++)
+        for (int64_t k = 0; k < s.nblk; k++) scan_fwd_task(&s, y, a, b, k, my_scratch(mem, per));
+    free(mem);
+    return CHM_OK;
+}
+
+/*
+ * Partial sums of the backward, reduced in a fixed order at the end:
+ * dB, dC [B, nblk, T, N] (sums over a task's channels) and
+ * dA [B, Di, N], dD and ddb [B, Di] (one entry per (b, channel)).
+ */
+typedef struct scan_parts {
+    double *dB, *dC, *dA, *dD, *ddb;
+} scan_parts;
+
+/* Send one channel's gradients to the tensors (per-element ones) or the partials. */
+static void scan_chan_emit(const scan_dims *s, const chm_scan_grads *g, const scan_chan_grad *gr,
+                           const scan_parts *p, int64_t b, int64_t c) {
+    int64_t T = s->T, Di = s->Di, at = b * T * Di + c, bc = b * Di + c;
+    if (g->du) store_rows(g->du, at, T, 1, Di, gr->du, true);
+    if (g->ddelta) store_rows(g->ddelta, at, T, 1, Di, gr->ddelta, true);
+    if (g->dz) store_rows(g->dz, at, T, 1, Di, gr->dz, true);
+    memcpy(p->dA + bc * s->N, gr->dA, (size_t)s->N * sizeof *gr->dA);
+    p->dD[bc] = gr->dD;
+    p->ddb[bc] = gr->ddb;
+}
+
+/* Doubles of scratch one backward task needs. */
+static int64_t scan_bwd_scratch(const scan_dims *s) {
+    return 2 * s->T * s->N + scan_chan_size(s->T, s->N) + 4 * s->T + 2 * s->N;
+}
+
+/* Backward of one task: block k of channels of batch b, in scratch mem. */
+static void scan_bwd_task(const scan_dims *s, const chm_scan_grads *g, const chm_tensor *dy,
+                          const chm_scan_args *a, const scan_parts *p, int64_t b, int64_t k,
+                          double *mem) {
+    int64_t T = s->T, N = s->N, Di = s->Di;
+    double *Bb = mem, *Cb = Bb + T * N;
+    scan_chan ch;
+    scan_chan_grad gr;
+    gr.du = scan_chan_carve(&ch, Cb + T * N, T, N);
+    gr.ddelta = gr.du + T;
+    gr.dz = gr.ddelta + T;
+    gr.dy = gr.dz + T;
+    gr.dA = gr.dy + T;
+    gr.dh = gr.dA + N;
+    double *dBp = p->dB + (b * s->nblk + k) * T * N, *dCp = p->dC + (b * s->nblk + k) * T * N;
+    load_rows(Bb, a->Bm, b * T * N, 1, T * N, T * N);
+    load_rows(Cb, a->Cm, b * T * N, 1, T * N, T * N);
+    for (int64_t c = k * SCAN_BLOCK; c < min64(Di, (k + 1) * SCAN_BLOCK); c++) {
+        scan_chan_load(&ch, a, s, b, c);
+        scan_chan_fwd(&ch, Bb, Cb, T, N);
+        load_rows(gr.dy, dy, b * T * Di + c, T, 1, Di);
+        scan_chan_bwd(&ch, a->z != NULL, Bb, Cb, T, N, &gr, dBp, dCp);
+        scan_chan_emit(s, g, &gr, p, b, c);
+    }
+}
+
+/* Sum n consecutive blocks of `len` doubles into the first, in block order. */
+static void sum_blocks(double *x, int64_t n, int64_t len) {
+    for (int64_t k = 1; k < n; k++)
+        for (int64_t i = 0; i < len; i++) x[i] += x[k * len + i];
+}
+
+/* Reduce the partials in a fixed order and add them to the requested gradients. */
+static void scan_reduce(const scan_dims *s, const chm_scan_grads *g, const scan_parts *p) {
+    int64_t TN = s->T * s->N;
+    for (int64_t b = 0; b < s->B; b++) {
+        double *dB = p->dB + b * s->nblk * TN, *dC = p->dC + b * s->nblk * TN;
+        sum_blocks(dB, s->nblk, TN);
+        sum_blocks(dC, s->nblk, TN);
+        if (g->dBm) store_rows(g->dBm, b * TN, 1, TN, TN, dB, true);
+        if (g->dCm) store_rows(g->dCm, b * TN, 1, TN, TN, dC, true);
+    }
+    sum_blocks(p->dA, s->B, s->Di * s->N);
+    sum_blocks(p->dD, s->B, s->Di);
+    sum_blocks(p->ddb, s->B, s->Di);
+    if (g->dA) store_rows(g->dA, 0, 1, s->Di * s->N, s->Di * s->N, p->dA, true);
+    if (g->dD) store_rows(g->dD, 0, 1, s->Di, s->Di, p->dD, true);
+    if (g->ddelta_bias) store_rows(g->ddelta_bias, 0, 1, s->Di, s->Di, p->ddb, true);
 }
 
 chm_status chm_cpu_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
                                       const chm_tensor *dy, const chm_scan_args *a) {
-    (void)be;
-    (void)g;
-    (void)dy;
-    (void)a;
-    return CHM_ERR(&be->err, CHM_ERR_UNSUPPORTED, "selective_scan_bwd: not written yet");
+    scan_dims s;
+    chm_status rc = scan_dims_of(be, "selective_scan_bwd", a, &s);
+    if (rc) return rc;
+    int64_t nBC = s.B * s.nblk * s.T * s.N, nA = s.B * s.Di * s.N, nD = s.B * s.Di;
+    int64_t per = scan_bwd_scratch(&s);
+    double *parts = calloc((size_t)(2 * nBC + nA + 2 * nD + 1), sizeof *parts);
+    double *mem = thread_scratch(per);
+    if (!parts || !mem) {
+        free(parts);
+        free(mem);
+        return CHM_ERR(&be->err, CHM_ERR_NOMEM,
+                       "selective_scan_bwd: cannot allocate scratch for B=%lld, T=%lld, "
+                       "Di=%lld, N=%lld",
+                       (long long)s.B, (long long)s.T, (long long)s.Di, (long long)s.N);
+    }
+    scan_parts p = {parts, parts + nBC, parts + 2 * nBC, parts + 2 * nBC + nA,
+                    parts + 2 * nBC + nA + nD};
+#pragma omp parallel for collapse(2) schedule(dynamic)
+    for (int64_t b = 0; b < s.B; b++)
+        for (int64_t k = 0; k < s.nblk; k++)
+            scan_bwd_task(&s, g, dy, a, &p, b, k, my_scratch(mem, per));
+    scan_reduce(&s, g, &p);
+    free(parts);
+    free(mem);
+    return CHM_OK;
 }

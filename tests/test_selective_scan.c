@@ -1,0 +1,389 @@
+/*
+ * test_selective_scan.c: the Mamba-1 selective scan (forward, backward, checks).
+ *
+ * The forward is compared with a naive f64 recurrence with and without each
+ * optional input (D, z, delta_bias, softplus), the backward with central
+ * finite differences of L = sum(y * R) for every gradient, NULL gradients
+ * are skipped, and gradients accumulate onto G0.
+ */
+#include "testutil.h"
+
+/* Input slots, in chm_scan_args order. */
+enum { IU, IDELTA, IA, IBM, ICM, ID, IZ, IDB, NIN };
+static const char *const in_names[NIN] = {"u", "delta", "A", "Bm", "Cm", "D", "z", "delta_bias"};
+
+/* One configuration: sizes and which optional inputs are present. */
+typedef struct scan_case {
+    int64_t B, T, Di, N;
+    bool has_D, has_z, has_bias, softplus;
+} scan_case;
+
+/* Host inputs (NULL when absent) and the backend tensors of one case. */
+typedef struct scan_run {
+    scan_case c;
+    chm_dtype dt;
+    double *in[NIN];
+    tt_tensor t[NIN], y, dy, g[NIN];
+} scan_run;
+
+static bool present(const scan_case *c, int i) {
+    return (i != ID || c->has_D) && (i != IZ || c->has_z) && (i != IDB || c->has_bias);
+}
+
+/* Number of dims and shape of input slot i. */
+static int in_shape(const scan_case *c, int i, int64_t shape[3]) {
+    switch (i) {
+    case IA: shape[0] = c->Di, shape[1] = c->N; return 2;
+    case IBM:
+    case ICM: shape[0] = c->B, shape[1] = c->T, shape[2] = c->N; return 3;
+    case ID:
+    case IDB: shape[0] = c->Di; return 1;
+    default: shape[0] = c->B, shape[1] = c->T, shape[2] = c->Di; return 3;
+    }
+}
+
+static int64_t in_numel(const scan_case *c, int i) {
+    int64_t s[3], n = 1;
+    int nd = in_shape(c, i, s);
+    for (int d = 0; d < nd; d++) n *= s[d];
+    return n;
+}
+
+static int64_t ny(const scan_case *c) { return c->B * c->T * c->Di; }
+
+/* n uniform values, rounded to f32 when the op runs in f32 (so the reference sees the same). */
+static double *rand_vec(tt_rng *r, int64_t n, double lo, double hi, chm_dtype dt) {
+    double *x = tt_dalloc(n);
+    tt_fill_uniform(r, x, n, lo, hi);
+    if (dt == CHM_F32)
+        for (int64_t i = 0; i < n; i++) x[i] = (float)x[i];
+    return x;
+}
+
+/* Random inputs in realistic ranges: A < 0, a positive step without softplus. */
+static void scan_inputs(scan_run *s, tt_rng *r) {
+    const scan_case *c = &s->c;
+    double lo[NIN] = {-1, -1, -1, -1, -1, -1, -2, -0.5}, hi[NIN] = {1, 1, 0.5, 1, 1, 1, 2, 0.5};
+    if (!c->softplus) lo[IDELTA] = 0.1, lo[IDB] = 0.0, hi[IDB] = 0.3;
+    for (int i = 0; i < NIN; i++) {
+        s->in[i] = NULL;
+        if (!present(c, i)) continue;
+        s->in[i] = rand_vec(r, in_numel(c, i), lo[i], hi[i], s->dt);
+    }
+    for (int64_t j = 0; j < in_numel(c, IA); j++) {
+        double a = -exp(s->in[IA][j]);
+        s->in[IA][j] = s->dt == CHM_F32 ? (float)a : a;
+    }
+}
+
+static scan_run scan_open(chm_backend *be, chm_dtype dt, scan_case c, uint64_t seed) {
+    scan_run s = {.c = c, .dt = dt};
+    tt_rng r = tt_rng_make(seed);
+    scan_inputs(&s, &r);
+    int64_t shape[3];
+    for (int i = 0; i < NIN; i++) {
+        int nd = in_shape(&c, i, shape);
+        s.t[i] = tt_alloc(be, dt, nd, shape);
+        s.g[i] = tt_alloc(be, dt, nd, shape);
+    }
+    in_shape(&c, IU, shape);
+    s.y = tt_alloc(be, dt, 3, shape);
+    s.dy = tt_alloc(be, dt, 3, shape);
+    return s;
+}
+
+static void scan_close(scan_run *s) {
+    for (int i = 0; i < NIN; i++) {
+        free(s->in[i]);
+        tt_free(&s->t[i]);
+        tt_free(&s->g[i]);
+    }
+    tt_free(&s->y);
+    tt_free(&s->dy);
+}
+
+/* Upload the host inputs and describe them for the op. */
+static chm_scan_args scan_args(chm_backend *be, scan_run *s) {
+    const chm_tensor *p[NIN];
+    for (int i = 0; i < NIN; i++) {
+        p[i] = s->in[i] ? &s->t[i].t : NULL;
+        if (s->in[i]) tt_upload(be, &s->t[i], s->in[i]);
+    }
+    return (chm_scan_args){p[IU], p[IDELTA], p[IA], p[IBM], p[ICM], p[ID], p[IZ], p[IDB],
+                           s->c.softplus};
+}
+
+static void scan_run_fwd(chm_backend *be, scan_run *s, double *y) {
+    chm_scan_args a = scan_args(be, s);
+    tt_poison(be, &s->y);
+    cr_assert_eq(chm_selective_scan_fwd(be, &s->y.t, &a), CHM_OK, "%s", be->err.msg);
+    tt_download(be, &s->y, y);
+}
+
+/* Backward with dy on the gradients whose want[i] is set: they start at g0[i], end in got[i]. */
+static void scan_run_bwd(chm_backend *be, scan_run *s, const double *dy, const bool want[NIN],
+                         double *const g0[NIN], double *const got[NIN]) {
+    chm_scan_args a = scan_args(be, s);
+    tt_upload(be, &s->dy, dy);
+    chm_tensor *g[NIN];
+    for (int i = 0; i < NIN; i++) {
+        g[i] = want[i] ? &s->g[i].t : NULL;
+        if (want[i]) tt_upload(be, &s->g[i], g0[i]);
+    }
+    chm_scan_grads gr = {g[IU], g[IDELTA], g[IA], g[IBM], g[ICM], g[ID], g[IZ], g[IDB]};
+    cr_assert_eq(chm_selective_scan_bwd(be, &gr, &s->dy.t, &a), CHM_OK, "%s", be->err.msg);
+    for (int i = 0; i < NIN; i++)
+        if (want[i]) tt_download(be, &s->g[i], got[i]);
+}
+
+/* Naive recurrence in f64, written straight from backend.h. */
+static void ref_scan(const scan_case *c, double *const in[NIN], double *y) {
+    int64_t T = c->T, Di = c->Di, N = c->N;
+    double *h = tt_dalloc(N);
+    for (int64_t b = 0; b < c->B; b++)
+        for (int64_t ch = 0; ch < Di; ch++) {
+            memset(h, 0, (size_t)N * sizeof *h);
+            for (int64_t t = 0; t < T; t++) {
+                int64_t at = (b * T + t) * Di + ch;
+                double d = in[IDELTA][at] + (c->has_bias ? in[IDB][ch] : 0.0);
+                if (c->softplus) d = log(1.0 + exp(d));
+                double out = c->has_D ? in[ID][ch] * in[IU][at] : 0.0;
+                for (int64_t n = 0; n < N; n++) {
+                    int64_t bt = (b * T + t) * N + n;
+                    h[n] = exp(d * in[IA][ch * N + n]) * h[n] + d * in[IBM][bt] * in[IU][at];
+                    out += in[ICM][bt] * h[n];
+                }
+                if (c->has_z) out *= in[IZ][at] / (1.0 + exp(-in[IZ][at]));
+                y[at] = out;
+            }
+        }
+    free(h);
+}
+
+static const scan_case fwd_cases[] = {
+    {1, 1, 1, 1, true, true, true, true},      /* T = 1 */
+    {2, 7, 3, 5, true, true, true, true},      /* everything on */
+    {1, 13, 5, 3, false, false, false, false}, /* everything off */
+    {2, 4, 7, 2, true, false, false, true},    /* D and softplus only */
+    {3, 5, 2, 4, false, true, true, false},    /* z and bias, no softplus */
+    {2, 3, 67, 2, true, true, true, true},     /* more channels than one block */
+};
+#define NCASES (sizeof fwd_cases / sizeof *fwd_cases)
+
+Test(selective_scan, forward_matches_naive) {
+    chm_backend *be = tt_open_cpu();
+    chm_dtype dts[2] = {CHM_F32, CHM_F64};
+    for (size_t i = 0; i < NCASES; i++)
+        for (int k = 0; k < 2; k++) {
+            scan_run s = scan_open(be, dts[k], fwd_cases[i], 100 + i);
+            double *got = tt_dalloc(ny(&s.c)), *want = tt_dalloc(ny(&s.c));
+            scan_run_fwd(be, &s, got);
+            ref_scan(&s.c, s.in, want);
+            tt_assert_close("y", got, want, ny(&s.c), TT_ATOL(dts[k]), TT_RTOL(dts[k]));
+            free(got), free(want);
+            scan_close(&s);
+        }
+    chm_backend_close(be);
+}
+
+/* L = sum(y * R) through the backend's forward. */
+static double scan_loss(chm_backend *be, scan_run *s, const double *R, double *y) {
+    scan_run_fwd(be, s, y);
+    double L = 0;
+    for (int64_t i = 0; i < ny(&s->c); i++) L += y[i] * R[i];
+    return L;
+}
+
+/* Central differences of the loss with respect to every element of input slot i. */
+static void scan_fd_grad(chm_backend *be, scan_run *s, int i, const double *R, double *g) {
+    double *x = s->in[i], *y = tt_dalloc(ny(&s->c));
+    for (int64_t j = 0; j < in_numel(&s->c, i); j++) {
+        double x0 = x[j], h = 1e-6 * fmax(1.0, fabs(x0));
+        x[j] = x0 + h;
+        double lp = scan_loss(be, s, R, y);
+        x[j] = x0 - h;
+        double lm = scan_loss(be, s, R, y);
+        x[j] = x0;
+        g[j] = (lp - lm) / (2 * h);
+    }
+    free(y);
+}
+
+/* Zero-filled arrays for every present input (want[i] set), NULL elsewhere. */
+static void grad_arrays(const scan_run *s, bool want[NIN], double *a[NIN]) {
+    for (int i = 0; i < NIN; i++) {
+        want[i] = s->in[i] != NULL;
+        a[i] = want[i] ? tt_dalloc(in_numel(&s->c, i)) : NULL;
+    }
+}
+
+static void check_backward(scan_case c, uint64_t seed) {
+    chm_backend *be = tt_open_cpu();
+    scan_run s = scan_open(be, CHM_F64, c, seed);
+    tt_rng r = tt_rng_make(seed + 7);
+    double *R = rand_vec(&r, ny(&c), -1, 1, CHM_F64);
+    bool want[NIN];
+    double *zero[NIN], *got[NIN], *fd[NIN];
+    grad_arrays(&s, want, zero);
+    grad_arrays(&s, want, got);
+    grad_arrays(&s, want, fd);
+    scan_run_bwd(be, &s, R, want, zero, got);
+    for (int i = 0; i < NIN; i++) {
+        if (!want[i]) continue;
+        scan_fd_grad(be, &s, i, R, fd[i]);
+        double err = tt_rel_l2(got[i], fd[i], in_numel(&c, i));
+        cr_assert(err < 1e-6, "d%s: relative L2 error %g against finite differences (case %lld)",
+                  in_names[i], err, (long long)seed);
+    }
+    for (int i = 0; i < NIN; i++) free(zero[i]), free(got[i]), free(fd[i]);
+    free(R);
+    scan_close(&s);
+    chm_backend_close(be);
+}
+
+Test(selective_scan, backward_matches_finite_differences) {
+    check_backward((scan_case){2, 5, 3, 4, true, true, true, true}, 1);
+    check_backward((scan_case){1, 4, 5, 3, false, false, false, false}, 2);
+    check_backward((scan_case){2, 4, 3, 2, true, false, true, false}, 3);
+    check_backward((scan_case){1, 1, 3, 2, true, true, true, true}, 4);
+    check_backward((scan_case){2, 3, 67, 2, true, true, true, true}, 5);
+}
+
+Test(selective_scan, backward_skips_null_gradients) {
+    chm_backend *be = tt_open_cpu();
+    scan_run s = scan_open(be, CHM_F64, (scan_case){2, 5, 3, 4, true, true, true, true}, 9);
+    tt_rng r = tt_rng_make(19);
+    double *dy = rand_vec(&r, ny(&s.c), -1, 1, CHM_F64);
+    bool all[NIN], some[NIN] = {false, false, true, false, true, false, false, true};
+    double *zero[NIN], *full[NIN], *part[NIN];
+    grad_arrays(&s, all, zero);
+    grad_arrays(&s, all, full);
+    grad_arrays(&s, all, part);
+    scan_run_bwd(be, &s, dy, all, zero, full);
+    scan_run_bwd(be, &s, dy, some, zero, part);
+    for (int i = 0; i < NIN; i++)
+        if (some[i])
+            tt_assert_close(in_names[i], part[i], full[i], in_numel(&s.c, i), 0, 0);
+    bool none[NIN] = {false};
+    scan_run_bwd(be, &s, dy, none, zero, part);
+    for (int i = 0; i < NIN; i++) free(zero[i]), free(full[i]), free(part[i]);
+    free(dy);
+    scan_close(&s);
+    chm_backend_close(be);
+}
+
+/* 130 channels: three blocks of the cpu scan, whose channel sums must not depend on threads. */
+static const scan_case threads_case = {2, 4, 130, 3, true, true, true, true};
+
+/* All gradients of threads_case on a cpu backend with `threads` threads. */
+static void grads_with_threads(int threads, double *got[NIN]) {
+    chm_backend_options opts = {.device_index = -1, .threads = threads, .quiet = true};
+    chm_backend *be = NULL;
+    chm_err err = {0};
+    cr_assert_eq(chm_backend_open("cpu", &opts, &be, &err), CHM_OK, "%s", err.msg);
+    scan_run s = scan_open(be, CHM_F32, threads_case, 77);
+    tt_rng r = tt_rng_make(78);
+    double *dy = rand_vec(&r, ny(&s.c), -1, 1, CHM_F32), *zero[NIN];
+    bool all[NIN];
+    grad_arrays(&s, all, zero);
+    grad_arrays(&s, all, got);
+    scan_run_bwd(be, &s, dy, all, zero, got);
+    for (int i = 0; i < NIN; i++) free(zero[i]);
+    free(dy);
+    scan_close(&s);
+    chm_backend_close(be);
+}
+
+Test(selective_scan, backward_is_independent_of_thread_count) {
+    double *one[NIN], *three[NIN];
+    grads_with_threads(1, one);
+    grads_with_threads(3, three);
+    for (int i = 0; i < NIN; i++) {
+        tt_assert_close(in_names[i], three[i], one[i], in_numel(&threads_case, i), 0, 0);
+        free(one[i]), free(three[i]);
+    }
+}
+
+static void check_accumulates(chm_dtype dt) {
+    chm_backend *be = tt_open_cpu();
+    scan_run s = scan_open(be, dt, (scan_case){2, 6, 5, 3, true, true, true, true}, 29);
+    tt_rng r = tt_rng_make(39);
+    double *dy = rand_vec(&r, ny(&s.c), -1, 1, dt);
+    bool all[NIN];
+    double *zero[NIN], *grad[NIN], *got[NIN], *g0[NIN];
+    grad_arrays(&s, all, zero);
+    grad_arrays(&s, all, grad);
+    grad_arrays(&s, all, got);
+    for (int i = 0; i < NIN; i++) g0[i] = rand_vec(&r, in_numel(&s.c, i), -2, 2, dt);
+    scan_run_bwd(be, &s, dy, all, zero, grad);
+    scan_run_bwd(be, &s, dy, all, g0, got);
+    for (int i = 0; i < NIN; i++) {
+        for (int64_t j = 0; j < in_numel(&s.c, i); j++) grad[i][j] += g0[i][j];
+        tt_assert_close(in_names[i], got[i], grad[i], in_numel(&s.c, i), TT_ATOL(dt),
+                        TT_RTOL(dt));
+    }
+    for (int i = 0; i < NIN; i++) free(zero[i]), free(grad[i]), free(got[i]), free(g0[i]);
+    free(dy);
+    scan_close(&s);
+    chm_backend_close(be);
+}
+
+Test(selective_scan, backward_accumulates) {
+    check_accumulates(CHM_F32);
+    check_accumulates(CHM_F64);
+}
+
+/* The call fails with `code` and a message holding the op name and `needle`. */
+static void expect_fail(chm_backend *be, chm_status rc, chm_status code, const char *op,
+                        const char *needle) {
+    cr_assert_eq(rc, code, "expected %s, got %s: %s", chm_status_name(code), chm_status_name(rc),
+                 be->err.msg);
+    cr_assert(strstr(be->err.msg, op) != NULL, "message does not name %s: %s", op, be->err.msg);
+    cr_assert(strstr(be->err.msg, needle) != NULL, "message lacks '%s': %s", needle, be->err.msg);
+}
+
+Test(selective_scan, wrapper_rejects_bad_arguments) {
+    chm_backend *be = tt_open_cpu();
+    scan_case c = {1, 3, 4, 2, false, true, true, true};
+    scan_run s = scan_open(be, CHM_F32, c, 5);
+    chm_scan_args a = scan_args(be, &s);
+    const char *fw = "selective_scan_fwd", *bw = "selective_scan_bwd";
+    tt_tensor bad_bm = tt_alloc(be, CHM_F32, 3, (int64_t[]){1, 3, 3});
+    tt_tensor z64 = tt_alloc(be, CHM_F64, 3, (int64_t[]){1, 3, 4});
+    chm_scan_args b = a;
+    b.Bm = &bad_bm.t;
+    expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_SHAPE, fw, "Bm");
+    b = a;
+    b.z = &z64.t;
+    expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_DTYPE, fw, "z");
+    expect_fail(be, chm_selective_scan_fwd(be, &s.t[IZ].t, &a), CHM_ERR_INVALID_ARG, fw,
+                "y overlaps z");
+    chm_scan_grads g = {.dD = &s.g[ID].t};
+    expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &a), CHM_ERR_INVALID_ARG, bw,
+                "dD is given but D is absent");
+    g = (chm_scan_grads){.dz = &s.g[IBM].t};
+    expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &a), CHM_ERR_SHAPE, bw,
+                "dz and z must match");
+    g = (chm_scan_grads){.du = &s.g[IU].t, .dz = &s.g[IU].t};
+    expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &a), CHM_ERR_INVALID_ARG, bw,
+                "du overlaps dz");
+    tt_free(&bad_bm);
+    tt_free(&z64);
+    scan_close(&s);
+    chm_backend_close(be);
+}
+
+Test(selective_scan, cpu_rejects_16_bit_tensors) {
+    chm_backend *be = tt_open_cpu();
+    tt_tensor t[5], y;
+    int64_t shapes[5][3] = {{1, 2, 3}, {1, 2, 3}, {3, 2, 0}, {1, 2, 2}, {1, 2, 2}};
+    int nd[5] = {3, 3, 2, 3, 3};
+    for (int i = 0; i < 5; i++) t[i] = tt_alloc(be, CHM_F16, nd[i], shapes[i]);
+    y = tt_alloc(be, CHM_F16, 3, shapes[0]);
+    chm_scan_args a = {&t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, NULL, NULL, NULL, true};
+    expect_fail(be, chm_selective_scan_fwd(be, &y.t, &a), CHM_ERR_DTYPE, "selective_scan_fwd",
+                "f16");
+    for (int i = 0; i < 5; i++) tt_free(&t[i]);
+    tt_free(&y);
+    chm_backend_close(be);
+}
