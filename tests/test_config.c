@@ -129,13 +129,32 @@ Test(config, dolma_config_is_chimera_1b) {
     const chm_config_model *m = &cfg.model;
     cr_assert_eq(m->vocab, 50304);
     cr_assert_eq(m->vocab % 64, 0);
-    cr_assert_eq(m->d_model, 2048);
+    /* issue 3 fixes chimera-1b's shape */
+    cr_assert_eq(m->d_model, 1024);
+    cr_assert_eq(m->n_layers, 24);
     cr_assert_str_eq(m->pattern, "MMMA");
+    cr_assert_eq(m->n_mamba, 18);
+    cr_assert_eq(m->n_attention, 6);
     cr_assert_eq(m->heads, 16);
-    cr_assert_eq(m->kv_heads, 4);
-    cr_assert_eq(m->head_dim, 128);
+    cr_assert_eq(m->head_dim, 64);
     cr_assert_eq(m->mamba.d_state, 16);
-    cr_assert_eq(m->mamba.dt_rank, 128);
+    cr_assert_eq(m->mamba.d_conv, 4);
+    cr_assert_eq(m->mamba.expand, 2);
+    cr_assert_eq(m->mamba.dt_rank, 64);
+    cr_assert_eq(m->ffn_hidden, 2816);
+    cr_assert_eq(m->moe.experts, 8);
+    cr_assert_eq(m->moe.top_k, 2);
+    cr_assert_eq(m->n_moe, 12);
+    for (int i = 0; i < m->n_layers; i++) {
+        cr_assert_eq(m->moe_layer[i], i % 2 == 1, "layer %d", i);
+        cr_assert_eq(m->mod_layer[i], m->mixer[i] == CHM_CONFIG_MIXER_ATTENTION, "layer %d", i);
+    }
+    cr_assert_float_eq(m->mod.capacity, 0.5, 1e-12);
+    cr_assert_eq(m->mtp.depth, 1);
+    cr_assert_float_eq(m->mtp.weight, 0.3, 1e-12);
+    cr_assert_eq(cfg.train.micro_batch, 8);
+    cr_assert_float_eq(cfg.train.min_lr, 3e-5, 1e-12);
+    cr_assert_eq(cfg.train.schedule, CHM_CONFIG_SCHEDULE_COSINE);
     cr_assert_eq(cfg.train.seq_len, 2048);
     cr_assert_eq(cfg.train.tokens, 100000000000LL);
     cr_assert_eq(cfg.train.steps, 0);
