@@ -17,7 +17,7 @@
 #include "core/half.h"
 
 /* Below this many elements one thread is faster than waking the team. */
-#define PAR_MIN 65536
+#define PAR_MIN 32768
 
 /*
  * f64 -> f32 rounded to odd: truncate toward zero, then set the last mantissa

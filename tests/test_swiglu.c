@@ -1,0 +1,189 @@
+/*
+ * test_swiglu.c: SwiGLU forward and backward on the cpu backend.
+ *
+ * Forward against a plain f64 loop in f32 and f64 at odd shapes (gates far in
+ * both tails included); backward against central finite differences of
+ * L = sum(out * w) in f64, starting from random gradients that must
+ * accumulate, and the f32 backward against a loop; then the wrapper's rejections.
+ */
+#include "testutil.h"
+
+static const chm_dtype DTYPES[] = {CHM_F32, CHM_F64};
+static const int64_t SHAPES[][3] = {{1, 1, 1}, {1, 3, 7}, {2, 5, 13}};
+
+/* Random host values in [lo, hi) uploaded into t; the host copy keeps the stored values. */
+static double *rand_upload(chm_backend *be, tt_rng *r, const tt_tensor *t, double lo, double hi) {
+    int64_t n = chm_tensor_numel(&t->t);
+    double *h = tt_dalloc(n);
+    tt_fill_uniform(r, h, n, lo, hi);
+    tt_upload(be, t, h);
+    tt_download(be, t, h);
+    return h;
+}
+
+static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
+
+Test(swiglu, forward_matches_loop) {
+    chm_backend *be = tt_open_cpu();
+    tt_rng rng = tt_rng_make(1);
+    for (int d = 0; d < 2; d++)
+        for (int s = 0; s < 3; s++) {
+            chm_dtype dt = DTYPES[d];
+            tt_tensor g = tt_alloc(be, dt, 3, SHAPES[s]), u = tt_alloc(be, dt, 3, SHAPES[s]);
+            tt_tensor out = tt_alloc(be, dt, 3, SHAPES[s]);
+            double *hg = rand_upload(be, &rng, &g, -6, 6), *hu = rand_upload(be, &rng, &u, -2, 2);
+            int64_t n = chm_tensor_numel(&g.t);
+            double *want = tt_dalloc(n), *got = tt_dalloc(n);
+            for (int64_t i = 0; i < n; i++) want[i] = hg[i] * sigmoid(hg[i]) * hu[i];
+            tt_poison(be, &out);
+            cr_assert_eq(chm_swiglu_fwd(be, &out.t, &g.t, &u.t), CHM_OK, "%s", be->err.msg);
+            tt_download(be, &out, got);
+            tt_assert_close("swiglu_fwd", got, want, n, TT_ATOL(dt), TT_RTOL(dt));
+            free(hg), free(hu), free(want), free(got);
+            tt_free(&g), tt_free(&u), tt_free(&out);
+        }
+    chm_backend_close(be);
+}
+
+Test(swiglu, forward_tails_stay_finite) {
+    /* exp(-x) overflows for very negative gates: silu must go to 0, not NaN. */
+    chm_backend *be = tt_open_cpu();
+    const double gv[] = {-1000, -100, 100, 1000}, uv[] = {2, 2, 2, 2};
+    for (int d = 0; d < 2; d++) {
+        tt_tensor g = tt_alloc(be, DTYPES[d], 1, (int64_t[]){4}),
+                  u = tt_alloc(be, DTYPES[d], 1, (int64_t[]){4});
+        tt_tensor out = tt_alloc(be, DTYPES[d], 1, (int64_t[]){4});
+        tt_upload(be, &g, gv);
+        tt_upload(be, &u, uv);
+        cr_assert_eq(chm_swiglu_fwd(be, &out.t, &g.t, &u.t), CHM_OK);
+        double got[4], want[4] = {0, 0, 200, 2000};
+        tt_download(be, &out, got);
+        tt_assert_close("swiglu tails", got, want, 4, 1e-30, 1e-6);
+        tt_free(&g), tt_free(&u), tt_free(&out);
+    }
+    chm_backend_close(be);
+}
+
+/* Tensors of one backward check and host arrays perturbed for differences. */
+typedef struct sw_ctx {
+    chm_backend *be;
+    tt_tensor g, u, out;
+    double *hg, *hu, *hw; /* hw: the loss weights */
+    int64_t n;
+} sw_ctx;
+
+/* L = sum(out * w) through the backend's forward for the current host gate and up. */
+static double loss(sw_ctx *c) {
+    tt_upload(c->be, &c->g, c->hg);
+    tt_upload(c->be, &c->u, c->hu);
+    cr_assert_eq(chm_swiglu_fwd(c->be, &c->out.t, &c->g.t, &c->u.t), CHM_OK);
+    double *y = tt_dalloc(c->n), L = 0;
+    tt_download(c->be, &c->out, y);
+    for (int64_t i = 0; i < c->n; i++) L += y[i] * c->hw[i];
+    free(y);
+    return L;
+}
+
+/* want[i] = g0[i] + dL/dv[i] by central differences. */
+static void fd_plus(sw_ctx *c, double *v, const double *g0, double *want) {
+    for (int64_t i = 0; i < c->n; i++) {
+        double v0 = v[i], h = 1e-6 * fmax(1.0, fabs(v0));
+        v[i] = v0 + h;
+        double lp = loss(c);
+        v[i] = v0 - h;
+        double lm = loss(c);
+        v[i] = v0;
+        want[i] = g0[i] + (lp - lm) / (2 * h);
+    }
+}
+
+Test(swiglu, backward_matches_finite_differences_and_accumulates) {
+    chm_backend *be = tt_open_cpu();
+    tt_rng rng = tt_rng_make(2);
+    for (int s = 0; s < 3; s++) {
+        const int64_t *sh = SHAPES[s];
+        sw_ctx c = {.be = be};
+        c.g = tt_alloc(be, CHM_F64, 3, sh), c.u = tt_alloc(be, CHM_F64, 3, sh);
+        c.out = tt_alloc(be, CHM_F64, 3, sh);
+        tt_tensor dout = tt_alloc(be, CHM_F64, 3, sh), dg = tt_alloc(be, CHM_F64, 3, sh);
+        tt_tensor du = tt_alloc(be, CHM_F64, 3, sh);
+        c.n = chm_tensor_numel(&c.g.t);
+        c.hg = rand_upload(be, &rng, &c.g, -4, 4), c.hu = rand_upload(be, &rng, &c.u, -2, 2);
+        c.hw = rand_upload(be, &rng, &dout, -1, 1);
+        double *g0 = rand_upload(be, &rng, &dg, -1, 1), *u0 = rand_upload(be, &rng, &du, -1, 1);
+        cr_assert_eq(chm_swiglu_bwd(be, &dg.t, &du.t, &dout.t, &c.g.t, &c.u.t), CHM_OK, "%s",
+                     be->err.msg);
+        double *want = tt_dalloc(c.n), *got = tt_dalloc(c.n);
+        fd_plus(&c, c.hg, g0, want);
+        tt_download(be, &dg, got);
+        cr_assert(tt_rel_l2(got, want, c.n) < 1e-6, "dgate: relative L2 error %g",
+                  tt_rel_l2(got, want, c.n));
+        fd_plus(&c, c.hu, u0, want);
+        tt_download(be, &du, got);
+        cr_assert(tt_rel_l2(got, want, c.n) < 1e-6, "dup: relative L2 error %g",
+                  tt_rel_l2(got, want, c.n));
+        free(c.hg), free(c.hu), free(c.hw), free(g0), free(u0), free(want), free(got);
+        tt_free(&c.g), tt_free(&c.u), tt_free(&c.out), tt_free(&dout), tt_free(&dg), tt_free(&du);
+    }
+    chm_backend_close(be);
+}
+
+Test(swiglu, f32_backward_matches_loop) {
+    chm_backend *be = tt_open_cpu();
+    tt_rng rng = tt_rng_make(3);
+    for (int s = 0; s < 3; s++) {
+        const int64_t *sh = SHAPES[s];
+        tt_tensor g = tt_alloc(be, CHM_F32, 3, sh), u = tt_alloc(be, CHM_F32, 3, sh);
+        tt_tensor dout = tt_alloc(be, CHM_F32, 3, sh), dg = tt_alloc(be, CHM_F32, 3, sh);
+        tt_tensor du = tt_alloc(be, CHM_F32, 3, sh);
+        double *hg = rand_upload(be, &rng, &g, -4, 4), *hu = rand_upload(be, &rng, &u, -2, 2);
+        double *hd = rand_upload(be, &rng, &dout, -1, 1), *g0 = rand_upload(be, &rng, &dg, -1, 1);
+        double *u0 = rand_upload(be, &rng, &du, -1, 1);
+        int64_t n = chm_tensor_numel(&g.t);
+        double *wg = tt_dalloc(n), *wu = tt_dalloc(n), *got = tt_dalloc(n);
+        for (int64_t i = 0; i < n; i++) {
+            double sg = sigmoid(hg[i]);
+            wg[i] = g0[i] + hd[i] * hu[i] * sg * (1 + hg[i] * (1 - sg));
+            wu[i] = u0[i] + hd[i] * hg[i] * sg;
+        }
+        cr_assert_eq(chm_swiglu_bwd(be, &dg.t, &du.t, &dout.t, &g.t, &u.t), CHM_OK, "%s",
+                     be->err.msg);
+        tt_download(be, &dg, got);
+        tt_assert_close("swiglu dgate f32", got, wg, n, TT_ATOL(CHM_F32), TT_RTOL(CHM_F32));
+        tt_download(be, &du, got);
+        tt_assert_close("swiglu dup f32", got, wu, n, TT_ATOL(CHM_F32), TT_RTOL(CHM_F32));
+        free(hg), free(hu), free(hd), free(g0), free(u0), free(wg), free(wu), free(got);
+        tt_free(&g), tt_free(&u), tt_free(&dout), tt_free(&dg), tt_free(&du);
+    }
+    chm_backend_close(be);
+}
+
+Test(swiglu, wrapper_rejects_bad_arguments) {
+    chm_backend *be = tt_open_cpu();
+    tt_tensor g = tt_alloc(be, CHM_F32, 2, (int64_t[]){3, 4}),
+              u = tt_alloc(be, CHM_F32, 2, (int64_t[]){3, 4});
+    tt_tensor o = tt_alloc(be, CHM_F32, 2, (int64_t[]){3, 4}),
+              u5 = tt_alloc(be, CHM_F32, 2, (int64_t[]){3, 5});
+    tt_tensor ud = tt_alloc(be, CHM_F64, 2, (int64_t[]){3, 4}),
+              i = tt_alloc(be, CHM_I32, 2, (int64_t[]){3, 4});
+    tt_tensor h = tt_alloc(be, CHM_BF16, 2, (int64_t[]){3, 4}),
+              hu = tt_alloc(be, CHM_BF16, 2, (int64_t[]){3, 4});
+    tt_tensor ho = tt_alloc(be, CHM_BF16, 2, (int64_t[]){3, 4});
+    cr_assert_eq(chm_swiglu_fwd(be, &o.t, &g.t, &u5.t), CHM_ERR_SHAPE);
+    cr_assert(strstr(be->err.msg, "swiglu_fwd: up and gate must match"), "%s", be->err.msg);
+    cr_assert_eq(chm_swiglu_fwd(be, &o.t, &g.t, &ud.t), CHM_ERR_DTYPE);
+    cr_assert(strstr(be->err.msg, "swiglu_fwd: up"), "%s", be->err.msg);
+    cr_assert_eq(chm_swiglu_fwd(be, &o.t, &i.t, &u.t), CHM_ERR_DTYPE);
+    cr_assert(strstr(be->err.msg, "swiglu_fwd: gate must be a float"), "%s", be->err.msg);
+    cr_assert_eq(chm_swiglu_fwd(be, &g.t, &g.t, &u.t), CHM_ERR_INVALID_ARG);
+    cr_assert(strstr(be->err.msg, "swiglu_fwd: out overlaps gate"), "%s", be->err.msg);
+    cr_assert_eq(chm_swiglu_bwd(be, &o.t, &o.t, &u.t, &g.t, &u.t), CHM_ERR_INVALID_ARG);
+    cr_assert(strstr(be->err.msg, "swiglu_bwd: dgate overlaps dup"), "%s", be->err.msg);
+    cr_assert_eq(chm_swiglu_bwd(be, &o.t, &u5.t, &u.t, &g.t, &u.t), CHM_ERR_SHAPE);
+    cr_assert(strstr(be->err.msg, "swiglu_bwd: dup"), "%s", be->err.msg);
+    cr_assert_eq(chm_swiglu_fwd(be, &ho.t, &h.t, &hu.t), CHM_ERR_DTYPE);
+    cr_assert(strstr(be->err.msg, "swiglu_fwd") && strstr(be->err.msg, "bf16"), "%s", be->err.msg);
+    tt_free(&g), tt_free(&u), tt_free(&o), tt_free(&u5), tt_free(&ud), tt_free(&i);
+    tt_free(&h), tt_free(&hu), tt_free(&ho);
+    chm_backend_close(be);
+}
