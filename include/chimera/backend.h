@@ -182,6 +182,27 @@ typedef struct chm_backend_ops {
                              const chm_tensor *m, const chm_tensor *v,
                              const chm_tensor *param_lowp, const chm_adamw_args *args);
     chm_status (*sum_squares)(chm_backend *be, const chm_tensor *out, const chm_tensor *x);
+
+    /* ---- added for the model (issue 3): MoD/MoE scaling, Mamba's A, aux losses, decoding ---- */
+    chm_status (*row_scale_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                const chm_tensor *s, bool sigmoid);
+    chm_status (*row_scale_bwd)(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
+                                const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
+                                bool sigmoid);
+    chm_status (*exp_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                          double alpha);
+    chm_status (*exp_bwd)(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
+                          const chm_tensor *out);
+    chm_status (*bce_logits)(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
+                             const chm_tensor *logits, const chm_tensor *targets,
+                             double grad_scale);
+    chm_status (*moe_aux)(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
+                          const chm_tensor *logits, const chm_tensor *idx, double balance_scale,
+                          double z_scale);
+    chm_status (*attention_decode)(chm_backend *be, const chm_tensor *out, const chm_tensor *q,
+                                   const chm_tensor *k, const chm_tensor *v, double scale);
+    chm_status (*selective_scan_step)(chm_backend *be, const chm_tensor *y, const chm_tensor *h,
+                                      const chm_scan_args *a);
 } chm_backend_ops;
 
 /* Capability bits a backend reports in chm_backend.caps. */
@@ -207,7 +228,7 @@ struct chm_backend {
     void *ctx;                     /* backend-private state */
     unsigned caps;                 /* CHM_CAP_* bits */
     char device[128];              /* human-readable device name */
-    char why[256];                 /* one line: why this backend was chosen */
+    char why[512];                 /* one line: why this backend was chosen */
     chm_err err;                   /* the last error raised by an op */
     void (*close)(chm_backend *be);
 };
@@ -426,6 +447,66 @@ chm_status chm_adamw_step(chm_backend *be, const chm_tensor *param, const chm_te
 
 /* out (one element, f32 or f64) = sum of x^2 over all elements of x. */
 chm_status chm_sum_squares(chm_backend *be, const chm_tensor *out, const chm_tensor *x);
+
+/* ---- ops added for the model (issue 3) ---- */
+
+/*
+ * Row scaling: x [M,C], s [M], out [M,C]; out[m,:] = f(s[m]) * x[m,:] with
+ * f = sigmoid when `sigmoid` (mixture-of-depths: a routed layer's output times
+ * sigmoid(router score)), else f(s) = s (MoE: an expert row times its gate).
+ * out may alias x exactly.
+ */
+chm_status chm_row_scale_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                             const chm_tensor *s, bool sigmoid);
+/* Backward: dx [M,C] += f(s)*dout; ds [M] += f'(s) * rowsum(dout*x). Both optional, both accumulate. */
+chm_status chm_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
+                             const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
+                             bool sigmoid);
+
+/* out = alpha * exp(x), any shape (Mamba: A = -exp(A_log)); out may alias x exactly. */
+chm_status chm_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x, double alpha);
+/* Backward of chm_exp_fwd from its output: dx += dout * out (accumulates). */
+chm_status chm_exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
+                       const chm_tensor *out);
+
+/*
+ * Binary cross-entropy with logits (mixture-of-depths router): logits and
+ * targets [R] (targets in [0,1], same dtype), losses [R] (stats dtype) =
+ * softplus(x) - y*x; dlogits [R] (optional) is WRITTEN, not accumulated, as
+ * grad_scale * (sigmoid(x) - y), and may alias logits exactly.
+ */
+chm_status chm_bce_logits(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
+                          const chm_tensor *logits, const chm_tensor *targets, double grad_scale);
+
+/*
+ * MoE auxiliary losses, forward and backward fused, for a softmax router:
+ * logits [R,E], idx [R,K] (I32, routed experts before capacity). losses [2]
+ * (stats dtype) is WRITTEN with the Switch load-balancing loss
+ * E * sum_e f_e P_e (f_e: fraction of the R*K assignments to e, P_e: mean
+ * softmax prob of e; 1 when balanced) and the ST-MoE z-loss mean_r lse_r^2.
+ * dlogits [R,E] (optional) ACCUMULATES balance_scale * d(balance) +
+ * z_scale * d(z); f is treated as a constant.
+ */
+chm_status chm_moe_aux(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
+                       const chm_tensor *logits, const chm_tensor *idx, double balance_scale,
+                       double z_scale);
+
+/*
+ * Causal attention of new queries against a key/value cache (decoding):
+ * q, out [B,Tq,H,D]; k, v [B,Tk,Hk,D] with Tq <= Tk. Query i is position
+ * Tk - Tq + i and attends keys 0..Tk - Tq + i (Tq = Tk gives attention_fwd's
+ * mask). Forward only; no logsumexp.
+ */
+chm_status chm_attention_decode(chm_backend *be, const chm_tensor *out, const chm_tensor *q,
+                                const chm_tensor *k, const chm_tensor *v, double scale);
+
+/*
+ * The selective scan continued from a state (decoding): like
+ * chm_selective_scan_fwd, but the state starts at h [B,Di,N] (u's dtype)
+ * instead of zero, and the state after the last step is written back to h.
+ */
+chm_status chm_selective_scan_step(chm_backend *be, const chm_tensor *y, const chm_tensor *h,
+                                   const chm_scan_args *a);
 
 #ifdef __cplusplus
 }

@@ -48,7 +48,9 @@ typedef struct chm_vulkan_probe {
 /* Enumerate Vulkan devices into *p (never fails; see p->why). */
 void chm_vulkan_probe_run(chm_vulkan_probe *p);
 
-/* Index of the device `auto` would use: discrete > integrated > virtual > cpu, then lowest index; -1 if none. */
+/* Index of the device `auto` would use: discrete > integrated > virtual > cpu, then lowest
+ * index; CHIMERA_VULKAN_DEVICE=N forces device N. -1 if none (p->why then says why, which
+ * can happen with count > 0 when the override names no device). */
 int chm_vulkan_probe_best(const chm_vulkan_probe *p);
 
 /* One CUDA device. */

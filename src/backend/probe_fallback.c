@@ -8,7 +8,8 @@
 void chm_vulkan_probe_run(chm_vulkan_probe *p) {
     memset(p, 0, sizeof *p);
     snprintf(p->why, sizeof p->why,
-             "built without Vulkan: install libvulkan-dev and glslc, then reconfigure");
+             "built without Vulkan: install libvulkan-dev, glslc and spirv-tools "
+             "(tools/bootstrap.sh), then reconfigure with CHIMERA_VULKAN=AUTO or ON");
 }
 
 int chm_vulkan_probe_best(const chm_vulkan_probe *p) {
@@ -21,6 +22,7 @@ int chm_vulkan_probe_best(const chm_vulkan_probe *p) {
 void chm_cuda_probe_run(chm_cuda_probe *p) {
     memset(p, 0, sizeof *p);
     snprintf(p->why, sizeof p->why,
-             "built without CUDA: install the CUDA toolkit (nvcc) and reconfigure");
+             "built without CUDA: install the CUDA toolkit (nvcc), then reconfigure "
+             "with CHIMERA_CUDA=AUTO or ON");
 }
 #endif

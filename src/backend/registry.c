@@ -60,7 +60,7 @@ static const char *gpu_unusable(const backend_entry *e, char *buf, size_t n) {
         int ok = -1;
         for (int i = 0; i < p.count; i++)
             if (p.dev[i].supported) { ok = i; break; }
-        if (p.count == 0) snprintf(buf, n, "no CUDA device (%s)", p.why);
+        if (p.count == 0) snprintf(buf, n, "%s", p.why);
         else if (ok < 0)
             snprintf(buf, n, "CUDA GPU %s is sm_%d%d, older than Ampere (sm_80)", p.dev[0].name,
                      p.dev[0].cc_major, p.dev[0].cc_minor);
@@ -73,7 +73,7 @@ static const char *gpu_unusable(const backend_entry *e, char *buf, size_t n) {
     chm_vulkan_probe p;
     chm_vulkan_probe_run(&p);
     int best = chm_vulkan_probe_best(&p);
-    if (best < 0) snprintf(buf, n, "no Vulkan device (%s)", p.why);
+    if (best < 0) snprintf(buf, n, "%s", p.why);
     else if (!e->open)
         snprintf(buf, n, "Vulkan device %s found but the vulkan backend's ops are not written yet",
                  p.dev[best].name);
@@ -82,7 +82,7 @@ static const char *gpu_unusable(const backend_entry *e, char *buf, size_t n) {
 }
 
 static chm_status open_auto(const chm_backend_options *opts, chm_backend **out, chm_err *err) {
-    char why_cuda[200], why_vk[200];
+    char why_cuda[300], why_vk[300];
     const char *rc_cuda = gpu_unusable(find("cuda"), why_cuda, sizeof why_cuda);
     if (!rc_cuda) {
         chm_status rc = find("cuda")->open(opts, out, err);
@@ -93,13 +93,13 @@ static chm_status open_auto(const chm_backend_options *opts, chm_backend **out, 
     if (!rc_vk) {
         chm_status rc = find("vulkan")->open(opts, out, err);
         if (rc == CHM_OK)
-            snprintf((*out)->why, sizeof (*out)->why, "auto: vulkan on %.100s (cuda: %.120s)",
+            snprintf((*out)->why, sizeof (*out)->why, "auto: vulkan on %.120s (cuda: %.300s)",
                      (*out)->device, why_cuda);
         return rc;
     }
     chm_status rc = chm_cpu_open(opts, out, err);
     if (rc == CHM_OK)
-        snprintf((*out)->why, sizeof (*out)->why, "auto: cpu (cuda: %.100s; vulkan: %.100s)",
+        snprintf((*out)->why, sizeof (*out)->why, "auto: cpu (cuda: %.230s; vulkan: %.230s)",
                  why_cuda, why_vk);
     return rc;
 }
@@ -114,7 +114,7 @@ chm_status chm_backend_open(const char *name, const chm_backend_options *opts,
         return CHM_ERR(err, CHM_ERR_INVALID_ARG,
                        "unknown backend '%s'; choose auto, cpu, vulkan or cuda", name);
     if (strcmp(name, "cpu") != 0) {
-        char why[200];
+        char why[300];
         if (gpu_unusable(e, why, sizeof why))
             return CHM_ERR(err, CHM_ERR_UNSUPPORTED,
                            "backend '%s' cannot run here: %s; use --backend cpu or auto", name,
@@ -138,7 +138,8 @@ void chm_backend_close(chm_backend *be) {
     X(rmsnorm_bwd) X(rope_fwd) X(rope_bwd) X(swiglu_fwd) X(swiglu_bwd) X(embedding_fwd)     \
     X(embedding_bwd) X(add) X(scale) X(axpy) X(sum_rows) X(router_topk) X(router_topk_bwd)  \
     X(select_topk) X(gather_rows) X(scatter_add_rows) X(cross_entropy) X(adamw_step)        \
-    X(sum_squares)
+    X(sum_squares) X(row_scale_fwd) X(row_scale_bwd) X(exp_fwd) X(exp_bwd) X(bce_logits)     \
+    X(moe_aux) X(attention_decode) X(selective_scan_step)
 
 #define OP_NAME(n) #n,
 static const char *const op_names[] = {CHM_OP_LIST(OP_NAME)};

@@ -58,6 +58,14 @@ static const chm_backend_ops cpu_ops = {
     .cross_entropy = chm_cpu_cross_entropy,
     .adamw_step = chm_cpu_adamw_step,
     .sum_squares = chm_cpu_sum_squares,
+    .row_scale_fwd = chm_cpu_row_scale_fwd,
+    .row_scale_bwd = chm_cpu_row_scale_bwd,
+    .exp_fwd = chm_cpu_exp_fwd,
+    .exp_bwd = chm_cpu_exp_bwd,
+    .bce_logits = chm_cpu_bce_logits,
+    .moe_aux = chm_cpu_moe_aux,
+    .attention_decode = chm_cpu_attention_decode,
+    .selective_scan_step = chm_cpu_selective_scan_step,
 };
 
 chm_status chm_cpu_bad_dtype(chm_backend *be, const char *op, chm_dtype dt) {

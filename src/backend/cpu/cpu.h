@@ -140,4 +140,35 @@ chm_status chm_cpu_adamw_step(chm_backend *be, const chm_tensor *param, const ch
 /* sum_squares.c */
 chm_status chm_cpu_sum_squares(chm_backend *be, const chm_tensor *out, const chm_tensor *x);
 
+/* row_scale.c */
+chm_status chm_cpu_row_scale_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                 const chm_tensor *s, bool sigmoid);
+chm_status chm_cpu_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
+                                 const chm_tensor *dout, const chm_tensor *x,
+                                 const chm_tensor *s, bool sigmoid);
+
+/* exp.c */
+chm_status chm_cpu_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                           double alpha);
+chm_status chm_cpu_exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
+                           const chm_tensor *out);
+
+/* bce_logits.c */
+chm_status chm_cpu_bce_logits(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
+                              const chm_tensor *logits, const chm_tensor *targets,
+                              double grad_scale);
+
+/* moe_aux.c */
+chm_status chm_cpu_moe_aux(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
+                           const chm_tensor *logits, const chm_tensor *idx, double balance_scale,
+                           double z_scale);
+
+/* attention_decode.c */
+chm_status chm_cpu_attention_decode(chm_backend *be, const chm_tensor *out, const chm_tensor *q,
+                                    const chm_tensor *k, const chm_tensor *v, double scale);
+
+/* selective_scan_step.c */
+chm_status chm_cpu_selective_scan_step(chm_backend *be, const chm_tensor *y, const chm_tensor *h,
+                                       const chm_scan_args *a);
+
 #endif
