@@ -104,3 +104,22 @@ bool chm_tensors_overlap(const chm_tensor *a, const chm_tensor *b) {
     size_t b0 = b->offset, b1 = b->offset + chm_tensor_nbytes(b);
     return a0 < b1 && b0 < a1;
 }
+
+chm_status chm_check_apart(chm_backend *be, const char *op, const char *name,
+                           const chm_tensor *t, int n, const chm_tensor *const *others,
+                           const char *const *names) {
+    for (int i = 0; i < n; i++)
+        CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(t, others[i]),
+                              "%s overlaps %s; outputs need their own memory", name, names[i]));
+    return CHM_OK;
+}
+
+chm_status chm_check_disjoint(chm_backend *be, const char *op, int n,
+                              const chm_tensor *const *t, const char *const *names) {
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(t[i], t[j]),
+                                  "%s and %s overlap; outputs need their own memory", names[i],
+                                  names[j]));
+    return CHM_OK;
+}

@@ -58,6 +58,15 @@ chm_status chm_check_arg(chm_backend *be, const char *op, bool ok, const char *f
 #endif
     ;
 
+/* Output t shares no byte with any of the n named tensors (NULL entries are skipped). */
+chm_status chm_check_apart(chm_backend *be, const char *op, const char *name,
+                           const chm_tensor *t, int n, const chm_tensor *const *others,
+                           const char *const *names);
+
+/* No two of the n named tensors share a byte (NULL entries are skipped). */
+chm_status chm_check_disjoint(chm_backend *be, const char *op, int n,
+                              const chm_tensor *const *t, const char *const *names);
+
 /* Two tensors' byte ranges overlap (same buffer). */
 bool chm_tensors_overlap(const chm_tensor *a, const chm_tensor *b);
 

@@ -31,16 +31,6 @@ static chm_status check_hparams(chm_backend *be, const char *op, const chm_adamw
     return CHM_OK;
 }
 
-/* No two of the n tensors (NULL ones skipped) share bytes. */
-static chm_status check_disjoint(chm_backend *be, const char *op, int n,
-                                 const chm_tensor *const *t, const char *const *names) {
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; j < n; j++)
-            CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(t[i], t[j]), "%s and %s overlap",
-                                  names[i], names[j]));
-    return CHM_OK;
-}
-
 chm_status chm_adamw_step(chm_backend *be, const chm_tensor *param, const chm_tensor *grad,
                           const chm_tensor *m, const chm_tensor *v, const chm_tensor *param_lowp,
                           const chm_adamw_args *args) {
@@ -68,6 +58,6 @@ chm_status chm_adamw_step(chm_backend *be, const chm_tensor *param, const chm_te
     CHM_TRY(check_hparams(be, op, args));
     const chm_tensor *all[] = {param, grad, m, v, param_lowp};
     const char *const names[] = {"param", "grad", "m", "v", "param_lowp"};
-    CHM_TRY(check_disjoint(be, op, 5, all, names));
+    CHM_TRY(chm_check_disjoint(be, op, 5, all, names));
     return be->ops->adamw_step(be, param, grad, m, v, param_lowp, args);
 }

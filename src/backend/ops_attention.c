@@ -10,16 +10,6 @@
 
 #include <math.h>
 
-/* Fail when t shares bytes with any of the n named tensors. */
-static chm_status check_apart(chm_backend *be, const char *op, const char *name,
-                              const chm_tensor *t, int n, const chm_tensor *const *others,
-                              const char *const *names) {
-    for (int i = 0; i < n; i++)
-        CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(t, others[i]),
-                              "%s overlaps %s; outputs need their own memory", name, names[i]));
-    return CHM_OK;
-}
-
 /* q, k, v: dtypes, ranks, matching B/T/D, H % Hk == 0 and the scale. */
 static chm_status check_qkv(chm_backend *be, const char *op, const chm_tensor *q,
                             const chm_tensor *k, const chm_tensor *v, double scale) {
@@ -62,8 +52,8 @@ chm_status chm_attention_fwd(chm_backend *be, const chm_tensor *out, const chm_t
     CHM_TRY(check_lse(be, op, lse, q));
     const chm_tensor *others[] = {q, k, v, lse};
     const char *names[] = {"q", "k", "v", "lse"};
-    CHM_TRY(check_apart(be, op, "out", out, 4, others, names));
-    CHM_TRY(check_apart(be, op, "lse", lse, 3, others, names));
+    CHM_TRY(chm_check_apart(be, op, "out", out, 4, others, names));
+    CHM_TRY(chm_check_apart(be, op, "lse", lse, 3, others, names));
     return be->ops->attention_fwd(be, out, lse, q, k, v, scale);
 }
 
@@ -83,8 +73,8 @@ chm_status chm_attention_bwd(chm_backend *be, const chm_tensor *dq, const chm_te
     /* Each gradient is checked against the inputs and the gradients after it. */
     const chm_tensor *all[] = {dk, dv, q, k, v, out, lse, dout};
     const char *names[] = {"dk", "dv", "q", "k", "v", "out", "lse", "dout"};
-    CHM_TRY(check_apart(be, op, "dq", dq, 8, all, names));
-    CHM_TRY(check_apart(be, op, "dk", dk, 7, all + 1, names + 1));
-    CHM_TRY(check_apart(be, op, "dv", dv, 6, all + 2, names + 2));
+    CHM_TRY(chm_check_apart(be, op, "dq", dq, 8, all, names));
+    CHM_TRY(chm_check_apart(be, op, "dk", dk, 7, all + 1, names + 1));
+    CHM_TRY(chm_check_apart(be, op, "dv", dv, 6, all + 2, names + 2));
     return be->ops->attention_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, scale);
 }

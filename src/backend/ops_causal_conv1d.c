@@ -9,16 +9,6 @@
  */
 #include "check.h"
 
-/* Fail when t shares bytes with any of the n named tensors (NULL entries are absent). */
-static chm_status check_apart(chm_backend *be, const char *op, const char *name,
-                              const chm_tensor *t, int n, const chm_tensor *const *others,
-                              const char *const *names) {
-    for (int i = 0; i < n; i++)
-        CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(t, others[i]),
-                              "%s overlaps %s; outputs need their own memory", name, names[i]));
-    return CHM_OK;
-}
-
 /* x [B,T,C] float, w [C,W] with W >= 1, bias [C] when given. */
 static chm_status check_inputs(chm_backend *be, const char *op, const chm_tensor *x,
                                const chm_tensor *w, const chm_tensor *bias) {
@@ -40,7 +30,7 @@ chm_status chm_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out, const c
     CHM_TRY(chm_check_same(be, op, "out", out, "x", x));
     const chm_tensor *in[] = {x, w, bias};
     const char *names[] = {"x", "w", "bias"};
-    CHM_TRY(check_apart(be, op, "out", out, 3, in, names));
+    CHM_TRY(chm_check_apart(be, op, "out", out, 3, in, names));
     return be->ops->causal_conv1d_fwd(be, out, x, w, bias, silu);
 }
 
@@ -60,8 +50,8 @@ chm_status chm_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const ch
     /* Each gradient is checked against the inputs and the gradients after it. */
     const chm_tensor *all[] = {dw, dbias, x, w, bias, dout};
     const char *names[] = {"dw", "dbias", "x", "w", "bias", "dout"};
-    CHM_TRY(check_apart(be, op, "dx", dx, 6, all, names));
-    CHM_TRY(check_apart(be, op, "dw", dw, 5, all + 1, names + 1));
-    CHM_TRY(check_apart(be, op, "dbias", dbias, 4, all + 2, names + 2));
+    CHM_TRY(chm_check_apart(be, op, "dx", dx, 6, all, names));
+    CHM_TRY(chm_check_apart(be, op, "dw", dw, 5, all + 1, names + 1));
+    CHM_TRY(chm_check_apart(be, op, "dbias", dbias, 4, all + 2, names + 2));
     return be->ops->causal_conv1d_bwd(be, dx, dw, dbias, dout, x, w, bias, silu);
 }

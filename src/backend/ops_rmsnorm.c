@@ -27,16 +27,6 @@ static chm_status check_common(chm_backend *be, const char *op, const chm_tensor
     return CHM_OK;
 }
 
-/* The output `out` overlaps none of the n tensors in `others` (names in `names`). */
-static chm_status check_disjoint(chm_backend *be, const char *op, const char *nout,
-                                 const chm_tensor *out, int n, const chm_tensor *const *others,
-                                 const char *const *names) {
-    for (int i = 0; i < n; i++)
-        CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(out, others[i]), "%s overlaps %s", nout,
-                              names[i]));
-    return CHM_OK;
-}
-
 chm_status chm_rmsnorm_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *rstd,
                            const chm_tensor *x, const chm_tensor *w, double eps) {
     const char *op = "rmsnorm_fwd";
@@ -47,8 +37,8 @@ chm_status chm_rmsnorm_fwd(chm_backend *be, const chm_tensor *out, const chm_ten
                           eps));
     const chm_tensor *ins[] = {x, w, rstd};
     const char *names[] = {"x", "w", "rstd"};
-    CHM_TRY(check_disjoint(be, op, "out", out, 3, ins, names));
-    CHM_TRY(check_disjoint(be, op, "rstd", rstd, 2, ins, names));
+    CHM_TRY(chm_check_apart(be, op, "out", out, 3, ins, names));
+    CHM_TRY(chm_check_apart(be, op, "rstd", rstd, 2, ins, names));
     return be->ops->rmsnorm_fwd(be, out, rstd, x, w, eps);
 }
 
@@ -63,7 +53,7 @@ chm_status chm_rmsnorm_bwd(chm_backend *be, const chm_tensor *dx, const chm_tens
     CHM_TRY(chm_check_same(be, op, "dw", dw, "w", w));
     const chm_tensor *ins[] = {dout, x, w, rstd, dw};
     const char *names[] = {"dout", "x", "w", "rstd", "dw"};
-    CHM_TRY(check_disjoint(be, op, "dx", dx, 5, ins, names));
-    CHM_TRY(check_disjoint(be, op, "dw", dw, 4, ins, names));
+    CHM_TRY(chm_check_apart(be, op, "dx", dx, 5, ins, names));
+    CHM_TRY(chm_check_apart(be, op, "dw", dw, 4, ins, names));
     return be->ops->rmsnorm_bwd(be, dx, dw, dout, x, w, rstd);
 }

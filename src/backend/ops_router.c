@@ -15,16 +15,6 @@
 
 #include "check.h"
 
-/* No two of the n tensors (NULL ones skipped) share bytes. */
-static chm_status check_disjoint(chm_backend *be, const char *op, int n,
-                                 const chm_tensor *const *t, const char *const *names) {
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; j < n; j++)
-            CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(t[i], t[j]), "%s and %s overlap",
-                                  names[i], names[j]));
-    return CHM_OK;
-}
-
 /* score is a known score function. */
 static chm_status check_score(chm_backend *be, const char *op, chm_router_score score) {
     return chm_check_arg(be, op, score == CHM_ROUTER_SOFTMAX || score == CHM_ROUTER_SIGMOID,
@@ -67,7 +57,7 @@ chm_status chm_router_topk(chm_backend *be, const chm_tensor *gates, const chm_t
     const chm_tensor *all[] = {gates, idx, probs, slot_token, slot_ref, counts, logits};
     const char *const names[] = {"gates", "idx", "probs", "slot_token", "slot_ref", "counts",
                                  "logits"};
-    CHM_TRY(check_disjoint(be, op, 7, all, names));
+    CHM_TRY(chm_check_disjoint(be, op, 7, all, names));
     return be->ops->router_topk(be, gates, idx, probs, slot_token, slot_ref, counts, logits, score,
                                 renormalize);
 }

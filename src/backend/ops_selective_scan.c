@@ -20,16 +20,6 @@ static void scan_inputs(const chm_scan_args *a, const chm_tensor *in[SCAN_NIN]) 
     for (int i = 0; i < SCAN_NIN; i++) in[i] = t[i];
 }
 
-/* Fail when t shares bytes with any of the n named tensors (NULL entries are absent). */
-static chm_status check_apart(chm_backend *be, const char *op, const char *name,
-                              const chm_tensor *t, int n, const chm_tensor *const *others,
-                              const char *const *names) {
-    for (int i = 0; i < n; i++)
-        CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(t, others[i]),
-                              "%s overlaps %s; outputs need their own memory", name, names[i]));
-    return CHM_OK;
-}
-
 /* Every input of the scan: presence, dtype (u's) and shape. */
 static chm_status check_args(chm_backend *be, const char *op, const chm_scan_args *a) {
     CHM_TRY(chm_check_arg(be, op, a != NULL, "the scan arguments are NULL"));
@@ -57,7 +47,7 @@ chm_status chm_selective_scan_fwd(chm_backend *be, const chm_tensor *y, const ch
     CHM_TRY(chm_check_same(be, op, "y", y, "u", a->u));
     const chm_tensor *in[SCAN_NIN];
     scan_inputs(a, in);
-    CHM_TRY(check_apart(be, op, "y", y, SCAN_NIN, in, scan_in_names));
+    CHM_TRY(chm_check_apart(be, op, "y", y, SCAN_NIN, in, scan_in_names));
     return be->ops->selective_scan_fwd(be, y, a);
 }
 
@@ -94,8 +84,8 @@ chm_status chm_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
     for (int i = 0; i < SCAN_NGRAD; i++) {
         if (!grads[i]) continue;
         CHM_TRY(check_grad(be, op, grad_names[i], grads[i], scan_in_names[i], in[i]));
-        CHM_TRY(check_apart(be, op, grad_names[i], grads[i], SCAN_NIN + 1, in, scan_in_names));
-        CHM_TRY(check_apart(be, op, grad_names[i], grads[i], SCAN_NGRAD - i - 1, grads + i + 1,
+        CHM_TRY(chm_check_apart(be, op, grad_names[i], grads[i], SCAN_NIN + 1, in, scan_in_names));
+        CHM_TRY(chm_check_apart(be, op, grad_names[i], grads[i], SCAN_NGRAD - i - 1, grads + i + 1,
                             grad_names + i + 1));
     }
     return be->ops->selective_scan_bwd(be, g, dy, a);

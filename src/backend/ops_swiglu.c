@@ -6,16 +6,6 @@
  */
 #include "check.h"
 
-/* The output `out` overlaps none of the n tensors in `others` (names in `names`). */
-static chm_status check_disjoint(chm_backend *be, const char *op, const char *nout,
-                                 const chm_tensor *out, int n, const chm_tensor *const *others,
-                                 const char *const *names) {
-    for (int i = 0; i < n; i++)
-        CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(out, others[i]), "%s overlaps %s", nout,
-                              names[i]));
-    return CHM_OK;
-}
-
 chm_status chm_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
                           const chm_tensor *up) {
     const char *op = "swiglu_fwd";
@@ -25,7 +15,7 @@ chm_status chm_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tens
     CHM_TRY(chm_check_same(be, op, "out", out, "gate", gate));
     const chm_tensor *ins[] = {gate, up};
     const char *names[] = {"gate", "up"};
-    CHM_TRY(check_disjoint(be, op, "out", out, 2, ins, names));
+    CHM_TRY(chm_check_apart(be, op, "out", out, 2, ins, names));
     return be->ops->swiglu_fwd(be, out, gate, up);
 }
 
@@ -40,7 +30,7 @@ chm_status chm_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_te
     CHM_TRY(chm_check_same(be, op, "dup", dup, "gate", gate));
     const chm_tensor *ins[] = {dout, gate, up, dup};
     const char *names[] = {"dout", "gate", "up", "dup"};
-    CHM_TRY(check_disjoint(be, op, "dgate", dgate, 4, ins, names));
-    CHM_TRY(check_disjoint(be, op, "dup", dup, 3, ins, names));
+    CHM_TRY(chm_check_apart(be, op, "dgate", dgate, 4, ins, names));
+    CHM_TRY(chm_check_apart(be, op, "dup", dup, 3, ins, names));
     return be->ops->swiglu_bwd(be, dgate, dup, dout, gate, up);
 }

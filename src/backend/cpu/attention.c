@@ -28,55 +28,6 @@ typedef struct attn_dims {
     int64_t B, T, H, Hk, D;
 } attn_dims;
 
-/* dst[rows, cols] = t's elements at `at + r*stride + c`, as doubles. */
-static void load_rows(double *dst, const chm_tensor *t, int64_t at, int64_t rows, int64_t cols,
-                      int64_t stride) {
-    if (t->dtype == CHM_F64) {
-        const double *p = (const double *)chm_cpu_ptr(t) + at;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = p[r * stride + c];
-    } else {
-        const float *p = (const float *)chm_cpu_ptr(t) + at;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = p[r * stride + c];
-    }
-}
-
-/* The inverse of load_rows: set (add == false) or add into t, rounding once. */
-static void store_rows(const chm_tensor *t, int64_t at, int64_t rows, int64_t cols,
-                       int64_t stride, const double *src, bool add) {
-    if (t->dtype == CHM_F64) {
-        double *p = (double *)chm_cpu_ptr(t) + at;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++)
-                p[r * stride + c] = (add ? p[r * stride + c] : 0.0) + src[r * cols + c];
-    } else {
-        float *p = (float *)chm_cpu_ptr(t) + at;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++)
-                p[r * stride + c] = (float)((add ? (double)p[r * stride + c] : 0.0) +
-                                            src[r * cols + c]);
-    }
-}
-
-/* Scratch of `per` doubles for each thread of the next parallel region, or NULL. */
-static double *thread_scratch(int64_t per) {
-    int nt = 1;
-#ifdef _OPENMP
-    nt = omp_get_max_threads();
-#endif
-    return malloc((size_t)(nt * per + 1) * sizeof(double));
-}
-
-/* This thread's slice of thread_scratch. */
-static double *my_scratch(double *mem, int64_t per) {
-    int id = 0;
-#ifdef _OPENMP
-    id = omp_get_thread_num();
-#endif
-    return mem + id * per;
-}
-
 static double dot(const double *a, const double *b, int64_t n) {
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
@@ -120,13 +71,13 @@ static void attn_fwd_head(const attn_dims *d, int64_t b, int64_t h, double *mem,
     int64_t T = d->T, D = d->D, g = h / (d->H / d->Hk);
     double *qh = mem, *kh = qh + T * D, *vh = kh + T * D, *oh = vh + T * D;
     double *s = oh + T * D, *lrow = s + T;
-    load_rows(qh, q, head_at(d, b, h, d->H), T, D, d->H * D);
-    load_rows(kh, k, head_at(d, b, g, d->Hk), T, D, d->Hk * D);
-    load_rows(vh, v, head_at(d, b, g, d->Hk), T, D, d->Hk * D);
+    chm_cpu_load_rows(qh, q, head_at(d, b, h, d->H), T, D, d->H * D);
+    chm_cpu_load_rows(kh, k, head_at(d, b, g, d->Hk), T, D, d->Hk * D);
+    chm_cpu_load_rows(vh, v, head_at(d, b, g, d->Hk), T, D, d->Hk * D);
     for (int64_t i = 0; i < T; i++)
         lrow[i] = attn_row(qh + i * D, kh, vh, i, D, scale, s, oh + i * D);
-    store_rows(out, head_at(d, b, h, d->H), T, D, d->H * D, oh, false);
-    store_rows(lse, (b * d->H + h) * T, 1, T, T, lrow, false);
+    chm_cpu_store_rows(out, head_at(d, b, h, d->H), T, D, d->H * D, oh, false);
+    chm_cpu_store_rows(lse, (b * d->H + h) * T, 1, T, T, lrow, false);
 }
 
 static chm_status attn_dims_of(chm_backend *be, const char *op, const chm_tensor *q,
@@ -143,7 +94,7 @@ chm_status chm_cpu_attention_fwd(chm_backend *be, const chm_tensor *out, const c
     chm_status rc = attn_dims_of(be, "attention_fwd", q, k, &d);
     if (rc) return rc;
     int64_t per = attn_fwd_scratch(&d);
-    double *mem = thread_scratch(per);
+    double *mem = chm_cpu_thread_scratch(per);
     if (!mem)
         return CHM_ERR(&be->err, CHM_ERR_NOMEM,
                        "attention_fwd: cannot allocate %lld doubles of scratch per thread",
@@ -151,7 +102,7 @@ chm_status chm_cpu_attention_fwd(chm_backend *be, const chm_tensor *out, const c
 #pragma omp parallel for collapse(2) schedule(dynamic)
     for (int64_t b = 0; b < d.B; b++)
         for (int64_t h = 0; h < d.H; h++)
-            attn_fwd_head(&d, b, h, my_scratch(mem, per), out, lse, q, k, v, scale);
+            attn_fwd_head(&d, b, h, chm_cpu_my_scratch(mem, per), out, lse, q, k, v, scale);
     free(mem);
     return CHM_OK;
 }
@@ -168,10 +119,10 @@ static void attn_bwd_head(const attn_dims *d, int64_t b, int64_t h, attn_bwd_buf
                           const chm_tensor *dq, const chm_tensor *dout, const chm_tensor *q,
                           const chm_tensor *out, const chm_tensor *lse, double scale) {
     int64_t T = d->T, D = d->D, at = head_at(d, b, h, d->H), stride = d->H * D;
-    load_rows(w->qh, q, at, T, D, stride);
-    load_rows(w->doh, dout, at, T, D, stride);
-    load_rows(w->oh, out, at, T, D, stride);
-    load_rows(w->lrow, lse, (b * d->H + h) * T, 1, T, T);
+    chm_cpu_load_rows(w->qh, q, at, T, D, stride);
+    chm_cpu_load_rows(w->doh, dout, at, T, D, stride);
+    chm_cpu_load_rows(w->oh, out, at, T, D, stride);
+    chm_cpu_load_rows(w->lrow, lse, (b * d->H + h) * T, 1, T, T);
     memset(w->dqh, 0, (size_t)(T * D) * sizeof *w->dqh);
     for (int64_t i = 0; i < T; i++) w->delta[i] = dot(w->doh + i * D, w->oh + i * D, D);
     for (int64_t i = 0; i < T; i++) {
@@ -187,7 +138,7 @@ static void attn_bwd_head(const attn_dims *d, int64_t b, int64_t h, attn_bwd_buf
             }
         }
     }
-    store_rows(dq, at, T, D, stride, w->dqh, true);
+    chm_cpu_store_rows(dq, at, T, D, stride, w->dqh, true);
 }
 
 /* Doubles of scratch attn_bwd_group needs. */
@@ -206,12 +157,12 @@ static void attn_bwd_group(const attn_dims *d, int64_t b, int64_t g, double *mem
     for (int i = 0; i < 8; i++) *parts[i] = mem + i * T * D;
     w.lrow = mem + 8 * T * D;
     w.delta = w.lrow + T;
-    load_rows(w.kh, k, at, T, D, d->Hk * D);
-    load_rows(w.vh, v, at, T, D, d->Hk * D);
+    chm_cpu_load_rows(w.kh, k, at, T, D, d->Hk * D);
+    chm_cpu_load_rows(w.vh, v, at, T, D, d->Hk * D);
     for (int64_t r = 0; r < rep; r++)
         attn_bwd_head(d, b, g * rep + r, &w, dq, dout, q, out, lse, scale);
-    store_rows(dk, at, T, D, d->Hk * D, w.dkh, true);
-    store_rows(dv, at, T, D, d->Hk * D, w.dvh, true);
+    chm_cpu_store_rows(dk, at, T, D, d->Hk * D, w.dkh, true);
+    chm_cpu_store_rows(dv, at, T, D, d->Hk * D, w.dvh, true);
 }
 
 chm_status chm_cpu_attention_bwd(chm_backend *be, const chm_tensor *dq, const chm_tensor *dk,
@@ -222,7 +173,7 @@ chm_status chm_cpu_attention_bwd(chm_backend *be, const chm_tensor *dq, const ch
     chm_status rc = attn_dims_of(be, "attention_bwd", q, k, &d);
     if (rc) return rc;
     int64_t per = attn_bwd_scratch(&d);
-    double *mem = thread_scratch(per);
+    double *mem = chm_cpu_thread_scratch(per);
     if (!mem)
         return CHM_ERR(&be->err, CHM_ERR_NOMEM,
                        "attention_bwd: cannot allocate %lld doubles of scratch per thread",
@@ -230,7 +181,7 @@ chm_status chm_cpu_attention_bwd(chm_backend *be, const chm_tensor *dq, const ch
 #pragma omp parallel for collapse(2) schedule(dynamic)
     for (int64_t b = 0; b < d.B; b++)
         for (int64_t g = 0; g < d.Hk; g++)
-            attn_bwd_group(&d, b, g, my_scratch(mem, per), dq, dk, dv, dout, q, k, v, out, lse,
+            attn_bwd_group(&d, b, g, chm_cpu_my_scratch(mem, per), dq, dk, dv, dout, q, k, v, out, lse,
                            scale);
     free(mem);
     return CHM_OK;

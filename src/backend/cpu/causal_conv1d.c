@@ -25,55 +25,6 @@ typedef struct conv_dims {
     int64_t B, T, C, W;
 } conv_dims;
 
-/* dst[rows, cols] = t's elements at `at + r*stride + c`, as doubles. */
-static void load_rows(double *dst, const chm_tensor *t, int64_t at, int64_t rows, int64_t cols,
-                      int64_t stride) {
-    if (t->dtype == CHM_F64) {
-        const double *p = (const double *)chm_cpu_ptr(t) + at;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = p[r * stride + c];
-    } else {
-        const float *p = (const float *)chm_cpu_ptr(t) + at;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = p[r * stride + c];
-    }
-}
-
-/* The inverse of load_rows: set (add == false) or add into t, rounding once. */
-static void store_rows(const chm_tensor *t, int64_t at, int64_t rows, int64_t cols,
-                       int64_t stride, const double *src, bool add) {
-    if (t->dtype == CHM_F64) {
-        double *p = (double *)chm_cpu_ptr(t) + at;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++)
-                p[r * stride + c] = (add ? p[r * stride + c] : 0.0) + src[r * cols + c];
-    } else {
-        float *p = (float *)chm_cpu_ptr(t) + at;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++)
-                p[r * stride + c] = (float)((add ? (double)p[r * stride + c] : 0.0) +
-                                            src[r * cols + c]);
-    }
-}
-
-/* Scratch of `per` doubles for each thread of the next parallel region, or NULL. */
-static double *thread_scratch(int64_t per) {
-    int nt = 1;
-#ifdef _OPENMP
-    nt = omp_get_max_threads();
-#endif
-    return malloc((size_t)(nt * per + 1) * sizeof(double));
-}
-
-/* This thread's slice of thread_scratch. */
-static double *my_scratch(double *mem, int64_t per) {
-    int id = 0;
-#ifdef _OPENMP
-    id = omp_get_thread_num();
-#endif
-    return mem + id * per;
-}
-
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 /* pre[T] of one column xc[T] with taps wc[W] and bias bc. */
@@ -92,9 +43,9 @@ static void conv_column(double *pre, const double *xc, const double *wc, double 
 /* Taps and bias of channel c (bias 0 when absent) into wc[W] and *bc. */
 static void conv_load_params(const conv_dims *d, int64_t c, const chm_tensor *w,
                              const chm_tensor *bias, double *wc, double *bc) {
-    load_rows(wc, w, c * d->W, 1, d->W, d->W);
+    chm_cpu_load_rows(wc, w, c * d->W, 1, d->W, d->W);
     *bc = 0;
-    if (bias) load_rows(bc, bias, c, 1, 1, 1);
+    if (bias) chm_cpu_load_rows(bc, bias, c, 1, 1, 1);
 }
 
 /* Forward of channel c for every batch row, in scratch mem (2T + W doubles). */
@@ -105,11 +56,11 @@ static void conv_fwd_channel(const conv_dims *d, int64_t c, double *mem, const c
     double *xc = mem, *pre = xc + T, *wc = pre + T, bc;
     conv_load_params(d, c, w, bias, wc, &bc);
     for (int64_t b = 0; b < d->B; b++) {
-        load_rows(xc, x, b * T * C + c, T, 1, C);
+        chm_cpu_load_rows(xc, x, b * T * C + c, T, 1, C);
         conv_column(pre, xc, wc, bc, T, d->W);
         if (silu)
             for (int64_t t = 0; t < T; t++) pre[t] *= sigmoid(pre[t]);
-        store_rows(out, b * T * C + c, T, 1, C, pre, false);
+        chm_cpu_store_rows(out, b * T * C + c, T, 1, C, pre, false);
     }
 }
 
@@ -127,14 +78,14 @@ chm_status chm_cpu_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out,
     chm_status rc = conv_dims_of(be, "causal_conv1d_fwd", x, w, &d);
     if (rc) return rc;
     int64_t per = 2 * d.T + d.W;
-    double *mem = thread_scratch(per);
+    double *mem = chm_cpu_thread_scratch(per);
     if (!mem)
         return CHM_ERR(&be->err, CHM_ERR_NOMEM,
                        "causal_conv1d_fwd: cannot allocate %lld doubles of scratch per thread",
                        (long long)per);
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < d.C; c++)
-        conv_fwd_channel(&d, c, my_scratch(mem, per), out, x, w, bias, silu);
+        conv_fwd_channel(&d, c, chm_cpu_my_scratch(mem, per), out, x, w, bias, silu);
     free(mem);
     return CHM_OK;
 }
@@ -175,14 +126,14 @@ static void conv_bwd_channel(const conv_dims *d, int64_t c, double *mem, const c
     memset(dwc, 0, (size_t)W * sizeof *dwc);
     for (int64_t b = 0; b < d->B; b++) {
         int64_t at = b * T * C + c;
-        load_rows(xc, x, at, T, 1, C);
-        load_rows(g, dout, at, T, 1, C);
+        chm_cpu_load_rows(xc, x, at, T, 1, C);
+        chm_cpu_load_rows(g, dout, at, T, 1, C);
         conv_column(pre, xc, wc, bc, T, W);
         conv_column_bwd(g, pre, xc, wc, silu, T, W, dxc, dwc, &dbc);
-        store_rows(dx, at, T, 1, C, dxc, true);
+        chm_cpu_store_rows(dx, at, T, 1, C, dxc, true);
     }
-    store_rows(dw, c * W, 1, W, W, dwc, true);
-    if (dbias) store_rows(dbias, c, 1, 1, 1, &dbc, true);
+    chm_cpu_store_rows(dw, c * W, 1, W, W, dwc, true);
+    if (dbias) chm_cpu_store_rows(dbias, c, 1, 1, 1, &dbc, true);
 }
 
 chm_status chm_cpu_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
@@ -193,14 +144,14 @@ chm_status chm_cpu_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
     chm_status rc = conv_dims_of(be, "causal_conv1d_bwd", x, w, &d);
     if (rc) return rc;
     int64_t per = 4 * d.T + 2 * d.W;
-    double *mem = thread_scratch(per);
+    double *mem = chm_cpu_thread_scratch(per);
     if (!mem)
         return CHM_ERR(&be->err, CHM_ERR_NOMEM,
                        "causal_conv1d_bwd: cannot allocate %lld doubles of scratch per thread",
                        (long long)per);
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < d.C; c++)
-        conv_bwd_channel(&d, c, my_scratch(mem, per), dx, dw, dbias, dout, x, w, bias, silu);
+        conv_bwd_channel(&d, c, chm_cpu_my_scratch(mem, per), dx, dw, dbias, dout, x, w, bias, silu);
     free(mem);
     return CHM_OK;
 }

@@ -19,6 +19,17 @@ static inline void *chm_cpu_ptr(const chm_tensor *t) {
     return (char *)t->buf->host + t->offset;
 }
 
+/* dst[rows, cols] = t's f32/f64 elements at `at + r*stride + c`, as doubles. */
+void chm_cpu_load_rows(double *dst, const chm_tensor *t, int64_t at, int64_t rows, int64_t cols,
+                       int64_t stride);
+/* The inverse of chm_cpu_load_rows: set (add false) or add into t, rounding once. */
+void chm_cpu_store_rows(const chm_tensor *t, int64_t at, int64_t rows, int64_t cols,
+                        int64_t stride, const double *src, bool add);
+/* Scratch of `per` doubles for each thread of the next parallel region (free()), or NULL. */
+double *chm_cpu_thread_scratch(int64_t per);
+/* This thread's slice of chm_cpu_thread_scratch's memory. */
+double *chm_cpu_my_scratch(double *mem, int64_t per);
+
 /* Raise CHM_ERR_DTYPE for a dtype the cpu backend cannot compute in. */
 chm_status chm_cpu_bad_dtype(chm_backend *be, const char *op, chm_dtype dt);
 

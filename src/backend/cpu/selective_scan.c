@@ -50,55 +50,6 @@ typedef struct scan_chan_grad {
     double dD, ddb;
 } scan_chan_grad;
 
-/* dst[rows, cols] = t's elements at `at + r*stride + c`, as doubles. */
-static void load_rows(double *dst, const chm_tensor *t, int64_t at, int64_t rows, int64_t cols,
-                      int64_t stride) {
-    if (t->dtype == CHM_F64) {
-        const double *p = (const double *)chm_cpu_ptr(t) + at;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = p[r * stride + c];
-    } else {
-        const float *p = (const float *)chm_cpu_ptr(t) + at;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = p[r * stride + c];
-    }
-}
-
-/* The inverse of load_rows: set (add == false) or add into t, rounding once. */
-static void store_rows(const chm_tensor *t, int64_t at, int64_t rows, int64_t cols,
-                       int64_t stride, const double *src, bool add) {
-    if (t->dtype == CHM_F64) {
-        double *p = (double *)chm_cpu_ptr(t) + at;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++)
-                p[r * stride + c] = (add ? p[r * stride + c] : 0.0) + src[r * cols + c];
-    } else {
-        float *p = (float *)chm_cpu_ptr(t) + at;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++)
-                p[r * stride + c] = (float)((add ? (double)p[r * stride + c] : 0.0) +
-                                            src[r * cols + c]);
-    }
-}
-
-/* Scratch of `per` doubles for each thread of the next parallel region, or NULL. */
-static double *thread_scratch(int64_t per) {
-    int nt = 1;
-#ifdef _OPENMP
-    nt = omp_get_max_threads();
-#endif
-    return malloc((size_t)(nt * per + 1) * sizeof(double));
-}
-
-/* This thread's slice of thread_scratch. */
-static double *my_scratch(double *mem, int64_t per) {
-    int id = 0;
-#ifdef _OPENMP
-    id = omp_get_thread_num();
-#endif
-    return mem + id * per;
-}
-
 /* log(1 + e^x) without overflow; for x >= 20 it equals x to double precision. */
 static double softplus(double x) { return x < 20.0 ? log1p(exp(x)) : x; }
 
@@ -124,13 +75,13 @@ static void scan_chan_load(scan_chan *ch, const chm_scan_args *a, const scan_dim
                            int64_t c) {
     int64_t T = s->T, Di = s->Di, at = b * T * Di + c;
     double bias = 0;
-    load_rows(ch->u, a->u, at, T, 1, Di);
-    load_rows(ch->dt, a->delta, at, T, 1, Di);
-    if (a->z) load_rows(ch->z, a->z, at, T, 1, Di);
-    load_rows(ch->A, a->A, c * s->N, 1, s->N, s->N);
-    if (a->delta_bias) load_rows(&bias, a->delta_bias, c, 1, 1, 1);
+    chm_cpu_load_rows(ch->u, a->u, at, T, 1, Di);
+    chm_cpu_load_rows(ch->dt, a->delta, at, T, 1, Di);
+    if (a->z) chm_cpu_load_rows(ch->z, a->z, at, T, 1, Di);
+    chm_cpu_load_rows(ch->A, a->A, c * s->N, 1, s->N, s->N);
+    if (a->delta_bias) chm_cpu_load_rows(&bias, a->delta_bias, c, 1, 1, 1);
     ch->D = 0;
-    if (a->D) load_rows(&ch->D, a->D, c, 1, 1, 1);
+    if (a->D) chm_cpu_load_rows(&ch->D, a->D, c, 1, 1, 1);
     for (int64_t t = 0; t < T; t++) {
         double x = ch->dt[t] + bias;
         ch->dt[t] = a->delta_softplus ? softplus(x) : x;
@@ -206,13 +157,13 @@ static void scan_fwd_task(const scan_dims *s, const chm_tensor *y, const chm_sca
     double *Bb = mem, *Cb = Bb + T * N;
     scan_chan ch;
     double *yv = scan_chan_carve(&ch, Cb + T * N, T, N);
-    load_rows(Bb, a->Bm, b * T * N, 1, T * N, T * N);
-    load_rows(Cb, a->Cm, b * T * N, 1, T * N, T * N);
+    chm_cpu_load_rows(Bb, a->Bm, b * T * N, 1, T * N, T * N);
+    chm_cpu_load_rows(Cb, a->Cm, b * T * N, 1, T * N, T * N);
     for (int64_t c = k * SCAN_BLOCK; c < min64(Di, (k + 1) * SCAN_BLOCK); c++) {
         scan_chan_load(&ch, a, s, b, c);
         scan_chan_fwd(&ch, Bb, Cb, T, N);
         for (int64_t t = 0; t < T; t++) yv[t] = ch.yraw[t] * scan_gate(&ch, a->z != NULL, t);
-        store_rows(y, b * T * Di + c, T, 1, Di, yv, false);
+        chm_cpu_store_rows(y, b * T * Di + c, T, 1, Di, yv, false);
     }
 }
 
@@ -234,14 +185,14 @@ chm_status chm_cpu_selective_scan_fwd(chm_backend *be, const chm_tensor *y,
     chm_status rc = scan_dims_of(be, "selective_scan_fwd", a, &s);
     if (rc) return rc;
     int64_t per = scan_fwd_scratch(&s);
-    double *mem = thread_scratch(per);
+    double *mem = chm_cpu_thread_scratch(per);
     if (!mem)
         return CHM_ERR(&be->err, CHM_ERR_NOMEM,
                        "selective_scan_fwd: cannot allocate %lld doubles of scratch per thread",
                        (long long)per);
 #pragma omp parallel for collapse(2) schedule(dynamic)
     for (int64_t b = 0; b < s.B; b++)
-        for (int64_t k = 0; k < s.nblk; k++) scan_fwd_task(&s, y, a, b, k, my_scratch(mem, per));
+        for (int64_t k = 0; k < s.nblk; k++) scan_fwd_task(&s, y, a, b, k, chm_cpu_my_scratch(mem, per));
     free(mem);
     return CHM_OK;
 }
@@ -259,9 +210,9 @@ typedef struct scan_parts {
 static void scan_chan_emit(const scan_dims *s, const chm_scan_grads *g, const scan_chan_grad *gr,
                            const scan_parts *p, int64_t b, int64_t c) {
     int64_t T = s->T, Di = s->Di, at = b * T * Di + c, bc = b * Di + c;
-    if (g->du) store_rows(g->du, at, T, 1, Di, gr->du, true);
-    if (g->ddelta) store_rows(g->ddelta, at, T, 1, Di, gr->ddelta, true);
-    if (g->dz) store_rows(g->dz, at, T, 1, Di, gr->dz, true);
+    if (g->du) chm_cpu_store_rows(g->du, at, T, 1, Di, gr->du, true);
+    if (g->ddelta) chm_cpu_store_rows(g->ddelta, at, T, 1, Di, gr->ddelta, true);
+    if (g->dz) chm_cpu_store_rows(g->dz, at, T, 1, Di, gr->dz, true);
     memcpy(p->dA + bc * s->N, gr->dA, (size_t)s->N * sizeof *gr->dA);
     p->dD[bc] = gr->dD;
     p->ddb[bc] = gr->ddb;
@@ -287,12 +238,12 @@ static void scan_bwd_task(const scan_dims *s, const chm_scan_grads *g, const chm
     gr.dA = gr.dy + T;
     gr.dh = gr.dA + N;
     double *dBp = p->dB + (b * s->nblk + k) * T * N, *dCp = p->dC + (b * s->nblk + k) * T * N;
-    load_rows(Bb, a->Bm, b * T * N, 1, T * N, T * N);
-    load_rows(Cb, a->Cm, b * T * N, 1, T * N, T * N);
+    chm_cpu_load_rows(Bb, a->Bm, b * T * N, 1, T * N, T * N);
+    chm_cpu_load_rows(Cb, a->Cm, b * T * N, 1, T * N, T * N);
     for (int64_t c = k * SCAN_BLOCK; c < min64(Di, (k + 1) * SCAN_BLOCK); c++) {
         scan_chan_load(&ch, a, s, b, c);
         scan_chan_fwd(&ch, Bb, Cb, T, N);
-        load_rows(gr.dy, dy, b * T * Di + c, T, 1, Di);
+        chm_cpu_load_rows(gr.dy, dy, b * T * Di + c, T, 1, Di);
         scan_chan_bwd(&ch, a->z != NULL, Bb, Cb, T, N, &gr, dBp, dCp);
         scan_chan_emit(s, g, &gr, p, b, c);
     }
@@ -311,15 +262,15 @@ static void scan_reduce(const scan_dims *s, const chm_scan_grads *g, const scan_
         double *dB = p->dB + b * s->nblk * TN, *dC = p->dC + b * s->nblk * TN;
         sum_blocks(dB, s->nblk, TN);
         sum_blocks(dC, s->nblk, TN);
-        if (g->dBm) store_rows(g->dBm, b * TN, 1, TN, TN, dB, true);
-        if (g->dCm) store_rows(g->dCm, b * TN, 1, TN, TN, dC, true);
+        if (g->dBm) chm_cpu_store_rows(g->dBm, b * TN, 1, TN, TN, dB, true);
+        if (g->dCm) chm_cpu_store_rows(g->dCm, b * TN, 1, TN, TN, dC, true);
     }
     sum_blocks(p->dA, s->B, s->Di * s->N);
     sum_blocks(p->dD, s->B, s->Di);
     sum_blocks(p->ddb, s->B, s->Di);
-    if (g->dA) store_rows(g->dA, 0, 1, s->Di * s->N, s->Di * s->N, p->dA, true);
-    if (g->dD) store_rows(g->dD, 0, 1, s->Di, s->Di, p->dD, true);
-    if (g->ddelta_bias) store_rows(g->ddelta_bias, 0, 1, s->Di, s->Di, p->ddb, true);
+    if (g->dA) chm_cpu_store_rows(g->dA, 0, 1, s->Di * s->N, s->Di * s->N, p->dA, true);
+    if (g->dD) chm_cpu_store_rows(g->dD, 0, 1, s->Di, s->Di, p->dD, true);
+    if (g->ddelta_bias) chm_cpu_store_rows(g->ddelta_bias, 0, 1, s->Di, s->Di, p->ddb, true);
 }
 
 chm_status chm_cpu_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
@@ -330,7 +281,7 @@ chm_status chm_cpu_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
     int64_t nBC = s.B * s.nblk * s.T * s.N, nA = s.B * s.Di * s.N, nD = s.B * s.Di;
     int64_t per = scan_bwd_scratch(&s);
     double *parts = calloc((size_t)(2 * nBC + nA + 2 * nD + 1), sizeof *parts);
-    double *mem = thread_scratch(per);
+    double *mem = chm_cpu_thread_scratch(per);
     if (!parts || !mem) {
         free(parts);
         free(mem);
@@ -344,7 +295,7 @@ chm_status chm_cpu_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
 #pragma omp parallel for collapse(2) schedule(dynamic)
     for (int64_t b = 0; b < s.B; b++)
         for (int64_t k = 0; k < s.nblk; k++)
-            scan_bwd_task(&s, g, dy, a, &p, b, k, my_scratch(mem, per));
+            scan_bwd_task(&s, g, dy, a, &p, b, k, chm_cpu_my_scratch(mem, per));
     scan_reduce(&s, g, &p);
     free(parts);
     free(mem);
