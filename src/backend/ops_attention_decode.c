@@ -15,8 +15,8 @@ chm_status chm_attention_decode(chm_backend *be, const chm_tensor *out, const ch
     const char *op = "attention_decode";
     CHM_TRY(chm_check_impl(be, op, be->ops->attention_decode != NULL));
     CHM_TRY(chm_check_float(be, op, "q", q));
-    CHM_TRY(chm_check_shape(be, op, "q", q, q->dtype, 4,
-                            CHM_DIMS(CHM_ANY, CHM_ANY, CHM_ANY, CHM_ANY)));
+    CHM_TRY(
+        chm_check_shape(be, op, "q", q, q->dtype, 4, CHM_DIMS(CHM_ANY, CHM_ANY, CHM_ANY, CHM_ANY)));
     CHM_TRY(chm_check_shape(be, op, "k", k, q->dtype, 4,
                             CHM_DIMS(q->shape[0], CHM_ANY, CHM_ANY, q->shape[3])));
     CHM_TRY(chm_check_same(be, op, "v", v, "k", k));

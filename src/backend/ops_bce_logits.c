@@ -19,16 +19,18 @@ chm_status chm_bce_logits(chm_backend *be, const chm_tensor *losses, const chm_t
     CHM_TRY(chm_check_shape(be, op, "logits", logits, logits->dtype, 1, CHM_DIMS(CHM_ANY)));
     int64_t R = logits->shape[0];
     CHM_TRY(chm_check_shape(be, op, "targets", targets, logits->dtype, 1, CHM_DIMS(R)));
-    CHM_TRY(chm_check_shape(be, op, "losses", losses, chm_dtype_stats(logits->dtype), 1,
-                            CHM_DIMS(R)));
-    if (dlogits) CHM_TRY(chm_check_shape(be, op, "dlogits", dlogits, logits->dtype, 1, CHM_DIMS(R)));
+    CHM_TRY(
+        chm_check_shape(be, op, "losses", losses, chm_dtype_stats(logits->dtype), 1, CHM_DIMS(R)));
+    if (dlogits)
+        CHM_TRY(chm_check_shape(be, op, "dlogits", dlogits, logits->dtype, 1, CHM_DIMS(R)));
     CHM_TRY(chm_check_arg(be, op, isfinite(grad_scale), "grad_scale must be finite, got %g",
                           grad_scale));
-    CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(losses, logits), "losses and logits overlap"));
-    CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(losses, targets),
-                          "losses and targets overlap"));
-    CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(losses, dlogits),
-                          "losses and dlogits overlap"));
+    CHM_TRY(
+        chm_check_arg(be, op, !chm_tensors_overlap(losses, logits), "losses and logits overlap"));
+    CHM_TRY(
+        chm_check_arg(be, op, !chm_tensors_overlap(losses, targets), "losses and targets overlap"));
+    CHM_TRY(
+        chm_check_arg(be, op, !chm_tensors_overlap(losses, dlogits), "losses and dlogits overlap"));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(dlogits, targets),
                           "dlogits and targets overlap"));
     bool exact = dlogits && dlogits->buf == logits->buf && dlogits->offset == logits->offset;

@@ -34,8 +34,8 @@ chm_status chm_selective_scan_step(chm_backend *be, const chm_tensor *y, const c
     for (int i = 0; i < 9; i++) {
         CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(y, in[i]), "y overlaps %s", names[i]));
         if (i < 8)
-            CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(h, in[i]), "h overlaps %s",
-                                  names[i]));
+            CHM_TRY(
+                chm_check_arg(be, op, !chm_tensors_overlap(h, in[i]), "h overlaps %s", names[i]));
     }
     return be->ops->selective_scan_step(be, y, h, a);
 }

@@ -1,0 +1,240 @@
+/*
+ * chimera/model.h: the hybrid language model (attention + Mamba-1 mixers,
+ * dense SwiGLU or mixture-of-experts FFNs, mixture-of-depths, multi-token
+ * prediction) on the backend interface.
+ *
+ * One C implementation for every backend: the model only calls the chm_*
+ * ops of backend.h and never touches tensor memory. Host reads happen at a
+ * few named points: the loss parts at the end of a step (one download),
+ * the per-expert counts when asked for, and the data-dependent routing of
+ * inference mode (MoD scores, decoding).
+ *
+ * Architecture (DESIGN.md "The model"): layer i = x + mixer(norm1(x)), then
+ * + ffn(norm2(.)), pre-RMSNorm; mixer by config pattern ('A' attention with
+ * RoPE and GQA, 'M' Mamba-1); FFN dense SwiGLU or MoE on the configured
+ * layers (softmax router, top-k, renormalised gates, capacity with dropped
+ * tokens passing on the residual, Switch balance loss, ST-MoE z-loss);
+ * mixture-of-depths on the configured layers (top-k = ceil(capacity*T)
+ * tokens per sequence by router score x.w run the whole layer in order, the
+ * layer's residual increment scaled by sigmoid(score), BCE aux loss teaching
+ * sigmoid(score) to predict selection); MTP depth k (DeepSeek-V3 style)
+ * predicts token t+1+k from proj([norm_h(h_{k-1}); norm_e(emb(t+k))])
+ * followed by one layer (mixer = the pattern's first letter, dense FFN, no
+ * MoD), its own final norm, and the shared unembedding; final RMSNorm; tied
+ * or untied unembedding; chunked fused cross-entropy.
+ *
+ * Parameters live in one buffer, gradients in a second buffer of the same
+ * layout, both described by the parameter table (names as in the safetensors
+ * checkpoints). Activations live in one arena sized once at creation for the
+ * micro-batch shape (a dry run of the step); a step allocates nothing.
+ * TODO(recompute): per-layer activation recomputation is not implemented:
+ * every layer's forward activations stay in the arena until its backward.
+ *
+ * Threading: a chm_model is used by one thread at a time.
+ * Errors: functions return a chm_status and fill `err` (may be NULL).
+ */
+#ifndef CHIMERA_MODEL_H
+#define CHIMERA_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chimera/backend.h"
+#include "chimera/config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Most MTP depths (the config allows 0..16). */
+#define CHM_MODEL_MAX_MTP 16
+
+typedef struct chm_model chm_model;
+
+/* How tokens are routed through MoE and MoD layers. */
+typedef enum chm_model_routing {
+    /* Training: MoD picks the top ceil(capacity*T) tokens of each sequence, MoE experts
+     * have a capacity ceil(capacity_factor*K*tokens/E) and drop what exceeds it. */
+    CHM_ROUTING_TRAIN = 0,
+    /* Inference (generation): MoD runs a token when its score > 0 (causal: no look at
+     * later tokens); MoE drops nothing. Incremental decoding uses this routing. */
+    CHM_ROUTING_CAUSAL = 1
+} chm_model_routing;
+
+/* Options of chm_model_create. Zero-initialise, then set dtype, batch and seq_len. */
+typedef struct chm_model_options {
+    chm_dtype dtype;       /* CHM_F32 (training on the cpu) or CHM_F64 (gradient checks) */
+    int64_t batch;         /* B: sequences per micro batch, >= 1 */
+    int64_t seq_len;       /* T: tokens per sequence, >= 1 (a micro batch holds B*(T+1) ids) */
+    int64_t ce_chunk_rows; /* rows per cross-entropy chunk (logits [rows,V] at a time); 0 = auto */
+} chm_model_options;
+
+/* One parameter tensor of the table. */
+typedef struct chm_model_param {
+    char name[64]; /* e.g. "layers.3.mixer.in_proj.weight" */
+    int ndim;
+    int64_t shape[CHM_MAX_DIMS]; /* unused trailing entries are 1 */
+    int64_t numel;
+    int64_t offset;   /* elements from the start of the parameter buffer */
+    bool decay;       /* AdamW weight decay applies (matrices; not norms, biases, A_log, D) */
+    chm_tensor value; /* view into the parameter buffer (unbound without a backend) */
+    chm_tensor grad;  /* same view into the gradient buffer */
+} chm_model_param;
+
+/*
+ * The loss of one micro batch and its parts. total = ce + mtp_weight*mtp +
+ * aux_weight*moe_balance + z_weight*moe_z + mod_aux_weight*mod_aux.
+ * ce and each mtp_depth[k] are means over their predicted tokens; mtp is the
+ * mean over depths; moe_balance and moe_z are means over the MoE layers
+ * (balance is 1 when experts are evenly used); mod_aux is the mean over the
+ * MoD layers of the mean BCE per token. Parts that do not apply are 0.
+ */
+typedef struct chm_model_loss {
+    double total;
+    double ce;
+    double mtp;
+    double mtp_depth[CHM_MODEL_MAX_MTP];
+    double moe_balance;
+    double moe_z;
+    double mod_aux;
+} chm_model_loss;
+
+/* Sizes of a configuration, computed from the config alone (chm_model_stats). */
+typedef struct chm_model_stats {
+    int64_t params_total;     /* every parameter, MTP modules included */
+    int64_t params_active;    /* used per token: total minus the experts a token does not use */
+    int64_t params_embedding; /* embedding (+ unembedding when untied) */
+    int64_t params_mtp;       /* the MTP modules (used in training only) */
+    double flops_forward;     /* forward FLOPs per token of the main model at seq_len (no MTP) */
+    double flops_train;       /* forward + backward (3x) per token, MTP modules included */
+} chm_model_stats;
+
+/*
+ * Build a model for `cfg` on backend `be` with the micro-batch shape and dtype
+ * of `opt`: the parameter table, one parameter buffer, one gradient buffer and
+ * the activation arena (sized by a dry run of a training step and of a causal
+ * forward of one sequence). The parameters are not initialised (see
+ * chm_model_init_params) and the gradients are not zeroed.
+ * be may be NULL: then nothing is allocated and the model only describes the
+ * configuration (parameter table, stats); running it fails.
+ * The model keeps a copy of *cfg. Errors: CHM_ERR_CONFIG (unusable config:
+ * head_dim odd, MTP depth >= seq_len ...), CHM_ERR_INVALID_ARG, CHM_ERR_NOMEM.
+ */
+chm_status chm_model_create(const chm_config_model *cfg, chm_backend *be,
+                            const chm_model_options *opt, chm_model **out, chm_err *err);
+
+/* Release the model's buffers and itself. NULL is a no-op. */
+void chm_model_free(chm_model *m);
+
+/* The backend, dtype and micro-batch shape the model was built for. */
+chm_backend *chm_model_backend(const chm_model *m);
+chm_dtype chm_model_dtype(const chm_model *m);
+const chm_config_model *chm_model_config(const chm_model *m);
+int64_t chm_model_batch(const chm_model *m);
+int64_t chm_model_seq_len(const chm_model *m);
+/* Bytes of the activation arena, parameters (one copy) and gradients. */
+size_t chm_model_arena_bytes(const chm_model *m);
+
+/*
+ * Draw every parameter on the host from the counter-based generator keyed by
+ * (seed, parameter name) and upload it, so that every backend starts from
+ * the same weights: matrices normal(0, 0.02), residual-output projections
+ * (o_proj, out_proj, w2) scaled by 1/sqrt(2*L); norms 1; Mamba A_log =
+ * log(1..N) per channel, dt_proj.bias = softplus^-1(dt) with dt log-uniform
+ * in [1e-3, 1e-1], dt_proj.weight uniform(+-dt_rank^-0.5), D = 1, conv1d
+ * weight and bias uniform(+-1/sqrt(d_conv)).
+ */
+chm_status chm_model_init_params(chm_model *m, uint64_t seed, chm_err *err);
+
+/* Set every gradient to zero (the one place gradients are zeroed: micro step 0). */
+chm_status chm_model_zero_grad(chm_model *m, chm_err *err);
+
+/*
+ * One micro batch, forward and backward, in training routing. ids is HOST
+ * memory: [B, T+1] token ids (row b holds sequence b's T inputs and, shifted
+ * by one, its T targets); they are checked against the vocabulary and
+ * uploaded here. Gradients of grad_scale * total loss ACCUMULATE into the
+ * gradient buffer (grad_scale = 1/grad_accum for accumulation). The loss
+ * parts are downloaded once at the end into *loss (may be NULL).
+ */
+chm_status chm_model_forward_backward(chm_model *m, const int32_t *ids, double grad_scale,
+                                      chm_model_loss *loss, chm_err *err);
+
+/* Forward only (evaluation), training routing, same ids layout; gradients untouched. */
+chm_status chm_model_eval_loss(chm_model *m, const int32_t *ids, chm_model_loss *loss,
+                               chm_err *err);
+
+/*
+ * Logits of one sequence of n host ids (1 <= n <= T) for every position, in
+ * the given routing, into logits [n, V] (host doubles). CHM_ROUTING_CAUSAL
+ * gives what incremental decoding computes.
+ */
+chm_status chm_model_logits(chm_model *m, const int32_t *ids, int64_t n, chm_model_routing routing,
+                            double *logits, chm_err *err);
+
+/* The parameter table: count, i-th entry (NULL out of range), entry by name (NULL if absent). */
+int chm_model_param_count(const chm_model *m);
+const chm_model_param *chm_model_param_get(const chm_model *m, int i);
+const chm_model_param *chm_model_param_find(const chm_model *m, const char *name);
+
+/*
+ * Flat views of the parameter and gradient buffers for the optimizer: the
+ * decayed parameters (decay = true) first, then the others, so that
+ * region(true) and region(false) cover every element once (with some
+ * alignment padding that stays zero). Views are 1-D of the model's dtype.
+ */
+void chm_model_param_region(const chm_model *m, bool decay, chm_tensor *params, chm_tensor *grads);
+
+/* Number of MoE layers (trunk) and experts per layer. */
+int chm_model_moe_layers(const chm_model *m);
+
+/*
+ * Tokens each expert processed in the last training-routing forward, per MoE
+ * layer: counts [moe_layers * E] (host), and the number of token-expert
+ * assignments dropped by capacity into *dropped (may be NULL). Downloads.
+ */
+chm_status chm_model_expert_counts(chm_model *m, int32_t *counts, int64_t *dropped, chm_err *err);
+
+/* Parameter counts and FLOPs per token of a configuration at sequence length seq_len. */
+chm_status chm_model_stats_compute(const chm_config_model *cfg, int64_t seq_len,
+                                   chm_model_stats *st, chm_err *err);
+
+/*
+ * A digest of every routing decision of the last forward (MoE top-k and
+ * slots, MoD selections): tests compare it across perturbed forwards to
+ * detect flipped decisions. Downloads.
+ */
+chm_status chm_model_routing_digest(chm_model *m, uint64_t *digest, chm_err *err);
+
+/* ---- incremental decoding ---- */
+
+typedef struct chm_decoder chm_decoder;
+
+/*
+ * A decoding state for one sequence of up to max_len tokens on m's backend:
+ * per attention layer a key/value cache [max_len, Hk, D], per Mamba layer
+ * the conv input history [max_len, Di] and the scan state [Di, N], per MoD
+ * layer the count of tokens it has run (its own cache positions). Routing
+ * is CHM_ROUTING_CAUSAL. The decoder reads m's parameters at each step (it
+ * keeps no copy) and computes in m's activation arena (a step invalidates
+ * the activations of m's last pass); it must be freed before m. Host reads
+ * per step: each MoD layer's score (the routing decision) and the logits.
+ */
+chm_status chm_decoder_create(chm_model *m, int64_t max_len, chm_decoder **out, chm_err *err);
+
+/* Append one token and write the logits of the next one, [V] host doubles. */
+chm_status chm_decoder_step(chm_decoder *d, int32_t token, double *logits, chm_err *err);
+
+/* Tokens consumed so far. */
+int64_t chm_decoder_pos(const chm_decoder *d);
+
+/* Forget the sequence (position 0 again; the scan states are zeroed). */
+chm_status chm_decoder_reset(chm_decoder *d, chm_err *err);
+
+/* Release the decoder. NULL is a no-op. */
+void chm_decoder_free(chm_decoder *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,172 @@
+/*
+ * moe.c: the mixture-of-experts SwiGLU block, forward and backward.
+ *
+ * xn [R,C]:
+ *   logits = xn Wr^T [R,E]; router_topk (softmax, top-K, gates renormalised
+ *   over the K) gives gates, idx [R,K] and the dispatch plan: slot_token
+ *   [E,cap] (token of each slot, first come first served in token order,
+ *   -1 empty), slot_ref [E,cap] (which gate filled it), counts [E].
+ *   xe = xn rows by slot_token [E,cap,C]; per expert e over its counts[e]
+ *   live slots: ye = (silu(xe W1e^T) * (xe W3e^T)) W2e^T (grouped matmuls)
+ *   out += sum over slots of gate(slot) * ye(slot) into its token's row.
+ * A token an expert has no room for (capacity cap = ceil(capacity_factor *
+ * K * R / E)) gets nothing from it: it passes on the residual. In causal
+ * routing cap = R, so nothing is dropped and a token's output depends on no
+ * other token. The Switch balance loss and router z-loss of the layer are
+ * computed in the forward (moe_aux) and added to the loss slots; their
+ * gradients join the gates' in the backward.
+ */
+#include <math.h>
+
+#include "model_internal.h"
+
+int64_t mdl_moe_capacity(const chm_model *m, int64_t R) {
+    if (m->routing == CHM_ROUTING_CAUSAL) return R;
+    double want = ceil(m->cfg.moe.capacity_factor * (double)m->K * (double)R / (double)m->E);
+    int64_t cap = (int64_t)want;
+    return cap < 1 ? 1 : cap > R ? R : cap;
+}
+
+static chm_status moe_alloc(chm_model *m, mdl_moe_act *a, int64_t R) {
+    int64_t E = m->E, K = m->K, cap = a->cap, C = m->C, F = m->Fe;
+    MDL_TRY(MDL_ALLOC(m, &a->logits, R, E));
+    MDL_TRY(MDL_ALLOC(m, &a->probs, R, E));
+    MDL_TRY(MDL_ALLOC(m, &a->gates, R, K));
+    MDL_TRY(MDL_ALLOC_I32(m, &a->idx, R, K));
+    MDL_TRY(MDL_ALLOC_I32(m, &a->slot_token, E, cap));
+    MDL_TRY(MDL_ALLOC_I32(m, &a->slot_ref, E, cap));
+    MDL_TRY(MDL_ALLOC_I32(m, &a->counts, E));
+    MDL_TRY(MDL_ALLOC(m, &a->slot_gate, E * cap));
+    MDL_TRY(MDL_ALLOC(m, &a->xe, E, cap, C));
+    MDL_TRY(MDL_ALLOC(m, &a->ge, E, cap, F));
+    MDL_TRY(MDL_ALLOC(m, &a->ue, E, cap, F));
+    MDL_TRY(MDL_ALLOC(m, &a->ae, E, cap, F));
+    MDL_TRY(MDL_ALLOC(m, &a->ye, E, cap, C));
+    return MDL_ALLOC_STATS(m, &a->aux, 2);
+}
+
+/* Router, dispatch plan and the aux losses' values. */
+static chm_status moe_route(chm_model *m, const mdl_layer *ly, mdl_moe_act *a,
+                            const chm_tensor *x2) {
+    chm_backend *be = m->be;
+    MDL_TRY(mdl_linear_fwd(m, &a->logits, x2, mdl_w(m, ly->router), 0));
+    MDL_OP(m, chm_router_topk(be, &a->gates, &a->idx, &a->probs, &a->slot_token, &a->slot_ref,
+                              &a->counts, &a->logits, CHM_ROUTER_SOFTMAX, true));
+    if (m->routing != CHM_ROUTING_TRAIN) return CHM_OK;
+    MDL_OP(m, chm_moe_aux(be, &a->aux, NULL, &a->logits, &a->idx, 0, 0));
+    chm_tensor slots = mdl_loss_slot(m, MDL_LOSS_BALANCE, 2);
+    MDL_OP(m, chm_axpy(be, &slots, &a->aux, 1.0));
+    return CHM_OK;
+}
+
+chm_status mdl_moe_fwd(chm_model *m, const mdl_layer *ly, mdl_moe_act *a, const chm_tensor *xn,
+                       const chm_tensor *out, int64_t R) {
+    chm_backend *be = m->be;
+    int64_t E = m->E, K = m->K, C = m->C;
+    a->cap = mdl_moe_capacity(m, R);
+    int64_t S = E * a->cap; /* slots */
+    MDL_TRY(moe_alloc(m, a, R));
+    chm_tensor x2 = MDL_VIEW(xn, 0, R, C), out2 = MDL_VIEW(out, 0, R, C);
+    MDL_TRY(moe_route(m, ly, a, &x2));
+    chm_tensor st = MDL_VIEW(&a->slot_token, 0, S), sr = MDL_VIEW(&a->slot_ref, 0, S);
+    chm_tensor xe2 = MDL_VIEW(&a->xe, 0, S, C), ye2 = MDL_VIEW(&a->ye, 0, S, C);
+    MDL_OP(m, chm_gather_rows(be, &xe2, &x2, &st));
+    MDL_OP(m,
+           chm_matmul_grouped(be, &a->ge, &a->xe, mdl_w(m, ly->w1), &a->counts, false, true, 1, 0));
+    MDL_OP(m,
+           chm_matmul_grouped(be, &a->ue, &a->xe, mdl_w(m, ly->w3), &a->counts, false, true, 1, 0));
+    MDL_OP(m, chm_swiglu_fwd(be, &a->ae, &a->ge, &a->ue));
+    MDL_OP(m,
+           chm_matmul_grouped(be, &a->ye, &a->ae, mdl_w(m, ly->w2), &a->counts, false, true, 1, 0));
+    /* each slot's gate: gates viewed [R*K,1], picked by slot_ref (0 for empty slots) */
+    chm_tensor g1 = MDL_VIEW(&a->gates, 0, R * K, 1), sg1 = MDL_VIEW(&a->slot_gate, 0, S, 1);
+    MDL_OP(m, chm_gather_rows(be, &sg1, &g1, &sr));
+    MDL_OP(m, chm_scatter_add_rows(be, &out2, &ye2, &st, &a->slot_gate));
+    return CHM_OK;
+}
+
+/* Scratch of the backward. */
+typedef struct moe_grads {
+    chm_tensor dyr;           /* [S,C] d(out) rows of each slot's token */
+    chm_tensor dye;           /* [E,cap,C] gate * dyr */
+    chm_tensor dsg;           /* [S] d(slot gate) */
+    chm_tensor dgates;        /* [R*K] */
+    chm_tensor dae, dge, due; /* [E,cap,F] */
+    chm_tensor dxe;           /* [E,cap,C] */
+    chm_tensor dlogits;       /* [R,E] */
+} moe_grads;
+
+static chm_status moe_grads_alloc(chm_model *m, moe_grads *g, int64_t R, int64_t cap) {
+    int64_t E = m->E, C = m->C, F = m->Fe;
+    MDL_TRY(MDL_ALLOC(m, &g->dyr, E * cap, C));
+    MDL_TRY(MDL_ALLOC(m, &g->dye, E, cap, C));
+    MDL_TRY(MDL_ALLOC(m, &g->dsg, E * cap));
+    MDL_TRY(MDL_ALLOC(m, &g->dgates, R * m->K));
+    MDL_TRY(MDL_ALLOC(m, &g->dae, E, cap, F));
+    MDL_TRY(MDL_ALLOC(m, &g->dge, E, cap, F));
+    MDL_TRY(MDL_ALLOC(m, &g->due, E, cap, F));
+    MDL_TRY(MDL_ALLOC(m, &g->dxe, E, cap, C));
+    return MDL_ALLOC(m, &g->dlogits, R, E);
+}
+
+/* The experts' backward: from d(out) [R,C] to g->dxe, the expert weight grads and g->dsg. */
+static chm_status moe_experts_bwd(chm_model *m, const mdl_layer *ly, const mdl_moe_act *a,
+                                  moe_grads *g, const chm_tensor *dout2) {
+    chm_backend *be = m->be;
+    int64_t S = m->E * a->cap, C = m->C;
+    chm_tensor st = MDL_VIEW(&a->slot_token, 0, S), ye2 = MDL_VIEW(&a->ye, 0, S, C);
+    chm_tensor dye2 = MDL_VIEW(&g->dye, 0, S, C);
+    MDL_OP(m, chm_gather_rows(be, &g->dyr, dout2, &st));
+    MDL_OP(m, chm_fill(be, &g->dye, 0));
+    MDL_OP(m, chm_fill(be, &g->dsg, 0));
+    MDL_OP(m, chm_row_scale_bwd(be, &dye2, &g->dsg, &g->dyr, &ye2, &a->slot_gate, false));
+    const chm_tensor *cnt = &a->counts;
+    MDL_OP(m, chm_matmul_grouped(be, &g->dae, &g->dye, mdl_w(m, ly->w2), cnt, false, false, 1, 0));
+    MDL_OP(m, chm_matmul_grouped(be, mdl_g(m, ly->w2), &g->dye, &a->ae, cnt, true, false, 1, 1));
+    MDL_OP(m, chm_fill(be, &g->dge, 0));
+    MDL_OP(m, chm_fill(be, &g->due, 0));
+    MDL_OP(m, chm_swiglu_bwd(be, &g->dge, &g->due, &g->dae, &a->ge, &a->ue));
+    MDL_OP(m, chm_matmul_grouped(be, mdl_g(m, ly->w1), &g->dge, &a->xe, cnt, true, false, 1, 1));
+    MDL_OP(m, chm_matmul_grouped(be, mdl_g(m, ly->w3), &g->due, &a->xe, cnt, true, false, 1, 1));
+    MDL_OP(m, chm_matmul_grouped(be, &g->dxe, &g->dge, mdl_w(m, ly->w1), cnt, false, false, 1, 0));
+    MDL_OP(m, chm_matmul_grouped(be, &g->dxe, &g->due, mdl_w(m, ly->w3), cnt, false, false, 1, 1));
+    return CHM_OK;
+}
+
+/* The router's backward: gates (through the slots) and the aux losses into d(logits). */
+static chm_status moe_router_bwd(chm_model *m, const mdl_layer *ly, const mdl_moe_act *a,
+                                 moe_grads *g, const chm_tensor *x2, const chm_tensor *dx2,
+                                 int64_t R) {
+    chm_backend *be = m->be;
+    int64_t S = m->E * a->cap, K = m->K;
+    chm_tensor sr = MDL_VIEW(&a->slot_ref, 0, S);
+    chm_tensor dg1 = MDL_VIEW(&g->dgates, 0, R * K, 1), dsg1 = MDL_VIEW(&g->dsg, 0, S, 1);
+    chm_tensor dg2 = MDL_VIEW(&g->dgates, 0, R, K);
+    MDL_OP(m, chm_fill(be, &g->dgates, 0));
+    MDL_OP(m, chm_scatter_add_rows(be, &dg1, &dsg1, &sr, NULL));
+    MDL_OP(m, chm_fill(be, &g->dlogits, 0));
+    MDL_OP(m, chm_router_topk_bwd(be, &g->dlogits, &dg2, &a->probs, &a->idx, CHM_ROUTER_SOFTMAX,
+                                  true));
+    /* total loss = ... + aux_weight * mean_layers(balance) + z_weight * mean_layers(z) */
+    double s = m->gscale / (double)m->n_moe;
+    MDL_OP(m, chm_moe_aux(be, &a->aux, &g->dlogits, &a->logits, &a->idx, s * m->cfg.moe.aux_weight,
+                          s * m->cfg.moe.z_weight));
+    return mdl_linear_bwd(m, mdl_w(m, ly->router), mdl_g(m, ly->router), &g->dlogits, x2, dx2, 1);
+}
+
+chm_status mdl_moe_bwd(chm_model *m, const mdl_layer *ly, const mdl_moe_act *a,
+                       const chm_tensor *xn, const chm_tensor *dout, const chm_tensor *dxn,
+                       int64_t R) {
+    int64_t S = m->E * a->cap, C = m->C;
+    size_t mark = mdl_mark(m);
+    moe_grads g;
+    MDL_TRY(moe_grads_alloc(m, &g, R, a->cap));
+    chm_tensor x2 = MDL_VIEW(xn, 0, R, C), dx2 = MDL_VIEW(dxn, 0, R, C);
+    chm_tensor dout2 = MDL_VIEW(dout, 0, R, C);
+    MDL_TRY(moe_experts_bwd(m, ly, a, &g, &dout2));
+    chm_tensor st = MDL_VIEW(&a->slot_token, 0, S), dxe2 = MDL_VIEW(&g.dxe, 0, S, C);
+    MDL_OP(m, chm_scatter_add_rows(m->be, &dx2, &dxe2, &st, NULL));
+    MDL_TRY(moe_router_bwd(m, ly, a, &g, &x2, &dx2, R));
+    mdl_release(m, mark);
+    return CHM_OK;
+}
