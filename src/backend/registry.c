@@ -7,6 +7,12 @@
 #include "chimera/backend.h"
 #include "chimera/device.h"
 #include "cpu/cpu.h"
+#ifdef CHIMERA_HAVE_CUDA
+#include "cuda_backend.h"
+#endif
+#ifdef CHIMERA_HAVE_VULKAN
+#include "vulkan/vulkan_backend.h"
+#endif
 
 #include <stdio.h>
 #include <string.h>
@@ -27,11 +33,17 @@ typedef struct backend_entry {
 #define CUDA_COMPILED false
 #endif
 
-/* The op tables of vulkan (issue 6) and cuda (issue 7) are not written yet:
- * their entries have a device probe but no open function. */
 static const backend_entry backends[] = {
+#ifdef CHIMERA_HAVE_CUDA
+    {{"cuda", CUDA_COMPILED, true}, chm_cuda_open},
+#else
     {{"cuda", CUDA_COMPILED, false}, NULL},
+#endif
+#ifdef CHIMERA_HAVE_VULKAN
+    {{"vulkan", VULKAN_COMPILED, true}, chm_vulkan_open},
+#else
     {{"vulkan", VULKAN_COMPILED, false}, NULL},
+#endif
     {{"cpu", true, true}, chm_cpu_open},
 };
 #define N_BACKENDS ((int)(sizeof backends / sizeof backends[0]))
@@ -49,7 +61,7 @@ static const backend_entry *find(const char *name) {
 }
 
 /* Why a GPU backend cannot be used now, in a few words; NULL when it can. */
-static const char *gpu_unusable(const backend_entry *e, char *buf, size_t n) {
+static const char *gpu_unusable(const backend_entry *e, bool for_auto, char *buf, size_t n) {
     if (!e->info.compiled) {
         snprintf(buf, n, "%s not built into this binary", e->info.name);
         return buf;
@@ -74,6 +86,9 @@ static const char *gpu_unusable(const backend_entry *e, char *buf, size_t n) {
     chm_vulkan_probe_run(&p);
     int best = chm_vulkan_probe_best(&p);
     if (best < 0) snprintf(buf, n, "%s", p.why);
+    else if (for_auto && strcmp(p.dev[best].type, "cpu") == 0)
+        snprintf(buf, n, "only %s, a CPU implementation of Vulkan: the cpu backend is faster "
+                 "(--backend vulkan uses it anyway)", p.dev[best].name);
     else if (!e->open)
         snprintf(buf, n, "Vulkan device %s found but the vulkan backend's ops are not written yet",
                  p.dev[best].name);
@@ -81,21 +96,38 @@ static const char *gpu_unusable(const backend_entry *e, char *buf, size_t n) {
     return buf;
 }
 
+/*
+ * Open a GPU backend for auto: it must open and implement every op, since a
+ * training step needs them all. On failure *out is NULL and buf says why.
+ */
+static chm_backend *open_complete(const backend_entry *e, const chm_backend_options *opts,
+                                  char *buf, size_t n) {
+    chm_backend *be = NULL;
+    chm_err err = {0};
+    if (e->open(opts, &be, &err)) {
+        snprintf(buf, n, "%s", err.msg);
+        return NULL;
+    }
+    int have = 0, total = chm_backend_op_count();
+    for (int i = 0; i < total; i++) have += chm_backend_has_op(be, i);
+    if (have == total) return be;
+    snprintf(buf, n, "the %s backend implements %d of %d ops so far", e->info.name, have, total);
+    chm_backend_close(be);
+    return NULL;
+}
+
 static chm_status open_auto(const chm_backend_options *opts, chm_backend **out, chm_err *err) {
     char why_cuda[300], why_vk[300];
-    const char *rc_cuda = gpu_unusable(find("cuda"), why_cuda, sizeof why_cuda);
-    if (!rc_cuda) {
-        chm_status rc = find("cuda")->open(opts, out, err);
-        if (rc == CHM_OK) snprintf((*out)->why, sizeof (*out)->why, "auto: cuda on %.200s", (*out)->device);
-        return rc;
+    if (!gpu_unusable(find("cuda"), true, why_cuda, sizeof why_cuda) &&
+        (*out = open_complete(find("cuda"), opts, why_cuda, sizeof why_cuda))) {
+        snprintf((*out)->why, sizeof (*out)->why, "auto: cuda on %.200s", (*out)->device);
+        return CHM_OK;
     }
-    const char *rc_vk = gpu_unusable(find("vulkan"), why_vk, sizeof why_vk);
-    if (!rc_vk) {
-        chm_status rc = find("vulkan")->open(opts, out, err);
-        if (rc == CHM_OK)
-            snprintf((*out)->why, sizeof (*out)->why, "auto: vulkan on %.120s (cuda: %.300s)",
-                     (*out)->device, why_cuda);
-        return rc;
+    if (!gpu_unusable(find("vulkan"), true, why_vk, sizeof why_vk) &&
+        (*out = open_complete(find("vulkan"), opts, why_vk, sizeof why_vk))) {
+        snprintf((*out)->why, sizeof (*out)->why, "auto: vulkan on %.120s (cuda: %.300s)",
+                 (*out)->device, why_cuda);
+        return CHM_OK;
     }
     chm_status rc = chm_cpu_open(opts, out, err);
     if (rc == CHM_OK)
@@ -115,7 +147,7 @@ chm_status chm_backend_open(const char *name, const chm_backend_options *opts,
                        "unknown backend '%s'; choose auto, cpu, vulkan or cuda", name);
     if (strcmp(name, "cpu") != 0) {
         char why[300];
-        if (gpu_unusable(e, why, sizeof why))
+        if (gpu_unusable(e, false, why, sizeof why))
             return CHM_ERR(err, CHM_ERR_UNSUPPORTED,
                            "backend '%s' cannot run here: %s; use --backend cpu or auto", name,
                            why);

@@ -99,7 +99,7 @@ chm_status chm_cpu_attention_fwd(chm_backend *be, const chm_tensor *out, const c
         return CHM_ERR(&be->err, CHM_ERR_NOMEM,
                        "attention_fwd: cannot allocate %lld doubles of scratch per thread",
                        (long long)per);
-#pragma omp parallel for collapse(2) schedule(dynamic)
+#pragma omp parallel for collapse(2) schedule(dynamic) if (PAR_WORTH(d.B * d.H * d.T * d.T * d.D))
     for (int64_t b = 0; b < d.B; b++)
         for (int64_t h = 0; h < d.H; h++)
             attn_fwd_head(&d, b, h, chm_cpu_my_scratch(mem, per), out, lse, q, k, v, scale);
@@ -178,7 +178,7 @@ chm_status chm_cpu_attention_bwd(chm_backend *be, const chm_tensor *dq, const ch
         return CHM_ERR(&be->err, CHM_ERR_NOMEM,
                        "attention_bwd: cannot allocate %lld doubles of scratch per thread",
                        (long long)per);
-#pragma omp parallel for collapse(2) schedule(dynamic)
+#pragma omp parallel for collapse(2) schedule(dynamic) if (PAR_WORTH(d.B * d.H * d.T * d.T * d.D))
     for (int64_t b = 0; b < d.B; b++)
         for (int64_t g = 0; g < d.Hk; g++)
             attn_bwd_group(&d, b, g, chm_cpu_my_scratch(mem, per), dq, dk, dv, dout, q, k, v, out, lse,

@@ -83,7 +83,7 @@ chm_status chm_cpu_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out,
         return CHM_ERR(&be->err, CHM_ERR_NOMEM,
                        "causal_conv1d_fwd: cannot allocate %lld doubles of scratch per thread",
                        (long long)per);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR_WORTH(d.B * d.T * d.C * d.W))
     for (int64_t c = 0; c < d.C; c++)
         conv_fwd_channel(&d, c, chm_cpu_my_scratch(mem, per), out, x, w, bias, silu);
     free(mem);
@@ -149,7 +149,7 @@ chm_status chm_cpu_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
         return CHM_ERR(&be->err, CHM_ERR_NOMEM,
                        "causal_conv1d_bwd: cannot allocate %lld doubles of scratch per thread",
                        (long long)per);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR_WORTH(d.B * d.T * d.C * d.W))
     for (int64_t c = 0; c < d.C; c++)
         conv_bwd_channel(&d, c, chm_cpu_my_scratch(mem, per), dx, dw, dbias, dout, x, w, bias, silu);
     free(mem);

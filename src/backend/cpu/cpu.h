@@ -30,6 +30,10 @@ double *chm_cpu_thread_scratch(int64_t per);
 /* This thread's slice of chm_cpu_thread_scratch's memory. */
 double *chm_cpu_my_scratch(double *mem, int64_t per);
 
+/* Whether a loop of about `work` multiply-adds is worth an OpenMP team: below
+ * this, waking and joining the threads costs more than it saves. */
+#define PAR_WORTH(work) ((work) > (int64_t)1 << 20)
+
 /* Raise CHM_ERR_DTYPE for a dtype the cpu backend cannot compute in. */
 chm_status chm_cpu_bad_dtype(chm_backend *be, const char *op, chm_dtype dt);
 

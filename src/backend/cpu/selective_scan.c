@@ -190,7 +190,7 @@ chm_status chm_cpu_selective_scan_fwd(chm_backend *be, const chm_tensor *y,
         return CHM_ERR(&be->err, CHM_ERR_NOMEM,
                        "selective_scan_fwd: cannot allocate %lld doubles of scratch per thread",
                        (long long)per);
-#pragma omp parallel for collapse(2) schedule(dynamic)
+#pragma omp parallel for collapse(2) schedule(dynamic) if (PAR_WORTH(s.B * s.T * s.Di * s.N))
     for (int64_t b = 0; b < s.B; b++)
         for (int64_t k = 0; k < s.nblk; k++) scan_fwd_task(&s, y, a, b, k, chm_cpu_my_scratch(mem, per));
     free(mem);
@@ -292,7 +292,7 @@ chm_status chm_cpu_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
     }
     scan_parts p = {parts, parts + nBC, parts + 2 * nBC, parts + 2 * nBC + nA,
                     parts + 2 * nBC + nA + nD};
-#pragma omp parallel for collapse(2) schedule(dynamic)
+#pragma omp parallel for collapse(2) schedule(dynamic) if (PAR_WORTH(s.B * s.T * s.Di * s.N))
     for (int64_t b = 0; b < s.B; b++)
         for (int64_t k = 0; k < s.nblk; k++)
             scan_bwd_task(&s, g, dy, a, &p, b, k, chm_cpu_my_scratch(mem, per));

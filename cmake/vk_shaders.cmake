@@ -1,0 +1,153 @@
+# vk_shaders.cmake: the vulkan backend's shader variants, compiled to SPIR-V,
+# validated and embedded in the library (included by CMakeLists.txt's
+# "---- Vulkan shaders" section).
+#
+# The table below is the one list of variants. A variant is a name (what
+# src/backend/vulkan/*.c passes to chm_vk_run), a source in shaders/ and the
+# -D defines that make it from that source (STYLE.md habit 11: variants are
+# never copied files). chimera_vk_variant_sg adds an `_nosg` twin built with
+# CHM_NO_SUBGROUP for shaders that reduce with subgroup operations.
+#
+# Two ways to get the SPIR-V:
+#  * glslc (default): each variant is compiled with
+#    `glslc -O --target-env=vulkan1.2` and checked with `spirv-val`.
+#  * -DCHIMERA_SPIRV_DIR=<dir>: for machines without glslc (the GPU machine).
+#    The .spv files and manifest.txt are taken from <dir>, which this build
+#    writes on a machine with glslc:
+#        cmake --build build --target chimera_spirv_export
+#    (into CHIMERA_SPIRV_EXPORT_DIR, default <build>/spirv-export; copy or
+#    carry that folder along with the tree). manifest.txt holds a hash of
+#    shaders/ and of this file: configuring against a stale set stops with a
+#    message. spirv-val still runs on the imported files when it is installed.
+# Either way every variant is embedded as a uint32_t array in
+# <build>/generated/vk_shaders.c (table chm_vk_shaders, sorted by name).
+
+set(CHIMERA_SPIRV_DIR "" CACHE PATH "Take the shaders' SPIR-V from this folder (made by the chimera_spirv_export target) instead of running glslc")
+set(CHIMERA_SPIRV_EXPORT_DIR "${CMAKE_BINARY_DIR}/spirv-export" CACHE PATH "Where the chimera_spirv_export target writes the SPIR-V set")
+
+set(CHIMERA_VK_VARIANTS "")
+macro(chimera_vk_variant name src)
+  list(APPEND CHIMERA_VK_VARIANTS ${name})
+  set(CHIMERA_VK_SRC_${name} ${src})
+  set(CHIMERA_VK_DEFS_${name} ${ARGN})
+endmacro()
+macro(chimera_vk_variant_sg name src)
+  chimera_vk_variant(${name} ${src} ${ARGN})
+  chimera_vk_variant(${name}_nosg ${src} ${ARGN} CHM_NO_SUBGROUP)
+endmacro()
+
+# ---- the variant table ----------------------------------------------------------
+#                    name                     source              defines
+chimera_vk_variant(fill_16                  fill.comp           WORD_BITS=16)
+chimera_vk_variant(fill_32                  fill.comp           WORD_BITS=32)
+chimera_vk_variant(fill_64                  fill.comp           WORD_BITS=64)
+chimera_vk_variant(copy_16                  copy.comp           WORD_BITS=16)
+chimera_vk_variant(copy_32                  copy.comp           WORD_BITS=32)
+chimera_vk_variant(copy_128                 copy.comp           WORD_BITS=128)
+foreach(_s f32 bf16 f16)
+  foreach(_d f32 bf16 f16)
+    if(NOT _s STREQUAL _d)
+      string(TOUPPER ${_s} _S)
+      string(TOUPPER ${_d} _D)
+      chimera_vk_variant(cast_${_s}_${_d}   cast.comp           SRC_${_S} DST_${_D})
+    endif()
+  endforeach()
+endforeach()
+chimera_vk_variant(add                      add.comp)
+chimera_vk_variant(scale                    scale.comp)
+chimera_vk_variant(axpy                     axpy.comp)
+chimera_vk_variant(sum_rows                 sum_rows.comp)
+chimera_vk_variant(sum_rows_partial         sum_rows.comp       PARTIAL)
+chimera_vk_variant_sg(rmsnorm_fwd           rmsnorm.comp)
+chimera_vk_variant_sg(rmsnorm_bwd_dx        rmsnorm_bwd.comp    DX)
+chimera_vk_variant(rmsnorm_bwd_dw           rmsnorm_bwd.comp    DW)
+chimera_vk_variant(rmsnorm_bwd_dw_partial   rmsnorm_bwd.comp    DW PARTIAL)
+chimera_vk_variant(swiglu_fwd               swiglu.comp)
+chimera_vk_variant(swiglu_bwd               swiglu_bwd.comp)
+chimera_vk_variant(embedding_fwd            embedding.comp)
+chimera_vk_variant(embedding_bwd_link       embedding_bwd.comp  LINK)
+chimera_vk_variant(embedding_bwd_sum        embedding_bwd.comp  SUM)
+chimera_vk_variant_sg(sum_squares           sum_squares.comp    PARTIAL)
+chimera_vk_variant_sg(sum_squares_final     sum_squares.comp)
+chimera_vk_variant(adamw_step               adamw.comp)
+chimera_vk_variant(adamw_step_bf16          adamw.comp          LOWP_BF16)
+chimera_vk_variant(adamw_step_f16           adamw.comp          LOWP_F16)
+# ----------------------------------------------------------------------------------
+
+list(SORT CHIMERA_VK_VARIANTS)  # the C side looks names up by binary search
+
+# Check an imported SPIR-V set (CHIMERA_SPIRV_DIR) against this tree's shaders, at configure time.
+function(chimera_vk_check_import)
+  include(${CMAKE_SOURCE_DIR}/cmake/vk_shader_hash.cmake)
+  chimera_vk_shader_hash(${CMAKE_SOURCE_DIR} _hash)
+  set(_manifest ${CHIMERA_SPIRV_DIR}/manifest.txt)
+  if(NOT EXISTS ${_manifest})
+    message(FATAL_ERROR "CHIMERA_SPIRV_DIR=${CHIMERA_SPIRV_DIR} has no manifest.txt: make it with `cmake --build <build> --target chimera_spirv_export` on a machine with glslc")
+  endif()
+  file(STRINGS ${_manifest} _lines REGEX "^sources ")
+  if(NOT _lines STREQUAL "sources ${_hash}")
+    message(FATAL_ERROR "the SPIR-V in ${CHIMERA_SPIRV_DIR} was compiled from other shader sources than this tree's (shaders/ or cmake/vk_shaders.cmake changed): export it again")
+  endif()
+  set(_missing "")
+  foreach(v IN LISTS CHIMERA_VK_VARIANTS)
+    if(NOT EXISTS ${CHIMERA_SPIRV_DIR}/${v}.spv)
+      list(APPEND _missing ${v})
+    endif()
+  endforeach()
+  if(_missing)
+    message(FATAL_ERROR "CHIMERA_SPIRV_DIR=${CHIMERA_SPIRV_DIR} lacks: ${_missing}")
+  endif()
+endfunction()
+
+# The rule that makes <build>/spirv/<variant>.spv, by glslc or by copying from CHIMERA_SPIRV_DIR.
+function(chimera_vk_spv_rule v spv)
+  set(_src ${CMAKE_SOURCE_DIR}/shaders/${CHIMERA_VK_SRC_${v}})
+  set(_val "")
+  if(CHIMERA_SPIRV_VAL)
+    set(_val COMMAND ${CHIMERA_SPIRV_VAL} --target-env vulkan1.2 ${spv})
+  endif()
+  if(CHIMERA_SPIRV_DIR)
+    add_custom_command(OUTPUT ${spv}
+      COMMAND ${CMAKE_COMMAND} -E copy ${CHIMERA_SPIRV_DIR}/${v}.spv ${spv} ${_val}
+      DEPENDS ${CHIMERA_SPIRV_DIR}/${v}.spv
+      COMMENT "SPIR-V ${v} (from ${CHIMERA_SPIRV_DIR})" VERBATIM)
+    return()
+  endif()
+  set(_defs "")
+  foreach(d IN LISTS CHIMERA_VK_DEFS_${v})
+    list(APPEND _defs -D${d})
+  endforeach()
+  file(GLOB _includes ${CMAKE_SOURCE_DIR}/shaders/*.glsl)
+  add_custom_command(OUTPUT ${spv}
+    COMMAND ${CHIMERA_GLSLC} -O --target-env=vulkan1.2 -fshader-stage=compute
+            -I${CMAKE_SOURCE_DIR}/shaders ${_defs} -o ${spv} ${_src}
+    ${_val}
+    DEPENDS ${_src} ${_includes} ${CMAKE_SOURCE_DIR}/cmake/vk_shaders.cmake
+    COMMENT "glslc ${v}" VERBATIM)
+endfunction()
+
+# Compile (or import) every variant and embed them all into out_c; add the export target.
+function(chimera_vk_shaders out_c)
+  if(CHIMERA_SPIRV_DIR)
+    chimera_vk_check_import()
+  endif()
+  set(_dir ${CMAKE_BINARY_DIR}/spirv)
+  file(MAKE_DIRECTORY ${_dir})
+  set(_spvs "")
+  foreach(v IN LISTS CHIMERA_VK_VARIANTS)
+    chimera_vk_spv_rule(${v} ${_dir}/${v}.spv)
+    list(APPEND _spvs ${_dir}/${v}.spv)
+  endforeach()
+  string(REPLACE ";" "," _names "${CHIMERA_VK_VARIANTS}")
+  list(LENGTH CHIMERA_VK_VARIANTS _count)
+  add_custom_command(OUTPUT ${out_c}
+    COMMAND ${CMAKE_COMMAND} -DOUT=${out_c} -DDIR=${_dir} -DNAMES=${_names}
+            -P ${CMAKE_SOURCE_DIR}/cmake/embed_spirv.cmake
+    DEPENDS ${_spvs} ${CMAKE_SOURCE_DIR}/cmake/embed_spirv.cmake
+    COMMENT "Embedding ${_count} SPIR-V shader variants" VERBATIM)
+  add_custom_target(chimera_spirv_export
+    COMMAND ${CMAKE_COMMAND} -DSRC=${_dir} -DDST=${CHIMERA_SPIRV_EXPORT_DIR} -DNAMES=${_names}
+            -DROOT=${CMAKE_SOURCE_DIR} -P ${CMAKE_SOURCE_DIR}/cmake/spirv_export.cmake
+    DEPENDS ${_spvs}
+    COMMENT "Exporting the SPIR-V set to ${CHIMERA_SPIRV_EXPORT_DIR}" VERBATIM)
+endfunction()

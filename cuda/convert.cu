@@ -1,0 +1,73 @@
+// convert.cu: fill and cast kernels of the cuda backend (copy is cudaMemcpyAsync).
+//
+// fill writes a bit pattern the host prepared (so fill rounds exactly like the
+// cpu backend). cast converts between f32, f64, bf16 and f16, rounding once to
+// nearest even like src/backend/cpu/convert.c: an f64 source is narrowed to
+// f32 rounded to odd first, which makes the final bf16/f16 rounding correct.
+#include "common.cuh"
+
+template <typename W>
+__global__ void fill_kernel(W *p, int64_t n, W v) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        p[i] = v;
+}
+
+extern "C" cudaError_t chm_cu_fill(void *p, int64_t n, int esize, uint64_t pattern,
+                                   cudaStream_t s) {
+    if (n <= 0) return cudaSuccess;
+    unsigned g = grid_for(n, 256);
+    if (esize == 2) fill_kernel<<<g, 256, 0, s>>>((uint16_t *)p, n, (uint16_t)pattern);
+    else if (esize == 4) fill_kernel<<<g, 256, 0, s>>>((uint32_t *)p, n, (uint32_t)pattern);
+    else if (esize == 8) fill_kernel<<<g, 256, 0, s>>>((uint64_t *)p, n, (uint64_t)pattern);
+    else return cudaErrorInvalidValue;
+    return cudaGetLastError();
+}
+
+// f64 -> f32 rounded to odd: truncate, then set the last bit when inexact.
+__device__ __forceinline__ float f64_to_f32_odd(double d) {
+    float f = __double2float_rz(d);
+    if (!isnan(d) && (double)f != d) f = __int_as_float(__float_as_int(f) | 1);
+    return f;
+}
+
+// Element i of a 16/32-bit float tensor as f32 (exact).
+__device__ __forceinline__ float load_f(const void *p, int dt, int64_t i) {
+    switch (dt) {
+    case CHM_F32: return ((const float *)p)[i];
+    case CHM_BF16: return to_f(((const bf16 *)p)[i]);
+    default: return to_f(((const __half *)p)[i]);
+    }
+}
+
+// Store an exact-or-odd-rounded f32 into a 16/32-bit float tensor.
+__device__ __forceinline__ void store_f(void *p, int dt, int64_t i, float v) {
+    switch (dt) {
+    case CHM_F32: ((float *)p)[i] = v; break;
+    case CHM_BF16: ((bf16 *)p)[i] = from_f<bf16>(v); break;
+    default: ((__half *)p)[i] = from_f<__half>(v); break;
+    }
+}
+
+__global__ void cast_kernel(void *dst, int ddt, const void *src, int sdt, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        if (sdt == CHM_F64) {
+            double d = ((const double *)src)[i];
+            if (ddt == CHM_F64) ((double *)dst)[i] = d;
+            else if (ddt == CHM_F32) ((float *)dst)[i] = __double2float_rn(d);
+            else store_f(dst, ddt, i, f64_to_f32_odd(d));
+        } else {
+            float f = load_f(src, sdt, i);
+            if (ddt == CHM_F64) ((double *)dst)[i] = (double)f;
+            else store_f(dst, ddt, i, f);
+        }
+    }
+}
+
+extern "C" cudaError_t chm_cu_cast(void *dst, chm_dtype ddt, const void *src, chm_dtype sdt,
+                                   int64_t n, cudaStream_t s) {
+    if (n <= 0) return cudaSuccess;
+    cast_kernel<<<grid_for(n, 256), 256, 0, s>>>(dst, (int)ddt, src, (int)sdt, n);
+    return cudaGetLastError();
+}

@@ -1,0 +1,124 @@
+// mma.cuh: the sm_80 tensor-core and async-copy primitives of the flash
+// kernels, as inline PTX: cp.async (16 bytes, zero-filling), ldmatrix (plain
+// and transposed) and mma.sync m16n8k16 bf16 -> f32. Fragment layouts follow
+// the PTX ISA: lane = 4*g + t; A (16x16) rows g, g+8 and columns 2t, 2t+1
+// (+8); B (16x8) rows 2t, 2t+1 (+8) of column g; C (16x8) rows g, g+8,
+// columns 2t, 2t+1.
+#ifndef CHIMERA_CUDA_MMA_CUH
+#define CHIMERA_CUDA_MMA_CUH
+
+#include "common.cuh"
+
+// The primitives need sm_80 (cp.async, bf16 mma.sync); compiled for an older
+// arch they trap, and the host never launches them there (the backend needs sm_80).
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define FA_SM80 1
+#else
+#define FA_SM80 0
+#endif
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+// 16 bytes global -> shared; src_ok false writes zeros and reads nothing.
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool src_ok) {
+#if FA_SM80
+    unsigned n = src_ok ? 16u : 0u;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(n));
+#else
+    (void)dst, (void)src, (void)src_ok;
+    __trap();
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if FA_SM80
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+#if FA_SM80
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+// c += a * b (16x16 bf16 times 16x8 bf16, f32 accumulators).
+__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+#if FA_SM80
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    (void)c, (void)a, (void)b0, (void)b1;
+    __trap();
+#endif
+}
+
+// Two f32 -> one register of two bf16 (lo in the low half).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+#define FA_PAD 8  // bf16 elements of padding per shared row: conflict-free ldmatrix
+
+// cp.async rows [r0, r0+ROWS) of a bf16 matrix (D columns, row stride ld) into
+// a shared tile [ROWS][D+FA_PAD]; rows >= nrows become zeros.
+template <int ROWS, int D, int THREADS>
+__device__ __forceinline__ void tile_load(bf16 *sm, const bf16 *g, int64_t ld, int r0, int nrows) {
+    constexpr int CH = D / 8;
+    for (int i = threadIdx.x; i < ROWS * CH; i += THREADS) {
+        int r = i / CH, ch = i % CH, row = r0 + r;
+        bool ok = row < nrows;
+        cp_async16(sm + r * (D + FA_PAD) + ch * 8, g + (int64_t)(ok ? row : 0) * ld + ch * 8, ok);
+    }
+}
+
+// A fragment (16 rows x 16 columns at column k0) of a shared row-major tile.
+template <int LD>
+__device__ __forceinline__ void frag_a(uint32_t *r, const bf16 *tile, int row0, int k0) {
+    int lane = threadIdx.x & 31;
+    ldsm_x4(r, tile + (row0 + (lane & 15)) * LD + k0 + (lane >> 4) * 8);
+}
+
+// B fragments of two n-tiles (rows n0..n0+15 of a tile stored [n][k]) at column k0:
+// r[0], r[1] for n-tile n0, r[2], r[3] for n-tile n0+8.
+template <int LD>
+__device__ __forceinline__ void frag_b_nk(uint32_t *r, const bf16 *tile, int n0, int k0) {
+    int lane = threadIdx.x & 31;
+    ldsm_x4(r, tile + (n0 + (lane & 7) + ((lane >> 4) << 3)) * LD + k0 + ((lane >> 3) & 1) * 8);
+}
+
+// B fragments of two n-tiles (columns n0..n0+15 of a tile stored [k][n]) for k rows k0..k0+15.
+template <int LD>
+__device__ __forceinline__ void frag_b_kn(uint32_t *r, const bf16 *tile, int k0, int n0) {
+    int lane = threadIdx.x & 31;
+    ldsm_x4_t(r, tile + (k0 + (lane & 15)) * LD + n0 + (lane >> 4) * 8);
+}
+
+// The A fragment of k-step j from C accumulators c[2j], c[2j+1] (16 x 16 of f32).
+__device__ __forceinline__ void c_to_a(uint32_t *a, const float *c0, const float *c1) {
+    a[0] = pack_bf16(c0[0], c0[1]);
+    a[1] = pack_bf16(c0[2], c0[3]);
+    a[2] = pack_bf16(c1[0], c1[1]);
+    a[3] = pack_bf16(c1[2], c1[3]);
+}
+
+#define FA_LOG2E 1.4426950408889634f
+#define FA_LN2 0.6931471805599453f
+
+#endif

@@ -1,0 +1,142 @@
+// rows.cu: row moves: embedding lookup, gather_rows, and the deterministic
+// scatter-add behind embedding_bwd and scatter_add_rows.
+//
+// Scatter-add without float atomics: the (index, m) pairs are sorted by index
+// with cub's stable radix sort (so equal indices keep increasing m), then one
+// block per run of equal indices sums the run's rows in that order, in f32,
+// and adds the sum into the target row once. The result depends only on the
+// data. Invalid indices go to a sentinel key past the last row and are skipped.
+#include <cub/device/device_radix_sort.cuh>
+
+#include "common.cuh"
+
+template <typename T>
+__global__ void embedding_fwd_kernel(T *out, const int32_t *ids, const T *table, int64_t R,
+                                     int64_t V, int64_t C, int *flag) {
+    for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
+        int64_t id = ids[r];
+        bool ok = id >= 0 && id < V;
+        if (!ok && threadIdx.x == 0) flag_error(flag, CHM_CU_FLAG_EMBEDDING_FWD, r, id, V);
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+            out[r * C + c] = ok ? table[id * C + c] : from_f<T>(0.0f);
+    }
+}
+
+template <typename T>
+__global__ void gather_kernel(T *out, const T *x, const int32_t *idx, int64_t M, int64_t R,
+                              int64_t C, int *flag) {
+    for (int64_t m = blockIdx.x; m < M; m += gridDim.x) {
+        int64_t i = idx[m];
+        if (i >= R && threadIdx.x == 0) flag_error(flag, CHM_CU_FLAG_GATHER_ROWS, m, i, R);
+        bool ok = i >= 0 && i < R;
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+            out[m * C + c] = ok ? x[i * C + c] : from_f<T>(0.0f);
+    }
+}
+
+static unsigned row_grid(int64_t rows) {
+    return (unsigned)(rows < 65535 ? (rows > 0 ? rows : 1) : 65535);
+}
+
+extern "C" cudaError_t chm_cu_embedding_fwd(void *out, const int32_t *ids, const void *table,
+                                            int64_t R, int64_t V, int64_t C, chm_dtype dt,
+                                            int *flag, cudaStream_t s) {
+    if (R <= 0 || C <= 0) return cudaSuccess;
+    CHM_CU_DISPATCH(dt, T,
+                    embedding_fwd_kernel<T><<<row_grid(R), 128, 0, s>>>(
+                        (T *)out, ids, (const T *)table, R, V, C, flag));
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t chm_cu_gather_rows(void *out, const void *x, const int32_t *idx,
+                                          int64_t M, int64_t R, int64_t C, chm_dtype dt,
+                                          int *flag, cudaStream_t s) {
+    if (M <= 0 || C <= 0) return cudaSuccess;
+    CHM_CU_DISPATCH(dt, T,
+                    gather_kernel<T><<<row_grid(M), 128, 0, s>>>((T *)out, (const T *)x, idx, M,
+                                                                 R, C, flag));
+    return cudaGetLastError();
+}
+
+// ---- scatter-add ----
+
+// Bits needed for keys in [0, rows] (rows itself is the "skip" sentinel).
+static int key_bits(int64_t rows) {
+    int b = 1;
+    while (b < 31 && ((int64_t)1 << b) <= rows) b++;
+    return b;
+}
+
+// The scratch layout: keys, sorted keys, values, sorted values (M ints each), then cub's.
+static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+static size_t cub_bytes(int64_t M, int64_t rows) {
+    size_t bytes = 0;
+    cub::DeviceRadixSort::SortPairs(NULL, bytes, (const int *)NULL, (int *)NULL,
+                                    (const int *)NULL, (int *)NULL, (int)M, 0, key_bits(rows));
+    return bytes;
+}
+
+extern "C" size_t chm_cu_scatter_scratch(int64_t M, int64_t rows) {
+    if (M <= 0) return 0;
+    return 4 * align256((size_t)M * sizeof(int)) + align256(cub_bytes(M, rows));
+}
+
+__global__ void scatter_keys_kernel(int *keys, int *vals, const int32_t *idx, int64_t M,
+                                    int64_t rows, int neg_is_error, int fop, int *flag) {
+    for (int64_t m = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; m < M;
+         m += (int64_t)gridDim.x * blockDim.x) {
+        int64_t i = idx[m];
+        bool bad = i >= rows || (neg_is_error && i < 0);
+        if (bad) flag_error(flag, fop, m, i, rows);
+        keys[m] = (bad || i < 0) ? (int)rows : (int)i;
+        vals[m] = (int)m;
+    }
+}
+
+// One block per sorted position p that starts a run of equal keys: the run's
+// rows summed in increasing m, then added to the target row.
+template <typename T>
+__global__ void scatter_runs_kernel(T *out, const T *x, const T *w, const int *keys,
+                                    const int *vals, int64_t M, int64_t rows, int64_t C) {
+    for (int64_t p = blockIdx.x; p < M; p += gridDim.x) {
+        int key = keys[p];
+        if (key >= rows || (p > 0 && keys[p - 1] == key)) continue;
+        int64_t end = p + 1;
+        while (end < M && keys[end] == key) end++;
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+            float acc = 0.0f;
+            for (int64_t q = p; q < end; q++) {
+                int64_t m = vals[q];
+                acc += (w ? to_f(w[m]) : 1.0f) * to_f(x[m * C + c]);
+            }
+            out[(int64_t)key * C + c] = from_f<T>(to_f(out[(int64_t)key * C + c]) + acc);
+        }
+    }
+}
+
+extern "C" cudaError_t chm_cu_scatter_add(void *out, const void *x, const int32_t *idx,
+                                          const void *w, int64_t M, int64_t rows, int64_t C,
+                                          chm_dtype dt, bool neg_is_error, chm_cu_flag_op fop,
+                                          void *scratch, size_t scratch_bytes, int *flag,
+                                          cudaStream_t s) {
+    if (M <= 0) return cudaSuccess;
+    size_t a = align256((size_t)M * sizeof(int));
+    char *base = (char *)scratch;
+    int *keys = (int *)base, *keys2 = (int *)(base + a), *vals = (int *)(base + 2 * a),
+        *vals2 = (int *)(base + 3 * a);
+    void *tmp = base + 4 * a;
+    size_t tmp_bytes = scratch_bytes - 4 * a;
+    scatter_keys_kernel<<<grid_for(M, 256), 256, 0, s>>>(keys, vals, idx, M, rows,
+                                                         neg_is_error ? 1 : 0, (int)fop, flag);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    e = cub::DeviceRadixSort::SortPairs(tmp, tmp_bytes, keys, keys2, vals, vals2, (int)M, 0,
+                                        key_bits(rows), s);
+    if (e != cudaSuccess) return e;
+    if (C <= 0) return cudaSuccess;
+    CHM_CU_DISPATCH(dt, T,
+                    scatter_runs_kernel<T><<<row_grid(M), 128, 0, s>>>(
+                        (T *)out, (const T *)x, (const T *)w, keys2, vals2, M, rows, C));
+    return cudaGetLastError();
+}

@@ -1,0 +1,104 @@
+/*
+ * elementwise.c: the vulkan backend's add, scale, axpy and sum_rows
+ * (shaders add.comp, scale.comp, axpy.comp, sum_rows.comp), and the
+ * chunked column-sum plan that sum_rows and rmsnorm's dw share.
+ *
+ * add:      out[n] = a[n] + b[n]        (out may alias a or b exactly)
+ * scale:    out[n] = alpha * x[n]       (out may alias x exactly)
+ * axpy:     y[n] += alpha * x[n]
+ * sum_rows: out[C] += sum_r x[r,C]      (ACCUMULATES; deterministic)
+ * alpha travels as an f32 push constant. One invocation per element.
+ */
+#include "vk.h"
+
+/* Elementwise dispatch over n elements of the given bindings. */
+static chm_status run_elementwise(chm_vk *vk, const char *shader, int nbind,
+                                  const chm_tensor *const *bind, uint32_t writes, const void *pc,
+                                  uint32_t pc_size, int64_t n) {
+    chm_vk_dispatch d = {.shader = shader, .nbind = nbind, .writes = writes, .push = pc,
+                         .push_size = pc_size, .groups = chm_vk_groups(n, vk->caps.wg_elem),
+                         .wg = vk->caps.wg_elem};
+    for (int i = 0; i < nbind; i++) d.bind[i] = bind[i];
+    return chm_vk_run(vk, &d);
+}
+
+chm_status chm_vk_add(chm_backend *be, const chm_tensor *out, const chm_tensor *a,
+                      const chm_tensor *b) {
+    CHM_TRY(chm_vk_need_f32(be, "add", out));
+    struct {
+        uint32_t n;
+    } pc = {(uint32_t)chm_tensor_numel(out)};
+    const chm_tensor *bind[] = {a, b, out};
+    return run_elementwise(chm_vk_ctx(be), "add", 3, bind, 1u << 2, &pc, sizeof pc, pc.n);
+}
+
+chm_status chm_vk_scale(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                        double alpha) {
+    CHM_TRY(chm_vk_need_f32(be, "scale", out));
+    struct {
+        uint32_t n;
+        float alpha;
+    } pc = {(uint32_t)chm_tensor_numel(out), (float)alpha};
+    const chm_tensor *bind[] = {x, out};
+    return run_elementwise(chm_vk_ctx(be), "scale", 2, bind, 1u << 1, &pc, sizeof pc, pc.n);
+}
+
+chm_status chm_vk_axpy(chm_backend *be, const chm_tensor *y, const chm_tensor *x, double alpha) {
+    CHM_TRY(chm_vk_need_f32(be, "axpy", y));
+    struct {
+        uint32_t n;
+        float alpha;
+    } pc = {(uint32_t)chm_tensor_numel(y), (float)alpha};
+    const chm_tensor *bind[] = {x, y};
+    return run_elementwise(chm_vk_ctx(be), "axpy", 2, bind, 1u << 1, &pc, sizeof pc, pc.n);
+}
+
+/*
+ * Enough chunks to give the device ~64k invocations, each adding at least
+ * 16 rows; the plan depends only on the shape, so results are reproducible.
+ */
+chm_vk_colsum_plan chm_vk_colsum_plan_make(int64_t rows, int64_t cols) {
+    int64_t chunks = 1;
+    if (rows >= 32 && cols > 0 && cols < 65536) {
+        chunks = 65536 / cols;
+        if (chunks > rows / 16) chunks = rows / 16;
+        if (chunks < 1) chunks = 1;
+    }
+    int64_t per = (rows + chunks - 1) / chunks;
+    if (per < 1) per = 1;
+    chunks = (rows + per - 1) / per;
+    return (chm_vk_colsum_plan){(uint32_t)(chunks < 1 ? 1 : chunks), (uint32_t)per};
+}
+
+/* One sum_rows pass over x viewed [rows, cols] (partial: chunk sums into out [chunks, cols]). */
+static chm_status sum_rows_pass(chm_vk *vk, bool partial, const chm_tensor *out,
+                                const chm_tensor *x, int64_t rows, int64_t cols,
+                                chm_vk_colsum_plan plan) {
+    struct {
+        uint32_t rows, cols, per, chunks;
+    } pc = {(uint32_t)rows, (uint32_t)cols, plan.rows_per_chunk, plan.chunks};
+    const chm_tensor *bind[] = {x, out};
+    return run_elementwise(vk, partial ? "sum_rows_partial" : "sum_rows", 2, bind, 1u << 1, &pc,
+                           sizeof pc, (int64_t)plan.chunks * cols);
+}
+
+chm_status chm_vk_colsum_finish(chm_vk *vk, const chm_tensor *out, const chm_tensor *part,
+                                uint32_t chunks, int64_t cols) {
+    chm_vk_colsum_plan one = {1, chunks};
+    return sum_rows_pass(vk, false, out, part, chunks, cols, one);
+}
+
+chm_status chm_vk_sum_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x) {
+    CHM_TRY(chm_vk_need_f32(be, "sum_rows", x));
+    chm_vk *vk = chm_vk_ctx(be);
+    int64_t rows = chm_tensor_rows(x), cols = chm_tensor_cols(x);
+    if (rows == 0 || cols == 0) return CHM_OK;
+    chm_vk_colsum_plan plan = chm_vk_colsum_plan_make(rows, cols);
+    if (plan.chunks == 1) return sum_rows_pass(vk, false, out, x, rows, cols, plan);
+    chm_tensor part;
+    CHM_TRY(chm_vk_scratch(be, CHM_F32, (int64_t)plan.chunks * cols, &part));
+    chm_status rc = sum_rows_pass(vk, true, &part, x, rows, cols, plan);
+    if (!rc) rc = chm_vk_colsum_finish(vk, out, &part, plan.chunks, cols);
+    chm_vk_scratch_free(be, &part);
+    return rc;
+}

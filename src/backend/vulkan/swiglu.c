@@ -1,0 +1,37 @@
+/*
+ * swiglu.c: the vulkan backend's SwiGLU, forward and backward (shaders
+ * swiglu.comp, swiglu_bwd.comp), one invocation per element:
+ *   out = silu(gate) * up;   dgate += ..., dup += ... (ACCUMULATE)
+ */
+#include "vk.h"
+
+chm_status chm_vk_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
+                             const chm_tensor *up) {
+    CHM_TRY(chm_vk_need_f32(be, "swiglu_fwd", gate));
+    chm_vk *vk = chm_vk_ctx(be);
+    struct {
+        uint32_t n;
+    } pc = {(uint32_t)chm_tensor_numel(out)};
+    chm_vk_dispatch d = {
+        .shader = "swiglu_fwd", .nbind = 3, .bind = {gate, up, out}, .writes = 1u << 2,
+        .push = &pc, .push_size = sizeof pc,
+        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+    };
+    return chm_vk_run(vk, &d);
+}
+
+chm_status chm_vk_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
+                             const chm_tensor *dout, const chm_tensor *gate,
+                             const chm_tensor *up) {
+    CHM_TRY(chm_vk_need_f32(be, "swiglu_bwd", gate));
+    chm_vk *vk = chm_vk_ctx(be);
+    struct {
+        uint32_t n;
+    } pc = {(uint32_t)chm_tensor_numel(dout)};
+    chm_vk_dispatch d = {
+        .shader = "swiglu_bwd", .nbind = 5, .bind = {dout, gate, up, dgate, dup},
+        .writes = 3u << 3, .push = &pc, .push_size = sizeof pc,
+        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+    };
+    return chm_vk_run(vk, &d);
+}

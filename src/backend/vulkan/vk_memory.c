@@ -1,0 +1,267 @@
+/*
+ * vk_memory.c: the vulkan backend's device memory pool.
+ *
+ * Drivers allow few VkDeviceMemory objects (maxMemoryAllocationCount may be
+ * 4096) and each allocation is slow, so chm_buffers are sub-ranges of large
+ * blocks: one VkDeviceMemory with one VkBuffer over all of it (storage +
+ * transfer usage), carved first-fit from a sorted free list whose neighbours
+ * merge on free. Offsets and sizes are multiples of the pool alignment
+ * (256 bytes, or minStorageBufferOffsetAlignment when larger), so every
+ * buffer starts where a descriptor may bind it. A request larger than half a
+ * block gets a dedicated block of its own size.
+ *
+ * Freeing a range makes it reusable at once, even while recorded commands
+ * still use it: the command recorder tracks hazards by (VkBuffer, byte
+ * range), so a later command on the same bytes waits behind a barrier. Only
+ * whole blocks outlive their users: empty ones go back to the driver in
+ * chm_vk_pool_trim, which runs when no work is pending.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "vk.h"
+
+#define MIB ((VkDeviceSize)1 << 20)
+
+int chm_vk_memory_type(const chm_vk *vk, uint32_t bits, VkMemoryPropertyFlags want) {
+    for (uint32_t i = 0; i < vk->memprops.memoryTypeCount; i++)
+        if ((bits & (1u << i)) && (vk->memprops.memoryTypes[i].propertyFlags & want) == want)
+            return (int)i;
+    return -1;
+}
+
+chm_status chm_vk_buffer_create(chm_vk *vk, VkDeviceSize size, VkBufferUsageFlags usage,
+                                VkMemoryPropertyFlags want, VkMemoryPropertyFlags prefer,
+                                VkBuffer *buf, VkDeviceMemory *mem) {
+    *buf = VK_NULL_HANDLE;
+    *mem = VK_NULL_HANDLE;
+    VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                             .size = size,
+                             .usage = usage,
+                             .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
+    VkResult r = vkCreateBuffer(vk->dev, &bi, NULL, buf);
+    if (r != VK_SUCCESS) return chm_vk_fail(vk, r, "vkCreateBuffer");
+    VkMemoryRequirements req;
+    vkGetBufferMemoryRequirements(vk->dev, *buf, &req);
+    int type = chm_vk_memory_type(vk, req.memoryTypeBits, want | prefer);
+    if (type < 0) type = chm_vk_memory_type(vk, req.memoryTypeBits, want);
+    if (type < 0) {
+        vkDestroyBuffer(vk->dev, *buf, NULL);
+        *buf = VK_NULL_HANDLE;
+        return CHM_ERR(&vk->be->err, CHM_ERR_DEVICE,
+                       "vulkan: %s has no memory type with properties 0x%x for a buffer",
+                       vk->props.deviceName, (unsigned)want);
+    }
+    VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                               .allocationSize = req.size,
+                               .memoryTypeIndex = (uint32_t)type};
+    r = vkAllocateMemory(vk->dev, &ai, NULL, mem);
+    if (r == VK_SUCCESS) r = vkBindBufferMemory(vk->dev, *buf, *mem, 0);
+    if (r != VK_SUCCESS) {
+        vkDestroyBuffer(vk->dev, *buf, NULL);
+        if (*mem) vkFreeMemory(vk->dev, *mem, NULL);
+        *buf = VK_NULL_HANDLE;
+        *mem = VK_NULL_HANDLE;
+        return chm_vk_fail(vk, r, "vkAllocateMemory");
+    }
+    return CHM_OK;
+}
+
+/* The largest device-local heap (what the pool's blocks come from). */
+static VkDeviceSize local_heap(const chm_vk *vk) {
+    VkDeviceSize best = 0;
+    for (uint32_t i = 0; i < vk->memprops.memoryHeapCount; i++)
+        if ((vk->memprops.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) &&
+            vk->memprops.memoryHeaps[i].size > best)
+            best = vk->memprops.memoryHeaps[i].size;
+    return best ? best : 1024 * MIB;
+}
+
+chm_status chm_vk_pool_init(chm_vk *vk) {
+    chm_vk_pool *p = &vk->pool;
+    VkDeviceSize a = vk->props.limits.minStorageBufferOffsetAlignment;
+    p->align = a > 256 ? a : 256;
+    const char *env = getenv("CHIMERA_VULKAN_BLOCK_MB");
+    VkDeviceSize mb = env && atoi(env) > 0 ? (VkDeviceSize)atoi(env) : 256;
+    p->block_size = mb * MIB;
+    /* A block is at most an eighth of the heap, so small devices still fit several. */
+    if (p->block_size > local_heap(vk) / 8) p->block_size = local_heap(vk) / 8 / MIB * MIB;
+    if (p->block_size < 4 * MIB) p->block_size = 4 * MIB;
+    return CHM_OK;
+}
+
+static void block_destroy(chm_vk *vk, chm_vk_block *b) {
+    vkDestroyBuffer(vk->dev, b->buf, NULL);
+    vkFreeMemory(vk->dev, b->mem, NULL);
+    vk->pool.reserved -= b->size;
+    free(b->free);
+    free(b);
+}
+
+/* A new block of `size` bytes, one free span over all of it, appended to the pool. */
+static chm_status block_create(chm_vk *vk, VkDeviceSize size, bool dedicated, chm_vk_block **out) {
+    chm_vk_pool *p = &vk->pool;
+    if (p->nblocks == p->capblocks) {
+        int cap = p->capblocks ? 2 * p->capblocks : 8;
+        chm_vk_block **nb = realloc(p->blocks, (size_t)cap * sizeof *nb);
+        if (!nb) return CHM_ERR(&vk->be->err, CHM_ERR_NOMEM, "vulkan: out of host memory");
+        p->blocks = nb;
+        p->capblocks = cap;
+    }
+    chm_vk_block *b = calloc(1, sizeof *b);
+    if (b) b->free = malloc(4 * sizeof *b->free);
+    if (!b || !b->free) {
+        if (b) free(b);
+        return CHM_ERR(&vk->be->err, CHM_ERR_NOMEM, "vulkan: out of host memory");
+    }
+    VkBufferUsageFlags usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
+                               VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    chm_status rc = chm_vk_buffer_create(vk, size, usage, 0, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT,
+                                         &b->buf, &b->mem);
+    if (rc) {
+        free(b->free);
+        free(b);
+        return rc;
+    }
+    b->size = size;
+    b->dedicated = dedicated;
+    b->capfree = 4;
+    b->nfree = 1;
+    b->free[0] = (chm_vk_span){0, size};
+    p->blocks[p->nblocks++] = b;
+    p->reserved += size;
+    *out = b;
+    return CHM_OK;
+}
+
+/* Take `size` bytes from the first free span that holds them; false when none does. */
+static bool block_take(chm_vk_block *b, VkDeviceSize size, VkDeviceSize *off) {
+    for (int i = 0; i < b->nfree; i++) {
+        chm_vk_span *s = &b->free[i];
+        if (s->size < size) continue;
+        *off = s->off;
+        s->off += size;
+        s->size -= size;
+        if (s->size == 0) {
+            memmove(s, s + 1, (size_t)(b->nfree - i - 1) * sizeof *s);
+            b->nfree--;
+        }
+        b->used += size;
+        return true;
+    }
+    return false;
+}
+
+/* Return [off, off+size) to the block's free list, merging with its neighbours. */
+static chm_status block_give(chm_vk_block *b, VkDeviceSize off, VkDeviceSize size) {
+    int i = 0;
+    while (i < b->nfree && b->free[i].off < off) i++;
+    bool left = i > 0 && b->free[i - 1].off + b->free[i - 1].size == off;
+    bool right = i < b->nfree && off + size == b->free[i].off;
+    b->used -= size;
+    if (left && right) {
+        b->free[i - 1].size += size + b->free[i].size;
+        memmove(&b->free[i], &b->free[i + 1], (size_t)(b->nfree - i - 1) * sizeof *b->free);
+        b->nfree--;
+    } else if (left) {
+        b->free[i - 1].size += size;
+    } else if (right) {
+        b->free[i].off = off;
+        b->free[i].size += size;
+    } else {
+        if (b->nfree == b->capfree) {
+            chm_vk_span *nf = realloc(b->free, (size_t)b->capfree * 2 * sizeof *nf);
+            if (!nf) return CHM_ERR_NOMEM; /* the range stays lost; nothing breaks */
+            b->free = nf;
+            b->capfree *= 2;
+        }
+        memmove(&b->free[i + 1], &b->free[i], (size_t)(b->nfree - i) * sizeof *b->free);
+        b->free[i] = (chm_vk_span){off, size};
+        b->nfree++;
+    }
+    return CHM_OK;
+}
+
+chm_status chm_vk_pool_alloc(chm_vk *vk, size_t bytes, chm_vk_alloc *out) {
+    chm_vk_pool *p = &vk->pool;
+    VkDeviceSize size = ((VkDeviceSize)(bytes ? bytes : 1) + p->align - 1) / p->align * p->align;
+    chm_vk_block *b = NULL;
+    VkDeviceSize off = 0;
+    if (size > p->block_size / 2) {
+        chm_status rc = block_create(vk, size, true, &b);
+        if (rc) return rc;
+        block_take(b, size, &off);
+    } else {
+        for (int i = 0; i < p->nblocks && !b; i++)
+            if (!p->blocks[i]->dedicated && block_take(p->blocks[i], size, &off)) b = p->blocks[i];
+        if (!b) {
+            chm_status rc = block_create(vk, p->block_size, false, &b);
+            if (rc) return rc;
+            block_take(b, size, &off);
+        }
+    }
+    p->in_use += size;
+    *out = (chm_vk_alloc){b, off, size};
+    return CHM_OK;
+}
+
+void chm_vk_pool_free(chm_vk *vk, chm_vk_alloc *a) {
+    if (!a->block) return;
+    block_give(a->block, a->off, a->size);
+    vk->pool.in_use -= a->size;
+    a->block = NULL;
+}
+
+void chm_vk_pool_trim(chm_vk *vk) {
+    chm_vk_pool *p = &vk->pool;
+    bool spare = false; /* keep one empty shared block: the next step will want it */
+    int k = 0;
+    for (int i = 0; i < p->nblocks; i++) {
+        chm_vk_block *b = p->blocks[i];
+        if (b->used == 0 && (b->dedicated || spare)) {
+            block_destroy(vk, b);
+            continue;
+        }
+        if (b->used == 0) spare = true;
+        p->blocks[k++] = b;
+    }
+    p->nblocks = k;
+}
+
+void chm_vk_pool_destroy(chm_vk *vk) {
+    chm_vk_pool *p = &vk->pool;
+    for (int i = 0; i < p->nblocks; i++) block_destroy(vk, p->blocks[i]);
+    free(p->blocks);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---- the backend's buffer_alloc / buffer_free ---- */
+
+chm_status chm_vk_buffer_alloc(chm_backend *be, size_t bytes, chm_buffer **out) {
+    chm_vk *vk = chm_vk_ctx(be);
+    chm_buffer *b = calloc(1, sizeof *b);
+    chm_vk_alloc *a = calloc(1, sizeof *a);
+    if (!b || !a) {
+        free(b);
+        free(a);
+        return CHM_ERR(&be->err, CHM_ERR_NOMEM, "vulkan: out of host memory");
+    }
+    chm_status rc = chm_vk_pool_alloc(vk, bytes, a);
+    if (rc) {
+        free(b);
+        free(a);
+        return rc;
+    }
+    b->backend = be;
+    b->size = bytes;
+    b->impl = a;
+    *out = b;
+    return CHM_OK;
+}
+
+void chm_vk_buffer_free(chm_backend *be, chm_buffer *buf) {
+    if (!buf) return;
+    chm_vk_pool_free(chm_vk_ctx(be), buf->impl);
+    free(buf->impl);
+    free(buf);
+}

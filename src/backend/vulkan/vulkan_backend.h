@@ -1,0 +1,62 @@
+/*
+ * vulkan_backend.h: what the rest of chimera sees of the vulkan backend.
+ *
+ * The registry opens it through chm_vulkan_open; tests, `chimera info` and
+ * `--profile` use the few introspection calls below. Everything else is
+ * private to src/backend/vulkan/ (vk.h). Built only with CHIMERA_HAVE_VULKAN.
+ *
+ * Environment switches read once by chm_vulkan_open (habit 12: every optional
+ * feature is detected, logged once and can be switched off):
+ *   CHIMERA_VULKAN_DEVICE=N        use physical device N (as `chimera info` lists them)
+ *   CHIMERA_VULKAN_DISABLE=a,b     switch features off: subgroup, 16bit,
+ *                                  push_descriptor, pipeline_cache, timestamps
+ *   CHIMERA_VULKAN_VALIDATION=1    enable the Khronos validation layer and count its
+ *                                  messages (also on when VK_INSTANCE_LAYERS names it)
+ *   CHIMERA_VULKAN_PROFILE=1       time every dispatch (see chm_vulkan_profile_report)
+ *   CHIMERA_VULKAN_STAGING_KB=n    size of the host staging ring (default 64 MiB)
+ *   CHIMERA_VULKAN_BLOCK_MB=n      size of the device memory pool's blocks (default 256)
+ *   CHIMERA_VULKAN_MAX_GROUPS_X=n  (tests) pretend maxComputeWorkGroupCount.x is n
+ */
+#ifndef CHIMERA_BACKEND_VULKAN_BACKEND_H
+#define CHIMERA_BACKEND_VULKAN_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chimera/backend.h"
+
+/* Open the vulkan backend on the device opts->device_index (-1: CHIMERA_VULKAN_DEVICE or the best). */
+chm_status chm_vulkan_open(const chm_backend_options *opts, chm_backend **out, chm_err *err);
+
+/* Counters of one vulkan backend instance (since it was opened). */
+typedef struct chm_vulkan_stats {
+    uint64_t dispatches;      /* compute dispatches recorded */
+    uint64_t transfers;       /* staging copies recorded (upload/download chunks) */
+    uint64_t barriers;        /* pipeline barriers recorded inside batches */
+    uint64_t submits;         /* command buffers submitted */
+    uint64_t pipelines;       /* pipelines created */
+    uint64_t bytes_in_use;    /* device bytes handed out by the memory pool now */
+    uint64_t bytes_reserved;  /* device bytes the pool holds from the driver now */
+    uint64_t blocks;          /* VkDeviceMemory blocks the pool holds now */
+} chm_vulkan_stats;
+
+/* Fill *out for a backend opened by chm_vulkan_open (zeros for any other backend). */
+void chm_vulkan_get_stats(const chm_backend *be, chm_vulkan_stats *out);
+
+/*
+ * Warnings and errors the validation layer reported in this process so far,
+ * over every vulkan backend instance (0 when validation is off).
+ */
+uint64_t chm_vulkan_validation_messages(void);
+
+/* Switch per-dispatch timing on or off (also CHIMERA_VULKAN_PROFILE=1). */
+void chm_vulkan_set_profile(chm_backend *be, bool on);
+
+/*
+ * Write the per-shader timing table (calls, total and mean time, sorted by
+ * total) into out (always NUL-terminated). Waits for submitted work first.
+ */
+chm_status chm_vulkan_profile_report(chm_backend *be, char *out, size_t n);
+
+#endif
