@@ -63,6 +63,11 @@ chm_status chm_tokenizer_encode(const chm_tokenizer *t, const char *text, size_t
 chm_status chm_tokenizer_decode(const chm_tokenizer *t, const int32_t *ids, size_t n,
                                 char **text_out, size_t *len_out, chm_err *err);
 
+/* Train a GPT-2-style byte-level BPE (bytes 0..255, merges, <|endoftext|> last; <= vocab_size ids)
+ * on text or .json/.jsonl(.gz/.zst) files, write out_path; *n_ids_out (or NULL) = ids written. */
+chm_status chm_tokenizer_train(const char *const *inputs, size_t n_inputs, int32_t vocab_size,
+                               const char *out_path, int32_t *n_ids_out, chm_err *err);
+
 #ifdef __cplusplus
 }
 #endif
