@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# tools/gpu_check.sh: the one script to run on the GPU machine (H100/H200, CUDA 13).
+#
+# Uses the binaries tools/gpu_pack.sh built and packed into .gpu/ (carry .gpu with the
+# call); nothing is compiled here. Steps, each with a time limit so that the whole run
+# stays under 5 minutes:
+#   1. the card and `chimera info` (backend coverage, device probe);
+#   2. cuda_opcheck --check: every op on cuda (f32, then bf16) against the cpu reference,
+#      one PASS/FAIL line per output with max |err| and relative L2 error;
+#   3. compute-sanitizer memcheck on the op check (--quick: small shapes);
+#   4. compute-sanitizer racecheck on the kernels that use shared memory;
+#   5. the Criterion suite `cuda/*` when chimera_tests was packed;
+#   6. cuda_opcheck --bench: bf16 matmul 4096^3, attention fwd/bwd at seq 2048 (head dim
+#      64 and 128), selective scan fwd/bwd at chimera-1b sizes;
+# and ends with a table: each step's verdict, then the benchmark figures.
+# Logs go to $OUT (or /tmp/gpu_check when OUT is unset).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+G=$PWD/.gpu
+LOG=${OUT:-/tmp/gpu_check}
+mkdir -p "$LOG"
+export LD_LIBRARY_PATH="$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+declare -a STEPS=()
+
+# step NAME SECONDS CMD...: run with a time limit, log to $LOG/NAME.txt, record the verdict.
+step() {
+    local name=$1 secs=$2
+    shift 2
+    echo
+    echo "== $name (limit ${secs}s): $*"
+    local t0=$SECONDS
+    timeout "$secs" "$@" 2>&1 | tee "$LOG/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    local verdict=PASS
+    case $rc in
+    0) ;;
+    77) verdict=SKIP ;;
+    124 | 137) verdict="TIMEOUT" ;;
+    *) verdict="FAIL (exit $rc)" ;;
+    esac
+    STEPS+=("$(printf '%-12s %-16s %4ss' "$name" "$verdict" "$((SECONDS - t0))")")
+}
+
+if [ ! -x "$G/bin/cuda_opcheck" ]; then
+    echo "no $G/bin/cuda_opcheck: run tools/gpu_pack.sh on the build machine and carry .gpu"
+    exit 2
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$LOG/card.txt"
+for b in "$G"/bin/*; do
+    if ldd "$b" | grep -q "not found"; then
+        echo "$(basename "$b") misses libraries (carry them in .gpu/lib):"
+        ldd "$b" | grep "not found"
+    fi
+done
+[ -x "$G/bin/chimera" ] && "$G/bin/chimera" info 2>&1 | head -20
+
+CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+step opcheck 100 "$G/bin/cuda_opcheck" --check
+if [ -x "$CS" ]; then
+    step memcheck 90 "$CS" --tool memcheck --leak-check no --error-exitcode 3 \
+        "$G/bin/cuda_opcheck" --check --quick --quiet
+    step racecheck 75 "$CS" --tool racecheck --error-exitcode 3 \
+        "$G/bin/cuda_opcheck" --check --quick --quiet \
+        --only attention,selective_scan,router,select_topk,cross_entropy,sum_squares,rmsnorm
+else
+    STEPS+=("sanitizers   SKIP (no compute-sanitizer at $CS)")
+fi
+if [ -x "$G/bin/chimera_tests" ]; then
+    step criterion 60 "$G/bin/chimera_tests" --jobs 4 --filter 'cuda/*'
+fi
+step bench 60 "$G/bin/cuda_opcheck" --bench --only none
+
+echo
+echo "== gpu_check summary ($(head -2 "$LOG/card.txt" | tail -1))"
+printf '  %s\n' "${STEPS[@]}"
+grep -h '^FAIL' "$LOG"/opcheck.txt 2>/dev/null | head -20 | sed 's/^/  /'
+grep -h -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOG"/memcheck.txt "$LOG"/racecheck.txt 2>/dev/null | sed 's/^/  /'
+sed -n '/^== summary/,$p' "$LOG/bench.txt" 2>/dev/null | sed 's/^/  /'

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# tools/gpu_pack.sh: build the CUDA binaries on this machine and pack them, with the
+# shared libraries the GPU machine lacks, into .gpu/ (git-ignored) for tools/gpu_check.sh.
+#
+# The GPU machine (issue 7: Ubuntu 24.04, CUDA 13.0, no libyaml/Criterion/Vulkan/-dev
+# headers) runs binaries built here: same nvcc, x86-64, and this machine's glibc is older
+# than Ubuntu 24.04's. Carried: bin/cuda_opcheck (op check + benchmarks, no Criterion),
+# bin/chimera (the CLI, for `chimera info`), bin/chimera_tests when Criterion is here,
+# and lib/ with every shared library they need that the GPU machine does not have.
+#
+#   tools/gpu_pack.sh              # archs 90 (H100/H200); GPU_ARCHS="80;90" for more
+# Then carry .gpu to the GPU machine and run: bash tools/gpu_check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${GPU_BUILD:-build-gpu}
+archs=${GPU_ARCHS:-90}
+out=.gpu
+
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCHIMERA_CUDA=ON \
+    -DCHIMERA_VULKAN=OFF "-DCMAKE_CUDA_ARCHITECTURES=$archs" >/dev/null
+# (file targets: with Ninja the name "chimera" means the CLI binary, not the library)
+cmake --build "$build" --target libchimera.a libchimera_cuda.a
+# The CLI and the Criterion suite are extras: a tree where another part is mid-way
+# still packs the op check.
+extras=(chimera_cli)
+if grep -q '^CHIMERA_TESTS:BOOL=ON' "$build/CMakeCache.txt"; then extras+=(chimera_tests); fi
+for t in "${extras[@]}"; do
+    cmake --build "$build" --target "$t" >/dev/null 2>&1 || echo "gpu_pack: $t does not build now; packing without it"
+done
+
+rm -rf "$out"
+mkdir -p "$out/bin" "$out/lib"
+# The standalone op check: links the static libraries the build made.
+cc -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -Wall -Wextra -Werror -fopenmp -Iinclude -Isrc \
+    tools/cuda_opcheck.c -o "$out/bin/cuda_opcheck" -Wl,--as-needed "$build/libchimera.a" \
+    "$build/libchimera_cuda.a" -L/usr/local/cuda/lib64 -lcudart -lcublasLt -lcublas \
+    $(pkg-config --libs openblas yaml-0.1 jansson libpcre2-8 libzstd zlib) -lutf8proc -lm \
+    -lstdc++ -Wl,-rpath,'$ORIGIN/../lib'
+for b in chimera chimera_tests; do
+    if [ -x "$build/$b" ] && [ "$build/$b" -nt "$build/libchimera.a" ]; then cp "$build/$b" "$out/bin/"; fi
+done
+
+# Libraries the GPU machine has (issue 7's list, plus the C/C++ runtime and the CUDA
+# toolkit): everything else a binary needs is copied into lib/.
+present='^(libc|libm|libdl|librt|libpthread|ld-linux-x86-64|libgcc_s|libstdc\+\+|libgomp|libcuda|libcudart|libcublas|libcublasLt|libnccl|libopenblas|libgfortran|libquadmath|libz|libzstd|libjansson|libpcre2-8|libmpi|libnvidia-[a-z-]*)\.so'
+for b in "$out"/bin/*; do
+    ldd "$b" | awk '/=> \// {print $3}'
+done | sort -u | while read -r lib; do
+    name=$(basename "$lib")
+    if ! [[ $name =~ $present ]]; then cp -L "$lib" "$out/lib/$name"; fi
+done
+echo "packed $(du -sh "$out" | cut -f1) into $out:"
+ls -l "$out/bin" "$out/lib"
