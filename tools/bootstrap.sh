@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake ninja-build pkg-config git ca-certificates python3
+  build-essential cmake ninja-build pkg-config git ca-certificates python3 python3-matplotlib
   clang libomp-dev libclang-rt-14-dev
   libyaml-dev libcriterion-dev libopenblas-dev
   zlib1g-dev libzstd-dev libjansson-dev libpcre2-dev libutf8proc-dev

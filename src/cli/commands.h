@@ -21,6 +21,15 @@ int chm_cmd_tokenizer(int argc, char **argv);
 /* `chimera tokenize`: Dolma documents -> token shards + manifest (tokenize_cmd.c). */
 int chm_cmd_tokenize(int argc, char **argv);
 
+/* `chimera train`: run training with checkpoints, metrics and evaluation (train_cmd.c). */
+int chm_cmd_train(int argc, char **argv);
+
+/* `chimera sample`: text from a checkpoint, token by token (sample_cmd.c). */
+int chm_cmd_sample(int argc, char **argv);
+
+/* `chimera eval`: loss, perplexity and bits per byte of a checkpoint (eval_cmd.c). */
+int chm_cmd_eval(int argc, char **argv);
+
 /* Print "chimera: error: <msg>" and a hint line to stderr (main.c). */
 void chm_cli_error(const char *msg, const char *hint);
 

@@ -19,6 +19,9 @@ static const command commands[] = {
     {"model", chm_cmd_model, "parameter table, counts (total, active) and FLOPs per token of a config"},
     {"tokenizer", chm_cmd_tokenizer, "encode, decode or train a tokenizer.json byte-level BPE"},
     {"tokenize", chm_cmd_tokenize, "turn Dolma JSONL(.gz/.zst) files into token shards"},
+    {"train", chm_cmd_train, "train a model (no options: the built-in test config and corpus)"},
+    {"sample", chm_cmd_sample, "generate text from a checkpoint"},
+    {"eval", chm_cmd_eval, "loss, perplexity and bits per byte of a checkpoint on some data"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -1,0 +1,171 @@
+/*
+ * train_step.c: one optimizer step, evaluation, checkpointing, and the loop
+ * that strings them together (chimera/trainer.h).
+ *
+ * A step reads the device twice: the loss parts at the end of each micro
+ * batch (inside the model) and the gradient norm. Skipping a non-finite
+ * step leaves weights and moments untouched, so the state after any number
+ * of skipped steps is the last good one; the run stops after
+ * CHM_TRAIN_MAX_BAD_STEPS in a row, saving that state.
+ */
+#include "trainer_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Debug only: is 1-based step k listed in CHIMERA_DEBUG_NAN_STEP ("k", "a-b", comma separated)? */
+static bool nan_injected(const chm_trainer *t, int64_t k) {
+    for (const char *s = t->nan_steps; s && *s;) {
+        char *end;
+        long long a = strtoll(s, &end, 10), b = a;
+        if (end == s) return false;
+        if (*end == '-') b = strtoll(end + 1, &end, 10);
+        if (k >= a && k <= b) return true;
+        s = *end == ',' ? end + 1 : end;
+        if (*end != ',') break;
+    }
+    return false;
+}
+
+static void loss_accumulate(chm_model_loss *sum, const chm_model_loss *l, double w) {
+    sum->total += w * l->total, sum->ce += w * l->ce, sum->mtp += w * l->mtp;
+    for (int k = 0; k < CHM_MODEL_MAX_MTP; k++) sum->mtp_depth[k] += w * l->mtp_depth[k];
+    sum->moe_balance += w * l->moe_balance, sum->moe_z += w * l->moe_z;
+    sum->mod_aux += w * l->mod_aux;
+}
+
+/* Zero the gradients and run the step's micro batches; mean loss into *loss. */
+static chm_status micro_steps(chm_trainer *t, chm_model_loss *loss, chm_err *err) {
+    int accum = t->cfg.train.grad_accum;
+    memset(loss, 0, sizeof *loss);
+    chm_status rc = chm_model_zero_grad(t->model, err);
+    for (int a = 0; rc == CHM_OK && a < accum; a++) {
+        chm_model_loss l;
+        rc = chm_loader_next(t->loader, t->batch, err);
+        if (rc == CHM_OK) rc = chm_model_forward_backward(t->model, t->batch, 1.0 / accum, &l, err);
+        if (rc == CHM_OK) loss_accumulate(loss, &l, 1.0 / accum);
+    }
+    return rc;
+}
+
+/* Make the gradients NaN (CHIMERA_DEBUG_NAN_STEP). */
+static chm_status poison_grads(chm_trainer *t, chm_model_loss *loss, chm_err *err) {
+    chm_tensor g;
+    chm_model_param_region(t->model, false, NULL, &g);
+    if (chm_tensor_numel(&g) == 0) chm_model_param_region(t->model, true, NULL, &g);
+    loss->total = NAN;
+    chm_status rc = chm_fill(t->be, &g, NAN);
+    return rc ? CHM_ERR(err, rc, "%s", t->be->err.msg) : CHM_OK;
+}
+
+chm_status chm_trainer_step(chm_trainer *t, chm_train_step *info, chm_err *err) {
+    double t0 = tr_now();
+    memset(info, 0, sizeof *info);
+    chm_status rc = micro_steps(t, &info->loss, err);
+    if (rc == CHM_OK && nan_injected(t, t->st.step + 1)) rc = poison_grads(t, &info->loss, err);
+    if (rc == CHM_OK) rc = chm_optim_grad_norm(t->optim, &info->grad_norm, err);
+    if (rc) return rc;
+    info->lr = chm_lr_at(&t->cfg.train, t->st.step);
+    info->skipped = !isfinite(info->loss.total) || !isfinite(info->grad_norm);
+    info->clip_factor = info->skipped ? 0 : chm_optim_clip_factor(info->grad_norm, t->cfg.train.clip);
+    if (!info->skipped) rc = chm_optim_step(t->optim, info->lr, info->clip_factor, err);
+    if (rc) return rc;
+    t->bad_streak = info->skipped ? t->bad_streak + 1 : 0;
+    info->bad_streak = t->bad_streak;
+    t->st.skipped_steps += info->skipped;
+    t->st.step++;
+    t->st.tokens += t->cfg.train.tokens_per_step;
+    t->st.last_lr = info->lr;
+    t->st.adamw_updates = chm_optim_updates(t->optim);
+    info->step = t->st.step;
+    info->tokens = t->st.tokens;
+    info->seconds = tr_now() - t0;
+    if (info->skipped) tr_log_skip(t, info);
+    return CHM_OK;
+}
+
+chm_status chm_trainer_eval(chm_trainer *t, chm_eval_result *r, chm_err *err) {
+    chm_status rc = chm_evaluate(t->model, t->val, t->n_val, t->bytes_per_token, r, err);
+    if (rc) return rc;
+    t->last_eval_loss = r->loss;
+    tr_log_eval(t, r);
+    return CHM_OK;
+}
+
+chm_status chm_trainer_save(chm_trainer *t, char *path_out, size_t path_n, chm_err *err) {
+    char path[TR_PATH];
+    t->st.cursor = chm_loader_get_cursor(t->loader);
+    t->st.elapsed_s = t->elapsed_open + (tr_now() - t->t_open);
+    chm_status rc = chm_checkpoint_save(t->run_dir, t->model, t->optim, &t->cfg, &t->st, t->keep,
+                                        path, sizeof path, err);
+    if (rc) return rc;
+    t->last_saved = t->st.step;
+    tr_log_checkpoint(t, path);
+    if (path_out) snprintf(path_out, path_n, "%s", path);
+    return CHM_OK;
+}
+
+/* Save unless this step's checkpoint exists already. */
+static chm_status save_once(chm_trainer *t, chm_err *err) {
+    return t->last_saved == t->st.step ? CHM_OK : chm_trainer_save(t, NULL, 0, err);
+}
+
+/* The periodic work after a step: evaluation and checkpoint, not on the last step. */
+static chm_status periodic(chm_trainer *t, chm_err *err) {
+    const chm_config_train *tc = &t->cfg.train;
+    int64_t s = t->st.step;
+    chm_eval_result r;
+    chm_status rc = CHM_OK;
+    if (s < tc->total_steps && tc->eval_every > 0 && s % tc->eval_every == 0)
+        rc = chm_trainer_eval(t, &r, err);
+    if (rc == CHM_OK && s < tc->total_steps && tc->save_every > 0 && s % tc->save_every == 0)
+        rc = save_once(t, err);
+    return rc;
+}
+
+/* Too many non-finite steps: save the unchanged state, stop with a message. */
+static chm_status stop_bad(chm_trainer *t, chm_err *err) {
+    char path[TR_PATH];
+    chm_status rc = t->last_saved == t->st.step ? CHM_OK : chm_trainer_save(t, path, sizeof path, err);
+    tr_log_end(t, "non-finite");
+    if (rc) return rc;
+    if (t->last_saved == t->st.step) snprintf(path, sizeof path, "%s/step-%08lld", t->run_dir,
+                                              (long long)t->st.step);
+    return CHM_ERR(err, CHM_ERR_CONFIG,
+                   "%d steps in a row (up to step %lld) had a non-finite loss or gradient norm: "
+                   "stopped; the last good weights are saved in %s. Lower train.lr, raise "
+                   "train.warmup or set train.clip, then continue with --resume auto",
+                   t->bad_streak, (long long)t->st.step, path);
+}
+
+/* The end of the loop: final evaluation and checkpoint. */
+static chm_status finish(chm_trainer *t, chm_err *err) {
+    chm_eval_result r;
+    chm_status rc = CHM_OK;
+    if (!t->interrupted && t->cfg.train.eval_every > 0) rc = chm_trainer_eval(t, &r, err);
+    if (rc == CHM_OK) rc = save_once(t, err);
+    tr_log_end(t, t->interrupted ? "signal" : "done");
+    return rc;
+}
+
+chm_status chm_trainer_run(chm_trainer *t, const volatile sig_atomic_t *stop, chm_err *err) {
+    chm_err local;
+    if (!err) err = &local;
+    while (t->st.step < t->cfg.train.total_steps) {
+        if (stop && *stop) {
+            t->interrupted = true;
+            break;
+        }
+        chm_train_step s;
+        chm_status rc = chm_trainer_step(t, &s, err);
+        if (rc) return rc;
+        tr_log_step(t, &s);
+        if (t->bad_streak >= CHM_TRAIN_MAX_BAD_STEPS) return stop_bad(t, err);
+        rc = periodic(t, err);
+        if (rc) return rc;
+    }
+    if (stop && *stop) t->interrupted = true;
+    return finish(t, err);
+}

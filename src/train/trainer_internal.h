@@ -1,0 +1,92 @@
+/*
+ * trainer_internal.h: the trainer's state and the pieces src/train shares:
+ * trainer.c (open, resume, close), train_data.c (corpus cache, loaders,
+ * validation windows), train_step.c (the step and the loop), train_log.c
+ * (log lines, progress bar, metrics.jsonl). Internal to src/train.
+ */
+#ifndef CHIMERA_TRAIN_TRAINER_INTERNAL_H
+#define CHIMERA_TRAIN_TRAINER_INTERNAL_H
+
+#include <stdio.h>
+
+#include "chimera/trainer.h"
+
+#define TR_PATH 4096
+
+/* Sums over the steps since the last log line. */
+typedef struct tr_window {
+    chm_model_loss sum;   /* loss parts summed over the good steps */
+    int64_t good;         /* steps summed */
+    int64_t steps;        /* steps taken, skipped ones included */
+    double seconds;       /* their wall time */
+} tr_window;
+
+struct chm_trainer {
+    chm_config cfg;                 /* own deep copy */
+    char run_dir[TR_PATH];
+    char cache_dir[TR_PATH];
+    bool quiet;
+    int keep;
+    FILE *log;                      /* may be NULL */
+    bool bar;                       /* progress bar on log */
+    FILE *metrics;                  /* run_dir/metrics.jsonl, appended */
+
+    chm_backend *be;
+    chm_tokenizer *tok;
+    chm_loader *loader;
+    chm_model *model;
+    chm_optim *optim;
+    int32_t *batch;                 /* [B, T+1] host ids of one micro batch */
+    int32_t *val;                   /* [n_val, T+1] validation windows */
+    int64_t n_val;
+    double bytes_per_token;         /* of the validation windows */
+    double floor;                   /* nats per token of the data (built-in corpus), 0 unknown */
+    char data_desc[TR_PATH + 128];  /* what the training data is, for the header */
+
+    chm_model_stats stats;
+    chm_device_peak peak;
+    size_t mem_bytes;               /* arena + params + grads + moments */
+
+    chm_checkpoint_state st;        /* counters (cursor filled when saving) */
+    int bad_streak;
+    int64_t last_saved;             /* step of the last checkpoint written or loaded, -1 none */
+    bool interrupted;
+    char *nan_steps;                /* CHIMERA_DEBUG_NAN_STEP (debug only), or NULL */
+
+    double t_open;                  /* monotonic time at open */
+    double elapsed_open;            /* st.elapsed_s at open (resumed time) */
+    tr_window win;                  /* since the last log line */
+    double last_eval_loss;          /* NAN before the first evaluation */
+};
+
+/* Monotonic seconds. */
+double tr_now(void);
+
+/* ---- train_data.c ---- */
+
+/* The cache directory: opt (when set), $XDG_CACHE_HOME/chimera or $HOME/.cache/chimera. */
+void tr_cache_dir(const char *opt, char *out, size_t n);
+/*
+ * Prepare the training data of t->cfg and open t->loader (validation split
+ * when data.val is empty), fill t->val / t->n_val, t->bytes_per_token,
+ * t->floor and t->data_desc.
+ */
+chm_status tr_data_open(chm_trainer *t, chm_err *err);
+
+/* ---- train_log.c ---- */
+
+/* Print the header of a run (backend, model, data, peak) to the log. */
+void tr_log_header(chm_trainer *t, const char *resumed_from);
+/* After a step: accumulate, print the progress bar or a log line, write a "train" event. */
+void tr_log_step(chm_trainer *t, const chm_train_step *s);
+/* A skipped step: warning on stderr and a "skip" event. */
+void tr_log_skip(chm_trainer *t, const chm_train_step *s);
+void tr_log_eval(chm_trainer *t, const chm_eval_result *r);
+void tr_log_checkpoint(chm_trainer *t, const char *path);
+/* The "start" event (resumed_from may be NULL) and the "end" event with a reason. */
+void tr_log_start(chm_trainer *t, const char *resumed_from);
+void tr_log_end(chm_trainer *t, const char *reason);
+/* Erase the progress bar (before other output). */
+void tr_log_clear_bar(chm_trainer *t);
+
+#endif
