@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 bash tools/bootstrap.sh
 
 export VK_INSTANCE_LAYERS=VK_LAYER_KHRONOS_validation
+# Tests run two at a time on small machines: OpenMP threads must not spin while they wait.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 if [ -f tests/lsan.supp ]; then export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp; fi
