@@ -14,6 +14,16 @@ tensor must agree to --tol (default 1e-8) relative. It exits 0 when all
 agree, 1 when one does not, and 0 with a "skipped" line when PyTorch is not
 installed (pass --require to make that an error).
 
+A trained checkpoint is checked the same way: its model.safetensors (which
+carries the same "chimera.config" metadata) is dumped with its weights,
+widened from f32 to f64, instead of fresh ones:
+
+    chimera model --dump /tmp/ref --weights runs/NAME[/step-XXXXXXXX]
+    python3 tools/torch_reference.py /tmp/ref
+
+(a run directory means its newest checkpoint; the config and the batch
+shape are the checkpoint's). tests/test_interop.c does this on a tiny run.
+
 The architecture, written from DESIGN.md and model.h, not from the C code:
 pre-RMSNorm layers x + mixer(norm1(x)), then + ffn(norm2(.)); attention
 with rotate-half RoPE and GQA; Mamba-1 (in_proj split into x and z rows,
@@ -227,7 +237,7 @@ def rel(a, b):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("dir", help="the directory written by `chimera model --dump DIR`")
+    ap.add_argument("dir", help="the directory written by `chimera model --dump DIR [--weights CKPT]`")
     ap.add_argument("--tol", type=float, default=1e-8, help="relative tolerance (default 1e-8)")
     ap.add_argument("--require", action="store_true", help="fail when PyTorch is missing")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every tensor")

@@ -195,6 +195,10 @@ int chm_model_moe_layers(const chm_model *m);
  */
 chm_status chm_model_expert_counts(chm_model *m, int32_t *counts, int64_t *dropped, chm_err *err);
 
+/* The resolved model config as compact JSON (the "chimera.config" metadata of model.safetensors,
+ * read by tools/torch_reference.py) into *json; the caller frees it with free(). */
+chm_status chm_model_config_json(const chm_config_model *cfg, char **json, chm_err *err);
+
 /* Parameter counts and FLOPs per token of a configuration at sequence length seq_len. */
 chm_status chm_model_stats_compute(const chm_config_model *cfg, int64_t seq_len,
                                    chm_model_stats *st, chm_err *err);

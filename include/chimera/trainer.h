@@ -14,7 +14,10 @@
  *
  * A checkpoint directory holds
  *   model.safetensors      the master weights (the model's dtype, f32 in
- *                          training) under the parameter names of model.h
+ *                          training) under the parameter names of model.h;
+ *                          metadata chimera.version, chimera.step and
+ *                          chimera.config (the model section as JSON, which
+ *                          tools/torch_reference.py reads)
  *   optimizer.safetensors  AdamW's moments under "exp_avg.<name>" and
  *                          "exp_avg_sq.<name>" (same shapes as the parameter)
  *   trainer_state.json     {"format": "chimera-checkpoint", "version": 1,

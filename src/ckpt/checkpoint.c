@@ -47,7 +47,8 @@ static chm_st_tensor entry(const chm_model_param *p, const char *prefix, chm_dty
     return t;
 }
 
-/* model.safetensors: every parameter by name, in table order. */
+/* model.safetensors: every parameter by name, in table order; the model config as
+ * "chimera.config" metadata (for tools/torch_reference.py). */
 static chm_status write_model(const char *path, chm_model *m, int64_t step, chm_err *err) {
     chm_tensor view;
     int64_t first;
@@ -61,11 +62,13 @@ static chm_status write_model(const char *path, chm_model *m, int64_t step, chm_
         const chm_model_param *p = chm_model_param_get(m, i);
         t[i] = entry(p, "", view.dtype, host, p->offset - first);
     }
-    char step_s[32];
+    char step_s[32], *cj = NULL;
     snprintf(step_s, sizeof step_s, "%lld", (long long)step);
+    if (rc == CHM_OK) rc = chm_model_config_json(chm_model_config(m), &cj, err);
     const char *md[] = {"format", "pt", "chimera.version", CHIMERA_VERSION, "chimera.step", step_s,
-                        NULL};
+                        "chimera.config", cj, NULL};
     if (rc == CHM_OK) rc = chm_safetensors_write(path, t, n, md, err);
+    free(cj);
     free(t);
     free(host);
     return rc;

@@ -3,7 +3,8 @@
  * shape, count), total and active-per-token parameter counts, FLOPs per
  * token; and --dump DIR, which runs one training micro batch in f64 on the
  * cpu backend and writes the weights, the gradients and the batch as
- * safetensors for tools/torch_reference.py.
+ * safetensors for tools/torch_reference.py; with --weights CHECKPOINT the
+ * weights (and the config) come from a trained checkpoint instead.
  * Exit codes: 0 success, 2 bad usage or config, 1 other failures.
  */
 #include "commands.h"
@@ -19,11 +20,13 @@
 #include "chimera/config.h"
 #include "chimera/model.h"
 #include "chimera/rng.h"
+#include "chimera/trainer.h"
 
 static void model_usage(FILE *f) {
     fprintf(f,
             "usage: chimera model [--config FILE] [--set key.path=value ...] [--summary]\n"
-            "                     [--dump DIR [--seed N] [--jitter X]] [--help]\n\n"
+            "                     [--dump DIR [--weights CKPT] [--seed N] [--jitter X]]\n"
+            "                     [--help]\n\n"
             "Print the model of a configuration: every parameter tensor (name, shape, count),\n"
             "the total and active-per-token parameter counts and the FLOPs per token.\n\n"
             "options:\n"
@@ -37,6 +40,11 @@ static void model_usage(FILE *f) {
             "                   the config and the loss parts as metadata), DIR/grads.safetensors\n"
             "                   and DIR/batch.safetensors (ids [B, T+1]) for\n"
             "                   tools/torch_reference.py\n"
+            "  --weights CKPT   with --dump: use the weights and the config of a trained\n"
+            "                   checkpoint (a step-XXXXXXXX directory, or a run directory:\n"
+            "                   its newest checkpoint) instead of fresh ones; --config and\n"
+            "                   --set are not allowed with it. The f32 weights are widened\n"
+            "                   to f64, so the reference compares the trained model exactly\n"
             "  --seed N         seed of the weights and the batch (default: train.seed)\n"
             "  --jitter X       add uniform(-X, X) noise to every weight after the\n"
             "                   initialisation (default 0), to check away from the init\n"
@@ -45,7 +53,7 @@ static void model_usage(FILE *f) {
 
 /* Parsed command line. */
 typedef struct model_args {
-    const char *spec, *dump;
+    const char *spec, *dump, *weights;
     const char **sets;
     int n_sets;
     bool summary, help;
@@ -91,6 +99,8 @@ static int parse_args(int argc, char **argv, model_args *a) {
             a->sets[a->n_sets++] = v;
         else if ((v = opt_value(argc, argv, &i, "--dump", &missing)))
             a->dump = v;
+        else if ((v = opt_value(argc, argv, &i, "--weights", &missing)))
+            a->weights = v;
         else if ((v = opt_value(argc, argv, &i, "--seed", &missing))) {
             a->seed = strtoll(v, &end, 10);
             a->has_seed = true;
@@ -151,32 +161,6 @@ static void print_summary(const chm_config *cfg, const chm_model_stats *s) {
     printf("\nFLOPs per token      : forward %.4g M, training %.4g M (seq_len %d; training = 3 x "
            "(forward + MTP))\n",
            s->flops_forward / 1e6, s->flops_train / 1e6, cfg->train.seq_len);
-}
-
-/* The resolved model config as JSON text (for the reference script); caller frees. */
-static char *config_json(const chm_config_model *c) {
-    json_t *moe = json_array(), *mod = json_array();
-    char mixers[CHM_CONFIG_MAX_LAYERS + 1] = {0};
-    for (int l = 0; l < c->n_layers; l++) {
-        mixers[l] = (char)c->mixer[l];
-        json_array_append_new(moe, json_boolean(c->moe_layer[l] && c->moe.experts > 0));
-        json_array_append_new(mod, json_boolean(c->mod_layer[l]));
-    }
-    json_t *j = json_pack(
-        "{s:i,s:i,s:i,s:s,s:s,s:i,s:i,s:i,s:f,s:f,s:{s:i,s:i,s:i,s:i,s:i},s:i,"
-        "s:{s:i,s:i,s:i,s:f,s:f,s:f,s:o},s:{s:o,s:f,s:f},s:{s:i,s:f},s:b}",
-        "vocab", c->vocab, "d_model", c->d_model, "n_layers", c->n_layers, "mixers", mixers,
-        "pattern", c->pattern, "heads", c->heads, "kv_heads", c->kv_heads, "head_dim", c->head_dim,
-        "rope_theta", c->rope_theta, "norm_eps", c->norm_eps, "mamba", "d_state", c->mamba.d_state,
-        "d_conv", c->mamba.d_conv, "expand", c->mamba.expand, "dt_rank", c->mamba.dt_rank,
-        "d_inner", c->mamba.d_inner, "ffn_hidden", c->ffn_hidden, "moe", "experts", c->moe.experts,
-        "top_k", c->moe.top_k, "hidden", c->moe.hidden, "capacity_factor", c->moe.capacity_factor,
-        "aux_weight", c->moe.aux_weight, "z_weight", c->moe.z_weight, "layers", moe, "mod",
-        "layers", mod, "capacity", c->mod.capacity, "aux_weight", c->mod.aux_weight, "mtp", "depth",
-        c->mtp.depth, "weight", c->mtp.weight, "tie_embeddings", c->tie_embeddings);
-    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-    json_decref(j);
-    return s;
 }
 
 static char *loss_json(const chm_model_loss *l, int depth) {
@@ -254,18 +238,22 @@ static int32_t *make_batch(const chm_config *cfg, uint64_t seed, const char *dir
     return ids;
 }
 
-/* Run one micro batch and write the three files; fills *loss. */
-static chm_status dump_run(chm_model *m, const chm_config *cfg, const model_args *a,
-                           chm_model_loss *loss, chm_err *err) {
+/* Run one micro batch and write the three files; fills *loss. The weights: those
+ * of ck when given, else a fresh initialisation. */
+static chm_status dump_run(chm_model *m, const chm_config *cfg, const chm_checkpoint *ck,
+                           const model_args *a, chm_model_loss *loss, chm_err *err) {
     uint64_t seed = a->has_seed ? (uint64_t)a->seed : (uint64_t)cfg->train.seed;
-    chm_status rc = chm_model_init_params(m, seed, err);
+    chm_status rc =
+        ck ? chm_checkpoint_load_model(ck, m, err) : chm_model_init_params(m, seed, err);
     if (rc == CHM_OK) rc = jitter_params(m, seed, a->jitter, err);
     int32_t *ids = rc == CHM_OK ? make_batch(cfg, seed, a->dump, err) : NULL;
     if (rc == CHM_OK && !ids) rc = err->code ? err->code : CHM_ERR_NOMEM;
     if (rc == CHM_OK) rc = chm_model_zero_grad(m, err);
     if (rc == CHM_OK) rc = chm_model_forward_backward(m, ids, 1.0, loss, err);
     free(ids);
-    char *cj = config_json(&cfg->model), *lj = loss_json(loss, cfg->model.mtp.depth);
+    char *cj = NULL, *lj = loss_json(loss, cfg->model.mtp.depth);
+    if (rc == CHM_OK) rc = chm_model_config_json(&cfg->model, &cj, err);
+    if (rc == CHM_OK && !lj) rc = CHM_ERR(err, CHM_ERR_NOMEM, "no memory");
     const char *md[] = {"format", "pt", "chimera.config", cj, "chimera.loss", lj, NULL};
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors", a->dump);
@@ -277,7 +265,7 @@ static chm_status dump_run(chm_model *m, const chm_config *cfg, const model_args
     return rc;
 }
 
-static int dump(const chm_config *cfg, const model_args *a) {
+static int dump(const chm_config *cfg, const chm_checkpoint *ck, const model_args *a) {
     chm_err err = {0};
     if (mkdir(a->dump, 0777) != 0 && errno != EEXIST) {
         char msg[600];
@@ -291,13 +279,14 @@ static int dump(const chm_config *cfg, const model_args *a) {
     chm_model_options o = {CHM_F64, cfg->train.micro_batch, cfg->train.seq_len, 0};
     chm_status rc = chm_backend_open("cpu", NULL, &be, &err);
     if (rc == CHM_OK) rc = chm_model_create(&cfg->model, be, &o, &m, &err);
-    if (rc == CHM_OK) rc = dump_run(m, cfg, a, &loss, &err);
+    if (rc == CHM_OK) rc = dump_run(m, cfg, ck, a, &loss, &err);
     chm_model_free(m);
     chm_backend_close(be);
     if (rc != CHM_OK) {
         chm_cli_error(err.msg, NULL);
         return 1;
     }
+    if (ck) printf("weights of %s\n", chm_checkpoint_dir(ck));
     printf("wrote %s/{model,grads,batch}.safetensors: f64, B=%d, T=%d; loss total %.17g (ce %.17g, "
            "mtp %.17g, moe balance %.17g, z %.17g, mod %.17g)\n",
            a->dump, cfg->train.micro_batch, cfg->train.seq_len, loss.total, loss.ce, loss.mtp,
@@ -305,8 +294,40 @@ static int dump(const chm_config *cfg, const model_args *a) {
     return 0;
 }
 
+/* --dump DIR --weights PATH: open the checkpoint PATH (or the newest one of the run
+ * directory PATH) and dump with its weights and config; the exit code. */
+static int dump_checkpoint(const model_args *a) {
+    char dir[4096], state[4200];
+    struct stat sb;
+    chm_err err = {0};
+    chm_status rc = CHM_OK;
+    snprintf(dir, sizeof dir, "%s", a->weights);
+    snprintf(state, sizeof state, "%s/trainer_state.json", a->weights);
+    if (stat(state, &sb) != 0) {
+        bool found = false;
+        rc = chm_checkpoint_latest(a->weights, false, dir, sizeof dir, &found, &err);
+        if (rc == CHM_OK && !found)
+            rc = CHM_ERR(&err, CHM_ERR_IO, "%s: neither a checkpoint (no trainer_state.json) nor a "
+                         "run directory holding one", a->weights);
+    }
+    chm_checkpoint *ck = NULL;
+    if (rc == CHM_OK) rc = chm_checkpoint_open(dir, &ck, &err);
+    if (rc != CHM_OK) {
+        chm_cli_error(err.msg, NULL);
+        return 1;
+    }
+    int code = dump(chm_checkpoint_config(ck), ck, a);
+    chm_checkpoint_close(ck);
+    return code;
+}
+
 /* Load the config and print or dump; the exit code. */
 static int run(const model_args *a) {
+    if (a->weights && !a->dump) return usage_error("%s needs --dump DIR", "--weights");
+    if (a->weights && (a->spec || a->n_sets))
+        return usage_error("%s takes the config from the checkpoint: drop --config and --set",
+                           "--weights");
+    if (a->weights) return dump_checkpoint(a);
     chm_config cfg;
     chm_err err = {0};
     chm_status rc = chm_config_load(a->spec, a->sets, a->n_sets, &cfg, &err);
@@ -324,7 +345,7 @@ static int run(const model_args *a) {
         chm_cli_error(err.msg, NULL);
         code = rc == CHM_ERR_CONFIG ? 2 : 1;
     } else if (a->dump) {
-        code = dump(&cfg, a);
+        code = dump(&cfg, NULL, a);
     } else {
         if (!a->summary) print_table(m);
         print_summary(&cfg, &st);
