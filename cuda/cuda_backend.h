@@ -194,4 +194,25 @@ chm_status chm_cuda_adamw_step(chm_backend *be, const chm_tensor *param, const c
                                const chm_tensor *param_lowp, const chm_adamw_args *args);
 chm_status chm_cuda_sum_squares(chm_backend *be, const chm_tensor *out, const chm_tensor *x);
 
+/* ---- model_ops.c: ops added for the model (row scaling, exp, aux losses, decoding) ---- */
+chm_status chm_cuda_row_scale_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                  const chm_tensor *s, bool sigmoid);
+chm_status chm_cuda_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
+                                  const chm_tensor *dout, const chm_tensor *x,
+                                  const chm_tensor *s, bool sigmoid);
+chm_status chm_cuda_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                            double alpha);
+chm_status chm_cuda_exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
+                            const chm_tensor *out);
+chm_status chm_cuda_bce_logits(chm_backend *be, const chm_tensor *losses,
+                               const chm_tensor *dlogits, const chm_tensor *logits,
+                               const chm_tensor *targets, double grad_scale);
+chm_status chm_cuda_moe_aux(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
+                            const chm_tensor *logits, const chm_tensor *idx,
+                            double balance_scale, double z_scale);
+chm_status chm_cuda_attention_decode(chm_backend *be, const chm_tensor *out, const chm_tensor *q,
+                                     const chm_tensor *k, const chm_tensor *v, double scale);
+chm_status chm_cuda_selective_scan_step(chm_backend *be, const chm_tensor *y, const chm_tensor *h,
+                                        const chm_scan_args *a);
+
 #endif

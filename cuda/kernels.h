@@ -41,6 +41,7 @@ typedef enum chm_cu_flag_op {
     CHM_CU_FLAG_CROSS_ENTROPY,   /* targets[index] = value >= limit (V) */
     CHM_CU_FLAG_ROUTER_BWD,      /* idx element index = value outside [0, limit) (E) */
     CHM_CU_FLAG_GROUPED_COUNTS,  /* counts[index] = value outside [0, limit] (capacity) */
+    CHM_CU_FLAG_MOE_AUX,         /* idx element index = value outside [0, limit) (E) */
     CHM_CU_FLAG_COUNT
 } chm_cu_flag_op;
 
@@ -257,6 +258,41 @@ cudaError_t chm_cu_flash_bwd(void *dq, void *dk, void *dv, const void *dout, con
 /* delta [B,H,T] f32 = rowsum(dout * out) (shared by both backward paths). */
 cudaError_t chm_cu_attn_delta(float *delta, const void *dout, const void *out,
                               const chm_cu_attn *a, cudaStream_t s);
+
+/* ---- ops added for the model (model_ops.cu): f32 and bf16 ---- */
+
+/* out [M,C] = f(s[m]) * x [M,C], f = sigmoid or identity; out may be x. */
+cudaError_t chm_cu_row_scale_fwd(void *out, const void *x, const void *s, int64_t M, int64_t C,
+                                 bool sigmoid, chm_dtype dt, cudaStream_t st);
+/* dx [M,C] += f(s)*dout; ds [M] += f'(s) * rowsum(dout*x); either may be NULL. */
+cudaError_t chm_cu_row_scale_bwd(void *dx, void *ds, const void *dout, const void *x,
+                                 const void *s, int64_t M, int64_t C, bool sigmoid, chm_dtype dt,
+                                 cudaStream_t st);
+/* out[n] = alpha * exp(x[n]) (out may be x); dx[n] += dout[n] * out[n]. */
+cudaError_t chm_cu_exp_fwd(void *out, const void *x, double alpha, int64_t n, chm_dtype dt,
+                           cudaStream_t s);
+cudaError_t chm_cu_exp_bwd(void *dx, const void *dout, const void *out, int64_t n, chm_dtype dt,
+                           cudaStream_t s);
+/* losses [n] f32 = softplus(x) - y*x; dlogits [n] = scale*(sigmoid(x)-y), NULL or = logits. */
+cudaError_t chm_cu_bce_logits(float *losses, void *dlogits, const void *logits,
+                              const void *targets, int64_t n, double grad_scale, chm_dtype dt,
+                              cudaStream_t s);
+/* Bytes of scratch chm_cu_moe_aux needs for logits [R,E]. */
+size_t chm_cu_moe_aux_scratch(int64_t R, int64_t E);
+/*
+ * losses [2] f32 = {balance, z-loss}; dlogits [R,E] (or NULL) accumulates;
+ * logits [R,E], idx [R,K]. An idx entry outside [0,E) is flagged
+ * (CHM_CU_FLAG_MOE_AUX) and left out of the counts.
+ */
+cudaError_t chm_cu_moe_aux(float *losses, void *dlogits, const void *logits, const int32_t *idx,
+                           int64_t R, int64_t E, int64_t K, double balance_scale, double z_scale,
+                           chm_dtype dt, void *scratch, int *flag, cudaStream_t s);
+/* out, q [B,Tq,H,D]; k, v [B,Tk,Hk,D]; query i sees keys 0..Tk-Tq+i. Shared: 2*D+128 floats. */
+cudaError_t chm_cu_attention_decode(void *out, const void *q, const void *k, const void *v,
+                                    int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Hk,
+                                    int64_t D, double scale, chm_dtype dt, cudaStream_t s);
+/* y [B,T,Di]; h [B,Di,N] (N <= CHM_CU_SCAN_MAX_N) is the start state and receives the last. */
+cudaError_t chm_cu_scan_step(void *y, void *h, const chm_cu_scan *a, cudaStream_t s);
 
 #ifdef __cplusplus
 }

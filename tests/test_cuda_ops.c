@@ -55,4 +55,10 @@ Test(cuda, gather_and_deterministic_scatter) { run_named("rows"); }
 Test(cuda, cross_entropy_chunked_and_in_place) { run_named("cross_entropy"); }
 Test(cuda, adamw_flat_with_lowp_copy) { run_named("adamw"); }
 Test(cuda, sum_squares_two_pass) { run_named("sum_squares"); }
+Test(cuda, row_scale_fwd_bwd_in_place) { run_named("row_scale"); }
+Test(cuda, exp_fwd_bwd_in_place) { run_named("exp"); }
+Test(cuda, bce_logits_written_and_in_place) { run_named("bce_logits"); }
+Test(cuda, moe_aux_losses_and_grad) { run_named("moe_aux"); }
+Test(cuda, attention_decode_against_cache) { run_named("attention_decode"); }
+Test(cuda, selective_scan_step_from_state) { run_named("selective_scan_step"); }
 Test(cuda, data_errors_at_sync_and_f64_rejected) { run_named("errors"); }

@@ -754,6 +754,197 @@ static void case_sum_squares(oc_ctx *x) {
     oc_free(&o64);
 }
 
+/* ---- ops added for the model: row scaling, exp, aux losses, decoding ---- */
+
+static void row_scale_case(oc_ctx *x, int64_t M, int64_t C, bool sig) {
+    const int64_t *mc = DIMS(M, C);
+    oc_t in = oc_rand(x, 2, mc, -2, 2), s = oc_rand(x, 1, DIMS(M), -3, 3), out = oc_new(x, 2, mc);
+    char name[96], n2[128];
+    snprintf(name, sizeof name, "row_scale %lldx%lld%s", (long long)M, (long long)C,
+             sig ? " sigmoid" : "");
+    oc_poison(x, &out);
+    OC_BOTH(x, chm_row_scale_fwd(BE, OC_T(out), OC_T(in), OC_T(s), sig));
+    snprintf(n2, sizeof n2, "%s out", name);
+    oc_check(x, n2, &out, 1);
+    oc_t dout = oc_rand(x, 2, mc, -1, 1), dx = oc_grad0(x, 2, mc), ds = oc_grad0(x, 1, DIMS(M));
+    OC_BOTH(x, chm_row_scale_bwd(BE, OC_T(dx), OC_T(ds), OC_T(dout), OC_T(in), OC_T(s), sig));
+    snprintf(n2, sizeof n2, "%s dx", name);
+    oc_check(x, n2, &dx, 1);
+    snprintf(n2, sizeof n2, "%s ds", name);
+    oc_check(x, n2, &ds, 2);
+    OC_BOTH(x, chm_row_scale_bwd(BE, NULL, OC_T(ds), OC_T(dout), OC_T(in), OC_T(s), sig));
+    snprintf(n2, sizeof n2, "%s ds (no dx)", name);
+    oc_check(x, n2, &ds, 2);
+    OC_BOTH(x, chm_row_scale_fwd(BE, OC_T(in), OC_T(in), OC_T(s), sig));
+    snprintf(n2, sizeof n2, "%s out (in place)", name);
+    oc_check(x, n2, &in, 1);
+    oc_t *all[] = {&in, &s, &out, &dout, &dx, &ds};
+    for (int i = 0; i < 6; i++) oc_free(all[i]);
+}
+
+static void case_row_scale(oc_ctx *x) {
+    row_scale_case(x, 7, 13, true);
+    row_scale_case(x, 1, 3, false);
+    row_scale_case(x, 70, 1029, true);
+    row_scale_case(x, 33, 257, false);
+}
+
+static void case_exp(oc_ctx *x) {
+    static const int64_t shapes[][2] = {{7, 13}, {1, 1}, {33, 1001}};
+    for (int k = 0; k < 3; k++) {
+        const int64_t *d = shapes[k];
+        double alpha = k == 1 ? 0.5 : -1.0;
+        oc_t in = oc_rand(x, 2, d, -3, 1.5), out = oc_new(x, 2, d);
+        oc_poison(x, &out);
+        OC_BOTH(x, chm_exp_fwd(BE, OC_T(out), OC_T(in), alpha));
+        oc_check(x, "exp_fwd", &out, 1);
+        oc_t dout = oc_rand(x, 2, d, -1, 1), dx = oc_grad0(x, 2, d);
+        OC_BOTH(x, chm_exp_bwd(BE, OC_T(dx), OC_T(dout), OC_T(out)));
+        oc_check(x, "exp_bwd", &dx, 1);
+        OC_BOTH(x, chm_exp_fwd(BE, OC_T(in), OC_T(in), alpha));
+        oc_check(x, "exp_fwd (in place)", &in, 1);
+        oc_t *all[] = {&in, &out, &dout, &dx};
+        for (int i = 0; i < 4; i++) oc_free(all[i]);
+    }
+}
+
+static void bce_case(oc_ctx *x, int64_t R, bool alias) {
+    oc_t lg = oc_rand(x, 1, DIMS(R), -6, 6), tg = oc_rand(x, 1, DIMS(R), 0, 1);
+    oc_t loss = oc_new2(x, CHM_F32, CHM_F32, 1, DIMS(R)), dl = oc_new(x, 1, DIMS(R));
+    oc_t *d = alias ? &lg : &dl;
+    oc_poison(x, &loss);
+    if (!alias) oc_poison(x, &dl);
+    OC_BOTH(x, chm_bce_logits(BE, OC_T(loss), OC_T(*d), OC_T(lg), OC_T(tg), 1.0 / (double)R));
+    oc_check(x, alias ? "bce_logits loss (in place)" : "bce_logits loss", &loss, 1);
+    oc_check(x, alias ? "bce_logits dlogits (in place)" : "bce_logits dlogits", d, 1);
+    if (!alias) {
+        oc_poison(x, &loss);
+        OC_BOTH(x, chm_bce_logits(BE, OC_T(loss), NULL, OC_T(lg), OC_T(tg), 1.0));
+        oc_check(x, "bce_logits loss (no dlogits)", &loss, 1);
+    }
+    oc_free(&lg);
+    oc_free(&tg);
+    oc_free(&loss);
+    oc_free(&dl);
+}
+
+static void case_bce_logits(oc_ctx *x) {
+    bce_case(x, 1, false);
+    bce_case(x, 37, false);
+    bce_case(x, 4099, true);
+}
+
+static void moe_aux_case(oc_ctx *x, int64_t R, int64_t E, int64_t K) {
+    int32_t *ix = malloc((size_t)(R * K) * sizeof *ix);
+    for (int64_t r = 0; r < R; r++)  /* K distinct experts per row, skewed towards low ones */
+        for (int64_t k = 0; k < K; k++) {
+            int32_t e;
+            bool again;
+            do {
+                double u = oc_uniform(x, 0, 1);
+                e = (int32_t)(u * u * (double)E) % (int32_t)E;
+                again = false;
+                for (int64_t j = 0; j < k; j++) again |= ix[r * K + j] == e;
+            } while (again);
+            ix[r * K + k] = e;
+        }
+    oc_t lg = oc_rand(x, 2, DIMS(R, E), -3, 3), id = oc_ints(x, 2, DIMS(R, K), ix);
+    oc_t loss = oc_new2(x, CHM_F32, CHM_F32, 1, DIMS(2)), dl = oc_grad0(x, 2, DIMS(R, E));
+    char name[96], n2[128];
+    snprintf(name, sizeof name, "moe_aux %lldx%lld k%lld", (long long)R, (long long)E,
+             (long long)K);
+    oc_poison(x, &loss);
+    OC_BOTH(x, chm_moe_aux(BE, OC_T(loss), OC_T(dl), OC_T(lg), OC_T(id), 0.7, 1e-2));
+    snprintf(n2, sizeof n2, "%s losses", name);
+    oc_check(x, n2, &loss, 1);
+    snprintf(n2, sizeof n2, "%s dlogits", name);
+    oc_check(x, n2, &dl, 2);
+    oc_poison(x, &loss);
+    OC_BOTH(x, chm_moe_aux(BE, OC_T(loss), NULL, OC_T(lg), OC_T(id), 1.0, 1.0));
+    snprintf(n2, sizeof n2, "%s losses (no dlogits)", name);
+    oc_check(x, n2, &loss, 1);
+    oc_free(&lg);
+    oc_free(&id);
+    oc_free(&loss);
+    oc_free(&dl);
+    free(ix);
+}
+
+static void case_moe_aux(oc_ctx *x) {
+    moe_aux_case(x, 1, 3, 1);
+    moe_aux_case(x, 70, 8, 2);
+    moe_aux_case(x, 33, 5, 3);
+    moe_aux_case(x, 1000, 64, 6);
+}
+
+/* Decoding attention: q [B,Tq,H,D] against k/v [B,Tk,Hk,D]. */
+static void decode_case(oc_ctx *x, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Hk,
+                        int64_t D) {
+    oc_t q = oc_rand(x, 4, DIMS(B, Tq, H, D), -1, 1), k = oc_rand(x, 4, DIMS(B, Tk, Hk, D), -1, 1);
+    oc_t v = oc_rand(x, 4, DIMS(B, Tk, Hk, D), -1, 1), out = oc_new(x, 4, DIMS(B, Tq, H, D));
+    char name[96];
+    snprintf(name, sizeof name, "attention_decode %lldx%lld/%lld h%lld/%lld d%lld", (long long)B,
+             (long long)Tq, (long long)Tk, (long long)H, (long long)Hk, (long long)D);
+    oc_poison(x, &out);
+    OC_BOTH(x, chm_attention_decode(BE, OC_T(out), OC_T(q), OC_T(k), OC_T(v),
+                                    1.0 / sqrt((double)D)));
+    oc_check(x, name, &out, 1);
+    oc_t *all[] = {&q, &k, &v, &out};
+    for (int i = 0; i < 4; i++) oc_free(all[i]);
+}
+
+static void case_attention_decode(oc_ctx *x) {
+    decode_case(x, 2, 1, 37, 4, 2, 16);
+    decode_case(x, 1, 5, 33, 2, 1, 64);
+    decode_case(x, 2, 7, 7, 3, 3, 13);
+    decode_case(x, 1, 3, 300, 4, 1, 128);
+}
+
+/* The scan continued from a random state h [B,Di,N]: y and the final h. */
+static void scan_step_case(oc_ctx *x, const oc_scan_case *c) {
+    const int64_t *btd = DIMS(c->B, c->T, c->Di), *btn = DIMS(c->B, c->T, c->N);
+    oc_t u = oc_rand(x, 3, btd, -1, 1), A = oc_new(x, 2, DIMS(c->Di, c->N));
+    oc_t delta = c->softplus ? oc_rand(x, 3, btd, -3, 1) : oc_rand(x, 3, btd, 0.01, 0.5);
+    oc_t Bm = oc_rand(x, 3, btn, -1, 1), Cm = oc_rand(x, 3, btn, -1, 1);
+    oc_t D = oc_rand(x, 1, DIMS(c->Di), -1, 1), z = oc_rand(x, 3, btd, -2, 2);
+    oc_t db = oc_rand(x, 1, DIMS(c->Di), -1, 0), y = oc_new(x, 3, btd);
+    oc_t h = oc_rand(x, 3, DIMS(c->B, c->Di, c->N), -1, 1);
+    double *hA = oc_dalloc(A.n);
+    for (int64_t i = 0; i < A.n; i++) hA[i] = -exp(oc_uniform(x, -1, 1.5));
+    oc_set(x, &A, hA);
+    free(hA);
+    chm_scan_args a[2];
+    for (int s = 0; s < 2; s++) {
+        chm_scan_args t = {s ? &u.g : &u.c, s ? &delta.g : &delta.c, s ? &A.g : &A.c,
+                           s ? &Bm.g : &Bm.c, s ? &Cm.g : &Cm.c,
+                           c->D ? (s ? &D.g : &D.c) : NULL, c->z ? (s ? &z.g : &z.c) : NULL,
+                           c->bias ? (s ? &db.g : &db.c) : NULL, c->softplus};
+        a[s] = t;
+    }
+    char name[96], n2[128];
+    snprintf(name, sizeof name, "scan_step %lldx%lldx%lld n%lld%s%s%s%s", (long long)c->B,
+             (long long)c->T, (long long)c->Di, (long long)c->N, c->D ? " D" : "",
+             c->z ? " z" : "", c->bias ? " bias" : "", c->softplus ? " sp" : "");
+    oc_poison(x, &y);
+    OC_BOTH(x, chm_selective_scan_step(BE, OC_T(y), OC_T(h), &a[oc_side]));
+    snprintf(n2, sizeof n2, "%s y", name);
+    oc_check(x, n2, &y, 1);
+    snprintf(n2, sizeof n2, "%s h", name);
+    oc_check(x, n2, &h, 1);
+    oc_t *all[] = {&u, &A, &delta, &Bm, &Cm, &D, &z, &db, &y, &h};
+    for (int i = 0; i < 10; i++) oc_free(all[i]);
+}
+
+static void case_scan_step(oc_ctx *x) {
+    static const oc_scan_case cases[] = {
+        {2, 1, 70, 16, true, true, true, true},
+        {1, 5, 33, 5, false, false, false, false},
+        {3, 2, 130, 16, true, false, true, true},
+        {1, 1, 1, 1, false, true, false, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) scan_step_case(x, &cases[i]);
+}
+
 /* ---- errors the cuda backend reports itself ---- */
 
 static void case_errors(oc_ctx *x) {
@@ -772,6 +963,21 @@ static void case_errors(oc_ctx *x) {
         oc_fail(x, "bad id: the error was reported twice (%s)", g->err.msg);
     else if (!x->quiet)
         printf("PASS  %-28s      reported at sync: %.80s...\n", "embedding bad id", g->err.msg);
+    x->checks++;
+    int32_t bad_ix[6] = {0, 1, 2, 7, 1, 0};
+    oc_t lg = oc_rand(x, 2, DIMS(3, 4), -1, 1), bix = oc_ints(x, 2, DIMS(3, 2), bad_ix);
+    oc_t ls = oc_new2(x, CHM_F32, CHM_F32, 1, DIMS(2));
+    rc = chm_moe_aux(g, &ls.g, NULL, &lg.g, &bix.g, 1.0, 1.0);
+    rs = chm_sync(g);
+    if (rc != CHM_OK || rs != CHM_ERR_INVALID_ARG || !strstr(g->err.msg, "moe_aux") ||
+        !strstr(g->err.msg, "7"))
+        oc_fail(x, "bad idx: moe_aux gave %d, sync %d (%s); want OK then invalid_arg", rc, rs,
+                g->err.msg);
+    else if (!x->quiet)
+        printf("PASS  %-28s      reported at sync: %.80s...\n", "moe_aux bad idx", g->err.msg);
+    oc_free(&lg);
+    oc_free(&bix);
+    oc_free(&ls);
     oc_t m64 = oc_new2(x, CHM_F64, CHM_F64, 2, DIMS(3, 3));
     oc_t a64 = oc_new2(x, CHM_F64, CHM_F64, 2, DIMS(3, 3));
     oc_t b64 = oc_new2(x, CHM_F64, CHM_F64, 2, DIMS(3, 3));
@@ -810,6 +1016,12 @@ static const oc_case oc_cases[] = {
     {"cross_entropy", case_cross_entropy, false},
     {"adamw", case_adamw, false},
     {"sum_squares", case_sum_squares, false},
+    {"row_scale", case_row_scale, false},
+    {"exp", case_exp, false},
+    {"bce_logits", case_bce_logits, false},
+    {"moe_aux", case_moe_aux, false},
+    {"attention_decode", case_attention_decode, false},
+    {"selective_scan_step", case_scan_step, false},
     {"errors", case_errors, true},
 };
 #define OC_NCASES ((int)(sizeof oc_cases / sizeof oc_cases[0]))

@@ -52,7 +52,17 @@ for b in "$G"/bin/*; do
         ldd "$b" | grep "not found"
     fi
 done
-[ -x "$G/bin/chimera" ] && "$G/bin/chimera" info 2>&1 | head -20
+# The Vulkan loader and GL dispatch libraries travel as Debian packages in .gl (device
+# README); the NVIDIA driver's Vulkan ICD lives under /usr/local/nvidia.
+if ls .gl/*.deb >/dev/null 2>&1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+    icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+    egl=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+    [ -f "$egl" ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$egl
+fi
+[ -x "$G/bin/chimera" ] && "$G/bin/chimera" info 2>&1 | head -40
 
 CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 step opcheck 100 "$G/bin/cuda_opcheck" --check
@@ -61,12 +71,22 @@ if [ -x "$CS" ]; then
         "$G/bin/cuda_opcheck" --check --quick --quiet
     step racecheck 75 "$CS" --tool racecheck --error-exitcode 3 \
         "$G/bin/cuda_opcheck" --check --quick --quiet \
-        --only attention,selective_scan,router,select_topk,cross_entropy,sum_squares,rmsnorm
+        --only attention,selective_scan,router,select_topk,cross_entropy,sum_squares,rmsnorm,row_scale,moe_aux
 else
     STEPS+=("sanitizers   SKIP (no compute-sanitizer at $CS)")
 fi
 if [ -x "$G/bin/chimera_tests" ]; then
     step criterion 60 "$G/bin/chimera_tests" --jobs 4 --filter 'cuda/*'
+    step vulkan 120 "$G/bin/chimera_tests" --jobs 4 --filter 'vulkan/*'
+fi
+# Whole training steps on each GPU backend (the model's ops must all exist there).
+if [ -x "$G/bin/chimera" ]; then
+    for be in cuda vulkan; do
+        step "train-$be" 90 "$G/bin/chimera" train --backend "$be" --config tiny --out "/tmp/run-$be" \
+            --set train.steps=30 --set train.eval_every=0 --set train.log_every=10
+    done
+    step train-cpu 120 "$G/bin/chimera" train --backend cpu --config tiny --out /tmp/run-cpu \
+        --set train.steps=30 --set train.eval_every=0 --set train.log_every=10
 fi
 step bench 60 "$G/bin/cuda_opcheck" --bench --only none
 

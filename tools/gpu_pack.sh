@@ -16,8 +16,11 @@ build=${GPU_BUILD:-build-gpu}
 archs=${GPU_ARCHS:-90}
 out=.gpu
 
+# Vulkan is built too (GPU_VULKAN=OFF to skip): its SPIR-V is compiled here, and
+# tools/gpu_check.sh brings the loader from .gl (see the device README).
+vulkan=${GPU_VULKAN:-ON}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCHIMERA_CUDA=ON \
-    -DCHIMERA_VULKAN=OFF "-DCMAKE_CUDA_ARCHITECTURES=$archs" >/dev/null
+    "-DCHIMERA_VULKAN=$vulkan" "-DCMAKE_CUDA_ARCHITECTURES=$archs" >/dev/null
 # (file targets: with Ninja the name "chimera" means the CLI binary, not the library)
 cmake --build "$build" --target libchimera.a libchimera_cuda.a
 # The CLI and the Criterion suite are extras: a tree where another part is mid-way
@@ -42,7 +45,7 @@ done
 
 # Libraries the GPU machine has (issue 7's list, plus the C/C++ runtime and the CUDA
 # toolkit): everything else a binary needs is copied into lib/.
-present='^(libc|libm|libdl|librt|libpthread|ld-linux-x86-64|libgcc_s|libstdc\+\+|libgomp|libcuda|libcudart|libcublas|libcublasLt|libnccl|libopenblas|libgfortran|libquadmath|libz|libzstd|libjansson|libpcre2-8|libmpi|libnvidia-[a-z-]*)\.so'
+present='^(libvulkan|libc|libm|libdl|librt|libpthread|ld-linux-x86-64|libgcc_s|libstdc\+\+|libgomp|libcuda|libcudart|libcublas|libcublasLt|libnccl|libopenblas|libgfortran|libquadmath|libz|libzstd|libjansson|libpcre2-8|libmpi|libnvidia-[a-z-]*)\.so'
 for b in "$out"/bin/*; do
     ldd "$b" | awk '/=> \// {print $3}'
 done | sort -u | while read -r lib; do

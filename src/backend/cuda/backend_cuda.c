@@ -7,10 +7,9 @@
  * and a device flag for data errors (memory.c). Ops never synchronise;
  * chm_sync and downloads do, and report any data error an op recorded.
  *
- * Needs an Ampere or newer GPU (sm_80: cp.async, bf16 tensor cores). The
- * ops the model helper added last (row_scale, exp, bce_logits, moe_aux,
- * attention_decode, selective_scan_step) are not written yet: their entries
- * stay NULL and `chimera info` lists them.
+ * Needs an Ampere or newer GPU (sm_80: cp.async, bf16 tensor cores). Every
+ * entry is set; the ops the model added last (row_scale, exp, bce_logits,
+ * moe_aux, attention_decode, selective_scan_step) are in model_ops.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +60,14 @@ static const chm_backend_ops cuda_ops = {
     .cross_entropy = chm_cuda_cross_entropy,
     .adamw_step = chm_cuda_adamw_step,
     .sum_squares = chm_cuda_sum_squares,
+    .row_scale_fwd = chm_cuda_row_scale_fwd,
+    .row_scale_bwd = chm_cuda_row_scale_bwd,
+    .exp_fwd = chm_cuda_exp_fwd,
+    .exp_bwd = chm_cuda_exp_bwd,
+    .bce_logits = chm_cuda_bce_logits,
+    .moe_aux = chm_cuda_moe_aux,
+    .attention_decode = chm_cuda_attention_decode,
+    .selective_scan_step = chm_cuda_selective_scan_step,
 };
 
 /* Release everything the context holds (any part may be missing after a failed open). */
