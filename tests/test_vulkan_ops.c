@@ -10,147 +10,11 @@
  * than a workgroup (lavapipe's are 64 invocations). Every test ends by
  * checking that the validation layer reported nothing (tools/test.sh runs
  * the suite with VK_INSTANCE_LAYERS=VK_LAYER_KHRONOS_validation).
- * The whole suite is skipped when no Vulkan device is found.
+ * The whole suite is skipped when no Vulkan device is found. The harness
+ * itself is in vk_harness.h (shared with the other test_vulkan_*.c files).
  */
-#include <libgen.h>
-#include <stdio.h>
-
-#include "backend/vulkan/vulkan_backend.h"
 #include "core/half.h"
-#include "testutil.h"
-
-/* ---- opening and closing ---- */
-
-/* Keep the on-disk pipeline cache in the build folder, not in $HOME. */
-static void use_test_cache(void) {
-    char bin[512];
-    snprintf(bin, sizeof bin, "%s", CHIMERA_BINARY);
-    char dir[600];
-    snprintf(dir, sizeof dir, "%s/test-cache", dirname(bin));
-    setenv("XDG_CACHE_HOME", dir, 1);
-}
-
-static chm_backend *vk_open(void) {
-    use_test_cache();
-    chm_backend_options o = {.device_index = -1, .quiet = true};
-    chm_err err = {0};
-    chm_backend *be = NULL;
-    /* Straight to the backend: the registry's probe would make a second instance. */
-    chm_status rc = chm_vulkan_open(&o, &be, &err);
-    if (rc == CHM_ERR_UNSUPPORTED) cr_skip_test("no Vulkan device here: %s", err.msg);
-    cr_assert_eq(rc, CHM_OK, "cannot open vulkan: %s", err.msg);
-    return be;
-}
-
-/* Close, then require a silent validation layer. */
-static void vk_close(chm_backend *be) {
-    chm_backend_close(be);
-    cr_assert_eq(chm_vulkan_validation_messages(), 0,
-                 "the validation layer reported %llu messages (printed on stderr)",
-                 (unsigned long long)chm_vulkan_validation_messages());
-}
-
-/* ---- the harness ---- */
-
-typedef enum role { IN, OUT, ACC, IDS } role;
-
-typedef struct arg {
-    role role;
-    int ndim;
-    int64_t shape[4];
-    double lo, hi;  /* random range (IDS: ids in [lo, hi)) */
-} arg;
-
-/* Calls the op on a backend with its tensors in argument order. */
-typedef chm_status (*op_fn)(chm_backend *be, const chm_tensor *const *t, const void *ctx);
-
-#define MAX_ARGS 8
-
-typedef struct side {
-    tt_tensor t[MAX_ARGS];
-    const chm_tensor *p[MAX_ARGS];
-} side;
-
-static void side_alloc(chm_backend *be, side *s, int n, const arg *a) {
-    for (int i = 0; i < n; i++) {
-        s->t[i] = tt_alloc(be, a[i].role == IDS ? CHM_I32 : CHM_F32, a[i].ndim, a[i].shape);
-        s->p[i] = &s->t[i].t;
-    }
-}
-
-/* The same random contents on both sides; NaN in the outputs. */
-static void fill_inputs(side *c, side *v, chm_backend *cpu, chm_backend *vk, int n, const arg *a,
-                        tt_rng *rng) {
-    for (int i = 0; i < n; i++) {
-        int64_t m = chm_tensor_numel(&c->t[i].t);
-        if (a[i].role == OUT) {
-            tt_poison(cpu, &c->t[i]);
-            tt_poison(vk, &v->t[i]);
-        } else if (a[i].role == IDS) {
-            int32_t *ids = malloc((size_t)(m ? m : 1) * sizeof *ids);
-            for (int64_t k = 0; k < m; k++) ids[k] = (int32_t)floor(tt_uniform(rng, a[i].lo, a[i].hi));
-            tt_upload_i32(cpu, &c->t[i], ids);
-            tt_upload_i32(vk, &v->t[i], ids);
-            free(ids);
-        } else {
-            double *h = tt_dalloc(m);
-            tt_fill_uniform(rng, h, m, a[i].lo, a[i].hi);
-            tt_upload(cpu, &c->t[i], h);
-            tt_upload(vk, &v->t[i], h);
-            free(h);
-        }
-    }
-}
-
-/* The two backends one test compares (opened once per test: opening costs ~0.1 s). */
-typedef struct pair {
-    chm_backend *cpu, *vk;
-} pair;
-
-static pair pair_open(void) {
-    pair p = {tt_open_cpu(), vk_open()};
-    return p;
-}
-
-static void pair_close(pair *p) {
-    chm_backend_close(p->cpu);
-    vk_close(p->vk);
-}
-
-/* Run the op on both backends and compare every output. */
-static void check_op(pair *bp, const char *what, int n, const arg *a, op_fn fn, const void *ctx,
-                     double atol, double rtol, uint64_t seed) {
-    chm_backend *cpu = bp->cpu, *vk = bp->vk;
-    tt_rng rng = tt_rng_make(seed);
-    side c, v;
-    side_alloc(cpu, &c, n, a);
-    side_alloc(vk, &v, n, a);
-    fill_inputs(&c, &v, cpu, vk, n, a, &rng);
-    cr_assert_eq(fn(cpu, c.p, ctx), CHM_OK, "%s on cpu: %s", what, cpu->err.msg);
-    cr_assert_eq(fn(vk, v.p, ctx), CHM_OK, "%s on vulkan: %s", what, vk->err.msg);
-    cr_assert_eq(chm_sync(vk), CHM_OK, "%s: sync: %s", what, vk->err.msg);
-    for (int i = 0; i < n; i++) {
-        if (a[i].role != OUT && a[i].role != ACC) continue;
-        int64_t m = chm_tensor_numel(&c.t[i].t);
-        double *want = tt_dalloc(m), *got = tt_dalloc(m);
-        tt_download(cpu, &c.t[i], want);
-        tt_download(vk, &v.t[i], got);
-        char label[160];
-        char shape[64];
-        snprintf(label, sizeof label, "%s, argument %d %s", what, i,
-                 chm_tensor_describe(&c.t[i].t, shape, sizeof shape));
-        tt_assert_close(label, got, want, m, atol, rtol);
-        free(want);
-        free(got);
-    }
-    for (int i = 0; i < n; i++) {
-        tt_free(&c.t[i]);
-        tt_free(&v.t[i]);
-    }
-}
-
-#define A1(role, d0, lo, hi) {role, 1, {d0, 1, 1, 1}, lo, hi}
-#define A2(role, d0, d1, lo, hi) {role, 2, {d0, d1, 1, 1}, lo, hi}
+#include "vk_harness.h"
 
 /* Sizes: one element, odd, and more than one workgroup. */
 static const int64_t SIZES[] = {1, 37, 1000, 4099};
@@ -488,8 +352,15 @@ Test(vulkan, refuses_f64_compute_and_missing_ops) {
     tt_tensor x = tt_alloc(vk, CHM_F64, 1, (int64_t[]){8});
     cr_assert_eq(chm_add(vk, &x.t, &x.t, &x.t), CHM_ERR_DTYPE);
     cr_assert(strstr(vk->err.msg, "add") && strstr(vk->err.msg, "f32"), "%s", vk->err.msg);
+    /* A missing entry (as during development): the table with matmul taken out. */
+    chm_backend_ops ops = *vk->ops;
+    const chm_backend_ops *saved = vk->ops;
+    ops.matmul = NULL;
+    vk->ops = &ops;
     tt_tensor a = tt_alloc(vk, CHM_F32, 2, (int64_t[]){4, 4});
-    cr_assert_eq(chm_matmul(vk, &a.t, &a.t, &a.t, NULL, false, false, 1, 0), CHM_ERR_UNSUPPORTED);
+    chm_status rc_missing = chm_matmul(vk, &a.t, &a.t, &a.t, NULL, false, false, 1, 0);
+    vk->ops = saved;
+    cr_assert_eq(rc_missing, CHM_ERR_UNSUPPORTED);
     cr_assert(strstr(vk->err.msg, "vulkan") != NULL, "%s", vk->err.msg);
     tt_free(&x), tt_free(&a);
     vk_close(vk);

@@ -38,7 +38,7 @@ cc -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -Wall -Wextra -Werror -fopenmp -Iinclu
     tools/cuda_opcheck.c -o "$out/bin/cuda_opcheck" -Wl,--as-needed "$build/libchimera.a" \
     "$build/libchimera_cuda.a" -L/usr/local/cuda/lib64 -lcudart -lcublasLt -lcublas \
     $(pkg-config --libs openblas yaml-0.1 jansson libpcre2-8 libzstd zlib) -lutf8proc -lm \
-    -lstdc++ -Wl,-rpath,'$ORIGIN/../lib'
+    -lstdc++ $([ "$vulkan" = ON ] && echo -lvulkan) -Wl,-rpath,'$ORIGIN/../lib'
 for b in chimera chimera_tests; do
     if [ -x "$build/$b" ] && [ "$build/$b" -nt "$build/libchimera.a" ]; then cp "$build/$b" "$out/bin/"; fi
 done

@@ -29,6 +29,24 @@ static const chm_backend_ops vulkan_ops = {
     .event_record = chm_vk_event_record,
     .event_elapsed_ms = chm_vk_event_elapsed_ms,
     .event_destroy = chm_vk_event_destroy,
+    /* vk-a */
+    .matmul = chm_vk_matmul,
+    .matmul_grouped = chm_vk_matmul_grouped,
+    .rope_fwd = chm_vk_rope_fwd,
+    .rope_bwd = chm_vk_rope_bwd,
+    .exp_fwd = chm_vk_exp_fwd,
+    .exp_bwd = chm_vk_exp_bwd,
+    .row_scale_fwd = chm_vk_row_scale_fwd,
+    .row_scale_bwd = chm_vk_row_scale_bwd,
+    .bce_logits = chm_vk_bce_logits,
+    .gather_rows = chm_vk_gather_rows,
+    .scatter_add_rows = chm_vk_scatter_add_rows,
+    .router_topk = chm_vk_router_topk,
+    .router_topk_bwd = chm_vk_router_topk_bwd,
+    .select_topk = chm_vk_select_topk,
+    .cross_entropy = chm_vk_cross_entropy,
+    .moe_aux = chm_vk_moe_aux,
+    /* end vk-a */
     .rmsnorm_fwd = chm_vk_rmsnorm_fwd,
     .rmsnorm_bwd = chm_vk_rmsnorm_bwd,
     .swiglu_fwd = chm_vk_swiglu_fwd,
@@ -41,6 +59,15 @@ static const chm_backend_ops vulkan_ops = {
     .sum_rows = chm_vk_sum_rows,
     .adamw_step = chm_vk_adamw_step,
     .sum_squares = chm_vk_sum_squares,
+    /* helper vk-b: attention, selective scan, causal conv1d */
+    .attention_fwd = chm_vk_attention_fwd,
+    .attention_bwd = chm_vk_attention_bwd,
+    .attention_decode = chm_vk_attention_decode,
+    .selective_scan_fwd = chm_vk_selective_scan_fwd,
+    .selective_scan_bwd = chm_vk_selective_scan_bwd,
+    .selective_scan_step = chm_vk_selective_scan_step,
+    .causal_conv1d_fwd = chm_vk_causal_conv1d_fwd,
+    .causal_conv1d_bwd = chm_vk_causal_conv1d_bwd,
 };
 
 chm_status chm_vk_need_f32(chm_backend *be, const char *op, const chm_tensor *t) {

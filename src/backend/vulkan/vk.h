@@ -393,4 +393,107 @@ chm_status chm_vk_adamw_step(chm_backend *be, const chm_tensor *param, const chm
                              const chm_tensor *m, const chm_tensor *v,
                              const chm_tensor *param_lowp, const chm_adamw_args *args);
 
+/* ---- ops of helper vk-a ---- */
+
+/* matmul.c */
+chm_status chm_vk_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                         const chm_tensor *B, const chm_tensor *bias, bool trans_a, bool trans_b,
+                         double alpha, double beta);
+chm_status chm_vk_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                                 const chm_tensor *B, const chm_tensor *counts, bool trans_a,
+                                 bool trans_b, double alpha, double beta);
+
+/* rope.c */
+chm_status chm_vk_rope_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                           double theta, int64_t pos_offset);
+chm_status chm_vk_rope_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
+                           double theta, int64_t pos_offset);
+
+/* exp.c */
+chm_status chm_vk_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                          double alpha);
+chm_status chm_vk_exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
+                          const chm_tensor *out);
+
+/* row_scale.c */
+chm_status chm_vk_row_scale_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                const chm_tensor *s, bool sigmoid);
+chm_status chm_vk_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
+                                const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
+                                bool sigmoid);
+
+/* bce_logits.c */
+chm_status chm_vk_bce_logits(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
+                             const chm_tensor *logits, const chm_tensor *targets,
+                             double grad_scale);
+
+/* rows.c */
+chm_status chm_vk_gather_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                              const chm_tensor *idx);
+chm_status chm_vk_scatter_add_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                   const chm_tensor *idx, const chm_tensor *weights);
+
+/* router.c */
+chm_status chm_vk_router_topk(chm_backend *be, const chm_tensor *gates, const chm_tensor *idx,
+                              const chm_tensor *probs, const chm_tensor *slot_token,
+                              const chm_tensor *slot_ref, const chm_tensor *counts,
+                              const chm_tensor *logits, chm_router_score score,
+                              bool renormalize);
+chm_status chm_vk_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
+                                  const chm_tensor *dgates, const chm_tensor *probs,
+                                  const chm_tensor *idx, chm_router_score score,
+                                  bool renormalize);
+chm_status chm_vk_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores);
+
+/* cross_entropy.c */
+chm_status chm_vk_cross_entropy(chm_backend *be, const chm_tensor *losses,
+                                const chm_tensor *dlogits, const chm_tensor *logits,
+                                const chm_tensor *targets, double grad_scale);
+
+/* moe_aux.c */
+chm_status chm_vk_moe_aux(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
+                          const chm_tensor *logits, const chm_tensor *idx, double balance_scale,
+                          double z_scale);
+
+/* Status codes raised by the shaders above (after CHM_VK_STATUS_EMBEDDING_BWD_ID). */
+enum {
+    CHM_VK_STATUS_GATHER_ROWS_IDX = 3,
+    CHM_VK_STATUS_SCATTER_ADD_ROWS_IDX = 4,
+    CHM_VK_STATUS_ROUTER_TOPK_BWD_IDX = 5,
+    CHM_VK_STATUS_CROSS_ENTROPY_TARGET = 6,
+    CHM_VK_STATUS_MOE_AUX_IDX = 7,
+    CHM_VK_STATUS_MATMUL_GROUPED_COUNT = 8
+};
+/* ---- end of vk-a ops ---- */
+
+/* ---- helper vk-b: attention, selective scan, causal conv1d ---- */
+
+/* attention.c */
+chm_status chm_vk_attention_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *lse,
+                                const chm_tensor *q, const chm_tensor *k, const chm_tensor *v,
+                                double scale);
+chm_status chm_vk_attention_bwd(chm_backend *be, const chm_tensor *dq, const chm_tensor *dk,
+                                const chm_tensor *dv, const chm_tensor *dout,
+                                const chm_tensor *q, const chm_tensor *k, const chm_tensor *v,
+                                const chm_tensor *out, const chm_tensor *lse, double scale);
+chm_status chm_vk_attention_decode(chm_backend *be, const chm_tensor *out, const chm_tensor *q,
+                                   const chm_tensor *k, const chm_tensor *v, double scale);
+
+/* selective_scan.c */
+chm_status chm_vk_selective_scan_fwd(chm_backend *be, const chm_tensor *y,
+                                     const chm_scan_args *a);
+chm_status chm_vk_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
+                                     const chm_tensor *dy, const chm_scan_args *a);
+chm_status chm_vk_selective_scan_step(chm_backend *be, const chm_tensor *y, const chm_tensor *h,
+                                      const chm_scan_args *a);
+
+/* causal_conv1d.c */
+chm_status chm_vk_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                    const chm_tensor *w, const chm_tensor *bias, bool silu);
+chm_status chm_vk_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
+                                    const chm_tensor *dbias, const chm_tensor *dout,
+                                    const chm_tensor *x, const chm_tensor *w,
+                                    const chm_tensor *bias, bool silu);
+/* ---- end of helper vk-b ---- */
+
 #endif

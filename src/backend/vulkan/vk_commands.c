@@ -199,16 +199,31 @@ chm_status chm_vk_flush_wait(chm_vk *vk) {
     return CHM_OK;
 }
 
+/* What each status code means: the op, the array, and the range its values must be in. */
+static const char *const status_what[][3] = {
+    [CHM_VK_STATUS_EMBEDDING_FWD_ID] = {"embedding_fwd", "ids", "the rows of the table"},
+    [CHM_VK_STATUS_EMBEDDING_BWD_ID] = {"embedding_bwd", "ids", "the rows of the table"},
+    [CHM_VK_STATUS_GATHER_ROWS_IDX] = {"gather_rows", "idx", "the rows of x"},
+    [CHM_VK_STATUS_SCATTER_ADD_ROWS_IDX] = {"scatter_add_rows", "idx", "the rows of out"},
+    [CHM_VK_STATUS_ROUTER_TOPK_BWD_IDX] = {"router_topk_bwd", "idx", "the experts"},
+    [CHM_VK_STATUS_CROSS_ENTROPY_TARGET] = {"cross_entropy", "targets", "the vocabulary"},
+    [CHM_VK_STATUS_MOE_AUX_IDX] = {"moe_aux", "idx", "the experts"},
+    [CHM_VK_STATUS_MATMUL_GROUPED_COUNT] = {"matmul_grouped", "counts", "the capacity (inclusive)"},
+};
+
 chm_status chm_vk_status_check(chm_vk *vk) {
     uint32_t *w = vk->status.map;
     if (w[0] == CHM_VK_STATUS_OK) return CHM_OK;
-    uint32_t code = w[0], row = w[1], id = w[2], rows = w[3];
+    uint32_t code = w[0], pos = w[1], val = w[2], bound = w[3];
     memset(w, 0, 4 * sizeof *w);
-    const char *op = code == CHM_VK_STATUS_EMBEDDING_FWD_ID ? "embedding_fwd" : "embedding_bwd";
+    size_t n = sizeof status_what / sizeof status_what[0];
+    if (code >= n || !status_what[code][0])
+        return CHM_ERR(&vk->be->err, CHM_ERR_INTERNAL, "vulkan: unknown shader status code %u",
+                       code);
     return CHM_ERR(&vk->be->err, CHM_ERR_INVALID_ARG,
-                   "%s (recorded since the last sync): ids[%u] = %d is outside [0, %u), the rows "
-                   "of the table; check the tokenizer's vocabulary size against the model's",
-                   op, row, (int32_t)id, rows);
+                   "%s (recorded since the last sync): %s[%u] = %d is outside [0, %u), %s",
+                   status_what[code][0], status_what[code][1], pos, (int32_t)val, bound,
+                   status_what[code][2]);
 }
 
 chm_status chm_vk_sync(chm_backend *be) {
@@ -270,7 +285,7 @@ static chm_status frame_for_command(chm_vk *vk, chm_vk_frame **f) {
 chm_status chm_vk_record_copy(chm_vk *vk, VkBuffer src, VkDeviceSize soff, VkBuffer dst,
                               VkDeviceSize doff, VkDeviceSize size, const chm_vk_range *dev,
                               bool dev_write) {
-    chm_vk_frame *f;
+    chm_vk_frame *f = NULL;
     CHM_TRY(frame_for_command(vk, &f));
     CHM_TRY(dev_write ? track(vk, f, NULL, 0, dev, 1) : track(vk, f, dev, 1, NULL, 0));
     VkBufferCopy region = {soff, doff, size};
@@ -390,7 +405,7 @@ chm_status chm_vk_run(chm_vk *vk, const chm_vk_dispatch *d) {
     memcpy(spec + 2, d->spec, (size_t)d->nspec * sizeof *spec);
     VkPipeline pipe;
     CHM_TRY(chm_vk_pipeline_get(vk, shader, b.n, spec, 2 + d->nspec, &pipe));
-    chm_vk_frame *f;
+    chm_vk_frame *f = NULL;
     CHM_TRY(frame_for_command(vk, &f));
     CHM_TRY(bind_descriptors(vk, &f, &b));
     CHM_TRY(track(vk, f, b.rd, b.nrd, b.wr, b.nwr));
@@ -446,7 +461,7 @@ chm_status chm_vk_event_record(chm_backend *be, chm_event *ev) {
         ev->recorded = true;
         return CHM_OK;
     }
-    chm_vk_frame *f;
+    chm_vk_frame *f = NULL;
     CHM_TRY(frame_for_command(vk, &f));
     vkCmdResetQueryPool(f->cmd, ev->pool, 0, 1);
     vkCmdWriteTimestamp(f->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, ev->pool, 0);

@@ -1,0 +1,106 @@
+/*
+ * causal_conv1d_bwd.comp: backward of causal_conv1d_fwd.comp, ACCUMULATING
+ * into dx, dw and dbias. x, dout, dx [B,T,C]; w, dw [C,W]; bias, dbias [C].
+ * With g = dL/dpre (dout, times silu'(pre) when the forward fused SiLU):
+ *   dx[b,s,c] += sum_j g[b, s+(W-1)-j, c] * w[c,j]    (terms with s+(W-1)-j < T)
+ *   dw[c,j]   += sum_{b,t} g[b,t,c] * x[b, t-(W-1)+j, c]
+ *   dbias[c]  += sum_{b,t} g[b,t,c]
+ * Variants:
+ *   causal_conv1d_bwd_grad (-DGRAD): g [B,T,C] = dout * silu'(pre), pre
+ *     recomputed from x, w, bias (only run when SiLU was fused);
+ *   causal_conv1d_bwd_dx (-DDX): one invocation per element of dx;
+ *   causal_conv1d_bwd_dw (-DDW): one invocation per (row chunk k, c, j) with
+ *     j = W standing for dbias; rows (b,t) of the chunk are added in order,
+ *     into dw/dbias; causal_conv1d_bwd_dw_partial (-DDW -DPARTIAL) writes the
+ *     chunk sums part_w [K,C*W] and part_b [K,C] instead, which sum_rows then
+ *     adds in chunk order (deterministic, no atomics).
+ */
+#version 450
+#include "common.glsl"
+
+#if defined(GRAD)
+
+layout(binding = 0) readonly buffer X { float x[]; };
+layout(binding = 1) readonly buffer W { float w[]; };
+layout(binding = 2) readonly buffer Bias { float bias[]; };  /* dummy without a bias */
+layout(binding = 3) readonly buffer Dout { float dout[]; };
+layout(binding = 4) writeonly buffer G { float g[]; };
+
+layout(push_constant) uniform Push {
+    uint off[5];
+    uint n, T, C, W;
+    uint has_bias;
+} p;
+
+void main() {
+    uint i = chm_index();
+    if (i >= p.n) return;
+    uint c = i % p.C, row = i / p.C, t = row % p.T;
+    float s = p.has_bias != 0u ? bias[p.off[2] + c] : 0.0;
+    uint j0 = t + 1u >= p.W ? 0u : p.W - 1u - t;
+    for (uint j = j0; j < p.W; j++)
+        s += w[p.off[1] + c * p.W + j] * x[p.off[0] + (row + j + 1u - p.W) * p.C + c];
+    float sg = 1.0 / (1.0 + exp(-s));
+    g[p.off[4] + i] = dout[p.off[3] + i] * sg * (1.0 + s * (1.0 - sg));
+}
+
+#elif defined(DX)
+
+layout(binding = 0) readonly buffer G { float g[]; };
+layout(binding = 1) readonly buffer W { float w[]; };
+layout(binding = 2) buffer Dx { float dx[]; };
+
+layout(push_constant) uniform Push {
+    uint off[3];
+    uint n, T, C, W;
+} p;
+
+void main() {
+    uint i = chm_index();
+    if (i >= p.n) return;
+    uint c = i % p.C, row = i / p.C, s = row % p.T;
+    /* output time s+(W-1)-j must stay below T: j >= s+W-T */
+    uint j0 = s + p.W > p.T ? s + p.W - p.T : 0u;
+    float acc = 0.0;
+    for (uint j = j0; j < p.W; j++)
+        acc += g[p.off[0] + (row + p.W - 1u - j) * p.C + c] * w[p.off[1] + c * p.W + j];
+    dx[p.off[2] + i] += acc;
+}
+
+#else /* DW */
+
+layout(binding = 0) readonly buffer G { float g[]; };
+layout(binding = 1) readonly buffer X { float x[]; };
+layout(binding = 2) buffer Dw { float dw[]; };      /* dw [C,W], or part_w [K,C*W] */
+layout(binding = 3) buffer Dbias { float db[]; };   /* dbias [C] or part_b [K,C]; dummy if absent */
+
+layout(push_constant) uniform Push {
+    uint off[4];
+    uint rows, T, C, W;  /* rows = B*T */
+    uint rows_per_chunk, chunks, has_dbias;
+} p;
+
+void main() {
+    uint i = chm_index(), taps = p.W + 1u;
+    if (i >= p.chunks * p.C * taps) return;
+    uint j = i % taps, c = (i / taps) % p.C, k = i / (taps * p.C);
+    if (j == p.W && p.has_dbias == 0u) return;
+    uint r0 = k * p.rows_per_chunk, r1 = min(p.rows, r0 + p.rows_per_chunk);
+    float s = 0.0;
+    for (uint r = r0; r < r1; r++) {
+        float gv = g[p.off[0] + r * p.C + c];
+        if (j == p.W) {
+            s += gv;
+        } else if (r % p.T + j + 1u >= p.W) {  /* tap j reads time t-(W-1)+j >= 0 */
+            s += gv * x[p.off[1] + (r + j + 1u - p.W) * p.C + c];
+        }
+    }
+#ifdef PARTIAL
+    if (j == p.W) db[p.off[3] + k * p.C + c] = s;
+    else dw[p.off[2] + k * p.C * p.W + c * p.W + j] = s;
+#else
+    if (j == p.W) db[p.off[3] + c] += s;
+    else dw[p.off[2] + c * p.W + j] += s;
+#endif
+}
+#endif

@@ -1,0 +1,126 @@
+/*
+ * causal_conv1d.c: the vulkan backend's depthwise causal conv1d over time,
+ * forward and backward (shaders causal_conv1d_fwd.comp, causal_conv1d_bwd.comp).
+ *
+ * x, out [B,T,C], w [C,W], bias [C] optional:
+ *   out[b,t,c] = bias[c] + sum_j w[c,j] * x[b,t-(W-1)+j,c], then SiLU when fused.
+ * Forward: one invocation per output element. Backward (ACCUMULATES into dx,
+ * dw and dbias): with SiLU, g = dout * silu'(pre) goes to a scratch tensor
+ * first (pre recomputed); dx is one invocation per element; dw and dbias
+ * sum over the B*T rows in fixed chunks of rows and then over the chunks in
+ * order (chm_vk_colsum_plan), so results do not depend on scheduling.
+ */
+#include "vk.h"
+
+enum { CONV_HAS_BIAS = 1, CONV_SILU = 2 }; /* causal_conv1d_fwd.comp's flags */
+
+chm_status chm_vk_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                    const chm_tensor *w, const chm_tensor *bias, bool silu) {
+    CHM_TRY(chm_vk_need_f32(be, "causal_conv1d_fwd", x));
+    chm_vk *vk = chm_vk_ctx(be);
+    struct {
+        uint32_t n, T, C, W, flags;
+    } pc = {(uint32_t)chm_tensor_numel(x), (uint32_t)x->shape[1], (uint32_t)x->shape[2],
+            (uint32_t)w->shape[1], (bias ? CONV_HAS_BIAS : 0u) | (silu ? CONV_SILU : 0u)};
+    chm_vk_dispatch d = {
+        .shader = "causal_conv1d_fwd", .nbind = 4, .bind = {x, w, bias, out},
+        .writes = 1u << 3, .push = &pc, .push_size = sizeof pc,
+        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+    };
+    return chm_vk_run(vk, &d);
+}
+
+/* Sizes of one backward call. */
+typedef struct conv_dims {
+    uint32_t n, T, C, W; /* n = B*T*C */
+} conv_dims;
+
+/* g [B,T,C] = dout * silu'(pre) (only when the forward fused SiLU). */
+static chm_status conv_grad(chm_vk *vk, const conv_dims *s, const chm_tensor *g,
+                            const chm_tensor *dout, const chm_tensor *x, const chm_tensor *w,
+                            const chm_tensor *bias) {
+    struct {
+        conv_dims s;
+        uint32_t has_bias;
+    } pc = {*s, bias != NULL};
+    chm_vk_dispatch d = {
+        .shader = "causal_conv1d_bwd_grad", .nbind = 5, .bind = {x, w, bias, dout, g},
+        .writes = 1u << 4, .push = &pc, .push_size = sizeof pc,
+        .groups = chm_vk_groups(s->n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+    };
+    return chm_vk_run(vk, &d);
+}
+
+/* dx += the transposed convolution of g. */
+static chm_status conv_dx(chm_vk *vk, const conv_dims *s, const chm_tensor *dx,
+                          const chm_tensor *g, const chm_tensor *w) {
+    chm_vk_dispatch d = {
+        .shader = "causal_conv1d_bwd_dx", .nbind = 3, .bind = {g, w, dx}, .writes = 1u << 2,
+        .push = s, .push_size = sizeof *s,
+        .groups = chm_vk_groups(s->n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+    };
+    return chm_vk_run(vk, &d);
+}
+
+/* dw/dbias (or their chunk sums part_w [K,C*W], part_b [K,C] when partial) from g and x. */
+static chm_status conv_dw(chm_vk *vk, const conv_dims *s, bool partial, const chm_tensor *dw,
+                          const chm_tensor *db, const chm_tensor *g, const chm_tensor *x,
+                          chm_vk_colsum_plan plan) {
+    struct {
+        uint32_t rows, T, C, W, per, chunks, has_dbias;
+    } pc = {s->n / s->C, s->T, s->C, s->W, plan.rows_per_chunk, plan.chunks, db != NULL};
+    chm_vk_dispatch d = {
+        .shader = partial ? "causal_conv1d_bwd_dw_partial" : "causal_conv1d_bwd_dw",
+        .nbind = 4, .bind = {g, x, dw, db}, .writes = 3u << 2, .push = &pc,
+        .push_size = sizeof pc,
+        .groups = chm_vk_groups((int64_t)plan.chunks * s->C * (s->W + 1), vk->caps.wg_elem),
+        .wg = vk->caps.wg_elem,
+    };
+    return chm_vk_run(vk, &d);
+}
+
+/* dw and dbias through chunk partials summed in order (plan.chunks > 1). */
+static chm_status conv_dw_chunked(chm_backend *be, const conv_dims *s, const chm_tensor *dw,
+                                  const chm_tensor *dbias, const chm_tensor *g,
+                                  const chm_tensor *x, chm_vk_colsum_plan plan) {
+    chm_vk *vk = chm_vk_ctx(be);
+    int64_t K = plan.chunks, CW = (int64_t)s->C * s->W;
+    chm_tensor part, pw, pb;
+    CHM_TRY(chm_vk_scratch(be, CHM_F32, K * (CW + s->C), &part));
+    chm_status rc = chm_tensor_view(&part, 0, 1, (int64_t[]){K * CW}, &pw, &be->err);
+    if (!rc) rc = chm_tensor_view(&part, K * CW, 1, (int64_t[]){K * s->C}, &pb, &be->err);
+    if (!rc) rc = conv_dw(vk, s, true, &pw, dbias ? &pb : NULL, g, x, plan);
+    if (!rc) rc = chm_vk_colsum_finish(vk, dw, &pw, plan.chunks, CW);
+    if (!rc && dbias) rc = chm_vk_colsum_finish(vk, dbias, &pb, plan.chunks, s->C);
+    chm_vk_scratch_free(be, &part);
+    return rc;
+}
+
+/* dx, dw and dbias from g = dL/dpre. */
+static chm_status conv_bwd_from_g(chm_backend *be, const conv_dims *s, const chm_tensor *dx,
+                                  const chm_tensor *dw, const chm_tensor *dbias,
+                                  const chm_tensor *g, const chm_tensor *x, const chm_tensor *w) {
+    chm_vk *vk = chm_vk_ctx(be);
+    CHM_TRY(conv_dx(vk, s, dx, g, w));
+    chm_vk_colsum_plan plan =
+        chm_vk_colsum_plan_make((int64_t)(s->n / s->C), (int64_t)s->C * (s->W + 1));
+    if (plan.chunks == 1) return conv_dw(vk, s, false, dw, dbias, g, x, plan);
+    return conv_dw_chunked(be, s, dw, dbias, g, x, plan);
+}
+
+chm_status chm_vk_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
+                                    const chm_tensor *dbias, const chm_tensor *dout,
+                                    const chm_tensor *x, const chm_tensor *w,
+                                    const chm_tensor *bias, bool silu) {
+    CHM_TRY(chm_vk_need_f32(be, "causal_conv1d_bwd", x));
+    conv_dims s = {(uint32_t)chm_tensor_numel(x), (uint32_t)x->shape[1], (uint32_t)x->shape[2],
+                   (uint32_t)w->shape[1]};
+    if (s.n == 0) return CHM_OK;
+    if (!silu) return conv_bwd_from_g(be, &s, dx, dw, dbias, dout, x, w);
+    chm_tensor g;
+    CHM_TRY(chm_vk_scratch(be, CHM_F32, s.n, &g));
+    chm_status rc = conv_grad(chm_vk_ctx(be), &s, &g, dout, x, w, bias);
+    if (!rc) rc = conv_bwd_from_g(be, &s, dx, dw, dbias, &g, x, w);
+    chm_vk_scratch_free(be, &g);
+    return rc;
+}

@@ -1,0 +1,38 @@
+/*
+ * exp.c: the vulkan backend's scaled exponential, forward and backward
+ * (shader exp.comp), one invocation per element of any shape:
+ *   out = alpha * exp(x)   (out may alias x exactly)
+ *   dx += dout * out       (ACCUMULATES)
+ */
+#include "vk.h"
+
+chm_status chm_vk_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                          double alpha) {
+    CHM_TRY(chm_vk_need_f32(be, "exp_fwd", x));
+    chm_vk *vk = chm_vk_ctx(be);
+    struct {
+        uint32_t n;
+        float alpha;
+    } pc = {(uint32_t)chm_tensor_numel(x), (float)alpha};
+    chm_vk_dispatch d = {
+        .shader = "exp_fwd", .nbind = 2, .bind = {x, out}, .writes = 1u << 1,
+        .push = &pc, .push_size = sizeof pc,
+        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+    };
+    return chm_vk_run(vk, &d);
+}
+
+chm_status chm_vk_exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
+                          const chm_tensor *out) {
+    CHM_TRY(chm_vk_need_f32(be, "exp_bwd", out));
+    chm_vk *vk = chm_vk_ctx(be);
+    struct {
+        uint32_t n;
+    } pc = {(uint32_t)chm_tensor_numel(out)};
+    chm_vk_dispatch d = {
+        .shader = "exp_bwd", .nbind = 3, .bind = {dout, out, dx}, .writes = 1u << 2,
+        .push = &pc, .push_size = sizeof pc,
+        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+    };
+    return chm_vk_run(vk, &d);
+}

@@ -1,0 +1,91 @@
+/*
+ * router.c: the vulkan backend's MoE router top-k (forward and backward) and
+ * MoD top-k selection (shaders router_topk.comp, router_topk_bwd.comp,
+ * select_topk.comp); contracts in backend.h, the same choices as the cpu
+ * backend: experts ranked by logit, ties to the lower index, NaN last.
+ *
+ * router_topk: logits [R,E] -> probs [R,E], idx [R,K], gates [R,K] (one
+ *   invocation per row), then the capacity dispatch plan slot_token,
+ *   slot_ref [E,cap] and counts [E] in token order (one workgroup per
+ *   expert, a running prefix sum over the R*K assignments).
+ * router_topk_bwd: dlogits [R,E] ACCUMULATES, one invocation per row; an
+ *   idx entry that names no expert is reported as CHM_ERR_INVALID_ARG by the
+ *   next chm_sync or download.
+ * select_topk: scores [R,C] -> idx [R,K] in increasing column order, one
+ *   workgroup per row.
+ * All integer and float results are deterministic.
+ */
+#include "vk.h"
+
+enum { ROUTER_SIGMOID = 1, ROUTER_RENORM = 2 };
+
+static uint32_t router_flags(chm_router_score score, bool renormalize) {
+    return (score == CHM_ROUTER_SIGMOID ? ROUTER_SIGMOID : 0) | (renormalize ? ROUTER_RENORM : 0);
+}
+
+/* slot_token, slot_ref [E,cap] and counts [E] from idx [R,K]. */
+static chm_status dispatch_plan(chm_vk *vk, const chm_tensor *slot_token,
+                                const chm_tensor *slot_ref, const chm_tensor *counts,
+                                const chm_tensor *idx) {
+    struct {
+        uint32_t RK, K, cap;
+    } pc = {(uint32_t)chm_tensor_numel(idx), (uint32_t)idx->shape[1],
+            (uint32_t)slot_token->shape[1]};
+    chm_vk_dispatch d = {
+        .shader = "router_topk_plan", .nbind = 4, .bind = {idx, slot_token, slot_ref, counts},
+        .writes = 7u << 1, .push = &pc, .push_size = sizeof pc,
+        .groups = (uint32_t)counts->shape[0], .wg = vk->caps.wg_row,
+    };
+    return chm_vk_run(vk, &d);
+}
+
+chm_status chm_vk_router_topk(chm_backend *be, const chm_tensor *gates, const chm_tensor *idx,
+                              const chm_tensor *probs, const chm_tensor *slot_token,
+                              const chm_tensor *slot_ref, const chm_tensor *counts,
+                              const chm_tensor *logits, chm_router_score score,
+                              bool renormalize) {
+    CHM_TRY(chm_vk_need_f32(be, "router_topk", logits));
+    chm_vk *vk = chm_vk_ctx(be);
+    struct {
+        uint32_t R, E, K, flags;
+    } pc = {(uint32_t)logits->shape[0], (uint32_t)logits->shape[1], (uint32_t)idx->shape[1],
+            router_flags(score, renormalize)};
+    chm_vk_dispatch d = {
+        .shader = "router_topk_route", .nbind = 4, .bind = {logits, gates, idx, probs},
+        .writes = 7u << 1, .push = &pc, .push_size = sizeof pc,
+        .groups = chm_vk_groups(pc.R, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+    };
+    CHM_TRY(chm_vk_run(vk, &d));
+    return dispatch_plan(vk, slot_token, slot_ref, counts, idx);
+}
+
+chm_status chm_vk_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
+                                  const chm_tensor *dgates, const chm_tensor *probs,
+                                  const chm_tensor *idx, chm_router_score score,
+                                  bool renormalize) {
+    CHM_TRY(chm_vk_need_f32(be, "router_topk_bwd", dlogits));
+    chm_vk *vk = chm_vk_ctx(be);
+    struct {
+        uint32_t R, E, K, flags;
+    } pc = {(uint32_t)dlogits->shape[0], (uint32_t)dlogits->shape[1], (uint32_t)idx->shape[1],
+            router_flags(score, renormalize)};
+    chm_vk_dispatch d = {
+        .shader = "router_topk_bwd", .nbind = 4, .bind = {dgates, probs, idx, dlogits},
+        .writes = 1u << 3, .status = true, .push = &pc, .push_size = sizeof pc,
+        .groups = chm_vk_groups(pc.R, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+    };
+    return chm_vk_run(vk, &d);
+}
+
+chm_status chm_vk_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores) {
+    CHM_TRY(chm_vk_need_f32(be, "select_topk", scores));
+    chm_vk *vk = chm_vk_ctx(be);
+    struct {
+        uint32_t R, C, K;
+    } pc = {(uint32_t)scores->shape[0], (uint32_t)scores->shape[1], (uint32_t)idx->shape[1]};
+    chm_vk_dispatch d = {
+        .shader = "select_topk", .nbind = 2, .bind = {scores, idx}, .writes = 1u << 1,
+        .push = &pc, .push_size = sizeof pc, .groups = pc.R, .wg = vk->caps.wg_row,
+    };
+    return chm_vk_run(vk, &d);
+}
