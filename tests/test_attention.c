@@ -272,15 +272,6 @@ Test(attention, backward_accumulates) {
     check_accumulates(CHM_F64);
 }
 
-/* The call fails with `code` and a message holding `needle` (and the op name). */
-static void expect_fail(chm_backend *be, chm_status rc, chm_status code, const char *op,
-                        const char *needle) {
-    cr_assert_eq(rc, code, "expected %s, got %s: %s", chm_status_name(code), chm_status_name(rc),
-                 be->err.msg);
-    cr_assert(strstr(be->err.msg, op) != NULL, "message does not name %s: %s", op, be->err.msg);
-    cr_assert(strstr(be->err.msg, needle) != NULL, "message lacks '%s': %s", needle, be->err.msg);
-}
-
 Test(attention, wrapper_rejects_bad_arguments) {
     chm_backend *be = tt_open_cpu();
     attn_bufs t = attn_alloc(be, CHM_F32, (attn_case){1, 4, 4, 2, 3});
@@ -288,24 +279,24 @@ Test(attention, wrapper_rejects_bad_arguments) {
     tt_tensor lse64 = tt_alloc(be, CHM_F64, 3, (int64_t[]){1, 4, 4});
     tt_tensor lse_bad = tt_alloc(be, CHM_F32, 3, (int64_t[]){1, 4, 3});
     const char *fw = "attention_fwd", *bw = "attention_bwd";
-    expect_fail(be, chm_attention_fwd(be, &odd.out.t, &odd.lse.t, &odd.q.t, &odd.k.t, &odd.v.t, 1),
+    tt_expect_fail(be, chm_attention_fwd(be, &odd.out.t, &odd.lse.t, &odd.q.t, &odd.k.t, &odd.v.t, 1),
                 CHM_ERR_SHAPE, fw, "kv heads");
-    expect_fail(be, chm_attention_fwd(be, &t.out.t, &lse64.t, &t.q.t, &t.k.t, &t.v.t, 1),
+    tt_expect_fail(be, chm_attention_fwd(be, &t.out.t, &lse64.t, &t.q.t, &t.k.t, &t.v.t, 1),
                 CHM_ERR_DTYPE, fw, "lse");
-    expect_fail(be, chm_attention_fwd(be, &t.out.t, &lse_bad.t, &t.q.t, &t.k.t, &t.v.t, 1),
+    tt_expect_fail(be, chm_attention_fwd(be, &t.out.t, &lse_bad.t, &t.q.t, &t.k.t, &t.v.t, 1),
                 CHM_ERR_SHAPE, fw, "lse");
-    expect_fail(be, chm_attention_fwd(be, &t.q.t, &t.lse.t, &t.q.t, &t.k.t, &t.v.t, 1),
+    tt_expect_fail(be, chm_attention_fwd(be, &t.q.t, &t.lse.t, &t.q.t, &t.k.t, &t.v.t, 1),
                 CHM_ERR_INVALID_ARG, fw, "out overlaps q");
-    expect_fail(be, chm_attention_fwd(be, &t.out.t, &t.lse.t, &t.q.t, &t.k.t, &t.v.t, NAN),
+    tt_expect_fail(be, chm_attention_fwd(be, &t.out.t, &t.lse.t, &t.q.t, &t.k.t, &t.v.t, NAN),
                 CHM_ERR_INVALID_ARG, fw, "scale");
-    expect_fail(be, chm_attention_fwd(be, &t.out.t, &t.lse.t, &t.q.t, &t.k.t, &t.v.t, 0),
+    tt_expect_fail(be, chm_attention_fwd(be, &t.out.t, &t.lse.t, &t.q.t, &t.k.t, &t.v.t, 0),
                 CHM_ERR_INVALID_ARG, fw, "scale");
-    expect_fail(be, chm_attention_fwd(be, &t.out.t, &t.lse.t, &t.q.t, &t.k.t, &t.out.t, 1),
+    tt_expect_fail(be, chm_attention_fwd(be, &t.out.t, &t.lse.t, &t.q.t, &t.k.t, &t.out.t, 1),
                 CHM_ERR_SHAPE, fw, "v and k");
-    expect_fail(be, chm_attention_bwd(be, &t.dq.t, &t.dq.t, &t.dv.t, &t.dout.t, &t.q.t, &t.k.t,
+    tt_expect_fail(be, chm_attention_bwd(be, &t.dq.t, &t.dq.t, &t.dv.t, &t.dout.t, &t.q.t, &t.k.t,
                                       &t.v.t, &t.out.t, &t.lse.t, 1),
                 CHM_ERR_SHAPE, bw, "dk");
-    expect_fail(be, chm_attention_bwd(be, &t.dq.t, &t.dk.t, &t.k.t, &t.dout.t, &t.q.t, &t.k.t,
+    tt_expect_fail(be, chm_attention_bwd(be, &t.dq.t, &t.dk.t, &t.k.t, &t.dout.t, &t.q.t, &t.k.t,
                                       &t.v.t, &t.out.t, &t.lse.t, 1),
                 CHM_ERR_INVALID_ARG, bw, "dv overlaps k");
     tt_free(&lse64);
@@ -318,7 +309,7 @@ Test(attention, wrapper_rejects_bad_arguments) {
 Test(attention, cpu_rejects_16_bit_tensors) {
     chm_backend *be = tt_open_cpu();
     attn_bufs t = attn_alloc(be, CHM_BF16, (attn_case){1, 2, 2, 1, 4});
-    expect_fail(be, chm_attention_fwd(be, &t.out.t, &t.lse.t, &t.q.t, &t.k.t, &t.v.t, 1),
+    tt_expect_fail(be, chm_attention_fwd(be, &t.out.t, &t.lse.t, &t.q.t, &t.k.t, &t.v.t, 1),
                 CHM_ERR_DTYPE, "attention_fwd", "bf16");
     attn_free(&t);
     chm_backend_close(be);

@@ -230,15 +230,6 @@ Test(causal_conv1d, backward_accumulates) {
     check_accumulates(CHM_F64);
 }
 
-/* The call fails with `code` and a message holding the op name and `needle`. */
-static void expect_fail(chm_backend *be, chm_status rc, chm_status code, const char *op,
-                        const char *needle) {
-    cr_assert_eq(rc, code, "expected %s, got %s: %s", chm_status_name(code), chm_status_name(rc),
-                 be->err.msg);
-    cr_assert(strstr(be->err.msg, op) != NULL, "message does not name %s: %s", op, be->err.msg);
-    cr_assert(strstr(be->err.msg, needle) != NULL, "message lacks '%s': %s", needle, be->err.msg);
-}
-
 Test(causal_conv1d, wrapper_rejects_bad_arguments) {
     chm_backend *be = tt_open_cpu();
     conv_run s = conv_open(be, CHM_F32, (conv_case){1, 4, 3, 2, true, false}, 81);
@@ -246,21 +237,21 @@ Test(causal_conv1d, wrapper_rejects_bad_arguments) {
     tt_tensor w0 = tt_alloc(be, CHM_F32, 2, (int64_t[]){3, 0});
     tt_tensor b64 = tt_alloc(be, CHM_F64, 1, (int64_t[]){3});
     const char *fw = "causal_conv1d_fwd", *bw = "causal_conv1d_bwd";
-    expect_fail(be, chm_causal_conv1d_fwd(be, &s.out.t, &s.x.t, &w_bad.t, NULL, false),
+    tt_expect_fail(be, chm_causal_conv1d_fwd(be, &s.out.t, &s.x.t, &w_bad.t, NULL, false),
                 CHM_ERR_SHAPE, fw, "w must have shape");
-    expect_fail(be, chm_causal_conv1d_fwd(be, &s.out.t, &s.x.t, &w0.t, NULL, false),
+    tt_expect_fail(be, chm_causal_conv1d_fwd(be, &s.out.t, &s.x.t, &w0.t, NULL, false),
                 CHM_ERR_INVALID_ARG, fw, "W=0");
-    expect_fail(be, chm_causal_conv1d_fwd(be, &s.out.t, &s.x.t, &s.w.t, &b64.t, false),
+    tt_expect_fail(be, chm_causal_conv1d_fwd(be, &s.out.t, &s.x.t, &s.w.t, &b64.t, false),
                 CHM_ERR_DTYPE, fw, "bias");
-    expect_fail(be, chm_causal_conv1d_fwd(be, &s.x.t, &s.x.t, &s.w.t, NULL, true),
+    tt_expect_fail(be, chm_causal_conv1d_fwd(be, &s.x.t, &s.x.t, &s.w.t, NULL, true),
                 CHM_ERR_INVALID_ARG, fw, "out overlaps x");
-    expect_fail(be, chm_causal_conv1d_bwd(be, &s.dx.t, &s.dw.t, &s.db.t, &s.dout.t, &s.x.t,
+    tt_expect_fail(be, chm_causal_conv1d_bwd(be, &s.dx.t, &s.dw.t, &s.db.t, &s.dout.t, &s.x.t,
                                           &s.w.t, NULL, false),
                 CHM_ERR_INVALID_ARG, bw, "dbias is given but bias is absent");
-    expect_fail(be, chm_causal_conv1d_bwd(be, &s.dx.t, &s.dout.t, NULL, &s.dout.t, &s.x.t,
+    tt_expect_fail(be, chm_causal_conv1d_bwd(be, &s.dx.t, &s.dout.t, NULL, &s.dout.t, &s.x.t,
                                           &s.w.t, &s.b.t, false),
                 CHM_ERR_SHAPE, bw, "dw");
-    expect_fail(be, chm_causal_conv1d_bwd(be, &s.dout.t, &s.dw.t, NULL, &s.dout.t, &s.x.t,
+    tt_expect_fail(be, chm_causal_conv1d_bwd(be, &s.dout.t, &s.dw.t, NULL, &s.dout.t, &s.x.t,
                                           &s.w.t, &s.b.t, false),
                 CHM_ERR_INVALID_ARG, bw, "dx overlaps dout");
     tt_free(&w_bad);
@@ -275,7 +266,7 @@ Test(causal_conv1d, cpu_rejects_16_bit_tensors) {
     tt_tensor x = tt_alloc(be, CHM_BF16, 3, (int64_t[]){1, 3, 2});
     tt_tensor out = tt_alloc(be, CHM_BF16, 3, (int64_t[]){1, 3, 2});
     tt_tensor w = tt_alloc(be, CHM_BF16, 2, (int64_t[]){2, 2});
-    expect_fail(be, chm_causal_conv1d_fwd(be, &out.t, &x.t, &w.t, NULL, true), CHM_ERR_DTYPE,
+    tt_expect_fail(be, chm_causal_conv1d_fwd(be, &out.t, &x.t, &w.t, NULL, true), CHM_ERR_DTYPE,
                 "causal_conv1d_fwd", "bf16");
     tt_free(&x);
     tt_free(&out);

@@ -333,15 +333,6 @@ Test(selective_scan, backward_accumulates) {
     check_accumulates(CHM_F64);
 }
 
-/* The call fails with `code` and a message holding the op name and `needle`. */
-static void expect_fail(chm_backend *be, chm_status rc, chm_status code, const char *op,
-                        const char *needle) {
-    cr_assert_eq(rc, code, "expected %s, got %s: %s", chm_status_name(code), chm_status_name(rc),
-                 be->err.msg);
-    cr_assert(strstr(be->err.msg, op) != NULL, "message does not name %s: %s", op, be->err.msg);
-    cr_assert(strstr(be->err.msg, needle) != NULL, "message lacks '%s': %s", needle, be->err.msg);
-}
-
 Test(selective_scan, wrapper_rejects_bad_arguments) {
     chm_backend *be = tt_open_cpu();
     scan_case c = {1, 3, 4, 2, false, true, true, true};
@@ -352,20 +343,20 @@ Test(selective_scan, wrapper_rejects_bad_arguments) {
     tt_tensor z64 = tt_alloc(be, CHM_F64, 3, (int64_t[]){1, 3, 4});
     chm_scan_args b = a;
     b.Bm = &bad_bm.t;
-    expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_SHAPE, fw, "Bm");
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_SHAPE, fw, "Bm");
     b = a;
     b.z = &z64.t;
-    expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_DTYPE, fw, "z");
-    expect_fail(be, chm_selective_scan_fwd(be, &s.t[IZ].t, &a), CHM_ERR_INVALID_ARG, fw,
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_DTYPE, fw, "z");
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &s.t[IZ].t, &a), CHM_ERR_INVALID_ARG, fw,
                 "y overlaps z");
     chm_scan_grads g = {.dD = &s.g[ID].t};
-    expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &a), CHM_ERR_INVALID_ARG, bw,
+    tt_expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &a), CHM_ERR_INVALID_ARG, bw,
                 "dD is given but D is absent");
     g = (chm_scan_grads){.dz = &s.g[IBM].t};
-    expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &a), CHM_ERR_SHAPE, bw,
+    tt_expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &a), CHM_ERR_SHAPE, bw,
                 "dz and z must match");
     g = (chm_scan_grads){.du = &s.g[IU].t, .dz = &s.g[IU].t};
-    expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &a), CHM_ERR_INVALID_ARG, bw,
+    tt_expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &a), CHM_ERR_INVALID_ARG, bw,
                 "du overlaps dz");
     tt_free(&bad_bm);
     tt_free(&z64);
@@ -381,7 +372,7 @@ Test(selective_scan, cpu_rejects_16_bit_tensors) {
     for (int i = 0; i < 5; i++) t[i] = tt_alloc(be, CHM_F16, nd[i], shapes[i]);
     y = tt_alloc(be, CHM_F16, 3, shapes[0]);
     chm_scan_args a = {&t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, NULL, NULL, NULL, true};
-    expect_fail(be, chm_selective_scan_fwd(be, &y.t, &a), CHM_ERR_DTYPE, "selective_scan_fwd",
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &y.t, &a), CHM_ERR_DTYPE, "selective_scan_fwd",
                 "f16");
     for (int i = 0; i < 5; i++) tt_free(&t[i]);
     tt_free(&y);

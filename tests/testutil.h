@@ -145,6 +145,15 @@ static inline double tt_rel_l2(const double *got, const double *want, int64_t n)
     return sqrt(num) / (den > 1e-300 ? sqrt(den) : 1e-150);
 }
 
+/* The call returned `code` and be->err's message names `op` and holds `needle`. */
+static inline void tt_expect_fail(chm_backend *be, chm_status rc, chm_status code, const char *op,
+                                  const char *needle) {
+    cr_assert_eq(rc, code, "expected %s, got %s: %s", chm_status_name(code), chm_status_name(rc),
+                 be->err.msg);
+    cr_assert(strstr(be->err.msg, op) != NULL, "message does not name %s: %s", op, be->err.msg);
+    cr_assert(strstr(be->err.msg, needle) != NULL, "message lacks '%s': %s", needle, be->err.msg);
+}
+
 /* Default tolerances for comparisons against an f64 reference. */
 #define TT_RTOL(dt) ((dt) == CHM_F64 ? 1e-12 : 1e-5)
 #define TT_ATOL(dt) ((dt) == CHM_F64 ? 1e-12 : 1e-5)
