@@ -16,39 +16,13 @@
 #include "chimera/trainer.h"
 #include "ckpt/checkpoint_internal.h"
 #include "testutil.h"
+#include "train_fixture.h"
 
 /* The corpus cache shared by the trainer tests (tokenized once, renamed into place). */
 #define TEST_CACHE "/tmp/chimera-tests-cache/chimera"
 
-/* A model small enough for milliseconds per step, with every block kind. */
-static const char *TINY[] = {
-    "model.d_model=16", "model.n_layers=2", "model.pattern=MA", "model.heads=2",
-    "model.kv_heads=1", "model.mamba.d_state=4", "model.moe.hidden=16", "model.ffn.hidden=32",
-    "model.mod.layers=[1]", "train.micro_batch=2", "train.seq_len=16", "train.steps=6",
-    "train.warmup=2", "train.eval_every=0", "train.save_every=0", "train.eval_batches=2"};
-#define N_TINY ((int)(sizeof TINY / sizeof TINY[0]))
 
-/* TINY plus `extra` (may be NULL). */
-static void load_config(chm_config *cfg, const char *extra) {
-    const char *sets[N_TINY + 1];
-    memcpy(sets, TINY, sizeof TINY);
-    sets[N_TINY] = extra;
-    chm_err err = {0};
-    cr_assert_eq(chm_config_load(NULL, sets, N_TINY + (extra != NULL), cfg, &err), CHM_OK, "%s",
-                 err.msg);
-}
-
-static char *make_tmpdir(void) {
-    char *d = strdup("/tmp/chm-ckpt-XXXXXX");
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void remove_tmpdir(char *d) {
-    chm_err err;
-    ck_remove_tree(d, &err);
-    free(d);
-}
+static char *make_tmpdir(void) { return make_tmpdir_named("chm-ckpt-"); }
 
 /* A trainer in run_dir (fresh unless resume), one cpu thread, silent. */
 static chm_status open_trainer(const chm_config *cfg, const char *run_dir, const char *resume,

@@ -20,16 +20,10 @@
 #include "chimera/trainer.h"
 #include "ckpt/checkpoint_internal.h"
 #include "testutil.h"
+#include "train_fixture.h"
 
 #define TEST_CACHE_HOME "/tmp/chimera-tests-cache"
 #define TEST_CACHE TEST_CACHE_HOME "/chimera"
-
-static const char *TINY[] = {
-    "model.d_model=16", "model.n_layers=2", "model.pattern=MA", "model.heads=2",
-    "model.kv_heads=1", "model.mamba.d_state=4", "model.moe.hidden=16", "model.ffn.hidden=32",
-    "model.mod.layers=[1]", "train.micro_batch=2", "train.seq_len=16", "train.steps=6",
-    "train.warmup=2", "train.eval_every=0", "train.save_every=0", "train.eval_batches=2"};
-#define N_TINY ((int)(sizeof TINY / sizeof TINY[0]))
 
 /* The same overrides for the command line. */
 static const char *TINY_ARGS =
@@ -39,26 +33,7 @@ static const char *TINY_ARGS =
     "--set train.seq_len=16 --set train.warmup=2 --set train.eval_batches=2 --backend cpu "
     "--peak-tflops 1";
 
-static void load_config(chm_config *cfg, const char *extra) {
-    const char *sets[N_TINY + 1];
-    memcpy(sets, TINY, sizeof TINY);
-    sets[N_TINY] = extra;
-    chm_err err = {0};
-    cr_assert_eq(chm_config_load(NULL, sets, N_TINY + (extra != NULL), cfg, &err), CHM_OK, "%s",
-                 err.msg);
-}
-
-static char *make_tmpdir(void) {
-    char *d = strdup("/tmp/chm-train-XXXXXX");
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void remove_tmpdir(char *d) {
-    chm_err err;
-    ck_remove_tree(d, &err);
-    free(d);
-}
+static char *make_tmpdir(void) { return make_tmpdir_named("chm-train-"); }
 
 static chm_trainer *open_trainer(const chm_config *cfg, const char *dir, const char *resume) {
     chm_trainer_options o = {.out_dir = dir, .resume = resume, .backend = "cpu", .quiet = true,
