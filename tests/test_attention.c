@@ -305,12 +305,3 @@ Test(attention, wrapper_rejects_bad_arguments) {
     attn_free(&t);
     chm_backend_close(be);
 }
-
-Test(attention, cpu_rejects_16_bit_tensors) {
-    chm_backend *be = tt_open_cpu();
-    attn_bufs t = attn_alloc(be, CHM_BF16, (attn_case){1, 2, 2, 1, 4});
-    tt_expect_fail(be, chm_attention_fwd(be, &t.out.t, &t.lse.t, &t.q.t, &t.k.t, &t.v.t, 1),
-                CHM_ERR_DTYPE, "attention_fwd", "bf16");
-    attn_free(&t);
-    chm_backend_close(be);
-}

@@ -260,16 +260,3 @@ Test(causal_conv1d, wrapper_rejects_bad_arguments) {
     conv_close(&s);
     chm_backend_close(be);
 }
-
-Test(causal_conv1d, cpu_rejects_16_bit_tensors) {
-    chm_backend *be = tt_open_cpu();
-    tt_tensor x = tt_alloc(be, CHM_BF16, 3, (int64_t[]){1, 3, 2});
-    tt_tensor out = tt_alloc(be, CHM_BF16, 3, (int64_t[]){1, 3, 2});
-    tt_tensor w = tt_alloc(be, CHM_BF16, 2, (int64_t[]){2, 2});
-    tt_expect_fail(be, chm_causal_conv1d_fwd(be, &out.t, &x.t, &w.t, NULL, true), CHM_ERR_DTYPE,
-                "causal_conv1d_fwd", "bf16");
-    tt_free(&x);
-    tt_free(&out);
-    tt_free(&w);
-    chm_backend_close(be);
-}

@@ -174,8 +174,6 @@ Test(embedding, wrapper_rejects_bad_arguments) {
     tt_tensor out = tt_alloc(be, CHM_F32, 3, (int64_t[]){2, 3, 4}),
               flat = tt_alloc(be, CHM_F32, 2, (int64_t[]){6, 4});
     tt_tensor od = tt_alloc(be, CHM_F64, 3, (int64_t[]){2, 3, 4});
-    tt_tensor h = tt_alloc(be, CHM_BF16, 2, (int64_t[]){9, 4}),
-              ho = tt_alloc(be, CHM_BF16, 3, (int64_t[]){2, 3, 4});
     cr_assert_eq(chm_embedding_fwd(be, &out.t, &fids.t, &table.t), CHM_ERR_DTYPE);
     cr_assert(strstr(be->err.msg, "embedding_fwd: ids must be i32"), "%s", be->err.msg);
     cr_assert_eq(chm_embedding_fwd(be, &flat.t, &ids.t, &table.t), CHM_ERR_SHAPE);
@@ -192,12 +190,7 @@ Test(embedding, wrapper_rejects_bad_arguments) {
     chm_tensor inside3 = chm_tensor_3d(table.buf, 0, CHM_F32, 2, 3, 4);
     cr_assert_eq(chm_embedding_bwd(be, &table.t, &inside3, &ids.t), CHM_ERR_INVALID_ARG);
     cr_assert(strstr(be->err.msg, "embedding_bwd: dtable overlaps dout"), "%s", be->err.msg);
-    const int32_t ok[] = {0, 1, 2, 3, 4, 5};
-    tt_upload_i32(be, &ids, ok);
-    cr_assert_eq(chm_embedding_fwd(be, &ho.t, &ids.t, &h.t), CHM_ERR_DTYPE);
-    cr_assert(strstr(be->err.msg, "embedding_fwd") && strstr(be->err.msg, "bf16"), "%s",
-              be->err.msg);
     tt_free(&ids), tt_free(&fids), tt_free(&table), tt_free(&t3), tt_free(&out), tt_free(&flat);
-    tt_free(&od), tt_free(&h), tt_free(&ho);
+    tt_free(&od);
     chm_backend_close(be);
 }

@@ -88,8 +88,6 @@ Test(exp, wrapper_rejects_bad_arguments) {
               o = tt_alloc(be, CHM_F32, 2, (int64_t[]){3, 4});
     tt_tensor o5 = tt_alloc(be, CHM_F32, 2, (int64_t[]){3, 5}),
               i = tt_alloc(be, CHM_I32, 2, (int64_t[]){3, 4});
-    tt_tensor xb = tt_alloc(be, CHM_BF16, 2, (int64_t[]){3, 4}),
-              ob = tt_alloc(be, CHM_BF16, 2, (int64_t[]){3, 4});
     cr_assert_eq(chm_exp_fwd(be, &o5.t, &x.t, 1), CHM_ERR_SHAPE);
     cr_assert(strstr(be->err.msg, "exp_fwd: out"), "%s", be->err.msg);
     cr_assert_eq(chm_exp_fwd(be, &o.t, &i.t, 1), CHM_ERR_DTYPE);
@@ -98,8 +96,6 @@ Test(exp, wrapper_rejects_bad_arguments) {
     cr_assert(strstr(be->err.msg, "exp_fwd: alpha"), "%s", be->err.msg);
     cr_assert_eq(chm_exp_bwd(be, &o.t, &o.t, &x.t), CHM_ERR_INVALID_ARG);
     cr_assert(strstr(be->err.msg, "exp_bwd: dx overlaps dout"), "%s", be->err.msg);
-    cr_assert_eq(chm_exp_fwd(be, &ob.t, &xb.t, 1), CHM_ERR_DTYPE);
-    cr_assert(strstr(be->err.msg, "exp_fwd") && strstr(be->err.msg, "bf16"), "%s", be->err.msg);
-    tt_free(&x), tt_free(&o), tt_free(&o5), tt_free(&i), tt_free(&xb), tt_free(&ob);
+    tt_free(&x), tt_free(&o), tt_free(&o5), tt_free(&i);
     chm_backend_close(be);
 }

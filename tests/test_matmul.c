@@ -374,11 +374,7 @@ Test(matmul, wrapper_rejects_bad_arguments) {
     cr_assert_eq(chm_matmul(be, &Cin, &A.t, &B13.t, NULL, false, false, 1, 0), CHM_ERR_INVALID_ARG);
     cr_assert(strstr(be->err.msg, "matmul: C overlaps A"), "%s", be->err.msg);
     cr_assert_eq(chm_matmul(be, &H.t, &H.t, &H.t, NULL, false, false, 1, 0), CHM_ERR_INVALID_ARG);
-    tt_tensor H2 = tt_alloc(be, CHM_BF16, 2, (int64_t[]){4, 4}),
-              H3 = tt_alloc(be, CHM_BF16, 2, (int64_t[]){4, 4});
-    cr_assert_eq(chm_matmul(be, &H.t, &H2.t, &H3.t, NULL, false, false, 1, 0), CHM_ERR_DTYPE);
-    cr_assert(strstr(be->err.msg, "matmul") && strstr(be->err.msg, "bf16"), "%s", be->err.msg);
     tt_free(&A), tt_free(&B), tt_free(&C), tt_free(&A2), tt_free(&B13), tt_free(&bias);
-    tt_free(&Ad), tt_free(&v), tt_free(&H), tt_free(&H2), tt_free(&H3);
+    tt_free(&Ad), tt_free(&v), tt_free(&H);
     chm_backend_close(be);
 }

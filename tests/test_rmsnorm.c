@@ -197,12 +197,7 @@ Test(rmsnorm, wrapper_rejects_bad_arguments) {
     cr_assert(strstr(be->err.msg, "rmsnorm_bwd: dx overlaps dout"), "%s", be->err.msg);
     cr_assert_eq(chm_rmsnorm_bwd(be, &out.t, &w8.t, &x.t, &x.t, &w.t, &rstd.t), CHM_ERR_SHAPE);
     cr_assert(strstr(be->err.msg, "rmsnorm_bwd: dw"), "%s", be->err.msg);
-    tt_tensor h = tt_alloc(be, CHM_BF16, 2, (int64_t[]){3, 7}),
-              ho = tt_alloc(be, CHM_BF16, 2, (int64_t[]){3, 7});
-    tt_tensor hw = tt_alloc(be, CHM_BF16, 1, (int64_t[]){7});
-    cr_assert_eq(chm_rmsnorm_fwd(be, &ho.t, &rstd.t, &h.t, &hw.t, EPS), CHM_ERR_DTYPE);
-    cr_assert(strstr(be->err.msg, "rmsnorm_fwd") && strstr(be->err.msg, "bf16"), "%s", be->err.msg);
     tt_free(&x), tt_free(&out), tt_free(&w), tt_free(&w8), tt_free(&rstd), tt_free(&r64);
-    tt_free(&r4), tt_free(&dw), tt_free(&h), tt_free(&ho), tt_free(&hw);
+    tt_free(&r4), tt_free(&dw);
     chm_backend_close(be);
 }

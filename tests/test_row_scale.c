@@ -148,9 +148,6 @@ Test(row_scale, wrapper_rejects_bad_arguments) {
     tt_tensor s3 = tt_alloc(be, CHM_F32, 1, (int64_t[]){3}),
               s4 = tt_alloc(be, CHM_F32, 1, (int64_t[]){4});
     tt_tensor s64 = tt_alloc(be, CHM_F64, 1, (int64_t[]){3});
-    tt_tensor xb = tt_alloc(be, CHM_BF16, 2, (int64_t[]){3, 4}),
-              sb = tt_alloc(be, CHM_BF16, 1, (int64_t[]){3});
-    tt_tensor ob = tt_alloc(be, CHM_BF16, 2, (int64_t[]){3, 4});
     cr_assert_eq(chm_row_scale_fwd(be, &o.t, &x.t, &s4.t, true), CHM_ERR_SHAPE);
     cr_assert(strstr(be->err.msg, "row_scale_fwd: s"), "%s", be->err.msg);
     cr_assert_eq(chm_row_scale_fwd(be, &o.t, &x.t, &s64.t, true), CHM_ERR_DTYPE);
@@ -162,10 +159,6 @@ Test(row_scale, wrapper_rejects_bad_arguments) {
     cr_assert(strstr(be->err.msg, "row_scale_fwd: out overlaps x in part"), "%s", be->err.msg);
     cr_assert_eq(chm_row_scale_bwd(be, &x.t, NULL, &o.t, &x.t, &s3.t, false), CHM_ERR_INVALID_ARG);
     cr_assert(strstr(be->err.msg, "row_scale_bwd: dx overlaps x"), "%s", be->err.msg);
-    cr_assert_eq(chm_row_scale_fwd(be, &ob.t, &xb.t, &sb.t, true), CHM_ERR_DTYPE);
-    cr_assert(strstr(be->err.msg, "row_scale_fwd") && strstr(be->err.msg, "bf16"), "%s",
-              be->err.msg);
-    tt_free(&x), tt_free(&o), tt_free(&s3), tt_free(&s4), tt_free(&s64), tt_free(&xb), tt_free(&sb),
-        tt_free(&ob);
+    tt_free(&x), tt_free(&o), tt_free(&s3), tt_free(&s4), tt_free(&s64);
     chm_backend_close(be);
 }

@@ -363,18 +363,3 @@ Test(selective_scan, wrapper_rejects_bad_arguments) {
     scan_close(&s);
     chm_backend_close(be);
 }
-
-Test(selective_scan, cpu_rejects_16_bit_tensors) {
-    chm_backend *be = tt_open_cpu();
-    tt_tensor t[5], y;
-    int64_t shapes[5][3] = {{1, 2, 3}, {1, 2, 3}, {3, 2, 0}, {1, 2, 2}, {1, 2, 2}};
-    int nd[5] = {3, 3, 2, 3, 3};
-    for (int i = 0; i < 5; i++) t[i] = tt_alloc(be, CHM_F16, nd[i], shapes[i]);
-    y = tt_alloc(be, CHM_F16, 3, shapes[0]);
-    chm_scan_args a = {&t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, NULL, NULL, NULL, true};
-    tt_expect_fail(be, chm_selective_scan_fwd(be, &y.t, &a), CHM_ERR_DTYPE, "selective_scan_fwd",
-                "f16");
-    for (int i = 0; i < 5; i++) tt_free(&t[i]);
-    tt_free(&y);
-    chm_backend_close(be);
-}

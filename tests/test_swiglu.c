@@ -166,9 +166,6 @@ Test(swiglu, wrapper_rejects_bad_arguments) {
               u5 = tt_alloc(be, CHM_F32, 2, (int64_t[]){3, 5});
     tt_tensor ud = tt_alloc(be, CHM_F64, 2, (int64_t[]){3, 4}),
               i = tt_alloc(be, CHM_I32, 2, (int64_t[]){3, 4});
-    tt_tensor h = tt_alloc(be, CHM_BF16, 2, (int64_t[]){3, 4}),
-              hu = tt_alloc(be, CHM_BF16, 2, (int64_t[]){3, 4});
-    tt_tensor ho = tt_alloc(be, CHM_BF16, 2, (int64_t[]){3, 4});
     cr_assert_eq(chm_swiglu_fwd(be, &o.t, &g.t, &u5.t), CHM_ERR_SHAPE);
     cr_assert(strstr(be->err.msg, "swiglu_fwd: up and gate must match"), "%s", be->err.msg);
     cr_assert_eq(chm_swiglu_fwd(be, &o.t, &g.t, &ud.t), CHM_ERR_DTYPE);
@@ -181,9 +178,6 @@ Test(swiglu, wrapper_rejects_bad_arguments) {
     cr_assert(strstr(be->err.msg, "swiglu_bwd: dgate overlaps dup"), "%s", be->err.msg);
     cr_assert_eq(chm_swiglu_bwd(be, &o.t, &u5.t, &u.t, &g.t, &u.t), CHM_ERR_SHAPE);
     cr_assert(strstr(be->err.msg, "swiglu_bwd: dup"), "%s", be->err.msg);
-    cr_assert_eq(chm_swiglu_fwd(be, &ho.t, &h.t, &hu.t), CHM_ERR_DTYPE);
-    cr_assert(strstr(be->err.msg, "swiglu_fwd") && strstr(be->err.msg, "bf16"), "%s", be->err.msg);
     tt_free(&g), tt_free(&u), tt_free(&o), tt_free(&u5), tt_free(&ud), tt_free(&i);
-    tt_free(&h), tt_free(&hu), tt_free(&ho);
     chm_backend_close(be);
 }

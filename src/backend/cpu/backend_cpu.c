@@ -1,6 +1,8 @@
 /*
  * backend_cpu.c: the cpu backend's op table, its memory and its timers.
  * Buffers are 64-byte aligned host memory; events are wall-clock stamps.
+ * Compute entries are lowp.c's adapters: they take bf16/f16 tensors (as f32
+ * copies) and pass f32/f64 ones straight to the kernels.
  */
 #include "cpu.h"
 
@@ -30,42 +32,42 @@ static const chm_backend_ops cpu_ops = {
     .event_record = chm_cpu_event_record,
     .event_elapsed_ms = chm_cpu_event_elapsed_ms,
     .event_destroy = chm_cpu_event_destroy,
-    .matmul = chm_cpu_matmul,
-    .matmul_grouped = chm_cpu_matmul_grouped,
-    .attention_fwd = chm_cpu_attention_fwd,
-    .attention_bwd = chm_cpu_attention_bwd,
-    .selective_scan_fwd = chm_cpu_selective_scan_fwd,
-    .selective_scan_bwd = chm_cpu_selective_scan_bwd,
-    .causal_conv1d_fwd = chm_cpu_causal_conv1d_fwd,
-    .causal_conv1d_bwd = chm_cpu_causal_conv1d_bwd,
-    .rmsnorm_fwd = chm_cpu_rmsnorm_fwd,
-    .rmsnorm_bwd = chm_cpu_rmsnorm_bwd,
-    .rope_fwd = chm_cpu_rope_fwd,
-    .rope_bwd = chm_cpu_rope_bwd,
-    .swiglu_fwd = chm_cpu_swiglu_fwd,
-    .swiglu_bwd = chm_cpu_swiglu_bwd,
-    .embedding_fwd = chm_cpu_embedding_fwd,
-    .embedding_bwd = chm_cpu_embedding_bwd,
-    .add = chm_cpu_add,
-    .scale = chm_cpu_scale,
-    .axpy = chm_cpu_axpy,
-    .sum_rows = chm_cpu_sum_rows,
-    .router_topk = chm_cpu_router_topk,
-    .router_topk_bwd = chm_cpu_router_topk_bwd,
-    .select_topk = chm_cpu_select_topk,
-    .gather_rows = chm_cpu_gather_rows,
-    .scatter_add_rows = chm_cpu_scatter_add_rows,
-    .cross_entropy = chm_cpu_cross_entropy,
-    .adamw_step = chm_cpu_adamw_step,
-    .sum_squares = chm_cpu_sum_squares,
-    .row_scale_fwd = chm_cpu_row_scale_fwd,
-    .row_scale_bwd = chm_cpu_row_scale_bwd,
-    .exp_fwd = chm_cpu_exp_fwd,
-    .exp_bwd = chm_cpu_exp_bwd,
-    .bce_logits = chm_cpu_bce_logits,
-    .moe_aux = chm_cpu_moe_aux,
-    .attention_decode = chm_cpu_attention_decode,
-    .selective_scan_step = chm_cpu_selective_scan_step,
+    .matmul = chm_cpu_lowp_matmul,
+    .matmul_grouped = chm_cpu_lowp_matmul_grouped,
+    .attention_fwd = chm_cpu_lowp_attention_fwd,
+    .attention_bwd = chm_cpu_lowp_attention_bwd,
+    .selective_scan_fwd = chm_cpu_lowp_selective_scan_fwd,
+    .selective_scan_bwd = chm_cpu_lowp_selective_scan_bwd,
+    .causal_conv1d_fwd = chm_cpu_lowp_causal_conv1d_fwd,
+    .causal_conv1d_bwd = chm_cpu_lowp_causal_conv1d_bwd,
+    .rmsnorm_fwd = chm_cpu_lowp_rmsnorm_fwd,
+    .rmsnorm_bwd = chm_cpu_lowp_rmsnorm_bwd,
+    .rope_fwd = chm_cpu_lowp_rope_fwd,
+    .rope_bwd = chm_cpu_lowp_rope_bwd,
+    .swiglu_fwd = chm_cpu_lowp_swiglu_fwd,
+    .swiglu_bwd = chm_cpu_lowp_swiglu_bwd,
+    .embedding_fwd = chm_cpu_lowp_embedding_fwd,
+    .embedding_bwd = chm_cpu_lowp_embedding_bwd,
+    .add = chm_cpu_lowp_add,
+    .scale = chm_cpu_lowp_scale,
+    .axpy = chm_cpu_lowp_axpy,
+    .sum_rows = chm_cpu_lowp_sum_rows,
+    .router_topk = chm_cpu_lowp_router_topk,
+    .router_topk_bwd = chm_cpu_lowp_router_topk_bwd,
+    .select_topk = chm_cpu_lowp_select_topk,
+    .gather_rows = chm_cpu_lowp_gather_rows,
+    .scatter_add_rows = chm_cpu_lowp_scatter_add_rows,
+    .cross_entropy = chm_cpu_lowp_cross_entropy,
+    .adamw_step = chm_cpu_lowp_adamw_step,
+    .sum_squares = chm_cpu_lowp_sum_squares,
+    .row_scale_fwd = chm_cpu_lowp_row_scale_fwd,
+    .row_scale_bwd = chm_cpu_lowp_row_scale_bwd,
+    .exp_fwd = chm_cpu_lowp_exp_fwd,
+    .exp_bwd = chm_cpu_lowp_exp_bwd,
+    .bce_logits = chm_cpu_lowp_bce_logits,
+    .moe_aux = chm_cpu_lowp_moe_aux,
+    .attention_decode = chm_cpu_lowp_attention_decode,
+    .selective_scan_step = chm_cpu_lowp_selective_scan_step,
 };
 
 chm_status chm_cpu_bad_dtype(chm_backend *be, const char *op, chm_dtype dt) {
@@ -153,7 +155,7 @@ chm_status chm_cpu_open(const chm_backend_options *opts, chm_backend **out, chm_
     be->api_version = CHM_BACKEND_API_VERSION;
     be->name = "cpu";
     be->ops = &cpu_ops;
-    be->caps = CHM_CAP_F64 | CHM_CAP_HOST_MEMORY;
+    be->caps = CHM_CAP_F64 | CHM_CAP_BF16 | CHM_CAP_F16 | CHM_CAP_HOST_MEMORY;
     be->close = cpu_close;
     int threads = 1;
 #ifdef _OPENMP

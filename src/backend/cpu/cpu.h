@@ -3,9 +3,10 @@
  *
  * Every op of backend.h has a chm_cpu_<op> here with the same signature as
  * its table entry. Each op family lives in its own file named after it
- * (matmul.c, attention.c, selective_scan.c, ...). Float ops run in f32 and
- * f64 (the dtype of their tensors); bf16/f16 are storage only on the cpu
- * (upload, download, fill, copy, cast), compute ops answer CHM_ERR_DTYPE.
+ * (matmul.c, attention.c, selective_scan.c, ...). Float kernels run in f32
+ * and f64 (the dtype of their tensors) and answer CHM_ERR_DTYPE for 16-bit
+ * ones; the op table reaches them through the chm_cpu_lowp_<op> adapters of
+ * lowp.c, which run bf16/f16 tensors as f32 copies rounded back at the end.
  * Shapes and dtypes were checked by the shared layer before these run.
  * The code is plain loops plus OpenMP and CBLAS: obviously correct first.
  */
@@ -34,7 +35,8 @@ double *chm_cpu_my_scratch(double *mem, int64_t per);
  * this, waking and joining the threads costs more than it saves. */
 #define PAR_WORTH(work) ((work) > (int64_t)1 << 20)
 
-/* Raise CHM_ERR_DTYPE for a dtype the cpu backend cannot compute in. */
+/* Raise CHM_ERR_DTYPE for a dtype a kernel cannot compute in (the kernels' guard:
+ * through the op table, 16-bit tensors reach them as f32 copies, see lowp.c). */
 chm_status chm_cpu_bad_dtype(chm_backend *be, const char *op, chm_dtype dt);
 
 /* Open the cpu backend (registry entry). */
@@ -185,5 +187,106 @@ chm_status chm_cpu_attention_decode(chm_backend *be, const chm_tensor *out, cons
 /* selective_scan_step.c */
 chm_status chm_cpu_selective_scan_step(chm_backend *be, const chm_tensor *y, const chm_tensor *h,
                                        const chm_scan_args *a);
+
+/*
+ * lowp.c: one adapter per float op, same signature as chm_cpu_<op>. bf16/f16
+ * arguments become f32 host copies for the kernel, written back rounded to
+ * nearest even; f32/f64 calls reach the kernel unchanged. The op table uses these.
+ */
+chm_status chm_cpu_lowp_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                               const chm_tensor *B, const chm_tensor *bias, bool trans_a,
+                               bool trans_b, double alpha, double beta);
+chm_status chm_cpu_lowp_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                                       const chm_tensor *B, const chm_tensor *counts,
+                                       bool trans_a, bool trans_b, double alpha, double beta);
+chm_status chm_cpu_lowp_attention_fwd(chm_backend *be, const chm_tensor *out,
+                                      const chm_tensor *lse, const chm_tensor *q,
+                                      const chm_tensor *k, const chm_tensor *v, double scale);
+chm_status chm_cpu_lowp_attention_bwd(chm_backend *be, const chm_tensor *dq, const chm_tensor *dk,
+                                      const chm_tensor *dv, const chm_tensor *dout,
+                                      const chm_tensor *q, const chm_tensor *k,
+                                      const chm_tensor *v, const chm_tensor *out,
+                                      const chm_tensor *lse, double scale);
+chm_status chm_cpu_lowp_attention_decode(chm_backend *be, const chm_tensor *out,
+                                         const chm_tensor *q, const chm_tensor *k,
+                                         const chm_tensor *v, double scale);
+chm_status chm_cpu_lowp_selective_scan_fwd(chm_backend *be, const chm_tensor *y,
+                                           const chm_scan_args *a);
+chm_status chm_cpu_lowp_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
+                                           const chm_tensor *dy, const chm_scan_args *a);
+chm_status chm_cpu_lowp_selective_scan_step(chm_backend *be, const chm_tensor *y,
+                                            const chm_tensor *h, const chm_scan_args *a);
+chm_status chm_cpu_lowp_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out,
+                                          const chm_tensor *x, const chm_tensor *w,
+                                          const chm_tensor *bias, bool silu);
+chm_status chm_cpu_lowp_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
+                                          const chm_tensor *dw, const chm_tensor *dbias,
+                                          const chm_tensor *dout, const chm_tensor *x,
+                                          const chm_tensor *w, const chm_tensor *bias,
+                                          bool silu);
+chm_status chm_cpu_lowp_rmsnorm_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *rstd,
+                                    const chm_tensor *x, const chm_tensor *w, double eps);
+chm_status chm_cpu_lowp_rmsnorm_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
+                                    const chm_tensor *dout, const chm_tensor *x,
+                                    const chm_tensor *w, const chm_tensor *rstd);
+chm_status chm_cpu_lowp_rope_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                 double theta, int64_t pos_offset);
+chm_status chm_cpu_lowp_rope_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
+                                 double theta, int64_t pos_offset);
+chm_status chm_cpu_lowp_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
+                                   const chm_tensor *up);
+chm_status chm_cpu_lowp_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
+                                   const chm_tensor *dout, const chm_tensor *gate,
+                                   const chm_tensor *up);
+chm_status chm_cpu_lowp_embedding_fwd(chm_backend *be, const chm_tensor *out,
+                                      const chm_tensor *ids, const chm_tensor *table);
+chm_status chm_cpu_lowp_embedding_bwd(chm_backend *be, const chm_tensor *dtable,
+                                      const chm_tensor *dout, const chm_tensor *ids);
+chm_status chm_cpu_lowp_add(chm_backend *be, const chm_tensor *out, const chm_tensor *a,
+                            const chm_tensor *b);
+chm_status chm_cpu_lowp_scale(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                              double alpha);
+chm_status chm_cpu_lowp_axpy(chm_backend *be, const chm_tensor *y, const chm_tensor *x,
+                             double alpha);
+chm_status chm_cpu_lowp_sum_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x);
+chm_status chm_cpu_lowp_row_scale_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                      const chm_tensor *s, bool sigmoid);
+chm_status chm_cpu_lowp_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
+                                      const chm_tensor *dout, const chm_tensor *x,
+                                      const chm_tensor *s, bool sigmoid);
+chm_status chm_cpu_lowp_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                double alpha);
+chm_status chm_cpu_lowp_exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
+                                const chm_tensor *out);
+chm_status chm_cpu_lowp_router_topk(chm_backend *be, const chm_tensor *gates,
+                                    const chm_tensor *idx, const chm_tensor *probs,
+                                    const chm_tensor *slot_token, const chm_tensor *slot_ref,
+                                    const chm_tensor *counts, const chm_tensor *logits,
+                                    chm_router_score score, bool renormalize);
+chm_status chm_cpu_lowp_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
+                                        const chm_tensor *dgates, const chm_tensor *probs,
+                                        const chm_tensor *idx, chm_router_score score,
+                                        bool renormalize);
+chm_status chm_cpu_lowp_select_topk(chm_backend *be, const chm_tensor *idx,
+                                    const chm_tensor *scores);
+chm_status chm_cpu_lowp_gather_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
+                                    const chm_tensor *idx);
+chm_status chm_cpu_lowp_scatter_add_rows(chm_backend *be, const chm_tensor *out,
+                                         const chm_tensor *x, const chm_tensor *idx,
+                                         const chm_tensor *weights);
+chm_status chm_cpu_lowp_cross_entropy(chm_backend *be, const chm_tensor *losses,
+                                      const chm_tensor *dlogits, const chm_tensor *logits,
+                                      const chm_tensor *targets, double grad_scale);
+chm_status chm_cpu_lowp_bce_logits(chm_backend *be, const chm_tensor *losses,
+                                   const chm_tensor *dlogits, const chm_tensor *logits,
+                                   const chm_tensor *targets, double grad_scale);
+chm_status chm_cpu_lowp_moe_aux(chm_backend *be, const chm_tensor *losses,
+                                const chm_tensor *dlogits, const chm_tensor *logits,
+                                const chm_tensor *idx, double balance_scale, double z_scale);
+chm_status chm_cpu_lowp_adamw_step(chm_backend *be, const chm_tensor *param,
+                                   const chm_tensor *grad, const chm_tensor *m,
+                                   const chm_tensor *v, const chm_tensor *param_lowp,
+                                   const chm_adamw_args *args);
+chm_status chm_cpu_lowp_sum_squares(chm_backend *be, const chm_tensor *out, const chm_tensor *x);
 
 #endif
