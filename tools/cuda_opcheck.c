@@ -1213,7 +1213,7 @@ static void bench_attention(oc_ctx *x, int64_t B, int64_t T, int64_t H, int64_t 
     snprintf(what, sizeof what, "attention bwd %lldx%lld h%lld d%lld", (long long)B, (long long)T,
              (long long)H, (long long)D);
     bench_add(what, bw, "%.1f TFLOP/s (2.5x fwd flops)", 2.5 * flops / (bw * 1e9));
-    snprintf(what, sizeof what, "attention fwd+bwd d%lld", (long long)D);
+    snprintf(what, sizeof what, "attention fwd+bwd T%lld d%lld", (long long)T, (long long)D);
     bench_add(what, f + bw, "%.1f TFLOP/s", 3.5 * flops / ((f + bw) * 1e9));
     for (int i = 0; i < 9; i++) chm_buffer_free(b[i]);
 }
@@ -1263,6 +1263,8 @@ static void oc_bench(oc_ctx *x) {
     bench_matmul(x);
     bench_attention(x, 8, 2048, 16, 64);
     bench_attention(x, 8, 2048, 8, 128);
+    bench_attention(x, 2, 8192, 16, 64);
+    bench_attention(x, 2, 8192, 8, 128);
     bench_scan(x, 8, 2048, 2048, 16);
 }
 

@@ -208,14 +208,14 @@ class Reference:
         h, depth, mtp = x, c["mtp"]["depth"], []
         for k in range(depth):
             pre = "mtp.%d." % k
-            tok = torch.cat([ids[:, k + 1:], torch.zeros(B, k, dtype=ids.dtype)], 1)
-            tgt = torch.cat([ids[:, k + 2:], torch.full((B, k + 1), -100, dtype=ids.dtype)], 1)
+            tok = torch.cat([ids[:, k + 1:], ids.new_zeros(B, k)], 1)
+            tgt = torch.cat([ids[:, k + 2:], ids.new_full((B, k + 1), -100)], 1)
             a = rmsnorm(h, self.w(pre + "norm_h.weight"), c["norm_eps"])
             e = rmsnorm(emb[tok], self.w(pre + "norm_e.weight"), c["norm_eps"])
             proj = self.w(pre + "proj.weight")
             h = self.layer(pre + "layer.", a @ proj[0].T + e @ proj[1].T, c["pattern"][0], False)
             mtp.append(self.head(h, pre + "norm_out.weight", tgt))
-        zero = torch.zeros((), dtype=torch.float64)
+        zero = emb.new_zeros(())  # (emb's dtype and device: float64 on the cpu when checking)
         mean = lambda v: torch.stack(v).mean() if v else zero  # noqa: E731
         parts["mtp"] = mean(mtp)
         parts["mtp_depth"] = mtp
@@ -233,6 +233,138 @@ def rel(a, b):
     a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
     den = max(float(b.norm()), 1e-300)
     return float((a - b).norm()) / den
+
+
+# ---- a model from a config alone (no dump): for tools/bench/torch_bench.py ----
+#
+# `chimera config --config X` prints the resolved config as YAML plus a derived
+# per-layer table in comments; `chimera model --config X` prints the parameter
+# table. From those two this builds the config dict that model.safetensors'
+# "chimera.config" metadata carries, and random parameters of the right names
+# and shapes, so that Reference (or a faster subclass) runs at full size.
+
+def _yaml_scalar(v):
+    """A scalar of chimera's resolved YAML: int, float, bool, quoted string or flow list."""
+    v = v.strip()
+    if v.startswith("[") and v.endswith("]"):
+        return [_yaml_scalar(e) for e in v[1:-1].split(",") if e.strip()]
+    if v.startswith('"') and v.endswith('"'):
+        return v[1:-1]
+    if v in ("true", "false"):
+        return v == "true"
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
+
+
+def parse_resolved_config(text):
+    """The nested dict of `chimera config` output, and its derived layer rows (mixer, ffn, depth)."""
+    root, rows = {}, []
+    stack = [(-1, root)]  # (indent, dict) of the open mappings
+    for line in text.splitlines():
+        body = line.split("#", 1)
+        fields = line.split()
+        if len(fields) == 5 and fields[0] == "#" and fields[1].isdigit():
+            rows.append(tuple(fields[2:]))  # "#  layer  mixer  ffn  depth"
+            continue
+        if not body[0].strip() or ":" not in body[0]:
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        key, val = body[0].strip().split(":", 1)
+        if val.strip() == "auto" and len(body) > 1 and "=" in body[1]:
+            val = body[1].rsplit("=", 1)[1]  # "dt_rank: auto  # = ceil(d_model / 16) = 4"
+        while stack[-1][0] >= indent:
+            stack.pop()
+        parent = stack[-1][1]
+        if val.strip():
+            parent[key] = _yaml_scalar(val)
+        else:
+            parent[key] = {}
+            stack.append((indent, parent[key]))
+    return root, rows
+
+
+def config_dict(resolved_text):
+    """The "chimera.config" dict (as `chimera model --dump` writes it) of `chimera config` output."""
+    root, rows = parse_resolved_config(resolved_text)
+    m = root["model"]
+    mb, mo, mod = m["mamba"], m["moe"], m["mod"]
+    if len(rows) != m["n_layers"]:
+        raise ValueError("chimera config output: %d layer rows for %d layers" % (len(rows), m["n_layers"]))
+    return {
+        "vocab": m["vocab"], "d_model": m["d_model"], "n_layers": m["n_layers"],
+        "mixers": "".join("A" if r[0] == "attention" else "M" for r in rows),
+        "pattern": m["pattern"], "heads": m["heads"], "kv_heads": m["kv_heads"],
+        "head_dim": m["head_dim"], "rope_theta": float(m["rope_theta"]), "norm_eps": float(m["norm_eps"]),
+        "mamba": {"d_state": mb["d_state"], "d_conv": mb["d_conv"], "expand": mb["expand"],
+                  "dt_rank": mb["dt_rank"], "d_inner": mb["expand"] * m["d_model"]},
+        "ffn_hidden": m["ffn"]["hidden"],
+        "moe": {"experts": mo["experts"], "top_k": mo["top_k"], "hidden": mo["hidden"],
+                "capacity_factor": float(mo["capacity_factor"]), "aux_weight": float(mo["aux_weight"]),
+                "z_weight": float(mo["z_weight"]), "layers": [r[1] == "moe" for r in rows]},
+        "mod": {"layers": [r[2] == "routed" for r in rows], "capacity": float(mod["capacity"]),
+                "aux_weight": float(mod["aux_weight"])},
+        "mtp": {"depth": m["mtp"]["depth"], "weight": float(m["mtp"]["weight"])},
+        "tie_embeddings": bool(m["tie_embeddings"]),
+    }, root.get("train", {})
+
+
+def parse_param_table(text):
+    """[(name, shape)] of `chimera model` output, and the training FLOPs per token (or None)."""
+    shapes, flops = [], None
+    for line in text.splitlines():
+        f = line.split(None, 1)
+        if len(f) == 2 and f[1].startswith("[") and "]" in f[1]:
+            dims = f[1][1:f[1].index("]")]
+            shapes.append((f[0], [int(d) for d in dims.split(",")]))
+        elif line.startswith("FLOPs per token") and "training" in line:
+            num, unit = line.split("training", 1)[1].split()[:2]
+            flops = float(num) * {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}.get(unit[:1], 1.0)
+    return shapes, flops
+
+
+def describe_config(binary, config, sets=(), env=None):
+    """Run `chimera config` and `chimera model` on a config: (cfg dict, train dict, [(name, shape)], FLOPs/token)."""
+    import subprocess
+    extra = [a for kv in sets for a in ("--set", kv)]
+    run = lambda *cmd: subprocess.run([binary, *cmd, "--config", config, *extra], env=env, check=True,  # noqa: E731
+                                      capture_output=True, text=True).stdout
+    cfg, train = config_dict(run("config"))
+    shapes, flops = parse_param_table(run("model"))
+    return cfg, train, shapes, flops
+
+
+def init_params(cfg, shapes, seed=0, dtype=None, device="cpu"):
+    """Random parameters of the given names and shapes: GPT-style normal(0, 0.02) (residual outputs
+    scaled by 1/sqrt(2 n_layers)), unit norms and D, Mamba's A_log = log(1..N) and dt bias = softplus^-1
+    of log-uniform [1e-3, 1e-1]. Statistics only: benchmarks need sizes, not chimera's exact draws."""
+    dtype = dtype or torch.get_default_dtype()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out, std = {}, 0.02
+    for name, shape in shapes:
+        last = name.rsplit(".", 2)
+        t = torch.empty(shape, dtype=dtype, device=device)
+        if "norm" in last[-2] or name.endswith("mixer.D"):
+            t.fill_(1.0)
+        elif name.endswith("A_log"):
+            t.copy_(torch.log(torch.arange(1, shape[1] + 1, dtype=dtype, device=device)).expand(shape))
+        elif name.endswith("dt_proj.bias"):
+            dt = torch.exp(torch.empty(shape, dtype=dtype, device=device).uniform_(
+                math.log(1e-3), math.log(1e-1), generator=gen))
+            t.copy_(dt + torch.log(-torch.expm1(-dt)))
+        elif name.endswith("conv1d.bias"):
+            t.zero_()
+        elif name.endswith("dt_proj.weight"):
+            t.uniform_(-shape[1] ** -0.5, shape[1] ** -0.5, generator=gen)
+        elif any(name.endswith(s) for s in ("out_proj.weight", "o_proj.weight", "w2.weight", "experts.w2")):
+            t.normal_(0.0, std / math.sqrt(2 * cfg["n_layers"]), generator=gen)
+        else:
+            t.normal_(0.0, std, generator=gen)
+        out[name] = t
+    return out
 
 
 def main():
