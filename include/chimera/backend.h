@@ -231,6 +231,11 @@ struct chm_backend {
     char why[512];                 /* one line: why this backend was chosen */
     chm_err err;                   /* the last error raised by an op */
     void (*close)(chm_backend *be);
+    /* Debug only: the op (a chm_backend_op_name) whose first output the shared
+     * wrapper perturbs after every call on this backend, so that `chimera verify`
+     * can prove it catches a wrong op; "" for none. chm_backend_open sets it from
+     * CHIMERA_DEBUG_FAULT="backend:op" when the backend part names this backend. */
+    char debug_fault[32];
 };
 
 /* Static description of a backend known to the registry. */

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 chm_status chm_check_impl(chm_backend *be, const char *op, bool present) {
     if (present) return CHM_OK;
@@ -122,4 +123,28 @@ chm_status chm_check_disjoint(chm_backend *be, const char *op, int n,
                                   "%s and %s overlap; outputs need their own memory", names[i],
                                   names[j]));
     return CHM_OK;
+}
+
+/* Perturb out in place on its own backend: scale floats, shift anything else by one element. */
+static chm_status fault_perturb(chm_backend *be, const chm_tensor *out) {
+    if (chm_dtype_is_float(out->dtype)) return be->ops->scale(be, out, out, 1.01);
+    int64_t n = chm_tensor_numel(out) - 1;
+    if (n < 1) return CHM_OK;
+    chm_tensor dst, src;
+    CHM_TRY(chm_tensor_view(out, 0, 1, &n, &dst, &be->err));
+    CHM_TRY(chm_tensor_view(out, 1, 1, &n, &src, &be->err));
+    return be->ops->copy(be, &dst, &src);
+}
+
+chm_status chm_fault_after(chm_backend *be, const char *op, const chm_tensor *out, chm_status rc) {
+    if (rc != CHM_OK || !be->debug_fault[0] || !out || strcmp(be->debug_fault, op) != 0)
+        return rc;
+    return fault_perturb(be, out);
+}
+
+const chm_tensor *chm_scan_grads_first(const chm_scan_grads *g) {
+    chm_tensor *all[] = {g->du, g->ddelta, g->dA, g->dBm, g->dCm, g->dD, g->dz, g->ddelta_bias};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]) return all[i];
+    return NULL;
 }

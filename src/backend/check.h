@@ -70,4 +70,19 @@ chm_status chm_check_disjoint(chm_backend *be, const char *op, int n,
 /* Two tensors' byte ranges overlap (same buffer). */
 bool chm_tensors_overlap(const chm_tensor *a, const chm_tensor *b);
 
+/*
+ * The final call of every op wrapper: `return chm_fault_after(be, op, out,
+ * be->ops->op(...));` returns rc unchanged, unless the op succeeded and
+ * be->debug_fault names it (debug only, CHIMERA_DEBUG_FAULT): then `out`, the
+ * op's first output (NULL: nothing to perturb), is perturbed with the
+ * backend's own ops, in stream order (so it works on asynchronous backends):
+ * a float output is scaled by 1.01, any other is shifted by one element
+ * (copy of elements 1..n-1 onto 0..n-2). A failing perturbation returns its
+ * error. With no fault set this costs one byte test.
+ */
+chm_status chm_fault_after(chm_backend *be, const char *op, const chm_tensor *out, chm_status rc);
+
+/* The first gradient a selective-scan backward writes (its fault hook's output), or NULL. */
+const chm_tensor *chm_scan_grads_first(const chm_scan_grads *g);
+
 #endif

@@ -59,5 +59,6 @@ chm_status chm_adamw_step(chm_backend *be, const chm_tensor *param, const chm_te
     const chm_tensor *all[] = {param, grad, m, v, param_lowp};
     const char *const names[] = {"param", "grad", "m", "v", "param_lowp"};
     CHM_TRY(chm_check_disjoint(be, op, 5, all, names));
-    return be->ops->adamw_step(be, param, grad, m, v, param_lowp, args);
+    return chm_fault_after(be, "adamw_step", param,
+                           be->ops->adamw_step(be, param, grad, m, v, param_lowp, args));
 }

@@ -54,7 +54,8 @@ chm_status chm_attention_fwd(chm_backend *be, const chm_tensor *out, const chm_t
     const char *names[] = {"q", "k", "v", "lse"};
     CHM_TRY(chm_check_apart(be, op, "out", out, 4, others, names));
     CHM_TRY(chm_check_apart(be, op, "lse", lse, 3, others, names));
-    return be->ops->attention_fwd(be, out, lse, q, k, v, scale);
+    return chm_fault_after(be, "attention_fwd", out,
+                           be->ops->attention_fwd(be, out, lse, q, k, v, scale));
 }
 
 chm_status chm_attention_bwd(chm_backend *be, const chm_tensor *dq, const chm_tensor *dk,
@@ -76,5 +77,6 @@ chm_status chm_attention_bwd(chm_backend *be, const chm_tensor *dq, const chm_te
     CHM_TRY(chm_check_apart(be, op, "dq", dq, 8, all, names));
     CHM_TRY(chm_check_apart(be, op, "dk", dk, 7, all + 1, names + 1));
     CHM_TRY(chm_check_apart(be, op, "dv", dv, 6, all + 2, names + 2));
-    return be->ops->attention_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, scale);
+    return chm_fault_after(be, "attention_bwd", dq,
+                           be->ops->attention_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, scale));
 }

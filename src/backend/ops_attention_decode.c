@@ -36,5 +36,6 @@ chm_status chm_attention_decode(chm_backend *be, const chm_tensor *out, const ch
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(out, q), "out overlaps q"));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(out, k), "out overlaps k"));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(out, v), "out overlaps v"));
-    return be->ops->attention_decode(be, out, q, k, v, scale);
+    return chm_fault_after(be, "attention_decode", out,
+                           be->ops->attention_decode(be, out, q, k, v, scale));
 }

@@ -36,5 +36,6 @@ chm_status chm_bce_logits(chm_backend *be, const chm_tensor *losses, const chm_t
     bool exact = dlogits && dlogits->buf == logits->buf && dlogits->offset == logits->offset;
     CHM_TRY(chm_check_arg(be, op, !dlogits || exact || !chm_tensors_overlap(dlogits, logits),
                           "dlogits partly overlaps logits (it may only be logits itself)"));
-    return be->ops->bce_logits(be, losses, dlogits, logits, targets, grad_scale);
+    return chm_fault_after(be, "bce_logits", losses,
+                           be->ops->bce_logits(be, losses, dlogits, logits, targets, grad_scale));
 }

@@ -31,7 +31,8 @@ chm_status chm_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out, const c
     const chm_tensor *in[] = {x, w, bias};
     const char *names[] = {"x", "w", "bias"};
     CHM_TRY(chm_check_apart(be, op, "out", out, 3, in, names));
-    return be->ops->causal_conv1d_fwd(be, out, x, w, bias, silu);
+    return chm_fault_after(be, "causal_conv1d_fwd", out,
+                           be->ops->causal_conv1d_fwd(be, out, x, w, bias, silu));
 }
 
 chm_status chm_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
@@ -53,5 +54,6 @@ chm_status chm_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const ch
     CHM_TRY(chm_check_apart(be, op, "dx", dx, 6, all, names));
     CHM_TRY(chm_check_apart(be, op, "dw", dw, 5, all + 1, names + 1));
     CHM_TRY(chm_check_apart(be, op, "dbias", dbias, 4, all + 2, names + 2));
-    return be->ops->causal_conv1d_bwd(be, dx, dw, dbias, dout, x, w, bias, silu);
+    return chm_fault_after(be, "causal_conv1d_bwd", dx,
+                           be->ops->causal_conv1d_bwd(be, dx, dw, dbias, dout, x, w, bias, silu));
 }

@@ -44,5 +44,7 @@ chm_status chm_cross_entropy(chm_backend *be, const chm_tensor *losses, const ch
                           "dlogits and targets overlap"));
     CHM_TRY(chm_check_arg(be, op, !dlogits || alias_ok(dlogits, logits),
                           "dlogits partly overlaps logits (it may only be logits itself)"));
-    return be->ops->cross_entropy(be, losses, dlogits, logits, targets, grad_scale);
+    return chm_fault_after(be, "cross_entropy", losses,
+                           be->ops->cross_entropy(be, losses, dlogits, logits, targets,
+                                                  grad_scale));
 }

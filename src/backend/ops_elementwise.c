@@ -31,7 +31,7 @@ chm_status chm_add(chm_backend *be, const chm_tensor *out, const chm_tensor *a,
     CHM_TRY(chm_check_same(be, "add", "out", out, "b", b));
     CHM_TRY(check_alias(be, "add", "out", out, "a", a));
     CHM_TRY(check_alias(be, "add", "out", out, "b", b));
-    return be->ops->add(be, out, a, b);
+    return chm_fault_after(be, "add", out, be->ops->add(be, out, a, b));
 }
 
 chm_status chm_scale(chm_backend *be, const chm_tensor *out, const chm_tensor *x, double alpha) {
@@ -40,7 +40,7 @@ chm_status chm_scale(chm_backend *be, const chm_tensor *out, const chm_tensor *x
     CHM_TRY(chm_check_same(be, "scale", "out", out, "x", x));
     CHM_TRY(check_alias(be, "scale", "out", out, "x", x));
     CHM_TRY(check_scalar(be, "scale", alpha));
-    return be->ops->scale(be, out, x, alpha);
+    return chm_fault_after(be, "scale", out, be->ops->scale(be, out, x, alpha));
 }
 
 chm_status chm_axpy(chm_backend *be, const chm_tensor *y, const chm_tensor *x, double alpha) {
@@ -52,7 +52,7 @@ chm_status chm_axpy(chm_backend *be, const chm_tensor *y, const chm_tensor *x, d
                        (long long)chm_tensor_numel(x), (long long)chm_tensor_numel(y));
     CHM_TRY(check_alias(be, "axpy", "y", y, "x", x));
     CHM_TRY(check_scalar(be, "axpy", alpha));
-    return be->ops->axpy(be, y, x, alpha);
+    return chm_fault_after(be, "axpy", y, be->ops->axpy(be, y, x, alpha));
 }
 
 chm_status chm_sum_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x) {
@@ -60,5 +60,5 @@ chm_status chm_sum_rows(chm_backend *be, const chm_tensor *out, const chm_tensor
     CHM_TRY(chm_check_float(be, "sum_rows", "x", x));
     CHM_TRY(chm_check_shape(be, "sum_rows", "out", out, x->dtype, 1, CHM_DIMS(chm_tensor_cols(x))));
     CHM_TRY(chm_check_arg(be, "sum_rows", !chm_tensors_overlap(out, x), "out overlaps x"));
-    return be->ops->sum_rows(be, out, x);
+    return chm_fault_after(be, "sum_rows", out, be->ops->sum_rows(be, out, x));
 }

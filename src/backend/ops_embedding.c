@@ -32,7 +32,7 @@ chm_status chm_embedding_fwd(chm_backend *be, const chm_tensor *out, const chm_t
     CHM_TRY(check_lookup(be, "embedding_fwd", "table", table, "out", out, ids));
     CHM_TRY(
         chm_check_arg(be, "embedding_fwd", !chm_tensors_overlap(out, table), "out overlaps table"));
-    return be->ops->embedding_fwd(be, out, ids, table);
+    return chm_fault_after(be, "embedding_fwd", out, be->ops->embedding_fwd(be, out, ids, table));
 }
 
 chm_status chm_embedding_bwd(chm_backend *be, const chm_tensor *dtable, const chm_tensor *dout,
@@ -43,5 +43,6 @@ chm_status chm_embedding_bwd(chm_backend *be, const chm_tensor *dtable, const ch
                           "dtable overlaps dout"));
     CHM_TRY(chm_check_arg(be, "embedding_bwd", !chm_tensors_overlap(dtable, ids),
                           "dtable overlaps ids"));
-    return be->ops->embedding_bwd(be, dtable, dout, ids);
+    return chm_fault_after(be, "embedding_bwd", dtable,
+                           be->ops->embedding_bwd(be, dtable, dout, ids));
 }

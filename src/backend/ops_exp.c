@@ -18,7 +18,7 @@ chm_status chm_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor 
     CHM_TRY(chm_check_arg(be, op, exact || !chm_tensors_overlap(out, x),
                           "out overlaps x in part; it may alias it exactly or not at all"));
     CHM_TRY(chm_check_arg(be, op, isfinite(alpha), "alpha must be finite, got %g", alpha));
-    return be->ops->exp_fwd(be, out, x, alpha);
+    return chm_fault_after(be, "exp_fwd", out, be->ops->exp_fwd(be, out, x, alpha));
 }
 
 chm_status chm_exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
@@ -30,5 +30,5 @@ chm_status chm_exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *
     CHM_TRY(chm_check_same(be, op, "dx", dx, "out", out));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(dx, dout), "dx overlaps dout"));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(dx, out), "dx overlaps out"));
-    return be->ops->exp_bwd(be, dx, dout, out);
+    return chm_fault_after(be, "exp_bwd", dx, be->ops->exp_bwd(be, dx, dout, out));
 }

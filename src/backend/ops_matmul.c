@@ -78,7 +78,8 @@ chm_status chm_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
         CHM_TRY(chm_check_shape(be, "matmul", "bias", bias, C->dtype, 1, CHM_DIMS(d.N)));
         CHM_TRY(chm_check_arg(be, "matmul", !chm_tensors_overlap(C, bias), "C overlaps bias"));
     }
-    return be->ops->matmul(be, C, A, B, bias, trans_a, trans_b, alpha, beta);
+    return chm_fault_after(be, "matmul", C,
+                           be->ops->matmul(be, C, A, B, bias, trans_a, trans_b, alpha, beta));
 }
 
 chm_status chm_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
@@ -94,5 +95,7 @@ chm_status chm_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_te
     CHM_TRY(check_product(be, op, C, A, B, trans_a, trans_b, alpha, beta, &d));
     CHM_TRY(chm_check_shape(be, op, "counts", counts, CHM_I32, 1, CHM_DIMS(E)));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(C, counts), "C overlaps counts"));
-    return be->ops->matmul_grouped(be, C, A, B, counts, trans_a, trans_b, alpha, beta);
+    return chm_fault_after(be, "matmul_grouped", C,
+                           be->ops->matmul_grouped(be, C, A, B, counts, trans_a, trans_b, alpha,
+                                                   beta));
 }

@@ -27,7 +27,7 @@ chm_status chm_download(chm_backend *be, const chm_tensor *src, void *dst) {
 
 chm_status chm_fill(chm_backend *be, const chm_tensor *t, double value) {
     CHM_TRY(chm_check_tensor(be, "fill", "t", t));
-    return be->ops->fill(be, t, value);
+    return chm_fault_after(be, "fill", t, be->ops->fill(be, t, value));
 }
 
 chm_status chm_copy(chm_backend *be, const chm_tensor *dst, const chm_tensor *src) {
@@ -39,7 +39,7 @@ chm_status chm_copy(chm_backend *be, const chm_tensor *dst, const chm_tensor *sr
     CHM_TRY(chm_check_arg(be, "copy", chm_tensor_numel(dst) == chm_tensor_numel(src),
                           "dst has %lld elements, src %lld", (long long)chm_tensor_numel(dst),
                           (long long)chm_tensor_numel(src)));
-    return be->ops->copy(be, dst, src);
+    return chm_fault_after(be, "copy", dst, be->ops->copy(be, dst, src));
 }
 
 chm_status chm_cast(chm_backend *be, const chm_tensor *dst, const chm_tensor *src) {
@@ -49,7 +49,7 @@ chm_status chm_cast(chm_backend *be, const chm_tensor *dst, const chm_tensor *sr
                           "dst has %lld elements, src %lld", (long long)chm_tensor_numel(dst),
                           (long long)chm_tensor_numel(src)));
     CHM_TRY(chm_check_arg(be, "cast", !chm_tensors_overlap(dst, src), "dst and src overlap"));
-    return be->ops->cast(be, dst, src);
+    return chm_fault_after(be, "cast", dst, be->ops->cast(be, dst, src));
 }
 
 chm_status chm_sync(chm_backend *be) { return be->ops->sync(be); }

@@ -42,5 +42,7 @@ chm_status chm_moe_aux(chm_backend *be, const chm_tensor *losses, const chm_tens
     CHM_TRY(
         chm_check_arg(be, op, !chm_tensors_overlap(dlogits, logits), "dlogits and logits overlap"));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(dlogits, idx), "dlogits and idx overlap"));
-    return be->ops->moe_aux(be, losses, dlogits, logits, idx, balance_scale, z_scale);
+    return chm_fault_after(be, "moe_aux", losses,
+                           be->ops->moe_aux(be, losses, dlogits, logits, idx, balance_scale,
+                                            z_scale));
 }

@@ -39,7 +39,7 @@ chm_status chm_rmsnorm_fwd(chm_backend *be, const chm_tensor *out, const chm_ten
     const char *names[] = {"x", "w", "rstd"};
     CHM_TRY(chm_check_apart(be, op, "out", out, 3, ins, names));
     CHM_TRY(chm_check_apart(be, op, "rstd", rstd, 2, ins, names));
-    return be->ops->rmsnorm_fwd(be, out, rstd, x, w, eps);
+    return chm_fault_after(be, "rmsnorm_fwd", out, be->ops->rmsnorm_fwd(be, out, rstd, x, w, eps));
 }
 
 chm_status chm_rmsnorm_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
@@ -55,5 +55,6 @@ chm_status chm_rmsnorm_bwd(chm_backend *be, const chm_tensor *dx, const chm_tens
     const char *names[] = {"dout", "x", "w", "rstd", "dw"};
     CHM_TRY(chm_check_apart(be, op, "dx", dx, 5, ins, names));
     CHM_TRY(chm_check_apart(be, op, "dw", dw, 4, ins, names));
-    return be->ops->rmsnorm_bwd(be, dx, dw, dout, x, w, rstd);
+    return chm_fault_after(be, "rmsnorm_bwd", dx,
+                           be->ops->rmsnorm_bwd(be, dx, dw, dout, x, w, rstd));
 }

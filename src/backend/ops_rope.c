@@ -33,7 +33,7 @@ chm_status chm_rope_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor
     bool exact = out->buf == x->buf && out->offset == x->offset;
     CHM_TRY(chm_check_arg(be, "rope_fwd", exact || !chm_tensors_overlap(out, x),
                           "out overlaps x in part; it may alias it exactly or not at all"));
-    return be->ops->rope_fwd(be, out, x, theta, pos_offset);
+    return chm_fault_after(be, "rope_fwd", out, be->ops->rope_fwd(be, out, x, theta, pos_offset));
 }
 
 chm_status chm_rope_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout, double theta,
@@ -42,5 +42,5 @@ chm_status chm_rope_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor 
     CHM_TRY(check_rope(be, "rope_bwd", "dout", dout, theta, pos_offset));
     CHM_TRY(chm_check_same(be, "rope_bwd", "dx", dx, "dout", dout));
     CHM_TRY(chm_check_arg(be, "rope_bwd", !chm_tensors_overlap(dx, dout), "dx overlaps dout"));
-    return be->ops->rope_bwd(be, dx, dout, theta, pos_offset);
+    return chm_fault_after(be, "rope_bwd", dx, be->ops->rope_bwd(be, dx, dout, theta, pos_offset));
 }

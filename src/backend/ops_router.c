@@ -58,8 +58,9 @@ chm_status chm_router_topk(chm_backend *be, const chm_tensor *gates, const chm_t
     const char *const names[] = {"gates", "idx", "probs", "slot_token", "slot_ref", "counts",
                                  "logits"};
     CHM_TRY(chm_check_disjoint(be, op, 7, all, names));
-    return be->ops->router_topk(be, gates, idx, probs, slot_token, slot_ref, counts, logits, score,
-                                renormalize);
+    return chm_fault_after(be, "router_topk", gates,
+                           be->ops->router_topk(be, gates, idx, probs, slot_token, slot_ref, counts,
+                                                logits, score, renormalize));
 }
 
 chm_status chm_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
@@ -79,7 +80,9 @@ chm_status chm_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(dlogits, probs),
                           "dlogits and probs overlap"));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(dlogits, idx), "dlogits and idx overlap"));
-    return be->ops->router_topk_bwd(be, dlogits, dgates, probs, idx, score, renormalize);
+    return chm_fault_after(be, "router_topk_bwd", dlogits,
+                           be->ops->router_topk_bwd(be, dlogits, dgates, probs, idx, score,
+                                                    renormalize));
 }
 
 chm_status chm_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores) {
@@ -88,5 +91,5 @@ chm_status chm_select_topk(chm_backend *be, const chm_tensor *idx, const chm_ten
     CHM_TRY(chm_check_impl(be, op, be->ops->select_topk != NULL));
     CHM_TRY(check_rows_and_k(be, op, "scores", scores, idx, &K));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(idx, scores), "idx and scores overlap"));
-    return be->ops->select_topk(be, idx, scores);
+    return chm_fault_after(be, "select_topk", idx, be->ops->select_topk(be, idx, scores));
 }

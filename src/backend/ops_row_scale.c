@@ -36,7 +36,8 @@ chm_status chm_row_scale_fwd(chm_backend *be, const chm_tensor *out, const chm_t
     CHM_TRY(chm_check_arg(be, op, exact || !chm_tensors_overlap(out, x),
                           "out overlaps x in part; it may alias it exactly or not at all"));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(out, s), "out overlaps s"));
-    return be->ops->row_scale_fwd(be, out, x, s, sigmoid);
+    return chm_fault_after(be, "row_scale_fwd", out,
+                           be->ops->row_scale_fwd(be, out, x, s, sigmoid));
 }
 
 chm_status chm_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
@@ -52,5 +53,6 @@ chm_status chm_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_te
     const char *names[] = {"ds", "dout", "x", "s"};
     if (dx) CHM_TRY(check_disjoint(be, op, "dx", dx, 4, all, names));
     if (ds) CHM_TRY(check_disjoint(be, op, "ds", ds, 3, all + 1, names + 1));
-    return be->ops->row_scale_bwd(be, dx, ds, dout, x, s, sigmoid);
+    return chm_fault_after(be, "row_scale_bwd", dx ? dx : ds,
+                           be->ops->row_scale_bwd(be, dx, ds, dout, x, s, sigmoid));
 }

@@ -19,7 +19,7 @@ chm_status chm_gather_rows(chm_backend *be, const chm_tensor *out, const chm_ten
     CHM_TRY(chm_check_shape(be, op, "out", out, x->dtype, 2, CHM_DIMS(M, C)));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(out, x), "out and x overlap"));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(out, idx), "out and idx overlap"));
-    return be->ops->gather_rows(be, out, x, idx);
+    return chm_fault_after(be, "gather_rows", out, be->ops->gather_rows(be, out, x, idx));
 }
 
 chm_status chm_scatter_add_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
@@ -35,5 +35,6 @@ chm_status chm_scatter_add_rows(chm_backend *be, const chm_tensor *out, const ch
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(out, x), "out and x overlap"));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(out, idx), "out and idx overlap"));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(out, weights), "out and weights overlap"));
-    return be->ops->scatter_add_rows(be, out, x, idx, weights);
+    return chm_fault_after(be, "scatter_add_rows", out,
+                           be->ops->scatter_add_rows(be, out, x, idx, weights));
 }

@@ -48,7 +48,7 @@ chm_status chm_selective_scan_fwd(chm_backend *be, const chm_tensor *y, const ch
     const chm_tensor *in[SCAN_NIN];
     scan_inputs(a, in);
     CHM_TRY(chm_check_apart(be, op, "y", y, SCAN_NIN, in, scan_in_names));
-    return be->ops->selective_scan_fwd(be, y, a);
+    return chm_fault_after(be, "selective_scan_fwd", y, be->ops->selective_scan_fwd(be, y, a));
 }
 
 /*
@@ -88,5 +88,6 @@ chm_status chm_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
         CHM_TRY(chm_check_apart(be, op, grad_names[i], grads[i], SCAN_NGRAD - i - 1, grads + i + 1,
                             grad_names + i + 1));
     }
-    return be->ops->selective_scan_bwd(be, g, dy, a);
+    return chm_fault_after(be, "selective_scan_bwd", chm_scan_grads_first(g),
+                           be->ops->selective_scan_bwd(be, g, dy, a));
 }

@@ -37,5 +37,5 @@ chm_status chm_selective_scan_step(chm_backend *be, const chm_tensor *y, const c
             CHM_TRY(
                 chm_check_arg(be, op, !chm_tensors_overlap(h, in[i]), "h overlaps %s", names[i]));
     }
-    return be->ops->selective_scan_step(be, y, h, a);
+    return chm_fault_after(be, "selective_scan_step", y, be->ops->selective_scan_step(be, y, h, a));
 }

@@ -18,5 +18,5 @@ chm_status chm_sum_squares(chm_backend *be, const chm_tensor *out, const chm_ten
         return CHM_ERR(&be->err, CHM_ERR_SHAPE, "%s: out must have one element, got %lld", op,
                        (long long)chm_tensor_numel(out));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(out, x), "out and x overlap"));
-    return be->ops->sum_squares(be, out, x);
+    return chm_fault_after(be, "sum_squares", out, be->ops->sum_squares(be, out, x));
 }

@@ -16,7 +16,7 @@ chm_status chm_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tens
     const chm_tensor *ins[] = {gate, up};
     const char *names[] = {"gate", "up"};
     CHM_TRY(chm_check_apart(be, op, "out", out, 2, ins, names));
-    return be->ops->swiglu_fwd(be, out, gate, up);
+    return chm_fault_after(be, "swiglu_fwd", out, be->ops->swiglu_fwd(be, out, gate, up));
 }
 
 chm_status chm_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
@@ -32,5 +32,6 @@ chm_status chm_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_te
     const char *names[] = {"dout", "gate", "up", "dup"};
     CHM_TRY(chm_check_apart(be, op, "dgate", dgate, 4, ins, names));
     CHM_TRY(chm_check_apart(be, op, "dup", dup, 3, ins, names));
-    return be->ops->swiglu_bwd(be, dgate, dup, dout, gate, up);
+    return chm_fault_after(be, "swiglu_bwd", dgate,
+                           be->ops->swiglu_bwd(be, dgate, dup, dout, gate, up));
 }

@@ -2,7 +2,8 @@
  * registry.c: the table of backends, opening by name, and `auto` selection.
  *
  * The registry is the one place that knows every backend. It is a constant
- * table: nothing here is mutable at run time.
+ * table: nothing here is mutable at run time. It also reads the debug switch
+ * CHIMERA_DEBUG_FAULT into each backend it opens (chm_backend.debug_fault).
  */
 #include "chimera/backend.h"
 #include "chimera/device.h"
@@ -15,6 +16,7 @@
 #endif
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct backend_entry {
@@ -136,10 +138,23 @@ static chm_status open_auto(const chm_backend_options *opts, chm_backend **out, 
     return rc;
 }
 
-chm_status chm_backend_open(const char *name, const chm_backend_options *opts,
-                            chm_backend **out, chm_err *err) {
-    if (!out) return CHM_ERR(err, CHM_ERR_INVALID_ARG, "chm_backend_open: out is NULL");
-    *out = NULL;
+/*
+ * Debug only: CHIMERA_DEBUG_FAULT="backend:op" makes the shared wrappers
+ * perturb op's output on that backend (check.h, chm_fault_after), so that
+ * `chimera verify` can show that it catches a wrong op. Read at each open:
+ * the environment is the only input, nothing global is kept.
+ */
+static void set_debug_fault(chm_backend *be) {
+    const char *f = getenv("CHIMERA_DEBUG_FAULT");
+    const char *colon = f ? strchr(f, ':') : NULL;
+    be->debug_fault[0] = '\0';
+    if (!colon || strlen(be->name) != (size_t)(colon - f) || strncmp(f, be->name, colon - f))
+        return;
+    snprintf(be->debug_fault, sizeof be->debug_fault, "%s", colon + 1);
+}
+
+static chm_status open_by_name(const char *name, const chm_backend_options *opts,
+                               chm_backend **out, chm_err *err) {
     if (!name || strcmp(name, "auto") == 0) return open_auto(opts, out, err);
     const backend_entry *e = find(name);
     if (!e)
@@ -154,6 +169,15 @@ chm_status chm_backend_open(const char *name, const chm_backend_options *opts,
     }
     chm_status rc = e->open(opts, out, err);
     if (rc == CHM_OK) snprintf((*out)->why, sizeof (*out)->why, "%s (asked for by name)", name);
+    return rc;
+}
+
+chm_status chm_backend_open(const char *name, const chm_backend_options *opts,
+                            chm_backend **out, chm_err *err) {
+    if (!out) return CHM_ERR(err, CHM_ERR_INVALID_ARG, "chm_backend_open: out is NULL");
+    *out = NULL;
+    chm_status rc = open_by_name(name, opts, out, err);
+    if (rc == CHM_OK) set_debug_fault(*out);
     return rc;
 }
 

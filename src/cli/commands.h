@@ -33,6 +33,9 @@ int chm_cmd_eval(int argc, char **argv);
 /* `chimera plan`: memory breakdown, a short benchmark and the run's wall-clock time (plan_cmd.c). */
 int chm_cmd_plan(int argc, char **argv);
 
+/* `chimera verify`: backends against the cpu reference, op by op and step by step (verify_cmd.c). */
+int chm_cmd_verify(int argc, char **argv);
+
 /* Print "chimera: error: <msg>" and a hint line to stderr (main.c). */
 void chm_cli_error(const char *msg, const char *hint);
 

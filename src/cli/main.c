@@ -24,6 +24,7 @@ static const command commands[] = {
     {"train", chm_cmd_train, "train a model (no options: the built-in test config and corpus)"},
     {"sample", chm_cmd_sample, "generate text from a checkpoint"},
     {"eval", chm_cmd_eval, "loss, perplexity and bits per byte of a checkpoint on some data"},
+    {"verify", chm_cmd_verify, "show that the backends agree: ops, a step, a trajectory, checkpoints"},
     {"plan", chm_cmd_plan, "memory per device, measured tokens/s and run time of a config"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
