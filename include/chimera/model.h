@@ -30,6 +30,23 @@
  * TODO(recompute): per-layer activation recomputation is not implemented:
  * every layer's forward activations stay in the arena until its backward.
  *
+ * Mixed precision (dtype CHM_BF16 or CHM_F16): the parameter buffer holds
+ * the fp32 MASTER weights (what the optimizer updates and the checkpoints
+ * store); a third buffer of the same layout holds their 16-bit COMPUTE copy,
+ * which every op of a pass reads. Activations, the gradient buffer and the
+ * residual stream are 16-bit; saved statistics (softmax logsumexp, RMSNorm
+ * rstd, per-token losses) are f32 (chm_dtype_stats); the selective scan keeps
+ * its state in f32 inside the kernel. Gradients of micro batches accumulate
+ * in the 16-bit gradient buffer (as llm.c does): with many micro batches
+ * per step the sum is rounded once per micro batch. The compute copy must
+ * equal the rounded master weights: chm_model_init_params and the AdamW
+ * step (chm_adamw_step's param_lowp) keep it so, and whoever writes master
+ * weights another way (checkpoint load, an all-gather) calls
+ * chm_model_refresh_compute. f16's range is narrow: gradients need a loss
+ * scale (pass it in forward_backward's grad_scale and its inverse in the
+ * optimizer step's), and even then gradients under 2^-24 flush to zero
+ * (Mamba's dt_proj.weight at init), so the trainer offers bf16 only.
+ *
  * Threading: a chm_model is used by one thread at a time.
  * Errors: functions return a chm_status and fill `err` (may be NULL).
  */
@@ -63,7 +80,8 @@ typedef enum chm_model_routing {
 
 /* Options of chm_model_create. Zero-initialise, then set dtype, batch and seq_len. */
 typedef struct chm_model_options {
-    chm_dtype dtype;       /* CHM_F32 (training on the cpu) or CHM_F64 (gradient checks) */
+    chm_dtype dtype;       /* CHM_F32 (cpu training), CHM_F64 (gradient checks), or CHM_BF16 /
+                              CHM_F16: mixed precision (fp32 master weights, 16-bit compute) */
     int64_t batch;         /* B: sequences per micro batch, >= 1 */
     int64_t seq_len;       /* T: tokens per sequence, >= 1 (a micro batch holds B*(T+1) ids) */
     int64_t ce_chunk_rows; /* rows per cross-entropy chunk (logits [rows,V] at a time); 0 = auto */
@@ -75,10 +93,13 @@ typedef struct chm_model_param {
     int ndim;
     int64_t shape[CHM_MAX_DIMS]; /* unused trailing entries are 1 */
     int64_t numel;
-    int64_t offset;   /* elements from the start of the parameter buffer */
-    bool decay;       /* AdamW weight decay applies (matrices; not norms, biases, A_log, D) */
-    chm_tensor value; /* view into the parameter buffer (unbound without a backend) */
-    chm_tensor grad;  /* same view into the gradient buffer */
+    int64_t offset;     /* elements from the start of the parameter buffer (every buffer) */
+    bool decay;         /* AdamW weight decay applies (matrices; not norms, biases, A_log, D) */
+    chm_tensor value;   /* view into the parameter buffer: the master weights, of the master
+                           dtype (unbound without a backend) */
+    chm_tensor grad;    /* same place in the gradient buffer, of the model's (compute) dtype */
+    chm_tensor compute; /* what the passes read: the 16-bit compute copy in mixed precision,
+                           else the same view as value */
 } chm_model_param;
 
 /*
@@ -116,7 +137,7 @@ typedef struct chm_model_stats {
  * forward of one sequence). The parameters are not initialised (see
  * chm_model_init_params) and the gradients are not zeroed.
  * be may be NULL: then nothing is allocated and the model only describes the
- * configuration (parameter table, stats); running it fails.
+ * configuration (parameter table, stats, the arena size); running it fails.
  * The model keeps a copy of *cfg. Errors: CHM_ERR_CONFIG (unusable config:
  * head_dim odd, MTP depth >= seq_len ...), CHM_ERR_INVALID_ARG, CHM_ERR_NOMEM.
  */
@@ -126,19 +147,30 @@ chm_status chm_model_create(const chm_config_model *cfg, chm_backend *be,
 /* Release the model's buffers and itself. NULL is a no-op. */
 void chm_model_free(chm_model *m);
 
-/* The backend, dtype and micro-batch shape the model was built for. */
+/* The backend, dtype and micro-batch shape the model was built for. The dtype is the
+ * compute dtype (activations, gradients): bf16 or f16 in mixed precision. */
 chm_backend *chm_model_backend(const chm_model *m);
 chm_dtype chm_model_dtype(const chm_model *m);
+/* The dtype of the master weights (the parameter views, checkpoints, AdamW moments):
+ * f32 in mixed precision, else the model's dtype. */
+chm_dtype chm_model_master_dtype(const chm_model *m);
+/* Whether the model runs in mixed precision (16-bit compute over fp32 master weights). */
+bool chm_model_is_mixed(const chm_model *m);
+/* One line for logs: "f32", "f64", or "bf16 mixed precision (fp32 master)" / "f16 ...". */
+const char *chm_model_precision_name(const chm_model *m);
 const chm_config_model *chm_model_config(const chm_model *m);
 int64_t chm_model_batch(const chm_model *m);
 int64_t chm_model_seq_len(const chm_model *m);
-/* Bytes of the activation arena, parameters (one copy) and gradients. */
+/* Bytes of the activation arena (for a model without a backend: the bytes it would take). */
 size_t chm_model_arena_bytes(const chm_model *m);
+/* Bytes of the parameter, gradient and (mixed precision) compute-copy buffers together. */
+size_t chm_model_buffer_bytes(const chm_model *m);
 
 /*
  * Draw every parameter on the host from the counter-based generator keyed by
- * (seed, parameter name) and upload it, so that every backend starts from
- * the same weights: matrices normal(0, 0.02), residual-output projections
+ * (seed, parameter name) and upload it (master weights, then the compute
+ * copy in mixed precision), so that every backend starts from the same
+ * weights: matrices normal(0, 0.02), residual-output projections
  * (o_proj, out_proj, w2) scaled by 1/sqrt(2*L); norms 1; Mamba A_log =
  * log(1..N) per channel, dt_proj.bias = softplus^-1(dt) with dt log-uniform
  * in [1e-3, 1e-1], dt_proj.weight uniform(+-dt_rank^-0.5), D = 1, conv1d
@@ -181,9 +213,26 @@ const chm_model_param *chm_model_param_find(const chm_model *m, const char *name
  * Flat views of the parameter and gradient buffers for the optimizer: the
  * decayed parameters (decay = true) first, then the others, so that
  * region(true) and region(false) cover every element once (with some
- * alignment padding that stays zero). Views are 1-D of the model's dtype.
+ * alignment padding that stays zero). Views are 1-D: params of the master
+ * dtype, grads of the model's dtype (16-bit in mixed precision); element i
+ * of both is the same parameter element. Either pointer may be NULL.
  */
 void chm_model_param_region(const chm_model *m, bool decay, chm_tensor *params, chm_tensor *grads);
+
+/*
+ * The same region of the 16-bit compute copy (mixed precision: the optimizer
+ * passes it as chm_adamw_step's param_lowp). Returns false, leaving *lowp
+ * unbound (buf NULL), when the model is not mixed.
+ */
+bool chm_model_compute_region(const chm_model *m, bool decay, chm_tensor *lowp);
+
+/*
+ * Mixed precision: set the compute copy to the master weights rounded to the
+ * compute dtype (one device cast of the whole buffer, no host transfer).
+ * Call it after writing master weights by any means other than the AdamW
+ * step (checkpoint load, parameter all-gather, tests). A no-op otherwise.
+ */
+chm_status chm_model_refresh_compute(chm_model *m, chm_err *err);
 
 /* Number of MoE layers (trunk) and experts per layer. */
 int chm_model_moe_layers(const chm_model *m);
@@ -217,12 +266,14 @@ typedef struct chm_decoder chm_decoder;
 /*
  * A decoding state for one sequence of up to max_len tokens on m's backend:
  * per attention layer a key/value cache [max_len, Hk, D], per Mamba layer
- * the conv input history [max_len, Di] and the scan state [Di, N], per MoD
- * layer the count of tokens it has run (its own cache positions). Routing
- * is CHM_ROUTING_CAUSAL. The decoder reads m's parameters at each step (it
- * keeps no copy) and computes in m's activation arena (a step invalidates
- * the activations of m's last pass); it must be freed before m. Host reads
- * per step: each MoD layer's score (the routing decision) and the logits.
+ * the conv input history [max_len, Di] and the scan state [Di, N] (all of
+ * the model's dtype: 16-bit in mixed precision, the scan state rounded
+ * between steps), per MoD layer the count of tokens it has run (its own
+ * cache positions). Routing is CHM_ROUTING_CAUSAL. The decoder reads m's
+ * parameters at each step (it keeps no copy) and computes in m's activation
+ * arena (a step invalidates the activations of m's last pass); it must be
+ * freed before m. Host reads per step: each MoD layer's score (the routing
+ * decision) and the logits.
  */
 chm_status chm_decoder_create(chm_model *m, int64_t max_len, chm_decoder **out, chm_err *err);
 

@@ -384,6 +384,16 @@ static int bench_section(const chm_config *cfg, chm_backend *be, const plan_args
     for (int i = 0; i < nv; i++) {
         double s = 0;
         chm_device_peak peak;
+        plan_memory pm;
+        double usable = device_bytes(a, be) * PLAN_USABLE;
+        if (i > 0 && usable > 0 &&
+            plan_memory_of(cfg, cfg->train.micro_batch, variants[i], be->name, &pm, &err) == CHM_OK &&
+            pm.total > usable) {
+            char b[32];
+            printf("  %-30s does not fit at this micro batch (%s): not measured\n",
+                   "f32 (without the fast path)", size_str(pm.total, b, sizeof b));
+            continue;
+        }
         chm_device_peak_find(be, variants[i], &peak);
         if (bench_run(cfg, be, variants[i], a->steps, &s, &err)) {
             printf("  %-30s failed: %s\n", chm_dtype_name(variants[i]), err.msg);
@@ -391,10 +401,12 @@ static int bench_section(const chm_config *cfg, chm_backend *be, const plan_args
             continue;
         }
         char label[64];
+        bool cuda = !strcmp(be->name, "cuda");
         snprintf(label, sizeof label, "%s%s", chm_dtype_name(variants[i]),
-                 i == 0 && nv > 1 ? " (tensor cores, fast path)" : i > 0 ? " (without the fast path)" : "");
+                 i > 0 ? " (without the fast path)"
+                 : nv == 1 ? "" : cuda ? " (tensor cores)" : " (16-bit storage)");
         print_speed(label, cfg, s, tokens, st.flops_train, peak.tflops);
-        if (i == 0 && peak.tflops > 0) printf("  %-30s peak %.1f TFLOP/s: %s\n", "", peak.tflops, peak.source);
+        if (peak.tflops > 0) printf("  %-30s (MFU of %.1f TFLOP/s: %s)\n", "", peak.tflops, peak.source);
     }
     return code;
 }

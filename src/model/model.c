@@ -65,10 +65,9 @@ static chm_status host_alloc(chm_model *m, chm_err *err) {
     m->resid = calloc((size_t)m->L + 1, sizeof *m->resid);
     m->host_ids = calloc((size_t)((2 + 2 * m->depth) * R), sizeof *m->host_ids);
     m->host_loss = calloc(MDL_LOSS_SLOTS, sizeof *m->host_loss);
-    m->host_score = calloc((size_t)m->T, sizeof(double));
+    m->host_score = calloc((size_t)m->T, sizeof *m->host_score);
     m->host_idx = calloc((size_t)m->T, sizeof *m->host_idx);
-    m->host_row = calloc((size_t)m->V, sizeof *m->host_row);
-    if (!m->host_row || !m->layers || !m->mtp || !m->acts || !m->inner || !m->mtp_acts ||
+    if (!m->layers || !m->mtp || !m->acts || !m->inner || !m->mtp_acts ||
         !m->resid || !m->host_ids || !m->host_loss || !m->host_score || !m->host_idx)
         return CHM_ERR(err, CHM_ERR_NOMEM, "model: no memory for its host tables");
     for (int l = 0; l < m->L; l++) m->acts[l].mod.inner = &m->inner[l];
@@ -224,16 +223,7 @@ static chm_status logits_out(chm_model *m, int64_t n, double *out) {
         int64_t rc = n - r0 < m->ce_rows ? n - r0 : m->ce_rows;
         chm_tensor lg = MDL_VIEW(&m->logits, 0, rc, V), hc = MDL_VIEW(&m->hn, r0 * m->C, rc, m->C);
         MDL_TRY(mdl_linear_fwd(m, &lg, &hc, mdl_w(m, m->lm_head), 0));
-        if (m->dry) continue;
-        if (m->dt == CHM_F64) {
-            MDL_TRY(chm_download(m->be, &lg, out + r0 * V));
-            continue;
-        }
-        for (int64_t r = 0; r < rc; r++) { /* f32: one row at a time through host_row */
-            chm_tensor row = MDL_VIEW(&m->logits, r * V, V);
-            MDL_TRY(chm_download(m->be, &row, m->host_row));
-            for (int64_t j = 0; j < V; j++) out[(r0 + r) * V + j] = m->host_row[j];
-        }
+        if (!m->dry) MDL_TRY(mdl_download_f64(m->be, &lg, out + r0 * V));
     }
     return CHM_OK;
 }
@@ -282,14 +272,18 @@ static int64_t auto_ce_rows(const chm_model *m, int64_t want) {
     return rows < 1 ? 1 : rows > R ? R : rows;
 }
 
-/* Size the arena by dry runs of a training step and a causal logits pass, then allocate it. */
+/*
+ * Size the arena by dry runs of a training step and a causal logits pass,
+ * then allocate it (only size it when the model has no backend: `chimera
+ * plan` reads the size through chm_model_arena_bytes).
+ */
 static chm_status plan_arena(chm_model *m, chm_err *err) {
     m->dry = true;
     m->dry_used = m->dry_peak = 0;
     chm_status rc = run_pass(m, NULL, true, 1.0, NULL, err);
     if (rc == CHM_OK) rc = logits_pass(m, NULL, m->T, CHM_ROUTING_CAUSAL, NULL, err);
     m->dry = false;
-    if (rc != CHM_OK) return rc;
+    if (rc != CHM_OK || !m->be) return rc;
     return chm_arena_init(&m->arena, m->be, m->dry_peak, err);
 }
 
@@ -298,10 +292,10 @@ chm_status chm_model_create(const chm_config_model *cfg, chm_backend *be,
     if (!cfg || !opt || !out)
         return CHM_ERR(err, CHM_ERR_INVALID_ARG, "model_create: cfg, opt and out are required");
     *out = NULL;
-    if (opt->batch < 1 || opt->seq_len < 1 || (opt->dtype != CHM_F32 && opt->dtype != CHM_F64))
+    if (opt->batch < 1 || opt->seq_len < 1 || !chm_dtype_is_float(opt->dtype))
         return CHM_ERR(err, CHM_ERR_INVALID_ARG,
-                       "model_create: need batch >= 1, seq_len >= 1 and dtype f32 or f64 "
-                       "(got %lld, %lld, %s)",
+                       "model_create: need batch >= 1, seq_len >= 1 and dtype f32, f64, bf16 or "
+                       "f16 (got %lld, %lld, %s)",
                        (long long)opt->batch, (long long)opt->seq_len, chm_dtype_name(opt->dtype));
     if (be && opt->dtype == CHM_F64 && !(be->caps & CHM_CAP_F64))
         return CHM_ERR(err, CHM_ERR_UNSUPPORTED, "model_create: backend %s has no f64", be->name);
@@ -309,13 +303,14 @@ chm_status chm_model_create(const chm_config_model *cfg, chm_backend *be,
     if (!m) return CHM_ERR(err, CHM_ERR_NOMEM, "model_create: no memory");
     m->be = be;
     m->dt = opt->dtype;
+    m->mdt = opt->dtype == CHM_BF16 || opt->dtype == CHM_F16 ? CHM_F32 : opt->dtype;
     m->B = opt->batch, m->T = opt->seq_len;
     chm_status rc = mdl_dims(m, cfg, m->T, err);
     if (rc == CHM_OK) rc = host_alloc(m, err);
     if (rc == CHM_OK) rc = mdl_params_build(m, err);
     m->ce_rows = auto_ce_rows(m, opt->ce_chunk_rows);
     if (rc == CHM_OK && be) rc = mdl_params_alloc(m, err);
-    if (rc == CHM_OK && be) rc = plan_arena(m, err);
+    if (rc == CHM_OK) rc = plan_arena(m, err);
     if (rc != CHM_OK) {
         chm_model_free(m);
         return rc;
@@ -329,6 +324,7 @@ void chm_model_free(chm_model *m) {
     chm_arena_free(&m->arena);
     chm_buffer_free(m->pbuf);
     chm_buffer_free(m->gbuf);
+    chm_buffer_free(m->cbuf);
     free(m->params);
     free(m->inits);
     free(m->layers);
@@ -341,16 +337,25 @@ void chm_model_free(chm_model *m) {
     free(m->host_loss);
     free(m->host_score);
     free(m->host_idx);
-    free(m->host_row);
     free(m);
 }
 
 chm_backend *chm_model_backend(const chm_model *m) { return m->be; }
 chm_dtype chm_model_dtype(const chm_model *m) { return m->dt; }
+chm_dtype chm_model_master_dtype(const chm_model *m) { return m->mdt; }
+bool chm_model_is_mixed(const chm_model *m) { return m->mdt != m->dt; }
+
+const char *chm_model_precision_name(const chm_model *m) {
+    if (m->dt == CHM_BF16) return "bf16 mixed precision (fp32 master)";
+    if (m->dt == CHM_F16) return "f16 mixed precision (fp32 master)";
+    return chm_dtype_name(m->dt);
+}
 const chm_config_model *chm_model_config(const chm_model *m) { return &m->cfg; }
 int64_t chm_model_batch(const chm_model *m) { return m->B; }
 int64_t chm_model_seq_len(const chm_model *m) { return m->T; }
-size_t chm_model_arena_bytes(const chm_model *m) { return m->arena.buf ? m->arena.buf->size : 0; }
+size_t chm_model_arena_bytes(const chm_model *m) {
+    return m->arena.buf ? m->arena.buf->size : m->be ? 0 : m->dry_peak;
+}
 int chm_model_moe_layers(const chm_model *m) { return m->n_moe; }
 
 /* The MoE activations of trunk layer l (the inner layer's under MoD). */

@@ -1,0 +1,85 @@
+/*
+ * test_plan.c: `chimera plan` (src/cli/plan_cmd.c) and the model's arena size
+ * without a backend, which the plan's activation figure comes from.
+ */
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include "chimera/config.h"
+#include "chimera/model.h"
+#include "testutil.h"
+
+/* Output and exit code of `chimera ARGS 2>&1`. */
+typedef struct plan_run {
+    char out[16384];
+    int status;
+} plan_run;
+
+static void run_plan(const char *args, plan_run *r) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' plan %s 2>&1", CHIMERA_BINARY, args);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f, "cannot run %s", cmd);
+    size_t n = fread(r->out, 1, sizeof r->out - 1, f);
+    r->out[n] = '\0';
+    int st = pclose(f);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The arena a model without a backend reports is exactly what a cpu model allocates. */
+Test(plan, arena_size_without_backend_matches_real_model) {
+    chm_config cfg;
+    chm_err err = {0};
+    cr_assert_eq(chm_config_load("tiny", NULL, 0, &cfg, &err), CHM_OK, "%s", err.msg);
+    chm_backend *be = tt_open_cpu();
+    int64_t batches[] = {1, 3};
+    chm_dtype dts[] = {CHM_F32, CHM_BF16};
+    for (int i = 0; i < 2; i++)
+        for (int d = 0; d < 2; d++) {
+            chm_model_options mo = {.dtype = dts[d], .batch = batches[i], .seq_len = 96};
+            chm_model *desc, *real;
+            cr_assert_eq(chm_model_create(&cfg.model, NULL, &mo, &desc, &err), CHM_OK, "%s", err.msg);
+            cr_assert_eq(chm_model_create(&cfg.model, be, &mo, &real, &err), CHM_OK, "%s", err.msg);
+            size_t planned = chm_model_arena_bytes(desc), got = chm_model_arena_bytes(real);
+            cr_expect_gt(planned, 0);
+            cr_expect_eq(planned, got, "B=%lld %s: planned %zu bytes, allocated %zu",
+                         (long long)batches[i], chm_dtype_name(dts[d]), planned, got);
+            chm_model_free(desc);
+            chm_model_free(real);
+        }
+    chm_backend_close(be);
+    chm_config_free(&cfg);
+}
+
+Test(plan, benchmark_and_budget_on_cpu) {
+    plan_run r;
+    run_plan("--config test --backend cpu --steps 3 --tokens 10M", &r);
+    cr_assert_eq(r.status, 0, "exit %d:\n%s", r.status, r.out);
+    cr_expect(strstr(r.out, "activations") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "fits:") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "tokens/s") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "1e+07 tokens:") != NULL, "%s", r.out);
+}
+
+Test(plan, too_small_device_suggests_a_micro_batch) {
+    plan_run r;
+    /* tiny needs ~1.3 GiB at micro batch 16; 0.5 GiB fits a smaller micro batch. */
+    run_plan("--config tiny --backend cpu --no-bench --memory-gib 0.5", &r);
+    cr_assert_eq(r.status, 1, "exit %d:\n%s", r.status, r.out);
+    cr_expect(strstr(r.out, "DOES NOT FIT. Use --set train.micro_batch=") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "same global batch of 16 sequences") != NULL, "%s", r.out);
+    run_plan("--config tiny --backend cpu --no-bench --memory-gib 0.01", &r);
+    cr_assert_eq(r.status, 1, "exit %d:\n%s", r.status, r.out);
+    cr_expect(strstr(r.out, "even at micro batch 1") != NULL, "%s", r.out);
+}
+
+Test(plan, bad_usage_exits_2) {
+    plan_run r;
+    run_plan("--tokens 12Q", &r);
+    cr_expect_eq(r.status, 2, "%s", r.out);
+    cr_expect(strstr(r.out, "--tokens") != NULL, "%s", r.out);
+    run_plan("--steps 1", &r);
+    cr_expect_eq(r.status, 2, "%s", r.out);
+    run_plan("--bogus", &r);
+    cr_expect_eq(r.status, 2, "%s", r.out);
+}
