@@ -152,8 +152,8 @@ static chm_status mod_step(chm_model *m, const mdl_layer *ly, dec_layer *st, con
     MDL_OP(m, chm_copy(be, out, x));
     double s = 1; /* dry run: size the routed case */
     if (!m->dry) {
-        MDL_TRY(chm_download(be, &score, m->host_score));
-        s = m->dt == CHM_F64 ? ((double *)m->host_score)[0] : ((float *)m->host_score)[0];
+        MDL_TRY(mdl_download_f64(be, &score, m->host_score));
+        s = m->host_score[0];
     }
     if (!(s > 0)) return CHM_OK;
     MDL_TRY(core_step(m, ly, st, x, &y));
@@ -265,11 +265,7 @@ chm_status chm_decoder_step(chm_decoder *d, int32_t token, double *logits, chm_e
         return CHM_ERR(err, CHM_ERR_INVALID_ARG, "decoder_step: token %d is outside [0, %lld)",
                        (int)token, (long long)m->V);
     chm_status rc = step(d, token);
-    if (rc == CHM_OK && m->dt == CHM_F64) rc = chm_download(m->be, &m->logits, logits);
-    if (rc == CHM_OK && m->dt == CHM_F32) {
-        rc = chm_download(m->be, &m->logits, m->host_row);
-        for (int64_t j = 0; rc == CHM_OK && j < m->V; j++) logits[j] = m->host_row[j];
-    }
+    if (rc == CHM_OK) rc = mdl_download_f64(m->be, &m->logits, logits);
     if (rc != CHM_OK) return CHM_ERR(err, rc, "decoder_step: %s", m->be->err.msg);
     d->pos++;
     return CHM_OK;

@@ -59,13 +59,7 @@ chm_status mdl_head(chm_model *m, int norm, const chm_tensor *hidden, const chm_
 chm_status mdl_loss_read(chm_model *m, chm_model_loss *loss) {
     chm_model_loss out = {0};
     double *s = m->host_loss;
-    if (m->dt == CHM_F64) {
-        MDL_TRY(chm_download(m->be, &m->loss, s));
-    } else {
-        float f[MDL_LOSS_SLOTS];
-        MDL_TRY(chm_download(m->be, &m->loss, f));
-        for (int i = 0; i < MDL_LOSS_SLOTS; i++) s[i] = f[i];
-    }
+    MDL_TRY(mdl_download_f64(m->be, &m->loss, s)); /* stats dtype: f32 unless f64 */
     const chm_config_model *c = &m->cfg;
     double R = (double)(m->B * m->T);
     out.ce = s[MDL_LOSS_CE] / R;

@@ -108,12 +108,9 @@ static chm_status mod_fwd_causal(chm_model *m, const mdl_layer *ly, mdl_layer_ac
             k = T; /* size for the most */
         } else {
             chm_tensor sb = seg_of(&a->score, b, T);
-            MDL_TRY(chm_download(m->be, &sb, m->host_score));
-            for (int64_t t = 0; t < T; t++) {
-                double s =
-                    m->dt == CHM_F64 ? ((double *)m->host_score)[t] : ((float *)m->host_score)[t];
-                if (s > 0) m->host_idx[k++] = (int32_t)t;
-            }
+            MDL_TRY(mdl_download_f64(m->be, &sb, m->host_score));
+            for (int64_t t = 0; t < T; t++)
+                if (m->host_score[t] > 0) m->host_idx[k++] = (int32_t)t;
         }
         if (k == 0) continue;
         chm_tensor idx = MDL_VIEW(&a->idx, 0, k);

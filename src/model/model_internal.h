@@ -167,7 +167,8 @@ typedef struct mdl_ids {
 struct chm_model {
     chm_config_model cfg;
     chm_backend *be; /* NULL: description only */
-    chm_dtype dt;
+    chm_dtype dt;    /* compute dtype: activations, gradients, the weights the ops read */
+    chm_dtype mdt;   /* master dtype: the parameter buffer (f32 in mixed precision, else dt) */
     int64_t B, T;    /* micro-batch shape */
     int64_t ce_rows; /* rows per cross-entropy chunk */
     /* dimensions */
@@ -181,7 +182,8 @@ struct chm_model {
     int embed, final_norm, lm_head; /* lm_head = embed when tied */
     mdl_layer *layers;              /* [L] */
     mdl_mtp *mtp;                   /* [depth] */
-    chm_buffer *pbuf, *gbuf;
+    chm_buffer *pbuf, *gbuf; /* master weights (mdt), gradients (dt) */
+    chm_buffer *cbuf;        /* mixed precision: the compute copy (dt), else NULL */
     /* activations */
     chm_arena arena;
     bool dry; /* sizing run: ops skipped, allocations counted */
@@ -202,16 +204,15 @@ struct chm_model {
     /* host scratch */
     int32_t *host_ids; /* [(2 + 2*depth) * B*T] */
     double *host_loss; /* [MDL_LOSS_SLOTS] */
-    void *host_score;  /* [T] raw values (causal MoD routing) */
-    int32_t *host_idx; /* [T] */
-    float *host_row;   /* [V] one row of f32 logits */
+    double *host_score; /* [T] MoD scores (causal routing, decoding) */
+    int32_t *host_idx;  /* [T] */
 };
 
 /* ---- params.c ---- */
 chm_status mdl_params_build(chm_model *m, chm_err *err);
 chm_status mdl_params_alloc(chm_model *m, chm_err *err);
-/* The value / gradient tensor of parameter i. */
-static inline const chm_tensor *mdl_w(const chm_model *m, int i) { return &m->params[i].value; }
+/* The weight the ops read (the compute copy in mixed precision) / gradient of parameter i. */
+static inline const chm_tensor *mdl_w(const chm_model *m, int i) { return &m->params[i].compute; }
 static inline const chm_tensor *mdl_g(const chm_model *m, int i) { return &m->params[i].grad; }
 
 /* ---- arena.c ---- */
@@ -227,6 +228,13 @@ void mdl_release(chm_model *m, size_t mark);
     mdl_alloc((m), chm_dtype_stats((m)->dt), MDL_NDIMS(__VA_ARGS__), MDL_DIMS(__VA_ARGS__), (t))
 #define MDL_ALLOC_I32(m, t, ...)                                                                   \
     mdl_alloc((m), CHM_I32, MDL_NDIMS(__VA_ARGS__), MDL_DIMS(__VA_ARGS__), (t))
+
+/*
+ * Download float tensor t (any float dtype, n elements) into host doubles
+ * out [n], widening in place: the one way the model reads device values
+ * (loss slots, logits, MoD scores).
+ */
+chm_status mdl_download_f64(chm_backend *be, const chm_tensor *t, double *out);
 
 /* A view of t's bytes from element `off` with a new shape (no checks: callers stay inside). */
 chm_tensor mdl_view(const chm_tensor *t, int64_t off, int ndim, const int64_t *shape);

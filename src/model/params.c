@@ -1,6 +1,6 @@
 /*
- * params.c: the parameter table (names, shapes, offsets), the parameter and
- * gradient buffers, and the initialisation.
+ * params.c: the parameter table (names, shapes, offsets), the parameter,
+ * gradient and compute-copy buffers, and the initialisation.
  *
  * The table is built by one walk over the architecture run twice: a counting
  * pass, then a filling pass into an array of exactly that size (size,
@@ -9,6 +9,10 @@
  * MDL_PARAM_ALIGN elements so that views stay aligned on every backend.
  * Initial values are drawn on the host from the generator keyed by (seed,
  * name) of chimera/rng.h and uploaded: every backend starts identical.
+ * In mixed precision the three buffers share the element layout (offsets
+ * count elements), so one element index names the same weight in the master
+ * buffer (f32), the gradient buffer and the compute copy (16-bit), and the
+ * compute copy is refreshed by one cast of the whole buffer.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -190,29 +194,44 @@ chm_status mdl_params_build(chm_model *m, chm_err *err) {
     return CHM_OK;
 }
 
+/* One buffer of numel_all elements of dt, zeroed (the padding between parameters stays zero). */
+static chm_status buffer_zeroed(chm_model *m, chm_dtype dt, chm_buffer **out) {
+    chm_status rc = chm_buffer_alloc(m->be, (size_t)m->numel_all * chm_dtype_size(dt), out);
+    if (rc != CHM_OK) return rc;
+    chm_tensor all = chm_tensor_1d(*out, 0, dt, m->numel_all);
+    return chm_fill(m->be, &all, 0.0);
+}
+
 chm_status mdl_params_alloc(chm_model *m, chm_err *err) {
-    size_t bytes = (size_t)m->numel_all * chm_dtype_size(m->dt);
-    chm_status rc = chm_buffer_alloc(m->be, bytes, &m->pbuf);
-    if (rc == CHM_OK) rc = chm_buffer_alloc(m->be, bytes, &m->gbuf);
+    bool mixed = m->mdt != m->dt;
+    chm_status rc = buffer_zeroed(m, m->mdt, &m->pbuf);
+    if (rc == CHM_OK) rc = buffer_zeroed(m, m->dt, &m->gbuf);
+    if (rc == CHM_OK && mixed) rc = buffer_zeroed(m, m->dt, &m->cbuf);
     if (rc != CHM_OK)
         return CHM_ERR(err, rc,
-                       "cannot allocate %zu bytes for the parameters and as many for "
-                       "the gradients: %s",
-                       bytes, m->be->err.msg);
+                       "cannot allocate the parameter buffers (%lld elements: %s master "
+                       "weights, %s gradients%s): %s",
+                       (long long)m->numel_all, chm_dtype_name(m->mdt), chm_dtype_name(m->dt),
+                       mixed ? " and compute copy" : "", m->be->err.msg);
     for (int i = 0; i < m->n_params; i++) {
         chm_model_param *p = &m->params[i];
         size_t off = (size_t)p->offset * chm_dtype_size(m->dt);
-        p->value = chm_tensor_make(m->pbuf, off, m->dt, p->ndim, p->shape);
+        p->value = chm_tensor_make(m->pbuf, (size_t)p->offset * chm_dtype_size(m->mdt), m->mdt,
+                                   p->ndim, p->shape);
         p->grad = chm_tensor_make(m->gbuf, off, m->dt, p->ndim, p->shape);
+        p->compute = mixed ? chm_tensor_make(m->cbuf, off, m->dt, p->ndim, p->shape) : p->value;
     }
-    /* the padding between parameters stays zero in both buffers */
-    chm_tensor all = chm_tensor_1d(m->pbuf, 0, m->dt, m->numel_all);
-    rc = chm_fill(m->be, &all, 0.0);
-    if (rc == CHM_OK) {
-        all.buf = m->gbuf;
-        rc = chm_fill(m->be, &all, 0.0);
-    }
-    if (rc != CHM_OK) return CHM_ERR(err, rc, "%s", m->be->err.msg);
+    return CHM_OK;
+}
+
+chm_status chm_model_refresh_compute(chm_model *m, chm_err *err) {
+    if (!m || !m->be)
+        return CHM_ERR(err, CHM_ERR_INVALID_ARG, "refresh_compute: the model has no backend");
+    if (!m->cbuf) return CHM_OK;
+    chm_tensor master = chm_tensor_1d(m->pbuf, 0, m->mdt, m->numel_all);
+    chm_tensor lowp = chm_tensor_1d(m->cbuf, 0, m->dt, m->numel_all);
+    chm_status rc = chm_cast(m->be, &lowp, &master);
+    if (rc != CHM_OK) return CHM_ERR(err, rc, "refresh_compute: %s", m->be->err.msg);
     return CHM_OK;
 }
 
@@ -245,9 +264,9 @@ static void init_values(const chm_model_param *p, const struct mdl_init *in, uin
     }
 }
 
-/* Upload host doubles into a parameter of the model's dtype (f32 through f [numel]). */
+/* Upload host doubles into a parameter's master weights (f32 through f [numel]). */
 static chm_status upload_param(chm_model *m, const chm_model_param *p, const double *x, float *f) {
-    if (m->dt == CHM_F64) return chm_upload(m->be, &p->value, x);
+    if (m->mdt == CHM_F64) return chm_upload(m->be, &p->value, x);
     for (int64_t i = 0; i < p->numel; i++) f[i] = (float)x[i];
     return chm_upload(m->be, &p->value, f);
 }
@@ -274,7 +293,7 @@ chm_status chm_model_init_params(chm_model *m, uint64_t seed, chm_err *err) {
     free(x);
     free(f);
     if (rc != CHM_OK) return CHM_ERR(err, rc, "init_params: %s", m->be->err.msg);
-    return CHM_OK;
+    return chm_model_refresh_compute(m, err);
 }
 
 int chm_model_param_count(const chm_model *m) { return m ? m->n_params : 0; }
@@ -289,12 +308,26 @@ const chm_model_param *chm_model_param_find(const chm_model *m, const char *name
     return NULL;
 }
 
-void chm_model_param_region(const chm_model *m, bool decay, chm_tensor *params, chm_tensor *grads) {
+/* Region `decay` of buffer buf holding dtype dt. */
+static chm_tensor region(const chm_model *m, bool decay, chm_buffer *buf, chm_dtype dt) {
     int64_t off = decay ? 0 : m->numel_decay;
     int64_t n = decay ? m->numel_decay : m->numel_all - m->numel_decay;
-    size_t boff = (size_t)off * chm_dtype_size(m->dt);
-    if (params) *params = chm_tensor_1d(m->pbuf, boff, m->dt, n);
-    if (grads) *grads = chm_tensor_1d(m->gbuf, boff, m->dt, n);
+    return chm_tensor_1d(buf, (size_t)off * chm_dtype_size(dt), dt, n);
+}
+
+void chm_model_param_region(const chm_model *m, bool decay, chm_tensor *params, chm_tensor *grads) {
+    if (params) *params = region(m, decay, m->pbuf, m->mdt);
+    if (grads) *grads = region(m, decay, m->gbuf, m->dt);
+}
+
+bool chm_model_compute_region(const chm_model *m, bool decay, chm_tensor *lowp) {
+    *lowp = region(m, decay, m->cbuf, m->dt);
+    return m->cbuf != NULL;
+}
+
+size_t chm_model_buffer_bytes(const chm_model *m) {
+    size_t n = (size_t)m->numel_all;
+    return n * (chm_dtype_size(m->mdt) + chm_dtype_size(m->dt) * (m->mdt != m->dt ? 2 : 1));
 }
 
 chm_status chm_model_zero_grad(chm_model *m, chm_err *err) {
