@@ -215,4 +215,10 @@ chm_status chm_cuda_attention_decode(chm_backend *be, const chm_tensor *out, con
 chm_status chm_cuda_selective_scan_step(chm_backend *be, const chm_tensor *y, const chm_tensor *h,
                                         const chm_scan_args *a);
 
+/* ---- comm_ptr.c: for the NCCL transport of src/comm ---- */
+/* Device address of t's first element, the backend's one stream, its device index. */
+void *chm_cuda_comm_ptr(const chm_tensor *t);
+cudaStream_t chm_cuda_comm_stream(chm_backend *be);
+int chm_cuda_comm_device(chm_backend *be);
+
 #endif

@@ -31,6 +31,23 @@
  * and becomes visible only complete: it is written to .tmp-step-*, every file
  * and the directory fsynced, then renamed and the run directory fsynced.
  *
+ * Data parallel (chimera/comm.h; `mpirun -np N chimera train ...`, or N
+ * processes with --rank/--world-size on the cuda backend): every rank holds
+ * the whole model and trains on its own slice of each global batch, so
+ *     global batch = train.micro_batch x train.grad_accum x world size
+ * sequences per optimizer step (train.tokens counts tokens of the global
+ * batches, and tokens_per_step in the trainer's config copy is the global
+ * one). The gradients are summed over the ranks once per optimizer step
+ * (after the micro batches, before the norm), each rank's AdamW updates one
+ * block of the parameters and holds the moments of that block only
+ * (ZeRO-1), then the parameters are all-gathered. Rank 0 alone prints,
+ * writes metrics.jsonl and config.yaml, and writes checkpoints in the
+ * standard format (the moments gathered from every rank), so a run resumes
+ * on any number of ranks; with the same global batch it continues as if
+ * nothing had changed. tokens/s counts every rank; MFU is per device.
+ * Under mpirun a rank that dies ends the job (Open MPI's runtime); a rank
+ * that fails calls chm_comm_abort (the train command does).
+ *
  * Errors: chm_status + chm_err as everywhere; messages name the file and,
  * for tensors, the tensor. Threading: one thread per trainer.
  */
@@ -42,6 +59,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "chimera/comm.h"
 #include "chimera/config.h"
 #include "chimera/data.h"
 #include "chimera/model.h"
@@ -131,6 +149,25 @@ chm_status chm_checkpoint_save(const char *run_dir, chm_model *m, chm_optim *o,
                                const chm_config *cfg, const chm_checkpoint_state *st, int keep,
                                char *path_out, size_t path_n, chm_err *err);
 
+/* AdamW's state in host memory, for chm_checkpoint_save_moments. */
+typedef struct chm_checkpoint_moments {
+    chm_dtype dtype;          /* of both arrays: the optimizer's (f32, or f64) */
+    const void *exp_avg;      /* [E], laid out like the parameter buffer (element i of a
+                                 parameter at chm_model_param.offset + i - the buffer's first) */
+    const void *exp_avg_sq;   /* [E] */
+    int64_t updates;          /* AdamW's t */
+} chm_checkpoint_moments;
+
+/*
+ * chm_checkpoint_save with the moments taken from host memory rather than an
+ * optimizer: a data-parallel run's rank 0 writes the moments it gathered
+ * from every rank's shard (ZeRO-1), in the standard format.
+ */
+chm_status chm_checkpoint_save_moments(const char *run_dir, chm_model *m,
+                                       const chm_checkpoint_moments *mo, const chm_config *cfg,
+                                       const chm_checkpoint_state *st, int keep, char *path_out,
+                                       size_t path_n, chm_err *err);
+
 /*
  * The newest complete checkpoint of run_dir into path (*found = false when
  * there is none). Leftover temporary directories (.tmp-step-*) of
@@ -197,7 +234,11 @@ typedef struct chm_trainer_options {
     int progress;            /* progress bar: < 0 when log is a terminal, 0 never, > 0 always */
     const char *cache_dir;   /* where the built-in corpus is tokenized; NULL:
                                 $XDG_CACHE_HOME/chimera, else $HOME/.cache/chimera */
-    int threads;             /* cpu threads; 0: all cores */
+    int threads;             /* cpu threads; 0: all cores (shared among the ranks of a
+                                data-parallel run on one machine) */
+    chm_comm *comm;          /* the data-parallel group (chm_comm_open; the trainer attaches
+                                it to its backend and detaches it at close, the caller
+                                closes it after); NULL: one process */
 } chm_trainer_options;
 
 /* What one optimizer step did. */
@@ -236,15 +277,19 @@ void chm_trainer_close(chm_trainer *t);
  * a warning on stderr and a "skip" event); it still counts as a
  * step and consumes its data. Debug only: the environment variable
  * CHIMERA_DEBUG_NAN_STEP="k[,k2|a-b...]" makes the gradients of the listed
- * steps (1-based) NaN, to test this path.
+ * steps (1-based) NaN, to test this path; CHIMERA_DEBUG_DIE_RANK=r (with
+ * CHIMERA_DEBUG_DIE_STEP=k, default 1) makes rank r kill itself (SIGKILL)
+ * in step k, before the gradient all-reduce, to test a dying rank.
+ * Data parallel: a collective call; every rank must take every step.
  */
 chm_status chm_trainer_step(chm_trainer *t, chm_train_step *info, chm_err *err);
 
-/* Evaluate on the validation windows (train.eval_batches micro batches); appends an "eval"
- * event and prints a line. */
+/* Evaluate on the validation windows (train.eval_batches micro batches; data parallel: per
+ * rank, each rank its share, combined); appends an "eval" event and prints a line. */
 chm_status chm_trainer_eval(chm_trainer *t, chm_eval_result *r, chm_err *err);
 
-/* Save a checkpoint now (path_out may be NULL); appends a "checkpoint" event. */
+/* Save a checkpoint now (path_out may be NULL); appends a "checkpoint" event. Data
+ * parallel: every rank calls it (the moments are gathered), rank 0 writes. */
 chm_status chm_trainer_save(chm_trainer *t, char *path_out, size_t path_n, chm_err *err);
 
 /*
@@ -255,7 +300,8 @@ chm_status chm_trainer_save(chm_trainer *t, char *path_out, size_t path_n, chm_e
  * current step finishes, a checkpoint is saved and the loop returns CHM_OK
  * with chm_trainer_interrupted true. After CHM_TRAIN_MAX_BAD_STEPS
  * non-finite steps in a row it saves the (unchanged, last good) state and
- * returns CHM_ERR_CONFIG saying where. stop may be NULL.
+ * returns CHM_ERR_CONFIG saying where. stop may be NULL. Data parallel: the
+ * ranks agree before each step whether any of them was asked to stop.
  */
 chm_status chm_trainer_run(chm_trainer *t, const volatile sig_atomic_t *stop, chm_err *err);
 

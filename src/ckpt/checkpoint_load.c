@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "chimera/checkpoint.h"
 
@@ -38,8 +39,14 @@ static chm_status verify_file(const char *dir, const char *name, json_t *e, chm_
     json_int_t bytes = json_integer_value(json_object_get(e, "bytes"));
     if (!want)
         return CHM_ERR(err, CHM_ERR_PARSE, "%s/" CK_STATE_FILE ": no sha256 for %s", dir, name);
-    if (!ck_exists(path))
+    struct stat sb;
+    if (stat(path, &sb) != 0)
         return CHM_ERR(err, CHM_ERR_IO, "%s: missing (listed in " CK_STATE_FILE ")", path);
+    /* Only regular files are read: a directory or a FIFO planted under a listed name
+     * must not make the checksum fail obscurely or block. */
+    if (!S_ISREG(sb.st_mode))
+        return CHM_ERR(err, CHM_ERR_PARSE, "%s: not a regular file (listed in " CK_STATE_FILE ")",
+                       path);
     chm_status rc = chm_sha256_file(path, hex, &size, err);
     if (rc) return rc;
     if (size != (int64_t)bytes || strcmp(hex, want) != 0)
@@ -58,7 +65,7 @@ static chm_status verify_files(chm_checkpoint *c, json_t *files, chm_err *err) {
     const char *name;
     json_t *e;
     json_object_foreach(files, name, e) {
-        if (strchr(name, '/'))
+        if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
             return CHM_ERR(err, CHM_ERR_PARSE, "%s/" CK_STATE_FILE ": bad file name '%s'", c->dir, name);
         chm_status rc = verify_file(c->dir, name, e, err);
         if (rc) return rc;
@@ -327,6 +334,7 @@ chm_status chm_checkpoint_load_model(const chm_checkpoint *c, chm_model *m, chm_
         rc = load_one(f, path, p->name, p, be, &p->value, err);
     }
     if (rc == CHM_OK) rc = check_extra(f, path, m, 1, err);
+    if (rc == CHM_OK) rc = chm_model_refresh_compute(m, err); /* mixed precision: round them */
     chm_safetensors_close(f);
     return rc;
 }

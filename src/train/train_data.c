@@ -10,6 +10,12 @@
  * train.eval_batches micro batches of windows (fewer on small data), chosen
  * by the loader independently of the seed; data.val (a path, or builtin =
  * the corpus of the next seed) replaces the split.
+ *
+ * Data parallel: the loader gives rank r rows r*B .. r*B+B-1 of each global
+ * batch of B*world windows, and the validation set (eval_batches global
+ * batches, sized by the global batch so that it is the same set on any
+ * number of ranks of the same global batch) is split among the ranks the
+ * same way.
  */
 #include "trainer_internal.h"
 
@@ -81,17 +87,24 @@ static chm_status train_path(const chm_config *cfg, const char *cache, const chm
     return builtin_corpus(cache, cfg, tok, CHM_TRAIN_CORPUS_SEED, path, n, err);
 }
 
-static chm_loader_config loader_config(const chm_config *cfg, int64_t val_windows) {
+/* Which share of the data this process reads: rank of world (0 of 1 alone). */
+typedef struct data_share {
+    int rank, world;
+} data_share;
+
+static chm_loader_config loader_config(const chm_config *cfg, int64_t val_windows, data_share sh) {
     return (chm_loader_config){.seq_len = cfg->train.seq_len, .batch_size = cfg->train.micro_batch,
                                .seed = (uint64_t)cfg->train.seed, .val_windows = val_windows,
-                               .world_size = 1, .raw_dtype = CHM_TOKENS_U16,
-                               .vocab_size = cfg->model.vocab};
+                               .rank = sh.rank, .world_size = sh.world,
+                               .raw_dtype = CHM_TOKENS_U16, .vocab_size = cfg->model.vocab};
 }
 
-/* Validation windows to split off n windows: eval_batches*B, at most a quarter, whole batches. */
-static chm_status split_size(const chm_config *cfg, const char *path, int64_t windows, int64_t *v,
-                             chm_err *err) {
-    int64_t B = cfg->train.micro_batch, want = (int64_t)cfg->train.eval_batches * B;
+/* Validation windows to split off n windows: eval_batches global batches of B*world, at most a
+ * quarter, whole global batches. */
+static chm_status split_size(const chm_config *cfg, const char *path, int64_t windows, int world,
+                             int64_t *v, chm_err *err) {
+    int64_t B = (int64_t)cfg->train.micro_batch * world;
+    int64_t want = (int64_t)cfg->train.eval_batches * B;
     *v = windows >= 4 * want ? want : windows / 4 / B * B;
     if (*v < B)
         return CHM_ERR(err, CHM_ERR_CONFIG,
@@ -102,38 +115,41 @@ static chm_status split_size(const chm_config *cfg, const char *path, int64_t wi
 }
 
 /* Open the training loader on path, with a validation split when data.val is empty. */
-static chm_status open_train_loader(const chm_config *cfg, const char *path, chm_loader **out,
-                                    chm_err *err) {
-    chm_loader_config lc = loader_config(cfg, 0);
+static chm_status open_train_loader(const chm_config *cfg, const char *path, data_share sh,
+                                    chm_loader **out, chm_err *err) {
+    chm_loader_config lc = loader_config(cfg, 0, sh);
     const char *paths[] = {path};
     chm_status rc = chm_loader_open(paths, 1, &lc, out, err);
     if (rc || cfg->data.val[0]) return rc;
     int64_t windows = chm_loader_get_info(*out).windows;
     chm_loader_close(*out);
     *out = NULL;
-    rc = split_size(cfg, path, windows, &lc.val_windows, err);
+    rc = split_size(cfg, path, windows, sh.world, &lc.val_windows, err);
     return rc ? rc : chm_loader_open(paths, 1, &lc, out, err);
 }
 
-/* The first n (at most) whole batches of windows of a separate validation source. */
-static chm_status read_val_path(const chm_config *cfg, const char *path, int32_t **w, int64_t *n,
-                                chm_err *err) {
-    chm_loader_config lc = loader_config(cfg, 0);
+/* This share of the first (at most) eval_batches whole global batches of windows of a
+ * separate validation source: rows sh.rank*B .. of each global batch of B*world. */
+static chm_status read_val_path(const chm_config *cfg, const char *path, data_share sh, int32_t **w,
+                                int64_t *n, chm_err *err) {
+    chm_loader_config lc = loader_config(cfg, 0, (data_share){0, 1});
     chm_loader *ld;
     const char *paths[] = {path};
     chm_status rc = chm_loader_open(paths, 1, &lc, &ld, err);
     if (rc) return rc;
-    int64_t T = cfg->train.seq_len, B = cfg->train.micro_batch;
-    int64_t have = chm_loader_get_info(ld).windows, want = (int64_t)cfg->train.eval_batches * B;
-    *n = (have < want ? have : want) / B * B;
+    int64_t T = cfg->train.seq_len, B = cfg->train.micro_batch, G = B * sh.world;
+    int64_t have = chm_loader_get_info(ld).windows, want = (int64_t)cfg->train.eval_batches * G;
+    *n = (have < want ? have : want) / G * B; /* this rank's windows */
     *w = *n ? malloc((size_t)(*n * (T + 1)) * sizeof **w) : NULL;
     if (*n == 0)
         rc = CHM_ERR(err, CHM_ERR_CONFIG, "%s: fewer windows than one validation batch of %lld",
-                     path, (long long)B);
+                     path, (long long)G);
     else if (!*w)
         rc = CHM_ERR(err, CHM_ERR_NOMEM, "no memory for validation windows");
-    for (int64_t k = 0; rc == CHM_OK && k < *n; k++)
-        rc = chm_loader_read(ld, k * (T + 1), T + 1, *w + k * (T + 1), err);
+    for (int64_t k = 0; rc == CHM_OK && k < *n; k++) {
+        int64_t win = k / B * G + (int64_t)sh.rank * B + k % B;
+        rc = chm_loader_read(ld, win * (T + 1), T + 1, *w + k * (T + 1), err);
+    }
     chm_loader_close(ld);
     if (rc) {
         free(*w);
@@ -144,7 +160,8 @@ static chm_status read_val_path(const chm_config *cfg, const char *path, int32_t
 
 /* The validation windows: from the loader's split, or from data.val. */
 static chm_status val_windows(const chm_config *cfg, const char *cache, const chm_tokenizer *tok,
-                              chm_loader *ld, int32_t **w, int64_t *n, chm_err *err) {
+                              chm_loader *ld, data_share sh, int32_t **w, int64_t *n,
+                              chm_err *err) {
     *w = NULL, *n = 0;
     if (cfg->data.val[0]) {
         char path[TR_PATH];
@@ -153,7 +170,7 @@ static chm_status val_windows(const chm_config *cfg, const char *cache, const ch
             rc = builtin_corpus(cache, cfg, tok, CHM_TRAIN_CORPUS_SEED + 1, path, sizeof path, err);
         else
             snprintf(path, sizeof path, "%s", cfg->data.val);
-        return rc ? rc : read_val_path(cfg, path, w, n, err);
+        return rc ? rc : read_val_path(cfg, path, sh, w, n, err);
     }
     int64_t T = cfg->train.seq_len, B = cfg->train.micro_batch, nb = chm_loader_val_batches(ld);
     *w = malloc((size_t)(nb * B * (T + 1)) * sizeof **w);
@@ -190,8 +207,10 @@ chm_status tr_data_open(chm_trainer *t, chm_err *err) {
                      "the tokenizer has %d ids but model.vocab is %d: raise model.vocab",
                      (int)chm_tokenizer_vocab_size(t->tok), cfg->model.vocab);
     if (rc == CHM_OK) rc = train_path(cfg, t->cache_dir, t->tok, path, sizeof path, err);
-    if (rc == CHM_OK) rc = open_train_loader(cfg, path, &t->loader, err);
-    if (rc == CHM_OK) rc = val_windows(cfg, t->cache_dir, t->tok, t->loader, &t->val, &t->n_val, err);
+    data_share sh = {t->rank, t->world};
+    if (rc == CHM_OK) rc = open_train_loader(cfg, path, sh, &t->loader, err);
+    if (rc == CHM_OK)
+        rc = val_windows(cfg, t->cache_dir, t->tok, t->loader, sh, &t->val, &t->n_val, err);
     if (rc == CHM_OK)
         rc = chm_eval_bytes_per_token(t->tok, t->val, t->n_val, cfg->train.seq_len,
                                       &t->bytes_per_token, err);
@@ -201,7 +220,7 @@ chm_status tr_data_open(chm_trainer *t, chm_err *err) {
     snprintf(t->data_desc, sizeof t->data_desc, "%s%s (%lld tokens, %lld training windows), %lld "
              "validation windows%s",
              strcmp(cfg->data.train, "builtin") ? "" : "built-in corpus at ", path,
-             (long long)li.tokens, (long long)li.train_windows, (long long)t->n_val,
+             (long long)li.tokens, (long long)li.train_windows, (long long)(t->n_val * t->world),
              cfg->data.val[0] ? " from data.val" : " held out");
     return CHM_OK;
 }
@@ -214,8 +233,9 @@ chm_status chm_train_val_windows(const chm_config *cfg, const char *cache_dir, i
     chm_loader *ld = NULL;
     chm_status rc = chm_train_tokenizer(cfg, &tok, err);
     if (rc == CHM_OK) rc = train_path(cfg, cache, tok, path, sizeof path, err);
-    if (rc == CHM_OK && !cfg->data.val[0]) rc = open_train_loader(cfg, path, &ld, err);
-    if (rc == CHM_OK) rc = val_windows(cfg, cache, tok, ld, windows, n, err);
+    data_share one = {0, 1};
+    if (rc == CHM_OK && !cfg->data.val[0]) rc = open_train_loader(cfg, path, one, &ld, err);
+    if (rc == CHM_OK) rc = val_windows(cfg, cache, tok, ld, one, windows, n, err);
     chm_loader_close(ld);
     chm_tokenizer_free(tok);
     return rc;

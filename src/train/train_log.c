@@ -6,18 +6,21 @@
  * metrics.jsonl gets one JSON object per line and event, flushed at once:
  *   start       step, tokens, total_steps, resumed_from, backend, device, why,
  *               params_total, params_active, flops_per_token, peak_tflops,
- *               peak_source, floor, memory_bytes, config, run_dir
+ *               peak_source, floor, memory_bytes, config, run_dir, world_size,
+ *               comm (the data-parallel transport, "single process" alone)
  *   train       step, tokens, loss, ce, mtp, moe_balance, moe_z, mod_aux (means
  *               over the good steps since the previous train event), lr and
- *               grad_norm, clip_factor (of this step), tokens_per_s, mfu (null
- *               when the peak is unknown), memory_bytes, eta_s, elapsed_s
+ *               grad_norm, clip_factor (of this step), tokens_per_s (every rank's),
+ *               mfu (per device; null when the peak is unknown), memory_bytes (of
+ *               one rank), eta_s, elapsed_s
  *   eval        step, tokens, val_loss, val_ppl, val_bpb, val_tokens,
  *               bytes_per_token, floor
  *   skip        step, loss, grad_norm (null when not finite), bad_streak
  *   checkpoint  step, path
  *   end         step, reason ("done", "signal", "non-finite"), elapsed_s
  * Every event also has "event" (its name) and "time" (Unix seconds).
- * Non-finite numbers are written as null (JSON has no NaN).
+ * Non-finite numbers are written as null (JSON has no NaN). In a data-parallel
+ * run only rank 0 logs (the others have no log and no metrics file).
  */
 #include "trainer_internal.h"
 
@@ -102,8 +105,13 @@ void tr_log_header(chm_trainer *t, const char *resumed_from) {
     say(t, "chimera train: %s -> %s, %lld steps of %lld tokens\n", c->source, t->run_dir,
         (long long)c->train.total_steps, (long long)c->train.tokens_per_step);
     if (!t->quiet) say(t, "backend: %s\n", t->be->why);
+    if (t->world > 1)
+        say(t, "data parallel: %s; global batch %lld sequences = micro batch %d x grad_accum %d "
+            "x %d ranks; AdamW state sharded over the ranks (ZeRO-1)\n", chm_comm_describe(t->comm),
+            (long long)c->train.micro_batch * c->train.grad_accum * t->world, c->train.micro_batch,
+            c->train.grad_accum, t->world);
     say(t, "model: %s parameters (%s active), %.3g MFLOP per token (training), %s, %s in use\n", p,
-        a, t->stats.flops_train / 1e6, chm_dtype_name(chm_model_dtype(t->model)), mem);
+        a, t->stats.flops_train / 1e6, chm_model_precision_name(t->model), mem);
     say(t, "data: %s\n", t->data_desc);
     if (t->floor > 0)
         say(t, "loss floor of the corpus: %.4f nats per token (the loss cannot go below it)\n",
@@ -126,6 +134,10 @@ void tr_log_start(chm_trainer *t, const char *resumed_from) {
         "peak_tflops", t->peak.tflops > 0 ? json_real(t->peak.tflops) : json_null(), "peak_source",
         t->peak.source, "floor", t->floor > 0 ? json_real(t->floor) : json_null(), "memory_bytes",
         (json_int_t)t->mem_bytes, "config", t->cfg.source, "run_dir", t->run_dir);
+    if (o) {
+        json_object_set_new(o, "world_size", json_integer(t->world));
+        json_object_set_new(o, "comm", json_string(chm_comm_describe(t->comm)));
+    }
     emit(t, "start", o);
 }
 
@@ -159,7 +171,10 @@ static void log_line(chm_trainer *t, const chm_train_step *s, double tps, double
     chm_model_loss l = t->win.sum;
     double k = t->win.good > 0 ? 1.0 / (double)t->win.good : NAN;
     l.total *= k, l.ce *= k, l.mtp *= k, l.moe_balance *= k, l.moe_z *= k, l.mod_aux *= k;
-    double mfu = t->peak.tflops > 0 ? t->stats.flops_train * tps / (t->peak.tflops * 1e12) : NAN;
+    /* tps counts every rank's tokens; the peak is one device's */
+    double mfu = t->peak.tflops > 0
+                     ? t->stats.flops_train * tps / (t->peak.tflops * 1e12 * (double)t->world)
+                     : NAN;
     double elapsed = t->elapsed_open + (tr_now() - t->t_open);
     char parts[160], tp[32], mem[32], et[32], mf[32];
     parts_text(&t->cfg.model, &l, parts, sizeof parts);
@@ -209,6 +224,7 @@ void tr_log_step(chm_trainer *t, const chm_train_step *s) {
 }
 
 void tr_log_skip(chm_trainer *t, const chm_train_step *s) {
+    if (t->rank != 0) return; /* every rank skips the same step; one warning is enough */
     tr_log_clear_bar(t);
     fprintf(stderr, "chimera: warning: step %lld: non-finite %s (loss %g, grad norm %g): step "
             "skipped, weights unchanged (%d in a row; %d stop the run)\n",

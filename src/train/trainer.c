@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -43,9 +44,10 @@ static int missing_ops(const chm_backend *be, char *out, size_t n) {
     return miss;
 }
 
-chm_status chm_train_backend_open(const char *name, int threads, bool quiet, chm_backend **out,
-                                  chm_err *err) {
-    chm_backend_options bo = {.device_index = -1, .threads = threads, .quiet = quiet};
+/* chm_train_backend_open on device `device` (-1: the backend's choice). */
+static chm_status backend_open_on(const char *name, int device, int threads, bool quiet,
+                                  chm_backend **out, chm_err *err) {
+    chm_backend_options bo = {.device_index = device, .threads = threads, .quiet = quiet};
     bool is_auto = !name || !strcmp(name, "auto");
     chm_status rc = chm_backend_open(is_auto ? "auto" : name, &bo, out, err);
     if (rc || !strcmp((*out)->name, "cpu")) return rc;
@@ -67,6 +69,11 @@ chm_status chm_train_backend_open(const char *name, int threads, bool quiet, chm
     rc = chm_backend_open("cpu", &bo, out, err);
     if (rc == CHM_OK) snprintf((*out)->why, sizeof (*out)->why, "%s", why);
     return rc;
+}
+
+chm_status chm_train_backend_open(const char *name, int threads, bool quiet, chm_backend **out,
+                                  chm_err *err) {
+    return backend_open_on(name, -1, threads, quiet, out, err);
 }
 
 /* The backend name the run asks for: the option, else the config's key. */
@@ -92,14 +99,15 @@ static chm_status resolve_resume(chm_trainer *t, const chm_trainer_options *o, c
             snprintf(ckpt, n, "%s", o->resume);
             return CHM_OK;
         }
-        chm_status rc = chm_checkpoint_latest(o->resume, true, ckpt, n, &found, err);
+        chm_status rc = chm_checkpoint_latest(o->resume, t->rank == 0, ckpt, n, &found, err);
         if (rc == CHM_OK && !found)
             rc = CHM_ERR(err, CHM_ERR_IO, "--resume %s: neither a checkpoint (no " CK_STATE_FILE
                          ") nor a run directory holding one", o->resume);
         return rc;
     }
-    chm_status rc = chm_checkpoint_latest(t->run_dir, o->resume != NULL, latest, sizeof latest,
-                                          &found, err);
+    /* only rank 0 removes leftovers: the others must not race it */
+    chm_status rc = chm_checkpoint_latest(t->run_dir, o->resume && t->rank == 0, latest,
+                                          sizeof latest, &found, err);
     if (rc || !found) return rc;
     if (!o->resume)
         return CHM_ERR(err, CHM_ERR_CONFIG,
@@ -160,32 +168,36 @@ static chm_status open_metrics(chm_trainer *t, bool fresh, chm_err *err) {
 
 /* ---- model, optimizer, state ------------------------------------------------------------------ */
 
+/* The model dtype of `precision`: bf16 is mixed precision (fp32 master weights); auto picks it
+ * on cuda (tensor cores), f32 elsewhere. */
+static chm_dtype model_dtype(chm_config_precision p, const chm_backend *be) {
+    if (p == CHM_CONFIG_PRECISION_AUTO) return strcmp(be->name, "cuda") == 0 ? CHM_BF16 : CHM_F32;
+    return p == CHM_CONFIG_PRECISION_BF16 ? CHM_BF16 : CHM_F32;
+}
+
 static chm_status build_model(chm_trainer *t, chm_err *err) {
     const chm_config *cfg = &t->cfg;
-    if (cfg->precision == CHM_CONFIG_PRECISION_BF16)
-        return CHM_ERR(err, CHM_ERR_UNSUPPORTED,
-                       "precision bf16: the model trains in f32 for now; set precision: auto or f32");
-    chm_model_options mo = {.dtype = CHM_F32, .batch = cfg->train.micro_batch,
-                            .seq_len = cfg->train.seq_len};
+    chm_model_options mo = {.dtype = model_dtype(cfg->precision, t->be),
+                            .batch = cfg->train.micro_batch, .seq_len = cfg->train.seq_len};
     chm_status rc = chm_model_create(&cfg->model, t->be, &mo, &t->model, err);
-    if (rc == CHM_OK) rc = chm_optim_create(t->model, &cfg->train, NULL, &t->optim, err);
+    chm_optim_options oo = rc == CHM_OK ? tr_dp_optim_options(t) : (chm_optim_options){0};
+    if (rc == CHM_OK) rc = chm_optim_create(t->model, &cfg->train, &oo, &t->optim, err);
     if (rc == CHM_OK) rc = chm_model_stats_compute(&cfg->model, cfg->train.seq_len, &t->stats, err);
     size_t B = (size_t)cfg->train.micro_batch, T = (size_t)cfg->train.seq_len;
     if (rc == CHM_OK && !(t->batch = malloc(B * (T + 1) * sizeof *t->batch)))
         rc = CHM_ERR(err, CHM_ERR_NOMEM, "no memory for a batch");
     if (rc) return rc;
-    chm_tensor pd, pn;
-    chm_model_param_region(t->model, true, &pd, NULL);
-    chm_model_param_region(t->model, false, &pn, NULL);
-    size_t params = chm_tensor_nbytes(&pd) + chm_tensor_nbytes(&pn);
-    t->mem_bytes = chm_model_arena_bytes(t->model) + 2 * params + chm_optim_bytes(t->optim);
+    t->mem_bytes = chm_model_arena_bytes(t->model) + chm_model_buffer_bytes(t->model) +
+                   chm_optim_bytes(t->optim);
     return CHM_OK;
 }
 
 /* Restore weights, moments, cursor and counters from checkpoint dir. */
 static chm_status resume_from(chm_trainer *t, chm_checkpoint *c, chm_err *err) {
     chm_status rc = chm_checkpoint_load_model(c, t->model, err);
-    if (rc == CHM_OK) rc = chm_checkpoint_load_optim(c, t->model, t->optim, err);
+    bool sharded = t->world > 1; /* ZeRO-1: each rank reads its own block */
+    if (rc == CHM_OK) rc = sharded ? tr_dp_load_moments(t, c, err)
+                                   : chm_checkpoint_load_optim(c, t->model, t->optim, err);
     if (rc) return rc;
     t->st = *chm_checkpoint_get_state(c);
     rc = chm_loader_set_cursor(t->loader, &t->st.cursor, err);
@@ -207,19 +219,39 @@ static chm_status fresh_start(chm_trainer *t, chm_err *err) {
 /* ---- open and close --------------------------------------------------------------------------- */
 
 /* Everything after the run directory and the checkpoint are known. */
+/*
+ * The backend of this rank, attached to the group: in a data-parallel run
+ * the cuda device local_rank % devices, and cpu threads shared among the
+ * ranks of this machine unless --threads says.
+ */
+static chm_status open_backend(chm_trainer *t, const chm_trainer_options *o, chm_err *err) {
+    const char *name = backend_name(&t->cfg, o);
+    int threads = o->threads;
+    if (threads <= 0 && t->world > 1) {
+        int share = omp_get_num_procs() / chm_comm_local_size(t->comm);
+        threads = share > 1 ? share : 1;
+    }
+    chm_status rc = backend_open_on(name, chm_comm_device_index(t->comm, name), threads, t->quiet,
+                                    &t->be, err);
+    return rc ? rc : tr_dp_attach(t, err);
+}
+
 static chm_status open_parts(chm_trainer *t, const chm_trainer_options *o, chm_checkpoint *c,
                              chm_err *err) {
     chm_status rc = c ? chm_checkpoint_check_model(c, &t->cfg.model, err) : CHM_OK;
-    if (rc == CHM_OK)
-        rc = chm_train_backend_open(backend_name(&t->cfg, o), o->threads, t->quiet, &t->be, err);
+    if (rc == CHM_OK) rc = open_backend(t, o, err);
     if (rc == CHM_OK) rc = tr_data_open(t, err);
     if (rc == CHM_OK) rc = build_model(t, err);
     if (rc == CHM_OK) rc = c ? resume_from(t, c, err) : fresh_start(t, err);
-    if (rc == CHM_OK) rc = ck_mkdirs(t->run_dir, err);
-    if (rc == CHM_OK) rc = write_config_file(t, err);
-    if (rc == CHM_OK) rc = open_metrics(t, c == NULL, err);
+    if (rc == CHM_OK) rc = tr_dp_start(t, err);
+    /* the run directory's files are rank 0's: one config.yaml, one metrics.jsonl */
+    if (rc == CHM_OK && t->rank == 0) rc = ck_mkdirs(t->run_dir, err);
+    if (rc == CHM_OK && t->rank == 0) rc = write_config_file(t, err);
+    if (rc == CHM_OK && t->rank == 0) rc = open_metrics(t, c == NULL, err);
     if (rc) return rc;
-    if (o->peak_tflops > 0) {
+    if (t->rank != 0) {
+        snprintf(t->peak.source, sizeof t->peak.source, "rank 0 reports MFU");
+    } else if (o->peak_tflops > 0) {
         t->peak.tflops = o->peak_tflops;
         snprintf(t->peak.source, sizeof t->peak.source, "--peak-tflops");
     } else {
@@ -229,10 +261,14 @@ static chm_status open_parts(chm_trainer *t, const chm_trainer_options *o, chm_c
 }
 
 static void set_options(chm_trainer *t, const chm_trainer_options *o) {
-    t->quiet = o->quiet || !t->cfg.warnings;
+    tr_dp_options(t, o->comm);
+    /* one voice: the other ranks of a data-parallel run print nothing but errors */
+    t->quiet = o->quiet || !t->cfg.warnings || t->rank != 0;
     t->keep = o->keep > 0 ? o->keep : CHM_CHECKPOINT_KEEP;
-    t->log = o->log;
-    t->bar = o->log && (o->progress > 0 || (o->progress < 0 && isatty(fileno(o->log))));
+    t->log = t->rank == 0 ? o->log : NULL;
+    /* under mpirun stdout is often a pty that no one watches live: no bar unless asked */
+    t->bar = t->log && (o->progress > 0 ||
+                        (o->progress < 0 && t->world == 1 && isatty(fileno(o->log))));
     tr_cache_dir(o->cache_dir, t->cache_dir, sizeof t->cache_dir);
     const char *nan = getenv("CHIMERA_DEBUG_NAN_STEP");
     t->nan_steps = nan && *nan ? strdup(nan) : NULL;
@@ -278,6 +314,7 @@ void chm_trainer_close(chm_trainer *t) {
     chm_model_free(t->model);
     chm_loader_close(t->loader);
     chm_tokenizer_free(t->tok);
+    chm_comm_detach(t->comm); /* the transport lives on the backend: let go of it first */
     chm_backend_close(t->be);
     chm_config_free(&t->cfg);
     free(t->batch);

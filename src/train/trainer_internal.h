@@ -2,13 +2,15 @@
  * trainer_internal.h: the trainer's state and the pieces src/train shares:
  * trainer.c (open, resume, close), train_data.c (corpus cache, loaders,
  * validation windows), train_step.c (the step and the loop), train_log.c
- * (log lines, progress bar, metrics.jsonl). Internal to src/train.
+ * (log lines, progress bar, metrics.jsonl), train_dp.c (data parallelism).
+ * Internal to src/train.
  */
 #ifndef CHIMERA_TRAIN_TRAINER_INTERNAL_H
 #define CHIMERA_TRAIN_TRAINER_INTERNAL_H
 
 #include <stdio.h>
 
+#include "chimera/comm.h"
 #include "chimera/trainer.h"
 
 #define TR_PATH 4096
@@ -53,6 +55,11 @@ struct chm_trainer {
     bool interrupted;
     char *nan_steps;                /* CHIMERA_DEBUG_NAN_STEP (debug only), or NULL */
 
+    chm_comm *comm;                 /* the data-parallel group (not owned), or NULL */
+    int rank, world;                /* this process and the group's size (0 and 1 alone) */
+    int die_rank;                   /* CHIMERA_DEBUG_DIE_RANK (debug only), -1 none */
+    int64_t die_step;               /* ... at this 1-based step (CHIMERA_DEBUG_DIE_STEP, default 1) */
+
     double t_open;                  /* monotonic time at open */
     double elapsed_open;            /* st.elapsed_s at open (resumed time) */
     tr_window win;                  /* since the last log line */
@@ -72,6 +79,35 @@ void tr_cache_dir(const char *opt, char *out, size_t n);
  * t->floor and t->data_desc.
  */
 chm_status tr_data_open(chm_trainer *t, chm_err *err);
+
+/* ---- train_dp.c: data parallelism (no-ops for a world of one) ---- */
+
+/* Take the group of the options: rank, world, the debug hooks; scale tokens_per_step (and
+ * total_steps of a token budget) to the global batch. comm may be NULL. */
+void tr_dp_options(chm_trainer *t, chm_comm *comm);
+/* Attach the group to t->be (NCCL id file: RUN_DIR/.nccl-id by default). */
+chm_status tr_dp_attach(chm_trainer *t, chm_err *err);
+/* The optimizer options of this rank: its block of the parameter buffer (ZeRO-1). */
+chm_optim_options tr_dp_optim_options(const chm_trainer *t);
+/* After init or resume: check that the ranks agree on where the run starts, average the
+ * validation bytes per token, broadcast rank 0's weights. */
+chm_status tr_dp_start(chm_trainer *t, chm_err *err);
+/* Sum the gradient buffer over the ranks. */
+chm_status tr_dp_reduce_grads(chm_trainer *t, chm_err *err);
+/* Average the step's loss parts and gradient norm over the ranks. */
+chm_status tr_dp_mean(chm_trainer *t, chm_model_loss *loss, double *norm, chm_err *err);
+/* All-gather the parameters after each rank updated its block (and refresh a compute copy). */
+chm_status tr_dp_gather_params(chm_trainer *t, chm_err *err);
+/* *halt: whether any rank was asked to stop (its *stop; stop may be NULL). */
+chm_status tr_dp_stop(chm_trainer *t, const volatile sig_atomic_t *stop, bool *halt, chm_err *err);
+/* CHIMERA_DEBUG_DIE_RANK/_STEP: this rank kills itself (SIGKILL) now when they say so. */
+void tr_dp_debug_die(const chm_trainer *t);
+/* Combine every rank's evaluation of its share of the validation windows into r. */
+chm_status tr_dp_eval(chm_trainer *t, chm_eval_result *r, chm_err *err);
+/* A checkpoint of a sharded optimizer: gather the moments, rank 0 writes; path of it. */
+chm_status tr_dp_save(chm_trainer *t, char *path, size_t n, chm_err *err);
+/* Resume a sharded optimizer: this rank's block of c's moments and the update count. */
+chm_status tr_dp_load_moments(chm_trainer *t, const chm_checkpoint *c, chm_err *err);
 
 /* ---- train_log.c ---- */
 
