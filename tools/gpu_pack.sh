@@ -39,13 +39,24 @@ cc -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -Wall -Wextra -Werror -fopenmp -Iinclu
     "$build/libchimera_cuda.a" -L/usr/local/cuda/lib64 -lcudart -lcublasLt -lcublas \
     $(pkg-config --libs openblas yaml-0.1 jansson libpcre2-8 libzstd zlib) -lutf8proc -lm \
     -lstdc++ $([ "$vulkan" = ON ] && echo -lvulkan) -Wl,-rpath,'$ORIGIN/../lib'
+# The vulkan benchmark (tools/vk_bench.c): its matmul paths against the cpu, TFLOP/s, attention,
+# scan and training throughput. An extra too: packing goes on without it.
+if [ "$vulkan" = ON ]; then
+    mpi_libs=$(grep -q 'CHIMERA_HAVE_MPI=1' "$build/build.ninja" && pkg-config --libs ompi-c || true)
+    cc -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -Wall -Wextra -Werror -fopenmp -Iinclude -Isrc \
+        tools/vk_bench.c -o "$out/bin/vk_bench" -Wl,--as-needed "$build/libchimera.a" \
+        "$build/libchimera_cuda.a" -L/usr/local/cuda/lib64 -lcudart -lcublasLt -lcublas \
+        $(pkg-config --libs openblas yaml-0.1 jansson libpcre2-8 libzstd zlib) -lutf8proc -lm \
+        -lstdc++ -lvulkan $mpi_libs -Wl,-rpath,'$ORIGIN/../lib' ||
+        echo "gpu_pack: vk_bench does not build now; packing without it"
+fi
 for b in chimera chimera_tests; do
     if [ -x "$build/$b" ] && [ "$build/$b" -nt "$build/libchimera.a" ]; then cp "$build/$b" "$out/bin/"; fi
 done
 
 # Libraries the GPU machine has (issue 7's list, plus the C/C++ runtime and the CUDA
 # toolkit): everything else a binary needs is copied into lib/.
-present='^(libvulkan|libc|libm|libdl|librt|libpthread|ld-linux-x86-64|libgcc_s|libstdc\+\+|libgomp|libcuda|libcudart|libcublas|libcublasLt|libnccl|libopenblas|libgfortran|libquadmath|libz|libzstd|libjansson|libpcre2-8|libmpi|libnvidia-[a-z-]*)\.so'
+present='^(libvulkan|libc|libm|libdl|librt|libpthread|ld-linux-x86-64|libgcc_s|libstdc\+\+|libgomp|libcuda|libcudart|libcublas|libcublasLt|libnccl|libopenblas|libgfortran|libquadmath|libz|libzstd|libjansson|libpcre2-8|libmpi|libopen-pal|libopen-rte|libhwloc|libevent[a-z0-9_.-]*|libnvidia-[a-z-]*)\.so'
 for b in "$out"/bin/*; do
     ldd "$b" | awk '/=> \// {print $3}'
 done | sort -u | while read -r lib; do
