@@ -83,3 +83,22 @@ Test(plan, bad_usage_exits_2) {
     run_plan("--bogus", &r);
     cr_expect_eq(r.status, 2, "%s", r.out);
 }
+
+/* --profile: a per-op table after the benchmark, covering the model's ops. */
+Test(plan, profile_prints_device_time_per_op) {
+    plan_run r;
+    run_plan("--config test --backend cpu --steps 3 --profile", &r);
+    cr_assert_eq(r.status, 0, "exit %d:\n%s", r.status, r.out);
+    const char *t = strstr(r.out, "profile of cpu");
+    cr_assert_not_null(t, "%s", r.out);
+    const char *ops[] = {"matmul", "attention_fwd", "attention_bwd", "selective_scan_bwd", "adamw_step"};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        char row[64];
+        snprintf(row, sizeof row, "\n  %s ", ops[i]);
+        cr_expect(strstr(t, row) != NULL, "no row for %s:\n%s", ops[i], t);
+    }
+    /* adamw runs once per segment per step: 3 steps x 3 segments (test.yaml's layout). */
+    const char *row = strstr(t, "\n  adamw_step ");
+    long calls = row ? strtol(row + 13, NULL, 10) : -1;
+    cr_expect_eq(calls, 9, "adamw_step calls %ld:\n%s", calls, t);
+}

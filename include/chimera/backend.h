@@ -35,6 +35,7 @@ extern "C" {
 #define CHM_BACKEND_API_VERSION 1
 
 typedef struct chm_event chm_event;
+typedef struct chm_profile chm_profile;
 
 /* Score function of a router. */
 typedef enum chm_router_score { CHM_ROUTER_SOFTMAX = 0, CHM_ROUTER_SIGMOID = 1 } chm_router_score;
@@ -236,6 +237,8 @@ struct chm_backend {
      * can prove it catches a wrong op; "" for none. chm_backend_open sets it from
      * CHIMERA_DEBUG_FAULT="backend:op" when the backend part names this backend. */
     char debug_fault[32];
+    /* Per-op times when CHIMERA_PROFILE is set (src/backend/profile.h); NULL otherwise. */
+    chm_profile *profile;
 };
 
 /* Static description of a backend known to the registry. */

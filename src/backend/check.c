@@ -1,5 +1,6 @@
 /* check.c: the argument checks every op wrapper shares (see check.h). */
 #include "check.h"
+#include "profile.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -137,6 +138,7 @@ static chm_status fault_perturb(chm_backend *be, const chm_tensor *out) {
 }
 
 chm_status chm_fault_after(chm_backend *be, const char *op, const chm_tensor *out, chm_status rc) {
+    if (be->profile && rc == CHM_OK) chm_profile_after(be, op);
     if (rc != CHM_OK || !be->debug_fault[0] || !out || strcmp(be->debug_fault, op) != 0)
         return rc;
     return fault_perturb(be, out);

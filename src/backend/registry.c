@@ -8,6 +8,7 @@
 #include "chimera/backend.h"
 #include "chimera/device.h"
 #include "cpu/cpu.h"
+#include "profile.h"
 #ifdef CHIMERA_HAVE_CUDA
 #include "cuda_backend.h"
 #endif
@@ -178,10 +179,12 @@ chm_status chm_backend_open(const char *name, const chm_backend_options *opts,
     *out = NULL;
     chm_status rc = open_by_name(name, opts, out, err);
     if (rc == CHM_OK) set_debug_fault(*out);
+    if (rc == CHM_OK) chm_profile_open(*out);
     return rc;
 }
 
 void chm_backend_close(chm_backend *be) {
+    if (be) chm_profile_close(be);
     if (be && be->close) be->close(be);
 }
 

@@ -43,7 +43,7 @@ static void plan_usage(FILE *f) {
     fprintf(f,
             "usage: chimera plan [--config FILE] [--set key.path=value ...] [--tokens N]\n"
             "                    [--backend auto|cpu|vulkan|cuda] [--steps N] [--no-bench]\n"
-            "                    [--memory-gib X] [--help]\n\n"
+            "                    [--memory-gib X] [--profile] [--help]\n\n"
             "Plan a training run: the memory it needs per device (weights, master weights,\n"
             "optimizer moments, gradients, activations, workspace) computed from the config,\n"
             "then a short benchmark on this machine (a few steps of the model and AdamW on\n"
@@ -60,6 +60,8 @@ static void plan_usage(FILE *f) {
             "  --steps N         benchmark steps, the first two are warm-up (default 6)\n"
             "  --no-bench        memory only, no benchmark\n"
             "  --memory-gib X    plan for a device with X GiB instead of this one's\n"
+            "  --profile         after the benchmark, device time per op (CHIMERA_PROFILE=1);\n"
+            "                    only the fast path is measured then\n"
             "  -h, --help        print this help\n\n"
             "Exit codes: 0 it fits, 1 it does not fit or a benchmark step failed, 2 bad usage.\n");
 }
@@ -135,6 +137,8 @@ static int parse_one(plan_args *a, int argc, char **argv, int *i) {
             snprintf(msg, sizeof msg, "--memory-gib needs a positive number, got '%s'", v);
             return usage_error(msg);
         }
+    } else if (!strcmp(argv[*i], "--profile")) {
+        setenv("CHIMERA_PROFILE", "1", 1);
     } else if (!strcmp(argv[*i], "--no-bench")) {
         a->bench = false;
     } else {
@@ -380,7 +384,8 @@ static int bench_section(const chm_config *cfg, chm_backend *be, const plan_args
     printf("\nbenchmark on %s (%s), %d steps of micro batch %d x %d x grad_accum %d:\n", be->name,
            be->device, a->steps, cfg->train.micro_batch, cfg->train.seq_len, cfg->train.grad_accum);
     chm_dtype variants[2] = {dt, CHM_F32};
-    int nv = dt == CHM_F32 ? 1 : 2, code = 0;
+    /* With --profile only the fast path runs, so that the table is of one configuration. */
+    int nv = dt == CHM_F32 || be->profile ? 1 : 2, code = 0;
     for (int i = 0; i < nv; i++) {
         double s = 0;
         chm_device_peak peak;

@@ -1,0 +1,118 @@
+/*
+ * profile.c: per-op device times (see profile.h). Output, one row per op:
+ *   op, calls, total ms, share of the profiled time, mean us per call.
+ */
+#include "profile.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROFILE_EVENTS 2048
+#define PROFILE_OPS 64
+
+typedef struct op_stat {
+    const char *op;
+    double ms;
+    long calls;
+} op_stat;
+
+struct chm_profile {
+    chm_event *start;                /* the end of the previous window */
+    chm_event *ev[PROFILE_EVENTS];   /* this window's events, in stream order */
+    const char *op[PROFILE_EVENTS];
+    int n;
+    op_stat stat[PROFILE_OPS];
+    int n_stat;
+    double total_ms;
+    bool broken;                     /* an event call failed: stop profiling, say so at the end */
+};
+
+void chm_profile_open(chm_backend *be) {
+    const char *v = getenv("CHIMERA_PROFILE");
+    be->profile = NULL;
+    if (!v || !*v || !strcmp(v, "0")) return;
+    chm_profile *p = calloc(1, sizeof *p);
+    if (!p) return;
+    bool ok = be->ops->event_create(be, &p->start) == CHM_OK;
+    for (int i = 0; ok && i < PROFILE_EVENTS; i++) ok = be->ops->event_create(be, &p->ev[i]) == CHM_OK;
+    if (ok) ok = be->ops->event_record(be, p->start) == CHM_OK;
+    if (!ok) {
+        fprintf(stderr, "chimera: profile: cannot create events on %s: %s (not profiling)\n",
+                be->name, be->err.msg);
+        be->profile = p;
+        chm_profile_close(be);
+        return;
+    }
+    be->profile = p;
+}
+
+static op_stat *stat_of(chm_profile *p, const char *op) {
+    for (int i = 0; i < p->n_stat; i++)
+        if (p->stat[i].op == op || !strcmp(p->stat[i].op, op)) return &p->stat[i];
+    if (p->n_stat == PROFILE_OPS) return NULL;
+    p->stat[p->n_stat] = (op_stat){op, 0, 0};
+    return &p->stat[p->n_stat++];
+}
+
+/* Wait for the window's events, add their times up, and start a new window at the last one. */
+static void flush(chm_backend *be, chm_profile *p) {
+    if (p->n == 0 || p->broken) return;
+    if (be->ops->sync(be) != CHM_OK) p->broken = true;
+    for (int i = 0; i < p->n && !p->broken; i++) {
+        double ms = 0;
+        if (be->ops->event_elapsed_ms(be, i ? p->ev[i - 1] : p->start, p->ev[i], &ms) != CHM_OK) {
+            p->broken = true;
+            break;
+        }
+        op_stat *s = stat_of(p, p->op[i]);
+        if (s) s->ms += ms, s->calls++;
+        p->total_ms += ms;
+    }
+    chm_event *last = p->ev[p->n - 1];
+    p->ev[p->n - 1] = p->start;
+    p->start = last;
+    p->n = 0;
+}
+
+void chm_profile_after(chm_backend *be, const char *op) {
+    chm_profile *p = be->profile;
+    if (!p || p->broken) return;
+    if (p->n == PROFILE_EVENTS) flush(be, p);
+    if (be->ops->event_record(be, p->ev[p->n]) != CHM_OK) {
+        p->broken = true;
+        return;
+    }
+    p->op[p->n++] = op;
+}
+
+static int by_time(const void *a, const void *b) {
+    double x = ((const op_stat *)a)->ms, y = ((const op_stat *)b)->ms;
+    return (x < y) - (x > y);
+}
+
+static void print_table(const chm_backend *be, chm_profile *p) {
+    qsort(p->stat, (size_t)p->n_stat, sizeof *p->stat, by_time);
+    fprintf(stderr, "\nprofile of %s (%s): %.1f ms in %d ops (time between consecutive op ends)\n",
+            be->name, be->device, p->total_ms, p->n_stat);
+    fprintf(stderr, "  %-22s %9s %11s %7s %11s\n", "op", "calls", "total ms", "share", "mean us");
+    for (int i = 0; i < p->n_stat; i++) {
+        const op_stat *s = &p->stat[i];
+        fprintf(stderr, "  %-22s %9ld %11.2f %6.1f%% %11.1f\n", s->op, s->calls, s->ms,
+                p->total_ms > 0 ? 100 * s->ms / p->total_ms : 0.0,
+                s->calls ? 1e3 * s->ms / (double)s->calls : 0.0);
+    }
+}
+
+void chm_profile_close(chm_backend *be) {
+    chm_profile *p = be->profile;
+    if (!p) return;
+    flush(be, p);
+    if (p->broken) fprintf(stderr, "chimera: profile of %s stopped early: an event call failed\n", be->name);
+    if (p->n_stat) print_table(be, p);
+    for (int i = 0; i < PROFILE_EVENTS; i++)
+        if (p->ev[i]) be->ops->event_destroy(be, p->ev[i]);
+    if (p->start) be->ops->event_destroy(be, p->start);
+    free(p);
+    be->profile = NULL;
+}
