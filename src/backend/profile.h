@@ -5,7 +5,8 @@
  * Every op wrapper's final call (chm_fault_after in check.c) records an
  * event on the backend's stream after the op; the time between an op's
  * event and the previous one is that op's: its device time plus any idle
- * gap before it (so launch-bound ops show up too). Events come from a pool;
+ * gap before it (so launch-bound ops show up too); the first op only starts
+ * the clock. Events come from a pool;
  * when it is full the backend is synchronised once and the times are added
  * up per op. chm_backend_close prints the table to stderr, most expensive
  * op first.
