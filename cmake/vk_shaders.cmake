@@ -75,6 +75,21 @@ chimera_vk_variant(adamw_step_f16           adamw.comp          LOWP_F16)
 # --- vk-a ops ---
 chimera_vk_variant(matmul                   matmul.comp)
 chimera_vk_variant(matmul_grouped           matmul.comp         GROUPED)
+foreach(_t f16 bf16)
+  string(TOUPPER ${_t} _T)
+  chimera_vk_variant(matmul_${_t}           matmul.comp         DT_${_T})
+  chimera_vk_variant(matmul_grouped_${_t}   matmul.comp         DT_${_T} GROUPED)
+  # Cooperative matrices (NVIDIA tensor cores), where this glslc compiles
+  # GL_NV_cooperative_matrix (the probe in CMakeLists.txt) or an imported
+  # SPIR-V set carries them; the backend looks them up at run time.
+  # The same shader with the matrix operations in plain GLSL, for tests on any device.
+  chimera_vk_variant(matmul_cm_emu_${_t}    matmul_cm.comp      DT_${_T} CM_EMULATE)
+  chimera_vk_variant(matmul_grouped_cm_emu_${_t} matmul_cm.comp DT_${_T} CM_EMULATE GROUPED)
+  if(CHIMERA_GLSLC_COOPMAT_NV OR (CHIMERA_SPIRV_DIR AND EXISTS ${CHIMERA_SPIRV_DIR}/matmul_cm_nv_${_t}.spv))
+    chimera_vk_variant(matmul_cm_nv_${_t}   matmul_cm.comp      DT_${_T})
+    chimera_vk_variant(matmul_grouped_cm_nv_${_t} matmul_cm.comp DT_${_T} GROUPED)
+  endif()
+endforeach()
 chimera_vk_variant(exp_fwd                  exp.comp)
 chimera_vk_variant(exp_bwd                  exp.comp            BWD)
 chimera_vk_variant(row_scale_fwd            row_scale.comp      FWD)

@@ -1,6 +1,6 @@
 /*
  * matmul.comp: C = alpha*op(A)op(B) + beta*C (+ bias[N] per row), a tiled
- * shared-memory GEMM in f32 (matmul.c picks the tiles and runs it).
+ * shared-memory GEMM computing in f32 (matmul.c picks the tiles and runs it).
  *
  * Per batch entry: op(A) [M,K] (A stored [K,M] when trans_a), op(B) [K,N]
  * (B stored [N,K] when trans_b), C [M,N]; lda/ldb are the stored row
@@ -21,12 +21,22 @@
  *                   the sum over K (with trans_a: weight gradients). A count
  *                   outside [0, capacity] is clamped and reported (status
  *                   code 8).
+ *   <name>_f16, <name>_bf16 (-DDT_F16 / -DDT_BF16): A, B, bias and C are
+ *                   16-bit tensors (GL_EXT_shader_16bit_storage). They are
+ *                   widened to f32 exactly on load (half.glsl), all math is
+ *                   f32 as in the f32 variant, and C is rounded once to
+ *                   nearest even on store: the plain path of 16-bit matmuls,
+ *                   for devices without cooperative matrices (matmul_cm.comp).
  * Spec constants: 0 workgroup size = (BM/TM)*(BN/TN), 2 BM, 3 BN, 4 BK, 5 TM, 6 TN
  * (TM, TN <= TMAX).
  */
 #version 450
 #extension GL_EXT_control_flow_attributes : require
+#if defined(DT_F16) || defined(DT_BF16)
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 #include "common.glsl"
+#include "half.glsl"
 
 layout(constant_id = 2) const uint BM = 64;
 layout(constant_id = 3) const uint BN = 64;
@@ -37,16 +47,31 @@ layout(constant_id = 6) const uint TN = 4;
  * spec constants may be kept in local memory by a driver. */
 #define TMAX 8
 
-layout(binding = 0) readonly buffer A_ { float a[]; };
-layout(binding = 1) readonly buffer B_ { float b[]; };
+/* The storage type of the float tensors and its loads (to f32) and store (from f32). */
+#if defined(DT_F16)
+#define ELEM uint16_t
+#define LD(x) chm_f16_to_f32(uint(x))
+#define ST(v) uint16_t(chm_f32_to_f16(v))
+#elif defined(DT_BF16)
+#define ELEM uint16_t
+#define LD(x) chm_bf16_to_f32(uint(x))
+#define ST(v) uint16_t(chm_f32_to_bf16(v))
+#else
+#define ELEM float
+#define LD(x) (x)
+#define ST(v) (v)
+#endif
+
+layout(binding = 0) readonly buffer A_ { ELEM a[]; };
+layout(binding = 1) readonly buffer B_ { ELEM b[]; };
 #ifdef GROUPED
 layout(binding = 2) readonly buffer Counts { int counts[]; };
 #define CHM_STATUS_BINDING 4
 #include "status.glsl"
 #else
-layout(binding = 2) readonly buffer Bias { float bias[]; };
+layout(binding = 2) readonly buffer Bias { ELEM bias[]; };
 #endif
-layout(binding = 3) buffer C_ { float c[]; };
+layout(binding = 3) buffer C_ { ELEM c[]; };
 
 layout(push_constant) uniform Push {
     uint off[4];
@@ -71,7 +96,9 @@ void load_a(uint base, uint m0, uint k0, uint mlive, uint klive, bool ta) {
         uint mm = ta ? i % BM : i / BK, kk = ta ? i / BM : i % BK;
         uint m = m0 + mm, k = k0 + kk;
         float v = 0.0;
-        if (m < mlive && k < klive) v = ta ? a[base + k * p.lda + m] : a[base + m * p.lda + k];
+        /* widened before the select: selecting 16-bit values would need the Int16 capability */
+        if (m < mlive && k < klive)
+            v = ta ? LD(a[base + k * p.lda + m]) : LD(a[base + m * p.lda + k]);
         As[kk * SA + mm] = v;
     }
 }
@@ -82,7 +109,8 @@ void load_b(uint base, uint n0, uint k0, uint klive, bool tb) {
         uint nn = tb ? i / BK : i % BN, kk = tb ? i % BK : i / BN;
         uint n = n0 + nn, k = k0 + kk;
         float v = 0.0;
-        if (n < p.N && k < klive) v = tb ? b[base + n * p.ldb + k] : b[base + k * p.ldb + n];
+        if (n < p.N && k < klive)
+            v = tb ? LD(b[base + n * p.ldb + k]) : LD(b[base + k * p.ldb + n]);
         Bs[kk * SB + nn] = v;
     }
 }
@@ -133,11 +161,11 @@ void main() {
             if (n >= p.N) continue;
             uint ci = cbase + m * p.N + n;
             float v = p.alpha == 0.0 ? 0.0 : p.alpha * acc[i * TN + j];
-            if ((p.flags & 8u) == 0u) v += p.beta * c[ci];
+            if ((p.flags & 8u) == 0u) v += p.beta * LD(c[ci]);
 #ifndef GROUPED
-            if ((p.flags & 4u) != 0u) v += bias[p.off[2] + n];
+            if ((p.flags & 4u) != 0u) v += LD(bias[p.off[2] + n]);
 #endif
-            c[ci] = v;
+            c[ci] = ST(v);
         }
     }
 }

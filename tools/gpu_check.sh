@@ -12,6 +12,10 @@
 #   5. the Criterion suite `cuda/*` when chimera_tests was packed;
 #   6. cuda_opcheck --bench: bf16 matmul 4096^3, attention fwd/bwd at seq 2048 (head dim
 #      64 and 128), selective scan fwd/bwd at chimera-1b sizes;
+#   7. vkcoopmat: the Criterion suite `vulkan_coopmat/*` (f16/bf16 matmul on cooperative
+#      matrices against the cpu), and vkbench: tools/vk_bench.c (each vulkan matmul path
+#      checked, then TFLOP/s plain and cooperative-matrix with a tile sweep, attention and
+#      scan times, training tokens/s for tiny and chimera-1b);
 # and ends with a table: each step's verdict, then the benchmark figures.
 # Logs go to $OUT (or /tmp/gpu_check when OUT is unset).
 set -uo pipefail
@@ -89,6 +93,12 @@ if [ -x "$G/bin/chimera" ]; then
         --set train.steps=30 --set train.eval_every=0 --set train.log_every=10
 fi
 step bench 60 "$G/bin/cuda_opcheck" --bench --only none
+if [ -x "$G/bin/chimera_tests" ]; then
+    step vkcoopmat 90 "$G/bin/chimera_tests" --jobs 4 --filter 'vulkan_coopmat/*'
+fi
+if [ -x "$G/bin/vk_bench" ]; then
+    step vkbench 240 "$G/bin/vk_bench"
+fi
 
 echo
 echo "== gpu_check summary ($(head -2 "$LOG/card.txt" | tail -1))"
@@ -96,3 +106,6 @@ printf '  %s\n' "${STEPS[@]}"
 grep -h '^FAIL' "$LOG"/opcheck.txt 2>/dev/null | head -20 | sed 's/^/  /'
 grep -h -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOG"/memcheck.txt "$LOG"/racecheck.txt 2>/dev/null | sed 's/^/  /'
 sed -n '/^== summary/,$p' "$LOG/bench.txt" 2>/dev/null | sed 's/^/  /'
+grep -h -E '^(FAIL|SKIP)' "$LOG"/vkbench.txt 2>/dev/null | head -20 | sed 's/^/  /'
+grep -h -E 'vulkan_coopmat/.* runs the ' "$LOG"/vkcoopmat.txt 2>/dev/null | head -3 | sed 's/^/  /'
+sed -n '/^== summary/,$p' "$LOG/vkbench.txt" 2>/dev/null | sed 's/^/  /'

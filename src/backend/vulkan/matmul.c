@@ -10,11 +10,20 @@
  * sum with trans_a); the counts live on the device, so the shader checks
  * their range and reports a bad one as CHM_ERR_INVALID_ARG at the next sync.
  *
- * One dispatch per call: a tiled shared-memory GEMM whose tile sizes are
- * specialization constants, picked here from the device and the size of C
- * (pick_tile). Deterministic: each element of C is summed by one invocation in a
- * fixed order.
+ * One dispatch per call. f32: a tiled shared-memory GEMM (matmul.comp)
+ * whose tile sizes are specialization constants picked from the device
+ * (pick_tile). f16 and bf16 (A, B, C and bias of one dtype, as the shared
+ * wrapper requires): on cooperative matrices (matmul_cm.comp, tensor
+ * cores: f16 products summed in f32; bf16 inputs go through f16, with the
+ * range caveat written there) when the device has them (caps.coopmat,
+ * vk_context.c), else matmul.comp's 16-bit variants (exact widening, f32
+ * math); either way C is rounded once to its dtype. f32 never takes the
+ * cooperative-matrix path: no silent change of precision. Deterministic:
+ * each element of C is summed in one fixed order.
  */
+#include <stdio.h>
+#include <string.h>
+
 #include "vk.h"
 
 /* Tile sizes: BM x BN of C per workgroup, BK-deep slices, TM x TN per invocation. */
@@ -32,6 +41,58 @@ static mm_tile pick_tile(const chm_vk *vk) {
     static const mm_tile small = {32, 32, 8, 4, 4}, medium = {64, 64, 16, 4, 4};
     if (vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU || vk->caps.max_wg < 256) return small;
     return medium;
+}
+
+/* Limits of matmul_cm.comp (its FMAX and NMAX, 2 and 4 when emulated, and LMAX) and its
+ * epilogue scratch per warp (words). */
+#define CM_FMAX 4
+#define CM_NMAX 8
+#define CM_FMAX_EMULATED 2
+#define CM_NMAX_EMULATED 4
+#define CM_LMAX 4
+#define CM_SCRATCH_WORDS 64
+
+/* Cooperative-matrix tile of products with M or N <= 64, where 128-wide tiles waste most work. */
+static const chm_vk_cm_tile cm_small = {64, 64, 32, 32, 32, 0};
+
+/* Words (8 f16) of one shared-memory stage of an operand slice (matmul_cm.comp's A_WORDS). */
+static uint32_t cm_stage_words(uint32_t rows, uint32_t bk) {
+    uint32_t k_fast = rows * (bk / 8 + 1), r_fast = bk * (rows / 8 + 1);
+    return k_fast > r_fast ? k_fast : r_fast;
+}
+
+void chm_vk_cm_tile_check(const chm_vk *vk, chm_vk_cm_tile t, char *why, size_t n) {
+    why[0] = '\0';
+    uint32_t sg = vk->caps.subgroup_size;
+    bool emu = vk->caps.coopmat_emulated;
+    uint32_t fmax = emu ? CM_FMAX_EMULATED : CM_FMAX, nmax = emu ? CM_NMAX_EMULATED : CM_NMAX;
+    if ((t.fn != 16 || !vk->caps.cm_n16) && (t.fn != 8 || !vk->caps.cm_n8)) {
+        snprintf(why, n, "the device lists no 16x%ux16 f16 -> f32 matrices", t.fn);
+        return;
+    }
+    if (!t.wm || !t.wn || t.wm % 16 || t.wn % t.fn || t.wm > 16 * fmax || t.wn > t.fn * nmax) {
+        snprintf(why, n, "WM must be a multiple of 16 up to %u, WN of %u up to %u", 16 * fmax,
+                 t.fn, t.fn * nmax);
+        return;
+    }
+    if (!t.bm || !t.bn || t.bm % t.wm || t.bn % t.wn || !t.bk || t.bk % 16) {
+        snprintf(why, n, "BM and BN must be multiples of WM and WN, BK a multiple of 16");
+        return;
+    }
+    uint64_t warps = (uint64_t)(t.bm / t.wm) * (t.bn / t.wn), wg = warps * sg;
+    uint64_t a = cm_stage_words(t.bm, t.bk), b = cm_stage_words(t.bn, t.bk);
+    uint64_t shared = 2 * (a + b) * 16;
+    if (wg > vk->caps.max_wg || wg > vk->props.limits.maxComputeWorkGroupSize[0])
+        snprintf(why, n, "%llu warps of %u make a workgroup larger than the device's %u",
+                 (unsigned long long)warps, sg, vk->caps.max_wg);
+    else if ((uint64_t)t.bm * t.bk / 8 > CM_LMAX * wg || (uint64_t)t.bn * t.bk / 8 > CM_LMAX * wg)
+        snprintf(why, n, "a slice needs more than %d loads per invocation", CM_LMAX);
+    else if (shared > vk->caps.shared_bytes)
+        snprintf(why, n, "%llu bytes of shared memory, the device has %u",
+                 (unsigned long long)shared, vk->caps.shared_bytes);
+    else if (warps * CM_SCRATCH_WORDS > 2 * a)
+        snprintf(why, n, "the epilogue scratch of %llu warps does not fit the A stages",
+                 (unsigned long long)warps);
 }
 
 /* The push block of matmul.comp after off[]. */
@@ -73,40 +134,106 @@ static mm_push push_make(const chm_tensor *C, const chm_tensor *A, const chm_ten
     return pc;
 }
 
+/* What one call dispatches: shader variant, workgroup size and specialization constants. */
+typedef struct mm_plan {
+    char shader[48];
+    uint32_t bm, bn, wg;
+    uint32_t spec[6];
+    int nspec;
+} mm_plan;
+
 /* Record the dispatch; third binding is bias (plain) or counts (grouped). */
-static chm_status mm_run(chm_vk *vk, const char *shader, const chm_tensor *C, const chm_tensor *A,
-                         const chm_tensor *B, const chm_tensor *third, mm_push *pc, mm_tile tile) {
+static chm_status mm_run(chm_vk *vk, const mm_plan *pl, const chm_tensor *C, const chm_tensor *A,
+                         const chm_tensor *B, const chm_tensor *third, mm_push *pc) {
     uint64_t groups = (uint64_t)pc->batch * pc->tiles_m * pc->tiles_n;
     if (groups > UINT32_MAX)
         return CHM_ERR(&vk->be->err, CHM_ERR_UNSUPPORTED,
-                       "%s: %llu tiles are more than one dispatch holds; split the batch", shader,
-                       (unsigned long long)groups);
+                       "%s: %llu tiles are more than one dispatch holds; split the batch",
+                       pl->shader, (unsigned long long)groups);
     chm_vk_dispatch d = {
-        .shader = shader, .nbind = 4, .bind = {A, B, third, C}, .writes = 1u << 3,
+        .shader = pl->shader, .nbind = 4, .bind = {A, B, third, C}, .writes = 1u << 3,
         .status = third && third->dtype == CHM_I32, .push = pc, .push_size = sizeof *pc,
-        .groups = (uint32_t)groups, .wg = (tile.bm / tile.tm) * (tile.bn / tile.tn),
-        .spec = {tile.bm, tile.bn, tile.bk, tile.tm, tile.tn}, .nspec = 5,
+        .groups = (uint32_t)groups, .wg = pl->wg, .nspec = pl->nspec,
     };
+    memcpy(d.spec, pl->spec, sizeof pl->spec);
     return chm_vk_run(vk, &d);
 }
+
+/* The cooperative-matrix tile for a product of M x N: the small one for thin products. */
+static chm_vk_cm_tile cm_tile_for(const chm_vk *vk, int64_t M, int64_t N) {
+    if (M > 64 && N > 64) return vk->caps.cm_tile;
+    chm_vk_cm_tile small = cm_small;
+    small.fn = vk->caps.cm_tile.fn;
+    char why[160];
+    chm_vk_cm_tile_check(vk, small, why, sizeof why);
+    return why[0] ? vk->caps.cm_tile : small;
+}
+
+/* Choose the kernel for C's dtype; CHM_ERR_DTYPE / CHM_ERR_UNSUPPORTED when there is none. */
+static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, bool grouped,
+                               mm_plan *pl) {
+    chm_dtype dt = C->dtype;
+    const char *base = grouped ? "matmul_grouped" : "matmul";
+    if (dt == CHM_F32 || dt == CHM_F64) {
+        CHM_TRY(chm_vk_need_f32(vk->be, op, C));
+        mm_tile t = pick_tile(vk);
+        *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = (t.bm / t.tm) * (t.bn / t.tn),
+                        .spec = {t.bm, t.bn, t.bk, t.tm, t.tn}, .nspec = 5};
+        snprintf(pl->shader, sizeof pl->shader, "%s", base);
+        return CHM_OK;
+    }
+    if (!vk->caps.storage16)
+        return CHM_ERR(&vk->be->err, CHM_ERR_UNSUPPORTED,
+                       "%s: %s tensors need 16-bit storage, which %s lacks (or "
+                       "CHIMERA_VULKAN_DISABLE=16bit turned off); use f32", op,
+                       chm_dtype_name(dt), vk->props.deviceName);
+    const char *suffix = dt == CHM_BF16 ? "bf16" : "f16";
+    if (vk->caps.coopmat) {
+        int64_t M = C->shape[C->ndim - 2], N = C->shape[C->ndim - 1];
+        chm_vk_cm_tile t = cm_tile_for(vk, M, N);
+        uint32_t warps = (t.bm / t.wm) * (t.bn / t.wn);
+        *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = warps * vk->caps.subgroup_size,
+                        .spec = {t.bm, t.bn, t.bk, t.wm, t.wn, t.fn}, .nspec = 6};
+        snprintf(pl->shader, sizeof pl->shader, "%s_cm_%s_%s", base,
+                 vk->caps.coopmat_emulated ? "emu" : "nv", suffix);
+        return CHM_OK;
+    }
+    mm_tile t = pick_tile(vk);
+    *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = (t.bm / t.tm) * (t.bn / t.tn),
+                    .spec = {t.bm, t.bn, t.bk, t.tm, t.tn}, .nspec = 5};
+    snprintf(pl->shader, sizeof pl->shader, "%s_%s", base, suffix);
+    return CHM_OK;
+}
+
+/* pick_tile's tile count for push_make, from a plan's BM and BN. */
+static mm_tile plan_tile(const mm_plan *pl) { return (mm_tile){pl->bm, pl->bn, 0, 0, 0}; }
 
 chm_status chm_vk_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                          const chm_tensor *B, const chm_tensor *bias, bool trans_a, bool trans_b,
                          double alpha, double beta) {
-    CHM_TRY(chm_vk_need_f32(be, "matmul", C));
     chm_vk *vk = chm_vk_ctx(be);
-    mm_tile tile = pick_tile(vk);
-    mm_push pc = push_make(C, A, B, trans_a, trans_b, alpha, beta, tile);
+    mm_plan pl;
+    CHM_TRY(mm_plan_make(vk, "matmul", C, false, &pl));
+    mm_push pc = push_make(C, A, B, trans_a, trans_b, alpha, beta, plan_tile(&pl));
     if (bias) pc.flags |= MM_BIAS;
-    return mm_run(vk, "matmul", C, A, B, bias, &pc, tile);
+    return mm_run(vk, &pl, C, A, B, bias, &pc);
 }
 
 chm_status chm_vk_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                  const chm_tensor *B, const chm_tensor *counts, bool trans_a,
                                  bool trans_b, double alpha, double beta) {
-    CHM_TRY(chm_vk_need_f32(be, "matmul_grouped", C));
     chm_vk *vk = chm_vk_ctx(be);
-    mm_tile tile = pick_tile(vk);
-    mm_push pc = push_make(C, A, B, trans_a, trans_b, alpha, beta, tile);
-    return mm_run(vk, "matmul_grouped", C, A, B, counts, &pc, tile);
+    mm_plan pl;
+    CHM_TRY(mm_plan_make(vk, "matmul_grouped", C, true, &pl));
+    mm_push pc = push_make(C, A, B, trans_a, trans_b, alpha, beta, plan_tile(&pl));
+    return mm_run(vk, &pl, C, A, B, counts, &pc);
+}
+
+const char *chm_vulkan_matmul_path(const chm_backend *be, chm_dtype dt) {
+    if (!be || strcmp(be->name, "vulkan") != 0) return NULL;
+    const chm_vk *vk = be->ctx;
+    if (dt == CHM_F32) return "plain";
+    if ((dt != CHM_F16 && dt != CHM_BF16) || !vk->caps.storage16) return NULL;
+    if (!vk->caps.coopmat) return "plain";
+    return vk->caps.coopmat_emulated ? "coopmat-emulated" : "coopmat-nv";
 }

@@ -17,8 +17,10 @@
  * writes visible to the host.
  *
  * Everything computes in f32 (storage of bf16/f16 where the device has
- * 16-bit storage). Shapes are checked by src/backend/ops_*.c before an op
- * runs. Not thread-safe: one thread drives one backend.
+ * 16-bit storage), except f16/bf16 matmuls on devices with cooperative
+ * matrices: f16 products summed in f32 (matmul.c). Shapes are checked by
+ * src/backend/ops_*.c before an op runs. Not thread-safe: one thread drives
+ * one backend.
  */
 #ifndef CHIMERA_BACKEND_VK_H
 #define CHIMERA_BACKEND_VK_H
@@ -175,6 +177,15 @@ typedef struct chm_vk_cmds {
 
 /* ---- the context ---- */
 
+/*
+ * Tile of the cooperative-matrix matmul (matmul_cm.comp): bm x bn of C per
+ * workgroup, bk-deep slices, one wm x wn block of 16 x fn fragments per
+ * warp (16x16x16 or 16x8x16 matrices; fn 0 before it is chosen).
+ */
+typedef struct chm_vk_cm_tile {
+    uint32_t bm, bn, bk, wm, wn, fn;
+} chm_vk_cm_tile;
+
 /* Capabilities found at open, after CHIMERA_VULKAN_DISABLE. */
 typedef struct chm_vk_caps {
     uint32_t api;                  /* device API version */
@@ -192,6 +203,15 @@ typedef struct chm_vk_caps {
     VkDeviceSize bind_align;       /* binding offsets: multiple of this (>= 16) */
     uint32_t wg_elem;              /* workgroup size of elementwise shaders */
     uint32_t wg_row;               /* workgroup size of row reductions */
+    uint32_t shared_bytes;         /* maxComputeSharedMemorySize */
+    bool shader_f16;               /* shaderFloat16 (f16 arithmetic in shaders) */
+    /* VK_NV_cooperative_matrix with 16x16x16 (or 16x8x16) f16 x f16 -> f32 subgroup
+     * matrices and the matmul_cm_nv_* shaders built: f16/bf16 matmuls use them (matmul.c) */
+    bool coopmat;
+    bool coopmat_emulated;         /* tests: the CM_EMULATE shaders stand in (vk_context.c) */
+    bool cm_n16, cm_n8;            /* 16x16x16 / 16x8x16 f16 -> f32 matrices listed */
+    chm_vk_cm_tile cm_tile;        /* tile of the cooperative-matrix matmul (large products) */
+    char coopmat_why[160];         /* why coopmat is off, for the log line ("" when on) */
 } chm_vk_caps;
 
 /* Device-side status words a shader raises on bad data (e.g. an id out of range). */
@@ -396,6 +416,8 @@ chm_status chm_vk_adamw_step(chm_backend *be, const chm_tensor *param, const chm
 /* ---- ops of helper vk-a ---- */
 
 /* matmul.c */
+/* Why tile t cannot run on this device ("" when it can): limits of matmul_cm.comp and the device. */
+void chm_vk_cm_tile_check(const chm_vk *vk, chm_vk_cm_tile t, char *why, size_t n);
 chm_status chm_vk_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                          const chm_tensor *B, const chm_tensor *bias, bool trans_a, bool trans_b,
                          double alpha, double beta);

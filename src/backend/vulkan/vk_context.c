@@ -7,6 +7,16 @@
  * index from the options or CHIMERA_VULKAN_DEVICE), one compute queue, and
  * reads the capabilities the shaders are specialised for. Optional features
  * are detected here once and CHIMERA_VULKAN_DISABLE switches them off.
+ *
+ * Cooperative matrices (the tensor cores behind f16/bf16 matmuls): the NV
+ * extension is used when the device offers it with the cooperativeMatrix
+ * feature for compute shaders, lists 16x16x16 f16 x f16 + f32 -> f32
+ * subgroup matrices, has shaderFloat16, vulkanMemoryModel (glslang's
+ * cooperative-matrix SPIR-V uses the Vulkan memory model) and 16-bit
+ * storage, and this build embeds the shaders (glslc knew
+ * GL_NV_cooperative_matrix). Those features are enabled at device creation
+ * only then. CHIMERA_VULKAN_COOPMAT_TILE=BMxBNxBK/WMxWN overrides the tile
+ * of large products (a tuning knob for tools/vk_bench; checked here).
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -88,7 +98,7 @@ static bool disabled(const char *feature) {
 /* Every name in CHIMERA_VULKAN_DISABLE is a known feature (else a config error). */
 static chm_status check_disable_list(chm_err *err) {
     static const char *const known[] = {"subgroup", "16bit", "push_descriptor", "pipeline_cache",
-                                        "timestamps"};
+                                        "timestamps", "coopmat"};
     const char *s = getenv("CHIMERA_VULKAN_DISABLE");
     while (s && *s) {
         const char *end = strchr(s, ',');
@@ -99,7 +109,8 @@ static chm_status check_disable_list(chm_err *err) {
         if (!ok)
             return CHM_ERR(err, CHM_ERR_CONFIG,
                            "CHIMERA_VULKAN_DISABLE names an unknown feature '%.*s'; known: "
-                           "subgroup, 16bit, push_descriptor, pipeline_cache, timestamps",
+                           "subgroup, 16bit, push_descriptor, pipeline_cache, timestamps, "
+                           "coopmat",
                            (int)len, s);
         s = end ? end + 1 : NULL;
     }
@@ -328,18 +339,170 @@ static uint32_t clamp_u32(uint32_t v, uint32_t lo, uint32_t hi) {
     return v < lo ? lo : v > hi ? hi : v;
 }
 
+/* ---- cooperative matrices ---- */
+
+/* Feature and property bits the cooperative-matrix decision needs. */
+typedef struct cm_query {
+    bool ext;            /* VK_NV_cooperative_matrix */
+    bool feature;        /* cooperativeMatrix, with compute among the supported stages */
+    bool memory_model;   /* vulkanMemoryModel */
+} cm_query;
+
+/* Whether one NV matrix type is 16 x n x 16 f16 x f16 + f32 -> f32 at subgroup scope. */
+static bool is_f16_f32(const VkCooperativeMatrixPropertiesNV *p, uint32_t n) {
+    return p->MSize == 16 && p->NSize == n && p->KSize == 16 &&
+           p->AType == VK_COMPONENT_TYPE_FLOAT16_NV && p->BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+           p->CType == VK_COMPONENT_TYPE_FLOAT32_NV && p->DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+           p->scope == VK_SCOPE_SUBGROUP_NV;
+}
+
+/* Read the NV matrix list: caps.cm_n16 (16x16x16 listed) and caps.cm_n8 (16x8x16 listed). */
+static void coopmat_nv_shapes(chm_vk *vk) {
+    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV get =
+        (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)vkGetInstanceProcAddr(
+            vk->instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
+    uint32_t n = 0;
+    if (!get || get(vk->pdev, &n, NULL) != VK_SUCCESS || n == 0) return;
+    VkCooperativeMatrixPropertiesNV *p = calloc(n, sizeof *p);
+    if (!p) return;
+    for (uint32_t i = 0; i < n; i++)
+        p[i].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+    if (get(vk->pdev, &n, p) >= VK_SUCCESS)
+        for (uint32_t i = 0; i < n; i++) {
+            vk->caps.cm_n16 |= is_f16_f32(&p[i], 16);
+            vk->caps.cm_n8 |= is_f16_f32(&p[i], 8);
+        }
+    free(p);
+}
+
+/*
+ * The tile from CHIMERA_VULKAN_COOPMAT_TILE ("BMxBNxBK/WMxWN", optionally
+ * "/16x16" or "/16x8" for the fragment shape; fn = 0: the device's best);
+ * *set says whether the variable gave one. Malformed is a config error on
+ * every device (a typo should not pass silently where the tile is unused).
+ */
+static chm_status coopmat_tile_env(chm_vk_cm_tile *t, bool *set, chm_err *err) {
+    const char *s = getenv("CHIMERA_VULKAN_COOPMAT_TILE");
+    *set = s && *s;
+    if (!*set) return CHM_OK;
+    unsigned v[7] = {0};
+    int end = 0, end2 = 0;
+    bool ok = sscanf(s, "%ux%ux%u/%ux%u%n", &v[0], &v[1], &v[2], &v[3], &v[4], &end) == 5;
+    if (ok && s[end] == '/')
+        ok = sscanf(s + end, "/%ux%u%n", &v[5], &v[6], &end2) == 2 && v[5] == 16 &&
+             (v[6] == 16 || v[6] == 8);
+    if (!ok || s[end + end2])
+        return CHM_ERR(err, CHM_ERR_CONFIG,
+                       "CHIMERA_VULKAN_COOPMAT_TILE=%.40s is not BMxBNxBK/WMxWN[/16x16|/16x8] "
+                       "(e.g. 128x128x32/64x32)", s);
+    *t = (chm_vk_cm_tile){v[0], v[1], v[2], v[3], v[4], v[6]};
+    return CHM_OK;
+}
+
+/* Why the NV cooperative matrices cannot be used (NULL: they can; the shapes are read). */
+static const char *coopmat_missing(chm_vk *vk, const cm_query *q) {
+    const chm_vk_caps *c = &vk->caps;
+    if (disabled("coopmat")) return "switched off by CHIMERA_VULKAN_DISABLE=coopmat";
+    if (!q->ext) return "the device lacks VK_NV_cooperative_matrix";
+    if (chm_vk_shader_find("matmul_cm_nv_f16") < 0)
+        return "not built: the glslc of this build cannot compile GL_NV_cooperative_matrix";
+    if (!q->feature) return "the cooperativeMatrix feature is off for compute shaders";
+    if (!c->shader_f16 || !q->memory_model || !c->storage16)
+        return "it needs shaderFloat16, vulkanMemoryModel and 16-bit storage";
+    coopmat_nv_shapes(vk);
+    if (!c->cm_n16 && !c->cm_n8) return "no 16x16x16 or 16x8x16 f16 -> f32 subgroup matrices";
+    return NULL;
+}
+
+/*
+ * Tests only: CHIMERA_VULKAN_COOPMAT_EMULATE=1 on a device without
+ * cooperative matrices runs matmul_cm.comp's CM_EMULATE variants in their
+ * place (both fragment shapes). NULL when it can, else why not.
+ */
+static const char *coopmat_emulation_missing(chm_vk *vk) {
+    const char *emu = getenv("CHIMERA_VULKAN_COOPMAT_EMULATE");
+    const chm_vk_caps *c = &vk->caps;
+    uint32_t sg = c->subgroup_size;
+    if (!emu || strcmp(emu, "1") != 0 || disabled("coopmat")) return "";
+    if (!c->storage16 || !c->shader_f16 || !c->subgroup || sg < 8 || 256 % sg)
+        return "emulation needs 16-bit storage, shaderFloat16 and subgroups of 8 to 256";
+    return NULL;
+}
+
+/*
+ * The tile: the one CHIMERA_VULKAN_COOPMAT_TILE gives (a config error when
+ * it cannot run), else the first of a short list that this device can run.
+ */
+static chm_status coopmat_tile_pick(chm_vk *vk, bool tile_set, chm_err *err) {
+    static const chm_vk_cm_tile tiles[] = {
+        {128, 128, 32, 64, 32, 0}, {64, 64, 16, 32, 32, 0}, {32, 32, 16, 16, 16, 0}};
+    chm_vk_caps *c = &vk->caps;
+    char why[160] = "";
+    for (int i = 0; i < (tile_set ? 1 : 3); i++) {
+        if (!tile_set) c->cm_tile = tiles[i];
+        if (!c->cm_tile.fn) c->cm_tile.fn = c->cm_n16 ? 16 : 8;
+        chm_vk_cm_tile_check(vk, c->cm_tile, why, sizeof why);
+        if (!why[0]) {
+            c->coopmat = true;
+            return CHM_OK;
+        }
+    }
+    const chm_vk_cm_tile *t = &c->cm_tile;
+    if (tile_set)
+        return CHM_ERR(err, CHM_ERR_CONFIG, "CHIMERA_VULKAN_COOPMAT_TILE=%ux%ux%u/%ux%u/16x%u "
+                       "cannot run%s on %s: %s", t->bm, t->bn, t->bk, t->wm, t->wn, t->fn,
+                       c->coopmat_emulated ? " emulated" : "", vk->props.deviceName, why);
+    snprintf(c->coopmat_why, sizeof c->coopmat_why, "no tile fits: %.140s", why);
+    c->coopmat_emulated = false;
+    return CHM_OK;
+}
+
+/* Decide the cooperative-matrix path (caps.coopmat, or caps.coopmat_why says why not). */
+static chm_status coopmat_decide(chm_vk *vk, const cm_query *q, chm_err *err) {
+    chm_vk_caps *c = &vk->caps;
+    bool tile_set = false;
+    CHM_TRY(coopmat_tile_env(&c->cm_tile, &tile_set, err));
+    const char *why = coopmat_missing(vk, q);
+    if (why) {
+        snprintf(c->coopmat_why, sizeof c->coopmat_why, "%s", why);
+        const char *emu_why = coopmat_emulation_missing(vk);
+        if (emu_why) {
+            if (emu_why[0]) snprintf(c->coopmat_why, sizeof c->coopmat_why, "%s", emu_why);
+            return CHM_OK;
+        }
+        c->coopmat_emulated = c->cm_n16 = c->cm_n8 = true;
+    }
+    return coopmat_tile_pick(vk, tile_set, err);
+}
+
 /* Capabilities from properties and features (before the device exists). */
-static void read_caps(chm_vk *vk, bool *f16_storage) {
+static void read_caps(chm_vk *vk, bool *f16_storage, cm_query *cm) {
     VkPhysicalDeviceVulkan11Properties p11 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_PROPERTIES};
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
                                       .pNext = &p11};
     vkGetPhysicalDeviceProperties2(vk->pdev, &p2);
+    cm->ext = has_device_ext(vk->pdev, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV fcm = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+    VkPhysicalDeviceVulkan12Features f12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+        .pNext = cm->ext ? &fcm : NULL};
     VkPhysicalDeviceVulkan11Features f11 = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES};
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &f12};
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                     .pNext = &f11};
     vkGetPhysicalDeviceFeatures2(vk->pdev, &f2);
+    VkPhysicalDeviceCooperativeMatrixPropertiesNV pcm = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_PROPERTIES_NV};
+    if (cm->ext) {
+        VkPhysicalDeviceProperties2 q2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                                          .pNext = &pcm};
+        vkGetPhysicalDeviceProperties2(vk->pdev, &q2);
+    }
+    cm->feature = fcm.cooperativeMatrix &&
+                  (pcm.cooperativeMatrixSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
+    cm->memory_model = f12.vulkanMemoryModel;
     const VkPhysicalDeviceLimits *l = &vk->props.limits;
     chm_vk_caps *c = &vk->caps;
     c->api = vk->props.apiVersion;
@@ -349,6 +512,8 @@ static void read_caps(chm_vk *vk, bool *f16_storage) {
                   (p11.subgroupSupportedOperations & need) == need && !disabled("subgroup");
     *f16_storage = f11.storageBuffer16BitAccess;
     c->storage16 = f11.storageBuffer16BitAccess && !disabled("16bit");
+    c->shader_f16 = f12.shaderFloat16;
+    c->shared_bytes = l->maxComputeSharedMemorySize;
     c->push_descriptor = has_device_ext(vk->pdev, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME) &&
                          !disabled("push_descriptor");
     c->pipeline_cache = !disabled("pipeline_cache");
@@ -371,14 +536,29 @@ static void read_caps(chm_vk *vk, bool *f16_storage) {
 
 static chm_status create_device(chm_vk *vk, chm_err *err) {
     bool has16 = false;
-    read_caps(vk, &has16);
-    const char *exts[2];
+    cm_query cm = {0};
+    read_caps(vk, &has16, &cm);
+    CHM_TRY(coopmat_decide(vk, &cm, err));
+    bool coopmat = vk->caps.coopmat && !vk->caps.coopmat_emulated;
+    bool f16 = vk->caps.coopmat; /* the emulation converts bf16 -> f16 with f16 arithmetic too */
+    const char *exts[3];
     uint32_t nexts = 0;
     if (vk->caps.push_descriptor) exts[nexts++] = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;
     /* Portability implementations (MoltenVK) must be told that we know they are one. */
     if (has_device_ext(vk->pdev, "VK_KHR_portability_subset")) exts[nexts++] = "VK_KHR_portability_subset";
+    if (coopmat) exts[nexts++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
+    /* The cooperative-matrix shaders' features, enabled only when they will run. */
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV fcm = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+        .cooperativeMatrix = VK_TRUE};
+    VkPhysicalDeviceVulkan12Features f12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+        .pNext = coopmat ? &fcm : NULL,
+        .shaderFloat16 = f16,
+        .vulkanMemoryModel = coopmat};
     VkPhysicalDeviceVulkan11Features f11 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
+        .pNext = &f12,
         .storageBuffer16BitAccess = vk->caps.storage16 && has16,
     };
     float prio = 1.0f;
@@ -427,12 +607,20 @@ static const char *type_name(VkPhysicalDeviceType t) {
 
 void chm_vk_caps_describe(const chm_vk *vk, char *out, size_t n) {
     const chm_vk_caps *c = &vk->caps;
+    char cm[256];
+    if (c->coopmat)
+        snprintf(cm, sizeof cm, "%s 16x%ux16 f16->f32 for f16/bf16 matmul (tile %ux%ux%u/%ux%u)",
+                 c->coopmat_emulated ? "EMULATED (tests only)" : "NV", c->cm_tile.fn,
+                 c->cm_tile.bm, c->cm_tile.bn, c->cm_tile.bk, c->cm_tile.wm, c->cm_tile.wn);
+    else
+        snprintf(cm, sizeof cm, "off (%s; f16/bf16 matmul computes in f32)", c->coopmat_why);
     snprintf(out, n,
              "vulkan: %s (%s, Vulkan %u.%u.%u): subgroup %u%s, 16-bit storage %s, push "
-             "descriptors %s, timestamps %s, pipeline cache %s, workgroups %u/%u",
+             "descriptors %s, timestamps %s, pipeline cache %s, workgroups %u/%u, "
+             "cooperative matrices %s",
              vk->props.deviceName, type_name(vk->props.deviceType), VK_API_VERSION_MAJOR(c->api),
              VK_API_VERSION_MINOR(c->api), VK_API_VERSION_PATCH(c->api), c->subgroup_size,
              c->subgroup ? " (reductions use it)" : " (not used)", c->storage16 ? "yes" : "no",
              c->push_descriptor ? "yes" : "no", c->timestamps ? "yes" : "no",
-             vk->pipes.cache_path[0] ? vk->pipes.cache_path : "off", c->wg_elem, c->wg_row);
+             vk->pipes.cache_path[0] ? vk->pipes.cache_path : "off", c->wg_elem, c->wg_row, cm);
 }

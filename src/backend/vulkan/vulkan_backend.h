@@ -9,13 +9,20 @@
  * feature is detected, logged once and can be switched off):
  *   CHIMERA_VULKAN_DEVICE=N        use physical device N (as `chimera info` lists them)
  *   CHIMERA_VULKAN_DISABLE=a,b     switch features off: subgroup, 16bit,
- *                                  push_descriptor, pipeline_cache, timestamps
+ *                                  push_descriptor, pipeline_cache, timestamps,
+ *                                  coopmat (f16/bf16 matmul on cooperative matrices)
+ *   CHIMERA_VULKAN_COOPMAT_TILE=BMxBNxBK/WMxWN[/16x16|/16x8]  tile (and fragment shape)
+ *                                  of the cooperative-matrix matmul for large products
+ *                                  (default 128x128x32/64x32 and the device's best; tuning)
  *   CHIMERA_VULKAN_VALIDATION=1    enable the Khronos validation layer and count its
  *                                  messages (also on when VK_INSTANCE_LAYERS names it)
  *   CHIMERA_VULKAN_PROFILE=1       time every dispatch (see chm_vulkan_profile_report)
  *   CHIMERA_VULKAN_STAGING_KB=n    size of the host staging ring (default 64 MiB)
  *   CHIMERA_VULKAN_BLOCK_MB=n      size of the device memory pool's blocks (default 256)
  *   CHIMERA_VULKAN_MAX_GROUPS_X=n  (tests) pretend maxComputeWorkGroupCount.x is n
+ *   CHIMERA_VULKAN_COOPMAT_EMULATE=1  (tests) on a device without cooperative matrices,
+ *                                  run the cooperative-matrix matmul shader with its
+ *                                  matrix operations emulated in plain GLSL
  */
 #ifndef CHIMERA_BACKEND_VULKAN_BACKEND_H
 #define CHIMERA_BACKEND_VULKAN_BACKEND_H
@@ -49,6 +56,14 @@ void chm_vulkan_get_stats(const chm_backend *be, chm_vulkan_stats *out);
  * over every vulkan backend instance (0 when validation is off).
  */
 uint64_t chm_vulkan_validation_messages(void);
+
+/*
+ * The kernel family chm_matmul runs for tensors of dtype dt on this backend:
+ * "coopmat-nv" (f16/bf16 on NV cooperative matrices, f32 accumulation),
+ * "coopmat-emulated" (the same shader, matrix operations in plain GLSL: tests),
+ * "plain" (shared-memory tiles, f32 math), or NULL when dt is not supported.
+ */
+const char *chm_vulkan_matmul_path(const chm_backend *be, chm_dtype dt);
 
 /* Switch per-dispatch timing on or off (also CHIMERA_VULKAN_PROFILE=1). */
 void chm_vulkan_set_profile(chm_backend *be, bool on);

@@ -1,0 +1,427 @@
+/*
+ * test_vk_coopmat.c: f16 and bf16 matmul on the vulkan backend (suite
+ * vulkan_coopmat): on cooperative matrices where the device has them (the
+ * H100: matmul_cm.comp), else on the plain 16-bit path (lavapipe:
+ * matmul.comp's _f16/_bf16 variants); every test prints which path it ran.
+ *
+ * Inputs are random values already rounded to the 16-bit dtype; the cpu
+ * backend computes the same product in f32 from exactly those values, and
+ * each element of vulkan's C (rounded once to its dtype) must lie within
+ *   u * |want| + 2 * K * 2^-24 * S + 1e-30,
+ * where u is half an ulp of the dtype relative (2^-11 f16, 2^-8 bf16),
+ * S = |alpha| * sum_k |a||b| + |beta * c| + |bias| bounds what the f32 sums
+ * of either side can lose to ordering, and K is the number of terms. Cases
+ * cover all four transposes, sizes that are no multiple of 16 (1, 7, 13,
+ * 19, 45, ...) and ones larger than a 128 x 128 tile, aligned and unaligned
+ * operands (the shader's word loads and its element gathers), batches with
+ * broadcast operands, alpha/beta/bias, beta = 0 over a NaN-poisoned C, the
+ * grouped variant, the plain path behind CHIMERA_VULKAN_DISABLE=coopmat,
+ * every tile vk_bench tries (on a device with cooperative matrices), and the
+ * errors: mixed dtypes (the shared wrapper), no 16-bit storage, a malformed
+ * CHIMERA_VULKAN_COOPMAT_TILE. The validation layer must stay silent.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/half.h"
+#include "vk_harness.h"
+
+/* ---- 16-bit values ---- */
+
+static uint16_t to_bits(chm_dtype dt, double x) {
+    return dt == CHM_BF16 ? chm_f32_to_bf16((float)x) : chm_f32_to_f16((float)x);
+}
+
+static double from_bits(chm_dtype dt, uint16_t h) {
+    return dt == CHM_BF16 ? chm_bf16_to_f32(h) : chm_f16_to_f32(h);
+}
+
+/* n uniform values in [lo, hi) rounded to dt. */
+static double *rounded(tt_rng *rng, chm_dtype dt, int64_t n, double lo, double hi) {
+    double *x = tt_dalloc(n);
+    for (int64_t i = 0; i < n; i++) x[i] = from_bits(dt, to_bits(dt, tt_uniform(rng, lo, hi)));
+    return x;
+}
+
+/* Upload doubles (exact in dt) as dt bits. */
+static void upload16(chm_backend *be, const chm_tensor *t, const double *x) {
+    int64_t n = chm_tensor_numel(t);
+    uint16_t *h = malloc((size_t)(n ? n : 1) * sizeof *h);
+    for (int64_t i = 0; i < n; i++) h[i] = to_bits(t->dtype, x[i]);
+    cr_assert_eq(chm_upload(be, t, h), CHM_OK, "%s", be->err.msg);
+    free(h);
+}
+
+static void download16(chm_backend *be, const chm_tensor *t, double *x) {
+    int64_t n = chm_tensor_numel(t);
+    uint16_t *h = malloc((size_t)(n ? n : 1) * sizeof *h);
+    cr_assert_eq(chm_download(be, t, h), CHM_OK, "%s", be->err.msg);
+    for (int64_t i = 0; i < n; i++) x[i] = from_bits(t->dtype, h[i]);
+    free(h);
+}
+
+/* ---- one product on both backends ---- */
+
+typedef struct mm_case {
+    int64_t M, K, N;
+    int64_t ba, bb, bc;  /* batch of A, B, C; 0: a 2-D tensor */
+    bool ta, tb, bias;
+    double alpha, beta;
+    int64_t lead;        /* A and B start this many elements into their buffers */
+} mm_case;
+
+/* Host data of a case: operands, C's start, bias, and the counts of a grouped case. */
+typedef struct mm_data {
+    double *a, *b, *c0, *bias;
+    int32_t *counts;     /* NULL: a plain matmul */
+} mm_data;
+
+static int64_t bat(int64_t b) { return b ? b : 1; }
+
+/* A tensor of `lead` + shape elements on be, viewed from element `lead`. */
+static tt_tensor make(chm_backend *be, chm_dtype dt, int64_t b, int64_t r, int64_t c,
+                      int64_t lead) {
+    int64_t whole = bat(b) * r * c + lead;
+    tt_tensor x = tt_alloc(be, dt, 1, &whole);
+    int64_t shape[3] = {b, r, c};
+    x.t = chm_tensor_make(x.buf, (size_t)lead * chm_dtype_size(dt), dt, b ? 3 : 2,
+                          b ? shape : shape + 1);
+    return x;
+}
+
+/* Element (i, j) of op(X) for batch entry e of a stored [rows, cols] operand. */
+static double op_at(const double *x, int64_t b, int64_t e, int64_t rows, int64_t cols, bool t,
+                    int64_t i, int64_t j) {
+    const double *p = x + (b > 1 ? e : 0) * rows * cols;
+    return t ? p[j * cols + i] : p[i * cols + j];
+}
+
+/* The ordering part of the error bound of every element of C (see the top of the file). */
+static void bounds(const mm_case *c, const mm_data *d, double *tol) {
+    int64_t ar = c->ta ? c->K : c->M, ac = c->ta ? c->M : c->K;
+    int64_t br = c->tb ? c->N : c->K, bc = c->tb ? c->K : c->N;
+    for (int64_t e = 0; e < bat(c->bc); e++)
+        for (int64_t m = 0; m < c->M; m++)
+            for (int64_t n = 0; n < c->N; n++) {
+                int64_t live = d->counts ? d->counts[e] : c->K;
+                bool dead_row = d->counts && !c->ta && m >= live;
+                double s = 0;
+                for (int64_t k = 0; !dead_row && k < (c->ta ? live : c->K); k++)
+                    s += fabs(op_at(d->a, bat(c->ba), e, ar, ac, c->ta, m, k) *
+                              op_at(d->b, bat(c->bb), e, br, bc, c->tb, k, n));
+                int64_t i = (e * c->M + m) * c->N + n;
+                double rest = fabs(c->beta * d->c0[i]) + (c->bias ? fabs(d->bias[n]) : 0);
+                tol[i] = 2.0 * (double)(c->K + 2) * 0x1p-24 * (fabs(c->alpha) * s + rest);
+            }
+}
+
+/* The backends of a test and the 16-bit dtype under test. */
+typedef struct ctx {
+    chm_backend *cpu, *vk;
+} ctx;
+
+static ctx ctx_open(void) {
+    ctx x = {tt_open_cpu(), vk_open()};
+    return x;
+}
+
+static void ctx_close(ctx *x) {
+    chm_backend_close(x->cpu);
+    vk_close(x->vk);
+}
+
+/* Say once per test which kernel family the vulkan side runs. */
+static void say_path(const ctx *x, chm_dtype dt, const char *test) {
+    const char *path = chm_vulkan_matmul_path(x->vk, dt);
+    fprintf(stderr, "vulkan_coopmat/%s: %s matmul on %s runs the %s path\n", test,
+            chm_dtype_name(dt), x->vk->device, path ? path : "(none)");
+}
+
+static chm_status call(chm_backend *be, const mm_case *c, const chm_tensor *C,
+                       const chm_tensor *A, const chm_tensor *B, const chm_tensor *third,
+                       bool grouped) {
+    if (grouped) return chm_matmul_grouped(be, C, A, B, third, c->ta, c->tb, c->alpha, c->beta);
+    return chm_matmul(be, C, A, B, c->bias ? third : NULL, c->ta, c->tb, c->alpha, c->beta);
+}
+
+/* Upload host values into x: as f32 on the cpu side, as dt bits on the vulkan side. */
+static void put(chm_backend *be, const tt_tensor *x, const double *v) {
+    if (x->t.dtype == CHM_F32) tt_upload(be, x, v);
+    else upload16(be, &x->t, v);
+}
+
+/* Run case c on cpu (f32) and vulkan (dt); got and want receive C. */
+static void run_both(ctx *x, chm_dtype dt, const mm_case *c, const mm_data *d, double *got,
+                     double *want) {
+    int64_t ar = c->ta ? c->K : c->M, ac = c->ta ? c->M : c->K;
+    int64_t br = c->tb ? c->N : c->K, bcol = c->tb ? c->K : c->N;
+    chm_backend *bes[2] = {x->cpu, x->vk};
+    double *out[2] = {want, got};
+    for (int s = 0; s < 2; s++) {
+        chm_backend *be = bes[s];
+        chm_dtype t = s ? dt : CHM_F32;
+        int64_t lead = s ? c->lead : 0;
+        tt_tensor A = make(be, t, c->ba, ar, ac, lead), B = make(be, t, c->bb, br, bcol, lead);
+        tt_tensor C = make(be, t, c->bc, c->M, c->N, 0);
+        int64_t E = bat(c->bc), nb = d->counts ? E : c->N;
+        tt_tensor third = tt_alloc(be, d->counts ? CHM_I32 : t, 1, &nb);
+        put(be, &A, d->a);
+        put(be, &B, d->b);
+        if (d->counts) tt_upload_i32(be, &third, d->counts);
+        else put(be, &third, d->bias);
+        if (c->beta == 0) tt_poison(be, &C);
+        else put(be, &C, d->c0);
+        cr_assert_eq(call(be, c, &C.t, &A.t, &B.t, &third.t, d->counts != NULL), CHM_OK,
+                     "matmul on %s: %s", be->name, be->err.msg);
+        cr_assert_eq(chm_sync(be), CHM_OK, "%s", be->err.msg);
+        if (s) download16(be, &C.t, out[s]);
+        else tt_download(be, &C, out[s]);
+        tt_free(&A), tt_free(&B), tt_free(&C), tt_free(&third);
+    }
+}
+
+/* Check case c for dtype dt (counts: a grouped case, else NULL). */
+static void check_case(ctx *x, chm_dtype dt, const mm_case *c, const int32_t *counts,
+                       uint64_t seed) {
+    tt_rng rng = tt_rng_make(seed);
+    int64_t na = bat(c->ba) * c->M * c->K, nb = bat(c->bb) * c->K * c->N;
+    int64_t nc = bat(c->bc) * c->M * c->N;
+    mm_data d = {rounded(&rng, dt, na, -1, 1), rounded(&rng, dt, nb, -1, 1),
+                 rounded(&rng, dt, nc, -2, 2), rounded(&rng, dt, c->N, -1, 1), NULL};
+    if (counts) {
+        d.counts = malloc((size_t)bat(c->bc) * sizeof *d.counts);
+        memcpy(d.counts, counts, (size_t)bat(c->bc) * sizeof *counts);
+    }
+    double *got = tt_dalloc(nc), *want = tt_dalloc(nc), *tol = tt_dalloc(nc);
+    run_both(x, dt, c, &d, got, want);
+    double u = dt == CHM_BF16 ? 0x1p-8 : 0x1p-11;
+    bounds(c, &d, tol);
+    for (int64_t i = 0; i < nc; i++) {
+        double err = fabs(got[i] - want[i]), lim = u * fabs(want[i]) + tol[i] + 1e-30;
+        /* results below f16's normal range are rounded to its subnormal spacing 2^-24 */
+        if (dt == CHM_F16) lim += 0x1p-25;
+        cr_assert(isfinite(got[i]) && err <= lim,
+                  "%s matmul M%lld K%lld N%lld ta%d tb%d batch %lld/%lld/%lld alpha %g beta %g "
+                  "bias %d lead %lld%s: C[%lld] = %.9g, cpu %.9g (|err| %.3g > %.3g)",
+                  chm_dtype_name(dt), (long long)c->M, (long long)c->K, (long long)c->N, c->ta,
+                  c->tb, (long long)c->ba, (long long)c->bb, (long long)c->bc, c->alpha,
+                  c->beta, c->bias, (long long)c->lead, counts ? " grouped" : "", (long long)i,
+                  got[i], want[i], err, lim);
+    }
+    free(d.a), free(d.b), free(d.c0), free(d.bias), free(d.counts);
+    free(got), free(want), free(tol);
+}
+
+/* Every transpose at sizes that are no multiple of 16, and across several tiles. */
+static void transposes_and_sizes(chm_dtype dt, const char *test) {
+    static const int64_t sizes[][3] = {{1, 1, 1},    {13, 7, 19},   {16, 16, 16}, {17, 33, 31},
+                                       {70, 45, 129}, {150, 40, 130}, {129, 72, 200}};
+    ctx x = ctx_open();
+    say_path(&x, dt, test);
+    uint64_t seed = 100;
+    for (int s = 0; s < (int)(sizeof sizes / sizeof sizes[0]); s++)
+        for (int t = 0; t < 4; t++) {
+            mm_case c = {.M = sizes[s][0], .K = sizes[s][1], .N = sizes[s][2], .ta = t & 1,
+                         .tb = (t >> 1) & 1, .alpha = 1, .beta = 0};
+            check_case(&x, dt, &c, NULL, seed++);
+        }
+    ctx_close(&x);
+}
+
+Test(vulkan_coopmat, f16_transposes_and_odd_sizes) { transposes_and_sizes(CHM_F16, "f16"); }
+Test(vulkan_coopmat, bf16_transposes_and_odd_sizes) { transposes_and_sizes(CHM_BF16, "bf16"); }
+
+/* Whole aligned slices (word loads) and the same shapes from unaligned views (element gathers). */
+Test(vulkan_coopmat, aligned_and_unaligned_operands) {
+    ctx x = ctx_open();
+    say_path(&x, CHM_F16, "aligned");
+    for (int t = 0; t < 4; t++)
+        for (int64_t lead = 0; lead < 2; lead++) {
+            mm_case c = {.M = 256, .K = 96, .N = 136, .ta = t & 1, .tb = (t >> 1) & 1,
+                         .alpha = 1, .beta = 0, .lead = lead};
+            check_case(&x, CHM_F16, &c, NULL, 300 + t * 2 + lead);
+            check_case(&x, CHM_BF16, &c, NULL, 400 + t * 2 + lead);
+        }
+    ctx_close(&x);
+}
+
+Test(vulkan_coopmat, alpha_beta_bias) {
+    static const double ab[][2] = {{0.5, 0.75}, {-1.25, 1}, {0, 0.5}, {2, 0}};
+    ctx x = ctx_open();
+    say_path(&x, CHM_F16, "alpha_beta_bias");
+    for (int i = 0; i < 4; i++)
+        for (int bias = 0; bias < 2; bias++) {
+            mm_case c = {.M = 37, .K = 19, .N = 45, .ta = i & 1, .tb = bias, .bias = bias,
+                         .alpha = ab[i][0], .beta = ab[i][1]};
+            check_case(&x, CHM_F16, &c, NULL, 500 + i * 2 + bias);
+            check_case(&x, CHM_BF16, &c, NULL, 600 + i * 2 + bias);
+        }
+    ctx_close(&x);
+}
+
+Test(vulkan_coopmat, batch_and_broadcast) {
+    ctx x = ctx_open();
+    say_path(&x, CHM_F16, "batch");
+    mm_case cases[] = {
+        {.M = 13, .K = 9, .N = 11, .ba = 3, .bb = 3, .bc = 3, .alpha = 1, .beta = 0},
+        {.M = 13, .K = 9, .N = 11, .ba = 1, .bb = 4, .bc = 4, .tb = true, .alpha = 1, .beta = 0.5},
+        {.M = 35, .K = 33, .N = 70, .ba = 5, .bb = 0, .bc = 5, .ta = true, .alpha = 1, .beta = 0,
+         .bias = true},
+        {.M = 130, .K = 24, .N = 72, .ba = 2, .bb = 2, .bc = 2, .alpha = 1, .beta = 0},
+    };
+    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
+        check_case(&x, CHM_F16, &cases[i], NULL, 700 + i);
+        check_case(&x, CHM_BF16, &cases[i], NULL, 710 + i);
+    }
+    ctx_close(&x);
+}
+
+/* Grouped: live rows (or live terms with trans_a) per expert; dead rows become beta*C. */
+Test(vulkan_coopmat, grouped_counts) {
+    ctx x = ctx_open();
+    say_path(&x, CHM_F16, "grouped");
+    static const int32_t counts[4] = {0, 7, 24, 13};
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1;
+        /* without trans_a: A [E,cap,K], C [E,cap,N]; with it: A [E,cap,M], C [E,M,N] */
+        mm_case c = {.M = ta ? 21 : 24, .K = ta ? 24 : 19, .N = 33, .ba = 4, .bb = 4, .bc = 4,
+                     .ta = ta, .tb = (t >> 1) & 1, .alpha = 1, .beta = t == 3 ? 0.5 : 0};
+        check_case(&x, CHM_F16, &c, counts, 800 + t);
+        check_case(&x, CHM_BF16, &c, counts, 810 + t);
+    }
+    ctx_close(&x);
+}
+
+/* CHIMERA_VULKAN_DISABLE=coopmat: the plain path, same results. */
+Test(vulkan_coopmat, plain_path_behind_the_switch) {
+    setenv("CHIMERA_VULKAN_DISABLE", "coopmat", 1);
+    ctx x = ctx_open();
+    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_F16), "plain");
+    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_F32), "plain");
+    say_path(&x, CHM_BF16, "plain_path_behind_the_switch");
+    mm_case c = {.M = 130, .K = 40, .N = 70, .tb = true, .alpha = 1, .beta = 0.25, .bias = true};
+    check_case(&x, CHM_F16, &c, NULL, 900);
+    check_case(&x, CHM_BF16, &c, NULL, 901);
+    ctx_close(&x);
+}
+
+/* A short battery of every kind of case (small: sizes for the emulated shader on lavapipe). */
+static void battery(ctx *x, uint64_t seed) {
+    static const int64_t sizes[][3] = {{13, 7, 19}, {70, 45, 29}, {129, 40, 72}};
+    for (int s = 0; s < 3; s++)
+        for (int t = 0; t < 4; t++) {
+            mm_case c = {.M = sizes[s][0], .K = sizes[s][1], .N = sizes[s][2], .ta = t & 1,
+                         .tb = (t >> 1) & 1, .alpha = 1, .beta = 0, .lead = s == 2};
+            check_case(x, t == 1 ? CHM_BF16 : CHM_F16, &c, NULL, seed++);
+        }
+    /* whole 64 x 64 x 16 slices (the emulated default tile) and an edge column of tiles */
+    mm_case aligned = {.M = 128, .K = 48, .N = 72, .ta = true, .alpha = 1, .beta = 0};
+    check_case(x, CHM_F16, &aligned, NULL, seed++);
+    check_case(x, CHM_BF16, &aligned, NULL, seed++);
+    mm_case full = {.M = 37, .K = 19, .N = 45, .ba = 3, .bb = 0, .bc = 3, .tb = true,
+                    .bias = true, .alpha = -0.5, .beta = 0.75};
+    check_case(x, CHM_F16, &full, NULL, seed++);
+    static const int32_t counts[3] = {5, 0, 24};
+    mm_case grouped = {.M = 24, .K = 19, .N = 33, .ba = 3, .bb = 3, .bc = 3, .alpha = 1,
+                       .beta = 0.5};
+    check_case(x, CHM_BF16, &grouped, counts, seed++);
+}
+
+/*
+ * Where the device has no cooperative matrices: matmul_cm.comp with its
+ * matrix operations emulated (CHIMERA_VULKAN_COOPMAT_EMULATE=1) checks the
+ * tensor-core shader's staging, offsets, transposes and epilogue here too.
+ */
+Test(vulkan_coopmat, emulated_coopmat_shader) {
+    setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
+    ctx x = ctx_open();
+    const char *path = chm_vulkan_matmul_path(x.vk, CHM_F16);
+    if (strcmp(path, "coopmat-nv") == 0) {
+        ctx_close(&x);
+        cr_skip_test("real cooperative matrices here: the other tests run them");
+    }
+    cr_assert_str_eq(path, "coopmat-emulated");
+    say_path(&x, CHM_F16, "emulated_coopmat_shader");
+    battery(&x, 1100);
+    ctx_close(&x);
+}
+
+/*
+ * Every tile tools/vk_bench tries on a device with cooperative matrices is
+ * correct, for both dtypes (a tile whose fragment shape the device does not
+ * list is skipped); elsewhere two more tiles of the emulated shader (beyond
+ * emulated_coopmat_shader's 64x64x16/32x32: BK 32 with one fragment a warp,
+ * and 16x8 fragments, 1 x 4 a warp), one dtype each (lavapipe compiles the
+ * emulated shader slowly, a few seconds a pipeline).
+ */
+Test(vulkan_coopmat, every_benchmarked_tile) {
+    static const char *real[] = {"128x128x32/64x32", "128x128x32/64x64", "128x128x32/32x64",
+                                 "64x128x32/32x64", "128x64x32/64x32", "64x64x32/32x32",
+                                 "128x128x16/64x32", "128x128x32/64x32/16x8",
+                                 "128x128x32/64x64/16x8"};
+    static const char *emulated[] = {"32x32x32/16x16", "32x32x16/16x32/16x8"};
+    ctx probe = ctx_open();
+    bool cm = strcmp(chm_vulkan_matmul_path(probe.vk, CHM_F16), "coopmat-nv") == 0;
+    ctx_close(&probe);
+    if (!cm) setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
+    const char **tiles = cm ? real : emulated;
+    int ntiles = cm ? (int)(sizeof real / sizeof *real) : (int)(sizeof emulated / sizeof *emulated);
+    for (int i = 0; i < ntiles; i++) {
+        setenv("CHIMERA_VULKAN_COOPMAT_TILE", tiles[i], 1);
+        chm_backend_options o = {.device_index = -1, .quiet = true};
+        chm_err err = {0};
+        chm_backend *vk = NULL;
+        chm_status rc = chm_vulkan_open(&o, &vk, &err);
+        cr_assert(cm || rc == CHM_OK, "emulated tile %s: %s", tiles[i], err.msg);
+        if (rc != CHM_OK) {
+            fprintf(stderr, "vulkan_coopmat: tile %s does not run here: %s\n", tiles[i], err.msg);
+            continue;
+        }
+        ctx x = {tt_open_cpu(), vk};
+        fprintf(stderr, "vulkan_coopmat: tile %s (%s)\n", tiles[i],
+                chm_vulkan_matmul_path(vk, CHM_F16));
+        cr_assert_str_eq(chm_vulkan_matmul_path(vk, CHM_F16),
+                         cm ? "coopmat-nv" : "coopmat-emulated");
+        for (int t = 0; t < 4; t++) {
+            mm_case c = {.M = cm ? 200 : 70, .K = 72, .N = cm ? 264 : 40, .ta = t & 1,
+                         .tb = (t >> 1) & 1, .alpha = 1, .beta = 0};
+            if (cm || i == 0) check_case(&x, CHM_F16, &c, NULL, 1000 + t);
+            c.K = 45;
+            if (cm || i == 1) check_case(&x, CHM_BF16, &c, NULL, 1010 + t);
+        }
+        ctx_close(&x);
+    }
+}
+
+Test(vulkan_coopmat, refusals) {
+    /* a malformed tile is a config error on every device */
+    setenv("CHIMERA_VULKAN_COOPMAT_TILE", "128x128", 1);
+    chm_backend_options o = {.device_index = -1, .quiet = true};
+    chm_err err = {0};
+    chm_backend *be = NULL;
+    chm_status rc = chm_vulkan_open(&o, &be, &err);
+    if (rc == CHM_ERR_UNSUPPORTED) cr_skip_test("no Vulkan device here: %s", err.msg);
+    cr_assert_eq(rc, CHM_ERR_CONFIG, "%s", err.msg);
+    cr_assert(strstr(err.msg, "CHIMERA_VULKAN_COOPMAT_TILE") != NULL, "%s", err.msg);
+    unsetenv("CHIMERA_VULKAN_COOPMAT_TILE");
+    /* the shared wrapper: one dtype for A, B and C */
+    chm_backend *vk = vk_open();
+    tt_tensor a = tt_alloc(vk, CHM_F16, 2, (int64_t[]){4, 4});
+    tt_tensor b = tt_alloc(vk, CHM_F16, 2, (int64_t[]){4, 4});
+    tt_tensor c = tt_alloc(vk, CHM_F32, 2, (int64_t[]){4, 4});
+    tt_expect_fail(vk, chm_matmul(vk, &c.t, &a.t, &b.t, NULL, false, false, 1, 0), CHM_ERR_DTYPE,
+                   "matmul", "A");
+    tt_free(&a), tt_free(&b), tt_free(&c);
+    vk_close(vk);
+    /* no 16-bit storage: f16 matmul is unsupported, and says so */
+    setenv("CHIMERA_VULKAN_DISABLE", "16bit", 1);
+    vk = vk_open();
+    cr_assert_null(chm_vulkan_matmul_path(vk, CHM_F16));
+    tt_tensor h = tt_alloc(vk, CHM_F16, 2, (int64_t[]){4, 4});
+    tt_tensor g = tt_alloc(vk, CHM_F16, 2, (int64_t[]){4, 4});
+    tt_expect_fail(vk, chm_matmul(vk, &g.t, &h.t, &h.t, NULL, false, false, 1, 0),
+                   CHM_ERR_UNSUPPORTED, "matmul", "16-bit storage");
+    tt_free(&h), tt_free(&g);
+    vk_close(vk);
+}

@@ -1,0 +1,557 @@
+/*
+ * vk_bench.c: the vulkan backend's matmul paths checked against the cpu
+ * backend, and its benchmarks; a plain C program (no Criterion) that
+ * tools/gpu_pack.sh builds and tools/gpu_check.sh runs on the GPU machine.
+ *
+ *   vk_bench [--quick] [--emulate] [--no-train]
+ *
+ * 1. check: f32 (plain), f16 and bf16 (cooperative matrices where the device
+ *    has them, and the plain 16-bit path behind CHIMERA_VULKAN_DISABLE=
+ *    coopmat) at 193x77x131 in every transpose and at 512^3, against the
+ *    cpu backend's f32 product of the same (rounded) inputs. Each element
+ *    must lie within u*|ref| + 2(K+2) 2^-24 S, u the output's half ulp and
+ *    S = sum |a b| (the ordering error either side's f32 sums may have);
+ *    one PASS/FAIL line per case with the worst ratio err/bound.
+ * 2. matmul TFLOP/s at 4096^3 and 8192x8192x2048 (A B^T, as the model's
+ *    linear layers): f32 plain, f16 and bf16 on each path, with the share
+ *    of cuBLASLt's bf16 4096^3 on the H100 (766 TFLOP/s); then every
+ *    cooperative-matrix tile of a short list (CHIMERA_VULKAN_COOPMAT_TILE),
+ *    to pick the default.
+ * 3. attention fwd/bwd at B=8 T=2048 H=16 D=64 and the selective scan
+ *    fwd/bwd at chimera-1b sizes (B=8 T=2048 Di=2048 N=16), f32.
+ * 4. training tokens/s on vulkan: configs/tiny.yaml, and chimera-1b's model
+ *    (configs/training_dolma.yaml) at micro batch 1 on the built-in corpus
+ *    (f32, the vulkan precision), median step after a warm-up step.
+ * Times come from device events (median of repeats after warm-up). Ends
+ * with an "== summary" block. --quick shrinks every size (lavapipe);
+ * --emulate runs the cooperative-matrix shader emulated where the device
+ * lacks it (CHIMERA_VULKAN_COOPMAT_EMULATE=1: tests the program itself).
+ * Exit status: 0 when every check passed, 1 otherwise, 77 without a device.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/vulkan/vulkan_backend.h"
+#include "chimera/backend.h"
+#include "chimera/trainer.h"
+#include "ckpt/checkpoint_internal.h"
+#include "core/half.h"
+
+#define CUBLASLT_BF16_TFLOPS 766.0 /* cuBLASLt bf16 4096^3 on the H100 (issue 6) */
+
+/* ---- small helpers ---- */
+
+static bool quick, emulate;
+static int checks, failures;
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static double uniform(double lo, double hi) {
+    rng_state ^= rng_state >> 12, rng_state ^= rng_state << 25, rng_state ^= rng_state >> 27;
+    return lo + (hi - lo) * ((double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) * 0x1p-53);
+}
+
+static void *xmalloc(size_t n) {
+    void *p = calloc(n ? n : 1, 1);
+    if (!p) {
+        fprintf(stderr, "vk_bench: out of host memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static void die(chm_backend *be, const char *what) {
+    fprintf(stderr, "vk_bench: %s: %s\n", what, be->err.msg);
+    exit(2);
+}
+
+/* x rounded to dt (f32 values stay f32-exact: the host side is double). */
+static double round_to(chm_dtype dt, double x) {
+    if (dt == CHM_BF16) return chm_bf16_to_f32(chm_f32_to_bf16((float)x));
+    if (dt == CHM_F16) return chm_f16_to_f32(chm_f32_to_f16((float)x));
+    return (float)x;
+}
+
+/* Host doubles -> the bytes of dt (f32, bf16 or f16), malloc'd. */
+static void *pack(const double *x, int64_t n, chm_dtype dt) {
+    void *p = xmalloc((size_t)n * chm_dtype_size(dt));
+    for (int64_t i = 0; i < n; i++) {
+        if (dt == CHM_F32) ((float *)p)[i] = (float)x[i];
+        else if (dt == CHM_BF16) ((uint16_t *)p)[i] = chm_f32_to_bf16((float)x[i]);
+        else ((uint16_t *)p)[i] = chm_f32_to_f16((float)x[i]);
+    }
+    return p;
+}
+
+static void unpack(const void *p, int64_t n, chm_dtype dt, double *x) {
+    for (int64_t i = 0; i < n; i++) {
+        if (dt == CHM_F32) x[i] = ((const float *)p)[i];
+        else if (dt == CHM_BF16) x[i] = chm_bf16_to_f32(((const uint16_t *)p)[i]);
+        else x[i] = chm_f16_to_f32(((const uint16_t *)p)[i]);
+    }
+}
+
+/* A tensor with its own buffer on be. */
+static chm_tensor alloc_tensor(chm_backend *be, chm_dtype dt, int nd, const int64_t *shape) {
+    chm_tensor t = chm_tensor_make(NULL, 0, dt, nd, shape);
+    chm_buffer *b = NULL;
+    if (chm_buffer_alloc(be, chm_tensor_nbytes(&t) ? chm_tensor_nbytes(&t) : 1, &b))
+        die(be, "allocation");
+    t.buf = b;
+    return t;
+}
+
+/* Fill t with uniform values in [lo, hi) (a pattern of at most 1 Mi elements, repeated). */
+static void fill_random(chm_backend *be, const chm_tensor *t, double lo, double hi) {
+    int64_t n = chm_tensor_numel(t), chunk = n < (1 << 20) ? n : (1 << 20);
+    double *h = xmalloc((size_t)chunk * sizeof *h);
+    for (int64_t i = 0; i < chunk; i++) h[i] = uniform(lo, hi);
+    void *p = pack(h, chunk, t->dtype);
+    for (int64_t off = 0; off < n; off += chunk) {
+        int64_t len = n - off < chunk ? n - off : chunk;
+        chm_tensor v;
+        chm_tensor_view(t, off, 1, &len, &v, NULL);
+        if (chm_upload(be, &v, p)) die(be, "upload");
+    }
+    free(h);
+    free(p);
+}
+
+/* ---- the summary ---- */
+
+typedef struct row {
+    char what[72];
+    double ms;
+    char rate[96];
+} row;
+
+static row rows[48];
+static int nrows;
+
+static void add_row(const char *what, double ms, const char *fmt, ...) {
+    if (nrows >= 48) return;
+    row *r = &rows[nrows++];
+    snprintf(r->what, sizeof r->what, "%s", what);
+    r->ms = ms;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->rate, sizeof r->rate, fmt, ap);
+    va_end(ap);
+    printf("  %-46s %10.3f ms  %s\n", r->what, r->ms, r->rate);
+    fflush(stdout);
+}
+
+/* ---- opening ---- */
+
+/* The vulkan backend with `disable` in CHIMERA_VULKAN_DISABLE and `tile` as the coopmat tile. */
+static chm_status open_vk(const char *disable, const char *tile, chm_backend **be, chm_err *err) {
+    if (disable) setenv("CHIMERA_VULKAN_DISABLE", disable, 1);
+    else unsetenv("CHIMERA_VULKAN_DISABLE");
+    if (tile) setenv("CHIMERA_VULKAN_COOPMAT_TILE", tile, 1);
+    else unsetenv("CHIMERA_VULKAN_COOPMAT_TILE");
+    chm_backend_options o = {.device_index = -1, .quiet = true};
+    return chm_vulkan_open(&o, be, err);
+}
+
+/* ---- 1. correctness of the matmul paths ---- */
+
+/* Element (i, j) of op(X), X stored [rows, cols]. */
+static double op_at(const double *x, int64_t cols, bool t, int64_t i, int64_t j) {
+    return t ? x[j * cols + i] : x[i * cols + j];
+}
+
+/* The cpu's f32 product of a and b (rounded inputs) into ref. */
+static void cpu_product(chm_backend *cpu, const double *a, const double *b, int64_t M, int64_t K,
+                        int64_t N, bool ta, bool tb, double *ref) {
+    int64_t sa[2] = {ta ? K : M, ta ? M : K}, sb[2] = {tb ? N : K, tb ? K : N}, sc[2] = {M, N};
+    chm_tensor A = alloc_tensor(cpu, CHM_F32, 2, sa), B = alloc_tensor(cpu, CHM_F32, 2, sb);
+    chm_tensor C = alloc_tensor(cpu, CHM_F32, 2, sc);
+    void *pa = pack(a, M * K, CHM_F32), *pb = pack(b, K * N, CHM_F32);
+    void *pc = xmalloc((size_t)(M * N) * 4);
+    if (chm_upload(cpu, &A, pa) || chm_upload(cpu, &B, pb) ||
+        chm_matmul(cpu, &C, &A, &B, NULL, ta, tb, 1, 0) || chm_download(cpu, &C, pc))
+        die(cpu, "cpu matmul");
+    unpack(pc, M * N, CHM_F32, ref);
+    free(pa), free(pb), free(pc);
+    chm_buffer_free(A.buf), chm_buffer_free(B.buf), chm_buffer_free(C.buf);
+}
+
+/* The vulkan product in dt into got (C poisoned with NaN first). */
+static void vk_product(chm_backend *vk, chm_dtype dt, const double *a, const double *b, int64_t M,
+                       int64_t K, int64_t N, bool ta, bool tb, double *got) {
+    int64_t sa[2] = {ta ? K : M, ta ? M : K}, sb[2] = {tb ? N : K, tb ? K : N}, sc[2] = {M, N};
+    chm_tensor A = alloc_tensor(vk, dt, 2, sa), B = alloc_tensor(vk, dt, 2, sb);
+    chm_tensor C = alloc_tensor(vk, dt, 2, sc);
+    void *pa = pack(a, M * K, dt), *pb = pack(b, K * N, dt);
+    void *pc = xmalloc((size_t)(M * N) * chm_dtype_size(dt));
+    if (chm_upload(vk, &A, pa) || chm_upload(vk, &B, pb) || chm_fill(vk, &C, NAN) ||
+        chm_matmul(vk, &C, &A, &B, NULL, ta, tb, 1, 0) || chm_download(vk, &C, pc))
+        die(vk, "vulkan matmul");
+    unpack(pc, M * N, dt, got);
+    free(pa), free(pb), free(pc);
+    chm_buffer_free(A.buf), chm_buffer_free(B.buf), chm_buffer_free(C.buf);
+}
+
+/* The worst err/bound ratio of got against ref (see the top of the file). */
+static double worst_ratio(chm_dtype dt, const double *a, const double *b, const double *got,
+                          const double *ref, int64_t M, int64_t K, int64_t N, bool ta, bool tb) {
+    double u = dt == CHM_BF16 ? 0x1p-8 : dt == CHM_F16 ? 0x1p-11 : 0x1p-24, worst = 0;
+    int64_t ac = ta ? M : K, bc = tb ? K : N;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++)
+                s += fabs(op_at(a, ac, ta, m, k) * op_at(b, bc, tb, k, n));
+            double bound = u * fabs(ref[m * N + n]) + 2.0 * (double)(K + 2) * 0x1p-24 * s +
+                           (dt == CHM_F16 ? 0x1p-25 : 0) + 1e-30;
+            double err = fabs(got[m * N + n] - ref[m * N + n]);
+            double r = isfinite(got[m * N + n]) ? err / bound : INFINITY;
+            if (r > worst) worst = r;
+        }
+    return worst;
+}
+
+/* One correctness case: print PASS/FAIL with the worst ratio. */
+static void check_case(chm_backend *cpu, chm_backend *vk, const char *label, chm_dtype dt,
+                       int64_t M, int64_t K, int64_t N, bool ta, bool tb) {
+    double *a = xmalloc((size_t)(M * K) * sizeof *a), *b = xmalloc((size_t)(K * N) * sizeof *b);
+    double *ref = xmalloc((size_t)(M * N) * sizeof *ref);
+    double *got = xmalloc((size_t)(M * N) * sizeof *got);
+    for (int64_t i = 0; i < M * K; i++) a[i] = round_to(dt, uniform(-1, 1));
+    for (int64_t i = 0; i < K * N; i++) b[i] = round_to(dt, uniform(-1, 1));
+    cpu_product(cpu, a, b, M, K, N, ta, tb, ref);
+    vk_product(vk, dt, a, b, M, K, N, ta, tb, got);
+    double r = worst_ratio(dt, a, b, got, ref, M, K, N, ta, tb);
+    bool ok = r <= 1.0;
+    checks++;
+    failures += !ok;
+    printf("%s  matmul %-4s %-16s %lldx%lldx%lld ta%d tb%d: worst err/bound %.3f\n",
+           ok ? "PASS" : "FAIL", chm_dtype_name(dt), label, (long long)M, (long long)K,
+           (long long)N, ta, tb, r);
+    fflush(stdout);
+    free(a), free(b), free(ref), free(got);
+}
+
+/* Every matmul path of backend vk: its dtypes in every transpose at an odd size, and a square. */
+static void check_paths(chm_backend *cpu, chm_backend *vk, bool only16) {
+    static const chm_dtype dts[] = {CHM_F32, CHM_F16, CHM_BF16};
+    int64_t sq = quick ? 96 : 512;
+    for (int d = only16 ? 1 : 0; d < 3; d++) {
+        const char *path = chm_vulkan_matmul_path(vk, dts[d]);
+        if (!path) {
+            printf("SKIP  matmul %s: not supported on %s\n", chm_dtype_name(dts[d]), vk->device);
+            continue;
+        }
+        for (int t = 0; t < 4; t++) check_case(cpu, vk, path, dts[d], 193, 77, 131, t & 1, t >> 1);
+        check_case(cpu, vk, path, dts[d], sq, sq, sq, false, true);
+    }
+}
+
+/* ---- 2. matmul throughput ---- */
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median ms of `reps` matmuls C = A op(B) after 2 warm-up runs, timed with device events. */
+static double time_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                          const chm_tensor *B, bool tb, int reps) {
+    chm_event *e0, *e1;
+    double ms[32];
+    if (reps > 32) reps = 32;
+    if (chm_event_create(be, &e0) || chm_event_create(be, &e1)) die(be, "events");
+    for (int i = 0; i < 2; i++)
+        if (chm_matmul(be, C, A, B, NULL, false, tb, 1, 0)) die(be, "matmul");
+    for (int i = 0; i < reps; i++) {
+        chm_event_record(be, e0);
+        chm_matmul(be, C, A, B, NULL, false, tb, 1, 0);
+        chm_event_record(be, e1);
+        if (chm_event_elapsed_ms(be, e0, e1, &ms[i])) die(be, "event timing");
+    }
+    if (chm_sync(be)) die(be, "matmul");
+    chm_event_destroy(be, e0);
+    chm_event_destroy(be, e1);
+    qsort(ms, (size_t)reps, sizeof ms[0], cmp_double);
+    return ms[reps / 2];
+}
+
+/* TFLOP/s of one M x K x N product in dt on be (A B^T when tb); adds a summary row. */
+static double bench_matmul(chm_backend *be, const char *label, chm_dtype dt, int64_t M, int64_t K,
+                           int64_t N, bool tb) {
+    int64_t sa[2] = {M, K}, sb[2] = {tb ? N : K, tb ? K : N}, sc[2] = {M, N};
+    chm_tensor A = alloc_tensor(be, dt, 2, sa), B = alloc_tensor(be, dt, 2, sb);
+    chm_tensor C = alloc_tensor(be, dt, 2, sc);
+    fill_random(be, &A, -1, 1);
+    fill_random(be, &B, -1, 1);
+    double ms = time_matmul(be, &C, &A, &B, tb, quick ? 3 : 10);
+    double tflops = 2.0 * (double)M * (double)K * (double)N / (ms * 1e9);
+    char what[72];
+    snprintf(what, sizeof what, "matmul %s %s %lldx%lldx%lld %s", chm_dtype_name(dt), label,
+             (long long)M, (long long)K, (long long)N, tb ? "(A B^T)" : "(A B)");
+    if (dt == CHM_F32) add_row(what, ms, "%.4g TFLOP/s", tflops);
+    else add_row(what, ms, "%.4g TFLOP/s (%.0f%% of cuBLASLt bf16 %.0f)", tflops,
+                 100.0 * tflops / CUBLASLT_BF16_TFLOPS, CUBLASLT_BF16_TFLOPS);
+    chm_buffer_free(A.buf), chm_buffer_free(B.buf), chm_buffer_free(C.buf);
+    return tflops;
+}
+
+/* Every dtype of backend vk at the benchmark sizes. */
+static void bench_paths(chm_backend *vk, bool only16) {
+    int64_t big = quick ? 256 : 4096, wide = quick ? 384 : 8192, deep = quick ? 128 : 2048;
+    static const chm_dtype dts[] = {CHM_F32, CHM_F16, CHM_BF16};
+    for (int d = only16 ? 1 : 0; d < 3; d++) {
+        const char *path = chm_vulkan_matmul_path(vk, dts[d]);
+        if (!path) continue;
+        bench_matmul(vk, path, dts[d], big, big, big, true);
+        if (dts[d] != CHM_F32) bench_matmul(vk, path, dts[d], big, big, big, false);
+        bench_matmul(vk, path, dts[d], wide, deep, wide, true);
+    }
+}
+
+/* Each cooperative-matrix tile of the list on f16 4096^3 A B^T; the best one last. */
+static void bench_tiles(void) {
+    static const char *tiles[] = {"128x128x32/64x32", "128x128x32/64x64", "128x128x32/32x64",
+                                  "64x128x32/32x64", "128x64x32/64x32", "64x64x32/32x32",
+                                  "128x128x16/64x32", "128x128x32/64x32/16x8",
+                                  "128x128x32/64x64/16x8"};
+    int64_t n = quick ? 256 : 4096;
+    double best = 0;
+    const char *best_tile = NULL;
+    for (int i = 0; i < (int)(sizeof tiles / sizeof tiles[0]); i++) {
+        chm_backend *vk = NULL;
+        chm_err err = {0};
+        if (open_vk(NULL, tiles[i], &vk, &err) != CHM_OK) {
+            printf("  tile %-18s does not run here: %s\n", tiles[i], err.msg);
+            continue;
+        }
+        char label[64];
+        snprintf(label, sizeof label, "%s %s", chm_vulkan_matmul_path(vk, CHM_F16), tiles[i]);
+        double t = bench_matmul(vk, label, CHM_F16, n, n, n, true);
+        if (t > best) best = t, best_tile = tiles[i];
+        chm_backend_close(vk);
+    }
+    unsetenv("CHIMERA_VULKAN_COOPMAT_TILE");
+    if (best_tile) add_row("best coopmat tile (f16 A B^T)", 0, "%s: %.1f TFLOP/s", best_tile, best);
+}
+
+/* ---- 3. attention and scan ---- */
+
+typedef struct job {
+    int kind; /* 0 attention fwd, 1 attention bwd, 2 scan fwd, 3 scan bwd */
+    chm_tensor t[18];
+    chm_scan_args sa;
+    chm_scan_grads sg;
+    double scale;
+} job;
+
+static chm_status run_job(chm_backend *be, job *j) {
+    chm_tensor *t = j->t;
+    switch (j->kind) {
+    case 0: return chm_attention_fwd(be, &t[3], &t[4], &t[0], &t[1], &t[2], j->scale);
+    case 1:
+        return chm_attention_bwd(be, &t[5], &t[6], &t[7], &t[8], &t[0], &t[1], &t[2], &t[3],
+                                 &t[4], j->scale);
+    case 2: return chm_selective_scan_fwd(be, &t[0], &j->sa);
+    default: return chm_selective_scan_bwd(be, &j->sg, &t[1], &j->sa);
+    }
+}
+
+/* Median ms of reps runs of a job after one warm-up, with device events. */
+static double time_job(chm_backend *be, job *j, int reps) {
+    chm_event *e0, *e1;
+    double ms[16];
+    if (chm_event_create(be, &e0) || chm_event_create(be, &e1)) die(be, "events");
+    if (run_job(be, j)) die(be, "warm-up");
+    for (int i = 0; i < reps; i++) {
+        chm_event_record(be, e0);
+        if (run_job(be, j)) die(be, "run");
+        chm_event_record(be, e1);
+        if (chm_event_elapsed_ms(be, e0, e1, &ms[i])) die(be, "event timing");
+    }
+    if (chm_sync(be)) die(be, "sync");
+    chm_event_destroy(be, e0);
+    chm_event_destroy(be, e1);
+    qsort(ms, (size_t)reps, sizeof ms[0], cmp_double);
+    return ms[reps / 2];
+}
+
+static void free_job(job *j, int n) {
+    for (int i = 0; i < n; i++) chm_buffer_free(j->t[i].buf);
+}
+
+static void bench_attention(chm_backend *be, int64_t B, int64_t T, int64_t H, int64_t D) {
+    const int64_t q[4] = {B, T, H, D}, l[3] = {B, H, T};
+    job j = {.kind = 0, .scale = 1.0 / sqrt((double)D)};
+    for (int i = 0; i < 9; i++) j.t[i] = alloc_tensor(be, CHM_F32, i == 4 ? 3 : 4, i == 4 ? l : q);
+    for (int i = 0; i < 9; i++)
+        if (i < 3 || i == 8) fill_random(be, &j.t[i], -1, 1);
+    for (int i = 5; i < 8; i++)
+        if (chm_fill(be, &j.t[i], 0)) die(be, "fill");
+    double flops = 2.0 * (double)(B * H * T) * (double)T * (double)D; /* causal: half of 4BHT^2D */
+    int reps = quick ? 3 : 10;
+    double f = time_job(be, &j, reps);
+    j.kind = 1;
+    double bw = time_job(be, &j, reps);
+    char what[72];
+    snprintf(what, sizeof what, "attention fwd f32 B%lld T%lld H%lld D%lld", (long long)B,
+             (long long)T, (long long)H, (long long)D);
+    add_row(what, f, "%.4g TFLOP/s", flops / (f * 1e9));
+    snprintf(what, sizeof what, "attention bwd f32 B%lld T%lld H%lld D%lld", (long long)B,
+             (long long)T, (long long)H, (long long)D);
+    add_row(what, bw, "%.4g TFLOP/s (2.5x fwd flops)", 2.5 * flops / (bw * 1e9));
+    free_job(&j, 9);
+}
+
+static void bench_scan(chm_backend *be, int64_t B, int64_t T, int64_t Di, int64_t N) {
+    const int64_t btd[3] = {B, T, Di}, btn[3] = {B, T, N}, dn[2] = {Di, N}, d1[1] = {Di};
+    /* 0 y, 1 dy, 2 u, 3 delta, 4 A, 5 Bm, 6 Cm, 7 D, 8 z, 9 delta_bias, 10.. their gradients */
+    static const double lo[10] = {0, -1, -1, -4, -4, -1, -1, -1, -2, -2};
+    static const double hi[10] = {0, 1, 1, 0, -0.5, 1, 1, 1, 2, 0};
+    const int64_t *shape[10] = {btd, btd, btd, btd, dn, btn, btn, d1, btd, d1};
+    const int nd[10] = {3, 3, 3, 3, 2, 3, 3, 1, 3, 1};
+    job j = {.kind = 2};
+    for (int i = 0; i < 18; i++) {
+        int s = i < 10 ? i : i - 8;
+        j.t[i] = alloc_tensor(be, CHM_F32, nd[s], shape[s]);
+        if (i > 0 && i < 10) fill_random(be, &j.t[i], lo[i], hi[i]);
+        else if (chm_fill(be, &j.t[i], 0)) die(be, "fill");
+    }
+    chm_tensor *t = j.t;
+    j.sa = (chm_scan_args){&t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &t[9], true};
+    j.sg = (chm_scan_grads){&t[10], &t[11], &t[12], &t[13], &t[14], &t[15], &t[16], &t[17]};
+    int reps = quick ? 3 : 10;
+    double f = time_job(be, &j, reps);
+    j.kind = 3;
+    double bw = time_job(be, &j, reps);
+    double btd4 = (double)(B * T * Di) * 4, btn4 = (double)(B * T * N) * 4;
+    double fb = 4 * btd4 + 2 * btn4, bb = 10 * btd4 + 6 * btn4; /* bytes read + written once */
+    char what[72];
+    snprintf(what, sizeof what, "scan fwd f32 B%lld T%lld Di%lld N%lld", (long long)B,
+             (long long)T, (long long)Di, (long long)N);
+    add_row(what, f, "%.4g GB/s (each tensor once)", fb / (f * 1e6));
+    snprintf(what, sizeof what, "scan bwd f32 B%lld T%lld Di%lld N%lld", (long long)B,
+             (long long)T, (long long)Di, (long long)N);
+    add_row(what, bw, "%.4g GB/s (each tensor once)", bb / (bw * 1e6));
+    free_job(&j, 18);
+}
+
+/* ---- 4. training throughput ---- */
+
+/* Tokens/s of `steps` training steps (after one warm-up step) of a config on vulkan. */
+static void bench_train(const char *label, const char *config, const char *const *sets, int nsets,
+                        int steps) {
+    chm_config cfg;
+    chm_err err = {0};
+    if (chm_config_load_builtin(config, sets, nsets, &cfg, &err)) {
+        printf("SKIP  train %s: %s\n", label, err.msg);
+        return;
+    }
+    char dir[] = "/tmp/vk_bench_XXXXXX";
+    if (!mkdtemp(dir)) {
+        chm_config_free(&cfg);
+        return;
+    }
+    chm_trainer_options o = {.out_dir = dir, .backend = "vulkan", .quiet = true,
+                             .peak_tflops = 1, .cache_dir = "/tmp/vk_bench_cache"};
+    chm_trainer *t = NULL;
+    if (chm_trainer_open(&cfg, &o, &t, &err)) {
+        printf("SKIP  train %s: %s\n", label, err.msg);
+    } else {
+        double sec[16];
+        int64_t tokens = cfg.train.micro_batch * cfg.train.seq_len * cfg.train.grad_accum;
+        chm_train_step s;
+        bool ok = chm_trainer_step(t, &s, &err) == CHM_OK; /* warm-up: pipelines, first sizes */
+        for (int i = 0; ok && i < steps && i < 16; i++) {
+            ok = chm_trainer_step(t, &s, &err) == CHM_OK;
+            sec[i] = s.seconds;
+        }
+        if (ok) {
+            qsort(sec, (size_t)steps, sizeof sec[0], cmp_double);
+            double med = sec[steps / 2];
+            add_row(label, med * 1e3, "%.0f tokens/s (loss %.3f after %d steps)",
+                    (double)tokens / med, s.loss.total, steps + 1);
+        } else {
+            printf("FAIL  train %s: %s\n", label, err.msg);
+            checks++, failures++;
+        }
+        chm_trainer_close(t);
+    }
+    ck_remove_tree(dir, &err);
+    chm_config_free(&cfg);
+}
+
+static void bench_training(void) {
+    static const char *tiny[] = {"train.eval_every=0", "train.save_every=0"};
+    static const char *tiny_quick[] = {"train.eval_every=0", "train.save_every=0",
+                                       "train.micro_batch=2", "train.seq_len=64"};
+    static const char *big[] = {"train.eval_every=0", "train.save_every=0", "train.micro_batch=1",
+                                "train.grad_accum=1", "train.tokens=", "train.steps=100",
+                                "data.train=builtin", "data.val=", "data.tokenizer=byte",
+                                "backend=vulkan", "precision=f32"};
+    if (quick) bench_train("train tiny.yaml (B2 T64)", "tiny", tiny_quick, 4, 2);
+    else bench_train("train tiny.yaml (B16 T512)", "tiny", tiny, 2, 5);
+    if (!quick) bench_train("train chimera-1b (B1 T2048, f32)", "training_dolma", big, 11, 3);
+}
+
+/* ---- main ---- */
+
+int main(int argc, char **argv) {
+    bool train = true;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--emulate")) emulate = true;
+        else if (!strcmp(argv[i], "--no-train")) train = false;
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--emulate] [--no-train]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (emulate) setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
+    chm_err err = {0};
+    chm_backend *cpu = NULL, *vk = NULL, *plain = NULL;
+    if (chm_backend_open("cpu", NULL, &cpu, &err)) {
+        fprintf(stderr, "vk_bench: %s\n", err.msg);
+        return 2;
+    }
+    chm_status rc = open_vk(NULL, NULL, &vk, &err);
+    if (rc) {
+        printf("SKIP  no usable Vulkan device: %s\n", err.msg);
+        chm_backend_close(cpu);
+        return rc == CHM_ERR_UNSUPPORTED ? 77 : 2;
+    }
+    const char *p16 = chm_vulkan_matmul_path(vk, CHM_F16);
+    bool coopmat = p16 && strncmp(p16, "coopmat", 7) == 0;
+    char device[128];
+    snprintf(device, sizeof device, "%s", vk->device);
+    printf("vk_bench on %s: matmul paths f32 %s, f16 %s, bf16 %s%s\n", device,
+           chm_vulkan_matmul_path(vk, CHM_F32), p16 ? p16 : "none",
+           p16 ? chm_vulkan_matmul_path(vk, CHM_BF16) : "none", quick ? " (--quick sizes)" : "");
+    if (coopmat && open_vk("coopmat", NULL, &plain, &err)) die(vk, "opening without coopmat");
+
+    printf("\n== check: each matmul path against the cpu backend\n");
+    check_paths(cpu, vk, false);
+    if (plain) check_paths(cpu, plain, true);
+    printf("\n== matmul\n");
+    bench_paths(vk, false);
+    if (plain) bench_paths(plain, true);
+    if (plain) chm_backend_close(plain);
+    if (coopmat) bench_tiles();
+    printf("\n== attention and selective scan\n");
+    if (quick) bench_attention(vk, 1, 128, 2, 64), bench_scan(vk, 1, 64, 64, 16);
+    else bench_attention(vk, 8, 2048, 16, 64), bench_scan(vk, 8, 2048, 2048, 16);
+    chm_backend_close(vk);
+    if (train) {
+        printf("\n== training\n");
+        bench_training();
+    }
+    printf("\n== summary (vulkan on %s)\n", device);
+    printf("  matmul checks: %d, failed: %d\n", checks, failures);
+    for (int i = 0; i < nrows; i++)
+        printf("  %-46s %10.3f ms  %s\n", rows[i].what, rows[i].ms, rows[i].rate);
+    chm_backend_close(cpu);
+    return failures ? 1 : 0;
+}
