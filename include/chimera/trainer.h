@@ -252,6 +252,8 @@ typedef struct chm_train_step {
     bool skipped;            /* non-finite loss or gradient norm: no update was applied */
     int bad_streak;          /* non-finite steps in a row, this one included */
     double seconds;          /* wall time of the step */
+    double comm_seconds;     /* data parallel: wall time of the gradient all-reduce and the
+                                parameter all-gather (the device is idle first), else 0 */
 } chm_train_step;
 
 /*

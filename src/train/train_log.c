@@ -184,11 +184,14 @@ static void log_line(chm_trainer *t, const chm_train_step *s, double tps, double
     if (isfinite(mfu)) snprintf(mf, sizeof mf, "%.2f%%", 100 * mfu);
     else snprintf(mf, sizeof mf, "n/a");
     int width = snprintf(NULL, 0, "%lld", (long long)t->cfg.train.total_steps);
+    double comm_ms = t->win.steps > 0 ? 1e3 * t->win.comm_seconds / (double)t->win.steps : 0;
+    char comm[48] = "";
+    if (t->world > 1) snprintf(comm, sizeof comm, " | comm %.1f ms/step", comm_ms);
     say(t,
-        "step %*lld/%lld | loss %.4f%s | lr %.2e | grad norm %.3f | %s tok/s | MFU %s | mem %s "
+        "step %*lld/%lld | loss %.4f%s | lr %.2e | grad norm %.3f | %s tok/s | MFU %s | mem %s%s "
         "| ETA %s\n",
         width, (long long)s->step, (long long)t->cfg.train.total_steps, l.total, parts, s->lr,
-        s->grad_norm, tp, mf, mem, et);
+        s->grad_norm, tp, mf, mem, comm, et);
     emit(t, "train",
          json_pack("{s:I,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:f,s:o,s:o,s:o,s:o,s:I,s:o,s:f}", "step",
                    (json_int_t)s->step, "tokens", (json_int_t)s->tokens, "loss", jreal(l.total),
@@ -197,12 +200,18 @@ static void log_line(chm_trainer *t, const chm_train_step *s, double tps, double
                    jreal(s->grad_norm), "clip_factor", jreal(s->clip_factor), "tokens_per_s",
                    jreal(tps), "mfu", jreal(mfu), "memory_bytes", (json_int_t)t->mem_bytes, "eta_s",
                    jreal(eta), "elapsed_s", elapsed));
+    if (t->world > 1 && t->metrics) {
+        /* the collectives' share, on its own line so that single-process metrics keep their shape */
+        emit(t, "comm", json_pack("{s:I,s:f,s:i}", "step", (json_int_t)s->step, "comm_ms_per_step",
+                                  comm_ms, "world_size", t->world));
+    }
 }
 
 void tr_log_step(chm_trainer *t, const chm_train_step *s) {
     tr_window *w = &t->win;
     w->steps++;
     w->seconds += s->seconds;
+    w->comm_seconds += s->comm_seconds;
     if (!s->skipped) {
         w->good++;
         chm_model_loss *a = &w->sum;

@@ -62,6 +62,20 @@ static chm_status poison_grads(chm_trainer *t, chm_model_loss *loss, chm_err *er
     return rc ? CHM_ERR(err, rc, "%s", t->be->err.msg) : CHM_OK;
 }
 
+/* Data parallel timing: wait until the device is idle, then start the clock at *t0. */
+static chm_status dp_idle(chm_trainer *t, double *t0, chm_err *err) {
+    chm_status rc = t->be->ops->sync(t->be);
+    *t0 = tr_now();
+    return rc ? CHM_ERR(err, rc, "%s", t->be->err.msg) : CHM_OK;
+}
+
+/* Seconds since t0 once the collective has finished on the device (*rc set on failure). */
+static double dp_done(chm_trainer *t, double t0, chm_err *err, chm_status *rc) {
+    *rc = t->be->ops->sync(t->be);
+    if (*rc) CHM_ERR(err, *rc, "%s", t->be->err.msg);
+    return tr_now() - t0;
+}
+
 chm_status chm_trainer_step(chm_trainer *t, chm_train_step *info, chm_err *err) {
     double t0 = tr_now();
     memset(info, 0, sizeof *info);
@@ -69,7 +83,10 @@ chm_status chm_trainer_step(chm_trainer *t, chm_train_step *info, chm_err *err) 
     if (rc == CHM_OK && nan_injected(t, t->st.step + 1)) rc = poison_grads(t, &info->loss, err);
     if (rc == CHM_OK) tr_dp_debug_die(t);
     /* data parallel: sum the gradients, then every rank sees the same norm and loss */
+    double c0 = 0;
+    if (rc == CHM_OK && t->world > 1) rc = dp_idle(t, &c0, err);
     if (rc == CHM_OK) rc = tr_dp_reduce_grads(t, err);
+    if (rc == CHM_OK && t->world > 1) info->comm_seconds += dp_done(t, c0, err, &rc);
     if (rc == CHM_OK) rc = chm_optim_grad_norm(t->optim, &info->grad_norm, err);
     if (rc == CHM_OK) rc = tr_dp_mean(t, &info->loss, &info->grad_norm, err);
     if (rc) return rc;
@@ -77,7 +94,9 @@ chm_status chm_trainer_step(chm_trainer *t, chm_train_step *info, chm_err *err) 
     info->skipped = !isfinite(info->loss.total) || !isfinite(info->grad_norm);
     info->clip_factor = info->skipped ? 0 : chm_optim_clip_factor(info->grad_norm, t->cfg.train.clip);
     if (!info->skipped) rc = chm_optim_step(t->optim, info->lr, info->clip_factor, err);
+    if (rc == CHM_OK && !info->skipped && t->world > 1) rc = dp_idle(t, &c0, err);
     if (rc == CHM_OK && !info->skipped) rc = tr_dp_gather_params(t, err); /* ZeRO-1 */
+    if (rc == CHM_OK && !info->skipped && t->world > 1) info->comm_seconds += dp_done(t, c0, err, &rc);
     if (rc) return rc;
     t->bad_streak = info->skipped ? t->bad_streak + 1 : 0;
     info->bad_streak = t->bad_streak;

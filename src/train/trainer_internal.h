@@ -21,6 +21,7 @@ typedef struct tr_window {
     int64_t good;         /* steps summed */
     int64_t steps;        /* steps taken, skipped ones included */
     double seconds;       /* their wall time */
+    double comm_seconds;  /* of it, in data-parallel collectives */
 } tr_window;
 
 struct chm_trainer {
