@@ -3,12 +3,244 @@
 // x, out [B,T,C]; w [C,W]; bias [C] optional:
 //   pre[b,t,c] = bias[c] + sum_j w[c,j] x[b,t-(W-1)+j,c]  (x = 0 before t = 0),
 //   out = silu(pre) when silu, else pre.
-// One thread per (b,t,c) element, consecutive threads on consecutive
-// channels (coalesced). The backward recomputes pre where SiLU needs it and
-// ACCUMULATES: dx by one thread per element (a gather over the W outputs that
-// read it); dw and dbias by per-slab partials over the (b,t) rows, added in
-// slab order afterwards (deterministic, no atomics). f32 and bf16.
-#include "common.cuh"
+// The backward ACCUMULATES: with g = dout * silu'(pre) (or dout),
+//   dx[b,s,c] += sum_j g[b,s+(W-1)-j,c] w[c,j],
+//   dw[c,j] += sum_{b,t} g[b,t,c] x[b,t-(W-1)+j,c],  dbias[c] += sum g.
+//
+// Tiled path (W <= 4, the Mamba case): block (CONV_TX, CONV_TY) covers
+// CONV_TX*V channels of one batch row b and CONV_TY*CONV_TT time steps; each
+// thread owns V channels (V = 2: one 4/8-byte access, when C is even and the
+// pointers allow; else V = 1) and walks its CONV_TT steps in order, keeping
+// the last W inputs (and in the backward the last W values of g) in
+// registers, so every element is loaded once (plus a W-1 step halo) and g is
+// computed once. Loads run CONV_U steps ahead. The backward's dw/dbias sums go
+// to per-block partials (one slab per (b, time block)), reduced over the
+// block's CONV_TY threads in shared memory in a fixed order, and the finish
+// adds the slabs in a fixed order: deterministic, no float atomics.
+//
+// Generic path (W > 4, or a grid beyond the launch limits): one thread per
+// (b,t,c) element, pre recomputed per tap; dw/dbias per slab of (b,t) rows.
+// f32 and bf16.
+#include "perf.cuh"
+
+#define CONV_TX 64
+#define CONV_TY 2
+#define CONV_TT 64
+#define CONV_U 4
+#define CONV_SPAN (CONV_TY * CONV_TT)
+
+// Whether the tiled kernels take this shape (and so how the slabs are cut).
+static bool conv_tiled(int64_t B, int64_t T, int64_t W) {
+    int64_t tb = (T + CONV_SPAN - 1) / CONV_SPAN;
+    return W >= 1 && W <= 4 && B <= 65535 && tb <= 65535 && B * tb <= (1 << 20);
+}
+
+extern "C" int chm_cu_conv1d_slabs(int64_t B, int64_t T, int64_t W) {
+    int64_t s;
+    if (conv_tiled(B, T, W)) s = B * ((T + CONV_SPAN - 1) / CONV_SPAN);
+    else s = (B * T + 63) / 64 < 256 ? (B * T + 63) / 64 : 256;
+    return (int)(s < 1 ? 1 : s);
+}
+
+// ---- tiled path ----
+
+// The per-thread constants: w[c0+v, j] and bias[c0+v] as f32.
+template <typename T, int V, int W>
+__device__ __forceinline__ void conv_params(float (&wv)[V][W], float (&bv)[V], const T *w,
+                                            const T *bias, int64_t c0) {
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+        bv[v] = bias ? to_f(bias[c0 + v]) : 0.0f;
+#pragma unroll
+        for (int j = 0; j < W; j++) wv[v][j] = to_f(w[(c0 + v) * W + j]);
+    }
+}
+
+// Shift the newest input in: win[.][W-1] is time t, win[.][0] is t-(W-1).
+template <typename T, int V, int W>
+__device__ __forceinline__ void conv_push(float (&win)[V][W], const vec_t<T, V> &in) {
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+#pragma unroll
+        for (int j = 0; j + 1 < W; j++) win[v][j] = win[v][j + 1];
+        win[v][W - 1] = to_f(in.v[v]);
+    }
+}
+
+// pre of the newest step, taps in order j = 0..W-1 (like the generic path).
+template <int V, int W>
+__device__ __forceinline__ float conv_dot(const float (&win)[V][W], const float (&wv)[V][W],
+                                          const float (&bv)[V], int v) {
+    float acc = bv[v];
+#pragma unroll
+    for (int j = 0; j < W; j++) acc += wv[v][j] * win[v][j];
+    return acc;
+}
+
+// Window of inputs before t0 (zeros before t = 0); p points at x[b, 0, c0].
+template <typename T, int V, int W>
+__device__ __forceinline__ void conv_halo(float (&win)[V][W], const T *p, int t0, int64_t C) {
+#pragma unroll
+    for (int v = 0; v < V; v++)
+#pragma unroll
+        for (int j = 0; j < W; j++) win[v][j] = 0.0f;
+#pragma unroll
+    for (int k = W - 1; k >= 1; k--) {  // oldest first: t0-k
+        vec_t<T, V> in;
+#pragma unroll
+        for (int v = 0; v < V; v++) in.v[v] = from_f<T>(0.0f);
+        if (t0 - k >= 0) in = vload<T, V>(p + (int64_t)(t0 - k) * C);
+        conv_push<T, V, W>(win, in);
+    }
+}
+
+// grid (ceil(C/(V*CONV_TX)), ceil(T/CONV_SPAN), B).
+template <typename T, int V, int W>
+__global__ void __launch_bounds__(CONV_TX *CONV_TY)
+    conv_fwd_tiled(T *__restrict__ out, const T *__restrict__ x, const T *__restrict__ w,
+                   const T *__restrict__ bias, int T_, int64_t C, int silu) {
+    int64_t c0 = ((int64_t)blockIdx.x * CONV_TX + threadIdx.x) * V;
+    int t0 = (blockIdx.y * CONV_TY + threadIdx.y) * CONV_TT;
+    if (c0 >= C || t0 >= T_) return;
+    int t1 = t0 + CONV_TT < T_ ? t0 + CONV_TT : T_;
+    int64_t base = (int64_t)blockIdx.z * T_ * C + c0;
+    float wv[V][W], bv[V], win[V][W];
+    conv_params<T, V, W>(wv, bv, w, bias, c0);
+    conv_halo<T, V, W>(win, x + base, t0, C);
+    for (int t = t0; t < t1; t += CONV_U) {
+        vec_t<T, V> in[CONV_U];
+#pragma unroll
+        for (int u = 0; u < CONV_U; u++)
+            if (t + u < t1) in[u] = vload<T, V>(x + base + (int64_t)(t + u) * C);
+#pragma unroll
+        for (int u = 0; u < CONV_U; u++) {
+            if (t + u >= t1) break;
+            conv_push<T, V, W>(win, in[u]);
+            vec_t<T, V> o;
+#pragma unroll
+            for (int v = 0; v < V; v++) {
+                float pre = conv_dot<V, W>(win, wv, bv, v);
+                o.v[v] = from_f<T>(silu ? pre * sigmoidf_(pre) : pre);
+            }
+            vstore<T, V>(out + base + (int64_t)(t + u) * C, o);
+        }
+    }
+}
+
+// The block's dw/dbias partials: acc [V][W+1] of every thread summed over the
+// CONV_TY time threads in order y = 0, 1, ..., written to part[slab, c, 0..W].
+template <int V, int W>
+__device__ __forceinline__ void conv_block_partial(float *part, const float (&acc)[V][W + 1],
+                                                   int64_t c0, int64_t C, bool live) {
+    __shared__ float red[CONV_TY][CONV_TX][V * (W + 1)];
+#pragma unroll
+    for (int v = 0; v < V; v++)
+#pragma unroll
+        for (int j = 0; j <= W; j++) red[threadIdx.y][threadIdx.x][v * (W + 1) + j] = acc[v][j];
+    __syncthreads();
+    if (threadIdx.y != 0 || !live) return;
+    int64_t slab = (int64_t)blockIdx.z * gridDim.y + blockIdx.y;
+    float *dst = part + (slab * C + c0) * (W + 1);
+    for (int k = 0; k < V * (W + 1); k++) {
+        float s = 0.0f;
+        for (int y = 0; y < CONV_TY; y++) s += red[y][threadIdx.x][k];
+        dst[k] = s;
+    }
+}
+
+// One backward step at time t (the thread's tile is [t0, t1)): push x[t] and
+// g[t] into the windows, add dw/dbias for t < t1, and return in dxo the dx
+// contributions of s = t-(W-1) (valid when s >= t0).
+template <typename T, int V, int W>
+__device__ __forceinline__ void conv_bwd_step(float (&xw)[V][W], float (&gw)[V][W],
+                                              float (&acc)[V][W + 1], const float (&wv)[V][W],
+                                              const float (&bv)[V], const vec_t<T, V> &xin,
+                                              const vec_t<T, V> &din, bool in_range,
+                                              bool own, int silu, float (&dxo)[V]) {
+    conv_push<T, V, W>(xw, xin);
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+        float g = 0.0f;
+        if (in_range) {
+            g = to_f(din.v[v]);
+            if (silu) {
+                float pre = conv_dot<V, W>(xw, wv, bv, v), s = sigmoidf_(pre);
+                g *= s * (1.0f + pre * (1.0f - s));
+            }
+        }
+#pragma unroll
+        for (int j = 0; j + 1 < W; j++) gw[v][j] = gw[v][j + 1];
+        gw[v][W - 1] = g;
+        if (own) {
+#pragma unroll
+            for (int j = 0; j < W; j++) acc[v][j] += g * xw[v][j];
+            acc[v][W] += g;
+        }
+        float d = 0.0f;
+#pragma unroll
+        for (int j = 0; j < W; j++) d += gw[v][W - 1 - j] * wv[v][j];
+        dxo[v] = d;
+    }
+}
+
+// grid (ceil(C/(V*CONV_TX)), ceil(T/CONV_SPAN), B). The thread walks t from
+// t0 to t1+W-2: g up to t1+W-2 feeds dx of its own steps s < t1 (g = 0 at t >= T).
+template <typename T, int V, int W>
+__global__ void __launch_bounds__(CONV_TX *CONV_TY)
+    conv_bwd_tiled(T *__restrict__ dx, float *__restrict__ part, const T *__restrict__ dout,
+                   const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias,
+                   int T_, int64_t C, int silu) {
+    int64_t c0 = ((int64_t)blockIdx.x * CONV_TX + threadIdx.x) * V;
+    int t0 = (blockIdx.y * CONV_TY + threadIdx.y) * CONV_TT;
+    bool live = c0 < C;
+    float acc[V][W + 1];
+#pragma unroll
+    for (int v = 0; v < V; v++)
+#pragma unroll
+        for (int j = 0; j <= W; j++) acc[v][j] = 0.0f;
+    if (live && t0 < T_) {
+        int t1 = t0 + CONV_TT < T_ ? t0 + CONV_TT : T_, tend = t1 + W - 1;
+        int64_t base = (int64_t)blockIdx.z * T_ * C + c0;
+        float wv[V][W], bv[V], xw[V][W], gw[V][W];
+        conv_params<T, V, W>(wv, bv, w, bias, c0);
+        conv_halo<T, V, W>(xw, x + base, t0, C);
+#pragma unroll
+        for (int v = 0; v < V; v++)
+#pragma unroll
+            for (int j = 0; j < W; j++) gw[v][j] = 0.0f;
+        for (int t = t0; t < tend; t += CONV_U) {
+            vec_t<T, V> xin[CONV_U], din[CONV_U], dxin[CONV_U];
+#pragma unroll
+            for (int u = 0; u < CONV_U; u++) {
+                int tu = t + u, su = tu - (W - 1);
+#pragma unroll
+                for (int v = 0; v < V; v++) xin[u].v[v] = din[u].v[v] = from_f<T>(0.0f);
+                if (tu < T_) {
+                    xin[u] = vload<T, V>(x + base + (int64_t)tu * C);
+                    din[u] = vload<T, V>(dout + base + (int64_t)tu * C);
+                }
+                if (tu < tend && su >= t0) dxin[u] = vload<T, V>(dx + base + (int64_t)su * C);
+            }
+#pragma unroll
+            for (int u = 0; u < CONV_U; u++) {
+                int tu = t + u, su = tu - (W - 1);
+                if (tu >= tend) break;
+                float dxo[V];
+                conv_bwd_step<T, V, W>(xw, gw, acc, wv, bv, xin[u], din[u], tu < T_, tu < t1,
+                                       silu, dxo);
+                if (su >= t0) {
+                    vec_t<T, V> o;
+#pragma unroll
+                    for (int v = 0; v < V; v++) o.v[v] = from_f<T>(to_f(dxin[u].v[v]) + dxo[v]);
+                    vstore<T, V>(dx + base + (int64_t)su * C, o);
+                }
+            }
+        }
+    }
+    conv_block_partial<V, W>(part, acc, c0, C, live);
+}
+
+// ---- generic path ----
 
 // pre of element (b,t,c) from the W taps of channel c.
 template <typename T>
@@ -66,13 +298,6 @@ __global__ void conv_dx_kernel(T *dx, const T *dout, const T *x, const T *w, con
     }
 }
 
-extern "C" int chm_cu_conv1d_slabs(int64_t rows) {
-    int64_t s = (rows + 63) / 64;
-    if (s < 1) s = 1;
-    if (s > 256) s = 256;
-    return (int)s;
-}
-
 // grid (ceil(C*(W+1)/128), S): one (c, tap) of one slab of (b,t) rows; tap W is dbias.
 template <typename T>
 __global__ void conv_dw_kernel(float *part, const T *dout, const T *x, const T *w, const T *bias,
@@ -92,27 +317,95 @@ __global__ void conv_dw_kernel(float *part, const T *dout, const T *x, const T *
     part[(int64_t)slab * C * (W + 1) + k] = acc;
 }
 
+
+// ---- finish and launchers ----
+
+// grid ceil(C*(W+1)/FIN_X), block (FIN_X, FIN_Y): dw and dbias from the slab partials.
 template <typename T>
 __global__ void conv_finish_kernel(T *dw, T *dbias, const float *part, int S, int64_t C,
                                    int64_t W) {
-    int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (k >= C * (W + 1)) return;
+    int64_t N = C * (W + 1), k = (int64_t)blockIdx.x * FIN_X + threadIdx.x;
+    float acc = slab_sum(part, S, N, k);
+    if (threadIdx.y != 0 || k >= N) return;
     int64_t c = k / (W + 1), j = k % (W + 1);
-    float acc = 0.0f;
-    for (int s = 0; s < S; s++) acc += part[(int64_t)s * C * (W + 1) + k];
     if (j < W) dw[c * W + j] = from_f<T>(to_f(dw[c * W + j]) + acc);
     else if (dbias) dbias[c] = from_f<T>(to_f(dbias[c]) + acc);
+}
+
+// Whether the pair (V = 2) accesses suit C and every [B,T,C] pointer.
+template <typename T>
+static bool conv_pairs(int64_t C, const void *a, const void *b, const void *c, const void *d) {
+    size_t n = 2 * sizeof(T);
+    return C % 2 == 0 && ptr_aligned(a, n) && ptr_aligned(b, n) && ptr_aligned(c, n) &&
+           ptr_aligned(d, n);
+}
+
+// Run BODY with the compile-time tap count WW = W (1..4) and pair width VV.
+#define CONV_DISPATCH_WV(W, pairs, ...)                                          \
+    do {                                                                         \
+        if (pairs) {                                                             \
+            const int VV = 2;                                                    \
+            switch (W) {                                                         \
+            case 1: { const int WW = 1; __VA_ARGS__; } break;                    \
+            case 2: { const int WW = 2; __VA_ARGS__; } break;                    \
+            case 3: { const int WW = 3; __VA_ARGS__; } break;                    \
+            default: { const int WW = 4; __VA_ARGS__; } break;                   \
+            }                                                                    \
+        } else {                                                                 \
+            const int VV = 1;                                                    \
+            switch (W) {                                                         \
+            case 1: { const int WW = 1; __VA_ARGS__; } break;                    \
+            case 2: { const int WW = 2; __VA_ARGS__; } break;                    \
+            case 3: { const int WW = 3; __VA_ARGS__; } break;                    \
+            default: { const int WW = 4; __VA_ARGS__; } break;                   \
+            }                                                                    \
+        }                                                                        \
+    } while (0)
+
+static dim3 conv_grid(int64_t B, int64_t T, int64_t C, int V) {
+    int64_t cx = (C + (int64_t)V * CONV_TX - 1) / ((int64_t)V * CONV_TX);
+    return dim3((unsigned)cx, (unsigned)((T + CONV_SPAN - 1) / CONV_SPAN), (unsigned)B);
+}
+
+template <typename T>
+static void conv_fwd_launch(T *out, const T *x, const T *w, const T *bias, int64_t B, int64_t nT,
+                            int64_t C, int64_t W, int silu, cudaStream_t s) {
+    int64_t n = B * nT * C;
+    if (!conv_tiled(B, nT, W)) {
+        conv_fwd_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(out, x, w, bias, B, nT, C, W, silu);
+        return;
+    }
+    dim3 blk(CONV_TX, CONV_TY);
+    CONV_DISPATCH_WV(W, (conv_pairs<T>(C, out, x, x, out)),
+                     conv_fwd_tiled<T, VV, WW><<<conv_grid(B, nT, C, VV), blk, 0, s>>>(
+                         out, x, w, bias, (int)nT, C, silu));
+}
+
+template <typename T>
+static void conv_bwd_launch(T *dx, float *part, const T *dout, const T *x, const T *w,
+                            const T *bias, int64_t B, int64_t nT, int64_t C, int64_t W, int silu,
+                            cudaStream_t s) {
+    int64_t n = B * nT * C;
+    if (!conv_tiled(B, nT, W)) {
+        dim3 gdw((unsigned)((C * (W + 1) + 127) / 128), (unsigned)chm_cu_conv1d_slabs(B, nT, W));
+        conv_dx_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(dx, dout, x, w, bias, B, nT, C, W,
+                                                           silu);
+        conv_dw_kernel<T><<<gdw, 128, 0, s>>>(part, dout, x, w, bias, B, nT, C, W, silu);
+        return;
+    }
+    dim3 blk(CONV_TX, CONV_TY);
+    CONV_DISPATCH_WV(W, (conv_pairs<T>(C, dx, dout, x, dx)),
+                     conv_bwd_tiled<T, VV, WW><<<conv_grid(B, nT, C, VV), blk, 0, s>>>(
+                         dx, part, dout, x, w, bias, (int)nT, C, silu));
 }
 
 extern "C" cudaError_t chm_cu_conv1d_fwd(void *out, const void *x, const void *w,
                                          const void *bias, int64_t B, int64_t T, int64_t C,
                                          int64_t W, bool silu, chm_dtype dt, cudaStream_t s) {
-    int64_t n = B * T * C;
-    if (n <= 0) return cudaSuccess;
+    if (B * T * C <= 0) return cudaSuccess;
     CHM_CU_DISPATCH2(dt, T_,
-                     conv_fwd_kernel<T_><<<grid_for(n, 256), 256, 0, s>>>(
-                         (T_ *)out, (const T_ *)x, (const T_ *)w, (const T_ *)bias, B, T, C, W,
-                         silu ? 1 : 0));
+                     conv_fwd_launch<T_>((T_ *)out, (const T_ *)x, (const T_ *)w,
+                                         (const T_ *)bias, B, T, C, W, silu ? 1 : 0, s));
     return cudaGetLastError();
 }
 
@@ -120,18 +413,15 @@ extern "C" cudaError_t chm_cu_conv1d_bwd(void *dx, float *part, const void *dout
                                          const void *w, const void *bias, int64_t B, int64_t T,
                                          int64_t C, int64_t W, bool silu, chm_dtype dt,
                                          cudaStream_t s) {
-    int64_t n = B * T * C;
-    dim3 gdw((unsigned)((C * (W + 1) + 127) / 128), (unsigned)chm_cu_conv1d_slabs(B * T));
-    CHM_CU_DISPATCH2(dt, T_, {
-        if (n > 0)
-            conv_dx_kernel<T_><<<grid_for(n, 256), 256, 0, s>>>(
-                (T_ *)dx, (const T_ *)dout, (const T_ *)x, (const T_ *)w, (const T_ *)bias, B, T,
-                C, W, silu ? 1 : 0);
-        if (C > 0)
-            conv_dw_kernel<T_><<<gdw, 128, 0, s>>>(part, (const T_ *)dout, (const T_ *)x,
-                                                   (const T_ *)w, (const T_ *)bias, B, T, C, W,
-                                                   silu ? 1 : 0);
-    });
+    if (C <= 0) return cudaSuccess;
+    if (B * T <= 0) {  // no rows: the partials are zeros
+        size_t n = (size_t)chm_cu_conv1d_slabs(B, T, W) * (size_t)(C * (W + 1)) * sizeof(float);
+        return cudaMemsetAsync(part, 0, n, s);
+    }
+    CHM_CU_DISPATCH2(dt, T_,
+                     conv_bwd_launch<T_>((T_ *)dx, part, (const T_ *)dout, (const T_ *)x,
+                                         (const T_ *)w, (const T_ *)bias, B, T, C, W,
+                                         silu ? 1 : 0, s));
     return cudaGetLastError();
 }
 
@@ -139,9 +429,9 @@ extern "C" cudaError_t chm_cu_conv1d_bwd_finish(void *dw, void *dbias, const flo
                                                 int64_t C, int64_t W, chm_dtype dt,
                                                 cudaStream_t s) {
     if (C <= 0) return cudaSuccess;
-    unsigned g = (unsigned)((C * (W + 1) + 255) / 256);
+    unsigned g = (unsigned)((C * (W + 1) + FIN_X - 1) / FIN_X);
     CHM_CU_DISPATCH2(dt, T_,
-                     conv_finish_kernel<T_><<<g, 256, 0, s>>>((T_ *)dw, (T_ *)dbias, part, S, C,
-                                                              W));
+                     conv_finish_kernel<T_><<<g, dim3(FIN_X, FIN_Y), 0, s>>>(
+                         (T_ *)dw, (T_ *)dbias, part, S, C, W));
     return cudaGetLastError();
 }

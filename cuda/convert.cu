@@ -1,11 +1,12 @@
 // convert.cu: fill and cast kernels of the cuda backend (copy is cudaMemcpyAsync).
 //
 // fill writes a bit pattern the host prepared (so fill rounds exactly like the
-// cpu backend). cast converts between f32, f64, bf16 and f16, rounding once to
+// cpu backend), 16 bytes per store over the aligned body. cast converts between f32, f64, bf16 and f16, rounding once to
 // nearest even like src/backend/cpu/convert.c: an f64 source is narrowed to
 // f32 rounded to odd first, which makes the final bf16/f16 rounding correct.
 #include "common.cuh"
 
+// Element-wise fill (any alignment of the element size): the fallback.
 template <typename W>
 __global__ void fill_kernel(W *p, int64_t n, W v) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -13,14 +14,52 @@ __global__ void fill_kernel(W *p, int64_t n, W v) {
         p[i] = v;
 }
 
+// Vector fill: the 16-byte-aligned body [head, head + n16*16/sizeof(W)) as
+// 16-byte stores of q (the pattern repeated), the head (< 16 bytes before the
+// first aligned address) and the tail (< 16 bytes) by block 0's first threads.
+template <typename W>
+__global__ void fill16_kernel(W *p, int64_t n, W v, uint4 q, int head, int64_t n16) {
+    uint4 *body = reinterpret_cast<uint4 *>(p + head);
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n16;
+         i += (int64_t)gridDim.x * blockDim.x)
+        body[i] = q;
+    if (blockIdx.x == 0) {
+        int64_t t = head + n16 * (int64_t)(16 / sizeof(W)) + threadIdx.x;
+        if ((int)threadIdx.x < head) p[threadIdx.x] = v;
+        if (t < n) p[t] = v;
+    }
+}
+
+// Launch fill16_kernel for W elements at p (aligned to sizeof(W)).
+template <typename W>
+static void fill16_launch(W *p, int64_t n, W v, uint64_t pattern, cudaStream_t s) {
+    int64_t esz = (int64_t)sizeof(W), mis = (int64_t)((uintptr_t)p % 16);
+    int64_t head = mis ? (16 - mis) / esz : 0;
+    if (head > n) head = n;
+    int64_t n16 = (n - head) * esz / 16;
+    uint32_t lo = (uint32_t)pattern, hi = (uint32_t)(pattern >> 32);
+    if (esz == 2) lo = (lo & 0xffffu) | (lo << 16);
+    if (esz != 8) hi = lo;
+    uint4 q = make_uint4(lo, hi, lo, hi);
+    fill16_kernel<W><<<grid_for(n16, 256), 256, 0, s>>>(p, n, v, q, (int)head, n16);
+}
+
 extern "C" cudaError_t chm_cu_fill(void *p, int64_t n, int esize, uint64_t pattern,
                                    cudaStream_t s) {
     if (n <= 0) return cudaSuccess;
-    unsigned g = grid_for(n, 256);
-    if (esize == 2) fill_kernel<<<g, 256, 0, s>>>((uint16_t *)p, n, (uint16_t)pattern);
-    else if (esize == 4) fill_kernel<<<g, 256, 0, s>>>((uint32_t *)p, n, (uint32_t)pattern);
-    else if (esize == 8) fill_kernel<<<g, 256, 0, s>>>((uint64_t *)p, n, (uint64_t)pattern);
-    else return cudaErrorInvalidValue;
+    if (esize != 2 && esize != 4 && esize != 8) return cudaErrorInvalidValue;
+    if ((uintptr_t)p % (uintptr_t)esize) {  // not element-aligned: one element at a time
+        unsigned g = grid_for(n, 256);
+        if (esize == 2) fill_kernel<<<g, 256, 0, s>>>((uint16_t *)p, n, (uint16_t)pattern);
+        else if (esize == 4) fill_kernel<<<g, 256, 0, s>>>((uint32_t *)p, n, (uint32_t)pattern);
+        else fill_kernel<<<g, 256, 0, s>>>((uint64_t *)p, n, (uint64_t)pattern);
+    } else if (esize == 2) {
+        fill16_launch<uint16_t>((uint16_t *)p, n, (uint16_t)pattern, pattern, s);
+    } else if (esize == 4) {
+        fill16_launch<uint32_t>((uint32_t *)p, n, (uint32_t)pattern, pattern, s);
+    } else {
+        fill16_launch<uint64_t>((uint64_t *)p, n, (uint64_t)pattern, pattern, s);
+    }
     return cudaGetLastError();
 }
 

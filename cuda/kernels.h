@@ -104,8 +104,13 @@ cudaError_t chm_cu_grouped_mask(void *dst, const void *src, const int32_t *count
 /* x, out [R,C]; w [C]; rstd [R] f32. */
 cudaError_t chm_cu_rmsnorm_fwd(void *out, float *rstd, const void *x, const void *w, int64_t R,
                                int64_t C, double eps, chm_dtype dt, cudaStream_t s);
-/* dx [R,C] += ...; part [S,C] (S = chm_cu_colsum_slabs(R)) receives dw's slab partials. */
-cudaError_t chm_cu_rmsnorm_bwd(void *dx, float *part, const void *dout, const void *x,
+/* Slabs of rows the RMSNorm backward cuts R rows into for its dw partials. */
+int chm_cu_rmsnorm_slabs(int64_t R);
+/*
+ * dx [R,C] += ..., dw [C] += ...; part [S,C] f32 scratch (S = chm_cu_rmsnorm_slabs(R))
+ * holds dw's slab partials, which a second launch adds in slab order.
+ */
+cudaError_t chm_cu_rmsnorm_bwd(void *dx, void *dw, float *part, const void *dout, const void *x,
                                const void *w, const float *rstd, int64_t R, int64_t C,
                                chm_dtype dt, cudaStream_t s);
 /* x, out [B,T,H,D]; sign +1 (forward, written) or -1 (backward, accumulated into out). */
@@ -185,8 +190,8 @@ cudaError_t chm_cu_sum_squares(void *out, chm_dtype odt, const void *x, int64_t 
 cudaError_t chm_cu_conv1d_fwd(void *out, const void *x, const void *w, const void *bias,
                               int64_t B, int64_t T, int64_t C, int64_t W, bool silu, chm_dtype dt,
                               cudaStream_t s);
-/* Slabs of (b,t) rows the conv backward uses for its dw/dbias partials. */
-int chm_cu_conv1d_slabs(int64_t rows);
+/* Slabs (row blocks of [B,T]) the conv backward uses for its dw/dbias partials. */
+int chm_cu_conv1d_slabs(int64_t B, int64_t T, int64_t W);
 /*
  * dx [B,T,C] += ...; part [S, C, W+1] f32 receives the slab partials of dw
  * (taps 0..W-1) and dbias (entry W); chm_cu_conv1d_bwd_finish adds them.

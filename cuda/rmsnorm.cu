@@ -4,10 +4,16 @@
 //   rstd = 1/sqrt(mean(x^2) + eps), out = x * rstd * w.
 // Backward (ACCUMULATES), g = dout:
 //   dx += rstd*w*g - x * rstd^3/C * sum_j g_j w_j x_j
-//   dw += sum_r g x rstd: per-slab partials here, added in slab order by
-//   chm_cu_colsum_finish (deterministic, no atomics).
-// One warp per row; rows are independent.
-#include "common.cuh"
+//   dw += sum_r g x rstd: per-slab partials, then a finish that adds the
+//   slabs in a fixed order (deterministic, no atomics).
+// Forward: one warp per row. Backward, fused path (C <= 8*RMS_BT*V): one
+// block of RMS_BT threads per slab of rows; each thread keeps its columns'
+// w and dw partials in registers (V = 2 columns per access when C is even and
+// the pointers allow), walks the slab's rows with the next row's g and x
+// loaded ahead, and one block sum per row gives the row's dot product; g and x
+// are read from memory once. Generic path (wider rows): one warp per row for
+// dx, one thread per (slab, column) for dw.
+#include "perf.cuh"
 
 #define RMS_WARPS 8
 
@@ -60,6 +66,162 @@ __global__ void rmsnorm_dw_kernel(float *part, const T *g, const T *x, const flo
     part[(int64_t)slab * C + c] = acc;
 }
 
+// Rows per slab of the backward's dw partials: a function of R alone.
+extern "C" int chm_cu_rmsnorm_slabs(int64_t R) {
+    int64_t s = (R + 31) / 32;
+    if (s < 1) s = 1;
+    if (s > 2048) s = 2048;
+    return (int)s;
+}
+
+#define RMS_BT 256
+
+// Columns of chunk k of thread tid: [c, c+V) with c = (k*RMS_BT + tid)*V.
+template <typename T, int V, int NP>
+__device__ __forceinline__ void rms_load_row(vec_t<T, V> (&gv)[NP], vec_t<T, V> (&xv)[NP],
+                                             const T *g, const T *x, int64_t r, int64_t C) {
+#pragma unroll
+    for (int k = 0; k < NP; k++) {
+        int64_t c = ((int64_t)k * RMS_BT + threadIdx.x) * V;
+        if (c < C) {
+            gv[k] = vload<T, V>(g + r * C + c);
+            xv[k] = vload<T, V>(x + r * C + c);
+        }
+    }
+}
+
+// Blocks per SM the fused kernel is compiled for: 4 (at most 64 registers, so
+// R = 16384's 512 blocks run in one wave on 132 SMs) where its registers allow.
+#define RMS_MIN_BLOCKS(T, V, NP) ((NP) <= 4 && (NP) * (V) * sizeof(T) <= 16 ? 4 : 2)
+
+// grid S (slabs of rows), block RMS_BT: dx of the slab's rows, and part[slab, C].
+template <typename T, int V, int NP>
+__global__ void __launch_bounds__(RMS_BT, RMS_MIN_BLOCKS(T, V, NP))
+    rmsnorm_bwd_fused(T *__restrict__ dx, float *__restrict__ part, const T *__restrict__ g,
+                      const T *__restrict__ x, const T *__restrict__ w,
+                      const float *__restrict__ rstd, int64_t R, int64_t C) {
+    __shared__ float red[32];
+    int64_t per = (R + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * per;
+    int64_t r1 = r0 + per < R ? r0 + per : R;
+    float wv[NP][V], acc[NP][V];
+    vec_t<T, V> gn[NP], xn[NP];
+#pragma unroll
+    for (int k = 0; k < NP; k++) {
+        int64_t c = ((int64_t)k * RMS_BT + threadIdx.x) * V;
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+            wv[k][v] = c < C ? to_f(w[c + v]) : 0.0f;
+            acc[k][v] = 0.0f;
+            gn[k].v[v] = xn[k].v[v] = from_f<T>(0.0f);
+        }
+    }
+    if (r0 < r1) rms_load_row<T, V, NP>(gn, xn, g, x, r0, C);
+    for (int64_t r = r0; r < r1; r++) {
+        vec_t<T, V> gc[NP], xc[NP], dc[NP];
+#pragma unroll
+        for (int k = 0; k < NP; k++) {
+            int64_t c = ((int64_t)k * RMS_BT + threadIdx.x) * V;
+            gc[k] = gn[k];
+            xc[k] = xn[k];
+            if (c < C) dc[k] = vload<T, V>(dx + r * C + c);
+        }
+        if (r + 1 < r1) rms_load_row<T, V, NP>(gn, xn, g, x, r + 1, C);
+        float rs = rstd[r], dot = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NP; k++)
+#pragma unroll
+            for (int v = 0; v < V; v++) {  // inactive columns hold zeros
+                float gf = to_f(gc[k].v[v]), xf = to_f(xc[k].v[v]);
+                dot += gf * wv[k][v] * xf;
+                acc[k][v] += gf * xf * rs;
+            }
+        dot = block_sum(dot, red);
+        float coef = rs * rs * rs * dot / (float)C;
+#pragma unroll
+        for (int k = 0; k < NP; k++) {
+            int64_t c = ((int64_t)k * RMS_BT + threadIdx.x) * V;
+            if (c >= C) continue;
+            vec_t<T, V> o;
+#pragma unroll
+            for (int v = 0; v < V; v++)
+                o.v[v] = from_f<T>(to_f(dc[k].v[v]) + rs * wv[k][v] * to_f(gc[k].v[v]) -
+                                   coef * to_f(xc[k].v[v]));
+            vstore<T, V>(dx + r * C + c, o);
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < NP; k++) {
+        int64_t c = ((int64_t)k * RMS_BT + threadIdx.x) * V;
+        if (c < C)
+#pragma unroll
+            for (int v = 0; v < V; v++) part[(int64_t)blockIdx.x * C + c + v] = acc[k][v];
+    }
+}
+
+// grid ceil(C/FIN_X), block (FIN_X, FIN_Y): dw [C] += the slab sums of part [S,C].
+template <typename T>
+__global__ void rmsnorm_finish_kernel(T *dw, const float *part, int S, int64_t C) {
+    int64_t c = (int64_t)blockIdx.x * FIN_X + threadIdx.x;
+    float acc = slab_sum(part, S, C, c);
+    if (threadIdx.y == 0 && c < C) dw[c] = from_f<T>(to_f(dw[c]) + acc);
+}
+
+// Chunks per thread the fused kernel needs for C columns V at a time (0: too wide).
+static int rms_chunks(int64_t C, int V) {
+    for (int np = 1; np <= 8; np *= 2)
+        if (C <= (int64_t)np * RMS_BT * V) return np;
+    return 0;
+}
+
+// Run BODY with the compile-time chunk count NN = np (1, 2, 4 or 8).
+#define RMS_DISPATCH_NP(np, ...)                                    \
+    switch (np) {                                                   \
+    case 1: { const int NN = 1; __VA_ARGS__; } break;               \
+    case 2: { const int NN = 2; __VA_ARGS__; } break;               \
+    case 4: { const int NN = 4; __VA_ARGS__; } break;               \
+    default: { const int NN = 8; __VA_ARGS__; } break;              \
+    }
+
+template <typename T>
+static void rmsnorm_bwd_launch(T *dx, float *part, const T *g, const T *x, const T *w,
+                               const float *rstd, int64_t R, int64_t C, cudaStream_t s) {
+    int S = chm_cu_rmsnorm_slabs(R);
+    size_t pb = 2 * sizeof(T);
+    bool pairs = C % 2 == 0 && ptr_aligned(dx, pb) && ptr_aligned(g, pb) && ptr_aligned(x, pb);
+    int np = rms_chunks(C, pairs ? 2 : 1);
+    if (np > 0 && pairs) {
+        RMS_DISPATCH_NP(np, rmsnorm_bwd_fused<T, 2, NN><<<S, RMS_BT, 0, s>>>(dx, part, g, x, w,
+                                                                             rstd, R, C));
+    } else if (np > 0) {
+        RMS_DISPATCH_NP(np, rmsnorm_bwd_fused<T, 1, NN><<<S, RMS_BT, 0, s>>>(dx, part, g, x, w,
+                                                                             rstd, R, C));
+    } else {
+        unsigned gr = (unsigned)((R + RMS_WARPS - 1) / RMS_WARPS);
+        if (R > 0) rmsnorm_dx_kernel<T><<<gr, RMS_WARPS * 32, 0, s>>>(dx, g, x, w, rstd, R, C);
+        dim3 gdw((unsigned)((C + 255) / 256), (unsigned)S);
+        rmsnorm_dw_kernel<T><<<gdw, 256, 0, s>>>(part, g, x, rstd, R, C);
+    }
+}
+
+extern "C" cudaError_t chm_cu_rmsnorm_bwd(void *dx, void *dw, float *part, const void *dout,
+                                          const void *x, const void *w, const float *rstd,
+                                          int64_t R, int64_t C, chm_dtype dt, cudaStream_t s) {
+    if (C <= 0) return cudaSuccess;
+    int S = chm_cu_rmsnorm_slabs(R);
+    unsigned gf = (unsigned)((C + FIN_X - 1) / FIN_X);
+    CHM_CU_DISPATCH(dt, T, {
+        if (R > 0)
+            rmsnorm_bwd_launch<T>((T *)dx, part, (const T *)dout, (const T *)x, (const T *)w,
+                                  rstd, R, C, s);
+        else {
+            cudaError_t e = cudaMemsetAsync(part, 0, (size_t)S * (size_t)C * sizeof(float), s);
+            if (e != cudaSuccess) return e;
+        }
+        rmsnorm_finish_kernel<T><<<gf, dim3(FIN_X, FIN_Y), 0, s>>>((T *)dw, part, S, C);
+    });
+    return cudaGetLastError();
+}
+
 extern "C" cudaError_t chm_cu_rmsnorm_fwd(void *out, float *rstd, const void *x, const void *w,
                                           int64_t R, int64_t C, double eps, chm_dtype dt,
                                           cudaStream_t s) {
@@ -71,16 +233,3 @@ extern "C" cudaError_t chm_cu_rmsnorm_fwd(void *out, float *rstd, const void *x,
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t chm_cu_rmsnorm_bwd(void *dx, float *part, const void *dout, const void *x,
-                                          const void *w, const float *rstd, int64_t R, int64_t C,
-                                          chm_dtype dt, cudaStream_t s) {
-    dim3 gdw((unsigned)((C + 255) / 256), (unsigned)chm_cu_colsum_slabs(R));
-    unsigned g = (unsigned)((R + RMS_WARPS - 1) / RMS_WARPS);
-    CHM_CU_DISPATCH(dt, T, {
-        if (R > 0)
-            rmsnorm_dx_kernel<T><<<g, RMS_WARPS * 32, 0, s>>>(
-                (T *)dx, (const T *)dout, (const T *)x, (const T *)w, rstd, R, C);
-        rmsnorm_dw_kernel<T><<<gdw, 256, 0, s>>>(part, (const T *)dout, (const T *)x, rstd, R, C);
-    });
-    return cudaGetLastError();
-}

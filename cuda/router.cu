@@ -6,8 +6,13 @@
 //  - the dispatch plan is first come first served in (r, k) order: one block
 //    per expert scans the R*K choices in order with a block prefix sum, so
 //    the plan is exactly the sequential one;
-//  - select_topk ranks every column of a row against all others (O(C^2) per
-//    row, in one block) and writes the chosen ones in increasing column order.
+//  - select_topk: one block per row. Each score becomes a 32-bit key whose
+//    unsigned order is the ranking order (NaN lowest, -0 = +0); a radix
+//    select (4 passes of 8 bits, shared-memory histograms) finds the K-th
+//    largest key tau and how many of the keys equal to tau are taken; the
+//    chosen columns (key > tau, then the first ties in index order, which is
+//    "ties to the lower index") are written in increasing column order with
+//    block prefix sums. Keys live in shared memory when the row fits.
 #include "common.cuh"
 
 // a ranks strictly before b (larger value, then lower index; NaN last).
@@ -143,23 +148,90 @@ extern "C" cudaError_t chm_cu_router_topk_bwd(void *dlogits, const void *dgates,
     return cudaGetLastError();
 }
 
-// One block per row: rank of every column, then the chosen ones in column order.
+// Key of a score: unsigned order = ranking order. NaN -> 0 (below -inf),
+// -0 -> +0 (equal values tie), else the usual sign-flip of the float bits.
+__device__ __forceinline__ uint32_t rank_key(float f) {
+    if (isnan(f)) return 0u;
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) == 0u) u = 0u;
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+#define SEL_THREADS 1024  // a row of 2048 scores is two per thread: the op is latency-bound
+#define SEL_SMEM_MAX 11264  // keys staged in 44 KiB, under the 48 KiB default with the rest
+
+// Key of column j: from shared memory when the row was staged there.
 template <typename T>
-__global__ void select_kernel(int32_t *idx, const T *scores, int64_t C, int64_t K) {
-    __shared__ int red[33];
+__device__ __forceinline__ uint32_t sel_key(const uint32_t *sk, const T *row, int64_t j) {
+    return sk ? sk[j] : rank_key(to_f(row[j]));
+}
+
+// One radix pass: among keys whose bits above `shift+8` equal *prefix, find
+// the 8-bit digit at `shift` holding the *need-th largest key; update
+// *prefix and *need (shared). hist is 256 shared ints.
+template <typename T>
+__device__ void sel_pass(int *hist, uint32_t *prefix, int64_t *need, const uint32_t *sk,
+                         const T *row, int64_t C, int shift) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+    __syncthreads();
+    uint32_t pre = *prefix, hi = shift == 24 ? 0u : ~0u << (shift + 8);
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+        uint32_t k = sel_key(sk, row, j);
+        if ((k & hi) == pre) atomicAdd(&hist[(k >> shift) & 255u], 1);
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {  // lane l owns digits 8l..8l+7; count from the top digit down
+        int lane = threadIdx.x, sum = 0;
+        for (int i = 0; i < 8; i++) sum += hist[lane * 8 + i];
+        int64_t suf = sum, nd = *need;  // suf: keys in digits >= 8*lane
+        for (int o = 1; o < 32; o <<= 1) {
+            int64_t y = __shfl_down_sync(0xffffffffu, suf, o);
+            if (lane + o < 32) suf += y;
+        }
+        int64_t above = suf - sum;  // keys in digits of higher lanes
+        if (above < nd && nd <= suf) {  // exactly one lane
+            int64_t c = above;
+            for (int i = 7; i >= 0; i--) {
+                int h = hist[lane * 8 + i];
+                if (c + h >= nd) {
+                    *prefix = pre | ((uint32_t)(lane * 8 + i) << shift);
+                    *need = nd - c;
+                    break;
+                }
+                c += h;
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// grid R, block SEL_THREADS, dynamic shared C*4 bytes when C <= SEL_SMEM_MAX (else 0).
+template <typename T>
+__global__ void select_kernel(int32_t *idx, const T *scores, int64_t C, int64_t K, int staged) {
+    extern __shared__ uint32_t sel_keys[];
+    __shared__ int hist[256], red[33];
+    __shared__ uint32_t prefix;
+    __shared__ int64_t need;
     const T *row = scores + blockIdx.x * C;
     int32_t *out = idx + blockIdx.x * K;
-    int64_t base = 0;
+    const uint32_t *sk = staged ? sel_keys : NULL;
+    if (staged)
+        for (int64_t j = threadIdx.x; j < C; j += blockDim.x) sel_keys[j] = rank_key(to_f(row[j]));
+    if (threadIdx.x == 0) {
+        prefix = 0u;
+        need = K;
+    }
+    // (sel_pass starts with a barrier, which also publishes the staged keys)
+    for (int shift = 24; shift >= 0; shift -= 8) sel_pass(hist, &prefix, &need, sk, row, C, shift);
+    uint32_t tau = prefix;
+    int64_t ties = need, base = 0, eq_base = 0;
     for (int64_t j0 = 0; j0 < C; j0 += blockDim.x) {
         int64_t j = j0 + threadIdx.x;
-        int chosen = 0, total;
-        if (j < C) {
-            float zj = to_f(row[j]);
-            int64_t rank = 0;
-            for (int64_t i = 0; i < C && rank < K; i++)
-                if (ranks_before(to_f(row[i]), i, zj, j)) rank++;
-            chosen = rank < K;
-        }
+        uint32_t k = j < C ? sel_key(sk, row, j) : 0u;
+        int eq = j < C && k == tau, total;
+        int64_t eq_pos = eq_base + block_exclusive_scan(eq, red, &total);
+        eq_base += total;
+        int chosen = j < C && (k > tau || (eq && eq_pos < ties));
         int64_t pos = base + block_exclusive_scan(chosen, red, &total);
         if (chosen) out[pos] = (int32_t)j;
         base += total;
@@ -168,8 +240,11 @@ __global__ void select_kernel(int32_t *idx, const T *scores, int64_t C, int64_t 
 
 extern "C" cudaError_t chm_cu_select_topk(int32_t *idx, const void *scores, int64_t R, int64_t C,
                                           int64_t K, chm_dtype dt, cudaStream_t s) {
-    if (R <= 0) return cudaSuccess;
+    if (R <= 0 || K <= 0) return cudaSuccess;
+    int staged = C <= SEL_SMEM_MAX;
+    size_t smem = staged ? (size_t)C * sizeof(uint32_t) : 0;
     CHM_CU_DISPATCH(dt, T,
-                    select_kernel<T><<<(unsigned)R, 256, 0, s>>>(idx, (const T *)scores, C, K));
+                    select_kernel<T><<<(unsigned)R, SEL_THREADS, smem, s>>>(
+                        idx, (const T *)scores, C, K, staged));
     return cudaGetLastError();
 }

@@ -14,7 +14,9 @@
  * (|ref| + rms(ref))), scaled per case where an op rounds more often.
  * --bench times, with device events (median of repeats after warm-up):
  * bf16 matmul 4096^3, flash attention fwd+bwd at seq 2048 (head dim 64 and
- * 128) and the selective scan fwd+bwd at chimera-1b sizes.
+ * 128), the selective scan fwd+bwd at chimera-1b sizes, and the bandwidth-bound
+ * ops of issue 7 (causal_conv1d fwd/bwd, rmsnorm_bwd, select_topk, fill,
+ * swiglu_bwd) with their ratio to the 3 TB/s memory floor.
  * Exit status: 0 when every check passed, 1 otherwise, 77 without a GPU.
  *
  * tests/test_cuda_ops.c includes this file with CHM_OPCHECK_NO_MAIN and runs
@@ -269,6 +271,23 @@ static void case_memory(oc_ctx *x) {
             oc_check_exact(x, "fill", &t);
             oc_free(&t);
         }
+    /* fill of views that start and end off 16-byte boundaries (head, body and tail
+       stores), the elements around them untouched */
+    for (int d = 0; d < 4; d++)
+        for (int64_t off = 1; off <= 9; off += 4) {
+            oc_t t = oc_new2(x, all[d], all[d], 1, DIMS(300));
+            double *h = oc_dalloc(t.n);
+            for (int64_t i = 0; i < t.n; i++) h[i] = oc_uniform(x, -1, 1);
+            oc_set(x, &t, h);
+            int64_t len = 300 - 2 * off - 3;
+            oc_t v = t;
+            chm_tensor_view(&t.c, off, 1, &len, &v.c, NULL);
+            chm_tensor_view(&t.g, off, 1, &len, &v.g, NULL);
+            OC_BOTH(x, chm_fill(BE, OC_T(v), 0.75));
+            oc_check_exact(x, "fill (unaligned view)", &t);
+            free(h);
+            oc_free(&t);
+        }
     for (int s = 0; s < 4; s++)
         for (int d = 0; d < 4; d++) {
             oc_t src = oc_new2(x, all[s], all[s], 1, DIMS(1001));
@@ -327,8 +346,11 @@ static void case_elementwise(oc_ctx *x) {
 /* ---- normalisation, position, activation, embedding ---- */
 
 static void case_rmsnorm(oc_ctx *x) {
-    static const int64_t shapes[][3] = {{1, 7, 13}, {2, 37, 1024}};
-    for (int s = 0; s < 2; s++) {
+    /* odd C (scalar path), even C (pairs) at 1, 2 and 8 chunks per thread, T = 1, and
+       C = 4098 (too wide for the fused backward: the generic path) */
+    static const int64_t shapes[][3] = {{1, 7, 13}, {2, 37, 1024}, {1, 1, 515}, {3, 50, 2050},
+                                        {1, 3, 4098}};
+    for (int s = 0; s < (x->quick ? 3 : 5); s++) {
         int64_t B = shapes[s][0], T = shapes[s][1], C = shapes[s][2];
         oc_t in = oc_rand(x, 3, DIMS(B, T, C), -2, 2), w = oc_rand(x, 1, DIMS(C), 0.5, 1.5);
         oc_t out = oc_new(x, 3, DIMS(B, T, C)), rstd = oc_new2(x, CHM_F32, CHM_F32, 2, DIMS(B, T));
@@ -617,6 +639,10 @@ static void case_conv1d(oc_ctx *x) {
     conv_case(x, 2, 37, 70, 4, true, true);
     conv_case(x, 1, 5, 3, 1, false, false);
     conv_case(x, 2, 130, 33, 3, true, false);
+    conv_case(x, 1, 1, 8, 2, true, true);      /* T = 1, pairs */
+    conv_case(x, 3, 9, 6, 5, true, true);      /* W = 5: the generic kernels */
+    conv_case(x, 1, 4, 5, 4, false, true);     /* T < W, odd C */
+    if (!x->quick) conv_case(x, 2, 300, 130, 4, true, true); /* several time and channel blocks */
 }
 
 /* ---- routing and row moves ---- */
@@ -656,17 +682,39 @@ static void case_router(oc_ctx *x) {
     router_case(x, 33, 5, 3, 40, CHM_ROUTER_SIGMOID, false);
 }
 
-static void case_select_topk(oc_ctx *x) {
-    int64_t R = 3, C = 70, K = 17;
+/* scores [R,C] with many ties (quarters in [-5,5)), or spread values when !ties; `special`
+   sprinkles NaN, +-inf and -0 (ranked like the cpu: NaN last, -0 equal to +0). */
+static void select_case(oc_ctx *x, int64_t R, int64_t C, int64_t K, bool ties, bool special) {
     oc_t sc = oc_new(x, 2, DIMS(R, C)), idx = oc_new2(x, CHM_I32, CHM_I32, 2, DIMS(R, K));
-    double h[3 * 70];
-    for (int i = 0; i < R * C; i++) h[i] = floor(oc_uniform(x, -5, 5)) / 4.0; /* many ties */
+    double *h = oc_dalloc(R * C);
+    for (int64_t i = 0; i < R * C; i++)
+        h[i] = ties ? floor(oc_uniform(x, -5, 5)) / 4.0 : oc_uniform(x, -3, 3);
+    if (special) {
+        static const double sp[] = {NAN, INFINITY, -INFINITY, -0.0, 0.0, NAN};
+        for (int64_t i = 0; i < R * C; i += 3) h[i] = sp[(i / 3) % 6];
+    }
     oc_set(x, &sc, h);
     oc_poison(x, &idx);
     OC_BOTH(x, chm_select_topk(BE, OC_T(idx), OC_T(sc)));
-    oc_check_exact(x, "select_topk (ties)", &idx);
+    char name[96];
+    snprintf(name, sizeof name, "select_topk %lldx%lld k%lld%s%s", (long long)R, (long long)C,
+             (long long)K, ties ? " ties" : "", special ? " nan/inf/-0" : "");
+    oc_check_exact(x, name, &idx);
+    free(h);
     oc_free(&sc);
     oc_free(&idx);
+}
+
+static void case_select_topk(oc_ctx *x) {
+    select_case(x, 3, 70, 17, true, false);
+    select_case(x, 2, 13, 13, true, false);     /* K = C */
+    select_case(x, 4, 33, 1, false, false);     /* K = 1 */
+    select_case(x, 3, 50, 20, false, true);     /* NaN, inf, -0 */
+    select_case(x, 1, 1, 1, false, false);
+    if (!x->quick) {
+        select_case(x, 8, 2048, 1024, false, false);  /* the MoD shape */
+        select_case(x, 2, 12001, 5000, true, false);  /* keys not staged in shared memory */
+    }
 }
 
 static void case_rows(oc_ctx *x) {
@@ -1161,11 +1209,12 @@ typedef struct bench_row {
     char rate[96];
 } bench_row;
 
-static bench_row rows_[16];
+#define BENCH_ROWS 40
+static bench_row rows_[BENCH_ROWS];
 static int nrows_;
 
 static void bench_add(const char *what, double ms, const char *fmt, ...) {
-    if (nrows_ >= 16) return;
+    if (nrows_ >= BENCH_ROWS) return;
     bench_row *r = &rows_[nrows_++];
     snprintf(r->what, sizeof r->what, "%s", what);
     r->ms = ms;
@@ -1258,6 +1307,109 @@ static void bench_scan(oc_ctx *x, int64_t B, int64_t T, int64_t Di, int64_t N) {
     for (int i = 0; i < 18; i++) chm_buffer_free(b[i]);
 }
 
+static chm_status run_conv_fwd(chm_backend *be, bench_job *j) {
+    return chm_causal_conv1d_fwd(be, j->t[0], j->t[1], j->t[2], j->t[3], true);
+}
+static chm_status run_conv_bwd(chm_backend *be, bench_job *j) {
+    return chm_causal_conv1d_bwd(be, j->t[4], j->t[5], j->t[6], j->t[7], j->t[1], j->t[2],
+                                 j->t[3], true);
+}
+static chm_status run_rms_bwd(chm_backend *be, bench_job *j) {
+    return chm_rmsnorm_bwd(be, j->t[0], j->t[1], j->t[2], j->t[3], j->t[4], j->t[5]);
+}
+static chm_status run_select(chm_backend *be, bench_job *j) {
+    return chm_select_topk(be, j->t[0], j->t[1]);
+}
+static chm_status run_fill(chm_backend *be, bench_job *j) { return chm_fill(be, j->t[0], 0.5); }
+static chm_status run_swiglu_bwd(chm_backend *be, bench_job *j) {
+    return chm_swiglu_bwd(be, j->t[0], j->t[1], j->t[2], j->t[3], j->t[4]);
+}
+
+/* Add a row with the GB/s and the ratio to the 3 TB/s floor of `bytes` moved. */
+static void bench_add_bytes(const char *what, double ms, double bytes) {
+    bench_add(what, ms, "%.0f GB/s, %.1fx the 3 TB/s floor", bytes / (ms * 1e6),
+              ms / (bytes / 3.0e12 * 1e3));
+}
+
+/* causal_conv1d fwd (silu, bias) and bwd (with the dw/dbias finish), bf16. */
+static void bench_conv(oc_ctx *x, int64_t B, int64_t T, int64_t C, int64_t W) {
+    chm_buffer *b[8];
+    const int64_t *btc = DIMS(B, T, C);
+    chm_tensor t[8] = {bench_tensor(x, CHM_BF16, 3, btc, 0, 0, &b[0]),           /* out */
+                       bench_tensor(x, CHM_BF16, 3, btc, -2, 2, &b[1]),          /* x */
+                       bench_tensor(x, CHM_BF16, 2, DIMS(C, W), -1, 1, &b[2]),   /* w */
+                       bench_tensor(x, CHM_BF16, 1, DIMS(C), -1, 1, &b[3]),      /* bias */
+                       bench_tensor(x, CHM_BF16, 3, btc, 0, 0, &b[4]),           /* dx */
+                       bench_tensor(x, CHM_BF16, 2, DIMS(C, W), 0, 0, &b[5]),    /* dw */
+                       bench_tensor(x, CHM_BF16, 1, DIMS(C), 0, 0, &b[6]),       /* dbias */
+                       bench_tensor(x, CHM_BF16, 3, btc, -1, 1, &b[7])};         /* dout */
+    bench_job j = {.run = run_conv_fwd};
+    for (int i = 0; i < 8; i++) j.t[i] = &t[i];
+    double f = bench_ms(x, &j, 3, 20);
+    j.run = run_conv_bwd;
+    double bw = bench_ms(x, &j, 3, 20);
+    double n2 = (double)(B * T * C) * 2; /* bytes of one [B,T,C] bf16 tensor */
+    char what[64];
+    snprintf(what, sizeof what, "conv1d fwd %lldx%lldx%lld w%lld", (long long)B, (long long)T,
+             (long long)C, (long long)W);
+    bench_add_bytes(what, f, 2 * n2); /* x read, out written */
+    snprintf(what, sizeof what, "conv1d bwd %lldx%lldx%lld w%lld", (long long)B, (long long)T,
+             (long long)C, (long long)W);
+    bench_add_bytes(what, bw, 4 * n2); /* dout, x read; dx read and written */
+    for (int i = 0; i < 8; i++) chm_buffer_free(b[i]);
+}
+
+/* rmsnorm_bwd (dx and dw), bf16 [R,C]. */
+static void bench_rmsnorm(oc_ctx *x, int64_t R, int64_t C) {
+    chm_buffer *b[6];
+    chm_tensor t[6] = {bench_tensor(x, CHM_BF16, 2, DIMS(R, C), 0, 0, &b[0]),     /* dx */
+                       bench_tensor(x, CHM_BF16, 1, DIMS(C), 0, 0, &b[1]),        /* dw */
+                       bench_tensor(x, CHM_BF16, 2, DIMS(R, C), -1, 1, &b[2]),    /* dout */
+                       bench_tensor(x, CHM_BF16, 2, DIMS(R, C), -2, 2, &b[3]),    /* x */
+                       bench_tensor(x, CHM_BF16, 1, DIMS(C), 0.5, 1.5, &b[4]),    /* w */
+                       bench_tensor(x, CHM_F32, 1, DIMS(R), 0.5, 2, &b[5])};      /* rstd */
+    bench_job j = {.run = run_rms_bwd};
+    for (int i = 0; i < 6; i++) j.t[i] = &t[i];
+    double ms = bench_ms(x, &j, 3, 20);
+    char what[64];
+    snprintf(what, sizeof what, "rmsnorm bwd %lldx%lld", (long long)R, (long long)C);
+    bench_add_bytes(what, ms, 4.0 * (double)(R * C) * 2); /* dout, x; dx read and written */
+    for (int i = 0; i < 6; i++) chm_buffer_free(b[i]);
+}
+
+/* select_topk of bf16 scores [R,C]: a latency-bound op; the floor is reading the scores. */
+static void bench_select(oc_ctx *x, int64_t R, int64_t C, int64_t K) {
+    chm_buffer *b[2];
+    chm_tensor t[2] = {bench_tensor(x, CHM_I32, 2, DIMS(R, K), 0, 0, &b[0]),
+                       bench_tensor(x, CHM_BF16, 2, DIMS(R, C), -3, 3, &b[1])};
+    bench_job j = {.run = run_select, .t = {&t[0], &t[1]}};
+    double ms = bench_ms(x, &j, 3, 20);
+    char what[64];
+    snprintf(what, sizeof what, "select_topk %lldx%lld k%lld", (long long)R, (long long)C,
+             (long long)K);
+    bench_add(what, ms, "%.1f us (floor ~%.2f us + a launch)", ms * 1e3,
+              (double)(R * C * 2 + R * K * 4) / 3.0e12 * 1e6);
+    for (int i = 0; i < 2; i++) chm_buffer_free(b[i]);
+}
+
+/* fill of n bf16 elements (write-only floor), and swiglu_bwd over n elements. */
+static void bench_fill_swiglu(oc_ctx *x, int64_t n) {
+    chm_buffer *b[5];
+    chm_tensor t[5];
+    for (int i = 0; i < 5; i++)
+        t[i] = bench_tensor(x, CHM_BF16, 1, DIMS(n), i < 2 ? 0 : -2, i < 2 ? 0 : 2, &b[i]);
+    bench_job j = {.run = run_fill, .t = {&t[0]}};
+    double ms = bench_ms(x, &j, 3, 20);
+    char what[64];
+    snprintf(what, sizeof what, "fill bf16 n=%lld", (long long)n);
+    bench_add_bytes(what, ms, (double)n * 2);
+    bench_job k = {.run = run_swiglu_bwd, .t = {&t[0], &t[1], &t[2], &t[3], &t[4]}};
+    ms = bench_ms(x, &k, 3, 20);
+    snprintf(what, sizeof what, "swiglu bwd bf16 n=%lld", (long long)n);
+    bench_add_bytes(what, ms, 7.0 * (double)n * 2); /* 3 inputs, 2 grads read and written */
+    for (int i = 0; i < 5; i++) chm_buffer_free(b[i]);
+}
+
 static void oc_bench(oc_ctx *x) {
     printf("\n== benchmarks on %s (median of repeats, device events)\n", x->gpu->device);
     bench_matmul(x);
@@ -1266,6 +1418,10 @@ static void oc_bench(oc_ctx *x) {
     bench_attention(x, 2, 8192, 16, 64);
     bench_attention(x, 2, 8192, 8, 128);
     bench_scan(x, 8, 2048, 2048, 16);
+    bench_conv(x, 8, 2048, 4096, 4);
+    bench_rmsnorm(x, 16384, 2048);
+    bench_select(x, 8, 2048, 1024);
+    bench_fill_swiglu(x, 16384LL * 5632);
 }
 
 int main(int argc, char **argv) {

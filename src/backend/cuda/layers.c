@@ -28,15 +28,13 @@ chm_status chm_cuda_rmsnorm_bwd(chm_backend *be, const chm_tensor *dx, const chm
     chm_status rc = chm_cuda_dtype(be, op, x->dtype, CHM_CUDA_FLOATS);
     if (rc) return rc;
     int64_t R = chm_tensor_rows(x), C = chm_tensor_cols(x);
-    int S = chm_cu_colsum_slabs(R);
+    int S = chm_cu_rmsnorm_slabs(R);
     float *part;
-    rc = chm_cuda_scratch(be, op, (size_t)(S * C) * sizeof(float), (void **)&part);
+    rc = chm_cuda_scratch(be, op, ((size_t)S * (size_t)C + 1) * sizeof(float), (void **)&part);
     if (rc) return rc;
-    cudaError_t e = chm_cu_rmsnorm_bwd(chm_cuda_ptr(dx), part, chm_cuda_ptr(dout), chm_cuda_ptr(x),
-                                       chm_cuda_ptr(w), chm_cuda_ptr(rstd), R, C, x->dtype,
-                                       stream_of(be));
-    if (e == cudaSuccess)
-        e = chm_cu_colsum_finish(chm_cuda_ptr(dw), x->dtype, part, S, C, stream_of(be));
+    cudaError_t e = chm_cu_rmsnorm_bwd(chm_cuda_ptr(dx), chm_cuda_ptr(dw), part,
+                                       chm_cuda_ptr(dout), chm_cuda_ptr(x), chm_cuda_ptr(w),
+                                       chm_cuda_ptr(rstd), R, C, x->dtype, stream_of(be));
     return chm_cuda_check(be, op, e);
 }
 

@@ -75,7 +75,7 @@ chm_status chm_cuda_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
     chm_status rc = chm_cuda_dtype(be, op, x->dtype, CHM_CUDA_F32_BF16);
     if (rc) return rc;
     int64_t B = x->shape[0], T = x->shape[1], C = x->shape[2], W = w->shape[1];
-    int S = chm_cu_conv1d_slabs(B * T);
+    int S = chm_cu_conv1d_slabs(B, T, W);
     float *part;
     rc = chm_cuda_scratch(be, op, (size_t)(S * C * (W + 1) + 1) * sizeof(float), (void **)&part);
     if (rc) return rc;
