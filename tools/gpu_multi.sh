@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# tools/gpu_multi.sh: the multi-GPU run (issue 12) on a 2+ GPU machine of the device tool, with
+# the binaries of tools/gpu_pack.sh (carry .gpu and .gl). In one call:
+#   1. the cuda op check and sanitizers on the kernels changed last, and the kernel benchmark;
+#   2. `mpirun -np N chimera train --comm-check`: every NCCL collective against a host reference
+#      and the all-reduce bandwidth;
+#   3. chimera-1b (training_dolma on the built-in corpus, byte tokenizer) for STEPS steps on one
+#      GPU at micro batch 8 x grad_accum N, then on N GPUs at micro batch 8 x grad_accum 1: the
+#      same global batch, so the loss curves must agree (bf16 noise); tokens/s, scaling efficiency
+#      and the collectives' time per step from metrics.jsonl;
+# and prints a table last. NVLink multicast stays off (NCCL_NVLS_ENABLE=0, device README).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+G=$PWD/.gpu
+LOG=${OUT:-/tmp/gpu_multi}
+STEPS=${STEPS:-50}
+mkdir -p "$LOG"
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export LD_LIBRARY_PATH="$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" NCCL_NVLS_ENABLE=0
+N=$(nvidia-smi -L | wc -l)
+C=$G/bin/chimera
+MPI="mpirun -np $N --allow-run-as-root --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE"
+nvidia-smi -L
+
+if [ "${SKIP_KERNELS:-0}" != 1 ]; then
+echo "== 1. kernels"
+timeout 120 "$G/bin/cuda_opcheck" --check >"$LOG/opcheck.txt" 2>&1
+echo "opcheck: exit $?, $(grep -c '^PASS' "$LOG/opcheck.txt") PASS, $(grep -c '^FAIL' "$LOG/opcheck.txt") FAIL"
+grep '^FAIL' "$LOG/opcheck.txt" | head -20
+CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+only=causal_conv1d,rmsnorm,select_topk,memory,swiglu
+timeout 120 "$CS" --tool memcheck --error-exitcode 3 "$G/bin/cuda_opcheck" --check --quick --quiet \
+    --only $only 2>&1 | grep -E "ERROR SUMMARY|FAIL" | tee "$LOG/memcheck.txt"
+timeout 120 "$CS" --tool racecheck --error-exitcode 3 "$G/bin/cuda_opcheck" --check --quick --quiet \
+    --only $only 2>&1 | grep -E "RACECHECK SUMMARY|FAIL" | tee "$LOG/racecheck.txt"
+timeout 90 "$G/bin/cuda_opcheck" --bench --only none >"$LOG/bench.txt" 2>&1
+sed -n '/^== summary/,$p' "$LOG/bench.txt"
+
+echo "== 2. comm check on $N GPUs"
+timeout 120 $MPI "$C" train --backend cuda --comm-check 2>&1 | tail -n 25 | tee "$LOG/comm.txt"
+
+fi
+echo "== 3. chimera-1b, 1 GPU x grad_accum $N vs $N GPUs, $STEPS steps"
+common=(train --backend cuda --config training_dolma --set data.train=builtin --set data.val=
+    --set data.tokenizer=byte --set train.tokens= --set train.steps=$STEPS --set train.eval_every=0
+    --set train.log_every=1 --set train.warmup=10)
+timeout 300 "$C" "${common[@]}" --set train.grad_accum=$N --out /tmp/one >"$LOG/one.txt" 2>&1
+tail -n 4 "$LOG/one.txt"
+cp /tmp/one/metrics.jsonl "$LOG/one.jsonl"; rm -rf /tmp/one
+timeout 300 $MPI "$C" "${common[@]}" --set train.grad_accum=1 --out /tmp/multi >"$LOG/multi.txt" 2>&1
+tail -n 4 "$LOG/multi.txt"
+cp /tmp/multi/metrics.jsonl "$LOG/multi.jsonl"; rm -rf /tmp/multi
+
+python3 - "$LOG" "$N" <<'PY'
+import json, sys
+log, n = sys.argv[1], int(sys.argv[2])
+def read(name):
+    ev = [json.loads(l) for l in open(f"{log}/{name}.jsonl")]
+    train = {e["step"]: e for e in ev if e["event"] == "train"}
+    comm = [e["comm_ms_per_step"] for e in ev if e["event"] == "comm"]
+    return train, comm
+one, _ = read("one")
+multi, comm = read("multi")
+steps = sorted(set(one) & set(multi))
+worst = max(abs(one[s]["loss"] - multi[s]["loss"]) / abs(one[s]["loss"]) for s in steps)
+tail = [s for s in steps if s > steps[-1] // 2]  # steady state: the second half
+tps1 = sum(one[s]["tokens_per_s"] for s in tail) / len(tail)
+tpsn = sum(multi[s]["tokens_per_s"] for s in tail) / len(tail)
+c = sum(comm[len(comm) // 2:]) / max(1, len(comm) - len(comm) // 2)
+print(f"\n== gpu_multi summary ({n} GPUs, {len(steps)} steps compared)")
+print(f"  loss step 1: 1 GPU {one[steps[0]]['loss']:.4f}, {n} GPUs {multi[steps[0]]['loss']:.4f}; "
+      f"step {steps[-1]}: {one[steps[-1]]['loss']:.4f} vs {multi[steps[-1]]['loss']:.4f}")
+print(f"  largest relative loss difference over the run: {worst:.2e}")
+print(f"  tokens/s (second half mean): 1 GPU {tps1:,.0f}; {n} GPUs {tpsn:,.0f}")
+print(f"  scaling efficiency: {tpsn / (n * tps1) * 100:.1f}%")
+print(f"  all-reduce + all-gather time per step (second half): {c:.1f} ms")
+PY
