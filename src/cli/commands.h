@@ -6,6 +6,8 @@
 #ifndef CHIMERA_CLI_COMMANDS_H
 #define CHIMERA_CLI_COMMANDS_H
 
+#include <stdbool.h>
+
 /* `chimera info`: version, build, backends, devices, auto's choice (info.c). */
 int chm_cmd_info(int argc, char **argv);
 
@@ -35,6 +37,13 @@ int chm_cmd_plan(int argc, char **argv);
 
 /* `chimera verify`: backends against the cpu reference, op by op and step by step (verify_cmd.c). */
 int chm_cmd_verify(int argc, char **argv);
+
+/*
+ * The value of option `name` at argv[*i], given as "--name=V" or "--name V"
+ * (then *i advances past V); NULL when argv[*i] is another option, or when
+ * the value is missing (then *missing is set) (cli_options.c).
+ */
+const char *chm_cli_option_value(int argc, char **argv, int *i, const char *name, bool *missing);
 
 /* Print "chimera: error: <msg>" and a hint line to stderr (main.c). */
 void chm_cli_error(const char *msg, const char *hint);

@@ -31,18 +31,6 @@ static void config_usage(FILE *f) {
 
 /* The value of option `name` at argv[*i]: "--name=V" or "--name V" (advancing *i); NULL if
  * argv[*i] is not that option. *missing is set when the option has no value. */
-static const char *option_value(int argc, char **argv, int *i, const char *name, bool *missing) {
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0) return NULL;
-    if (argv[*i][n] == '=') return argv[*i] + n + 1;
-    if (argv[*i][n] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    return argv[++*i];
-}
-
 int chm_cmd_config(int argc, char **argv) {
     const char *spec = NULL;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
@@ -59,9 +47,9 @@ int chm_cmd_config(int argc, char **argv) {
             free(sets);
             return 0;
         }
-        if ((v = option_value(argc, argv, &i, "--config", &missing))) {
+        if ((v = chm_cli_option_value(argc, argv, &i, "--config", &missing))) {
             spec = v;
-        } else if ((v = option_value(argc, argv, &i, "--set", &missing))) {
+        } else if ((v = chm_cli_option_value(argc, argv, &i, "--set", &missing))) {
             sets[n_sets++] = v;
         } else {
             char msg[300];

@@ -162,27 +162,15 @@ static chm_status evaluate(const eval_args *a, chm_model *m, const chm_config *c
     return rc;
 }
 
-static const char *option_value(int argc, char **argv, int *i, const char *name, bool *missing) {
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0) return NULL;
-    if (argv[*i][n] == '=') return argv[*i] + n + 1;
-    if (argv[*i][n] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    return argv[++*i];
-}
-
 static int parse_args(int argc, char **argv, eval_args *a) {
     for (int i = 1; i < argc; i++) {
         bool missing = false;
         const char *v;
         char msg[300];
-        if ((v = option_value(argc, argv, &i, "--checkpoint", &missing))) a->ckpt = v;
-        else if ((v = option_value(argc, argv, &i, "--data", &missing))) a->data[a->n_data++] = v;
-        else if ((v = option_value(argc, argv, &i, "--backend", &missing))) a->backend = v;
-        else if ((v = option_value(argc, argv, &i, "--batches", &missing))) {
+        if ((v = chm_cli_option_value(argc, argv, &i, "--checkpoint", &missing))) a->ckpt = v;
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--data", &missing))) a->data[a->n_data++] = v;
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--backend", &missing))) a->backend = v;
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--batches", &missing))) {
             char *end;
             a->batches = strtol(v, &end, 10);
             if (end == v || *end || a->batches < 1) {

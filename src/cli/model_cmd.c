@@ -62,19 +62,6 @@ typedef struct model_args {
     double jitter;
 } model_args;
 
-/* "--name=V" or "--name V" at argv[*i] (advancing *i); NULL when argv[*i] is not that option. */
-static const char *opt_value(int argc, char **argv, int *i, const char *name, bool *missing) {
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0) return NULL;
-    if (argv[*i][n] == '=') return argv[*i] + n + 1;
-    if (argv[*i][n] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    return argv[++*i];
-}
-
 /* Report a usage error; returns the exit code 2. */
 static int usage_error(const char *fmt, const char *what) {
     char msg[300];
@@ -93,20 +80,20 @@ static int parse_args(int argc, char **argv, model_args *a) {
             a->help = true;
         else if (!strcmp(argv[i], "--summary"))
             a->summary = true;
-        else if ((v = opt_value(argc, argv, &i, "--config", &missing)))
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--config", &missing)))
             a->spec = v;
-        else if ((v = opt_value(argc, argv, &i, "--set", &missing)))
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--set", &missing)))
             a->sets[a->n_sets++] = v;
-        else if ((v = opt_value(argc, argv, &i, "--dump", &missing)))
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--dump", &missing)))
             a->dump = v;
-        else if ((v = opt_value(argc, argv, &i, "--weights", &missing)))
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--weights", &missing)))
             a->weights = v;
-        else if ((v = opt_value(argc, argv, &i, "--seed", &missing))) {
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--seed", &missing))) {
             a->seed = strtoll(v, &end, 10);
             a->has_seed = true;
             if (*end || a->seed < 0)
                 return usage_error("--seed needs an integer >= 0, not '%s'", v);
-        } else if ((v = opt_value(argc, argv, &i, "--jitter", &missing))) {
+        } else if ((v = chm_cli_option_value(argc, argv, &i, "--jitter", &missing))) {
             a->jitter = strtod(v, &end);
             if (*end || !(a->jitter >= 0))
                 return usage_error("--jitter needs a number >= 0, not '%s'", v);

@@ -84,19 +84,6 @@ static int usage_error(const char *msg) {
     return 2;
 }
 
-/* "--name=V" or "--name V" at argv[*i]; NULL when argv[*i] is not that option. */
-static const char *option_value(int argc, char **argv, int *i, const char *name, bool *missing) {
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0) return NULL;
-    if (argv[*i][n] == '=') return argv[*i] + n + 1;
-    if (argv[*i][n] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    return argv[++*i];
-}
-
 /* "100B", "2.5T", "300M", "64K" or a plain number of tokens; false when malformed. */
 static bool parse_tokens(const char *s, double *out) {
     char *end;
@@ -117,21 +104,21 @@ static int parse_one(plan_args *a, int argc, char **argv, int *i) {
     bool missing = false;
     const char *v;
     char msg[300];
-    if ((v = option_value(argc, argv, i, "--config", &missing))) a->config = v;
-    else if ((v = option_value(argc, argv, i, "--set", &missing))) a->sets[a->n_sets++] = v;
-    else if ((v = option_value(argc, argv, i, "--backend", &missing))) a->backend = v;
-    else if ((v = option_value(argc, argv, i, "--tokens", &missing))) {
+    if ((v = chm_cli_option_value(argc, argv, i, "--config", &missing))) a->config = v;
+    else if ((v = chm_cli_option_value(argc, argv, i, "--set", &missing))) a->sets[a->n_sets++] = v;
+    else if ((v = chm_cli_option_value(argc, argv, i, "--backend", &missing))) a->backend = v;
+    else if ((v = chm_cli_option_value(argc, argv, i, "--tokens", &missing))) {
         if (!parse_tokens(v, &a->tokens)) {
             snprintf(msg, sizeof msg, "--tokens needs a count like 100B, 2.5T or 300M, got '%s'", v);
             return usage_error(msg);
         }
-    } else if ((v = option_value(argc, argv, i, "--steps", &missing))) {
+    } else if ((v = chm_cli_option_value(argc, argv, i, "--steps", &missing))) {
         a->steps = atoi(v);
         if (a->steps < 3 || a->steps > PLAN_MAX_STEPS) {
             snprintf(msg, sizeof msg, "--steps needs 3 to %d, got '%s'", PLAN_MAX_STEPS, v);
             return usage_error(msg);
         }
-    } else if ((v = option_value(argc, argv, i, "--memory-gib", &missing))) {
+    } else if ((v = chm_cli_option_value(argc, argv, i, "--memory-gib", &missing))) {
         a->memory_gib = strtod(v, NULL);
         if (!(a->memory_gib > 0)) {
             snprintf(msg, sizeof msg, "--memory-gib needs a positive number, got '%s'", v);

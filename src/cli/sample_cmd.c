@@ -45,18 +45,6 @@ typedef struct sample_args {
     unsigned long long seed;
 } sample_args;
 
-static const char *option_value(int argc, char **argv, int *i, const char *name, bool *missing) {
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0) return NULL;
-    if (argv[*i][n] == '=') return argv[*i] + n + 1;
-    if (argv[*i][n] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    return argv[++*i];
-}
-
 static int usage_error(const char *msg) {
     chm_cli_error(msg, "run `chimera sample --help` for the options");
     return 2;
@@ -78,18 +66,18 @@ static int parse_args(int argc, char **argv, sample_args *a) {
         const char *v;
         double x = 0;
         int bad = 0;
-        if ((v = option_value(argc, argv, &i, "--checkpoint", &missing))) a->ckpt = v;
-        else if ((v = option_value(argc, argv, &i, "--prompt", &missing))) a->prompt = v;
-        else if ((v = option_value(argc, argv, &i, "--backend", &missing))) a->backend = v;
-        else if ((v = option_value(argc, argv, &i, "--tokens", &missing)))
+        if ((v = chm_cli_option_value(argc, argv, &i, "--checkpoint", &missing))) a->ckpt = v;
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--prompt", &missing))) a->prompt = v;
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--backend", &missing))) a->backend = v;
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--tokens", &missing)))
             bad = number("--tokens", v, 1, 1e6, &x), a->tokens = (long)x;
-        else if ((v = option_value(argc, argv, &i, "--top-k", &missing)))
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--top-k", &missing)))
             bad = number("--top-k", v, 0, 1e9, &x), a->top_k = (long)x;
-        else if ((v = option_value(argc, argv, &i, "--temperature", &missing)))
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--temperature", &missing)))
             bad = number("--temperature", v, 0, 1e6, &a->temperature);
-        else if ((v = option_value(argc, argv, &i, "--top-p", &missing)))
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--top-p", &missing)))
             bad = number("--top-p", v, 1e-9, 1, &a->top_p);
-        else if ((v = option_value(argc, argv, &i, "--seed", &missing)))
+        else if ((v = chm_cli_option_value(argc, argv, &i, "--seed", &missing)))
             bad = number("--seed", v, 0, 1.8e19, &x), a->seed = (unsigned long long)x;
         else {
             char msg[300];

@@ -63,19 +63,6 @@ static int usage_error(const char *msg) {
     return 2;
 }
 
-/* "--name=V" or "--name V" at argv[*i]; NULL when argv[*i] is not that option. */
-static const char *option_value(int argc, char **argv, int *i, const char *name, bool *missing) {
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0) return NULL;
-    if (argv[*i][n] == '=') return argv[*i] + n + 1;
-    if (argv[*i][n] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    return argv[++*i];
-}
-
 /* A whole number >= lo; 0 ok, 2 bad. */
 static int whole(const char *name, const char *v, long long lo, long long *out) {
     char *end;
@@ -90,19 +77,19 @@ static int parse_one(verify_args *a, int argc, char **argv, int *i) {
     bool missing = false;
     const char *v;
     long long x;
-    if ((v = option_value(argc, argv, i, "--backends", &missing))) a->o.backends = v;
-    else if ((v = option_value(argc, argv, i, "--config", &missing))) a->o.config = v;
-    else if ((v = option_value(argc, argv, i, "--set", &missing))) a->sets[a->o.n_sets++] = v;
-    else if ((v = option_value(argc, argv, i, "--ops", &missing))) a->o.ops = v;
-    else if ((v = option_value(argc, argv, i, "--json", &missing))) a->json = v;
-    else if ((v = option_value(argc, argv, i, "--steps", &missing))) {
+    if ((v = chm_cli_option_value(argc, argv, i, "--backends", &missing))) a->o.backends = v;
+    else if ((v = chm_cli_option_value(argc, argv, i, "--config", &missing))) a->o.config = v;
+    else if ((v = chm_cli_option_value(argc, argv, i, "--set", &missing))) a->sets[a->o.n_sets++] = v;
+    else if ((v = chm_cli_option_value(argc, argv, i, "--ops", &missing))) a->o.ops = v;
+    else if ((v = chm_cli_option_value(argc, argv, i, "--json", &missing))) a->json = v;
+    else if ((v = chm_cli_option_value(argc, argv, i, "--steps", &missing))) {
         if (whole("--steps", v, 0, &x)) return 2;
         a->o.steps = (int)(x > 100000 ? 100000 : x);
         a->o.no_model = x == 0;
-    } else if ((v = option_value(argc, argv, i, "--seed", &missing))) {
+    } else if ((v = chm_cli_option_value(argc, argv, i, "--seed", &missing))) {
         if (whole("--seed", v, 1, &x)) return 2;
         a->o.seed = (uint64_t)x;
-    } else if ((v = option_value(argc, argv, i, "--threads", &missing))) {
+    } else if ((v = chm_cli_option_value(argc, argv, i, "--threads", &missing))) {
         if (whole("--threads", v, 1, &x)) return 2;
         a->o.threads = (int)(x > 4096 ? 4096 : x);
     } else if (!strcmp(argv[*i], "--bf16")) {
