@@ -18,8 +18,14 @@ echo "== gcc build (-Werror) =="
 CC=gcc bash tools/build.sh build
 echo "== gcc tests =="
 ./build/chimera_tests --jobs "$jobs"
+echo "== chimera verify: vulkan (lavapipe) against the cpu reference =="
+./build/chimera verify --backends cpu,vulkan
 
 echo "== clang + ASan/UBSan build (-Werror) =="
 CC=clang bash tools/build.sh build-asan -DCHIMERA_SANITIZE=ON -DCHIMERA_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug
 echo "== clang + ASan/UBSan tests =="
 ./build-asan/chimera_tests --jobs "$jobs"
+
+# libFuzzer targets of tests/fuzz (the parsers of outside input), ~60 s each, two at a time.
+echo "== fuzzing (tools/fuzz.sh) =="
+FUZZ_SECONDS=${FUZZ_SECONDS:-60} FUZZ_JOBS=${FUZZ_JOBS:-2} bash tools/fuzz.sh

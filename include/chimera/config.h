@@ -45,6 +45,13 @@ typedef enum chm_config_schedule {
     CHM_CONFIG_SCHEDULE_CONSTANT  /* lr after warmup */
 } chm_config_schedule;
 
+/* train.on_save_error: what a failed checkpoint save (disk full, I/O error) does. Either way
+ * the failed save leaves no partial checkpoint and the previous one stays intact. */
+typedef enum chm_config_save_error {
+    CHM_CONFIG_SAVE_ERROR_STOP,     /* stop the run with the error (exit nonzero) */
+    CHM_CONFIG_SAVE_ERROR_CONTINUE  /* warn, keep training, try again at the next save */
+} chm_config_save_error;
+
 /* backend: which backend runs the model (names as for chm_backend_open). */
 typedef enum chm_config_backend {
     CHM_CONFIG_BACKEND_AUTO,
@@ -144,6 +151,7 @@ typedef struct chm_config_train {
     int eval_batches;         /* micro batches per evaluation */
     int64_t save_every;       /* steps between checkpoints, 0 = no periodic checkpoints */
     int64_t log_every;        /* steps between log lines */
+    chm_config_save_error on_save_error; /* a failed periodic save: stop or continue */
     char *out_dir;            /* run directory (owned) */
 } chm_config_train;
 

@@ -11,11 +11,13 @@
 #include "checkpoint_internal.h"
 #include "data/sha256.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "chimera/checkpoint.h"
@@ -74,29 +76,38 @@ static chm_status write_model(const char *path, chm_model *m, int64_t step, chm_
     return rc;
 }
 
-/* optimizer.safetensors: exp_avg.<name> then exp_avg_sq.<name> of every parameter. */
-static chm_status write_optim(const char *path, chm_model *m, chm_optim *o, chm_err *err) {
-    chm_tensor mv, vv, pv;
+/* optimizer.safetensors from host moments: exp_avg.<name> then exp_avg_sq.<name> of every
+ * parameter. */
+static chm_status write_moments(const char *path, chm_model *m, const chm_checkpoint_moments *mo,
+                                chm_err *err) {
+    chm_tensor pv;
     int64_t first;
     ck_param_span(m, false, &pv, &first);
-    chm_optim_moment_buffers(o, &mv, &vv);
-    void *hm = download_all(chm_model_backend(m), &mv, err);
-    void *hv = hm ? download_all(chm_model_backend(m), &vv, err) : NULL;
     int n = chm_model_param_count(m);
     chm_st_tensor *t = calloc((size_t)(2 * n), sizeof *t);
-    chm_status rc = !hm || !hv ? err->code
-                    : t        ? CHM_OK
-                               : CHM_ERR(err, CHM_ERR_NOMEM, "checkpoint: no memory");
+    chm_status rc = t ? CHM_OK : CHM_ERR(err, CHM_ERR_NOMEM, "checkpoint: no memory");
     for (int i = 0; rc == CHM_OK && i < n; i++) {
         const chm_model_param *p = chm_model_param_get(m, i);
-        t[i] = entry(p, CK_PREFIX_M, mv.dtype, hm, p->offset - first);
-        t[n + i] = entry(p, CK_PREFIX_V, vv.dtype, hv, p->offset - first);
+        t[i] = entry(p, CK_PREFIX_M, mo->dtype, mo->exp_avg, p->offset - first);
+        t[n + i] = entry(p, CK_PREFIX_V, mo->dtype, mo->exp_avg_sq, p->offset - first);
     }
     char upd[32];
-    snprintf(upd, sizeof upd, "%lld", (long long)chm_optim_updates(o));
+    snprintf(upd, sizeof upd, "%lld", (long long)mo->updates);
     const char *md[] = {"format", "pt", "chimera.adamw_updates", upd, NULL};
     if (rc == CHM_OK) rc = chm_safetensors_write(path, t, 2 * n, md, err);
     free(t);
+    return rc;
+}
+
+/* The same from an optimizer's moments on the device (one download per moment). */
+static chm_status write_optim(const char *path, chm_model *m, chm_optim *o, chm_err *err) {
+    chm_tensor mv, vv;
+    chm_optim_moment_buffers(o, &mv, &vv);
+    void *hm = download_all(chm_model_backend(m), &mv, err);
+    void *hv = hm ? download_all(chm_model_backend(m), &vv, err) : NULL;
+    chm_checkpoint_moments mo = {.dtype = mv.dtype, .exp_avg = hm, .exp_avg_sq = hv,
+                                 .updates = chm_optim_updates(o)};
+    chm_status rc = hm && hv ? write_moments(path, m, &mo, err) : err->code;
     free(hm);
     free(hv);
     return rc;
@@ -176,11 +187,29 @@ static chm_status write_state(const char *dir, chm_model *m, bool with_optim, co
     free(yaml);
     char path[CK_PATH];
     snprintf(path, sizeof path, "%s/" CK_STATE_FILE, dir);
-    int bad = !root || json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
-                                                      JSON_REAL_PRECISION(17)) != 0;
+    if (!root) return CHM_ERR(err, CHM_ERR_NOMEM, "%s: no memory for the state", path);
+    /* stdio rather than json_dump_file: a full disk must be reported with its errno. */
+    FILE *f = fopen(path, "w");
+    int bad = !f || json_dumpf(root, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+                                            JSON_REAL_PRECISION(17)) != 0;
+    int e = errno;
+    if (f && fclose(f) != 0 && !bad) bad = 1, e = errno;
     json_decref(root);
-    if (bad) return CHM_ERR(err, CHM_ERR_IO, "%s: cannot write", path);
+    if (bad) return CHM_ERR(err, CHM_ERR_IO, "%s: cannot write: %s", path, strerror(e));
     return ck_fsync_path(path, err);
+}
+
+/*
+ * Debug only: CHIMERA_DEBUG_SAVE_DELAY_MS=N sleeps N milliseconds between the
+ * stages of a save (after each file, before the rename), so that a test can
+ * land SIGKILLs inside saves (tests/test_reliability_kill.c).
+ */
+static void debug_pause(void) {
+    const char *s = getenv("CHIMERA_DEBUG_SAVE_DELAY_MS");
+    long ms = s ? strtol(s, NULL, 10) : 0;
+    if (ms <= 0 || ms > 60000) return;
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }
 
 /* Move tmp into place as final (replacing an existing final), then sync run_dir. */
@@ -189,17 +218,23 @@ static chm_status publish(const char *run_dir, const char *tmp, const char *fina
     snprintf(old, sizeof old, "%s.old-%ld", tmp, (long)getpid());
     bool had = ck_exists(final);
     if (had && rename(final, old) != 0)
-        return CHM_ERR(err, CHM_ERR_IO, "%s: cannot move the old checkpoint aside", final);
-    if (rename(tmp, final) != 0)
-        return CHM_ERR(err, CHM_ERR_IO, "%s: cannot rename to %s", tmp, final);
+        return CHM_ERR(err, CHM_ERR_IO, "%s: cannot move the old checkpoint aside: %s", final,
+                       strerror(errno));
+    if (rename(tmp, final) != 0) {
+        int e = errno;
+        if (had) (void)rename(old, final); /* put the old checkpoint back */
+        return CHM_ERR(err, CHM_ERR_IO, "%s: cannot rename to %s: %s", tmp, final, strerror(e));
+    }
     chm_status rc = ck_fsync_path(run_dir, err);
     if (rc == CHM_OK && had) rc = ck_remove_tree(old, err);
     return rc;
 }
 
-chm_status chm_checkpoint_save(const char *run_dir, chm_model *m, chm_optim *o,
-                               const chm_config *cfg, const chm_checkpoint_state *st, int keep,
-                               char *path_out, size_t path_n, chm_err *err) {
+/* A save with the moments from an optimizer (o), from host memory (mo), or none. */
+static chm_status save_any(const char *run_dir, chm_model *m, chm_optim *o,
+                           const chm_checkpoint_moments *mo, const chm_config *cfg,
+                           const chm_checkpoint_state *st, int keep, char *path_out, size_t path_n,
+                           chm_err *err) {
     chm_err local;
     if (!err) err = &local;
     char tmp[CK_PATH], final[CK_PATH], path[CK_PATH];
@@ -212,10 +247,14 @@ chm_status chm_checkpoint_save(const char *run_dir, chm_model *m, chm_optim *o,
         rc = CHM_ERR(err, CHM_ERR_IO, "%s: cannot create the checkpoint directory", tmp);
     snprintf(path, sizeof path, "%s/" CK_MODEL_FILE, tmp);
     if (rc == CHM_OK) rc = write_model(path, m, st->step, err);
+    debug_pause();
     snprintf(path, sizeof path, "%s/" CK_OPTIM_FILE, tmp);
     if (rc == CHM_OK && o) rc = write_optim(path, m, o, err);
-    if (rc == CHM_OK) rc = write_state(tmp, m, o != NULL, cfg, st, err);
+    else if (rc == CHM_OK && mo) rc = write_moments(path, m, mo, err);
+    debug_pause();
+    if (rc == CHM_OK) rc = write_state(tmp, m, o || mo, cfg, st, err);
     if (rc == CHM_OK) rc = ck_fsync_path(tmp, err);
+    debug_pause();
     if (rc == CHM_OK) rc = publish(run_dir, tmp, final, err);
     if (rc != CHM_OK) {
         chm_err ignore;
@@ -224,4 +263,17 @@ chm_status chm_checkpoint_save(const char *run_dir, chm_model *m, chm_optim *o,
     }
     if (path_out) snprintf(path_out, path_n, "%s", final);
     return ck_prune(run_dir, keep > 0 ? keep : CHM_CHECKPOINT_KEEP, err);
+}
+
+chm_status chm_checkpoint_save(const char *run_dir, chm_model *m, chm_optim *o,
+                               const chm_config *cfg, const chm_checkpoint_state *st, int keep,
+                               char *path_out, size_t path_n, chm_err *err) {
+    return save_any(run_dir, m, o, NULL, cfg, st, keep, path_out, path_n, err);
+}
+
+chm_status chm_checkpoint_save_moments(const char *run_dir, chm_model *m,
+                                       const chm_checkpoint_moments *mo, const chm_config *cfg,
+                                       const chm_checkpoint_state *st, int keep, char *path_out,
+                                       size_t path_n, chm_err *err) {
+    return save_any(run_dir, m, NULL, mo, cfg, st, keep, path_out, path_n, err);
 }

@@ -16,6 +16,7 @@
 static const char *const schedule_names[] = {"cosine", "linear", "wsd", "constant", NULL};
 static const char *const backend_names[] = {"auto", "cpu", "vulkan", "cuda", NULL};
 static const char *const precision_names[] = {"auto", "f32", "bf16", NULL};
+static const char *const save_error_names[] = {"stop", "continue", NULL};
 
 /* Closed range [lo, hi]. */
 #define F(path_, type_, member_, req_, def_, lo_, hi_)                                     \
@@ -78,6 +79,7 @@ const cfg_field chm_cfg_fields[] = {
     F("train.eval_batches", CFG_INT, train.eval_batches, false, "10", 1, 1 << 20),
     F("train.save_every", CFG_I64, train.save_every, false, "0", 0, NOMAX),
     F("train.log_every", CFG_I64, train.log_every, false, "10", 1, NOMAX),
+    ENUM("train.on_save_error", train.on_save_error, "stop", save_error_names),
     F("train.out_dir", CFG_STR, train.out_dir, false, "runs/chimera", 1, 0),
     F("data.train", CFG_STR, data.train, false, "builtin", 1, 0),
     F("data.val", CFG_STR, data.val, false, "\"\"", 0, 0),
@@ -92,7 +94,8 @@ _Static_assert(sizeof chm_cfg_fields / sizeof chm_cfg_fields[0] <= CFG_MAX_FIELD
 /* CFG_ENUM stores through an int. */
 _Static_assert(sizeof(chm_config_schedule) == sizeof(int) &&
                    sizeof(chm_config_backend) == sizeof(int) &&
-                   sizeof(chm_config_precision) == sizeof(int),
+                   sizeof(chm_config_precision) == sizeof(int) &&
+                   sizeof(chm_config_save_error) == sizeof(int),
                "enums are stored as int");
 
 int chm_cfg_field_index(const char *path) {

@@ -20,6 +20,10 @@
 
 #define IN_CHUNK (256 * 1024)
 #define OUT_MIN (64 * 1024)
+/* Longest line accepted: far above any real document (Dolma's largest are tens of MB),
+ * low enough that a hostile file (a compressed run of bytes without '\n') is refused with
+ * a message instead of growing the buffer until the machine runs out of memory. */
+#define LINE_MAX_BYTES ((size_t)1 << 30)
 
 struct chm_lines {
     char *path;
@@ -304,6 +308,11 @@ chm_status chm_lines_next(chm_lines *r, const char **line, size_t *len, int *got
         }
         scanned = avail;
         if (r->out_eof) break;
+        if (avail > LINE_MAX_BYTES)
+            return CHM_ERR(err, CHM_ERR_PARSE,
+                           "%s: line %lld is longer than %zu MiB without a newline: not a "
+                           "JSON-lines file, or a damaged one",
+                           r->path, (long long)r->line_no + 1, LINE_MAX_BYTES >> 20);
         if (make_room(r) < 0)
             return CHM_ERR(err, CHM_ERR_NOMEM, "%s: no memory for a line of %zu+ bytes", r->path,
                            avail);

@@ -86,6 +86,14 @@ static chm_status detect(chm_tok_file *f, const unsigned char *m, int64_t size, 
         *offset = h.data_offset;
         return check_size(f, *offset, size, "its .npy header", err);
     }
+    /* A .npy whose magic is damaged would otherwise read as a headerless memmap of
+     * garbage tokens: refuse what is one byte away from the magic. */
+    if (size >= 6 && (memcmp(m + 1, "NUMPY", 5) == 0 || memcmp(m, "\x93NUMP", 5) == 0))
+        return CHM_ERR(err, CHM_ERR_PARSE,
+                       "%s: wrong magic %02x %02x %02x %02x %02x %02x: it starts like a NumPy .npy "
+                       "file but a .npy starts with 93 4e 55 4d 50 59 (\\x93NUMPY); the header is "
+                       "damaged: re-create the file",
+                       f->path, m[0], m[1], m[2], m[3], m[4], m[5]);
     if (ends_with(f->path, ".bin") || (size >= 4 && le32(m) == LLMC_MAGIC))
         return parse_llmc(f, m, size, offset, err);
     int es = chm_token_dtype_size(raw);
@@ -151,6 +159,24 @@ void chm_manifest_files_free(chm_manifest_files *m) {
     memset(m, 0, sizeof *m);
 }
 
+/*
+ * Whether a manifest's shard name stays inside the manifest's directory: a
+ * relative path (subdirectories allowed) with no "." or ".." component and
+ * no empty one. Symbolic links placed in the directory are the user's
+ * choice and are followed.
+ */
+static int shard_name_inside(const char *file) {
+    if (!*file || *file == '/') return 0;
+    for (const char *p = file; *p;) {
+        size_t n = strcspn(p, "/");
+        if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) return 0;
+        p += n;
+        if (*p == '/') p++;
+        if (*p == '\0' && p[-1] == '/') return 0;
+    }
+    return 1;
+}
+
 /* Fill the shard list from the parsed manifest `j` of directory dir. */
 static chm_status read_shards(json_t *j, const char *dir, const char *mpath, int verify,
                               chm_manifest_files *out, chm_err *err) {
@@ -165,6 +191,11 @@ static chm_status read_shards(json_t *j, const char *dir, const char *mpath, int
         if (json_unpack(json_array_get(shards, i), "{s:s, s:I, s:s}", "file", &file, "tokens", &tokens,
                         "sha256", &sha) != 0 || tokens < 0)
             return CHM_ERR(err, CHM_ERR_PARSE, "%s: shard %zu lacks file, tokens or sha256", mpath, i);
+        if (!shard_name_inside(file))
+            return CHM_ERR(err, CHM_ERR_PARSE,
+                           "%s: shard %zu's file '%.200s' points outside the manifest's directory "
+                           "(absolute, '..' or empty); shard files are named relative to it",
+                           mpath, i, file);
         size_t len = strlen(dir) + strlen(file) + 2;
         if (!(out->paths[i] = malloc(len))) return CHM_ERR(err, CHM_ERR_NOMEM, "%s: no memory", mpath);
         snprintf(out->paths[i], len, "%s/%s", dir, file);

@@ -94,16 +94,22 @@ chm_status chm_manifest_write(const char *dir, const chm_manifest_view *v, chm_e
     return rc;
 }
 
-/* One listed shard: fields present, files there with the recorded size and sha256. */
-static int shard_verifies(const char *dir, json_t *j, chm_shard_info *s) {
+/*
+ * Listed shard number i: fields present, named as this writer names shard i
+ * (so a manifest can never point a rerun outside dir), files there with the
+ * recorded size and sha256.
+ */
+static int shard_verifies(const char *dir, int i, json_t *j, chm_shard_info *s) {
     const char *file, *sidecar, *sha, *csha;
     json_int_t tokens, docs, bytes;
     if (json_unpack(j, "{s:s, s:s, s:I, s:I, s:I, s:s, s:s}", "file", &file, "sidecar", &sidecar,
                     "tokens", &tokens, "documents", &docs, "bytes", &bytes, "sha256", &sha,
                     "sidecar_sha256", &csha) != 0)
         return 0;
-    if (strlen(file) >= sizeof s->file || strlen(sidecar) >= sizeof s->sidecar ||
-        strlen(sha) != 64 || strlen(csha) != 64)
+    char want_npy[40], want_csv[40];
+    chm_shard_names(i, want_npy, want_csv);
+    if (strcmp(file, want_npy) != 0 || strcmp(sidecar, want_csv) != 0 || strlen(sha) != 64 ||
+        strlen(csha) != 64 || tokens < 0 || docs < 0)
         return 0;
     char path[4200], hex[65];
     int64_t size;
@@ -158,7 +164,8 @@ chm_status chm_manifest_load_prev(const char *dir, json_t *settings, chm_manifes
     }
     /* Only a prefix can be kept: shard i+1 starts where shard i ended. */
     while (out->n_valid < out->n_listed &&
-           shard_verifies(dir, json_array_get(shards, (size_t)out->n_valid), &out->shards[out->n_valid]))
+           shard_verifies(dir, out->n_valid, json_array_get(shards, (size_t)out->n_valid),
+                          &out->shards[out->n_valid]))
         out->n_valid++;
     json_decref(m);
     return CHM_OK;
