@@ -302,7 +302,12 @@ chm_status chm_trainer_save(chm_trainer *t, char *path_out, size_t path_n, chm_e
  * current step finishes, a checkpoint is saved and the loop returns CHM_OK
  * with chm_trainer_interrupted true. After CHM_TRAIN_MAX_BAD_STEPS
  * non-finite steps in a row it saves the (unchanged, last good) state and
- * returns CHM_ERR_CONFIG saying where. stop may be NULL. Data parallel: the
+ * returns CHM_ERR_CONFIG saying where. A periodic checkpoint that cannot be
+ * written (disk full) stops the run with that error under train.on_save_error
+ * "stop" (the previous checkpoint stays intact), or warns and tries again at the
+ * next save under "continue"; a failed final save is an error either way.
+ * Debug only: CHIMERA_DEBUG_SAVE_DELAY_MS=N sleeps between the stages of a save
+ * (the crash tests aim their kills there). stop may be NULL. Data parallel: the
  * ranks agree before each step whether any of them was asked to stop.
  */
 chm_status chm_trainer_run(chm_trainer *t, const volatile sig_atomic_t *stop, chm_err *err);
