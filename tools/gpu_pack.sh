@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${GPU_BUILD:-build-gpu}
 archs=${GPU_ARCHS:-90}
-out=.gpu
+out=${GPU_OUT:-.gpu}   # GPU_OUT: another folder (e.g. .gpu-scan) so that two packs do not collide
 
 # Vulkan is built too (GPU_VULKAN=OFF to skip): its SPIR-V is compiled here, and
 # tools/gpu_check.sh brings the loader from .gl (see the device README).
