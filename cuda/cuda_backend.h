@@ -220,5 +220,9 @@ chm_status chm_cuda_selective_scan_step(chm_backend *be, const chm_tensor *y, co
 void *chm_cuda_comm_ptr(const chm_tensor *t);
 cudaStream_t chm_cuda_comm_stream(chm_backend *be);
 int chm_cuda_comm_device(chm_backend *be);
+/* A second non-blocking stream on the backend's device (the comm stream of collectives that
+ * overlap the compute; ordered against the backend's stream by events); the device becomes
+ * current, so events created next belong to it. The caller destroys the stream. */
+cudaError_t chm_cuda_comm_side_stream(chm_backend *be, cudaStream_t *out);
 
 #endif

@@ -152,6 +152,58 @@ chm_status chm_comm_barrier(chm_comm *c, chm_err *err);
 /* x[0..n) = the sum over ranks of x, for small host vectors (losses, flags, counts). */
 chm_status chm_comm_sum_host(chm_comm *c, double *x, int n, chm_err *err);
 
+/* ---- nonblocking all-reduce (overlapping the backward) ----
+ *
+ * The trainer starts one all-reduce per bucket of the gradient buffer while
+ * the backward still runs, then waits for all of them before the norm:
+ *   nccl  each start enqueues ncclAllReduce on a second stream of the device
+ *         (the comm stream) after an event of the backend's stream, so it
+ *         runs once the work enqueued so far is done and alongside what is
+ *         enqueued later; the wait makes the backend's stream wait for the
+ *         comm stream and waits on the host with the watchdog.
+ *   mpi   in place (cpu backend): MPI_Iallreduce on the host buffer after a
+ *         chm_sync; progress calls MPI_Testall (Open MPI moves data only
+ *         inside MPI calls); the wait is MPI_Waitall. Host-staged (vulkan,
+ *         CHIMERA_COMM_STAGE=1): a start is a blocking all-reduce.
+ *   single  no-ops.
+ * Started collectives must be waited for before any other collective. */
+
+/* What chm_comm_wait_all measured over the collectives it finished. */
+typedef struct chm_comm_timing {
+    int started;      /* collectives started since the previous wait */
+    double busy_s;    /* their own time: nccl, the sum of each one's time on the comm stream
+                         (CUDA events around it); mpi, host time inside the MPI calls of the
+                         starts, progress calls and the wait */
+    double exposed_s; /* from the last start (the backend's work enqueued before it done) until
+                         the last one finished: what nothing overlapped; nccl: CUDA events,
+                         mpi: host time */
+} chm_comm_timing;
+
+/* Whether chm_comm_all_reduce_start overlaps with the backend's work (nccl; mpi in place), not
+ * only a blocking all-reduce (host-staged mpi, a group of one, an unattached group). */
+bool chm_comm_overlaps(const chm_comm *c);
+
+/*
+ * Start t = the sum over ranks of t (float dtypes and i32), typically a view
+ * of one bucket of a larger buffer, once the work enqueued on the backend so
+ * far has produced it, and return without waiting for it. Neither the caller
+ * nor the backend may touch t until chm_comm_wait_all. Every rank starts the
+ * same collectives (dtype, count) in the same order. Where the transport
+ * does not overlap, it is a blocking all-reduce.
+ */
+chm_status chm_comm_all_reduce_start(chm_comm *c, const chm_tensor *t, chm_err *err);
+
+/* Let started collectives advance without waiting for them (mpi); a no-op elsewhere. */
+chm_status chm_comm_progress(chm_comm *c, chm_err *err);
+
+/*
+ * Finish every started collective: afterwards the host and the backend's
+ * later work see the sums (nccl: the backend's stream waits for the comm
+ * stream, and the host waits with the watchdog; a stuck peer fails as
+ * chm_comm_all_reduce does). timing may be NULL; zeros when nothing was started.
+ */
+chm_status chm_comm_wait_all(chm_comm *c, chm_comm_timing *timing, chm_err *err);
+
 /*
  * Run every collective against a reference computed on the host, on
  * tensors of each dtype the backend holds at a few odd sizes, and print one

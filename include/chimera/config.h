@@ -152,6 +152,11 @@ typedef struct chm_config_train {
     int64_t save_every;       /* steps between checkpoints, 0 = no periodic checkpoints */
     int64_t log_every;        /* steps between log lines */
     chm_config_save_error on_save_error; /* a failed periodic save: stop or continue */
+    double comm_bucket_mb;    /* data parallel: MiB of gradient per all-reduce bucket, started
+                                 during the last micro batch's backward as the layers finish
+                                 (overlapped on nccl and on mpi with the cpu backend; vulkan's
+                                 host-staged mpi reduces once after the backward); 0: one
+                                 all-reduce of the whole buffer after the backward. Default 25 */
     char *out_dir;            /* run directory (owned) */
 } chm_config_train;
 

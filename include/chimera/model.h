@@ -192,6 +192,37 @@ chm_status chm_model_zero_grad(chm_model *m, chm_err *err);
 chm_status chm_model_forward_backward(chm_model *m, const int32_t *ids, double grad_scale,
                                       chm_model_loss *loss, chm_err *err);
 
+/*
+ * Gradient readiness, for overlapping a data-parallel gradient all-reduce
+ * with the backward. With a hook set, chm_model_forward_backward calls
+ * fn(user, begin, count, last, err) as soon as elements [begin, begin +
+ * count) of the gradient buffer hold their final value for this pass: no
+ * later op of the pass writes them. Offsets count elements from the start
+ * of the gradient buffer (as chm_model_param.offset; the buffer is
+ * region(true) followed by region(false)), and each range includes the
+ * alignment padding after its parameters, so the ranges of one pass cover
+ * [0, chm_model_grad_numel) exactly once; `last` is set on the final one.
+ * On a backend whose ops only enqueue work (cuda), final means in the
+ * order of the backend's stream: the ops that write the range are enqueued.
+ * When, derived from the real order of a training pass:
+ *   1. first: final_norm, lm_head (untied) and every mtp.k.norm_out (the
+ *      fused heads write their gradients in the forward);
+ *   2. after MTP module k's backward, deepest first: the rest of mtp.k.*;
+ *   3. after layer l's backward, last layer first: layers.l.*;
+ *   4. last: embed.weight (the MTP modules add to it, the trunk's embedding
+ *      backward ends the pass; tied, it is the unembedding as well).
+ * Decayed parameters and the others lie in two regions, so one step usually
+ * gives two ranges. A hook that fails stops the pass; the pass returns its
+ * status and message. fn NULL removes the hook (the default; no cost then).
+ * Only chm_model_forward_backward calls it.
+ */
+typedef chm_status (*chm_model_grad_hook)(void *user, int64_t begin, int64_t count, bool last,
+                                          chm_err *err);
+void chm_model_set_grad_hook(chm_model *m, chm_model_grad_hook fn, void *user);
+
+/* Elements of the gradient buffer, padding included: what the hook's ranges cover. */
+int64_t chm_model_grad_numel(const chm_model *m);
+
 /* Forward only (evaluation), training routing, same ids layout; gradients untouched. */
 chm_status chm_model_eval_loss(chm_model *m, const int32_t *ids, chm_model_loss *loss,
                                chm_err *err);

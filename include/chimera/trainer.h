@@ -37,8 +37,13 @@
  *     global batch = train.micro_batch x train.grad_accum x world size
  * sequences per optimizer step (train.tokens counts tokens of the global
  * batches, and tokens_per_step in the trainer's config copy is the global
- * one). The gradients are summed over the ranks once per optimizer step
- * (after the micro batches, before the norm), each rank's AdamW updates one
+ * one). The gradients are summed over the ranks once per optimizer step,
+ * before the norm: in buckets of train.comm_bucket_mb MiB (default 25)
+ * started during the last micro batch's backward as its layers finish
+ * (chm_model_set_grad_hook), so that the all-reduce overlaps the rest of
+ * the backward (nccl on a second stream; mpi with the cpu backend by
+ * MPI_Iallreduce), or with train.comm_bucket_mb 0 and on vulkan (mpi
+ * host-staged) in one all-reduce after the backward. Each rank's AdamW updates one
  * block of the parameters and holds the moments of that block only
  * (ZeRO-1), then the parameters are all-gathered. Rank 0 alone prints,
  * writes metrics.jsonl and config.yaml, and writes checkpoints in the
@@ -252,8 +257,12 @@ typedef struct chm_train_step {
     bool skipped;            /* non-finite loss or gradient norm: no update was applied */
     int bad_streak;          /* non-finite steps in a row, this one included */
     double seconds;          /* wall time of the step */
-    double comm_seconds;     /* data parallel: wall time of the gradient all-reduce and the
-                                parameter all-gather (the device is idle first), else 0 */
+    double comm_seconds;     /* data parallel: time of the gradient all-reduce and of the
+                                parameter all-gather (the device idle first), else 0; in
+                                buckets, the all-reduces' own time (chm_comm_timing.busy_s) */
+    double comm_exposed_seconds; /* of the gradient all-reduce, the part the backward did not
+                                hide: from the end of the backward until the last bucket
+                                finished (all of it without buckets), else 0 */
 } chm_train_step;
 
 /*
@@ -281,7 +290,8 @@ void chm_trainer_close(chm_trainer *t);
  * CHIMERA_DEBUG_NAN_STEP="k[,k2|a-b...]" makes the gradients of the listed
  * steps (1-based) NaN, to test this path; CHIMERA_DEBUG_DIE_RANK=r (with
  * CHIMERA_DEBUG_DIE_STEP=k, default 1) makes rank r kill itself (SIGKILL)
- * in step k, before the gradient all-reduce, to test a dying rank.
+ * in step k, before its last micro batch (so before any gradient all-reduce
+ * of the step), to test a dying rank.
  * Data parallel: a collective call; every rank must take every step.
  */
 chm_status chm_trainer_step(chm_trainer *t, chm_train_step *info, chm_err *err);

@@ -274,3 +274,31 @@ chm_status chm_comm_sum_host(chm_comm *c, double *x, int n, chm_err *err) {
         return CHM_ERR(err, CHM_ERR_INVALID_ARG, "comm sum_host: %d values at %p", n, (void *)x);
     return n ? c->impl->sum_host(c, x, n, err) : CHM_OK;
 }
+
+/* ---- nonblocking all-reduce ------------------------------------------------------------------ */
+
+bool chm_comm_overlaps(const chm_comm *c) {
+    return c && c->impl && c->impl->overlaps && c->impl->overlaps(c);
+}
+
+chm_status chm_comm_all_reduce_start(chm_comm *c, const chm_tensor *t, chm_err *err) {
+    chm_status rc = check(c, "all_reduce_start", t, true, err);
+    if (rc) return rc;
+    return c->impl->all_reduce_start ? c->impl->all_reduce_start(c, t, err)
+                                     : c->impl->all_reduce(c, t, err);
+}
+
+chm_status chm_comm_progress(chm_comm *c, chm_err *err) {
+    if (!c || !c->impl)
+        return CHM_ERR(err, CHM_ERR_INVALID_ARG, "comm progress: the group is not attached");
+    return c->impl->progress ? c->impl->progress(c, err) : CHM_OK;
+}
+
+chm_status chm_comm_wait_all(chm_comm *c, chm_comm_timing *timing, chm_err *err) {
+    chm_comm_timing none;
+    chm_comm_timing *tm = timing ? timing : &none;
+    memset(tm, 0, sizeof *tm);
+    if (!c || !c->impl)
+        return CHM_ERR(err, CHM_ERR_INVALID_ARG, "comm wait_all: the group is not attached");
+    return c->impl->wait_all ? c->impl->wait_all(c, tm, err) : CHM_OK;
+}

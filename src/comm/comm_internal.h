@@ -21,6 +21,11 @@ typedef struct comm_impl {
     chm_status (*broadcast)(chm_comm *c, const chm_tensor *t, int root, chm_err *err);
     chm_status (*barrier)(chm_comm *c, chm_err *err);
     chm_status (*sum_host)(chm_comm *c, double *x, int n, chm_err *err);
+    /* nonblocking all-reduce (comm.h); NULL entries: a blocking all_reduce, no-ops */
+    chm_status (*all_reduce_start)(chm_comm *c, const chm_tensor *t, chm_err *err);
+    chm_status (*progress)(chm_comm *c, chm_err *err);
+    chm_status (*wait_all)(chm_comm *c, chm_comm_timing *tm, chm_err *err);
+    bool (*overlaps)(const chm_comm *c);
     /* free the transport's state (c->state); `failed`: a peer may be gone, do not wait */
     void (*detach)(chm_comm *c, bool failed);
 } comm_impl;

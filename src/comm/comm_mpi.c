@@ -13,6 +13,11 @@
  * user-defined MPI ops that sum in f32 (half.h), since MPI has no 16-bit
  * floats.
  *
+ * Nonblocking all-reduce (comm.h): in place, one MPI_Iallreduce per chunk
+ * of the bucket on the host buffer, advanced by MPI_Testall from
+ * chm_comm_progress and finished by MPI_Waitall; staged, a blocking
+ * all-reduce (the download would wait for the device anyway).
+ *
  * Failure: MPI's default error handler (MPI_ERRORS_ARE_FATAL) is kept, so a
  * failing call ends the whole job, and Open MPI's runtime ends it too when a
  * process dies or exits non-zero without MPI_Finalize. Return codes are
@@ -31,6 +36,12 @@
 
 typedef struct mpi_state {
     MPI_Op sum_bf16, sum_f16;  /* user ops: 16-bit words added in f32 */
+    /* nonblocking all-reduces since the last wait */
+    MPI_Request *reqs;         /* [n_reqs] outstanding (capacity cap_reqs, grown, kept) */
+    int n_reqs, cap_reqs;
+    int started;               /* starts since the last wait */
+    double busy_s;             /* host seconds inside their MPI calls */
+    double t_last;             /* when the last start returned */
 } mpi_state;
 
 static chm_status mpi_check(int e, const char *op, chm_err *err) {
@@ -171,15 +182,17 @@ static chm_status stage_out(chm_comm *c, const chm_tensor *t, int64_t begin, int
 
 /* ---- chunked calls on host memory -------------------------------------------------------- */
 
-/* What one chunked call does: all-reduce, broadcast or reduce of [p, p + n elements). */
-typedef enum { RANGE_ALLREDUCE, RANGE_BCAST, RANGE_REDUCE } range_kind;
+/* What one chunked call does: all-reduce, broadcast or reduce of [p, p + n elements), or a
+ * nonblocking all-reduce whose requests go to the state's list (room made by the caller). */
+typedef enum { RANGE_ALLREDUCE, RANGE_BCAST, RANGE_REDUCE, RANGE_IALLREDUCE } range_kind;
 
 static chm_status range_call(chm_comm *c, range_kind k, char *p, int64_t n, chm_dtype dt,
                              int root, chm_err *err) {
+    mpi_state *s = c->state;
     MPI_Datatype ty = mpi_type(dt);
     size_t ds = chm_dtype_size(dt);
     int64_t ch = chm_comm_chunk();
-    static const char *const names[] = {"all_reduce", "broadcast", "reduce"};
+    static const char *const names[] = {"all_reduce", "broadcast", "reduce", "iallreduce"};
     for (int64_t off = 0; off < n; off += ch) {
         int cnt = (int)(n - off < ch ? n - off : ch);
         char *q = p + (size_t)off * ds;
@@ -188,6 +201,9 @@ static chm_status range_call(chm_comm *c, range_kind k, char *p, int64_t n, chm_
             e = MPI_Allreduce(MPI_IN_PLACE, q, cnt, ty, sum_op(c, dt), MPI_COMM_WORLD);
         else if (k == RANGE_BCAST)
             e = MPI_Bcast(q, cnt, ty, root, MPI_COMM_WORLD);
+        else if (k == RANGE_IALLREDUCE)
+            e = MPI_Iallreduce(MPI_IN_PLACE, q, cnt, ty, sum_op(c, dt), MPI_COMM_WORLD,
+                               &s->reqs[s->n_reqs++]);
         else if (c->rank == root)
             e = MPI_Reduce(MPI_IN_PLACE, q, cnt, ty, sum_op(c, dt), root, MPI_COMM_WORLD);
         else
@@ -264,12 +280,70 @@ static chm_status mpi_sum_host(chm_comm *c, double *x, int n, chm_err *err) {
                      "sum_host", err);
 }
 
+/* ---- nonblocking all-reduce ---------------------------------------------------------------- */
+
+/* In place: the backend's buffers are host memory and staging is not forced. */
+static bool mpi_overlaps(const chm_comm *c) {
+    return (c->be->caps & CHM_CAP_HOST_MEMORY) && !force_staging();
+}
+
+/* MPI_Iallreduce of t in chunks, on the buffer itself. */
+static chm_status istart(chm_comm *c, const chm_tensor *t, chm_err *err) {
+    mpi_state *s = c->state;
+    int64_t n = chm_tensor_numel(t), ch = chm_comm_chunk();
+    int more = (int)((n + ch - 1) / ch);
+    if (s->n_reqs + more > s->cap_reqs) {
+        int cap = 2 * (s->n_reqs + more);
+        MPI_Request *r = realloc(s->reqs, (size_t)cap * sizeof *r);
+        if (!r) return CHM_ERR(err, CHM_ERR_NOMEM, "comm all_reduce_start: no memory");
+        s->reqs = r, s->cap_reqs = cap;
+    }
+    chm_status rc = chm_sync(c->be); /* the backward's ops up to here are done */
+    if (rc) return CHM_ERR(err, rc, "comm: %s", c->be->err.msg);
+    char *p = (char *)t->buf->host + t->offset;
+    return range_call(c, RANGE_IALLREDUCE, p, n, t->dtype, 0, err);
+}
+
+static chm_status mpi_all_reduce_start(chm_comm *c, const chm_tensor *t, chm_err *err) {
+    mpi_state *s = c->state;
+    double t0 = chm_comm_now();
+    chm_status rc = mpi_overlaps(c) && t->buf->host ? istart(c, t, err) : mpi_all_reduce(c, t, err);
+    s->started++;
+    s->t_last = chm_comm_now();
+    s->busy_s += s->t_last - t0;
+    return rc;
+}
+
+static chm_status mpi_progress(chm_comm *c, chm_err *err) {
+    mpi_state *s = c->state;
+    if (s->n_reqs == 0) return CHM_OK;
+    double t0 = chm_comm_now();
+    int done = 0;
+    int e = MPI_Testall(s->n_reqs, s->reqs, &done, MPI_STATUSES_IGNORE);
+    if (e == MPI_SUCCESS && done) s->n_reqs = 0;
+    s->busy_s += chm_comm_now() - t0;
+    return mpi_check(e, "testall", err);
+}
+
+static chm_status mpi_wait_all(chm_comm *c, chm_comm_timing *tm, chm_err *err) {
+    mpi_state *s = c->state;
+    double t0 = chm_comm_now();
+    int e = s->n_reqs ? MPI_Waitall(s->n_reqs, s->reqs, MPI_STATUSES_IGNORE) : MPI_SUCCESS;
+    double t1 = chm_comm_now();
+    *tm = (chm_comm_timing){.started = s->started, .busy_s = s->busy_s + (t1 - t0),
+                            .exposed_s = s->started ? t1 - s->t_last : 0};
+    s->n_reqs = s->started = 0;
+    s->busy_s = 0;
+    return mpi_check(e, "waitall", err);
+}
+
 static void mpi_detach(chm_comm *c, bool failed) {
     mpi_state *s = c->state;
     if (s && !failed) {
         MPI_Op_free(&s->sum_bf16);
         MPI_Op_free(&s->sum_f16);
     }
+    if (s) free(s->reqs);
     free(s);
 }
 
@@ -281,6 +355,10 @@ static const comm_impl mpi_impl = {
     .broadcast = mpi_broadcast,
     .barrier = mpi_barrier,
     .sum_host = mpi_sum_host,
+    .all_reduce_start = mpi_all_reduce_start,
+    .progress = mpi_progress,
+    .wait_all = mpi_wait_all,
+    .overlaps = mpi_overlaps,
     .detach = mpi_detach,
 };
 
@@ -308,7 +386,7 @@ chm_status chm_comm_mpi_attach(chm_comm *c, chm_err *err) {
     c->impl = &mpi_impl;
     char lib[96];
     library_name(lib, sizeof lib);
-    bool direct = (c->be->caps & CHM_CAP_HOST_MEMORY) && !force_staging();
+    bool direct = mpi_overlaps(c);
     snprintf(c->desc, sizeof c->desc, "mpi (%s, host-staged%s), %d ranks", lib,
              direct ? " in place" : " through downloads and uploads", c->world);
     return CHM_OK;

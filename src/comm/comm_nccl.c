@@ -18,6 +18,12 @@
  *
  * The NCCL id goes from rank 0 to the others by MPI_Bcast under mpirun, else
  * through the rendezvous file (rendezvous.c).
+ *
+ * Nonblocking all-reduces (the gradient buckets, comm.h) go on a second
+ * stream, the comm stream: each waits for an event recorded on the
+ * backend's stream at its start and is bracketed by two timing events;
+ * chm_comm_wait_all makes the backend's stream wait for the last one and
+ * waits for the comm stream on the host under the same watchdog.
  */
 #include "comm_internal.h"
 
@@ -184,6 +190,12 @@ typedef struct nccl_state {
     int device;
     chm_buffer *staging; /* [NC_HOST_MAX] f64 for sum_host and the barrier */
     bool dead;           /* aborted: the communicator is gone */
+    /* nonblocking all-reduces (made at the first start) */
+    cudaStream_t side;   /* the comm stream */
+    cudaEvent_t ready;   /* recorded on the backend's stream at each start */
+    cudaEvent_t *ev;     /* [n_ev] start and end of each started collective, in pairs */
+    int n_ev;
+    int started;         /* since the last wait */
 } nccl_state;
 
 static const char *nc_text(nc_result r) {
@@ -209,12 +221,12 @@ static void nap(unsigned spin) {
     nanosleep(&ts, NULL);
 }
 
-/* Wait for the stream with the watchdog (see the top of this file). */
-static chm_status nc_wait(chm_comm *c, const char *op, chm_err *err) {
+/* Wait for stream st with the watchdog (see the top of this file). */
+static chm_status nc_wait(chm_comm *c, cudaStream_t st, const char *op, chm_err *err) {
     nccl_state *s = c->state;
     double t0 = chm_comm_now();
     for (unsigned spin = 0;; spin++) {
-        cudaError_t q = cudaStreamQuery(s->stream);
+        cudaError_t q = cudaStreamQuery(st);
         if (q == cudaSuccess) return CHM_OK;
         if (q != cudaErrorNotReady) {
             cudaGetLastError();
@@ -256,7 +268,7 @@ static chm_status nc_done(chm_comm *c, const char *op, nc_result r, chm_err *err
         return CHM_ERR(err, CHM_ERR_DEVICE,
                        "nccl %s: the communicator was aborted after an earlier failure", op);
     if (r != NC_SUCCESS) return nc_failed(c, op, r, err);
-    return nc_wait(c, op, err);
+    return nc_wait(c, s->stream, op, err);
 }
 
 /* ---- collectives --------------------------------------------------------------------------- */
@@ -338,11 +350,102 @@ static chm_status nc_barrier(chm_comm *c, chm_err *err) {
     return nc_sum_host(c, &one, 1, err);
 }
 
+/* ---- nonblocking all-reduce on the comm stream ---------------------------------------------- */
+
+static chm_status nc_cuda(const char *op, cudaError_t e, chm_err *err) {
+    if (e == cudaSuccess) return CHM_OK;
+    cudaGetLastError();
+    return CHM_ERR(err, CHM_ERR_DEVICE, "nccl %s: CUDA error %s", op, cudaGetErrorString(e));
+}
+
+/* The comm stream, the ready event, and events for collective k's start and end (the pool
+ * grows to the most collectives of one round and is kept). */
+static chm_status side_prepare(chm_comm *c, int k, chm_err *err) {
+    nccl_state *s = c->state;
+    cudaError_t e = cudaSuccess;
+    if (!s->side) {
+        cudaStream_t st = NULL;
+        e = chm_cuda_comm_side_stream(c->be, &st);
+        if (e == cudaSuccess && (e = cudaEventCreate(&s->ready)) != cudaSuccess)
+            cudaStreamDestroy(st);
+        if (e == cudaSuccess) s->side = st;
+    }
+    if (e == cudaSuccess && 2 * k + 2 > s->n_ev) {
+        int want = 2 * k + 32;
+        cudaEvent_t *ev = realloc(s->ev, (size_t)want * sizeof *ev);
+        if (!ev) return CHM_ERR(err, CHM_ERR_NOMEM, "nccl all_reduce_start: no memory");
+        s->ev = ev;
+        while (e == cudaSuccess && s->n_ev < want) {
+            e = cudaEventCreate(&ev[s->n_ev]);
+            s->n_ev += e == cudaSuccess;
+        }
+    }
+    return nc_cuda("all_reduce_start", e, err);
+}
+
+static chm_status nc_all_reduce_start(chm_comm *c, const chm_tensor *t, chm_err *err) {
+    nccl_state *s = c->state;
+    if (s->dead) return nc_done(c, "all_reduce_start", NC_SUCCESS, err);
+    chm_status rc = side_prepare(c, s->started, err);
+    if (rc) return rc;
+    cudaEvent_t *ev = s->ev + 2 * s->started;
+    /* the comm stream runs it once the backend's stream has produced t */
+    cudaError_t e = cudaEventRecord(s->ready, s->stream);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(s->side, s->ready, 0);
+    if (e == cudaSuccess) e = cudaEventRecord(ev[0], s->side);
+    if ((rc = nc_cuda("all_reduce_start", e, err))) return rc;
+    size_t n = (size_t)chm_tensor_numel(t);
+    char *p = chm_cuda_comm_ptr(t);
+    nc_result r =
+        n ? g_nccl.all_reduce(p, p, n, nc_type(t->dtype), NC_SUM, s->comm, s->side) : NC_SUCCESS;
+    if (r != NC_SUCCESS) return nc_failed(c, "all_reduce_start", r, err);
+    s->started++;
+    return nc_cuda("all_reduce_start", cudaEventRecord(ev[1], s->side), err);
+}
+
+/* Busy and exposed time of the k collectives just finished (their events are complete). */
+static chm_status side_timing(nccl_state *s, int k, chm_comm_timing *tm, chm_err *err) {
+    float ms = 0;
+    cudaError_t e = cudaSuccess;
+    tm->started = k;
+    for (int i = 0; e == cudaSuccess && i < k; i++) {
+        e = cudaEventElapsedTime(&ms, s->ev[2 * i], s->ev[2 * i + 1]);
+        tm->busy_s += 1e-3 * ms;
+    }
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, s->ready, s->ev[2 * k - 1]);
+    tm->exposed_s = ms > 0 ? 1e-3 * ms : 0;
+    return nc_cuda("wait_all", e, err);
+}
+
+static chm_status nc_wait_all(chm_comm *c, chm_comm_timing *tm, chm_err *err) {
+    nccl_state *s = c->state;
+    int k = s->started;
+    s->started = 0;
+    if (k == 0) return CHM_OK;
+    if (s->dead) return nc_done(c, "wait_all", NC_SUCCESS, err);
+    /* the backend's later work (the norm) runs after the sums, and the host waits with the
+     * watchdog so that a dead peer ends the run instead of hanging the next download */
+    chm_status rc = nc_cuda("wait_all", cudaStreamWaitEvent(s->stream, s->ev[2 * k - 1], 0), err);
+    if (rc == CHM_OK) rc = nc_wait(c, s->side, "all_reduce_start", err);
+    return rc ? rc : side_timing(s, k, tm, err);
+}
+
+static bool nc_overlaps(const chm_comm *c) {
+    (void)c;
+    return true;
+}
+
 static void nc_detach(chm_comm *c, bool failed) {
     nccl_state *s = c->state;
     if (!s) return;
     if (failed) nc_abort(s);
     if (!s->dead && s->comm) g_nccl.destroy(s->comm);
+    for (int i = 0; i < s->n_ev; i++) cudaEventDestroy(s->ev[i]);
+    if (s->side) {
+        cudaEventDestroy(s->ready);
+        cudaStreamDestroy(s->side);
+    }
+    free(s->ev);
     chm_buffer_free(s->staging);
     free(s);
 }
@@ -355,6 +458,9 @@ static const comm_impl nccl_impl = {
     .broadcast = nc_broadcast,
     .barrier = nc_barrier,
     .sum_host = nc_sum_host,
+    .all_reduce_start = nc_all_reduce_start,
+    .wait_all = nc_wait_all,
+    .overlaps = nc_overlaps,
     .detach = nc_detach,
 };
 

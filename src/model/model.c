@@ -14,7 +14,9 @@
  * Order of a training step: embedding -> layers -> final head (fused CE
  * forward + backward into d(x_L)) -> MTP modules forward with their fused
  * heads -> MTP backward (deepest first, into d(x_L)) -> layers backward ->
- * embedding backward; then one download of the loss slots.
+ * embedding backward; then one download of the loss slots. With a gradient
+ * hook (chm_model_set_grad_hook) each stage of the backward reports the
+ * gradient ranges it finished (grad_hook.c says which, and why then).
  */
 #include <math.h>
 #include <stdio.h>
@@ -157,18 +159,23 @@ static chm_status pass_fwd(chm_model *m) {
     return CHM_OK;
 }
 
+/* The backward; after each stage the gradient ranges it finished go to the hook (grad_hook.c). */
 static chm_status pass_bwd(chm_model *m) {
     int64_t R = m->B * m->T;
+    MDL_TRY(mdl_ready_report(m, MDL_STAGE_HEADS));
     for (int k = (int)m->depth - 1; k >= 0; k--) {
         const chm_tensor *h = k == 0 ? &m->resid[m->L] : &m->mtp_acts[k - 1].hk;
         const chm_tensor *dh = k == 0 ? &m->dresid : &m->mtp_acts[k - 1].dhk;
         MDL_TRY(mdl_mtp_bwd(m, k, h, dh));
+        MDL_TRY(mdl_ready_report(m, mdl_stage_mtp(m, k)));
     }
-    for (int l = (int)m->L - 1; l >= 0; l--)
+    for (int l = (int)m->L - 1; l >= 0; l--) {
         MDL_TRY(mdl_layer_bwd(m, &m->layers[l], &m->acts[l], &m->dresid));
+        MDL_TRY(mdl_ready_report(m, mdl_stage_layer(m, l)));
+    }
     chm_tensor d0 = MDL_VIEW(&m->dresid, 0, R, m->C);
     MDL_OP(m, chm_embedding_bwd(m->be, mdl_g(m, m->embed), &d0, &m->ids.in));
-    return CHM_OK;
+    return mdl_ready_report(m, mdl_stage_embed(m));
 }
 
 /* A training (train) or evaluation pass over the model's B x T; ids NULL in a dry run. */
@@ -178,6 +185,8 @@ static chm_status run_pass(chm_model *m, const int32_t *ids, bool train, double 
     m->train = train;
     m->gscale = train ? grad_scale : 1.0;
     m->routed = false;
+    m->ready_next = 0;
+    m->hook_failed = false;
     chm_status rc = pass_begin(m, m->B, m->T);
     if (rc == CHM_OK && !m->dry) {
         rc = upload_ids(m, ids, true, err);
@@ -186,6 +195,7 @@ static chm_status run_pass(chm_model *m, const int32_t *ids, bool train, double 
     if (rc == CHM_OK) rc = pass_fwd(m);
     if (rc == CHM_OK && train) rc = pass_bwd(m);
     if (rc == CHM_OK && !m->dry) rc = mdl_loss_read(m, loss);
+    if (rc != CHM_OK && m->hook_failed) return CHM_ERR(err, rc, "%s", m->hook_err.msg);
     if (rc != CHM_OK) return CHM_ERR(err, rc, "%s", m->be->err.msg);
     m->routed = !m->dry;
     return CHM_OK;
@@ -308,6 +318,7 @@ chm_status chm_model_create(const chm_config_model *cfg, chm_backend *be,
     chm_status rc = mdl_dims(m, cfg, m->T, err);
     if (rc == CHM_OK) rc = host_alloc(m, err);
     if (rc == CHM_OK) rc = mdl_params_build(m, err);
+    if (rc == CHM_OK) rc = mdl_ready_plan(m, err);
     m->ce_rows = auto_ce_rows(m, opt->ce_chunk_rows);
     if (rc == CHM_OK && be) rc = mdl_params_alloc(m, err);
     if (rc == CHM_OK) rc = plan_arena(m, err);
@@ -337,6 +348,7 @@ void chm_model_free(chm_model *m) {
     free(m->host_loss);
     free(m->host_score);
     free(m->host_idx);
+    free(m->ready);
     free(m);
 }
 

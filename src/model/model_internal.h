@@ -156,6 +156,12 @@ typedef struct mdl_mtp_act {
     mdl_layer_act layer;
 } mdl_mtp_act;
 
+/* A range of the gradient buffer that backward stage `stage` finishes (grad_hook.c). */
+typedef struct mdl_ready {
+    int stage;
+    int64_t begin, count; /* elements, padding included */
+} mdl_ready;
+
 /* Token-id tensors of one pass (uploaded from the host). */
 typedef struct mdl_ids {
     chm_tensor in;                         /* [R] inputs */
@@ -206,6 +212,14 @@ struct chm_model {
     double *host_loss; /* [MDL_LOSS_SLOTS] */
     double *host_score; /* [T] MoD scores (causal routing, decoding) */
     int32_t *host_idx;  /* [T] */
+    /* gradient readiness (grad_hook.c) */
+    mdl_ready *ready;          /* [n_ready] ranges in the order the backward finishes them */
+    int n_ready;
+    int ready_next;            /* the next one to report in the pass in progress */
+    chm_model_grad_hook hook;  /* NULL: none */
+    void *hook_user;
+    bool hook_failed;          /* the pass stopped because the hook failed: hook_err says why */
+    chm_err hook_err;
 };
 
 /* ---- params.c ---- */
@@ -320,6 +334,21 @@ chm_status mdl_loss_read(chm_model *m, chm_model_loss *loss);
 /* ---- mtp.c ---- */
 chm_status mdl_mtp_fwd(chm_model *m, int k, const chm_tensor *h_prev);
 chm_status mdl_mtp_bwd(chm_model *m, int k, const chm_tensor *h_prev, const chm_tensor *dh_prev);
+
+/* ---- grad_hook.c ---- */
+/* Stages of a training backward, in the order they run: the heads (finished in the forward),
+ * MTP module k for k = depth-1 .. 0, layer l for l = L-1 .. 0, the embedding. */
+enum { MDL_STAGE_HEADS = 0 };
+static inline int mdl_stage_mtp(const chm_model *m, int k) { return 1 + (int)(m->depth - 1 - k); }
+static inline int mdl_stage_layer(const chm_model *m, int l) {
+    return 1 + (int)(m->depth + m->L - 1 - l);
+}
+static inline int mdl_stage_embed(const chm_model *m) { return 1 + (int)(m->depth + m->L); }
+/* Build m->ready from the parameter table (after mdl_params_build). */
+chm_status mdl_ready_plan(chm_model *m, chm_err *err);
+/* Report the ranges stage `stage` finished to the hook (nothing without one or in a dry run;
+ * a failing hook sets hook_failed). */
+chm_status mdl_ready_report(chm_model *m, int stage);
 
 /* ---- model.c ---- */
 /* Dimensions and checks of a config (no allocation). */

@@ -5,7 +5,8 @@
  *
  * A step on `world` ranks: each rank runs its micro batches with
  * grad_scale 1 / (grad_accum * world) (train_step.c), the gradient buffer
- * is summed over the ranks (one all-reduce, so it holds the gradient of the
+ * is summed over the ranks (all-reduced in buckets during the backward, or
+ * at once after it: see Overlap below; it then holds the gradient of the
  * mean loss over the global batch), the norm is computed from it as on one
  * process, the loss parts and the norm are averaged over the ranks (one
  * small host sum, so that every rank takes the same skip and clip
@@ -23,10 +24,20 @@
  * ever holds the whole moments on its device) and writes; on resume every
  * rank reads its own block of optimizer.safetensors.
  *
- * Overlap: the all-reduce is enqueued right after the backward on the
- * backend's stream (NCCL) without a host round trip in between; it does not
- * yet overlap with the backward itself, which needs a per-layer hook in the
- * model's backward.
+ * Overlap (train.comm_bucket_mb > 0, on nccl and on mpi in place): during
+ * the LAST micro batch of a step (the earlier ones only accumulate), the
+ * model's gradient hook (chm_model_set_grad_hook) reports each range of the
+ * gradient buffer as the backward finishes it: heads first, then the layers
+ * from the last, the embedding at the end. Ranges that touch merge into
+ * contiguous runs (decayed parameters and the others lie in two regions of
+ * the buffer, so a few runs grow side by side); a run that reaches the
+ * bucket size is started as one nonblocking all-reduce
+ * (chm_comm_all_reduce_start), and the last range starts whatever is left.
+ * Before the norm the step waits for all of them (chm_comm_wait_all), which
+ * also says how much of the all-reduce the backward did not hide. The sums
+ * are elementwise, so the buckets change no bit of the result on two ranks.
+ * With train.comm_bucket_mb 0, or on the host-staged transport (vulkan), the
+ * whole buffer is all-reduced once after the backward.
  */
 #include "trainer_internal.h"
 
@@ -114,7 +125,104 @@ static chm_status global_bytes_per_token(chm_trainer *t, chm_err *err) {
     return rc;
 }
 
+/* ---- the gradient all-reduce in buckets ----------------------------------------------------- */
+
+/* Start the all-reduce of open run i and drop it from the list. */
+static chm_status start_run(chm_trainer *t, int i, chm_err *err) {
+    tr_buckets *b = &t->bkt;
+    size_t ds = chm_dtype_size(b->grads.dtype);
+    int64_t begin = b->run_begin[i], n = b->run_end[i] - begin;
+    chm_tensor v = chm_tensor_1d(b->grads.buf, b->grads.offset + (size_t)begin * ds,
+                                 b->grads.dtype, n);
+    b->n_runs--;
+    b->run_begin[i] = b->run_begin[b->n_runs];
+    b->run_end[i] = b->run_end[b->n_runs];
+    b->started++;
+    b->covered += n;
+    return chm_comm_all_reduce_start(t->comm, &v, err);
+}
+
+/* The longest open run. */
+static int longest_run(const tr_buckets *b) {
+    int k = 0;
+    for (int i = 1; i < b->n_runs; i++)
+        if (b->run_end[i] - b->run_begin[i] > b->run_end[k] - b->run_begin[k]) k = i;
+    return k;
+}
+
+/* Add [begin, end) to the open runs (one slot must be free), merged with every run it touches;
+ * the index of its run. */
+static int add_range(tr_buckets *b, int64_t begin, int64_t end) {
+    for (int i = 0; i < b->n_runs;) {
+        if (b->run_end[i] != begin && b->run_begin[i] != end) {
+            i++;
+            continue;
+        }
+        begin = b->run_begin[i] < begin ? b->run_begin[i] : begin;
+        end = b->run_end[i] > end ? b->run_end[i] : end;
+        b->n_runs--;
+        b->run_begin[i] = b->run_begin[b->n_runs];
+        b->run_end[i] = b->run_end[b->n_runs];
+    }
+    b->run_begin[b->n_runs] = begin;
+    b->run_end[b->n_runs] = end;
+    return b->n_runs++;
+}
+
+/* The model's gradient hook: elements [begin, begin + count) are final (see the top). Every
+ * rank sees the same ranges in the same order, so every rank starts the same buckets. */
+static chm_status grad_ready(void *user, int64_t begin, int64_t count, bool last, chm_err *err) {
+    chm_trainer *t = user;
+    tr_buckets *b = &t->bkt;
+    if (!b->armed) return CHM_OK;
+    chm_status rc = b->n_runs == TR_OPEN_RUNS ? start_run(t, longest_run(b), err) : CHM_OK;
+    int i = rc == CHM_OK ? add_range(b, begin, begin + count) : -1;
+    if (i >= 0 && b->run_end[i] - b->run_begin[i] >= b->size) rc = start_run(t, i, err);
+    while (rc == CHM_OK && last && b->n_runs > 0) rc = start_run(t, b->n_runs - 1, err);
+    /* Open MPI moves the data of started all-reduces only inside MPI calls */
+    if (rc == CHM_OK && !last) rc = chm_comm_progress(t->comm, err);
+    return rc;
+}
+
+/* Bucketing when the run has several ranks, a bucket size and a transport that overlaps. */
+static void buckets_setup(chm_trainer *t) {
+    tr_buckets *b = &t->bkt;
+    memset(b, 0, sizeof *b);
+    double mb = t->cfg.train.comm_bucket_mb;
+    if (t->world <= 1 || mb <= 0 || !chm_comm_overlaps(t->comm)) return;
+    int64_t first;
+    ck_param_span(t->model, true, &b->grads, &first);
+    double el = ceil(mb * 1048576.0 / (double)chm_dtype_size(b->grads.dtype));
+    b->size = el < 1 ? 1 : (int64_t)el;
+    b->on = true;
+    chm_model_set_grad_hook(t->model, grad_ready, t);
+}
+
+void tr_dp_micro_batch(chm_trainer *t, int a, int accum) {
+    tr_buckets *b = &t->bkt;
+    if (!b->on) return;
+    b->armed = a == accum - 1;
+    b->n_runs = b->started = 0;
+    b->covered = 0;
+}
+
+chm_status tr_dp_wait_grads(chm_trainer *t, double *seconds, double *exposed, chm_err *err) {
+    tr_buckets *b = &t->bkt;
+    b->armed = false;
+    chm_comm_timing tm;
+    chm_status rc = chm_comm_wait_all(t->comm, &tm, err);
+    int64_t n = chm_tensor_numel(&b->grads);
+    if (rc == CHM_OK && (b->n_runs > 0 || b->covered != n))
+        rc = CHM_ERR(err, CHM_ERR_INTERNAL,
+                     "gradient buckets: %lld of %lld elements were all-reduced (%d runs left)",
+                     (long long)b->covered, (long long)n, b->n_runs);
+    *seconds += tm.busy_s;
+    *exposed += tm.exposed_s;
+    return rc;
+}
+
 chm_status tr_dp_start(chm_trainer *t, chm_err *err) {
+    buckets_setup(t);
     if (t->world <= 1) return CHM_OK;
     chm_tensor view;
     int64_t first;

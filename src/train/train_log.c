@@ -96,6 +96,17 @@ static void say(chm_trainer *t, const char *fmt, ...) {
 
 /* ---- start and header ----------------------------------------------------------------- */
 
+/* How the gradients are summed over the ranks (train_dp.c). */
+static void log_reduce_mode(chm_trainer *t) {
+    double mb = t->cfg.train.comm_bucket_mb;
+    if (t->bkt.on)
+        say(t, "gradient all-reduce: buckets of %g MiB started during the backward of each "
+            "step's last micro batch (overlapped)\n", mb);
+    else
+        say(t, "gradient all-reduce: one after the backward (%s)\n",
+            mb <= 0 ? "train.comm_bucket_mb 0" : "this transport does not overlap");
+}
+
 void tr_log_header(chm_trainer *t, const char *resumed_from) {
     const chm_config *c = &t->cfg;
     char p[32], a[32], mem[32];
@@ -105,11 +116,13 @@ void tr_log_header(chm_trainer *t, const char *resumed_from) {
     say(t, "chimera train: %s -> %s, %lld steps of %lld tokens\n", c->source, t->run_dir,
         (long long)c->train.total_steps, (long long)c->train.tokens_per_step);
     if (!t->quiet) say(t, "backend: %s\n", t->be->why);
-    if (t->world > 1)
+    if (t->world > 1) {
         say(t, "data parallel: %s; global batch %lld sequences = micro batch %d x grad_accum %d "
             "x %d ranks; AdamW state sharded over the ranks (ZeRO-1)\n", chm_comm_describe(t->comm),
             (long long)c->train.micro_batch * c->train.grad_accum * t->world, c->train.micro_batch,
             c->train.grad_accum, t->world);
+        log_reduce_mode(t);
+    }
     say(t, "model: %s parameters (%s active), %.3g MFLOP per token (training), %s, %s in use\n", p,
         a, t->stats.flops_train / 1e6, chm_model_precision_name(t->model), mem);
     say(t, "data: %s\n", t->data_desc);
@@ -184,9 +197,11 @@ static void log_line(chm_trainer *t, const chm_train_step *s, double tps, double
     if (isfinite(mfu)) snprintf(mf, sizeof mf, "%.2f%%", 100 * mfu);
     else snprintf(mf, sizeof mf, "n/a");
     int width = snprintf(NULL, 0, "%lld", (long long)t->cfg.train.total_steps);
-    double comm_ms = t->win.steps > 0 ? 1e3 * t->win.comm_seconds / (double)t->win.steps : 0;
-    char comm[48] = "";
-    if (t->world > 1) snprintf(comm, sizeof comm, " | comm %.1f ms/step", comm_ms);
+    double per = t->win.steps > 0 ? 1e3 / (double)t->win.steps : 0;
+    double comm_ms = per * t->win.comm_seconds, exposed_ms = per * t->win.comm_exposed_seconds;
+    char comm[64] = "";
+    if (t->world > 1)
+        snprintf(comm, sizeof comm, " | comm %.1f ms/step (exposed %.1f)", comm_ms, exposed_ms);
     say(t,
         "step %*lld/%lld | loss %.4f%s | lr %.2e | grad norm %.3f | %s tok/s | MFU %s | mem %s%s "
         "| ETA %s\n",
@@ -202,8 +217,10 @@ static void log_line(chm_trainer *t, const chm_train_step *s, double tps, double
                    jreal(eta), "elapsed_s", elapsed));
     if (t->world > 1 && t->metrics) {
         /* the collectives' share, on its own line so that single-process metrics keep their shape */
-        emit(t, "comm", json_pack("{s:I,s:f,s:i}", "step", (json_int_t)s->step, "comm_ms_per_step",
-                                  comm_ms, "world_size", t->world));
+        emit(t, "comm", json_pack("{s:I,s:f,s:f,s:i,s:i}", "step", (json_int_t)s->step,
+                                  "comm_ms_per_step", comm_ms, "comm_exposed_ms_per_step",
+                                  exposed_ms, "grad_all_reduces", t->bkt.on ? t->bkt.started : 1,
+                                  "world_size", t->world));
     }
 }
 
@@ -212,6 +229,7 @@ void tr_log_step(chm_trainer *t, const chm_train_step *s) {
     w->steps++;
     w->seconds += s->seconds;
     w->comm_seconds += s->comm_seconds;
+    w->comm_exposed_seconds += s->comm_exposed_seconds;
     if (!s->skipped) {
         w->good++;
         chm_model_loss *a = &w->sum;

@@ -45,6 +45,8 @@ static chm_status micro_steps(chm_trainer *t, chm_model_loss *loss, chm_err *err
     chm_status rc = chm_model_zero_grad(t->model, err);
     for (int a = 0; rc == CHM_OK && a < accum; a++) {
         chm_model_loss l;
+        if (a == accum - 1) tr_dp_debug_die(t); /* before any gradient collective of the step */
+        tr_dp_micro_batch(t, a, accum);         /* the last one starts the gradient buckets */
         rc = chm_loader_next(t->loader, t->batch, err);
         if (rc == CHM_OK) rc = chm_model_forward_backward(t->model, t->batch, scale, &l, err);
         if (rc == CHM_OK) loss_accumulate(loss, &l, 1.0 / accum);
@@ -76,17 +78,27 @@ static double dp_done(chm_trainer *t, double t0, chm_err *err, chm_status *rc) {
     return tr_now() - t0;
 }
 
+/* Data parallel: the gradients summed over the ranks, timed: the buckets started during the
+ * backward (train_dp.c), or one all-reduce after it, all of which is exposed. */
+static chm_status reduce_grads(chm_trainer *t, chm_train_step *info, chm_err *err) {
+    if (t->bkt.on)
+        return tr_dp_wait_grads(t, &info->comm_seconds, &info->comm_exposed_seconds, err);
+    double c0 = 0;
+    chm_status rc = dp_idle(t, &c0, err);
+    if (rc == CHM_OK) rc = tr_dp_reduce_grads(t, err);
+    double s = rc == CHM_OK ? dp_done(t, c0, err, &rc) : 0;
+    info->comm_seconds += s;
+    info->comm_exposed_seconds += s;
+    return rc;
+}
+
 chm_status chm_trainer_step(chm_trainer *t, chm_train_step *info, chm_err *err) {
     double t0 = tr_now();
     memset(info, 0, sizeof *info);
     chm_status rc = micro_steps(t, &info->loss, err);
-    if (rc == CHM_OK && nan_injected(t, t->st.step + 1)) rc = poison_grads(t, &info->loss, err);
-    if (rc == CHM_OK) tr_dp_debug_die(t);
     /* data parallel: sum the gradients, then every rank sees the same norm and loss */
-    double c0 = 0;
-    if (rc == CHM_OK && t->world > 1) rc = dp_idle(t, &c0, err);
-    if (rc == CHM_OK) rc = tr_dp_reduce_grads(t, err);
-    if (rc == CHM_OK && t->world > 1) info->comm_seconds += dp_done(t, c0, err, &rc);
+    if (rc == CHM_OK && t->world > 1) rc = reduce_grads(t, info, err);
+    if (rc == CHM_OK && nan_injected(t, t->st.step + 1)) rc = poison_grads(t, &info->loss, err);
     if (rc == CHM_OK) rc = chm_optim_grad_norm(t->optim, &info->grad_norm, err);
     if (rc == CHM_OK) rc = tr_dp_mean(t, &info->loss, &info->grad_norm, err);
     if (rc) return rc;
@@ -94,6 +106,7 @@ chm_status chm_trainer_step(chm_trainer *t, chm_train_step *info, chm_err *err) 
     info->skipped = !isfinite(info->loss.total) || !isfinite(info->grad_norm);
     info->clip_factor = info->skipped ? 0 : chm_optim_clip_factor(info->grad_norm, t->cfg.train.clip);
     if (!info->skipped) rc = chm_optim_step(t->optim, info->lr, info->clip_factor, err);
+    double c0 = 0;
     if (rc == CHM_OK && !info->skipped && t->world > 1) rc = dp_idle(t, &c0, err);
     if (rc == CHM_OK && !info->skipped) rc = tr_dp_gather_params(t, err); /* ZeRO-1 */
     if (rc == CHM_OK && !info->skipped && t->world > 1) info->comm_seconds += dp_done(t, c0, err, &rc);

@@ -22,7 +22,23 @@ typedef struct tr_window {
     int64_t steps;        /* steps taken, skipped ones included */
     double seconds;       /* their wall time */
     double comm_seconds;  /* of it, in data-parallel collectives */
+    double comm_exposed_seconds; /* of the gradient all-reduce, what the backward did not hide */
 } tr_window;
+
+/* Contiguous runs of finished gradient ranges not yet started, at most this many at once. */
+#define TR_OPEN_RUNS 8
+
+/* The gradient all-reduce in buckets (train_dp.c), started by the model's gradient hook. */
+typedef struct tr_buckets {
+    bool on;             /* world > 1, train.comm_bucket_mb > 0 and the transport overlaps */
+    bool armed;          /* the last micro batch of a step is running: ranges start buckets */
+    int64_t size;        /* elements per bucket */
+    chm_tensor grads;    /* the whole gradient buffer [chm_model_grad_numel] */
+    int64_t run_begin[TR_OPEN_RUNS], run_end[TR_OPEN_RUNS]; /* open runs (elements) */
+    int n_runs;
+    int started;         /* buckets started in this step */
+    int64_t covered;     /* elements they hold (the whole buffer once the last has started) */
+} tr_buckets;
 
 struct chm_trainer {
     chm_config cfg;                 /* own deep copy */
@@ -60,6 +76,7 @@ struct chm_trainer {
     int rank, world;                /* this process and the group's size (0 and 1 alone) */
     int die_rank;                   /* CHIMERA_DEBUG_DIE_RANK (debug only), -1 none */
     int64_t die_step;               /* ... at this 1-based step (CHIMERA_DEBUG_DIE_STEP, default 1) */
+    tr_buckets bkt;                 /* the gradient all-reduce overlapped with the backward */
 
     double t_open;                  /* monotonic time at open */
     double elapsed_open;            /* st.elapsed_s at open (resumed time) */
@@ -93,8 +110,15 @@ chm_optim_options tr_dp_optim_options(const chm_trainer *t);
 /* After init or resume: check that the ranks agree on where the run starts, average the
  * validation bytes per token, broadcast rank 0's weights. */
 chm_status tr_dp_start(chm_trainer *t, chm_err *err);
-/* Sum the gradient buffer over the ranks. */
+/* Sum the gradient buffer over the ranks in one all-reduce (train.comm_bucket_mb 0, or a
+ * transport that does not overlap). */
 chm_status tr_dp_reduce_grads(chm_trainer *t, chm_err *err);
+/* Before micro batch `a` of `accum`: arm the buckets for the last one (a no-op unless
+ * t->bkt.on). */
+void tr_dp_micro_batch(chm_trainer *t, int a, int accum);
+/* Bucketed: wait for every bucket of the step; adds the all-reduce's time and exposed part
+ * (chm_comm_timing) to *seconds and *exposed. */
+chm_status tr_dp_wait_grads(chm_trainer *t, double *seconds, double *exposed, chm_err *err);
 /* Average the step's loss parts and gradient norm over the ranks. */
 chm_status tr_dp_mean(chm_trainer *t, chm_model_loss *loss, double *norm, chm_err *err);
 /* All-gather the parameters after each rank updated its block (and refresh a compute copy). */
