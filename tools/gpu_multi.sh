@@ -57,6 +57,8 @@ run() {
 }
 run one "$C" "${common[@]}" --set train.grad_accum=$N
 run multi $MPI "$C" "${common[@]}" --set train.grad_accum=1
+# the same without overlap (one all-reduce after the backward): what the buckets hide
+run multi0 $MPI "$C" "${common[@]}" --set train.grad_accum=1 --set train.comm_bucket_mb=0
 # The yardstick for "within bf16 noise" (NOISE=0 skips it): the same global batch on one GPU
 # cut into twice as many micro batches of half the size. The mathematics is that of `one`; only
 # the bf16 rounding and the summation order differ, as they do between `one` and `multi`.
@@ -75,7 +77,8 @@ def read(name):
         return None, []
     ev = [json.loads(l) for l in open(path)]
     train = {e["step"]: e for e in ev if e["event"] == "train"}
-    comm = [e["comm_ms_per_step"] for e in ev if e["event"] == "comm"]
+    comm = [(e["comm_ms_per_step"], e.get("comm_exposed_ms_per_step", 0.0))
+            for e in ev if e["event"] == "comm"]
     return train, comm
 def diff(a, b):
     """Largest and last-10-mean relative loss difference of two runs, over their common steps."""
@@ -93,7 +96,11 @@ steps = sorted(set(one) & set(multi))
 tail = [s for s in steps if s > steps[-1] // 2]  # steady state: the second half
 tps1 = sum(one[s]["tokens_per_s"] for s in tail) / len(tail)
 tpsn = sum(multi[s]["tokens_per_s"] for s in tail) / len(tail)
-c = sum(comm[len(comm) // 2:]) / max(1, len(comm) - len(comm) // 2)
+def comm_mean(comm):
+    """Mean (collectives' time, exposed gradient all-reduce) per step over the second half."""
+    h = comm[len(comm) // 2:] or [(0.0, 0.0)]
+    return sum(a for a, _ in h) / len(h), sum(b for _, b in h) / len(h)
+multi0, comm0 = read("multi0")
 print(f"\n== gpu_multi summary ({n} GPUs, {len(steps)} steps compared)")
 print(f"  loss step 1: 1 GPU {one[steps[0]]['loss']:.4f}, {n} GPUs {multi[steps[0]]['loss']:.4f}; "
       f"step {steps[-1]}: {one[steps[-1]]['loss']:.4f} vs {multi[steps[-1]]['loss']:.4f}")
@@ -113,5 +120,11 @@ if half:
     print(f"  within bf16 noise (the N-GPU difference at most 2x the micro-batch one): {'yes' if ok else 'NO'}")
 print(f"  tokens/s (second half mean): 1 GPU {tps1:,.0f}; {n} GPUs {tpsn:,.0f}")
 print(f"  scaling efficiency: {tpsn / (n * tps1) * 100:.1f}%")
-print(f"  collectives' time per step (second half): {c:.1f} ms")
+for name, runs, cm in [("overlapped buckets", multi, comm), ("one all-reduce (bucket 0)", multi0, comm0)]:
+    if not runs:
+        continue
+    busy, exposed = comm_mean(cm)
+    tps = sum(runs[s]["tokens_per_s"] for s in tail if s in runs) / len(tail)
+    print(f"  {name:<26}: collectives {busy:.1f} ms/step, exposed {exposed:.1f} ms/step, "
+          f"{tps:,.0f} tokens/s, scaling {tps / (n * tps1) * 100:.1f}%")
 PY
