@@ -5,10 +5,11 @@
  * offsets, transposes and epilogue on lavapipe through these, and only the
  * four operations below differ from the tensor-core build.
  *
- * An A (16x16) or B (16 x FRAG_N) fragment is where its f16 values lie in shared memory
- * (first word, row or column stride in words, layout), as coopMatLoadNV
- * would read them; the multiply reads them there (the stage does not change
- * between a load and its multiply: matmul_cm.comp writes the other stage).
+ * An A (16x16) or B (16 x FRAG_N) fragment is where its f16 values lie in
+ * matmul_cm.comp's shared array S (first word, row or column stride in
+ * words, layout), as coopMatLoadNV would read them; the multiply reads them
+ * there (the stage does not change between a load and its multiply:
+ * matmul_cm.comp writes the other stage).
  * An accumulator holds the 16 x FRAG_N f32 values, element e = r*FRAG_N + c
  * in invocation e % SUBGROUP_SIZE of the warp. Products of f16 values are
  * exact in f32 and summed in f32, in order of k: the sums may differ from
@@ -26,18 +27,16 @@ struct cm_acc {
     float v[CM_LANE_MAX];
 };
 
-/* f16 value number `pos` counted from word `word` of As (or Bs). */
-float cm_half(bool from_b, uint word, uint pos) {
+/* f16 value number `pos` counted from word `word` of S. */
+float cm_half(uint word, uint pos) {
     uint h = word * 8u + pos;
-    uvec4 w4 = from_b ? Bs[h / 8u] : As[h / 8u];
-    uint w = w4[(h % 8u) / 2u];
+    uint w = S[h / 8u][(h % 8u) / 2u];
     return chm_f16_to_f32((w >> ((h % 2u) * 16u)) & 0xffffu);
 }
 
 /* Element (r, c) of fragment f, as coopMatLoadNV defines it. */
-float cm_at(bool from_b, cm_in f, uint r, uint c) {
-    return f.col ? cm_half(from_b, f.elem + c * f.stride, r)
-                 : cm_half(from_b, f.elem + r * f.stride, c);
+float cm_at(cm_in f, uint r, uint c) {
+    return f.col ? cm_half(f.elem + c * f.stride, r) : cm_half(f.elem + r * f.stride, c);
 }
 
 cm_acc cm_zero() {
@@ -50,17 +49,17 @@ cm_acc cm_muladd(cm_in x, cm_in y, cm_acc acc) {
     for (uint t = 0u; t < 16u * FRAG_N / SUBGROUP_SIZE; t++) {
         uint e = gl_SubgroupInvocationID + t * SUBGROUP_SIZE, r = e / FRAG_N, c = e % FRAG_N;
         float s = acc.v[t];
-        for (uint k = 0u; k < 16u; k++) s += cm_at(false, x, r, k) * cm_at(true, y, k, c);
+        for (uint k = 0u; k < 16u; k++) s += cm_at(x, r, k) * cm_at(y, k, c);
         acc.v[t] = s;
     }
     return acc;
 }
 
-/* Row r of the 16 x FRAG_N f32 accumulator to words elem + r*stride of As (4 values a word). */
+/* Row r of the 16 x FRAG_N f32 accumulator to words elem + r*stride of S (4 values a word). */
 void cm_store(cm_acc acc, uint elem, uint stride) {
     for (uint t = 0u; t < 16u * FRAG_N / SUBGROUP_SIZE; t++) {
         uint e = gl_SubgroupInvocationID + t * SUBGROUP_SIZE, r = e / FRAG_N, c = e % FRAG_N;
-        As[elem + r * stride + c / 4u][c % 4u] = floatBitsToUint(acc.v[t]);
+        S[elem + r * stride + c / 4u][c % 4u] = floatBitsToUint(acc.v[t]);
     }
 }
 
@@ -68,7 +67,6 @@ void cm_store(cm_acc acc, uint elem, uint stride) {
 #define CM_IN_B cm_in
 #define CM_ACC cm_acc
 #define CM_ZERO cm_zero()
-#define CM_LOAD_A(f, e, s, cm) f = cm_in(e, s, cm)
-#define CM_LOAD_B(f, e, s, cm) f = cm_in(e, s, cm)
+#define CM_LOAD(f, e, s, cm) f = cm_in(e, s, cm)
 #define CM_MULADD(x, y, acc) cm_muladd(x, y, acc)
 #define CM_STORE(acc, e, s) cm_store(acc, e, s)

@@ -335,6 +335,7 @@ static void battery(ctx *x, uint64_t seed) {
  */
 Test(vulkan_coopmat, emulated_coopmat_shader) {
     setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
+    setenv("CHIMERA_VULKAN_COOPMAT_BF16", "1", 1); /* bf16 through the shader's f16 staging too */
     ctx x = ctx_open();
     const char *path = chm_vulkan_matmul_path(x.vk, CHM_F16);
     if (strcmp(path, "coopmat-nv") == 0) {
@@ -342,6 +343,7 @@ Test(vulkan_coopmat, emulated_coopmat_shader) {
         cr_skip_test("real cooperative matrices here: the other tests run them");
     }
     cr_assert_str_eq(path, "coopmat-emulated");
+    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_BF16), "coopmat-emulated");
     say_path(&x, CHM_F16, "emulated_coopmat_shader");
     battery(&x, 1100);
     ctx_close(&x);
@@ -356,15 +358,18 @@ Test(vulkan_coopmat, emulated_coopmat_shader) {
  * emulated shader slowly, a few seconds a pipeline).
  */
 Test(vulkan_coopmat, every_benchmarked_tile) {
-    static const char *real[] = {"128x128x32/64x32", "128x128x32/64x64", "128x128x32/32x64",
+    static const char *real[] = {"128x128x32/64x64", "128x128x32/64x32", "128x128x32/32x64",
                                  "64x128x32/32x64", "128x64x32/64x32", "64x64x32/32x32",
-                                 "128x128x16/64x32", "128x128x32/64x32/16x8",
-                                 "128x128x32/64x64/16x8"};
+                                 "128x128x16/64x32", "128x128x64/64x32", "128x256x32/64x64",
+                                 "256x128x32/64x64", "128x128x32/64x32/16x8",
+                                 "128x128x32/64x64/16x8", "128x256x32/64x64/16x8",
+                                 "256x128x32/64x64/16x8"};
     static const char *emulated[] = {"32x32x32/16x16", "32x32x16/16x32/16x8"};
     ctx probe = ctx_open();
     bool cm = strcmp(chm_vulkan_matmul_path(probe.vk, CHM_F16), "coopmat-nv") == 0;
     ctx_close(&probe);
     if (!cm) setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
+    setenv("CHIMERA_VULKAN_COOPMAT_BF16", "1", 1);
     const char **tiles = cm ? real : emulated;
     int ntiles = cm ? (int)(sizeof real / sizeof *real) : (int)(sizeof emulated / sizeof *emulated);
     for (int i = 0; i < ntiles; i++) {
@@ -392,6 +397,25 @@ Test(vulkan_coopmat, every_benchmarked_tile) {
         }
         ctx_close(&x);
     }
+}
+
+/*
+ * bf16 stays on the plain path unless CHIMERA_VULKAN_COOPMAT_BF16=1: the
+ * cooperative matrices see bf16 through f16, which flushes the magnitudes
+ * below 6.1e-5 that gradients have. f16 keeps the cooperative matrices.
+ */
+Test(vulkan_coopmat, bf16_plain_unless_asked) {
+    ctx probe = ctx_open();
+    bool cm = strcmp(chm_vulkan_matmul_path(probe.vk, CHM_F16), "coopmat-nv") == 0;
+    ctx_close(&probe);
+    if (!cm) setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
+    unsetenv("CHIMERA_VULKAN_COOPMAT_BF16");
+    ctx x = ctx_open();
+    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_F16), cm ? "coopmat-nv" : "coopmat-emulated");
+    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_BF16), "plain");
+    mm_case c = {.M = 29, .K = 21, .N = 17, .tb = true, .alpha = 1, .beta = 0};
+    check_case(&x, CHM_BF16, &c, NULL, 1200);
+    ctx_close(&x);
 }
 
 Test(vulkan_coopmat, refusals) {

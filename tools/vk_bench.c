@@ -3,7 +3,7 @@
  * backend, and its benchmarks; a plain C program (no Criterion) that
  * tools/gpu_pack.sh builds and tools/gpu_check.sh runs on the GPU machine.
  *
- *   vk_bench [--quick] [--emulate] [--no-train]
+ *   vk_bench [--quick] [--emulate] [--no-train] [--matmul] [--coopmat-probe]
  *
  * 1. check: f32 (plain), f16 and bf16 (cooperative matrices where the device
  *    has them, and the plain 16-bit path behind CHIMERA_VULKAN_DISABLE=
@@ -17,15 +17,28 @@
  *    of cuBLASLt's bf16 4096^3 on the H100 (766 TFLOP/s); then every
  *    cooperative-matrix tile of a short list (CHIMERA_VULKAN_COOPMAT_TILE),
  *    to pick the default.
+ * 2b. the cooperative-matrix probe (issue 6; on a device with NV cooperative
+ *    matrices, and not with --quick): its matrix list, then TFLOP/s of
+ *    coopMatMulAddNV with fragments in registers (16x16x16, 16x8x16, f32 and
+ *    f16 accumulators, and an accumulator array walked by a spec-constant
+ *    loop), and with fragments loaded each round from shared memory (uvec4
+ *    or f16 arrays, row- or column-major, padded rows or not) or from
+ *    global memory: which part of the tensor-core path costs what.
  * 3. attention fwd/bwd at B=8 T=2048 H=16 D=64 and the selective scan
  *    fwd/bwd at chimera-1b sizes (B=8 T=2048 Di=2048 N=16), f32.
  * 4. training tokens/s on vulkan: configs/tiny.yaml, and chimera-1b's model
  *    (configs/training_dolma.yaml) at micro batch 1 on the built-in corpus
- *    (f32, the vulkan precision), median step after a warm-up step.
+ *    (f32, the vulkan precision), median step after a warm-up step. Its flat
+ *    buffers (4.6 GB) exceed one storage-buffer binding: the elementwise ops
+ *    split them (vk_split.c). A run that fails prints FAIL with the error
+ *    and a FAILED summary row, and counts as a failed check.
  * Times come from device events (median of repeats after warm-up). Ends
  * with an "== summary" block. --quick shrinks every size (lavapipe);
  * --emulate runs the cooperative-matrix shader emulated where the device
- * lacks it (CHIMERA_VULKAN_COOPMAT_EMULATE=1: tests the program itself).
+ * lacks it (CHIMERA_VULKAN_COOPMAT_EMULATE=1: tests the program itself);
+ * --matmul runs sections 1 and 2 only; --coopmat-probe runs section 2b
+ * only (on a device without NV cooperative matrices: its PLAIN stand-ins,
+ * which test the probe's plumbing).
  * Exit status: 0 when every check passed, 1 otherwise, 77 without a device.
  */
 #include <math.h>
@@ -35,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/vulkan/vk.h" /* the probe dispatches its shaders directly */
 #include "backend/vulkan/vulkan_backend.h"
 #include "chimera/backend.h"
 #include "chimera/trainer.h"
@@ -314,10 +328,12 @@ static void bench_paths(chm_backend *vk, bool only16) {
 
 /* Each cooperative-matrix tile of the list on f16 4096^3 A B^T; the best one last. */
 static void bench_tiles(void) {
-    static const char *tiles[] = {"128x128x32/64x32", "128x128x32/64x64", "128x128x32/32x64",
+    static const char *tiles[] = {"128x128x32/64x64", "128x128x32/64x32", "128x128x32/32x64",
                                   "64x128x32/32x64", "128x64x32/64x32", "64x64x32/32x32",
-                                  "128x128x16/64x32", "128x128x32/64x32/16x8",
-                                  "128x128x32/64x64/16x8"};
+                                  "128x128x16/64x32", "128x128x64/64x32", "128x256x32/64x64",
+                                  "256x128x32/64x64", "128x128x32/64x32/16x8",
+                                  "128x128x32/64x64/16x8", "128x256x32/64x64/16x8",
+                                  "256x128x32/64x64/16x8"};
     int64_t n = quick ? 256 : 4096;
     double best = 0;
     const char *best_tile = NULL;
@@ -336,6 +352,169 @@ static void bench_tiles(void) {
     }
     unsetenv("CHIMERA_VULKAN_COOPMAT_TILE");
     if (best_tile) add_row("best coopmat tile (f16 A B^T)", 0, "%s: %.1f TFLOP/s", best_tile, best);
+}
+
+/* ---- 2b. the cooperative-matrix probe (issue 6) ---- */
+
+/*
+ * Microbenchmarks of the tensor-core operations alone (shaders
+ * cm_probe_mma.comp and cm_probe_load.comp, run directly through the
+ * backend's dispatcher): what the NV cooperative matrices reach with
+ * fragments in registers, and with each way of loading them. Printed as
+ * one table; a device without NV cooperative matrices runs the PLAIN
+ * stand-ins (plumbing only) when asked for with --coopmat-probe.
+ */
+typedef struct cm_probe {
+    const char *shader;  /* variant name */
+    const char *what;    /* the row's label */
+    uint32_t fn;         /* N of the B fragments and accumulators (16 or 8) */
+    uint32_t pad;        /* load probes: elements of padding per stored row */
+    uint32_t warps;      /* per workgroup */
+    bool acc16;          /* needs 16 x fn x 16 f16 -> f16 listed */
+} cm_probe;
+
+static const cm_probe cm_probes[] = {
+    {"cm_probe_mma", "registers 16x16x16, f32 acc", 16, 0, 4, false},
+    {"cm_probe_mma", "registers 16x8x16, f32 acc", 8, 0, 4, false},
+    {"cm_probe_mma_h", "registers 16x16x16, f16 acc", 16, 0, 4, true},
+    {"cm_probe_mma_h", "registers 16x8x16, f16 acc", 8, 0, 4, true},
+    {"cm_probe_mma_dyn", "registers 16x16x16, acc[] also indexed by a variable", 16, 0, 4, false},
+    {"cm_probe_load_sh_u4_rc", "shared uvec4, A row B col (A B^T)", 16, 8, 4, false},
+    {"cm_probe_load_sh_u4_rc", "shared uvec4, A row B col, no pad", 16, 0, 4, false},
+    {"cm_probe_load_sh_u4_rc", "shared uvec4, A row B col, 2 warps", 16, 8, 2, false},
+    {"cm_probe_load_sh_u4_rc", "shared uvec4, A row B col, 8 warps", 16, 8, 8, false},
+    {"cm_probe_load_sh_u4_rc_n8", "shared uvec4, A row B col", 8, 8, 4, false},
+    {"cm_probe_load_sh_u4_rr", "shared uvec4, A row B row (A B)", 16, 8, 4, false},
+    {"cm_probe_load_sh_u4_rr", "shared uvec4, A row B row, no pad", 16, 0, 4, false},
+    {"cm_probe_load_sh_u4_rr_n8", "shared uvec4, A row B row", 8, 8, 4, false},
+    {"cm_probe_load_sh_u4_cr", "shared uvec4, A col B row (A^T B)", 16, 8, 4, false},
+    {"cm_probe_load_sh_u4_cc", "shared uvec4, A col B col (A^T B^T)", 16, 8, 4, false},
+    {"cm_probe_load_sh_h_rc", "shared f16, A row B col", 16, 8, 4, false},
+    {"cm_probe_load_sh_h_rc", "shared f16, A row B col, no pad", 16, 0, 4, false},
+    {"cm_probe_load_sh_h_rc_n8", "shared f16, A row B col", 8, 8, 4, false},
+    {"cm_probe_load_sh_h_rr", "shared f16, A row B row", 16, 8, 4, false},
+    {"cm_probe_load_gl_u4_rc", "global uvec4, A row B col", 16, 8, 4, false},
+    {"cm_probe_load_gl_u4_rc_n8", "global uvec4, A row B col", 8, 8, 4, false},
+    {"cm_probe_load_gl_u4_rr", "global uvec4, A row B row", 16, 8, 4, false},
+    {"cm_probe_load_gl_h_rc", "global f16, A row B col", 16, 8, 4, false},
+};
+
+static const cm_probe cm_probes_plain[] = {
+    {"cm_probe_mma_plain", "PLAIN stand-in: registers", 16, 0, 4, false},
+    {"cm_probe_load_plain", "PLAIN stand-in: shared uvec4", 16, 8, 4, false},
+    {"cm_probe_load_plain_gl", "PLAIN stand-in: global uvec4", 16, 8, 4, false},
+};
+
+#define CM_PROBE_WARPS 4224 /* 1056 workgroups of 4: 8 per SM of an H100 (132 SMs) */
+
+static const char *component_name(uint32_t t) {
+    static const char *const names[] = {"f16", "f32", "f64", "s8", "s16", "s32",
+                                        "s64", "u8", "u16", "u32", "u64"};
+    if (t < 11) return names[t];
+    return t == 1000141000u ? "bf16" : "other";
+}
+
+/* Print the device's NV matrix list; *h16, *h8: 16x16x16 and 16x8x16 f16 -> f16 listed. */
+static void cm_list_nv(chm_backend *be, bool *h16, bool *h8) {
+    chm_vk *vk = chm_vk_ctx(be);
+    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV get =
+        (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)vkGetInstanceProcAddr(
+            vk->instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
+    uint32_t n = 0;
+    *h16 = *h8 = false;
+    if (!get || get(vk->pdev, &n, NULL) != VK_SUCCESS || n == 0) {
+        printf("  NV matrices: none listed\n");
+        return;
+    }
+    VkCooperativeMatrixPropertiesNV *p = xmalloc(n * sizeof *p);
+    for (uint32_t i = 0; i < n; i++)
+        p[i].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+    if (get(vk->pdev, &n, p) < VK_SUCCESS) n = 0;
+    printf("  NV matrices (M x N x K: A B C D):");
+    for (uint32_t i = 0; i < n; i++) {
+        printf("%s %ux%ux%u: %s %s %s %s", i ? "," : "", p[i].MSize, p[i].NSize, p[i].KSize,
+               component_name(p[i].AType), component_name(p[i].BType),
+               component_name(p[i].CType), component_name(p[i].DType));
+        bool hh = p[i].MSize == 16 && p[i].KSize == 16 && p[i].AType == 0 && p[i].BType == 0 &&
+                  p[i].CType == 0 && p[i].DType == 0 && p[i].scope == VK_SCOPE_SUBGROUP_NV;
+        *h16 |= hh && p[i].NSize == 16;
+        *h8 |= hh && p[i].NSize == 8;
+    }
+    printf("\n");
+    free(p);
+}
+
+/* One timed dispatch of probe pr (iters rounds over `warps` warps); false when it does not run. */
+static bool cm_probe_run(chm_backend *be, const cm_probe *pr, const chm_tensor *src,
+                         const chm_tensor *dst, uint32_t warps, uint32_t iters, double *ms) {
+    bool mma = strncmp(pr->shader, "cm_probe_mma", 12) == 0;
+    uint32_t push[2] = {iters, mma ? 8 : 1}; /* mma: accumulators stored; load: the k step */
+    chm_vk *vk = chm_vk_ctx(be);
+    chm_vk_dispatch d = {
+        .shader = pr->shader, .nbind = 2, .bind = {src, dst}, .writes = 1u << 1, .push = push,
+        .push_size = sizeof push, .groups = warps / pr->warps,
+        .wg = pr->warps * vk->caps.subgroup_size, .spec = {mma ? pr->fn : pr->pad}, .nspec = 1,
+    };
+    chm_event *e0 = NULL, *e1 = NULL;
+    if (chm_event_create(be, &e0) || chm_event_create(be, &e1)) die(be, "events");
+    bool ok = chm_event_record(be, e0) == CHM_OK && chm_vk_run(vk, &d) == CHM_OK &&
+              chm_event_record(be, e1) == CHM_OK && chm_event_elapsed_ms(be, e0, e1, ms) == CHM_OK;
+    chm_event_destroy(be, e0);
+    chm_event_destroy(be, e1);
+    return ok;
+}
+
+/* TFLOP/s of probe pr (median of 3 after a warm-up), 0 when it cannot run (printed). */
+static double cm_probe_one(chm_backend *be, const cm_probe *pr, const chm_tensor *src,
+                           const chm_tensor *dst) {
+    bool mma = strncmp(pr->shader, "cm_probe_mma", 12) == 0;
+    uint32_t warps = quick ? 8 : CM_PROBE_WARPS, iters = quick ? 4 : mma ? 4096 : 1024;
+    double ms[3], flops_per_round = mma ? 8.0 * 2 * 16 * pr->fn * 16 : 2.0 * 64 * 64 * 16;
+    bool ok = cm_probe_run(be, pr, src, dst, warps, iters, &ms[0]);
+    for (int i = 0; ok && i < 3; i++) ok = cm_probe_run(be, pr, src, dst, warps, iters, &ms[i]);
+    if (!ok) {
+        printf("  %-52s does not run: %s\n", pr->what, be->err.msg);
+        be->err.msg[0] = '\0';
+        return 0;
+    }
+    qsort(ms, 3, sizeof ms[0], cmp_double);
+    double tflops = (double)warps * iters * flops_per_round / (ms[1] * 1e9);
+    printf("  %-28s %-44s %2ux%-2u pad %u %u warps %9.1f TFLOP/s %8.3f ms\n", pr->shader,
+           pr->what, 16, pr->fn, pr->pad, pr->warps, tflops, ms[1]);
+    fflush(stdout);
+    return tflops;
+}
+
+/* The probe table; real matrices where the device has them, else the PLAIN stand-ins. */
+static void cm_probe_all(chm_backend *be, bool real) {
+    bool h16 = false, h8 = false;
+    if (real) cm_list_nv(be, &h16, &h8);
+    const cm_probe *list = real ? cm_probes : cm_probes_plain;
+    int n = real ? (int)(sizeof cm_probes / sizeof *cm_probes)
+                 : (int)(sizeof cm_probes_plain / sizeof *cm_probes_plain);
+    int64_t nsrc = 64 * 2 * 64 * 72, ndst = (int64_t)(quick ? 8 : CM_PROBE_WARPS) * 1024 * 8;
+    chm_tensor src = alloc_tensor(be, CHM_F16, 1, &nsrc), dst = alloc_tensor(be, CHM_F16, 1, &ndst);
+    fill_random(be, &src, -0.03, 0.03);
+    double best_reg = 0, best_shared = 0;
+    for (int i = 0; i < n; i++) {
+        const cm_probe *pr = &list[i];
+        if (chm_vk_shader_find(pr->shader) < 0) {
+            printf("  %-52s not built (this glslc lacks GL_NV_cooperative_matrix)\n", pr->what);
+            continue;
+        }
+        if (pr->acc16 && !(pr->fn == 16 ? h16 : h8)) {
+            printf("  %-52s skipped: 16x%ux16 f16 -> f16 not listed\n", pr->what, pr->fn);
+            continue;
+        }
+        double t = cm_probe_one(be, pr, &src, &dst);
+        if (strncmp(pr->shader, "cm_probe_mma", 12) == 0 && t > best_reg) best_reg = t;
+        if (strstr(pr->shader, "_sh_") && t > best_shared) best_shared = t;
+    }
+    chm_buffer_free(src.buf), chm_buffer_free(dst.buf);
+    if (best_reg > 0)
+        add_row("coopmat probe: best, fragments in registers", 0, "%.1f TFLOP/s", best_reg);
+    if (best_shared > 0)
+        add_row("coopmat probe: best, loads from shared memory", 0, "%.1f TFLOP/s", best_shared);
 }
 
 /* ---- 3. attention and scan ---- */
@@ -441,17 +620,50 @@ static void bench_scan(chm_backend *be, int64_t B, int64_t T, int64_t Di, int64_
 
 /* ---- 4. training throughput ---- */
 
-/* Tokens/s of `steps` training steps (after one warm-up step) of a config on vulkan. */
+/* A training run that failed: the error on a FAIL line, and a FAILED row in the summary. */
+static void train_failed(const char *label, const char *why) {
+    printf("FAIL  train %s: %s\n", label, why);
+    add_row(label, NAN, "FAILED: %.86s", why);
+    checks++, failures++;
+}
+
+/* Median seconds of `steps` steps after one warm-up step; false (and *err) when one fails. */
+static bool train_steps(chm_trainer *t, int steps, double *med, chm_train_step *s, chm_err *err) {
+    double sec[16];
+    bool ok = chm_trainer_step(t, s, err) == CHM_OK; /* warm-up: pipelines, first sizes */
+    for (int i = 0; ok && i < steps && i < 16; i++) {
+        ok = chm_trainer_step(t, s, err) == CHM_OK;
+        sec[i] = s->seconds;
+    }
+    if (ok && (s->skipped || !isfinite(s->loss.total))) {
+        snprintf(err->msg, sizeof err->msg, "step %lld: non-finite loss %g or gradient norm %g",
+                 (long long)s->step, s->loss.total, s->grad_norm);
+        ok = false;
+    }
+    if (!ok) return false;
+    qsort(sec, (size_t)steps, sizeof sec[0], cmp_double);
+    *med = sec[steps / 2];
+    return true;
+}
+
+/*
+ * Tokens/s of `steps` training steps (after one warm-up step) of a config on
+ * vulkan. Any failure (config, opening the trainer, a step) is a FAIL with
+ * the error, never a number: chimera-1b's flat buffers are larger than a
+ * storage-buffer binding, and a limit the backend cannot work around must
+ * show here.
+ */
 static void bench_train(const char *label, const char *config, const char *const *sets, int nsets,
                         int steps) {
     chm_config cfg;
     chm_err err = {0};
     if (chm_config_load_builtin(config, sets, nsets, &cfg, &err)) {
-        printf("SKIP  train %s: %s\n", label, err.msg);
+        train_failed(label, err.msg);
         return;
     }
     char dir[] = "/tmp/vk_bench_XXXXXX";
     if (!mkdtemp(dir)) {
+        train_failed(label, "cannot make a run directory under /tmp");
         chm_config_free(&cfg);
         return;
     }
@@ -459,25 +671,16 @@ static void bench_train(const char *label, const char *config, const char *const
                              .peak_tflops = 1, .cache_dir = "/tmp/vk_bench_cache"};
     chm_trainer *t = NULL;
     if (chm_trainer_open(&cfg, &o, &t, &err)) {
-        printf("SKIP  train %s: %s\n", label, err.msg);
+        train_failed(label, err.msg);
     } else {
-        double sec[16];
         int64_t tokens = cfg.train.micro_batch * cfg.train.seq_len * cfg.train.grad_accum;
         chm_train_step s;
-        bool ok = chm_trainer_step(t, &s, &err) == CHM_OK; /* warm-up: pipelines, first sizes */
-        for (int i = 0; ok && i < steps && i < 16; i++) {
-            ok = chm_trainer_step(t, &s, &err) == CHM_OK;
-            sec[i] = s.seconds;
-        }
-        if (ok) {
-            qsort(sec, (size_t)steps, sizeof sec[0], cmp_double);
-            double med = sec[steps / 2];
+        double med = 0;
+        if (train_steps(t, steps, &med, &s, &err))
             add_row(label, med * 1e3, "%.0f tokens/s (loss %.3f after %d steps)",
                     (double)tokens / med, s.loss.total, steps + 1);
-        } else {
-            printf("FAIL  train %s: %s\n", label, err.msg);
-            checks++, failures++;
-        }
+        else
+            train_failed(label, err.msg);
         chm_trainer_close(t);
     }
     ck_remove_tree(dir, &err);
@@ -499,17 +702,26 @@ static void bench_training(void) {
 
 /* ---- main ---- */
 
-int main(int argc, char **argv) {
-    bool train = true;
+/* The command line (see the top of the file); false on an unknown argument. */
+static bool parse_args(int argc, char **argv, bool *train, bool *matmul_only, bool *probe_only) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--emulate")) emulate = true;
-        else if (!strcmp(argv[i], "--no-train")) train = false;
+        else if (!strcmp(argv[i], "--no-train")) *train = false;
+        else if (!strcmp(argv[i], "--matmul")) *matmul_only = true;
+        else if (!strcmp(argv[i], "--coopmat-probe")) *probe_only = true;
         else {
-            fprintf(stderr, "usage: %s [--quick] [--emulate] [--no-train]\n", argv[0]);
-            return 2;
+            fprintf(stderr, "usage: %s [--quick] [--emulate] [--no-train] [--matmul] "
+                    "[--coopmat-probe]\n", argv[0]);
+            return false;
         }
     }
+    return true;
+}
+
+int main(int argc, char **argv) {
+    bool train = true, matmul_only = false, probe_only = false;
+    if (!parse_args(argc, argv, &train, &matmul_only, &probe_only)) return 2;
     if (emulate) setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
     chm_err err = {0};
     chm_backend *cpu = NULL, *vk = NULL, *plain = NULL;
@@ -525,26 +737,36 @@ int main(int argc, char **argv) {
     }
     const char *p16 = chm_vulkan_matmul_path(vk, CHM_F16);
     bool coopmat = p16 && strncmp(p16, "coopmat", 7) == 0;
+    bool nv = p16 && strcmp(p16, "coopmat-nv") == 0;
     char device[128];
     snprintf(device, sizeof device, "%s", vk->device);
     printf("vk_bench on %s: matmul paths f32 %s, f16 %s, bf16 %s%s\n", device,
            chm_vulkan_matmul_path(vk, CHM_F32), p16 ? p16 : "none",
            p16 ? chm_vulkan_matmul_path(vk, CHM_BF16) : "none", quick ? " (--quick sizes)" : "");
-    if (coopmat && open_vk("coopmat", NULL, &plain, &err)) die(vk, "opening without coopmat");
+    if (coopmat && !probe_only && open_vk("coopmat", NULL, &plain, &err))
+        die(vk, "opening without coopmat");
 
-    printf("\n== check: each matmul path against the cpu backend\n");
-    check_paths(cpu, vk, false);
-    if (plain) check_paths(cpu, plain, true);
-    printf("\n== matmul\n");
-    bench_paths(vk, false);
-    if (plain) bench_paths(plain, true);
-    if (plain) chm_backend_close(plain);
-    if (coopmat) bench_tiles();
-    printf("\n== attention and selective scan\n");
-    if (quick) bench_attention(vk, 1, 128, 2, 64), bench_scan(vk, 1, 64, 64, 16);
-    else bench_attention(vk, 8, 2048, 16, 64), bench_scan(vk, 8, 2048, 2048, 16);
+    if (!probe_only) {
+        printf("\n== check: each matmul path against the cpu backend\n");
+        check_paths(cpu, vk, false);
+        if (plain) check_paths(cpu, plain, true);
+        printf("\n== matmul\n");
+        bench_paths(vk, false);
+        if (plain) bench_paths(plain, true);
+        if (plain) chm_backend_close(plain);
+        if (coopmat) bench_tiles();
+    }
+    if (probe_only || (nv && !quick && !matmul_only)) {
+        printf("\n== cooperative-matrix probe (issue 6) on %s\n", device);
+        cm_probe_all(vk, nv);
+    }
+    if (!probe_only && !matmul_only) {
+        printf("\n== attention and selective scan\n");
+        if (quick) bench_attention(vk, 1, 128, 2, 64), bench_scan(vk, 1, 64, 64, 16);
+        else bench_attention(vk, 8, 2048, 16, 64), bench_scan(vk, 8, 2048, 2048, 16);
+    }
     chm_backend_close(vk);
-    if (train) {
+    if (train && !probe_only && !matmul_only) {
         printf("\n== training\n");
         bench_training();
     }

@@ -168,18 +168,31 @@ static chm_status open_metrics(chm_trainer *t, bool fresh, chm_err *err) {
 
 /* ---- model, optimizer, state ------------------------------------------------------------------ */
 
-/* The model dtype of `precision`: bf16 is mixed precision (fp32 master weights); auto picks it
- * on cuda (tensor cores), f32 elsewhere. */
-static chm_dtype model_dtype(chm_config_precision p, const chm_backend *be) {
-    if (p == CHM_CONFIG_PRECISION_AUTO) return strcmp(be->name, "cuda") == 0 ? CHM_BF16 : CHM_F32;
-    return p == CHM_CONFIG_PRECISION_BF16 ? CHM_BF16 : CHM_F32;
+/*
+ * The model dtype of `precision`: bf16 is mixed precision (fp32 master weights). auto picks it
+ * on cuda (tensor cores) only. vulkan trains in bf16 when asked (16-bit storage; matmuls on
+ * cooperative matrices where the device has them, the other ops in f32 between casts), but
+ * auto stays f32 there: bf16 has not been measured faster than f32 on vulkan yet. A backend
+ * without bf16 storage (a Vulkan device lacking 16-bit storage) refuses bf16 here, before
+ * the model makes a tensor.
+ */
+static chm_status model_dtype(chm_config_precision p, const chm_backend *be, chm_dtype *dt,
+                              chm_err *err) {
+    if (p == CHM_CONFIG_PRECISION_AUTO) *dt = strcmp(be->name, "cuda") == 0 ? CHM_BF16 : CHM_F32;
+    else *dt = p == CHM_CONFIG_PRECISION_BF16 ? CHM_BF16 : CHM_F32;
+    if (*dt == CHM_BF16 && !(be->caps & CHM_CAP_BF16))
+        return CHM_ERR(err, CHM_ERR_UNSUPPORTED,
+                       "precision bf16: the %s backend on %s has no bf16 storage (a Vulkan device "
+                       "needs 16-bit storage buffers); use precision f32 here",
+                       be->name, be->device);
+    return CHM_OK;
 }
 
 static chm_status build_model(chm_trainer *t, chm_err *err) {
     const chm_config *cfg = &t->cfg;
-    chm_model_options mo = {.dtype = model_dtype(cfg->precision, t->be),
-                            .batch = cfg->train.micro_batch, .seq_len = cfg->train.seq_len};
-    chm_status rc = chm_model_create(&cfg->model, t->be, &mo, &t->model, err);
+    chm_model_options mo = {.batch = cfg->train.micro_batch, .seq_len = cfg->train.seq_len};
+    chm_status rc = model_dtype(cfg->precision, t->be, &mo.dtype, err);
+    if (rc == CHM_OK) rc = chm_model_create(&cfg->model, t->be, &mo, &t->model, err);
     chm_optim_options oo = rc == CHM_OK ? tr_dp_optim_options(t) : (chm_optim_options){0};
     if (rc == CHM_OK) rc = chm_optim_create(t->model, &cfg->train, &oo, &t->optim, err);
     if (rc == CHM_OK) rc = chm_model_stats_compute(&cfg->model, cfg->train.seq_len, &t->stats, err);

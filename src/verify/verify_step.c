@@ -18,6 +18,8 @@
  */
 #include "verify_internal.h"
 
+#include "core/half.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +76,16 @@ void vf_run_open(vf_model *m, vf_run *run, const char *resume) {
         m->n_values += chm_model_param_get(model, i)->numel;
 }
 
+/* x[k] widened to double, for the float dtypes a parameter or gradient may have. */
+static double widen(const void *x, chm_dtype dt, int64_t k) {
+    switch (dt) {
+    case CHM_BF16: return chm_bf16_to_f32(((const uint16_t *)x)[k]);
+    case CHM_F16: return chm_f16_to_f32(((const uint16_t *)x)[k]);
+    case CHM_F64: return ((const double *)x)[k];
+    default: return ((const float *)x)[k];
+    }
+}
+
 chm_status vf_download_params(chm_trainer *t, bool want_grads, double *out, chm_err *err) {
     chm_model *model = chm_trainer_model(t);
     chm_backend *be = chm_trainer_backend(t);
@@ -81,17 +93,13 @@ chm_status vf_download_params(chm_trainer *t, bool want_grads, double *out, chm_
     for (int i = 0; i < chm_model_param_count(model); i++) {
         const chm_model_param *p = chm_model_param_get(model, i);
         const chm_tensor *x = want_grads ? &p->grad : &p->value;
-        if (x->dtype == CHM_F64) {
-            if (chm_download(be, x, out + at))
-                return CHM_ERR(err, CHM_ERR_DEVICE, "downloading %s: %s", p->name, be->err.msg);
-        } else {
-            float *f = malloc((size_t)(p->numel ? p->numel : 1) * sizeof *f);
-            if (!f) return CHM_ERR(err, CHM_ERR_NOMEM, "verify: no memory for %s", p->name);
-            chm_status rc = chm_download(be, x, f);
-            for (int64_t k = 0; rc == CHM_OK && k < p->numel; k++) out[at + k] = f[k];
-            free(f);
-            if (rc) return CHM_ERR(err, rc, "downloading %s: %s", p->name, be->err.msg);
-        }
+        /* bytes as stored (bf16 gradients in mixed precision), widened here */
+        void *h = malloc((size_t)(p->numel ? p->numel : 1) * chm_dtype_size(x->dtype));
+        if (!h) return CHM_ERR(err, CHM_ERR_NOMEM, "verify: no memory for %s", p->name);
+        chm_status rc = chm_download(be, x, h);
+        for (int64_t k = 0; rc == CHM_OK && k < p->numel; k++) out[at + k] = widen(h, x->dtype, k);
+        free(h);
+        if (rc) return CHM_ERR(err, rc, "downloading %s: %s", p->name, be->err.msg);
         at += p->numel;
     }
     return CHM_OK;

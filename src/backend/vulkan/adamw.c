@@ -5,7 +5,8 @@
  * The bias corrections 1 - beta^step are computed here in double and passed
  * with the other scalars as f32 push constants. param_lowp (optional,
  * bf16/f16, needs 16-bit storage) receives the new param rounded to nearest
- * even. One invocation per element; deterministic.
+ * even. One invocation per element; deterministic. The model's flat buffers
+ * exceed one binding on large models: chm_vk_run_elems splits the step.
  */
 #include <math.h>
 
@@ -28,14 +29,13 @@ chm_status chm_vk_adamw_step(chm_backend *be, const chm_tensor *param, const chm
     struct {
         uint32_t n;
         float lr, b1, b2, eps, wd, gs, c1, c2;
-    } pc = {(uint32_t)chm_tensor_numel(param), (float)args->lr, (float)args->beta1,
+    } pc = {0 /* set per dispatch */, (float)args->lr, (float)args->beta1,
             (float)args->beta2, (float)args->eps, (float)args->weight_decay,
             (float)args->grad_scale, (float)(1.0 - pow(args->beta1, (double)args->step)),
             (float)(1.0 - pow(args->beta2, (double)args->step))};
     chm_vk_dispatch d = {
         .shader = name, .nbind = param_lowp ? 5 : 4, .bind = {grad, param, m, v, param_lowp},
-        .writes = 0x1eu, .push = &pc, .push_size = sizeof pc,
-        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+        .writes = 0x1eu, .push = &pc, .push_size = sizeof pc, .wg = vk->caps.wg_elem,
     };
-    return chm_vk_run(vk, &d);
+    return chm_vk_run_elems(vk, &d, chm_tensor_numel(param));
 }

@@ -8,7 +8,9 @@
  * (rounded once, to nearest even). copy picks the widest word both ends
  * and the size allow (16 bytes, else 4, else 2) and goes through a scratch
  * buffer when src and dst overlap in part. cast converts between f32, bf16
- * and f16; f64 is not a vulkan compute dtype.
+ * and f16; f64 is not a vulkan compute dtype. All three are elementwise:
+ * chm_vk_run_elems splits tensors larger than one binding may span
+ * (vk_split.c).
  */
 #include <math.h>
 #include <stdio.h>
@@ -73,16 +75,15 @@ chm_status chm_vk_fill(chm_backend *be, const chm_tensor *t, double value) {
     size_t es = chm_dtype_size(t->dtype);
     if (es == 2) CHM_TRY(need_storage16(vk, "fill", t->dtype));
     struct {
-        uint32_t n, lo, hi;
-    } pc = {(uint32_t)chm_tensor_numel(t), 0, 0};
+        uint32_t n, lo, hi; /* n: set per dispatch by chm_vk_run_elems */
+    } pc = {0, 0, 0};
     CHM_TRY(fill_bits(vk, t->dtype, value, &pc.lo, &pc.hi));
     chm_vk_dispatch d = {
         .shader = es == 2 ? "fill_16" : es == 4 ? "fill_32" : "fill_64",
         .nbind = 1, .bind = {t}, .writes = 1,
-        .push = &pc, .push_size = sizeof pc,
-        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+        .push = &pc, .push_size = sizeof pc, .wg = vk->caps.wg_elem,
     };
-    return chm_vk_run(vk, &d);
+    return chm_vk_run_elems(vk, &d, chm_tensor_numel(t));
 }
 
 /* dst = src as words of `unit` bytes; the ranges do not overlap. */
@@ -94,15 +95,14 @@ static chm_status copy_words(chm_vk *vk, const chm_tensor *dst, const chm_tensor
     else if (rd.lo % 4 == 0 && rs.lo % 4 == 0 && bytes % 4 == 0) unit = 4;
     else CHM_TRY(need_storage16(vk, "copy", dst->dtype));
     struct {
-        uint32_t n;
-    } pc = {(uint32_t)(bytes / unit)};
+        uint32_t n; /* words; set per dispatch by chm_vk_run_elems */
+    } pc = {0};
     chm_vk_dispatch d = {
         .shader = unit == 16 ? "copy_128" : unit == 4 ? "copy_32" : "copy_16",
         .nbind = 2, .bind = {src, dst}, .writes = 2, .unit = {(uint8_t)unit, (uint8_t)unit},
-        .push = &pc, .push_size = sizeof pc,
-        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+        .push = &pc, .push_size = sizeof pc, .wg = vk->caps.wg_elem,
     };
-    return chm_vk_run(vk, &d);
+    return chm_vk_run_elems(vk, &d, (int64_t)(bytes / unit));
 }
 
 chm_status chm_vk_copy(chm_backend *be, const chm_tensor *dst, const chm_tensor *src) {
@@ -137,12 +137,11 @@ chm_status chm_vk_cast(chm_backend *be, const chm_tensor *dst, const chm_tensor 
     char name[32];
     snprintf(name, sizeof name, "cast_%s_%s", cast_name(src->dtype), cast_name(dst->dtype));
     struct {
-        uint32_t n;
-    } pc = {(uint32_t)chm_tensor_numel(dst)};
+        uint32_t n; /* set per dispatch by chm_vk_run_elems */
+    } pc = {0};
     chm_vk_dispatch d = {
         .shader = name, .nbind = 2, .bind = {src, dst}, .writes = 2,
-        .push = &pc, .push_size = sizeof pc,
-        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+        .push = &pc, .push_size = sizeof pc, .wg = vk->caps.wg_elem,
     };
-    return chm_vk_run(vk, &d);
+    return chm_vk_run_elems(vk, &d, chm_tensor_numel(dst));
 }

@@ -7,50 +7,53 @@
  * scale:    out[n] = alpha * x[n]       (out may alias x exactly)
  * axpy:     y[n] += alpha * x[n]
  * sum_rows: out[C] += sum_r x[r,C]      (ACCUMULATES; deterministic)
- * alpha travels as an f32 push constant. One invocation per element.
+ * alpha travels as an f32 push constant. One invocation per element; add,
+ * scale and axpy split tensors larger than one binding may span (vk_split.c).
  */
 #include "vk.h"
 
-/* Elementwise dispatch over n elements of the given bindings. */
+/* Elementwise dispatch over n elements of the given bindings (split when they are large). */
 static chm_status run_elementwise(chm_vk *vk, const char *shader, int nbind,
                                   const chm_tensor *const *bind, uint32_t writes, const void *pc,
                                   uint32_t pc_size, int64_t n) {
     chm_vk_dispatch d = {.shader = shader, .nbind = nbind, .writes = writes, .push = pc,
-                         .push_size = pc_size, .groups = chm_vk_groups(n, vk->caps.wg_elem),
-                         .wg = vk->caps.wg_elem};
+                         .push_size = pc_size, .wg = vk->caps.wg_elem};
     for (int i = 0; i < nbind; i++) d.bind[i] = bind[i];
-    return chm_vk_run(vk, &d);
+    return chm_vk_run_elems(vk, &d, n);
 }
 
 chm_status chm_vk_add(chm_backend *be, const chm_tensor *out, const chm_tensor *a,
                       const chm_tensor *b) {
     CHM_TRY(chm_vk_need_f32(be, "add", out));
     struct {
-        uint32_t n;
-    } pc = {(uint32_t)chm_tensor_numel(out)};
+        uint32_t n; /* set per dispatch */
+    } pc = {0};
     const chm_tensor *bind[] = {a, b, out};
-    return run_elementwise(chm_vk_ctx(be), "add", 3, bind, 1u << 2, &pc, sizeof pc, pc.n);
+    return run_elementwise(chm_vk_ctx(be), "add", 3, bind, 1u << 2, &pc, sizeof pc,
+                           chm_tensor_numel(out));
 }
 
 chm_status chm_vk_scale(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                         double alpha) {
     CHM_TRY(chm_vk_need_f32(be, "scale", out));
     struct {
-        uint32_t n;
+        uint32_t n; /* set per dispatch */
         float alpha;
-    } pc = {(uint32_t)chm_tensor_numel(out), (float)alpha};
+    } pc = {0, (float)alpha};
     const chm_tensor *bind[] = {x, out};
-    return run_elementwise(chm_vk_ctx(be), "scale", 2, bind, 1u << 1, &pc, sizeof pc, pc.n);
+    return run_elementwise(chm_vk_ctx(be), "scale", 2, bind, 1u << 1, &pc, sizeof pc,
+                           chm_tensor_numel(out));
 }
 
 chm_status chm_vk_axpy(chm_backend *be, const chm_tensor *y, const chm_tensor *x, double alpha) {
     CHM_TRY(chm_vk_need_f32(be, "axpy", y));
     struct {
-        uint32_t n;
+        uint32_t n; /* set per dispatch */
         float alpha;
-    } pc = {(uint32_t)chm_tensor_numel(y), (float)alpha};
+    } pc = {0, (float)alpha};
     const chm_tensor *bind[] = {x, y};
-    return run_elementwise(chm_vk_ctx(be), "axpy", 2, bind, 1u << 1, &pc, sizeof pc, pc.n);
+    return run_elementwise(chm_vk_ctx(be), "axpy", 2, bind, 1u << 1, &pc, sizeof pc,
+                           chm_tensor_numel(y));
 }
 
 /*
@@ -77,9 +80,14 @@ static chm_status sum_rows_pass(chm_vk *vk, bool partial, const chm_tensor *out,
     struct {
         uint32_t rows, cols, per, chunks;
     } pc = {(uint32_t)rows, (uint32_t)cols, plan.rows_per_chunk, plan.chunks};
-    const chm_tensor *bind[] = {x, out};
-    return run_elementwise(vk, partial ? "sum_rows_partial" : "sum_rows", 2, bind, 1u << 1, &pc,
-                           sizeof pc, (int64_t)plan.chunks * cols);
+    /* Not elementwise (x and out differ in size): one dispatch, bindings whole. */
+    chm_vk_dispatch d = {
+        .shader = partial ? "sum_rows_partial" : "sum_rows", .nbind = 2, .bind = {x, out},
+        .writes = 1u << 1, .push = &pc, .push_size = sizeof pc,
+        .groups = chm_vk_groups((int64_t)plan.chunks * cols, vk->caps.wg_elem),
+        .wg = vk->caps.wg_elem,
+    };
+    return chm_vk_run(vk, &d);
 }
 
 chm_status chm_vk_colsum_finish(chm_vk *vk, const chm_tensor *out, const chm_tensor *part,

@@ -1,6 +1,7 @@
 /*
  * exp.c: the vulkan backend's scaled exponential, forward and backward
- * (shader exp.comp), one invocation per element of any shape:
+ * (shader exp.comp), one invocation per element of any shape (split over
+ * several dispatches when the tensors exceed one binding: vk_split.c):
  *   out = alpha * exp(x)   (out may alias x exactly)
  *   dx += dout * out       (ACCUMULATES)
  */
@@ -13,13 +14,12 @@ chm_status chm_vk_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tens
     struct {
         uint32_t n;
         float alpha;
-    } pc = {(uint32_t)chm_tensor_numel(x), (float)alpha};
+    } pc = {0 /* set per dispatch */, (float)alpha};
     chm_vk_dispatch d = {
         .shader = "exp_fwd", .nbind = 2, .bind = {x, out}, .writes = 1u << 1,
-        .push = &pc, .push_size = sizeof pc,
-        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+        .push = &pc, .push_size = sizeof pc, .wg = vk->caps.wg_elem,
     };
-    return chm_vk_run(vk, &d);
+    return chm_vk_run_elems(vk, &d, chm_tensor_numel(x));
 }
 
 chm_status chm_vk_exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
@@ -28,11 +28,10 @@ chm_status chm_vk_exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tenso
     chm_vk *vk = chm_vk_ctx(be);
     struct {
         uint32_t n;
-    } pc = {(uint32_t)chm_tensor_numel(out)};
+    } pc = {0}; /* n: set per dispatch */
     chm_vk_dispatch d = {
         .shader = "exp_bwd", .nbind = 3, .bind = {dout, out, dx}, .writes = 1u << 2,
-        .push = &pc, .push_size = sizeof pc,
-        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+        .push = &pc, .push_size = sizeof pc, .wg = vk->caps.wg_elem,
     };
-    return chm_vk_run(vk, &d);
+    return chm_vk_run_elems(vk, &d, chm_tensor_numel(out));
 }

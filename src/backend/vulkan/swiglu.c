@@ -1,6 +1,7 @@
 /*
  * swiglu.c: the vulkan backend's SwiGLU, forward and backward (shaders
- * swiglu.comp, swiglu_bwd.comp), one invocation per element:
+ * swiglu.comp, swiglu_bwd.comp), one invocation per element (split over
+ * several dispatches when the tensors exceed one binding: vk_split.c):
  *   out = silu(gate) * up;   dgate += ..., dup += ... (ACCUMULATE)
  */
 #include "vk.h"
@@ -11,13 +12,12 @@ chm_status chm_vk_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_t
     chm_vk *vk = chm_vk_ctx(be);
     struct {
         uint32_t n;
-    } pc = {(uint32_t)chm_tensor_numel(out)};
+    } pc = {0}; /* n: set per dispatch */
     chm_vk_dispatch d = {
         .shader = "swiglu_fwd", .nbind = 3, .bind = {gate, up, out}, .writes = 1u << 2,
-        .push = &pc, .push_size = sizeof pc,
-        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+        .push = &pc, .push_size = sizeof pc, .wg = vk->caps.wg_elem,
     };
-    return chm_vk_run(vk, &d);
+    return chm_vk_run_elems(vk, &d, chm_tensor_numel(out));
 }
 
 chm_status chm_vk_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
@@ -27,11 +27,10 @@ chm_status chm_vk_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm
     chm_vk *vk = chm_vk_ctx(be);
     struct {
         uint32_t n;
-    } pc = {(uint32_t)chm_tensor_numel(dout)};
+    } pc = {0}; /* n: set per dispatch */
     chm_vk_dispatch d = {
         .shader = "swiglu_bwd", .nbind = 5, .bind = {dout, gate, up, dgate, dup},
-        .writes = 3u << 3, .push = &pc, .push_size = sizeof pc,
-        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+        .writes = 3u << 3, .push = &pc, .push_size = sizeof pc, .wg = vk->caps.wg_elem,
     };
-    return chm_vk_run(vk, &d);
+    return chm_vk_run_elems(vk, &d, chm_tensor_numel(dout));
 }

@@ -6,7 +6,9 @@
  * (vk_memory.c), the host staging ring (vk_staging.c), the pipelines
  * (vk_pipeline.c) and the command recorder (vk_commands.c). Op files
  * (convert.c, elementwise.c, rmsnorm.c, ...) describe each dispatch as a
- * chm_vk_dispatch and hand it to chm_vk_run; they never touch Vulkan objects.
+ * chm_vk_dispatch and hand it to chm_vk_run, or to chm_vk_run_elems when the
+ * op is elementwise (vk_split.c: tensors larger than one storage-buffer
+ * binding go out in chunks); they never touch Vulkan objects.
  *
  * Execution model: ops are recorded into the current command buffer (a
  * "batch") and nothing is submitted until chm_sync, a download, a full
@@ -199,7 +201,11 @@ typedef struct chm_vk_caps {
     uint64_t timestamp_mask;       /* valid bits */
     uint32_t max_groups[3];        /* maxComputeWorkGroupCount */
     uint32_t max_wg;               /* maxComputeWorkGroupInvocations */
-    VkDeviceSize max_range;        /* maxStorageBufferRange */
+    VkDeviceSize max_range;        /* bytes one storage-buffer binding may span: the device's
+                                      maxStorageBufferRange, or less (CHIMERA_VULKAN_MAX_RANGE) */
+    VkDeviceSize device_range;     /* maxStorageBufferRange as the device reports it */
+    VkDeviceSize max_alloc;        /* maxMemoryAllocationSize (a soft limit on some drivers) */
+    VkDeviceSize max_buffer;       /* maxBufferSize (Vulkan 1.3 / maintenance4), 0: not reported */
     VkDeviceSize bind_align;       /* binding offsets: multiple of this (>= 16) */
     uint32_t wg_elem;              /* workgroup size of elementwise shaders */
     uint32_t wg_row;               /* workgroup size of row reductions */
@@ -209,6 +215,9 @@ typedef struct chm_vk_caps {
      * matrices and the matmul_cm_nv_* shaders built: f16/bf16 matmuls use them (matmul.c) */
     bool coopmat;
     bool coopmat_emulated;         /* tests: the CM_EMULATE shaders stand in (vk_context.c) */
+    /* bf16 matmuls on the cooperative matrices too (through f16: loses magnitudes below
+     * 6.1e-5, i.e. most gradients); off unless CHIMERA_VULKAN_COOPMAT_BF16=1 */
+    bool coopmat_bf16;
     bool cm_n16, cm_n8;            /* 16x16x16 / 16x8x16 f16 -> f32 matrices listed */
     chm_vk_cm_tile cm_tile;        /* tile of the cooperative-matrix matmul (large products) */
     char coopmat_why[160];         /* why coopmat is off, for the log line ("" when on) */
@@ -314,12 +323,49 @@ typedef struct chm_vk_dispatch {
     uint32_t spec[CHM_VK_MAX_SPEC];              /* spec constants 2.. (1 is the subgroup size) */
     int nspec;
     bool status;                                 /* also bind the status words after the tensors */
+    /*
+     * Element windows (chm_vk_run_elems, chunked reductions): binding i with
+     * bit i of `window` set binds and touches only its elements [first[i],
+     * first[i] + count[i]), in the units of its offset word. Such a binding is
+     * tracked by its whole descriptor range (which reaches back to an aligned
+     * start), so that neighbouring windows written without a barrier never
+     * share bytes that the synchronization validation sees as bound.
+     */
+    uint32_t window;
+    int64_t first[CHM_VK_MAX_BINDINGS], count[CHM_VK_MAX_BINDINGS];
 } chm_vk_dispatch;
 
 chm_status chm_vk_commands_init(chm_vk *vk);
 void chm_vk_commands_destroy(chm_vk *vk);
 /* Record one dispatch (with a barrier first when it depends on earlier work). */
 chm_status chm_vk_run(chm_vk *vk, const chm_vk_dispatch *d);
+/*
+ * The descriptor that binds byte range r (vk_commands.c): its offset, r.lo
+ * rounded down to caps.bind_align, and its range, up to r.hi rounded up to 4.
+ */
+static inline void chm_vk_bind_extent(const chm_vk *vk, const chm_vk_range *r, VkDeviceSize *base,
+                                      VkDeviceSize *range) {
+    *base = r->lo / vk->caps.bind_align * vk->caps.bind_align;
+    *range = (r->hi - *base + 3) / 4 * 4;
+}
+
+/* ---- vk_split.c: work over tensors larger than one binding may span ---- */
+
+/*
+ * The most elements of `unit` bytes that one binding may cover from any
+ * start (caps.max_range, less the alignment slack), rounded down so that a
+ * chunk's bytes are a multiple of caps.bind_align; 0 when not even one fits.
+ */
+int64_t chm_vk_chunk_elems(const chm_vk *vk, uint32_t unit);
+/*
+ * Record an elementwise dispatch over n elements: element i of every bound
+ * tensor belongs to invocation i, and d->push starts with the uint32 element
+ * count. One dispatch when every binding fits caps.max_range; otherwise one
+ * per chunk of chm_vk_chunk_elems elements, each binding its window of every
+ * tensor and getting its own count. d->groups is set here (d->wg items per
+ * group). Results equal those of one dispatch bit for bit.
+ */
+chm_status chm_vk_run_elems(chm_vk *vk, const chm_vk_dispatch *d, int64_t n);
 /*
  * Record a buffer-to-buffer copy (staging transfers). `dev_write` says whether
  * the device range (dbuf) is written (upload) or read (download); the staging
@@ -517,5 +563,8 @@ chm_status chm_vk_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const
                                     const chm_tensor *x, const chm_tensor *w,
                                     const chm_tensor *bias, bool silu);
 /* ---- end of helper vk-b ---- */
+
+/* lowp.c: point every entry of ops whose kernel computes in f32 only at its bf16/f16 adapter. */
+void chm_vk_lowp_install(chm_backend_ops *ops);
 
 #endif

@@ -305,8 +305,29 @@ typedef struct bound {
     int n, nrd, nwr;
 } bound;
 
+/* The byte range binding i touches: its tensor's, or the window of it the dispatch names. */
+static chm_vk_range binding_bytes(const chm_vk_dispatch *d, int i, uint32_t unit) {
+    chm_vk_range r = chm_vk_tensor_range(d->bind[i]);
+    if (d->window & (1u << i)) {
+        r.lo += (VkDeviceSize)d->first[i] * unit;
+        r.hi = r.lo + (VkDeviceSize)d->count[i] * unit;
+    }
+    return r;
+}
+
+/* A binding larger than the device allows, in an op that does not split its work. */
+static chm_status too_large(chm_vk *vk, const chm_vk_dispatch *d, const chm_vk_range *r) {
+    const chm_vk_caps *c = &vk->caps;
+    return CHM_ERR(&vk->be->err, CHM_ERR_UNSUPPORTED,
+                   "vulkan: %s: a %llu-byte tensor exceeds the %llu bytes one storage buffer "
+                   "may span on %s (maxStorageBufferRange%s), and this op does not split its "
+                   "work; use a smaller model or batch, or another backend (cuda, cpu)",
+                   d->shader, (unsigned long long)(r->hi - r->lo),
+                   (unsigned long long)c->max_range, vk->props.deviceName,
+                   c->max_range < c->device_range ? ", lowered by CHIMERA_VULKAN_MAX_RANGE" : "");
+}
+
 static chm_status bind_tensors(chm_vk *vk, const chm_vk_dispatch *d, bound *b) {
-    VkDeviceSize align = vk->caps.bind_align;
     for (int i = 0; i < d->nbind; i++) {
         const chm_tensor *t = d->bind[i];
         if (!t || chm_tensor_nbytes(t) == 0) {
@@ -314,17 +335,15 @@ static chm_status bind_tensors(chm_vk *vk, const chm_vk_dispatch *d, bound *b) {
             b->words[i] = 0;
             continue;
         }
-        chm_vk_range r = chm_vk_tensor_range(t);
-        VkDeviceSize base = r.lo / align * align, range = (r.hi - base + 3) / 4 * 4;
         uint32_t unit = d->unit[i] ? d->unit[i] : (uint32_t)chm_dtype_size(t->dtype);
-        if (range > vk->caps.max_range)
-            return CHM_ERR(&vk->be->err, CHM_ERR_UNSUPPORTED,
-                           "vulkan: %s: a %llu-byte tensor exceeds this device's "
-                           "maxStorageBufferRange (%llu bytes); split it", d->shader,
-                           (unsigned long long)(r.hi - r.lo),
-                           (unsigned long long)vk->caps.max_range);
+        chm_vk_range r = binding_bytes(d, i, unit);
+        VkDeviceSize base, range;
+        chm_vk_bind_extent(vk, &r, &base, &range);
+        if (range > vk->caps.max_range) return too_large(vk, d, &r);
         b->info[i] = (VkDescriptorBufferInfo){r.buf, base, range};
         b->words[i] = (uint32_t)((r.lo - base) / unit);
+        /* A window counts as its whole descriptor range (vk.h: chm_vk_dispatch.window). */
+        if (d->window & (1u << i)) r = (chm_vk_range){r.buf, base, base + range};
         if (d->writes & (1u << i)) b->wr[b->nwr++] = r;
         else b->rd[b->nrd++] = r;
     }

@@ -6,7 +6,10 @@
  * `chimera info` ranks them (discrete > integrated > virtual > cpu, or the
  * index from the options or CHIMERA_VULKAN_DEVICE), one compute queue, and
  * reads the capabilities the shaders are specialised for. Optional features
- * are detected here once and CHIMERA_VULKAN_DISABLE switches them off.
+ * are detected here once and CHIMERA_VULKAN_DISABLE switches them off. The
+ * size limits (maxStorageBufferRange, which CHIMERA_VULKAN_MAX_RANGE may
+ * lower for tests; maxMemoryAllocationSize; maxBufferSize) are read here
+ * for vk_split.c and vk_memory.c.
  *
  * Cooperative matrices (the tensor cores behind f16/bf16 matmuls): the NV
  * extension is used when the device offers it with the cooperativeMatrix
@@ -432,18 +435,23 @@ static const char *coopmat_emulation_missing(chm_vk *vk) {
 /*
  * The tile: the one CHIMERA_VULKAN_COOPMAT_TILE gives (a config error when
  * it cannot run), else the first of a short list that this device can run.
+ * The first, 128x128x32 with 64x64 per warp (16 accumulators, 4 warps), has
+ * the best ratio of fragment loads to multiply-adds that fits a warp's
+ * registers; tools/vk_bench benchmarks it against the others (issue 6).
  */
 static chm_status coopmat_tile_pick(chm_vk *vk, bool tile_set, chm_err *err) {
     static const chm_vk_cm_tile tiles[] = {
-        {128, 128, 32, 64, 32, 0}, {64, 64, 16, 32, 32, 0}, {32, 32, 16, 16, 16, 0}};
+        {128, 128, 32, 64, 64, 0}, {64, 64, 16, 32, 32, 0}, {32, 32, 16, 16, 16, 0}};
     chm_vk_caps *c = &vk->caps;
     char why[160] = "";
-    for (int i = 0; i < (tile_set ? 1 : 3); i++) {
+    for (int i = 0; i < (tile_set ? 1 : (int)(sizeof tiles / sizeof tiles[0])); i++) {
         if (!tile_set) c->cm_tile = tiles[i];
         if (!c->cm_tile.fn) c->cm_tile.fn = c->cm_n16 ? 16 : 8;
         chm_vk_cm_tile_check(vk, c->cm_tile, why, sizeof why);
         if (!why[0]) {
+            const char *bf = getenv("CHIMERA_VULKAN_COOPMAT_BF16");
             c->coopmat = true;
+            c->coopmat_bf16 = bf && strcmp(bf, "1") == 0;
             return CHM_OK;
         }
     }
@@ -477,8 +485,13 @@ static chm_status coopmat_decide(chm_vk *vk, const cm_query *q, chm_err *err) {
 
 /* Capabilities from properties and features (before the device exists). */
 static void read_caps(chm_vk *vk, bool *f16_storage, cm_query *cm) {
+    /* maxBufferSize: core in 1.3, else VK_KHR_maintenance4 (the same structure) */
+    bool m4 = vk->props.apiVersion >= VK_API_VERSION_1_3 ||
+              has_device_ext(vk->pdev, VK_KHR_MAINTENANCE_4_EXTENSION_NAME);
+    VkPhysicalDeviceMaintenance4Properties p4 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES};
     VkPhysicalDeviceVulkan11Properties p11 = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_PROPERTIES};
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_PROPERTIES, .pNext = m4 ? &p4 : NULL};
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
                                       .pNext = &p11};
     vkGetPhysicalDeviceProperties2(vk->pdev, &p2);
@@ -524,7 +537,9 @@ static void read_caps(chm_vk *vk, bool *f16_storage, cm_query *cm) {
     const char *gx = getenv("CHIMERA_VULKAN_MAX_GROUPS_X");
     if (gx && atol(gx) > 0 && (uint64_t)atol(gx) < c->max_groups[0]) c->max_groups[0] = (uint32_t)atol(gx);
     c->max_wg = l->maxComputeWorkGroupInvocations;
-    c->max_range = l->maxStorageBufferRange;
+    c->max_range = c->device_range = l->maxStorageBufferRange;
+    c->max_alloc = p11.maxMemoryAllocationSize;
+    c->max_buffer = m4 ? p4.maxBufferSize : 0;
     c->bind_align = l->minStorageBufferOffsetAlignment > 16 ? l->minStorageBufferOffsetAlignment : 16;
     /* 256 invocations keep a GPU's cores busy; a CPU device (lavapipe) prefers fewer. */
     uint32_t cap = clamp_u32(l->maxComputeWorkGroupSize[0] < c->max_wg
@@ -534,10 +549,42 @@ static void read_caps(chm_vk *vk, bool *f16_storage, cm_query *cm) {
     if (vk->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU) c->wg_elem = c->wg_row = cap;
 }
 
+/*
+ * CHIMERA_VULKAN_MAX_RANGE=<bytes> (debugging, tests): bind at most that many
+ * bytes per storage buffer, below the device's maxStorageBufferRange, so that
+ * small tensors take the split paths of large ones (vk_split.c). Logged once
+ * per process whenever it is active, quiet or not: it changes how ops run.
+ */
+static chm_status range_env(chm_vk *vk, chm_err *err) {
+    const char *s = getenv("CHIMERA_VULKAN_MAX_RANGE");
+    if (!s || !*s) return CHM_OK;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || s[0] == '-' || v < 1024)
+        return CHM_ERR(err, CHM_ERR_CONFIG,
+                       "CHIMERA_VULKAN_MAX_RANGE=%.40s is not a byte count >= 1024: unset it "
+                       "(it is a debugging switch) or give e.g. 4099", s);
+    chm_vk_caps *c = &vk->caps;
+    if (v < c->device_range) c->max_range = (VkDeviceSize)v;
+    static atomic_bool logged;
+    if (atomic_exchange(&logged, true)) return CHM_OK;
+    if (v < c->device_range)
+        fprintf(stderr, "chimera vulkan: CHIMERA_VULKAN_MAX_RANGE=%s: storage-buffer bindings "
+                        "span at most %llu bytes (the device allows %llu); larger elementwise "
+                        "work is split\n", s, (unsigned long long)c->max_range,
+                (unsigned long long)c->device_range);
+    else
+        fprintf(stderr, "chimera vulkan: CHIMERA_VULKAN_MAX_RANGE=%s is not below the device's "
+                        "maxStorageBufferRange (%llu bytes): no effect\n", s,
+                (unsigned long long)c->device_range);
+    return CHM_OK;
+}
+
 static chm_status create_device(chm_vk *vk, chm_err *err) {
     bool has16 = false;
     cm_query cm = {0};
     read_caps(vk, &has16, &cm);
+    CHM_TRY(range_env(vk, err));
     CHM_TRY(coopmat_decide(vk, &cm, err));
     bool coopmat = vk->caps.coopmat && !vk->caps.coopmat_emulated;
     bool f16 = vk->caps.coopmat; /* the emulation converts bf16 -> f16 with f16 arithmetic too */
@@ -609,18 +656,21 @@ void chm_vk_caps_describe(const chm_vk *vk, char *out, size_t n) {
     const chm_vk_caps *c = &vk->caps;
     char cm[256];
     if (c->coopmat)
-        snprintf(cm, sizeof cm, "%s 16x%ux16 f16->f32 for f16/bf16 matmul (tile %ux%ux%u/%ux%u)",
+        snprintf(cm, sizeof cm, "%s 16x%ux16 f16->f32 for %s matmul (tile %ux%ux%u/%ux%u)",
                  c->coopmat_emulated ? "EMULATED (tests only)" : "NV", c->cm_tile.fn,
-                 c->cm_tile.bm, c->cm_tile.bn, c->cm_tile.bk, c->cm_tile.wm, c->cm_tile.wn);
+                 c->coopmat_bf16 ? "f16/bf16" : "f16 (bf16: plain path)", c->cm_tile.bm,
+                 c->cm_tile.bn, c->cm_tile.bk, c->cm_tile.wm, c->cm_tile.wn);
     else
         snprintf(cm, sizeof cm, "off (%s; f16/bf16 matmul computes in f32)", c->coopmat_why);
     snprintf(out, n,
              "vulkan: %s (%s, Vulkan %u.%u.%u): subgroup %u%s, 16-bit storage %s, push "
              "descriptors %s, timestamps %s, pipeline cache %s, workgroups %u/%u, "
+             "bindings up to %llu MiB (larger elementwise work is split), "
              "cooperative matrices %s",
              vk->props.deviceName, type_name(vk->props.deviceType), VK_API_VERSION_MAJOR(c->api),
              VK_API_VERSION_MINOR(c->api), VK_API_VERSION_PATCH(c->api), c->subgroup_size,
              c->subgroup ? " (reductions use it)" : " (not used)", c->storage16 ? "yes" : "no",
              c->push_descriptor ? "yes" : "no", c->timestamps ? "yes" : "no",
-             vk->pipes.cache_path[0] ? vk->pipes.cache_path : "off", c->wg_elem, c->wg_row, cm);
+             vk->pipes.cache_path[0] ? vk->pipes.cache_path : "off", c->wg_elem, c->wg_row,
+             (unsigned long long)(c->max_range >> 20), cm);
 }

@@ -10,12 +10,21 @@
  * buffer starts where a descriptor may bind it. A request larger than half a
  * block gets a dedicated block of its own size.
  *
+ * Large models: a dedicated block may exceed 4 GiB (chimera-1b's flat f32
+ * parameter buffer is 4.6 GB, its moments 9.2 GB). A VkBuffer cannot exceed
+ * maxBufferSize (Vulkan 1.3 / maintenance4) nor the largest device-local
+ * heap: such a request fails at once with a message naming the limit.
+ * maxMemoryAllocationSize is a soft limit on some drivers (NVIDIA reports
+ * just under 4 GiB and allocates more), so a larger request is tried, and
+ * its failure names that limit. Binding such a buffer is vk_split.c's part.
+ *
  * Freeing a range makes it reusable at once, even while recorded commands
  * still use it: the command recorder tracks hazards by (VkBuffer, byte
  * range), so a later command on the same bytes waits behind a barrier. Only
  * whole blocks outlive their users: empty ones go back to the driver in
  * chm_vk_pool_trim, which runs when no work is pending.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -182,13 +191,44 @@ static chm_status block_give(chm_vk_block *b, VkDeviceSize off, VkDeviceSize siz
     return CHM_OK;
 }
 
+/* What to do about a buffer larger than the device holds in one piece. */
+#define TOO_LARGE_HINT "use a smaller model or micro batch, or another backend (cuda, cpu)"
+
+/* A request no single VkBuffer on this device can hold: an error naming the limit. */
+static chm_status check_size(chm_vk *vk, VkDeviceSize size) {
+    const chm_vk_caps *c = &vk->caps;
+    const char *limit = NULL;
+    VkDeviceSize max = 0;
+    if (c->max_buffer && size > c->max_buffer) limit = "maxBufferSize", max = c->max_buffer;
+    else if (size > local_heap(vk)) limit = "its largest device-local heap", max = local_heap(vk);
+    if (!limit) return CHM_OK;
+    return CHM_ERR(&vk->be->err, CHM_ERR_NOMEM,
+                   "vulkan: a %llu-byte buffer exceeds %s's %s (%llu bytes); %s",
+                   (unsigned long long)size, vk->props.deviceName, limit,
+                   (unsigned long long)max, TOO_LARGE_HINT);
+}
+
+/* A dedicated block of `size` bytes; past maxMemoryAllocationSize a failure says so. */
+static chm_status dedicated_create(chm_vk *vk, VkDeviceSize size, chm_vk_block **b) {
+    CHM_TRY(check_size(vk, size));
+    chm_status rc = block_create(vk, size, true, b);
+    if (rc == CHM_OK || size <= vk->caps.max_alloc) return rc;
+    char was[sizeof vk->be->err.msg];
+    snprintf(was, sizeof was, "%s", vk->be->err.msg);
+    return CHM_ERR(&vk->be->err, rc,
+                   "vulkan: a %llu-byte buffer is larger than %s's maxMemoryAllocationSize "
+                   "(%llu bytes), and the driver refused it (%s); %s", (unsigned long long)size,
+                   vk->props.deviceName, (unsigned long long)vk->caps.max_alloc, was,
+                   TOO_LARGE_HINT);
+}
+
 chm_status chm_vk_pool_alloc(chm_vk *vk, size_t bytes, chm_vk_alloc *out) {
     chm_vk_pool *p = &vk->pool;
     VkDeviceSize size = ((VkDeviceSize)(bytes ? bytes : 1) + p->align - 1) / p->align * p->align;
     chm_vk_block *b = NULL;
     VkDeviceSize off = 0;
     if (size > p->block_size / 2) {
-        chm_status rc = block_create(vk, size, true, &b);
+        chm_status rc = dedicated_create(vk, size, &b);
         if (rc) return rc;
         block_take(b, size, &off);
     } else {

@@ -10,16 +10,21 @@
  *   CHIMERA_VULKAN_DEVICE=N        use physical device N (as `chimera info` lists them)
  *   CHIMERA_VULKAN_DISABLE=a,b     switch features off: subgroup, 16bit,
  *                                  push_descriptor, pipeline_cache, timestamps,
- *                                  coopmat (f16/bf16 matmul on cooperative matrices)
+ *                                  coopmat (f16 matmul on cooperative matrices)
+ *   CHIMERA_VULKAN_COOPMAT_BF16=1  bf16 matmuls on the cooperative matrices too (through
+ *                                  f16: magnitudes below 6.1e-5 are lost; default: plain path)
  *   CHIMERA_VULKAN_COOPMAT_TILE=BMxBNxBK/WMxWN[/16x16|/16x8]  tile (and fragment shape)
  *                                  of the cooperative-matrix matmul for large products
- *                                  (default 128x128x32/64x32 and the device's best; tuning)
+ *                                  (default 128x128x32/64x64, else the first that fits; tuning)
  *   CHIMERA_VULKAN_VALIDATION=1    enable the Khronos validation layer and count its
  *                                  messages (also on when VK_INSTANCE_LAYERS names it)
  *   CHIMERA_VULKAN_PROFILE=1       time every dispatch (see chm_vulkan_profile_report)
  *   CHIMERA_VULKAN_STAGING_KB=n    size of the host staging ring (default 64 MiB)
  *   CHIMERA_VULKAN_BLOCK_MB=n      size of the device memory pool's blocks (default 256)
  *   CHIMERA_VULKAN_MAX_GROUPS_X=n  (tests) pretend maxComputeWorkGroupCount.x is n
+ *   CHIMERA_VULKAN_MAX_RANGE=n     (tests, debugging) bind at most n bytes (>= 1024) per
+ *                                  storage buffer, below maxStorageBufferRange, so that small
+ *                                  tensors take the split paths of large ones (logged once)
  *   CHIMERA_VULKAN_COOPMAT_EMULATE=1  (tests) on a device without cooperative matrices,
  *                                  run the cooperative-matrix matmul shader with its
  *                                  matrix operations emulated in plain GLSL
