@@ -697,7 +697,15 @@ static void bench_training(void) {
                                 "backend=vulkan", "precision=f32"};
     if (quick) bench_train("train tiny.yaml (B2 T64)", "tiny", tiny_quick, 4, 2);
     else bench_train("train tiny.yaml (B16 T512)", "tiny", tiny, 2, 5);
-    if (!quick) bench_train("train chimera-1b (B1 T2048, f32)", "training_dolma", big, 11, 3);
+    if (quick) return;
+    bench_train("train chimera-1b (B1 T2048, f32)", "training_dolma", big, 11, 3);
+    /* mixed precision (bf16 storage, fp32 master): at B1, and at the cuda benchmark's B8 */
+    const char *big16[11];
+    memcpy(big16, big, sizeof big16);
+    big16[10] = "precision=bf16";
+    bench_train("train chimera-1b (B1 T2048, bf16)", "training_dolma", big16, 11, 3);
+    big16[2] = "train.micro_batch=8";
+    bench_train("train chimera-1b (B8 T2048, bf16)", "training_dolma", big16, 11, 3);
 }
 
 /* ---- main ---- */
