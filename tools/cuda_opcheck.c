@@ -602,6 +602,10 @@ static void case_scan(oc_ctx *x) {
         {1, 1, 5, 3, false, false, false, false},
         {2, 100, 33, 5, true, false, true, true},
         {1, 64, 130, 16, false, true, false, false},
+        /* Di % 4 == 0: the cuda kernels' vector tiles; several chunks, a partial last one */
+        {2, 77, 128, 16, true, true, true, true},
+        {1, 300, 68, 12, true, false, false, true},
+        {3, 33, 8, 16, false, true, true, true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) scan_case(x, &cases[i]);
 }

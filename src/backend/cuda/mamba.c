@@ -1,6 +1,6 @@
 /*
  * mamba.c: the Mamba ops of the cuda backend: selective scan and causal
- * conv1d, forward and backward (kernels in cuda/selective_scan.cu and
+ * conv1d, forward and backward (kernels in cuda/selective_scan_fwd.cu, _bwd.cu, _v1.cu and
  * cuda/causal_conv1d.cu; their file comments describe the algorithms).
  *
  * f32 and bf16. The scan keeps the N states of a channel in registers and

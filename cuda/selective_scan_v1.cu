@@ -1,41 +1,18 @@
-// selective_scan.cu: the Mamba-1 selective scan, forward and backward (f32, bf16).
+// selective_scan_v1.cu: the session-2 selective scan (forward 1.36 ms, backward 5.17 ms at
+// B=8 T=2048 Di=2048 N=16 bf16 on an H100), kept as the default while the rewrite in
+// selective_scan_fwd.cu / selective_scan_bwd.cu (selective_scan.cuh) has not run on a GPU:
+// CHIMERA_CUDA_SCAN=2 selects the rewrite (chm_cu_scan_fwd and friends dispatch). Delete this
+// file once the rewrite has passed tools/gpu_check.sh and become the default.
 //
-// u, delta, z, y [B,T,Di]; Bm, Cm [B,T,N]; A [Di,N]; D, delta_bias [Di]. With
-// d = softplus(delta + delta_bias) (or without softplus), per channel c:
-//   h[t,n] = exp(d A[c,n]) h[t-1,n] + d Bm[t,n] u[t],   h[-1] = 0
-//   y[t] = (sum_n Cm[t,n] h[t,n] + D[c] u[t]) * silu(z[t])   (gate when z given)
-//
-// Algorithm. The N <= 16 states of a channel live in registers, in f32, and
-// time is walked in order. Forward: four lanes per (b, channel), four states
-// each (their parts of y meet in two shuffles per step), 32 channels per block.
-// Time goes in chunks: a thread first issues the loads of its u/delta/z for the
-// whole chunk (registers, fully unrolled, so there is one memory latency per
-// chunk rather than per step), the block stages the chunk's Bm and Cm (shared
-// by all channels of a batch row) in shared memory, then the steps run.
-// Loads and stores are coalesced across the block's consecutive channels. All
-// math is f32 (bf16 is storage only).
-//
-// Backward, without storing the T states:
-//  1. ckpt kernel: the forward recurrence again (lanes split like the
-//     forward), saving the state at the start of every chunk of SCAN_L steps
-//     (global scratch [B, T/L, 16, Di] f32);
-//  2. main kernel (one thread per (b, channel), one warp per block): chunks in
-//     reverse order. For each chunk the thread loads its per-step inputs into
-//     shared memory, recomputes the chunk's L states from the checkpoint into
-//     a shared-memory stash, then runs the reverse recurrence
-//       dh = dh_carry + dyr C;  dh_carry = dh exp(d A)
-//     collecting du, ddelta, dz per step (added to the tensors once per chunk;
-//     one owner per element) and keeping dA, dD, ddelta_bias of its channel
-//     in registers. dBm and dCm sum over all channels: a warp reduce-scatter
-//     (32 values, 31 shuffles) gives one partial per (b, channel block, t, n);
-//  3. finish kernels add the partials in a fixed order (over channel blocks for
-//     dBm/dCm, over b for dA/dD/ddelta_bias). No float atomics anywhere: the
-//     result depends only on the shapes and data.
-// Measured (H100 80GB HBM3, 2026-11-25, B=8 T=2048 Di=2048 N=16 bf16, tools/gpu_check.sh):
-// forward 1.37 ms, backward 5.26 ms, 15x and 23x their 3 TB/s memory floors. The next
-// steps: a time-parallel chunked scan for more warps, and softplus once per (t, channel)
-// instead of once per lane.
+// Algorithm (as it was): the N <= 16 states of a channel in f32 registers, time walked in order;
+// forward four lanes per (b, channel); backward from checkpoints every SCAN_L steps, one thread
+// per (b, channel), dBm/dCm reduced per warp and finished in a fixed order (no float atomics).
+// Everything below lives in an unnamed namespace: the rewrite uses the same kernel and struct
+// names, and internal linkage keeps the two apart.
+
 #include "common.cuh"
+
+namespace {
 
 #define SCAN_NMAX CHM_CU_SCAN_MAX_N
 #define SCAN_FWD_THREADS 128 /* forward block (32 channels x 4 lanes); the ckpt kernel's too */
@@ -427,7 +404,8 @@ static scan_k scan_consts(const chm_cu_scan *a) {
     return k;
 }
 
-extern "C" cudaError_t chm_cu_scan_fwd(void *y, const chm_cu_scan *a, cudaStream_t s) {
+}  // namespace
+extern "C" cudaError_t chm_cu_scan_v1_fwd(void *y, const chm_cu_scan *a, cudaStream_t s) {
     if (a->B * a->T * a->Di <= 0) return cudaSuccess;
     if (a->N > SCAN_NMAX) return cudaErrorInvalidValue;
     dim3 grid((unsigned)((a->Di + SCAN_FWD_CH - 1) / SCAN_FWD_CH), (unsigned)a->B);
@@ -435,6 +413,7 @@ extern "C" cudaError_t chm_cu_scan_fwd(void *y, const chm_cu_scan *a, cudaStream
     CHM_CU_DISPATCH2(a->dt, T, scan_fwd_kernel<T><<<grid, SCAN_FWD_THREADS, 0, s>>>((T *)y, k));
     return cudaGetLastError();
 }
+namespace {
 
 // Scratch layout of the backward, in floats.
 typedef struct scan_layout {
@@ -454,9 +433,11 @@ static scan_layout scan_layout_of(const chm_cu_scan *a) {
     return L;
 }
 
-extern "C" size_t chm_cu_scan_bwd_scratch(const chm_cu_scan *a) {
+}  // namespace
+extern "C" size_t chm_cu_scan_v1_bwd_scratch(const chm_cu_scan *a) {
     return (size_t)scan_layout_of(a).total * sizeof(float);
 }
+namespace {
 
 #define SCAN_SMEM_BYTES sizeof(scan_smem)
 
@@ -489,7 +470,8 @@ static cudaError_t scan_bwd_launch(const chm_cu_scan_grads *gr, const void *dy,
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t chm_cu_scan_bwd(const chm_cu_scan_grads *g, const void *dy,
+}  // namespace
+extern "C" cudaError_t chm_cu_scan_v1_bwd(const chm_cu_scan_grads *g, const void *dy,
                                        const chm_cu_scan *a, void *scratch, cudaStream_t s) {
     if (a->B * a->T * a->Di <= 0) return cudaSuccess;
     if (a->N > SCAN_NMAX) return cudaErrorInvalidValue;

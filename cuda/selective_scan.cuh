@@ -1,0 +1,435 @@
+// selective_scan.cuh: the Mamba-1 selective scan (f32, bf16): the algorithm, and what its
+// forward (selective_scan_fwd.cu) and backward (selective_scan_bwd.cu) kernels share.
+//
+// u, delta, z, y [B,T,Di]; Bm, Cm [B,T,N]; A [Di,N]; D, delta_bias [Di]. With
+// d = softplus(delta + delta_bias) (or without softplus), per channel c:
+//   h[t,n] = exp(d A[c,n]) h[t-1,n] + d Bm[t,n] u[t],   h[-1] = 0
+//   y[t] = (sum_n Cm[t,n] h[t,n] + D[c] u[t]) * silu(z[t])   (gate when z given)
+//
+// Layout. A block of SCAN_WARPS warps owns SCAN_CB = 8 * SCAN_WARPS channels of
+// one batch row and walks time in chunks of SCAN_L steps. In a warp, four lanes
+// share a channel and hold four of its 16 states each, in f32 registers (the
+// recurrence over time is serial; the lanes and channels are the parallelism).
+// Per chunk the block
+//  - copies the chunk's [SCAN_L, SCAN_CB] tiles of its [B,T,Di] inputs into shared
+//    memory with cp.async (vector copies when Di % 4 == 0 and the pointers are
+//    aligned, one element at a time otherwise), one chunk ahead of the math, so
+//    that their latency hides behind the previous chunk;
+//  - computes everything that is per (t, channel) once per element, not once per
+//    lane: d = softplus(delta + bias), d*u, and in the backward dy*silu(z) and the
+//    derivative factors, into f32 tiles;
+//  - runs the steps: per lane and step four exp2 (MUFU), the state update and the
+//    lane's part of the per-(t, channel) sums;
+//  - finishes per element (the four lanes' parts, the skip term, the gate) and
+//    writes whole tile rows with vector stores.
+// All math is f32; bf16 is storage only.
+//
+// Backward, without storing the T states:
+//  1. ckpt pass (the forward kernel in its checkpoint mode): the state at the start
+//     of every chunk into scratch [B, T/SCAN_L, Di, 16] f32;
+//  2. main kernel, chunks in reverse order: the chunk's SCAN_L states again from
+//     its checkpoint into registers (the stash), then the reverse recurrence
+//       dh = dh_carry + dyr C;  dh_carry = dh exp(d A)
+//     (exp2 evaluated again rather than stashed: registers are the limit). Sums
+//     over the lane's states (for du, ddelta, dz) meet in a 4-lane reduce-scatter;
+//     the dBm/dCm terms (sums over channels) in an 8-lane reduce-scatter, then over
+//     the block's warps in shared memory, giving one partial per (b, channel
+//     block, t, n). dA stays in registers, dD/ddelta_bias in shared memory;
+//  3. finish kernels add the partials in a fixed order (over channel blocks for
+//     dBm/dCm, over b for dA/dD/ddelta_bias). No float atomics anywhere: the
+//     result depends only on the shapes and data.
+// Resources: the backward kernel is capped at 128 registers (the stash is 64 of them)
+// so that 16 warps fit an SM; shared memory per block is 91 KB in bf16 (two blocks an
+// SM) and 119 KB in f32 (one). chimera-1b's grid, 8 x 32 blocks of 256 threads, is
+// about one wave on 132 SMs. cuda_opcheck's scan cases cover both tile paths (Di % 4
+// == 0 and not), several chunks with a partial last one, and N < 16.
+// Cost model (per state-step = one (b, t, channel, state), 537M of them at chimera-1b's
+// B=8 T=2048 Di=2048 N=16; instruction counts from the sm_90 SASS): forward ~13
+// instructions and one MUFU exp2, so issue-bound near 0.25 ms on an H100; backward =
+// ckpt pass (~8 instructions, one exp2) + main kernel (~42 instructions, two exp2,
+// ~10 of them the shuffles, selects and adds of the reductions) + finish, near
+// 0.2 + 0.8 ms. Measured: not yet on this version (written without a GPU), so the
+// entry points run the previous kernels (selective_scan_v1.cu) unless
+// CHIMERA_CUDA_SCAN=2; tools/gpu_check.sh checks and times both. Before (2026-11-25, H100 80GB
+// HBM3, same shape, bf16): forward 1.37 ms, backward 5.26 ms (the backward one
+// thread per channel and one warp per block; the forward four lanes per channel
+// without staging).
+#ifndef CHIMERA_CUDA_SELECTIVE_SCAN_CUH
+#define CHIMERA_CUDA_SELECTIVE_SCAN_CUH
+
+#include "common.cuh"
+
+#define SCAN_NMAX CHM_CU_SCAN_MAX_N
+#define SCAN_L 16 /* steps per chunk: tile height, checkpoint interval, stash length */
+#define SCAN_WARPS 8
+#define SCAN_THREADS (32 * SCAN_WARPS)
+#define SCAN_MINB (16 / SCAN_WARPS)      /* backward blocks per SM: 16 warps at 128 registers */
+#define SCAN_CB (8 * SCAN_WARPS)          /* channels per block: 8 a warp, 4 lanes each */
+#define SCAN_QPR (SCAN_CB / 4)            /* channel quads in a tile row */
+#define SCAN_TILE (SCAN_L * SCAN_CB)      /* elements of a [SCAN_L, SCAN_CB] tile */
+#define SCAN_LOG2E 1.4426950408889634f
+#define SCAN_LN2 0.6931471805599453f
+
+static_assert(SCAN_NMAX == 16, "four lanes of four states per channel");
+static_assert(SCAN_TILE == 4 * SCAN_THREADS, "one channel quad of each tile per thread");
+
+// The [B,T,Di] tensors a chunk stages, in their tile order (the forward uses the first 3).
+enum { RAW_DELTA, RAW_U, RAW_Z, RAW_DY, RAW_GU, RAW_GD, RAW_GZ, RAW_BWD };
+#define RAW_FWD 3
+
+// The per-call constants every scan kernel reads (storage type T; D, z, db may be NULL).
+struct scan_k {
+    const void *u, *delta; /* [B,T,Di] */
+    const void *A;         /* [Di,N] */
+    const void *Bm, *Cm;   /* [B,T,N] */
+    const void *D;         /* [Di] */
+    const void *z;         /* [B,T,Di] */
+    const void *db;        /* [Di] delta_bias */
+    int64_t B, T, Di, N;
+    int softplus;
+};
+
+// Gradient pointers and the scratch of the backward.
+struct scan_g {
+    void *du, *ddelta, *dz; /* [B,T,Di], each optional, accumulated into */
+    const void *dy;         /* [B,T,Di] */
+    float *ckpt;          /* [B, nck, Di, 16]: the state before chunk ck (ck >= 1) */
+    float *pbc;           /* [B, nblk, T, 32]: dBm (0..15) and dCm (16..31) partials */
+    float *pA, *pD, *pdb; /* [B, Di, 16], [B, Di], [B, Di] */
+};
+
+// ---- small device helpers ----
+
+// 2^x on the MUFU unit (denormal results flush to 0: a decay below 2^-126 is 0).
+__device__ __forceinline__ float scan_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// softplus(x) = max(x, 0) + log1p(e) given e = exp(-|x|) in (0, 1]: log1p(e) = 2 atanh(s)
+// with s = e / (2 + e) <= 1/3, whose odd series stops at s^13 (relative error ~1e-8 before
+// rounding). Branch-free and a third of log1pf(expf(x))'s instructions.
+__device__ __forceinline__ float scan_softplus(float x, float e) {
+    float s = __fdividef(e, 2.0f + e), s2 = s * s;
+    float p = fmaf(s2, 1.0f / 13.0f, 1.0f / 11.0f);
+    p = fmaf(s2, p, 1.0f / 9.0f);
+    p = fmaf(s2, p, 1.0f / 7.0f);
+    p = fmaf(s2, p, 1.0f / 5.0f);
+    p = fmaf(s2, p, 1.0f / 3.0f);
+    p = fmaf(s2, p, 1.0f);
+    return fmaxf(x, 0.0f) + 2.0f * s * p;
+}
+
+// sigmoid(x) given e = exp(-|x|).
+__device__ __forceinline__ float scan_sigmoid(float x, float e) {
+    float r = __fdividef(1.0f, 1.0f + e);
+    return x >= 0.0f ? r : e * r;
+}
+
+// Asynchronous global -> shared copy of BYTES (8 or 16); src_bytes 0 writes zeros.
+template <int BYTES>
+__device__ __forceinline__ void scan_cp_async(void *dst, const void *src, int src_bytes) {
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    if (BYTES == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+                     "r"(src_bytes));
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(d), "l"(src),
+                     "r"(src_bytes));
+}
+__device__ __forceinline__ void scan_cp_commit() { asm volatile("cp.async.commit_group;\n"); }
+__device__ __forceinline__ void scan_cp_wait() {
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+// Four consecutive elements (16-byte aligned for f32, 8 for bf16) as floats.
+__device__ __forceinline__ void scan_load4(const float *s, float *v) {
+    float4 x = *(const float4 *)s;
+    v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+}
+__device__ __forceinline__ void scan_load4(const bf16 *s, float *v) {
+    uint2 x = *(const uint2 *)s;
+    float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&x.x);
+    float2 b = __bfloat1622float2(*(const __nv_bfloat162 *)&x.y);
+    v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+}
+__device__ __forceinline__ void scan_put4(float *d, const float *v) {
+    *(float4 *)d = make_float4(v[0], v[1], v[2], v[3]);
+}
+__device__ __forceinline__ void scan_put4(bf16 *d, const float *v) {
+    __nv_bfloat162 a = __floats2bfloat162_rn(v[0], v[1]), b = __floats2bfloat162_rn(v[2], v[3]);
+    uint2 x;
+    x.x = *(const unsigned *)&a;
+    x.y = *(const unsigned *)&b;
+    *(uint2 *)d = x;
+}
+
+// One reduce-scatter stage over the lanes that differ in lane bit BIT: lanes with the
+// bit set keep the upper half of v[0..2H), the others the lower half, each adding
+// the partner's copy; the kept half lands in v[0..H).
+template <int H, int BIT>
+__device__ __forceinline__ void scan_rs_stage(float *v) {
+    bool up = (threadIdx.x & BIT) != 0;
+#pragma unroll
+    for (int i = 0; i < H; i++) {
+        float send = up ? v[i] : v[i + H], keep = up ? v[i + H] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, BIT);
+    }
+}
+
+// ---- the block's shared memory ----
+
+// Tiles of one block. f32 arrays first (16-byte aligned), then the raw tiles as stored.
+template <typename T> struct scan_sm {
+    float2 *fdu;              /* [L][CB] (d, d*u) */
+    float *Bs, *Cs;           /* [L][16] Bm, Cm rows of the chunk, zero past N */
+    float *cbias, *cD;        /* [CB] delta_bias and D of the block's channels (or 0) */
+    float *part;              /* [L][CB][4] per-lane parts (fwd: y; bwd: S, Q, Y, -) */
+    float *fdyr, *fdsig, *fdzf; /* [L][CB] bwd: dy*silu(z), dd/ddelta, dz/yraw */
+    float *red;               /* [L][WARPS][32] bwd: the warps' dBm/dCm sums */
+    float *accD, *accB;       /* [L][CB] bwd: running dD, ddelta_bias of each element slot */
+    T *raw;                   /* [2][nraw][L][CB] double-buffered input tiles */
+};
+
+// Floats of the f32 arrays, then bytes in all.
+__host__ __device__ constexpr size_t scan_sm_floats(bool bwd) {
+    return (size_t)SCAN_TILE * (2 + 4 + (bwd ? 3 + 4 + 2 : 0)) + 2 * SCAN_L * SCAN_NMAX +
+           2 * SCAN_CB;
+}
+__host__ __device__ constexpr size_t scan_sm_bytes(size_t tsize, bool bwd) {
+    return scan_sm_floats(bwd) * 4 + 2 * (bwd ? RAW_BWD : RAW_FWD) * SCAN_TILE * tsize;
+}
+
+template <typename T>
+__device__ __forceinline__ scan_sm<T> scan_carve(unsigned char *base, bool bwd) {
+    scan_sm<T> s;
+    float *f = (float *)base;
+    s.fdu = (float2 *)f, f += 2 * SCAN_TILE;
+    s.part = f, f += 4 * SCAN_TILE;
+    s.fdyr = s.fdsig = s.fdzf = s.red = s.accD = s.accB = NULL;
+    if (bwd) {
+        s.fdyr = f, f += SCAN_TILE;
+        s.fdsig = f, f += SCAN_TILE;
+        s.fdzf = f, f += SCAN_TILE;
+        s.red = f, f += 4 * SCAN_TILE;
+        s.accD = f, f += SCAN_TILE;
+        s.accB = f, f += SCAN_TILE;
+    }
+    s.Bs = f, f += SCAN_L * SCAN_NMAX;
+    s.Cs = f, f += SCAN_L * SCAN_NMAX;
+    s.cbias = f, f += SCAN_CB;
+    s.cD = f, f += SCAN_CB;
+    s.raw = (T *)f;
+    return s;
+}
+
+// ---- thread roles ----
+
+// Scan role: lane q (states 4q..4q+3) of block channel cl.
+struct scan_lane {
+    int q, cl;
+    int64_t c;
+    bool live;
+};
+
+__device__ __forceinline__ scan_lane lane_of(int64_t c0, int64_t Di) {
+    scan_lane l;
+    l.q = threadIdx.x & 3;
+    l.cl = (threadIdx.x >> 5) * 8 + ((threadIdx.x & 31) >> 2);
+    l.c = c0 + l.cl;
+    l.live = l.c < Di;
+    return l;
+}
+
+// Tile role: row (step) and first column (channel) of this thread's quad.
+__device__ __forceinline__ int tile_row() { return threadIdx.x / SCAN_QPR; }
+__device__ __forceinline__ int tile_col() { return 4 * (threadIdx.x % SCAN_QPR); }
+
+// The lane's four entries of A's row, times log2 e (zero past N, so those states stay 0).
+template <typename T>
+__device__ __forceinline__ void lane_A2(float *A2, const scan_k &k, const scan_lane &l) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        int n = 4 * l.q + j;
+        A2[j] = (l.live && n < k.N) ? to_f(((const T *)k.A)[l.c * k.N + n]) * SCAN_LOG2E : 0.0f;
+    }
+}
+
+// How many of the thread's quad of channels lie inside Di (0..4).
+__device__ __forceinline__ int quad_valid(int64_t c0, int64_t Di) {
+    int64_t n = Di - c0 - tile_col();
+    return n < 0 ? 0 : n > 4 ? 4 : (int)n;
+}
+
+// The block's delta_bias and D into shared memory (0 when absent or past Di); the
+// first barrier of the chunk loop publishes them.
+template <typename T>
+__device__ __forceinline__ void block_consts(const scan_sm<T> &sm, const scan_k &k, int64_t c0) {
+    int i = threadIdx.x;  // SCAN_CB <= SCAN_THREADS
+    if (i < SCAN_CB) {
+        bool in = c0 + i < k.Di;
+        sm.cbias[i] = in && k.db ? to_f(((const T *)k.db)[c0 + i]) : 0.0f;
+        sm.cD[i] = in && k.D ? to_f(((const T *)k.D)[c0 + i]) : 0.0f;
+    }
+}
+
+// Advance the lane's four states by chunk row tt: h = exp2(d A2) h + (d u) Bm[tt].
+template <typename T>
+__device__ __forceinline__ void state_step(float *h, const float *A2, const scan_sm<T> &sm,
+                                           const scan_lane &l, int tt) {
+    float2 p = sm.fdu[tt * SCAN_CB + l.cl];
+    float4 bq = ((const float4 *)sm.Bs)[tt * 4 + l.q];
+    float bb[4] = {bq.x, bq.y, bq.z, bq.w};
+#pragma unroll
+    for (int j = 0; j < 4; j++) h[j] = fmaf(scan_ex2(p.x * A2[j]), h[j], p.y * bb[j]);
+}
+
+// ---- staging ----
+
+// Copy this thread's quad of chunk rows [t0, t0+steps) of src [B,T,Di] into the tile
+// dst (zeros outside the tensor). VEC: one async vector copy; else element by element.
+template <typename T, bool VEC>
+__device__ __forceinline__ void tile_copy(T *dst, const T *src, const scan_k &k, int64_t b,
+                                          int64_t c0, int64_t t0, int steps) {
+    int row = tile_row(), col = tile_col();
+    int64_t c = c0 + col;
+    T *d = dst + row * SCAN_CB + col;
+    const T *s = src + ((b * k.T + t0 + (row < steps ? row : 0)) * k.Di + (c < k.Di ? c : 0));
+    if (VEC) {
+        bool ok = row < steps && c < k.Di;  // Di % 4 == 0: a quad is wholly in or out
+        scan_cp_async<4 * sizeof(T)>(d, s, ok ? 4 * (int)sizeof(T) : 0);
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            d[e] = (row < steps && c + e < k.Di) ? s[e] : from_f<T>(0.0f);
+    }
+}
+
+// Start the copies of chunk t0 into the nraw tiles at raw (absent tensors skipped).
+template <typename T, bool VEC>
+__device__ __forceinline__ void chunk_issue(T *raw, const void *const *src, int nraw,
+                                            const scan_k &k, int64_t b, int64_t c0, int64_t t0,
+                                            int steps) {
+    for (int r = 0; r < nraw; r++)
+        if (src[r]) tile_copy<T, VEC>(raw + r * SCAN_TILE, (const T *)src[r], k, b, c0, t0, steps);
+    scan_cp_commit();
+}
+
+// This thread's elements of the chunk's Bm and Cm rows ([L][16], zero past N or T),
+// loaded into registers now and put into shared memory by bc_put a chunk later.
+#define SCAN_BCPT ((SCAN_L * SCAN_NMAX + SCAN_THREADS - 1) / SCAN_THREADS)
+template <typename T>
+__device__ __forceinline__ void bc_fetch(float *bv, float *cv, const scan_k &k, int64_t b,
+                                         int64_t t0, int steps, bool want_c) {
+#pragma unroll
+    for (int e = 0; e < SCAN_BCPT; e++) {
+        int i = threadIdx.x + e * SCAN_THREADS, row = i / SCAN_NMAX, n = i % SCAN_NMAX;
+        bool ok = i < SCAN_L * SCAN_NMAX && row < steps && n < k.N;
+        int64_t at = (b * k.T + t0 + row) * k.N + n;
+        bv[e] = ok ? to_f(((const T *)k.Bm)[at]) : 0.0f;
+        cv[e] = ok && want_c ? to_f(((const T *)k.Cm)[at]) : 0.0f;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void bc_put(const scan_sm<T> &sm, const float *bv, const float *cv) {
+#pragma unroll
+    for (int e = 0; e < SCAN_BCPT; e++) {
+        int i = threadIdx.x + e * SCAN_THREADS;
+        if (i < SCAN_L * SCAN_NMAX) {
+            sm.Bs[i] = bv[e];
+            sm.Cs[i] = cv[e];
+        }
+    }
+}
+
+// Per element of the thread's quad: d and d*u (zero outside the tensor); BWD also
+// dy*silu(z), dd/ddelta and dz/yraw = dy s (1 + z (1 - s)) with s = sigmoid(z).
+template <typename T, bool BWD>
+__device__ __forceinline__ void pre_phase(const scan_sm<T> &sm, const T *raw, const scan_k &k,
+                                          int64_t c0, int steps) {
+    int row = tile_row(), col = tile_col(), at = row * SCAN_CB + col;
+    int nv = row < steps ? quad_valid(c0, k.Di) : 0;
+    float dl[4], uu[4], bias[4], dv[4], dsig[4];
+    scan_load4(raw + RAW_DELTA * SCAN_TILE + at, dl);
+    scan_load4(raw + RAW_U * SCAN_TILE + at, uu);
+    scan_load4(sm.cbias + col, bias);
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        bool ok = e < nv;
+        float x = dl[e] + bias[e], ex = expf(-fabsf(x));
+        dv[e] = ok ? (k.softplus ? scan_softplus(x, ex) : x) : 0.0f;
+        dsig[e] = ok ? (k.softplus ? scan_sigmoid(x, ex) : 1.0f) : 0.0f;
+    }
+    float4 *fd = (float4 *)(sm.fdu + at);
+    fd[0] = make_float4(dv[0], dv[0] * uu[0], dv[1], dv[1] * uu[1]);
+    fd[1] = make_float4(dv[2], dv[2] * uu[2], dv[3], dv[3] * uu[3]);
+    if (!BWD) return;
+    float dy[4], zz[4], dyr[4], dzf[4];
+    scan_load4(raw + RAW_DY * SCAN_TILE + at, dy);
+    if (k.z) scan_load4(raw + RAW_Z * SCAN_TILE + at, zz);
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        dyr[e] = dy[e], dzf[e] = 0.0f;
+        if (k.z) {
+            float s = scan_sigmoid(zz[e], expf(-fabsf(zz[e])));
+            dyr[e] = dy[e] * zz[e] * s;
+            dzf[e] = dy[e] * s * (1.0f + zz[e] * (1.0f - s));
+        }
+    }
+    scan_put4(sm.fdyr + at, dyr);
+    scan_put4(sm.fdsig + at, dsig);
+    scan_put4(sm.fdzf + at, dzf);
+}
+
+// Store four values at p (channels c..c+3 of a row), those inside Di.
+template <typename T, bool VEC>
+__device__ __forceinline__ void scan_store4(T *p, const float *v, int64_t c, int64_t Di) {
+    if (VEC) {
+        if (c < Di) scan_put4(p, v);
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (c + e < Di) p[e] = from_f<T>(v[e]);
+    }
+}
+
+// ---- host side, shared by the two launchers ----
+
+static inline scan_k scan_consts(const chm_cu_scan *a) {
+    scan_k k = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias,
+                a->B, a->T, a->Di, a->N, a->softplus ? 1 : 0};
+    return k;
+}
+
+// Whether the vector tile path applies: whole channel quads and aligned [B,T,Di] rows.
+static inline bool scan_vec_ok(const chm_cu_scan *a, const void *const *p, int n) {
+    size_t align = 4 * (a->dt == CHM_F32 ? sizeof(float) : sizeof(uint16_t));
+    if (a->Di % 4) return false;
+    for (int i = 0; i < n; i++)
+        if (p[i] && (uintptr_t)p[i] % align) return false;
+    return true;
+}
+
+static inline dim3 scan_grid(const chm_cu_scan *a) {
+    return dim3((unsigned)((a->Di + SCAN_CB - 1) / SCAN_CB), (unsigned)a->B);
+}
+
+// Launch a scan kernel with `bytes` of dynamic shared memory (the limit raised first;
+// the attribute is per device, so it is set on every call).
+template <typename K, typename... Args>
+static inline cudaError_t scan_launch(K kernel, dim3 grid, size_t bytes, cudaStream_t s,
+                                      Args... args) {
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)bytes);
+    if (e != cudaSuccess) return e;
+    kernel<<<grid, SCAN_THREADS, bytes, s>>>(args...);
+    return cudaGetLastError();
+}
+
+// The backward's checkpoint pass (selective_scan_fwd.cu): the state before every chunk
+// ck >= 1 into ckpt [B, nck, Di, 16] f32; vec as scan_vec_ok says for the call.
+cudaError_t chm_cu_scan_ckpt(float *ckpt, const chm_cu_scan *a, bool vec, cudaStream_t s);
+
+#endif

@@ -1,0 +1,282 @@
+// selective_scan_bwd.cu: the selective scan's backward: the main kernel (chunks in
+// reverse, states recomputed from the checkpoints) and the finish kernels (algorithm
+// and shared helpers: selective_scan.cuh).
+#include "selective_scan.cuh"
+
+// Per-lane running values of the backward: the dh carry and dA of the lane's states.
+struct scan_acc {
+    float dhc[4], dA[4];
+};
+
+// The chunk's states from h0 (the state before the chunk) into the stash hs.
+template <typename T>
+__device__ __forceinline__ void bwd_recompute(float (*hs)[4], const float *h0, const float *A2,
+                                              const scan_sm<T> &sm, const scan_lane &l) {
+    float h[4] = {h0[0], h0[1], h0[2], h0[3]};
+#pragma unroll
+    for (int tt = 0; tt < SCAN_L; tt++) {
+        state_step(h, A2, sm, l, tt);
+#pragma unroll
+        for (int j = 0; j < 4; j++) hs[tt][j] = h[j];
+    }
+}
+
+// The reverse recurrence over the chunk. Per step: the lane's parts of S = sum dh B,
+// Q = sum A2 dh exp(dA) h[t-1] and Y = sum C h meet in a 4-lane reduce-scatter (lane
+// q keeps entry q) into sm.part; the dBm (dh d u) and dCm (dyr h) terms of the
+// warp's 8 channels in an 8-lane reduce-scatter into sm.red.
+template <typename T>
+__device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const float *h0,
+                                            const float *A2, const scan_sm<T> &sm,
+                                            const scan_lane &l) {
+    int lane = threadIdx.x & 31, g = lane >> 2, w = threadIdx.x >> 5;
+    int slot = (g >> 2) * SCAN_NMAX + 4 * l.q + (g & 3);
+#pragma unroll
+    for (int tt = SCAN_L - 1; tt >= 0; tt--) {
+        float2 p = sm.fdu[tt * SCAN_CB + l.cl];
+        float dyr = sm.fdyr[tt * SCAN_CB + l.cl];
+        float4 bq = ((const float4 *)sm.Bs)[tt * 4 + l.q];
+        float4 cq = ((const float4 *)sm.Cs)[tt * 4 + l.q];
+        float bb[4] = {bq.x, bq.y, bq.z, bq.w}, cc[4] = {cq.x, cq.y, cq.z, cq.w};
+        float r[4] = {0.0f, 0.0f, 0.0f, 0.0f}, v[8];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float hp = tt > 0 ? hs[tt - 1][j] : h0[j], dec = scan_ex2(p.x * A2[j]);
+            float dh = fmaf(dyr, cc[j], acc.dhc[j]), carry = dh * dec, P = carry * hp;
+            acc.dhc[j] = carry;
+            acc.dA[j] = fmaf(p.x, P, acc.dA[j]);
+            r[0] = fmaf(dh, bb[j], r[0]);
+            r[1] = fmaf(A2[j], P, r[1]);
+            r[2] = fmaf(cc[j], hs[tt][j], r[2]);
+            v[j] = dh * p.y;
+            v[4 + j] = dyr * hs[tt][j];
+        }
+        scan_rs_stage<2, 2>(r);
+        scan_rs_stage<1, 1>(r);
+        sm.part[(tt * SCAN_CB + l.cl) * 4 + l.q] = r[0];
+        scan_rs_stage<4, 16>(v);
+        scan_rs_stage<2, 8>(v);
+        scan_rs_stage<1, 4>(v);
+        sm.red[(tt * SCAN_WARPS + w) * 32 + slot] = v[0];
+    }
+}
+
+// Accumulate old + v into the thread's quad of a gradient row (old from its raw tile).
+template <typename T, bool VEC>
+__device__ __forceinline__ void grad_add4(void *g, const T *old, float *v, const scan_k &k,
+                                          int64_t b, int64_t c0, int64_t t0, int row, int col) {
+    if (!g) return;
+    float o[4];
+    scan_load4(old + row * SCAN_CB + col, o);
+#pragma unroll
+    for (int e = 0; e < 4; e++) v[e] += o[e];
+    scan_store4<T, VEC>((T *)g + (b * k.T + t0 + row) * k.Di + c0 + col, v, c0 + col, k.Di);
+}
+
+// Per element of the thread's quad: du, ddelta, dz from the lanes' sums (added to the
+// tensors), and the running dD, ddelta_bias.
+template <typename T, bool VEC>
+__device__ __forceinline__ void bwd_out(const scan_sm<T> &sm, const T *raw, const scan_k &k,
+                                        const scan_g &g, int64_t b, int64_t c0, int64_t t0,
+                                        int steps) {
+    int row = tile_row(), col = tile_col(), at = row * SCAN_CB + col;
+    if (row >= steps) return;
+    float uu[4], Dc[4], gu[4], gd[4], gz[4];
+    scan_load4(raw + RAW_U * SCAN_TILE + at, uu);
+    scan_load4(sm.cD + col, Dc);
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float4 r = ((const float4 *)sm.part)[at + e];
+        float dv = sm.fdu[at + e].x, dyr = sm.fdyr[at + e];
+        gu[e] = fmaf(dyr, Dc[e], dv * r.x);
+        gd[e] = fmaf(r.y, SCAN_LN2, uu[e] * r.x) * sm.fdsig[at + e];
+        gz[e] = sm.fdzf[at + e] * fmaf(Dc[e], uu[e], r.z);
+        sm.accD[at + e] = fmaf(dyr, uu[e], sm.accD[at + e]);
+        sm.accB[at + e] += gd[e];
+    }
+    grad_add4<T, VEC>(g.du, raw + RAW_GU * SCAN_TILE, gu, k, b, c0, t0, row, col);
+    grad_add4<T, VEC>(g.ddelta, raw + RAW_GD * SCAN_TILE, gd, k, b, c0, t0, row, col);
+    if (k.z) grad_add4<T, VEC>(g.dz, raw + RAW_GZ * SCAN_TILE, gz, k, b, c0, t0, row, col);
+}
+
+// The chunk's dBm/dCm partials: the warps' sums added in warp order.
+__device__ __forceinline__ void bc_partials(const float *red, float *pbc, int64_t row0,
+                                            int steps) {
+    for (int o = threadIdx.x; o < SCAN_L * 32; o += SCAN_THREADS) {
+        int tt = o / 32, s = o % 32;
+        if (tt >= steps) continue;
+        float sum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < SCAN_WARPS; w++) sum += red[(tt * SCAN_WARPS + w) * 32 + s];
+        pbc[(row0 + tt) * 32 + s] = sum;
+    }
+}
+
+// End of the backward: dA of the lane's states; dD and ddelta_bias of the block's
+// channels summed over the tile rows in row order.
+template <typename T>
+__device__ __forceinline__ void bwd_final(const scan_sm<T> &sm, const scan_acc &acc,
+                                          const scan_k &k, const scan_g &g, int64_t b,
+                                          int64_t c0, const scan_lane &l) {
+    if (l.live)
+        *(float4 *)(g.pA + (b * k.Di + l.c) * SCAN_NMAX + 4 * l.q) =
+            make_float4(acc.dA[0], acc.dA[1], acc.dA[2], acc.dA[3]);
+    __syncthreads();
+    int c = threadIdx.x;
+    if (c >= SCAN_CB || c0 + c >= k.Di) return;
+    float sD = 0.0f, sB = 0.0f;
+    for (int row = 0; row < SCAN_L; row++) {
+        sD += sm.accD[row * SCAN_CB + c];
+        sB += sm.accB[row * SCAN_CB + c];
+    }
+    g.pD[b * k.Di + c0 + c] = sD;
+    g.pdb[b * k.Di + c0 + c] = sB;
+}
+
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_k k, scan_g g) {
+    extern __shared__ __align__(16) unsigned char scan_raw_sm[];
+    scan_sm<T> sm = scan_carve<T>(scan_raw_sm, true);
+    int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
+    int64_t nck = (k.T + SCAN_L - 1) / SCAN_L, row0 = (b * gridDim.x + blockIdx.x) * k.T;
+    scan_lane l = lane_of(c0, k.Di);
+    scan_acc acc;
+    float A2[4], bv[SCAN_BCPT], cv[SCAN_BCPT];
+    lane_A2<T>(A2, k, l);
+    block_consts<T>(sm, k, c0);
+#pragma unroll
+    for (int j = 0; j < 4; j++) acc.dhc[j] = acc.dA[j] = 0.0f;
+    for (int i = threadIdx.x; i < SCAN_TILE; i += SCAN_THREADS) sm.accD[i] = sm.accB[i] = 0.0f;
+    const void *src[RAW_BWD] = {k.delta, k.u, k.z, g.dy, g.du, g.ddelta, k.z ? g.dz : NULL};
+    int64_t tl = (nck - 1) * SCAN_L;
+    chunk_issue<T, VEC>(sm.raw, src, RAW_BWD, k, b, c0, tl, (int)(k.T - tl));
+    bc_fetch<T>(bv, cv, k, b, tl, (int)(k.T - tl), true);
+    for (int64_t ck = nck - 1; ck >= 0; ck--) {
+        int64_t t0 = ck * SCAN_L;
+        int steps = (int)(k.T - t0 < SCAN_L ? k.T - t0 : SCAN_L);
+        T *raw = sm.raw + ((nck - 1 - ck) & 1) * RAW_BWD * SCAN_TILE;
+        scan_cp_wait();
+        bc_put(sm, bv, cv);
+        __syncthreads();  // the chunk's tiles are in; the last chunk's readers are done
+        if (ck > 0) {
+            chunk_issue<T, VEC>(sm.raw + ((nck - ck) & 1) * RAW_BWD * SCAN_TILE, src, RAW_BWD,
+                                k, b, c0, t0 - SCAN_L, SCAN_L);
+            bc_fetch<T>(bv, cv, k, b, t0 - SCAN_L, SCAN_L, true);
+        }
+        float h0[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (ck > 0 && l.live) {
+            float4 v = *(const float4 *)(g.ckpt + ((b * nck + ck) * k.Di + l.c) * SCAN_NMAX +
+                                         4 * l.q);
+            h0[0] = v.x, h0[1] = v.y, h0[2] = v.z, h0[3] = v.w;
+        }
+        pre_phase<T, true>(sm, raw, k, c0, steps);
+        __syncthreads();
+        float hs[SCAN_L][4];
+        bwd_recompute<T>(hs, h0, A2, sm, l);
+        bwd_reverse<T>(acc, hs, h0, A2, sm, l);
+        __syncthreads();
+        bwd_out<T, VEC>(sm, raw, k, g, b, c0, t0, steps);
+        bc_partials(sm.red, g.pbc, row0 + t0, steps);
+    }
+    bwd_final<T>(sm, acc, k, g, b, c0, l);
+}
+
+// dBm/dCm [B,T,N] += the channel-block partials, in block order.
+template <typename T>
+__global__ void scan_bc_finish_kernel(T *dBm, T *dCm, const float *pbc, int64_t B, int64_t Tn,
+                                      int64_t N, int64_t nblk) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < B * Tn * 32;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t l = i % 32, bt = i / 32, t = bt % Tn, b = bt / Tn, n = l % SCAN_NMAX;
+        T *dst = l < SCAN_NMAX ? dBm : dCm;
+        if (!dst || n >= N) continue;
+        float s = 0.0f;
+        for (int64_t blk = 0; blk < nblk; blk++) s += pbc[((b * nblk + blk) * Tn + t) * 32 + l];
+        int64_t at = (b * Tn + t) * N + n;
+        dst[at] = from_f<T>(to_f(dst[at]) + s);
+    }
+}
+
+// dA [Di,N], dD [Di], ddelta_bias [Di] += the per-batch-row partials, in b order.
+template <typename T>
+__global__ void scan_chan_finish_kernel(T *dA, T *dD, T *ddb, const float *pA, const float *pD,
+                                        const float *pdb, int64_t B, int64_t Di, int64_t N) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < Di * SCAN_NMAX;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t c = i / SCAN_NMAX, n = i % SCAN_NMAX;
+        if (dA && n < N) {
+            float s = 0.0f;
+            for (int64_t b = 0; b < B; b++) s += pA[(b * Di + c) * SCAN_NMAX + n];
+            dA[c * N + n] = from_f<T>(to_f(dA[c * N + n]) + s);
+        }
+        if (n == 0 && dD) {
+            float s = 0.0f;
+            for (int64_t b = 0; b < B; b++) s += pD[b * Di + c];
+            dD[c] = from_f<T>(to_f(dD[c]) + s);
+        }
+        if (n == 1 && ddb) {
+            float s = 0.0f;
+            for (int64_t b = 0; b < B; b++) s += pdb[b * Di + c];
+            ddb[c] = from_f<T>(to_f(ddb[c]) + s);
+        }
+    }
+}
+
+// ---- host side ----
+
+// Scratch layout of the backward, in floats.
+typedef struct scan_layout {
+    int64_t nck, nblk, ckpt, pbc, pA, pD, pdb, total;
+} scan_layout;
+
+static scan_layout scan_layout_of(const chm_cu_scan *a) {
+    scan_layout L;
+    L.nck = (a->T + SCAN_L - 1) / SCAN_L;
+    L.nblk = (a->Di + SCAN_CB - 1) / SCAN_CB;
+    L.ckpt = 0;
+    L.pbc = L.ckpt + a->B * L.nck * a->Di * SCAN_NMAX;
+    L.pA = L.pbc + a->B * L.nblk * a->T * 32;
+    L.pD = L.pA + a->B * a->Di * SCAN_NMAX;
+    L.pdb = L.pD + a->B * a->Di;
+    L.total = L.pdb + a->B * a->Di;
+    return L;
+}
+
+extern "C" size_t chm_cu_scan_bwd_scratch(const chm_cu_scan *a) {
+    if (!chm_cu_scan_v2()) return chm_cu_scan_v1_bwd_scratch(a);
+    return (size_t)scan_layout_of(a).total * sizeof(float);
+}
+
+template <typename T>
+static cudaError_t scan_bwd_launch(const chm_cu_scan_grads *gr, const void *dy,
+                                   const chm_cu_scan *a, float *sc, cudaStream_t s) {
+    scan_layout L = scan_layout_of(a);
+    scan_k k = scan_consts(a);
+    scan_g g = {gr->du, gr->ddelta, gr->dz, dy, sc + L.ckpt, sc + L.pbc, sc + L.pA, sc + L.pD,
+                sc + L.pdb};
+    const void *p[] = {a->u, a->delta, a->z, dy, gr->du, gr->ddelta, gr->dz};
+    bool vec = scan_vec_ok(a, p, 7);
+    cudaError_t e = chm_cu_scan_ckpt(sc + L.ckpt, a, vec, s);
+    if (e != cudaSuccess) return e;
+    size_t bytes = scan_sm_bytes(sizeof(T), true);
+    e = vec ? scan_launch(scan_bwd_kernel<T, true>, scan_grid(a), bytes, s, k, g)
+            : scan_launch(scan_bwd_kernel<T, false>, scan_grid(a), bytes, s, k, g);
+    if (e != cudaSuccess) return e;
+    int64_t nbc = a->B * a->T * 32;
+    scan_bc_finish_kernel<T><<<grid_for(nbc, 256), 256, 0, s>>>(
+        (T *)gr->dBm, (T *)gr->dCm, sc + L.pbc, a->B, a->T, a->N, L.nblk);
+    int64_t nch = a->Di * SCAN_NMAX;
+    scan_chan_finish_kernel<T><<<grid_for(nch, 256), 256, 0, s>>>(
+        (T *)gr->dA, (T *)gr->dD, (T *)gr->ddelta_bias, sc + L.pA, sc + L.pD, sc + L.pdb, a->B,
+        a->Di, a->N);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t chm_cu_scan_bwd(const chm_cu_scan_grads *g, const void *dy,
+                                       const chm_cu_scan *a, void *scratch, cudaStream_t s) {
+    if (!chm_cu_scan_v2()) return chm_cu_scan_v1_bwd(g, dy, a, scratch, s);
+    if (a->B * a->T * a->Di <= 0) return cudaSuccess;
+    if (a->N > SCAN_NMAX) return cudaErrorInvalidValue;
+    CHM_CU_DISPATCH2(a->dt, T, return scan_bwd_launch<T>(g, dy, a, (float *)scratch, s));
+    return cudaSuccess;
+}
