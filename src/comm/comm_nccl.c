@@ -101,7 +101,10 @@ NC_MATCHES(ncclGroupEnd, fn_group);
 _Static_assert(sizeof(nc_id) == 128, "ncclUniqueId is 128 bytes");
 #endif
 
-/* The loaded library (process-wide, loaded once, never unloaded). */
+/* The loaded library: each group's state holds its own table (its own dlopen reference), so
+ * that no process-wide state lives outside the backend registry. The references are never
+ * dlclose'd: NCCL keeps proxy threads and exit handlers that must not outlive its code, and a
+ * timed-out ncclCommInitRank thread may still run in it; the process's exit unloads it. */
 typedef struct nccl_api {
     void *lib;
     int version;
@@ -118,8 +121,6 @@ typedef struct nccl_api {
     fn_reduce reduce;
     fn_group group_start, group_end;
 } nccl_api;
-
-static nccl_api g_nccl;
 
 static const struct {
     const char *name;
@@ -143,9 +144,8 @@ static const struct {
     {"ncclGroupEnd", offsetof(nccl_api, group_end), false},
 };
 
-/* dlopen libnccl.so.2 and fill g_nccl; CHM_ERR_UNSUPPORTED saying why not. */
-static chm_status load_nccl(chm_err *err) {
-    if (g_nccl.lib) return CHM_OK;
+/* dlopen libnccl.so.2 and fill *out; CHM_ERR_UNSUPPORTED saying why not. */
+static chm_status load_nccl(nccl_api *out, chm_err *err) {
     /* NVLink SHARP (multicast) stays off unless the user turns it on: chimera's collectives
      * gain little from it, and on a shared host a program that dies holding multicast
      * objects can put the GPUs out of service */
@@ -169,7 +169,7 @@ static chm_status load_nccl(chm_err *err) {
                sizeof s); /* POSIX: data and function pointers agree */
     }
     if (a.get_version(&a.version) != NC_SUCCESS) a.version = 0;
-    g_nccl = a;
+    *out = a;
     return CHM_OK;
 }
 
@@ -185,6 +185,7 @@ static void version_text(int v, char *out, size_t n) {
 #define NC_HOST_MAX 512
 
 typedef struct nccl_state {
+    nccl_api api;        /* this group's reference to the loaded library */
     nc_comm comm;
     cudaStream_t stream;
     int device;
@@ -198,21 +199,21 @@ typedef struct nccl_state {
     int started;         /* since the last wait */
 } nccl_state;
 
-static const char *nc_text(nc_result r) {
-    return g_nccl.error_string ? g_nccl.error_string(r) : "unknown NCCL error";
+static const char *nc_text(const nccl_api *a, nc_result r) {
+    return a->error_string ? a->error_string(r) : "unknown NCCL error";
 }
 
 static void nc_abort(nccl_state *s) {
     if (s->dead || !s->comm) return;
     s->dead = true;
-    g_nccl.abort(s->comm);
+    s->api.abort(s->comm);
 }
 
 /* An error of a collective that failed to enqueue. */
 static chm_status nc_failed(chm_comm *c, const char *op, nc_result r, chm_err *err) {
     nccl_state *s = c->state;
-    const char *last = g_nccl.last_error && s->comm ? g_nccl.last_error(s->comm) : "";
-    return CHM_ERR(err, CHM_ERR_DEVICE, "nccl %s: %s%s%.300s", op, nc_text(r),
+    const char *last = s->api.last_error && s->comm ? s->api.last_error(s->comm) : "";
+    return CHM_ERR(err, CHM_ERR_DEVICE, "nccl %s: %s%s%.300s", op, nc_text(&s->api, r),
                    last && *last ? ": " : "", last ? last : "");
 }
 
@@ -234,7 +235,7 @@ static chm_status nc_wait(chm_comm *c, cudaStream_t st, const char *op, chm_err 
                            cudaGetErrorString(q));
         }
         nc_result a = NC_SUCCESS;
-        g_nccl.async_error(s->comm, &a);
+        s->api.async_error(s->comm, &a);
         if (a != NC_SUCCESS && a != NC_IN_PROGRESS) {
             chm_status rc = nc_failed(c, op, a, err);
             nc_abort(s);
@@ -279,7 +280,7 @@ static chm_status nc_all_reduce(chm_comm *c, const chm_tensor *t, chm_err *err) 
     char *p = chm_cuda_comm_ptr(t);
     nc_result r = s->dead || !n
                       ? NC_SUCCESS
-                      : g_nccl.all_reduce(p, p, n, nc_type(t->dtype), NC_SUM, s->comm, s->stream);
+                      : s->api.all_reduce(p, p, n, nc_type(t->dtype), NC_SUM, s->comm, s->stream);
     return nc_done(c, "all_reduce", r, err);
 }
 
@@ -289,7 +290,7 @@ static chm_status nc_broadcast(chm_comm *c, const chm_tensor *t, int root, chm_e
     char *p = chm_cuda_comm_ptr(t);
     nc_result r = s->dead || !n
                       ? NC_SUCCESS
-                      : g_nccl.broadcast(p, p, n, nc_type(t->dtype), root, s->comm, s->stream);
+                      : s->api.broadcast(p, p, n, nc_type(t->dtype), root, s->comm, s->stream);
     return nc_done(c, "broadcast", r, err);
 }
 
@@ -307,19 +308,19 @@ static chm_status nc_blocks(chm_comm *c, const chm_tensor *t, bool gather, chm_e
     if (s->dead || n == 0) return nc_done(c, op, r, err);
     if (s0 * c->world == n) {
         char *mine = p + (size_t)(s0 * c->rank) * ds;
-        r = gather ? g_nccl.all_gather(mine, p, (size_t)s0, dt, s->comm, s->stream)
-                   : g_nccl.reduce_scatter(p, mine, (size_t)s0, dt, NC_SUM, s->comm, s->stream);
+        r = gather ? s->api.all_gather(mine, p, (size_t)s0, dt, s->comm, s->stream)
+                   : s->api.reduce_scatter(p, mine, (size_t)s0, dt, NC_SUM, s->comm, s->stream);
         return nc_done(c, op, r, err);
     }
-    r = g_nccl.group_start();
+    r = s->api.group_start();
     for (int k = 0; r == NC_SUCCESS && k < c->world; k++) {
         chm_comm_block(n, c->world, k, &b, &cnt);
         char *q = p + (size_t)b * ds;
         if (cnt == 0) continue;
-        r = gather ? g_nccl.broadcast(q, q, (size_t)cnt, dt, k, s->comm, s->stream)
-                   : g_nccl.reduce(q, q, (size_t)cnt, dt, NC_SUM, k, s->comm, s->stream);
+        r = gather ? s->api.broadcast(q, q, (size_t)cnt, dt, k, s->comm, s->stream)
+                   : s->api.reduce(q, q, (size_t)cnt, dt, NC_SUM, k, s->comm, s->stream);
     }
-    nc_result e = g_nccl.group_end();
+    nc_result e = s->api.group_end();
     return nc_done(c, op, r != NC_SUCCESS ? r : e, err);
 }
 
@@ -397,7 +398,7 @@ static chm_status nc_all_reduce_start(chm_comm *c, const chm_tensor *t, chm_err 
     size_t n = (size_t)chm_tensor_numel(t);
     char *p = chm_cuda_comm_ptr(t);
     nc_result r =
-        n ? g_nccl.all_reduce(p, p, n, nc_type(t->dtype), NC_SUM, s->comm, s->side) : NC_SUCCESS;
+        n ? s->api.all_reduce(p, p, n, nc_type(t->dtype), NC_SUM, s->comm, s->side) : NC_SUCCESS;
     if (r != NC_SUCCESS) return nc_failed(c, "all_reduce_start", r, err);
     s->started++;
     return nc_cuda("all_reduce_start", cudaEventRecord(ev[1], s->side), err);
@@ -439,7 +440,7 @@ static void nc_detach(chm_comm *c, bool failed) {
     nccl_state *s = c->state;
     if (!s) return;
     if (failed) nc_abort(s);
-    if (!s->dead && s->comm) g_nccl.destroy(s->comm);
+    if (!s->dead && s->comm) s->api.destroy(s->comm);
     for (int i = 0; i < s->n_ev; i++) cudaEventDestroy(s->ev[i]);
     if (s->side) {
         cudaEventDestroy(s->ready);
@@ -468,6 +469,7 @@ static const comm_impl nccl_impl = {
 
 /* ncclCommInitRank on a helper thread, so that the caller can give up after the timeout. */
 typedef struct init_job {
+    fn_init_rank init_rank;
     nc_id id;
     int world, rank, device;
     nc_comm comm;
@@ -483,7 +485,7 @@ static void *init_thread(void *arg) {
     nc_comm comm = NULL;
     /* NCCL binds the communicator to this thread's current device */
     cudaError_t e = cudaSetDevice(j->device);
-    nc_result r = e == cudaSuccess ? g_nccl.init_rank(&comm, j->world, j->id, j->rank) : NC_SUCCESS;
+    nc_result r = e == cudaSuccess ? j->init_rank(&comm, j->world, j->id, j->rank) : NC_SUCCESS;
     pthread_mutex_lock(&j->mu);
     j->cuda = e, j->result = r, j->comm = comm, j->done = true;
     pthread_cond_signal(&j->cv);
@@ -507,7 +509,8 @@ static bool wait_job(init_job *j, double timeout_s) {
 static chm_status init_comm(chm_comm *c, nccl_state *s, const nc_id *id, chm_err *err) {
     init_job *j = calloc(1, sizeof *j);
     if (!j) return CHM_ERR(err, CHM_ERR_NOMEM, "nccl: no memory");
-    *j = (init_job){.id = *id, .world = c->world, .rank = c->rank, .device = s->device};
+    *j = (init_job){.init_rank = s->api.init_rank, .id = *id, .world = c->world,
+                    .rank = c->rank, .device = s->device};
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
     pthread_t th;
@@ -530,7 +533,7 @@ static chm_status init_comm(chm_comm *c, nccl_state *s, const nc_id *id, chm_err
                      cudaGetErrorString(j->cuda));
     else if (j->result != NC_SUCCESS)
         rc = CHM_ERR(err, CHM_ERR_DEVICE, "nccl: ncclCommInitRank (rank %d of %d): %s", c->rank,
-                     c->world, nc_text(j->result));
+                     c->world, nc_text(&s->api, j->result));
     s->comm = j->comm;
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
@@ -539,11 +542,11 @@ static chm_status init_comm(chm_comm *c, nccl_state *s, const nc_id *id, chm_err
 }
 
 /* Rank 0's NCCL id into every rank's *id (MPI, or the rendezvous file). */
-static chm_status share_id(chm_comm *c, nc_id *id, chm_err *err) {
+static chm_status share_id(chm_comm *c, const nccl_api *api, nc_id *id, chm_err *err) {
     if (c->rank == 0) {
-        nc_result r = g_nccl.unique_id(id);
+        nc_result r = api->unique_id(id);
         if (r != NC_SUCCESS)
-            return CHM_ERR(err, CHM_ERR_DEVICE, "nccl: ncclGetUniqueId: %s", nc_text(r));
+            return CHM_ERR(err, CHM_ERR_DEVICE, "nccl: ncclGetUniqueId: %s", nc_text(api, r));
     }
     if (c->mpi_launched) return chm_comm_mpi_bcast_bytes(c, id, (int)sizeof *id, 0, err);
     if (!c->rendezvous[0])
@@ -553,21 +556,23 @@ static chm_status share_id(chm_comm *c, nc_id *id, chm_err *err) {
 }
 
 chm_status chm_comm_nccl_attach(chm_comm *c, chm_err *err) {
-    chm_status rc = load_nccl(err);
+    nccl_api api;
+    chm_status rc = load_nccl(&api, err);
     if (rc) return rc;
     nccl_state *s = calloc(1, sizeof *s);
     if (!s) return CHM_ERR(err, CHM_ERR_NOMEM, "nccl: no memory");
+    s->api = api;
     s->stream = chm_cuda_comm_stream(c->be);
     s->device = chm_cuda_comm_device(c->be);
     nc_id id;
     memset(&id, 0, sizeof id);
     rc = chm_buffer_alloc(c->be, NC_HOST_MAX * sizeof(double), &s->staging);
     if (rc) rc = CHM_ERR(err, rc, "nccl: %s", c->be->err.msg);
-    if (rc == CHM_OK) rc = share_id(c, &id, err);
+    if (rc == CHM_OK) rc = share_id(c, &s->api, &id, err);
     if (rc == CHM_OK) rc = init_comm(c, s, &id, err);
     if (rc == CHM_OK && !c->mpi_launched) chm_comm_rendezvous_done(c->rendezvous, c->rank);
     if (rc) {
-        if (s->comm) g_nccl.abort(s->comm);
+        if (s->comm) s->api.abort(s->comm);
         chm_buffer_free(s->staging);
         free(s);
         return rc;
@@ -575,7 +580,7 @@ chm_status chm_comm_nccl_attach(chm_comm *c, chm_err *err) {
     c->state = s;
     c->impl = &nccl_impl;
     char v[32];
-    version_text(g_nccl.version, v, sizeof v);
+    version_text(s->api.version, v, sizeof v);
     snprintf(c->desc, sizeof c->desc, "nccl %s, %d ranks (this one on cuda device %d)", v, c->world,
              s->device);
     return CHM_OK;
