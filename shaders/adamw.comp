@@ -3,19 +3,21 @@
  *   g = gs*grad; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
  *   param -= lr * ((m/c1) / (sqrt(v/c2) + eps) + wd * param)
  * with c1 = 1 - b1^step, c2 = 1 - b2^step computed by the host in double.
- * param, grad, m, v are f32. Variants: adamw_step; adamw_step_bf16 and
- * adamw_step_f16 (-D LOWP_BF16 / LOWP_F16) also write the new param rounded
- * to 16 bits into param_lowp.
+ * param, m, v are f32 (the master weights and moments). Variants
+ * adamw_step[_g<grad>][_<lowp>]: grad is f32, or bf16/f16 with
+ * -DDT_BF16 / -DDT_F16 (_gbf16, _gf16; dt.glsl); with -DLOWP_BF16 /
+ * -DLOWP_F16 (_bf16, _f16) the new param is also written, rounded to
+ * 16 bits, into param_lowp.
  */
 #version 450
+#include "dt.glsl"
 #if defined(LOWP_BF16) || defined(LOWP_F16)
 #extension GL_EXT_shader_16bit_storage : require
 #define LOWP 1
 #endif
 #include "common.glsl"
-#include "half.glsl"
 
-layout(binding = 0) readonly buffer Grad { float grad[]; };
+layout(binding = 0) readonly buffer Grad { DT grad[]; };
 layout(binding = 1) buffer Param { float param[]; };
 layout(binding = 2) buffer M { float m[]; };
 layout(binding = 3) buffer V { float v[]; };
@@ -35,7 +37,7 @@ layout(push_constant) uniform Push {
 void main() {
     uint i = chm_index();
     if (i >= p.n) return;
-    float g = p.gs * grad[p.off[0] + i];
+    float g = p.gs * LOAD(grad[p.off[0] + i]);
     float mi = p.b1 * m[p.off[2] + i] + (1.0 - p.b1) * g;
     float vi = p.b2 * v[p.off[3] + i] + (1.0 - p.b2) * g * g;
     float pi = param[p.off[1] + i];

@@ -12,9 +12,12 @@
  * embedding_bwd_sum (-DSUM), one invocation per (row, column): a row that
  *   starts a chain adds dout along the chain in row order onto dtable, the
  *   same order of float additions as the cpu backend. Chains have distinct
- *   ids, so no two invocations write the same element.
+ *   ids, so no two invocations write the same element. dout and dtable are
+ *   f32, or 16-bit words (embedding_bwd_sum_bf16, _f16: -DDT_*, dt.glsl)
+ *   summed in f32 along the chain and rounded once.
  */
 #version 450
+#include "dt.glsl"
 #include "common.glsl"
 
 #ifdef LINK
@@ -53,10 +56,10 @@ void main() {
 
 #else /* SUM */
 
-layout(binding = 0) readonly buffer Dout { float dout[]; };
+layout(binding = 0) readonly buffer Dout { DT dout[]; };
 layout(binding = 1) readonly buffer Ids { int ids[]; };
 layout(binding = 2) readonly buffer Link { int link[]; };
-layout(binding = 3) buffer Dtable { float dtable[]; };
+layout(binding = 3) buffer Dtable { DT dtable[]; };
 
 layout(push_constant) uniform Push {
     uint off[4];
@@ -69,9 +72,9 @@ void main() {
     uint r = i / p.cols, c = i % p.cols;
     if (link[p.off[2] + p.rows + r] == 0) return;
     uint dst = p.off[3] + uint(ids[p.off[1] + r]) * p.cols + c;
-    float s = dtable[dst];
+    float s = LOAD(dtable[dst]);
     for (int j = int(r); j >= 0; j = link[p.off[2] + uint(j)])
-        s += dout[p.off[0] + uint(j) * p.cols + c];
-    dtable[dst] = s;
+        s += LOAD(dout[p.off[0] + uint(j) * p.cols + c]);
+    dtable[dst] = STORE(s);
 }
 #endif

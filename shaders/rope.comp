@@ -10,16 +10,19 @@
  * fixed-point fraction (tab[2i] low word, tab[2i+1] high word; rope.c
  * computes it in double). q times it modulo 1 is exact integer arithmetic;
  * the result, reduced to [-1/2, 1/2) turn, becomes an angle in [-pi, pi).
+ * x and out are f32, or 16-bit words with -DDT_BF16 / -DDT_F16 (dt.glsl:
+ * rope_fwd_bf16, rope_bwd_f16, ...), rotated in f32.
  */
 #version 450
+#include "dt.glsl"
 #include "common.glsl"
 
-layout(binding = 0) readonly buffer X { float x[]; };
+layout(binding = 0) readonly buffer X { DT x[]; };
 layout(binding = 1) readonly buffer Tab { uint tab[]; };  /* [half][2] */
 #ifdef BWD
-layout(binding = 2) buffer Out { float out_[]; };
+layout(binding = 2) buffer Out { DT out_[]; };
 #else
-layout(binding = 2) writeonly buffer Out { float out_[]; };
+layout(binding = 2) writeonly buffer Out { DT out_[]; };
 #endif
 
 layout(push_constant) uniform Push {
@@ -46,13 +49,13 @@ void main() {
     s = -s;
 #endif
     uint j = bth * 2u * p.half_ + i;
-    float x0 = x[p.off[0] + j], x1 = x[p.off[0] + j + p.half_];
+    float x0 = LOAD(x[p.off[0] + j]), x1 = LOAD(x[p.off[0] + j + p.half_]);
     float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
 #ifdef BWD
-    out_[p.off[2] + j] += y0;
-    out_[p.off[2] + j + p.half_] += y1;
+    ACC(out_[p.off[2] + j], y0);
+    ACC(out_[p.off[2] + j + p.half_], y1);
 #else
-    out_[p.off[2] + j] = y0;
-    out_[p.off[2] + j + p.half_] = y1;
+    out_[p.off[2] + j] = STORE(y0);
+    out_[p.off[2] + j + p.half_] = STORE(y1);
 #endif
 }

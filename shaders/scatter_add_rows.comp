@@ -16,9 +16,13 @@
  *   _sort  (-DSORT)  per r:      insertion sort of bucket r into increasing m
  *                                (buckets hold the few rows that share an
  *                                index: a token's K experts, one MoD slot)
- *   _sum   (-DSUM)   per (r,c):  out[r,c] += w[m]*x[m,c] over bucket r in order
+ *   _sum   (-DSUM)   per (r,c):  out[r,c] += w[m]*x[m,c] over bucket r in order;
+ *                                x, w, out f32, or 16-bit words (_sum_bf16,
+ *                                _sum_f16: -DDT_*, dt.glsl) summed in f32 and
+ *                                rounded once
  */
 #version 450
+#include "dt.glsl"
 #include "common.glsl"
 
 #if defined(COUNT) || defined(PLACE)
@@ -102,11 +106,11 @@ void main() {
 }
 
 #else /* SUM */
-layout(binding = 0) readonly buffer X { float x[]; };
-layout(binding = 1) readonly buffer W { float w[]; };
+layout(binding = 0) readonly buffer X { DT x[]; };
+layout(binding = 1) readonly buffer W { DT w[]; };
 layout(binding = 2) readonly buffer Off { uint off_[]; };
 layout(binding = 3) readonly buffer Order { uint order_[]; };
-layout(binding = 4) buffer Out { float out_[]; };
+layout(binding = 4) buffer Out { DT out_[]; };
 
 layout(push_constant) uniform Push {
     uint off[5];
@@ -119,12 +123,12 @@ void main() {
     uint r = i / p.C, c = i % p.C;
     uint lo = off_[p.off[2] + r], hi = off_[p.off[2] + r + 1u];
     if (lo == hi) return;
-    float s = out_[p.off[4] + i];
+    float s = LOAD(out_[p.off[4] + i]);
     for (uint j = lo; j < hi; j++) {
         uint m = order_[p.off[3] + j];
-        float wm = (p.flags & 1u) != 0u ? w[p.off[1] + m] : 1.0;
-        s += wm * x[p.off[0] + m * p.C + c];
+        float wm = (p.flags & 1u) != 0u ? LOAD(w[p.off[1] + m]) : 1.0;
+        s += wm * LOAD(x[p.off[0] + m * p.C + c]);
     }
-    out_[p.off[4] + i] = s;
+    out_[p.off[4] + i] = STORE(s);
 }
 #endif

@@ -7,13 +7,15 @@
  * Targets < 0 are ignored (loss 0, zero gradient row); a target >= V is
  * treated the same and reported as CHM_ERR_INVALID_ARG by the next chm_sync
  * or download (the targets live on the device).
+ * logits and dlogits are f32, or both bf16 or both f16 (the shader's native
+ * variants read and write the words, vk_dtype.h); losses stay f32.
  */
-#include "vk.h"
+#include "vk_dtype.h"
 
 chm_status chm_vk_cross_entropy(chm_backend *be, const chm_tensor *losses,
                                 const chm_tensor *dlogits, const chm_tensor *logits,
                                 const chm_tensor *targets, double grad_scale) {
-    CHM_TRY(chm_vk_need_f32(be, "cross_entropy", logits));
+    CHM_TRY(chm_vk_need_float(be, "cross_entropy", logits));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
         uint32_t R, V, flags;
@@ -22,7 +24,7 @@ chm_status chm_vk_cross_entropy(chm_backend *be, const chm_tensor *losses,
             (float)grad_scale};
     char name[48];
     chm_vk_dispatch d = {
-        .shader = chm_vk_variant_sg(vk, "cross_entropy", name, sizeof name),
+        .shader = chm_vk_variant_dt(vk, "cross_entropy", logits->dtype, true, name, sizeof name),
         .nbind = 4, .bind = {logits, targets, losses, dlogits}, .writes = 3u << 2,
         .status = true, .push = &pc, .push_size = sizeof pc, .groups = pc.R,
         .wg = vk->caps.wg_row,

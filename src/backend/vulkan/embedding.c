@@ -10,19 +10,24 @@
  * The backward is deterministic and uses no float atomics: a first pass
  * links each row to the next row with the same id, a second adds each
  * chain in row order (see embedding_bwd.comp).
+ * table, out, dtable, dout are f32, or all bf16 or all f16: the forward
+ * copies words, the backward sums each chain in f32 and rounds once
+ * (native variants, vk_dtype.h).
  */
-#include "vk.h"
+#include "vk_dtype.h"
 
 chm_status chm_vk_embedding_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,
                                 const chm_tensor *table) {
-    CHM_TRY(chm_vk_need_f32(be, "embedding_fwd", table));
+    CHM_TRY(chm_vk_need_float(be, "embedding_fwd", table));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
         uint32_t rows, vocab, cols;
     } pc = {(uint32_t)chm_tensor_numel(ids), (uint32_t)table->shape[0],
             (uint32_t)table->shape[1]};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "embedding_fwd", .nbind = 3, .bind = {ids, table, out}, .writes = 1u << 2,
+        .shader = chm_vk_variant_dt(vk, "embedding_fwd", table->dtype, false, name, sizeof name),
+        .nbind = 3, .bind = {ids, table, out}, .writes = 1u << 2,
         .status = true, .push = &pc, .push_size = sizeof pc,
         .groups = chm_vk_groups((int64_t)pc.rows * pc.cols, vk->caps.wg_elem),
         .wg = vk->caps.wg_elem,
@@ -46,7 +51,7 @@ static chm_status link_rows(chm_vk *vk, const chm_tensor *link, const chm_tensor
 
 chm_status chm_vk_embedding_bwd(chm_backend *be, const chm_tensor *dtable,
                                 const chm_tensor *dout, const chm_tensor *ids) {
-    CHM_TRY(chm_vk_need_f32(be, "embedding_bwd", dtable));
+    CHM_TRY(chm_vk_need_float(be, "embedding_bwd", dtable));
     chm_vk *vk = chm_vk_ctx(be);
     int64_t rows = chm_tensor_numel(ids), cols = dtable->shape[1];
     if (rows == 0 || cols == 0) return CHM_OK;
@@ -56,8 +61,11 @@ chm_status chm_vk_embedding_bwd(chm_backend *be, const chm_tensor *dtable,
     struct {
         uint32_t rows, cols;
     } pc = {(uint32_t)rows, (uint32_t)cols};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "embedding_bwd_sum", .nbind = 4, .bind = {dout, ids, &link, dtable},
+        .shader = chm_vk_variant_dt(vk, "embedding_bwd_sum", dtable->dtype, false, name,
+                                    sizeof name),
+        .nbind = 4, .bind = {dout, ids, &link, dtable},
         .writes = 1u << 3, .push = &pc, .push_size = sizeof pc,
         .groups = chm_vk_groups(rows * cols, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };

@@ -1,10 +1,16 @@
 /*
  * lowp.c: bf16 and f16 tensors for the vulkan ops that compute in f32 only.
  *
- * The vulkan counterpart of cpu/lowp.c. matmul, matmul_grouped, fill, copy
- * and cast take 16-bit tensors natively; every other float op gets an
- * adapter here, which chm_vk_lowp_install puts in the op table in place of
- * the f32 kernel. An adapter lists its float tensor arguments with how the
+ * The vulkan counterpart of cpu/lowp.c. These ops take 16-bit tensors
+ * natively (their shaders load the words into f32 and round once on store;
+ * vk_dtype.h, shaders/dt.glsl): matmul, matmul_grouped, fill, copy, cast;
+ * adamw_step (16-bit grad) and sum_squares (16-bit x); add, scale, axpy,
+ * sum_rows, exp_fwd/bwd, swiglu_fwd/bwd, rmsnorm_fwd/bwd, rope_fwd/bwd,
+ * gather_rows, scatter_add_rows, embedding_fwd/bwd, cross_entropy,
+ * row_scale_fwd/bwd. Every other float op (attention, the selective scan,
+ * causal conv1d, the routers, bce_logits, moe_aux) gets an adapter here,
+ * which chm_vk_lowp_install puts in the op table in place of the f32
+ * kernel. An adapter lists its float tensor arguments with how the
  * kernel uses each (read, written, or both: backward ops accumulate) and
  * opens a "frame": each bf16/f16 argument gets an f32 scratch tensor from
  * the backend's memory pool and the adapter's own argument variable is
@@ -21,16 +27,15 @@
  * through untouched; with no 16-bit argument the frame allocates nothing.
  *
  * Aliasing: arguments with the same bytes (buffer, offset, dtype, element
- * count: add's out == a, cross_entropy's dlogits == logits) share ONE copy,
+ * count: bce_logits' dlogits == logits) share ONE copy,
  * so the kernel sees the aliasing it would see on f32 tensors; a copy that
  * any of them reads is filled. The shared wrappers forbid every other
  * overlap between an output and another tensor. If recording the kernel
  * fails, nothing is cast back: the 16-bit outputs keep their contents.
  *
- * adamw_step reads a 16-bit grad through a copy and writes param_lowp
- * itself; sum_squares reads a 16-bit x through a copy. A device without
- * 16-bit storage gets CHM_CAP_BF16/F16 cleared (backend_vulkan.c), and a
- * 16-bit argument reaching an adapter there is refused naming the op.
+ * A device without 16-bit storage gets CHM_CAP_BF16/F16 cleared
+ * (backend_vulkan.c), and a 16-bit argument reaching an adapter (or a
+ * native op, vk_dtype.h) there is refused naming the op.
  *
  * Cost: one cast pass per 16-bit input, one more per output (two for an
  * accumulated one) and f32 scratch of the op's 16-bit tensors. Native
@@ -230,108 +235,7 @@ static chm_status causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const
     return LP_RUN(f, chm_vk_causal_conv1d_bwd(be, dx, dw, dbias, dout, x, w, bias, silu));
 }
 
-/* ---- normalisation, position, activation, embedding ---- */
-
-static chm_status rmsnorm_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *rstd,
-                              const chm_tensor *x, const chm_tensor *w, double eps) {
-    LP_FRAME(f, be, "rmsnorm_fwd", LP_OUT(out), LP_IN(x), LP_IN(w));
-    return LP_RUN(f, chm_vk_rmsnorm_fwd(be, out, rstd, x, w, eps));
-}
-
-static chm_status rmsnorm_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
-                              const chm_tensor *dout, const chm_tensor *x, const chm_tensor *w,
-                              const chm_tensor *rstd) {
-    LP_FRAME(f, be, "rmsnorm_bwd", LP_ACC(dx), LP_ACC(dw), LP_IN(dout), LP_IN(x), LP_IN(w));
-    return LP_RUN(f, chm_vk_rmsnorm_bwd(be, dx, dw, dout, x, w, rstd));
-}
-
-static chm_status rope_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
-                           double theta, int64_t pos_offset) {
-    LP_FRAME(f, be, "rope_fwd", LP_OUT(out), LP_IN(x));
-    return LP_RUN(f, chm_vk_rope_fwd(be, out, x, theta, pos_offset));
-}
-
-static chm_status rope_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
-                           double theta, int64_t pos_offset) {
-    LP_FRAME(f, be, "rope_bwd", LP_ACC(dx), LP_IN(dout));
-    return LP_RUN(f, chm_vk_rope_bwd(be, dx, dout, theta, pos_offset));
-}
-
-static chm_status swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
-                             const chm_tensor *up) {
-    LP_FRAME(f, be, "swiglu_fwd", LP_OUT(out), LP_IN(gate), LP_IN(up));
-    return LP_RUN(f, chm_vk_swiglu_fwd(be, out, gate, up));
-}
-
-static chm_status swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
-                             const chm_tensor *dout, const chm_tensor *gate,
-                             const chm_tensor *up) {
-    LP_FRAME(f, be, "swiglu_bwd", LP_ACC(dgate), LP_ACC(dup), LP_IN(dout), LP_IN(gate), LP_IN(up));
-    return LP_RUN(f, chm_vk_swiglu_bwd(be, dgate, dup, dout, gate, up));
-}
-
-static chm_status embedding_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,
-                                const chm_tensor *table) {
-    LP_FRAME(f, be, "embedding_fwd", LP_OUT(out), LP_IN(table));
-    return LP_RUN(f, chm_vk_embedding_fwd(be, out, ids, table));
-}
-
-static chm_status embedding_bwd(chm_backend *be, const chm_tensor *dtable,
-                                const chm_tensor *dout, const chm_tensor *ids) {
-    LP_FRAME(f, be, "embedding_bwd", LP_ACC(dtable), LP_IN(dout));
-    return LP_RUN(f, chm_vk_embedding_bwd(be, dtable, dout, ids));
-}
-
-/* ---- elementwise, row scaling, exp ---- */
-
-static chm_status add(chm_backend *be, const chm_tensor *out, const chm_tensor *a,
-                      const chm_tensor *b) {
-    LP_FRAME(f, be, "add", LP_OUT(out), LP_IN(a), LP_IN(b));
-    return LP_RUN(f, chm_vk_add(be, out, a, b));
-}
-
-static chm_status axpy(chm_backend *be, const chm_tensor *y, const chm_tensor *x, double alpha) {
-    LP_FRAME(f, be, "axpy", LP_ACC(y), LP_IN(x));
-    return LP_RUN(f, chm_vk_axpy(be, y, x, alpha));
-}
-
-static chm_status scale(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
-                        double alpha) {
-    LP_FRAME(f, be, "scale", LP_OUT(out), LP_IN(x));
-    return LP_RUN(f, chm_vk_scale(be, out, x, alpha));
-}
-
-static chm_status exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
-                          double alpha) {
-    LP_FRAME(f, be, "exp_fwd", LP_OUT(out), LP_IN(x));
-    return LP_RUN(f, chm_vk_exp_fwd(be, out, x, alpha));
-}
-
-static chm_status sum_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x) {
-    LP_FRAME(f, be, "sum_rows", LP_ACC(out), LP_IN(x));
-    return LP_RUN(f, chm_vk_sum_rows(be, out, x));
-}
-
-static chm_status exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
-                          const chm_tensor *out) {
-    LP_FRAME(f, be, "exp_bwd", LP_ACC(dx), LP_IN(dout), LP_IN(out));
-    return LP_RUN(f, chm_vk_exp_bwd(be, dx, dout, out));
-}
-
-static chm_status row_scale_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
-                                const chm_tensor *s, bool sigmoid) {
-    LP_FRAME(f, be, "row_scale_fwd", LP_OUT(out), LP_IN(x), LP_IN(s));
-    return LP_RUN(f, chm_vk_row_scale_fwd(be, out, x, s, sigmoid));
-}
-
-static chm_status row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
-                                const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
-                                bool sigmoid) {
-    LP_FRAME(f, be, "row_scale_bwd", LP_ACC(dx), LP_ACC(ds), LP_IN(dout), LP_IN(x), LP_IN(s));
-    return LP_RUN(f, chm_vk_row_scale_bwd(be, dx, ds, dout, x, s, sigmoid));
-}
-
-/* ---- routing and rows ---- */
+/* ---- routing ---- */
 
 static chm_status router_topk(chm_backend *be, const chm_tensor *gates, const chm_tensor *idx,
                               const chm_tensor *probs, const chm_tensor *slot_token,
@@ -355,27 +259,7 @@ static chm_status select_topk(chm_backend *be, const chm_tensor *idx, const chm_
     return LP_RUN(f, chm_vk_select_topk(be, idx, scores));
 }
 
-static chm_status gather_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
-                              const chm_tensor *idx) {
-    LP_FRAME(f, be, "gather_rows", LP_OUT(out), LP_IN(x));
-    return LP_RUN(f, chm_vk_gather_rows(be, out, x, idx));
-}
-
-static chm_status scatter_add_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
-                                   const chm_tensor *idx, const chm_tensor *weights) {
-    LP_FRAME(f, be, "scatter_add_rows", LP_ACC(out), LP_IN(x), LP_IN(weights));
-    return LP_RUN(f, chm_vk_scatter_add_rows(be, out, x, idx, weights));
-}
-
-/* ---- losses, optimizer, gradient norm ---- */
-
-/* dlogits is written, not accumulated; when it aliases logits the shared copy is read first. */
-static chm_status cross_entropy(chm_backend *be, const chm_tensor *losses,
-                                const chm_tensor *dlogits, const chm_tensor *logits,
-                                const chm_tensor *targets, double grad_scale) {
-    LP_FRAME(f, be, "cross_entropy", LP_OUT(dlogits), LP_IN(logits));
-    return LP_RUN(f, chm_vk_cross_entropy(be, losses, dlogits, logits, targets, grad_scale));
-}
+/* ---- losses ---- */
 
 static chm_status bce_logits(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
                              const chm_tensor *logits, const chm_tensor *targets,
@@ -391,19 +275,6 @@ static chm_status moe_aux(chm_backend *be, const chm_tensor *losses, const chm_t
     return LP_RUN(f, chm_vk_moe_aux(be, losses, dlogits, logits, idx, balance_scale, z_scale));
 }
 
-/* Only grad may be 16-bit here: param, m, v are f32 and param_lowp is the kernel's own output. */
-static chm_status adamw_step(chm_backend *be, const chm_tensor *param, const chm_tensor *grad,
-                             const chm_tensor *m, const chm_tensor *v,
-                             const chm_tensor *param_lowp, const chm_adamw_args *args) {
-    LP_FRAME(f, be, "adamw_step", LP_IN(grad));
-    return LP_RUN(f, chm_vk_adamw_step(be, param, grad, m, v, param_lowp, args));
-}
-
-static chm_status sum_squares(chm_backend *be, const chm_tensor *out, const chm_tensor *x) {
-    LP_FRAME(f, be, "sum_squares", LP_IN(x));
-    return LP_RUN(f, chm_vk_sum_squares(be, out, x));
-}
-
 void chm_vk_lowp_install(chm_backend_ops *o) {
     o->attention_fwd = attention_fwd;
     o->attention_bwd = attention_bwd;
@@ -413,30 +284,9 @@ void chm_vk_lowp_install(chm_backend_ops *o) {
     o->selective_scan_step = selective_scan_step;
     o->causal_conv1d_fwd = causal_conv1d_fwd;
     o->causal_conv1d_bwd = causal_conv1d_bwd;
-    o->rmsnorm_fwd = rmsnorm_fwd;
-    o->rmsnorm_bwd = rmsnorm_bwd;
-    o->rope_fwd = rope_fwd;
-    o->rope_bwd = rope_bwd;
-    o->swiglu_fwd = swiglu_fwd;
-    o->swiglu_bwd = swiglu_bwd;
-    o->embedding_fwd = embedding_fwd;
-    o->embedding_bwd = embedding_bwd;
-    o->add = add;
-    o->scale = scale;
-    o->axpy = axpy;
-    o->sum_rows = sum_rows;
-    o->row_scale_fwd = row_scale_fwd;
-    o->row_scale_bwd = row_scale_bwd;
-    o->exp_fwd = exp_fwd;
-    o->exp_bwd = exp_bwd;
     o->router_topk = router_topk;
     o->router_topk_bwd = router_topk_bwd;
     o->select_topk = select_topk;
-    o->gather_rows = gather_rows;
-    o->scatter_add_rows = scatter_add_rows;
-    o->cross_entropy = cross_entropy;
     o->bce_logits = bce_logits;
     o->moe_aux = moe_aux;
-    o->adamw_step = adamw_step;
-    o->sum_squares = sum_squares;
 }

@@ -11,11 +11,14 @@
  * fixed-point fraction computed in double here, and the shader reduces
  * p times it modulo one turn in exact integer arithmetic (see rope.comp).
  * Positions must stay below 2^32.
+ *
+ * x, out, dx, dout are f32, or bf16/f16 words rotated in f32 and rounded
+ * once on store (the shader's native variants, vk_dtype.h).
  */
 #include <math.h>
 #include <stdlib.h>
 
-#include "vk.h"
+#include "vk_dtype.h"
 
 /* tab [D] (uint32 pairs, low word first): frequency i as a 64-bit fraction of a turn. */
 static void freq_table(uint32_t *tab, int64_t D, double theta) {
@@ -28,10 +31,10 @@ static void freq_table(uint32_t *tab, int64_t D, double theta) {
     }
 }
 
-static chm_status rope_run(chm_backend *be, const char *op, const char *shader,
-                           const chm_tensor *out, const chm_tensor *x, double theta,
-                           int64_t pos_offset) {
-    CHM_TRY(chm_vk_need_f32(be, op, x));
+/* op is also the shader's base name (rope_fwd, rope_bwd). */
+static chm_status rope_run(chm_backend *be, const char *op, const chm_tensor *out,
+                           const chm_tensor *x, double theta, int64_t pos_offset) {
+    CHM_TRY(chm_vk_need_float(be, op, x));
     chm_vk *vk = chm_vk_ctx(be);
     int64_t B = x->shape[0], T = x->shape[1], H = x->shape[2], D = x->shape[3];
     if (pos_offset + T > (int64_t)UINT32_MAX)
@@ -50,8 +53,10 @@ static chm_status rope_run(chm_backend *be, const char *op, const char *shader,
         uint32_t pairs, T, H, half, pos0;
     } pc = {(uint32_t)(B * T * H * D / 2), (uint32_t)T, (uint32_t)H, (uint32_t)(D / 2),
             (uint32_t)pos_offset};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = shader, .nbind = 3, .bind = {x, &tab, out}, .writes = 1u << 2,
+        .shader = chm_vk_variant_dt(vk, op, x->dtype, false, name, sizeof name),
+        .nbind = 3, .bind = {x, &tab, out}, .writes = 1u << 2,
         .push = &pc, .push_size = sizeof pc,
         .groups = chm_vk_groups(pc.pairs, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };
@@ -62,10 +67,10 @@ static chm_status rope_run(chm_backend *be, const char *op, const char *shader,
 
 chm_status chm_vk_rope_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                            double theta, int64_t pos_offset) {
-    return rope_run(be, "rope_fwd", "rope_fwd", out, x, theta, pos_offset);
+    return rope_run(be, "rope_fwd", out, x, theta, pos_offset);
 }
 
 chm_status chm_vk_rope_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
                            double theta, int64_t pos_offset) {
-    return rope_run(be, "rope_bwd", "rope_bwd", dx, dout, theta, pos_offset);
+    return rope_run(be, "rope_bwd", dx, dout, theta, pos_offset);
 }

@@ -13,18 +13,23 @@
  * buckets the m of each output row, each bucket is sorted into increasing
  * m, and each output element adds its bucket in that order, which is the
  * cpu backend's order (five small dispatches, see scatter_add_rows.comp).
+ * x, out and weights are f32, or all bf16 or all f16: the gather copies
+ * words, the scatter's sum runs in f32 and rounds once per output element
+ * (native variants, vk_dtype.h); the plan's integer scratch is the same.
  */
-#include "vk.h"
+#include "vk_dtype.h"
 
 chm_status chm_vk_gather_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                               const chm_tensor *idx) {
-    CHM_TRY(chm_vk_need_f32(be, "gather_rows", x));
+    CHM_TRY(chm_vk_need_float(be, "gather_rows", x));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
         uint32_t M, C, R;
     } pc = {(uint32_t)out->shape[0], (uint32_t)out->shape[1], (uint32_t)x->shape[0]};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "gather_rows", .nbind = 3, .bind = {x, idx, out}, .writes = 1u << 2,
+        .shader = chm_vk_variant_dt(vk, "gather_rows", x->dtype, false, name, sizeof name),
+        .nbind = 3, .bind = {x, idx, out}, .writes = 1u << 2,
         .status = true, .push = &pc, .push_size = sizeof pc,
         .groups = chm_vk_groups((int64_t)pc.M * pc.C, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };
@@ -71,7 +76,7 @@ static chm_status plan_build(chm_backend *be, scatter_plan *pl, const chm_tensor
 
 chm_status chm_vk_scatter_add_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                                    const chm_tensor *idx, const chm_tensor *weights) {
-    CHM_TRY(chm_vk_need_f32(be, "scatter_add_rows", out));
+    CHM_TRY(chm_vk_need_float(be, "scatter_add_rows", out));
     chm_vk *vk = chm_vk_ctx(be);
     uint32_t M = (uint32_t)x->shape[0], R = (uint32_t)out->shape[0], C = (uint32_t)out->shape[1];
     if (M == 0 || R == 0) return CHM_OK;
@@ -83,8 +88,11 @@ chm_status chm_vk_scatter_add_rows(chm_backend *be, const chm_tensor *out, const
     struct {
         uint32_t R, C, flags;
     } ps = {R, C, weights ? 1u : 0u};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "scatter_add_rows_sum", .nbind = 5, .bind = {x, weights, &pl.off, &pl.order, out},
+        .shader = chm_vk_variant_dt(vk, "scatter_add_rows_sum", out->dtype, false, name,
+                                    sizeof name),
+        .nbind = 5, .bind = {x, weights, &pl.off, &pl.order, out},
         .writes = 1u << 4, .push = &ps, .push_size = sizeof ps,
         .groups = chm_vk_groups((int64_t)R * C, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };

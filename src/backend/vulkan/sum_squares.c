@@ -3,17 +3,20 @@
  * gradient norm; shader sum_squares.comp).
  *
  * Deterministic two-pass reduction: x is cut into K blocks whose size
- * depends only on n, the workgroup size and the binding limit (at most 4096
- * blocks unless that limit forces smaller ones); workgroup g reduces block g
- * into part[g], then one workgroup reduces part in a fixed order into out. A
- * single block goes straight into out. x and out are f32.
+ * depends only on n, the workgroup size and how many elements of x's dtype
+ * the binding limit holds (at most 4096 blocks unless that limit forces
+ * smaller ones); workgroup g reduces block g into part[g], then one
+ * workgroup reduces part in a fixed order into out. A single block goes
+ * straight into out. out and the partial sums are f32; x is f32, or
+ * bf16/f16 words that the first pass squares and sums in f32
+ * (sum_squares_bf16, _f16: no f32 copy of a 16-bit gradient is made).
  *
  * A gradient buffer larger than one binding may span (chimera-1b: 4.6 GB)
  * runs the first pass as several dispatches over whole blocks, each binding
  * its window of x and of part (vk_split.c); the blocks and the order of the
  * final sum stay the same, so the result is bit for bit that of one pass.
  */
-#include "vk.h"
+#include "vk_dtype.h"
 
 /*
  * Elements per workgroup: at least 16 per invocation, at most 4096 blocks in
@@ -27,7 +30,10 @@ static int64_t block_size(int64_t n, uint32_t wg, int64_t chunk) {
     return b;
 }
 
-/* One pass: groups workgroups over src (n elements, `block` per group) into dst. */
+/*
+ * One pass: groups workgroups over src (n elements, `block` per group) into
+ * dst, with the variant of `name` for src's dtype.
+ */
 static chm_status pass(chm_vk *vk, const char *name, const chm_vk_dispatch *win,
                        const chm_tensor *dst, const chm_tensor *src, int64_t n, int64_t block,
                        int64_t groups) {
@@ -36,7 +42,7 @@ static chm_status pass(chm_vk *vk, const char *name, const chm_vk_dispatch *win,
     } pc = {(uint32_t)n, (uint32_t)block};
     char buf[48];
     chm_vk_dispatch d = *win; /* the windows, if any */
-    d.shader = chm_vk_variant_sg(vk, name, buf, sizeof buf);
+    d.shader = chm_vk_variant_dt(vk, name, src->dtype, true, buf, sizeof buf);
     d.nbind = 2, d.bind[0] = src, d.bind[1] = dst, d.writes = 1u << 1;
     d.push = &pc, d.push_size = sizeof pc, d.groups = (uint32_t)groups, d.wg = vk->caps.wg_row;
     return chm_vk_run(vk, &d);
@@ -57,17 +63,19 @@ static chm_status partial_sums(chm_vk *vk, const chm_tensor *part, const chm_ten
 }
 
 chm_status chm_vk_sum_squares(chm_backend *be, const chm_tensor *out, const chm_tensor *x) {
-    CHM_TRY(chm_vk_need_f32(be, "sum_squares", x));
+    CHM_TRY(chm_vk_need_float(be, "sum_squares", x));
     CHM_TRY(chm_vk_need_f32(be, "sum_squares", out));
     chm_vk *vk = chm_vk_ctx(be);
     static const chm_vk_dispatch whole = {0};
-    int64_t n = chm_tensor_numel(x), chunk = chm_vk_chunk_elems(vk, 4);
+    /* Blocks of x per binding: 16-bit words fit twice as many (part's window is small). */
+    int64_t n = chm_tensor_numel(x);
+    int64_t chunk = chm_vk_chunk_elems(vk, (uint32_t)chm_dtype_size(x->dtype));
     if (n == 0) return chm_vk_fill(be, out, 0.0);
     if (chunk == 0)
         return CHM_ERR(&be->err, CHM_ERR_UNSUPPORTED,
-                       "sum_squares: a %llu-byte binding holds no f32 element past the "
+                       "sum_squares: a %llu-byte binding holds no %s element past the "
                        "alignment; raise CHIMERA_VULKAN_MAX_RANGE",
-                       (unsigned long long)vk->caps.max_range);
+                       (unsigned long long)vk->caps.max_range, chm_dtype_name(x->dtype));
     uint32_t wg = vk->caps.wg_row;
     int64_t block = block_size(n, wg, chunk), groups = (n + block - 1) / block;
     if (groups == 1) return pass(vk, "sum_squares", &whole, out, x, n, block, 1);

@@ -3,18 +3,22 @@
  * swiglu.comp, swiglu_bwd.comp), one invocation per element (split over
  * several dispatches when the tensors exceed one binding: vk_split.c):
  *   out = silu(gate) * up;   dgate += ..., dup += ... (ACCUMULATE)
+ * f32, bf16 or f16 tensors (one dtype per call; 16-bit through the
+ * shaders' native variants, vk_dtype.h).
  */
-#include "vk.h"
+#include "vk_dtype.h"
 
 chm_status chm_vk_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
                              const chm_tensor *up) {
-    CHM_TRY(chm_vk_need_f32(be, "swiglu_fwd", gate));
+    CHM_TRY(chm_vk_need_float(be, "swiglu_fwd", gate));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
         uint32_t n;
     } pc = {0}; /* n: set per dispatch */
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "swiglu_fwd", .nbind = 3, .bind = {gate, up, out}, .writes = 1u << 2,
+        .shader = chm_vk_variant_dt(vk, "swiglu_fwd", gate->dtype, false, name, sizeof name),
+        .nbind = 3, .bind = {gate, up, out}, .writes = 1u << 2,
         .push = &pc, .push_size = sizeof pc, .wg = vk->caps.wg_elem,
     };
     return chm_vk_run_elems(vk, &d, chm_tensor_numel(out));
@@ -23,13 +27,15 @@ chm_status chm_vk_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_t
 chm_status chm_vk_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                              const chm_tensor *dout, const chm_tensor *gate,
                              const chm_tensor *up) {
-    CHM_TRY(chm_vk_need_f32(be, "swiglu_bwd", gate));
+    CHM_TRY(chm_vk_need_float(be, "swiglu_bwd", gate));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
         uint32_t n;
     } pc = {0}; /* n: set per dispatch */
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "swiglu_bwd", .nbind = 5, .bind = {dout, gate, up, dgate, dup},
+        .shader = chm_vk_variant_dt(vk, "swiglu_bwd", gate->dtype, false, name, sizeof name),
+        .nbind = 5, .bind = {dout, gate, up, dgate, dup},
         .writes = 3u << 3, .push = &pc, .push_size = sizeof pc, .wg = vk->caps.wg_elem,
     };
     return chm_vk_run_elems(vk, &d, chm_tensor_numel(dout));
