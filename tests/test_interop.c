@@ -148,7 +148,7 @@ Test(interop, checkpoint_loads_in_python_safetensors) {
     chm_err err = {0};
     cr_assert_eq(chm_checkpoint_open(ckpt, &ck, &err), CHM_OK, "%s", err.msg);
     const chm_config *cfg = chm_checkpoint_config(ck);
-    chm_model_options o = {CHM_F32, 1, cfg->train.seq_len, 0};
+    chm_model_options o = {.dtype = CHM_F32, .batch = 1, .seq_len = cfg->train.seq_len};
     cr_assert_eq(chm_model_create(&cfg->model, NULL, &o, &m, &err), CHM_OK, "%s", err.msg);
     snprintf(path, sizeof path, "%s/model.safetensors", ckpt);
     cr_assert_eq(chm_safetensors_open(path, &f, &err), CHM_OK, "%s", err.msg);

@@ -63,7 +63,8 @@ static chm_model *make_model(chm_backend *be, const char *pattern, bool tied, ch
     chm_err err = {0};
     cr_assert_eq(chm_config_load_string(yaml, "tiny.yaml", NULL, 0, cfg, &err), CHM_OK, "%s",
                  err.msg);
-    chm_model_options o = {CHM_F64, cfg->train.micro_batch, cfg->train.seq_len, 5};
+    chm_model_options o = {.dtype = CHM_F64, .batch = cfg->train.micro_batch,
+                           .seq_len = cfg->train.seq_len, .ce_chunk_rows = 5};
     chm_model *m = NULL;
     cr_assert_eq(chm_model_create(&cfg->model, be, &o, &m, &err), CHM_OK, "%s", err.msg);
     cr_assert_eq(chm_model_init_params(m, 7, &err), CHM_OK, "%s", err.msg);

@@ -1,6 +1,8 @@
 /*
  * test_plan.c: `chimera plan` (src/cli/plan_cmd.c) and the model's arena size
- * without a backend, which the plan's activation figure comes from.
+ * without a backend, which the plan's activation figure comes from; a config
+ * that does not fit gets per-layer recomputation proposed first, then a
+ * smaller micro batch with it.
  */
 #include <stdio.h>
 #include <sys/wait.h>
@@ -61,16 +63,56 @@ Test(plan, benchmark_and_budget_on_cpu) {
     cr_expect(strstr(r.out, "1e+07 tokens:") != NULL, "%s", r.out);
 }
 
-Test(plan, too_small_device_suggests_a_micro_batch) {
+/* `chimera plan ARGS` exits 1 (does not fit), prints every string of want (NULL-terminated)
+ * and not `absent`. */
+static void expect_no_fit(const char *args, const char *const *want, const char *absent) {
     plan_run r;
-    /* tiny needs ~1.3 GiB at micro batch 16; 0.5 GiB fits a smaller micro batch. */
-    run_plan("--config tiny --backend cpu --no-bench --memory-gib 0.5", &r);
-    cr_assert_eq(r.status, 1, "exit %d:\n%s", r.status, r.out);
-    cr_expect(strstr(r.out, "DOES NOT FIT. Use --set train.micro_batch=") != NULL, "%s", r.out);
-    cr_expect(strstr(r.out, "same global batch of 16 sequences") != NULL, "%s", r.out);
-    run_plan("--config tiny --backend cpu --no-bench --memory-gib 0.01", &r);
-    cr_assert_eq(r.status, 1, "exit %d:\n%s", r.status, r.out);
-    cr_expect(strstr(r.out, "even at micro batch 1") != NULL, "%s", r.out);
+    run_plan(args, &r);
+    cr_assert_eq(r.status, 1, "%s: exit %d:\n%s", args, r.status, r.out);
+    for (int i = 0; want[i]; i++)
+        cr_expect(strstr(r.out, want[i]) != NULL, "%s: no '%s' in:\n%s", args, want[i], r.out);
+    cr_expect(strstr(r.out, absent) == NULL, "%s: '%s' in:\n%s", args, absent, r.out);
+}
+
+/* tiny needs ~1.3 GiB at micro batch 16, ~0.65 GiB with per-layer recomputation. */
+Test(plan, too_small_device_suggests_recompute_first) {
+    const char *want[] = {"activations (every layer saved)",
+                          "DOES NOT FIT. Per-layer recomputation (--set train.recompute=true",
+                          "): fits, ", NULL};
+    expect_no_fit("--config tiny --backend cpu --no-bench --memory-gib 0.8", want,
+                  "train.micro_batch=");
+}
+
+Test(plan, too_small_device_suggests_a_micro_batch) {
+    /* 0.5 GiB: recomputation alone is not enough; a smaller micro batch with it fits */
+    const char *off[] = {"still too much",
+                         "With it, use --set train.recompute=true --set train.micro_batch=",
+                         "same global batch of 16 sequences", NULL};
+    expect_no_fit("--config tiny --backend cpu --no-bench --memory-gib 0.5", off, "fits, ");
+    const char *on[] = {"per-layer recomputation):", "activations (per-layer recompute)",
+                        "DOES NOT FIT. Use --set train.micro_batch=", NULL};
+    expect_no_fit("--config tiny --backend cpu --no-bench --memory-gib 0.5 "
+                  "--set train.recompute=true",
+                  on, "Per-layer recomputation (");
+    const char *none[] = {"even at micro batch 1 with per-layer recomputation", NULL};
+    expect_no_fit("--config tiny --backend cpu --no-bench --memory-gib 0.01", none,
+                  "not implemented");
+}
+
+/* With train.recompute the activation figure is the recomputing model's arena. */
+Test(plan, recompute_shrinks_the_activations) {
+    chm_config cfg;
+    chm_err err = {0};
+    cr_assert_eq(chm_config_load("tiny", NULL, 0, &cfg, &err), CHM_OK, "%s", err.msg);
+    chm_model_options off = {.dtype = CHM_BF16, .batch = 2, .seq_len = 96}, on = off;
+    on.recompute = true;
+    chm_model *a, *b;
+    cr_assert_eq(chm_model_create(&cfg.model, NULL, &off, &a, &err), CHM_OK, "%s", err.msg);
+    cr_assert_eq(chm_model_create(&cfg.model, NULL, &on, &b, &err), CHM_OK, "%s", err.msg);
+    cr_expect_lt(chm_model_arena_bytes(b), chm_model_arena_bytes(a));
+    chm_model_free(a);
+    chm_model_free(b);
+    chm_config_free(&cfg);
 }
 
 Test(plan, bad_usage_exits_2) {

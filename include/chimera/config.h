@@ -157,6 +157,9 @@ typedef struct chm_config_train {
                                  (overlapped on nccl and on mpi with the cpu backend; vulkan's
                                  host-staged mpi reduces once after the backward); 0: one
                                  all-reduce of the whole buffer after the backward. Default 25 */
+    bool recompute;           /* per-layer activation recomputation: keep each layer's input,
+                                 re-run its forward in the backward (less activation memory,
+                                 about one more trunk forward of compute). Default false */
     char *out_dir;            /* run directory (owned) */
 } chm_config_train;
 

@@ -27,8 +27,19 @@
  * layout, both described by the parameter table (names as in the safetensors
  * checkpoints). Activations live in one arena sized once at creation for the
  * micro-batch shape (a dry run of the step); a step allocates nothing.
- * TODO(recompute): per-layer activation recomputation is not implemented:
- * every layer's forward activations stay in the arena until its backward.
+ * Without recomputation every layer's forward activations stay in the arena
+ * until its backward. With chm_model_options.recompute the forward keeps
+ * only each trunk layer's input (the residual stream) and its routing
+ * decisions (MoD selections, MoE slots and counts: small, and what the
+ * routing digest and expert counts read), and the backward re-runs each
+ * layer's forward from its input just before its backward: the same ops on
+ * the same values, so (with deterministic ops, as the cpu's) the same
+ * routing and bit-identical gradients; the replay adds no loss terms. It
+ * costs about one extra trunk forward of compute and needs an arena of L+1
+ * residuals plus one layer's activations (MTP modules and the heads keep
+ * theirs).
+ * Evaluation and logits passes then release each layer's activations after
+ * its forward as well (nothing to replay).
  *
  * Mixed precision (dtype CHM_BF16 or CHM_F16): the parameter buffer holds
  * the fp32 MASTER weights (what the optimizer updates and the checkpoints
@@ -85,6 +96,8 @@ typedef struct chm_model_options {
     int64_t batch;         /* B: sequences per micro batch, >= 1 */
     int64_t seq_len;       /* T: tokens per sequence, >= 1 (a micro batch holds B*(T+1) ids) */
     int64_t ce_chunk_rows; /* rows per cross-entropy chunk (logits [rows,V] at a time); 0 = auto */
+    bool recompute;        /* per-layer activation recomputation (see the top of this file);
+                              false: on only under CHIMERA_DEBUG_RECOMPUTE=1 (runs any test so) */
 } chm_model_options;
 
 /* One parameter tensor of the table. */

@@ -263,7 +263,8 @@ static int dump(const chm_config *cfg, const chm_checkpoint *ck, const model_arg
     chm_backend *be = NULL;
     chm_model *m = NULL;
     chm_model_loss loss = {0};
-    chm_model_options o = {CHM_F64, cfg->train.micro_batch, cfg->train.seq_len, 0};
+    chm_model_options o = {.dtype = CHM_F64, .batch = cfg->train.micro_batch,
+                           .seq_len = cfg->train.seq_len};
     chm_status rc = chm_backend_open("cpu", NULL, &be, &err);
     if (rc == CHM_OK) rc = chm_model_create(&cfg->model, be, &o, &m, &err);
     if (rc == CHM_OK) rc = dump_run(m, cfg, ck, a, &loss, &err);
@@ -325,7 +326,7 @@ static int run(const model_args *a) {
     int code = 0;
     chm_model_stats st;
     chm_model *m = NULL;
-    chm_model_options o = {CHM_F32, 1, cfg.train.seq_len, 0};
+    chm_model_options o = {.dtype = CHM_F32, .batch = 1, .seq_len = cfg.train.seq_len};
     rc = chm_model_stats_compute(&cfg.model, cfg.train.seq_len, &st, &err);
     if (rc == CHM_OK) rc = chm_model_create(&cfg.model, NULL, &o, &m, &err);
     if (rc != CHM_OK) {

@@ -5,9 +5,11 @@
  * 1. Memory per device from the config alone: weights, fp32 master weights
  *    (mixed precision), AdamW moments, gradients, activations (the model's
  *    arena, sized by the same dry run the trainer uses) and the backend's
- *    workspace; against the device's memory. When it does not fit, the
- *    largest micro batch that does, with the grad_accum that keeps the
- *    global batch.
+ *    workspace; against the device's memory; with train.recompute, the
+ *    activations of per-layer recomputation. When it does not fit, first
+ *    per-layer recomputation (when off) with the memory it needs, then the
+ *    largest micro batch that fits with it, with the grad_accum that keeps
+ *    the global batch.
  * 2. A short measured benchmark on the chosen backend: a few optimizer steps
  *    of random tokens (model + AdamW exactly as the trainer runs them; the
  *    data loader costs nothing next to a step), the median step time after
@@ -49,7 +51,8 @@ static void plan_usage(FILE *f) {
             "then a short benchmark on this machine (a few steps of the model and AdamW on\n"
             "random tokens) giving tokens/s, and the wall-clock time of the token budget,\n"
             "with and without each fast path the backend has. When the config does not fit,\n"
-            "it says which micro batch (and grad_accum, keeping the global batch) does.\n\n"
+            "it says whether per-layer recomputation (train.recompute) makes it fit, else which\n"
+            "micro batch (and grad_accum, keeping the global batch) does.\n\n"
             "options:\n"
             "  --config FILE     YAML file or built-in name (test, tiny, training_dolma);\n"
             "                    default: the built-in test config\n"
@@ -178,11 +181,13 @@ static double workspace_bytes(const char *be_name) {
     return 16.0 * 1048576;
 }
 
-/* The memory of cfg at micro batch B in dtype dt on backend be_name. */
+/* The memory of cfg at micro batch B in dtype dt on backend be_name, with or without
+ * per-layer recomputation. */
 static chm_status plan_memory_of(const chm_config *cfg, int64_t B, chm_dtype dt, const char *be_name,
-                                 plan_memory *pm, chm_err *err) {
+                                 bool recompute, plan_memory *pm, chm_err *err) {
     chm_model *m;
-    chm_model_options mo = {.dtype = dt, .batch = B, .seq_len = cfg->train.seq_len};
+    chm_model_options mo = {.dtype = dt, .batch = B, .seq_len = cfg->train.seq_len,
+                            .recompute = recompute};
     chm_status rc = chm_model_create(&cfg->model, NULL, &mo, &m, err);
     if (rc) return rc;
     chm_model_stats st;
@@ -218,7 +223,7 @@ static void print_gib(const char *what, double bytes, double total) {
            total > 0 ? 100.0 * bytes / total : 0.0);
 }
 
-static void print_memory(const plan_memory *pm, double device, chm_dtype dt) {
+static void print_memory(const plan_memory *pm, double device, chm_dtype dt, bool recompute) {
     char w[64], g[64], mo[64];
     bool mixed = dt == CHM_BF16 || dt == CHM_F16;
     snprintf(w, sizeof w, "weights (%s)", chm_dtype_name(dt));
@@ -228,7 +233,8 @@ static void print_memory(const plan_memory *pm, double device, chm_dtype dt) {
     if (mixed) print_gib("master weights (f32)", pm->master, pm->total);
     print_gib(mo, pm->moments, pm->total);
     print_gib(g, pm->grads, pm->total);
-    print_gib("activations (attention/scan saved)", pm->activations, pm->total);
+    print_gib(recompute ? "activations (per-layer recompute)" : "activations (every layer saved)",
+              pm->activations, pm->total);
     print_gib("backend workspace (estimate)", pm->workspace, pm->total);
     char b[32];
     printf("  %-34s %s\n", "total", size_str(pm->total, b, sizeof b));
@@ -237,15 +243,60 @@ static void print_memory(const plan_memory *pm, double device, chm_dtype dt) {
                size_str(device, b, sizeof b), 100 * PLAN_USABLE);
 }
 
-/* The largest micro batch below cfg's that fits in `usable` bytes; 0 when none does. */
+/* The largest micro batch below cfg's that fits in `usable` bytes with per-layer
+ * recomputation; 0 when none does. */
 static int64_t fitting_batch(const chm_config *cfg, chm_dtype dt, const char *be_name, double usable,
                              chm_err *err) {
     for (int64_t b = cfg->train.micro_batch - 1; b >= 1; b = b > 8 ? b * 3 / 4 : b - 1) {
         plan_memory pm;
-        if (plan_memory_of(cfg, b, dt, be_name, &pm, err)) return 0;
+        if (plan_memory_of(cfg, b, dt, be_name, true, &pm, err)) return 0;
         if (pm.total <= usable) return b;
     }
     return 0;
+}
+
+/*
+ * Recomputation off: print what it would need and whether that fits (then true). A
+ * failure to size it (it cannot fail where the plain plan did not) just skips the advice.
+ */
+static bool suggest_recompute(const chm_config *cfg, chm_dtype dt, const char *be_name,
+                              const plan_memory *pm, double device, double usable) {
+    chm_err err = {0};
+    plan_memory pr;
+    if (plan_memory_of(cfg, cfg->train.micro_batch, dt, be_name, true, &pr, &err)) return false;
+    char t[32], x[32], y[32];
+    bool ok = pr.total <= usable;
+    printf("  DOES NOT FIT. Per-layer recomputation (--set train.recompute=true; each layer's "
+           "forward runs again in the backward, about 1/3 more compute per step) needs %s "
+           "(activations %s instead of %s): ",
+           size_str(pr.total, t, sizeof t) + strspn(t, " "),
+           size_str(pr.activations, x, sizeof x) + strspn(x, " "),
+           size_str(pm->activations, y, sizeof y) + strspn(y, " "));
+    if (ok) printf("fits, %.0f%% of the device\n", 100 * pr.total / device);
+    else printf("still too much\n");
+    return ok;
+}
+
+/* The config does not fit: recomputation first, then a smaller micro batch with it. */
+static void suggest(const chm_config *cfg, chm_dtype dt, const char *be_name,
+                    const plan_memory *pm, double device, double usable) {
+    bool rc = cfg->train.recompute;
+    if (!rc && suggest_recompute(cfg, dt, be_name, pm, device, usable)) return;
+    chm_err err = {0};
+    int64_t b = fitting_batch(cfg, dt, be_name, usable, &err);
+    int64_t global = (int64_t)cfg->train.micro_batch * cfg->train.grad_accum;
+    if (b > 0)
+        printf("  %s --set train.micro_batch=%lld --set train.grad_accum=%lld "
+               "(same global batch of %lld sequences)\n",
+               rc ? "DOES NOT FIT. Use" : "With it, use --set train.recompute=true", (long long)b,
+               (long long)((global + b - 1) / b), (long long)global);
+    else
+        printf("  %s even at micro batch 1 with per-layer recomputation: the weights and "
+               "optimizer state alone need %.1f GiB. Shard the optimizer over more devices "
+               "(mpirun -np N: ZeRO-1 divides the moments by N), shorten train.seq_len, or use "
+               "a smaller model.\n",
+               rc ? "DOES NOT FIT" : "Nor does it fit",
+               (pm->weights + pm->master + pm->moments + pm->grads) / 1073741824.0);
 }
 
 /* Print the memory plan; *fits says whether the config's micro batch fits. */
@@ -253,31 +304,21 @@ static int memory_section(const chm_config *cfg, const chm_backend *be, const ch
                           const plan_args *a, chm_dtype dt, bool *fits) {
     chm_err err = {0};
     plan_memory pm;
-    if (plan_memory_of(cfg, cfg->train.micro_batch, dt, be_name, &pm, &err)) {
+    bool rc = cfg->train.recompute;
+    if (plan_memory_of(cfg, cfg->train.micro_batch, dt, be_name, rc, &pm, &err)) {
         chm_cli_error(err.msg, NULL);
         return 2;
     }
     double device = device_bytes(a, be), usable = device * PLAN_USABLE;
-    printf("\nmemory per device (micro batch %d x %d, %s):\n", cfg->train.micro_batch,
-           cfg->train.seq_len, chm_dtype_name(dt));
-    print_memory(&pm, device, dt);
+    printf("\nmemory per device (micro batch %d x %d, %s%s):\n", cfg->train.micro_batch,
+           cfg->train.seq_len, chm_dtype_name(dt), rc ? ", per-layer recomputation" : "");
+    print_memory(&pm, device, dt, rc);
     *fits = device <= 0 || pm.total <= usable;
     if (*fits) {
         if (device > 0) printf("  fits: %.0f%% of the device\n", 100 * pm.total / device);
         return 0;
     }
-    int64_t b = fitting_batch(cfg, dt, be_name, usable, &err);
-    int64_t global = (int64_t)cfg->train.micro_batch * cfg->train.grad_accum;
-    if (b > 0)
-        printf("  DOES NOT FIT. Use --set train.micro_batch=%lld --set train.grad_accum=%lld "
-               "(same global batch of %lld sequences)\n",
-               (long long)b, (long long)((global + b - 1) / b), (long long)global);
-    else
-        printf("  DOES NOT FIT even at micro batch 1: the weights and optimizer state alone need "
-               "%.1f GiB. Shard the optimizer over more devices (mpirun -np N: ZeRO-1 divides the "
-               "moments by N), shorten train.seq_len, or use a smaller model. (Per-layer "
-               "recomputation is not implemented yet.)\n",
-               (pm.weights + pm.master + pm.moments + pm.grads) / 1073741824.0);
+    suggest(cfg, dt, be_name, &pm, device, usable);
     return 0;
 }
 
@@ -315,7 +356,8 @@ static chm_status bench_step(chm_model *m, chm_optim *o, const int32_t *ids, int
 static chm_status bench_run(const chm_config *cfg, chm_backend *be, chm_dtype dt, int steps,
                             double *median_s, chm_err *err) {
     const chm_config_train *tc = &cfg->train;
-    chm_model_options mo = {.dtype = dt, .batch = tc->micro_batch, .seq_len = tc->seq_len};
+    chm_model_options mo = {.dtype = dt, .batch = tc->micro_batch, .seq_len = tc->seq_len,
+                            .recompute = tc->recompute};
     chm_model *m = NULL;
     chm_optim *o = NULL;
     int64_t n = (int64_t)tc->micro_batch * (tc->seq_len + 1);
@@ -379,7 +421,8 @@ static int bench_section(const chm_config *cfg, chm_backend *be, const plan_args
         plan_memory pm;
         double usable = device_bytes(a, be) * PLAN_USABLE;
         if (i > 0 && usable > 0 &&
-            plan_memory_of(cfg, cfg->train.micro_batch, variants[i], be->name, &pm, &err) == CHM_OK &&
+            plan_memory_of(cfg, cfg->train.micro_batch, variants[i], be->name,
+                           cfg->train.recompute, &pm, &err) == CHM_OK &&
             pm.total > usable) {
             char b[32];
             printf("  %-30s does not fit at this micro batch (%s): not measured\n",

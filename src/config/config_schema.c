@@ -81,6 +81,7 @@ const cfg_field chm_cfg_fields[] = {
     F("train.log_every", CFG_I64, train.log_every, false, "10", 1, NOMAX),
     ENUM("train.on_save_error", train.on_save_error, "stop", save_error_names),
     F("train.comm_bucket_mb", CFG_F64, train.comm_bucket_mb, false, "25", 0, 1 << 20),
+    F("train.recompute", CFG_BOOL, train.recompute, false, "false", 0, 0),
     F("train.out_dir", CFG_STR, train.out_dir, false, "runs/chimera", 1, 0),
     F("data.train", CFG_STR, data.train, false, "builtin", 1, 0),
     F("data.val", CFG_STR, data.val, false, "\"\"", 0, 0),

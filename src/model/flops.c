@@ -56,7 +56,7 @@ static double trunk_flops(const chm_model *m, int64_t T) {
 
 chm_status chm_model_stats_compute(const chm_config_model *cfg, int64_t seq_len,
                                    chm_model_stats *st, chm_err *err) {
-    chm_model_options o = {CHM_F32, 1, seq_len, 0};
+    chm_model_options o = {.dtype = CHM_F32, .batch = 1, .seq_len = seq_len};
     chm_model *m;
     MDL_TRY(chm_model_create(cfg, NULL, &o, &m, err));
     chm_model_stats s = {0};

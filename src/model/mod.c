@@ -37,7 +37,7 @@ static chm_status mod_alloc(chm_model *m, mdl_mod_act *a, int64_t B, int64_t T, 
     int64_t R = B * T, M = B * k, C = m->C;
     a->k = k;
     MDL_TRY(MDL_ALLOC(m, &a->score, R));
-    MDL_TRY(MDL_ALLOC_I32(m, &a->idx, B, k));
+    if (!a->kept) MDL_TRY(MDL_ALLOC_I32(m, &a->idx, B, k));
     MDL_TRY(MDL_ALLOC(m, &a->rs, M));
     MDL_TRY(MDL_ALLOC(m, &a->sig, M));
     MDL_TRY(MDL_ALLOC(m, &a->ones, M));
@@ -93,6 +93,7 @@ static chm_status mod_aux(chm_model *m, mdl_layer_act *act, int64_t B, int64_t T
     double scale = m->gscale * m->cfg.mod.aux_weight / ((double)m->n_mod * (double)R);
     MDL_OP(m,
            chm_bce_logits(be, &a->bce, m->train ? &a->dscore : NULL, &a->score, &a->mask, scale));
+    if (m->replay) return CHM_OK; /* the loss counted this layer in the first forward */
     chm_tensor slot = mdl_loss_slot(m, MDL_LOSS_MOD, 1), bce1 = MDL_VIEW(&a->bce, 0, R, 1);
     MDL_OP(m, chm_sum_rows(be, &slot, &bce1));
     return CHM_OK;
@@ -132,12 +133,16 @@ static chm_status mod_fwd_causal(chm_model *m, const mdl_layer *ly, mdl_layer_ac
     return CHM_OK;
 }
 
+int64_t mdl_mod_tokens(const chm_model *m, int64_t T) {
+    int64_t k = (int64_t)ceil(m->cfg.mod.capacity * (double)T);
+    return k < 1 ? 1 : k > T ? T : k;
+}
+
 chm_status mdl_mod_fwd(chm_model *m, const mdl_layer *ly, mdl_layer_act *act, int64_t B,
                        int64_t T) {
     chm_backend *be = m->be;
     bool causal = m->routing == CHM_ROUTING_CAUSAL;
-    int64_t k = (int64_t)ceil(m->cfg.mod.capacity * (double)T), R = B * T, C = m->C;
-    k = causal ? T : k < 1 ? 1 : k > T ? T : k;
+    int64_t k = causal ? T : mdl_mod_tokens(m, T), R = B * T, C = m->C;
     MDL_TRY(mod_alloc(m, &act->mod, B, T, k));
     act->B = B;
     act->T = T;

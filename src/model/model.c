@@ -17,6 +17,14 @@
  * embedding backward; then one download of the loss slots. With a gradient
  * hook (chm_model_set_grad_hook) each stage of the backward reports the
  * gradient ranges it finished (grad_hook.c says which, and why then).
+ *
+ * Recomputation (m->recompute): every pass releases a layer's activations
+ * right after its forward, keeping its output residual and (training
+ * routing) its routing decisions, allocated below the layer's mark. The
+ * backward releases the MTP modules' activations once their backward is done,
+ * then per layer re-runs the forward (m->replay: no loss terms added twice)
+ * above the saved residuals, runs the backward and releases both. The dry
+ * run makes the same calls, so the arena is sized for this schedule.
  */
 #include <math.h>
 #include <stdio.h>
@@ -80,6 +88,8 @@ static chm_status host_alloc(chm_model *m, chm_err *err) {
 static chm_status pass_begin(chm_model *m, int64_t B, int64_t T) {
     int64_t R = B * T, C = m->C;
     mdl_release(m, 0);
+    for (int l = 0; l < m->L; l++) /* routing tensors are allocated by the layers again */
+        m->acts[l].mod.kept = m->acts[l].moe.kept = m->inner[l].moe.kept = false;
     m->B = B, m->T = T;
     int64_t rows = m->ce_rows < R ? m->ce_rows : R;
     MDL_TRY(MDL_ALLOC_STATS(m, &m->loss, MDL_LOSS_SLOTS));
@@ -133,17 +143,49 @@ static chm_status upload_ids(chm_model *m, const int32_t *ids, bool targets, chm
     return CHM_OK;
 }
 
+/*
+ * Recomputation, training routing: allocate layer l's routing decisions (MoD idx, MoE slot_ref
+ * and counts) before the layer's mark, so that they outlive its released activations for
+ * chm_model_routing_digest and chm_model_expert_counts; the layer (and its replay) writes them.
+ */
+static chm_status keep_routing(chm_model *m, int l) {
+    const mdl_layer *ly = &m->layers[l];
+    mdl_layer_act *act = &m->acts[l];
+    int64_t B = m->B, R = B * m->T;
+    if (ly->mod) {
+        int64_t k = mdl_mod_tokens(m, m->T);
+        MDL_TRY(MDL_ALLOC_I32(m, &act->mod.idx, B, k));
+        act->mod.kept = true;
+        act = act->mod.inner;
+        R = B * k;
+    }
+    if (!ly->moe) return CHM_OK;
+    MDL_TRY(MDL_ALLOC_I32(m, &act->moe.slot_ref, m->E, mdl_moe_capacity(m, R)));
+    MDL_TRY(MDL_ALLOC_I32(m, &act->moe.counts, m->E));
+    act->moe.kept = true;
+    return CHM_OK;
+}
+
+/* Layer l's forward from resid[l] into resid[l+1]; with recomputation its activations are
+ * released at once (the backward replays it). */
+static chm_status layer_fwd(chm_model *m, int l) {
+    mdl_layer_act *act = &m->acts[l];
+    act->x = m->resid[l];
+    act->out = m->resid[l + 1];
+    if (!m->recompute) return mdl_layer_fwd(m, &m->layers[l], act, m->B, m->T);
+    if (m->routing == CHM_ROUTING_TRAIN) MDL_TRY(keep_routing(m, l));
+    size_t mark = mdl_mark(m);
+    MDL_TRY(mdl_layer_fwd(m, &m->layers[l], act, m->B, m->T));
+    mdl_release(m, mark);
+    return CHM_OK;
+}
+
 /* Embedding and every layer. */
 static chm_status trunk_fwd(chm_model *m) {
     int64_t R = m->B * m->T;
     chm_tensor x0 = MDL_VIEW(&m->resid[0], 0, R, m->C);
     MDL_OP(m, chm_embedding_fwd(m->be, &x0, &m->ids.in, mdl_w(m, m->embed)));
-    for (int l = 0; l < m->L; l++) {
-        mdl_layer_act *act = &m->acts[l];
-        act->x = m->resid[l];
-        act->out = m->resid[l + 1];
-        MDL_TRY(mdl_layer_fwd(m, &m->layers[l], act, m->B, m->T));
-    }
+    for (int l = 0; l < m->L; l++) MDL_TRY(layer_fwd(m, l));
     return CHM_OK;
 }
 
@@ -154,8 +196,27 @@ static chm_status pass_fwd(chm_model *m) {
     if (m->train) MDL_OP(m, chm_fill(m->be, &m->dresid, 0));
     MDL_TRY(mdl_head(m, m->final_norm, &m->resid[m->L], &m->hn, &m->rstd_f, &m->ids.tgt,
                      MDL_LOSS_CE, scale, m->train ? &m->dresid : NULL));
+    m->mtp_mark = mdl_mark(m);
     for (int k = 0; k < m->depth; k++)
         MDL_TRY(mdl_mtp_fwd(m, k, k == 0 ? &m->resid[m->L] : &m->mtp_acts[k - 1].hk));
+    return CHM_OK;
+}
+
+/*
+ * Layer l's backward: dresid holds d(resid[l+1]) and becomes d(resid[l]). With recomputation
+ * the layer's forward runs again first (rewriting resid[l+1] with the same values: nothing
+ * reads it any more) and its activations are released after the backward.
+ */
+static chm_status layer_bwd(chm_model *m, int l) {
+    mdl_layer_act *act = &m->acts[l];
+    if (!m->recompute) return mdl_layer_bwd(m, &m->layers[l], act, &m->dresid);
+    size_t mark = mdl_mark(m);
+    m->replay = true;
+    chm_status rc = mdl_layer_fwd(m, &m->layers[l], act, m->B, m->T);
+    m->replay = false;
+    MDL_TRY(rc);
+    MDL_TRY(mdl_layer_bwd(m, &m->layers[l], act, &m->dresid));
+    mdl_release(m, mark);
     return CHM_OK;
 }
 
@@ -169,8 +230,9 @@ static chm_status pass_bwd(chm_model *m) {
         MDL_TRY(mdl_mtp_bwd(m, k, h, dh));
         MDL_TRY(mdl_ready_report(m, mdl_stage_mtp(m, k)));
     }
+    if (m->recompute) mdl_release(m, m->mtp_mark); /* their gradients are in dresid */
     for (int l = (int)m->L - 1; l >= 0; l--) {
-        MDL_TRY(mdl_layer_bwd(m, &m->layers[l], &m->acts[l], &m->dresid));
+        MDL_TRY(layer_bwd(m, l));
         MDL_TRY(mdl_ready_report(m, mdl_stage_layer(m, l)));
     }
     chm_tensor d0 = MDL_VIEW(&m->dresid, 0, R, m->C);
@@ -315,6 +377,10 @@ chm_status chm_model_create(const chm_config_model *cfg, chm_backend *be,
     m->dt = opt->dtype;
     m->mdt = opt->dtype == CHM_BF16 || opt->dtype == CHM_F16 ? CHM_F32 : opt->dtype;
     m->B = opt->batch, m->T = opt->seq_len;
+    /* debug: CHIMERA_DEBUG_RECOMPUTE=1 turns recomputation on for every model, so that any
+     * existing test or `chimera verify` runs with it (tests/test_model_recompute.c) */
+    const char *env = getenv("CHIMERA_DEBUG_RECOMPUTE");
+    m->recompute = opt->recompute || (env && !strcmp(env, "1"));
     chm_status rc = mdl_dims(m, cfg, m->T, err);
     if (rc == CHM_OK) rc = host_alloc(m, err);
     if (rc == CHM_OK) rc = mdl_params_build(m, err);

@@ -109,6 +109,7 @@ typedef struct mdl_moe_act {
     chm_tensor ge, ue, ae;    /* [E,cap,F] */
     chm_tensor ye;            /* [E,cap,C] expert outputs */
     chm_tensor aux;           /* [2] balance, z of this layer (stats dtype) */
+    bool kept;                /* slot_ref and counts are given (recompute keeps them) */
 } mdl_moe_act;
 
 typedef struct mdl_layer_act mdl_layer_act;
@@ -127,6 +128,7 @@ typedef struct mdl_mod_act {
     chm_tensor bce;       /* [R] per-token BCE (stats dtype) */
     chm_tensor dscore;    /* [R] BCE gradient (written in the forward) */
     mdl_layer_act *inner; /* the layer run on the selected tokens */
+    bool kept;            /* idx is given (recompute keeps it) */
 } mdl_mod_act;
 
 /* Saved activations of one layer. x and out are views given by the caller. */
@@ -198,6 +200,9 @@ struct chm_model {
     bool train;                 /* the pass in progress runs a backward */
     double gscale;              /* grad_scale of the pass */
     bool routed;                /* the last pass was a training-routing pass over B x T */
+    bool recompute;             /* per-layer recomputation (chm_model_options.recompute) */
+    bool replay;                /* re-running a layer's forward in the backward: add no loss */
+    size_t mtp_mark;            /* arena mark below the MTP modules' activations */
     mdl_layer_act *acts;        /* [L] */
     mdl_layer_act *inner;       /* [L] MoD inner layers */
     mdl_mtp_act *mtp_acts;      /* [depth] */
@@ -313,6 +318,8 @@ chm_status mdl_layer_core_bwd(chm_model *m, const mdl_layer *ly, mdl_layer_act *
                               const chm_tensor *dres);
 
 /* ---- mod.c ---- */
+/* Tokens per sequence a MoD layer runs in training routing: ceil(capacity*T) in [1, T]. */
+int64_t mdl_mod_tokens(const chm_model *m, int64_t T);
 chm_status mdl_mod_fwd(chm_model *m, const mdl_layer *ly, mdl_layer_act *act, int64_t B, int64_t T);
 chm_status mdl_mod_bwd(chm_model *m, const mdl_layer *ly, mdl_layer_act *act,
                        const chm_tensor *dres);

@@ -34,8 +34,10 @@ static chm_status moe_alloc(chm_model *m, mdl_moe_act *a, int64_t R) {
     MDL_TRY(MDL_ALLOC(m, &a->gates, R, K));
     MDL_TRY(MDL_ALLOC_I32(m, &a->idx, R, K));
     MDL_TRY(MDL_ALLOC_I32(m, &a->slot_token, E, cap));
-    MDL_TRY(MDL_ALLOC_I32(m, &a->slot_ref, E, cap));
-    MDL_TRY(MDL_ALLOC_I32(m, &a->counts, E));
+    if (!a->kept) {
+        MDL_TRY(MDL_ALLOC_I32(m, &a->slot_ref, E, cap));
+        MDL_TRY(MDL_ALLOC_I32(m, &a->counts, E));
+    }
     MDL_TRY(MDL_ALLOC(m, &a->slot_gate, E * cap));
     MDL_TRY(MDL_ALLOC(m, &a->xe, E, cap, C));
     MDL_TRY(MDL_ALLOC(m, &a->ge, E, cap, F));
@@ -52,7 +54,9 @@ static chm_status moe_route(chm_model *m, const mdl_layer *ly, mdl_moe_act *a,
     MDL_TRY(mdl_linear_fwd(m, &a->logits, x2, mdl_w(m, ly->router), 0));
     MDL_OP(m, chm_router_topk(be, &a->gates, &a->idx, &a->probs, &a->slot_token, &a->slot_ref,
                               &a->counts, &a->logits, CHM_ROUTER_SOFTMAX, true));
-    if (m->routing != CHM_ROUTING_TRAIN) return CHM_OK;
+    /* a replayed forward (recompute) counted its aux losses the first time; the backward
+     * recomputes aux itself */
+    if (m->routing != CHM_ROUTING_TRAIN || m->replay) return CHM_OK;
     MDL_OP(m, chm_moe_aux(be, &a->aux, NULL, &a->logits, &a->idx, 0, 0));
     chm_tensor slots = mdl_loss_slot(m, MDL_LOSS_BALANCE, 2);
     MDL_OP(m, chm_axpy(be, &slots, &a->aux, 1.0));

@@ -190,7 +190,8 @@ static chm_status model_dtype(chm_config_precision p, const chm_backend *be, chm
 
 static chm_status build_model(chm_trainer *t, chm_err *err) {
     const chm_config *cfg = &t->cfg;
-    chm_model_options mo = {.batch = cfg->train.micro_batch, .seq_len = cfg->train.seq_len};
+    chm_model_options mo = {.batch = cfg->train.micro_batch, .seq_len = cfg->train.seq_len,
+                            .recompute = cfg->train.recompute};
     chm_status rc = model_dtype(cfg->precision, t->be, &mo.dtype, err);
     if (rc == CHM_OK) rc = chm_model_create(&cfg->model, t->be, &mo, &t->model, err);
     chm_optim_options oo = rc == CHM_OK ? tr_dp_optim_options(t) : (chm_optim_options){0};
