@@ -16,6 +16,9 @@
  *   attention_bwd_dkv (-DDKV): one workgroup per (b, kv head, tile of BR
  *     keys), walking, for each q head of its group in order, the query tiles
  *     of BC queries that see its keys.
+ * Each also as _bf16 and _f16 (dt.glsl): q, k, v, dout, out, dq, dk, dv
+ * 16-bit, loaded into f32, gradients rounded once when their sum is added;
+ * lse and Delta stay f32.
  * Tiles and thread layout as in attention_fwd.comp: TPR invocations per row,
  * invocation (r, t) owns columns d = t + TPR*e of its row's accumulators and
  * scores of columns t + TPR*s of the tile; operands pass through shared
@@ -24,12 +27,13 @@
  */
 #version 450
 #extension GL_EXT_control_flow_attributes : require
+#include "dt.glsl"
 #include "common.glsl"
 
 #ifdef DELTA
 
-layout(binding = 0) readonly buffer Dout { float dout[]; };
-layout(binding = 1) readonly buffer Out { float out_[]; };
+layout(binding = 0) readonly buffer Dout { DT dout[]; };
+layout(binding = 1) readonly buffer Out { DT out_[]; };
 layout(binding = 2) writeonly buffer Delta { float delta[]; };
 
 layout(push_constant) uniform Push {
@@ -42,7 +46,8 @@ void main() {
     if (i >= p.n) return;
     uint h = i % p.H, bt = i / p.H, b = bt / p.T, t = bt % p.T;
     float s = 0.0;
-    for (uint d = 0; d < p.D; d++) s += dout[p.off[0] + i * p.D + d] * out_[p.off[1] + i * p.D + d];
+    for (uint d = 0; d < p.D; d++)
+        s += LOAD(dout[p.off[0] + i * p.D + d]) * LOAD(out_[p.off[1] + i * p.D + d]);
     delta[p.off[2] + (b * p.H + h) * p.T + t] = s;
 }
 
@@ -58,18 +63,18 @@ const uint DPER = (HD + TPR - 1u) / TPR;
 const uint NCH = (HD + DC - 1u) / DC;
 const uint DS = DC + 1u;
 
-layout(binding = 0) readonly buffer Q { float q[]; };
-layout(binding = 1) readonly buffer K { float k[]; };
-layout(binding = 2) readonly buffer V { float v[]; };
-layout(binding = 3) readonly buffer Dout { float dout[]; };
+layout(binding = 0) readonly buffer Q { DT q[]; };
+layout(binding = 1) readonly buffer K { DT k[]; };
+layout(binding = 2) readonly buffer V { DT v[]; };
+layout(binding = 3) readonly buffer Dout { DT dout[]; };
 layout(binding = 4) readonly buffer Lse { float lse[]; };
 layout(binding = 5) readonly buffer Delta { float delta[]; };
 #ifdef DQ
-layout(binding = 6) buffer Dq { float dq[]; };
+layout(binding = 6) buffer Dq { DT dq[]; };
 #define NBIND 7
 #else
-layout(binding = 6) buffer Dk { float dk[]; };
-layout(binding = 7) buffer Dv { float dv[]; };
+layout(binding = 6) buffer Dk { DT dk[]; };
+layout(binding = 7) buffer Dv { DT dv[]; };
 #define NBIND 8
 #endif
 
@@ -106,11 +111,11 @@ void load2(bool kv, bool to_rows, uint n0, uint nrows, uint head, uint d0) {
         bool in_ = row < p.T && d < HD;
         float a = 0.0, c = 0.0;
         if (in_ && kv) {
-            a = k[p.off[1] + at(row, p.Hk, head, d)];
-            c = v[p.off[2] + at(row, p.Hk, head, d)];
+            a = LOAD(k[p.off[1] + at(row, p.Hk, head, d)]);
+            c = LOAD(v[p.off[2] + at(row, p.Hk, head, d)]);
         } else if (in_) {
-            a = q[p.off[0] + at(row, p.H, head, d)];
-            c = dout[p.off[3] + at(row, p.H, head, d)];
+            a = LOAD(q[p.off[0] + at(row, p.H, head, d)]);
+            c = LOAD(dout[p.off[3] + at(row, p.H, head, d)]);
         }
         if (to_rows) {
             sR1[s] = a;
@@ -189,7 +194,7 @@ void main() {
     if (!row_in) return;
     for (uint e = 0; e < DPER; e++) {
         uint d = t + TPR * e;
-        if (d < HD) dq[p.off[6] + at(i, p.H, h, d)] += acc[e];
+        if (d < HD) ACC(dq[p.off[6] + at(i, p.H, h, d)], acc[e]);
     }
 }
 
@@ -252,8 +257,8 @@ void main() {
     for (uint e = 0; e < DPER; e++) {
         uint d = t + TPR * e;
         if (d >= HD) continue;
-        dk[p.off[6] + at(j, p.Hk, kvh, d)] += ak[e];
-        dv[p.off[7] + at(j, p.Hk, kvh, d)] += av[e];
+        ACC(dk[p.off[6] + at(j, p.Hk, kvh, d)], ak[e]);
+        ACC(dv[p.off[7] + at(j, p.Hk, kvh, d)], av[e]);
     }
 }
 #endif

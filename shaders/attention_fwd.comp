@@ -14,11 +14,14 @@
  * end out = o / l and lse = m + log(l).
  *
  * Variants: attention_fwd (writes lse [B,H,T]), attention_decode (-DDECODE:
- * queries against a longer key/value cache, no lse).
+ * queries against a longer key/value cache, no lse); each also as _bf16 and
+ * _f16 (dt.glsl): q, k, v, out 16-bit, loaded into f32 and out rounded once
+ * on store; lse stays f32.
  * Specialization constants: 2 TPR, 3 BC, 4 DC (multiple of TPR), 5 HD = D.
  */
 #version 450
 #extension GL_EXT_control_flow_attributes : require
+#include "dt.glsl"
 #include "common.glsl"
 
 layout(constant_id = 2) const uint TPR = 4;
@@ -32,10 +35,10 @@ const uint NCH = (HD + DC - 1u) / DC;   /* chunks of D */
 const uint DS = DC + 1u;                /* shared row stride (padded against bank conflicts) */
 const float MASKED = -1.0e30;           /* score of a masked key: exp(MASKED - m) = 0 */
 
-layout(binding = 0) readonly buffer Q { float q[]; };
-layout(binding = 1) readonly buffer K { float k[]; };
-layout(binding = 2) readonly buffer V { float v[]; };
-layout(binding = 3) writeonly buffer Out { float out_[]; };
+layout(binding = 0) readonly buffer Q { DT q[]; };
+layout(binding = 1) readonly buffer K { DT k[]; };
+layout(binding = 2) readonly buffer V { DT v[]; };
+layout(binding = 3) writeonly buffer Out { DT out_[]; };
 #ifdef DECODE
 #define NBIND 4
 #else
@@ -62,7 +65,7 @@ void load_q(uint d0) {
     for (uint e = gl_LocalInvocationID.x; e < BR * DC; e += WG_SIZE) {
         uint r = e / DC, d = d0 + e % DC, i = q0 + r;
         uint at = ((b * p.Tq + i) * p.H + h) * HD + d;
-        sQ[r * DS + e % DC] = i < p.Tq && d < HD ? q[p.off[0] + at] : 0.0;
+        sQ[r * DS + e % DC] = i < p.Tq && d < HD ? LOAD(q[p.off[0] + at]) : 0.0;
     }
 }
 
@@ -72,8 +75,8 @@ void load_kv(bool values, uint j0, uint d0) {
         uint c = e / DC, d = d0 + e % DC, j = j0 + c;
         uint at = ((b * p.Tk + j) * p.Hk + kvh) * HD + d;
         bool in_ = j < p.Tk && d < HD;
-        if (values) sV[c * DS + e % DC] = in_ ? v[p.off[2] + at] : 0.0;
-        else sK[c * DS + e % DC] = in_ ? k[p.off[1] + at] : 0.0;
+        if (values) sV[c * DS + e % DC] = in_ ? LOAD(v[p.off[2] + at]) : 0.0;
+        else sK[c * DS + e % DC] = in_ ? LOAD(k[p.off[1] + at]) : 0.0;
     }
 }
 
@@ -143,7 +146,7 @@ void main() {
     uint orow = p.off[3] + ((b * p.Tq + i) * p.H + h) * HD;
     for (uint e = 0; e < DPER; e++) {
         uint d = t + TPR * e;
-        if (d < HD) out_[orow + d] = o[e] / l;
+        if (d < HD) out_[orow + d] = STORE(o[e] / l);
     }
 #ifndef DECODE
     if (t == 0u) lse[p.off[4] + (b * p.H + h) * p.Tq + i] = m + log(l);

@@ -14,16 +14,31 @@
  *     into dw/dbias; causal_conv1d_bwd_dw_partial (-DDW -DPARTIAL) writes the
  *     chunk sums part_w [K,C*W] and part_b [K,C] instead, which sum_rows then
  *     adds in chunk order (deterministic, no atomics).
+ * Each also as _bf16 and _f16 (dt.glsl): x, w, bias, dout, dx, dw, dbias
+ * 16-bit, loaded into f32, each gradient rounded once when its sum is
+ * added. g is f32 scratch when SiLU was fused: DX and DW read it as f32
+ * with -DG_F32 (the _gf32_bf16 / _gf32_f16 variants), and dout itself
+ * (16-bit) otherwise. The chunk sums of PARTIAL stay f32.
  */
 #version 450
+#include "dt.glsl"
 #include "common.glsl"
+
+/* g's storage: the f32 scratch of the fused SiLU, or dout's words */
+#ifdef G_F32
+#define GT float
+#define GLOAD(w) (w)
+#else
+#define GT DT
+#define GLOAD(w) LOAD(w)
+#endif
 
 #if defined(GRAD)
 
-layout(binding = 0) readonly buffer X { float x[]; };
-layout(binding = 1) readonly buffer W { float w[]; };
-layout(binding = 2) readonly buffer Bias { float bias[]; };  /* dummy without a bias */
-layout(binding = 3) readonly buffer Dout { float dout[]; };
+layout(binding = 0) readonly buffer X { DT x[]; };
+layout(binding = 1) readonly buffer W { DT w[]; };
+layout(binding = 2) readonly buffer Bias { DT bias[]; };  /* dummy without a bias */
+layout(binding = 3) readonly buffer Dout { DT dout[]; };
 layout(binding = 4) writeonly buffer G { float g[]; };
 
 layout(push_constant) uniform Push {
@@ -36,19 +51,19 @@ void main() {
     uint i = chm_index();
     if (i >= p.n) return;
     uint c = i % p.C, row = i / p.C, t = row % p.T;
-    float s = p.has_bias != 0u ? bias[p.off[2] + c] : 0.0;
+    float s = p.has_bias != 0u ? LOAD(bias[p.off[2] + c]) : 0.0;
     uint j0 = t + 1u >= p.W ? 0u : p.W - 1u - t;
     for (uint j = j0; j < p.W; j++)
-        s += w[p.off[1] + c * p.W + j] * x[p.off[0] + (row + j + 1u - p.W) * p.C + c];
+        s += LOAD(w[p.off[1] + c * p.W + j]) * LOAD(x[p.off[0] + (row + j + 1u - p.W) * p.C + c]);
     float sg = 1.0 / (1.0 + exp(-s));
-    g[p.off[4] + i] = dout[p.off[3] + i] * sg * (1.0 + s * (1.0 - sg));
+    g[p.off[4] + i] = LOAD(dout[p.off[3] + i]) * sg * (1.0 + s * (1.0 - sg));
 }
 
 #elif defined(DX)
 
-layout(binding = 0) readonly buffer G { float g[]; };
-layout(binding = 1) readonly buffer W { float w[]; };
-layout(binding = 2) buffer Dx { float dx[]; };
+layout(binding = 0) readonly buffer G { GT g[]; };
+layout(binding = 1) readonly buffer W { DT w[]; };
+layout(binding = 2) buffer Dx { DT dx[]; };
 
 layout(push_constant) uniform Push {
     uint off[3];
@@ -63,16 +78,22 @@ void main() {
     uint j0 = s + p.W > p.T ? s + p.W - p.T : 0u;
     float acc = 0.0;
     for (uint j = j0; j < p.W; j++)
-        acc += g[p.off[0] + (row + p.W - 1u - j) * p.C + c] * w[p.off[1] + c * p.W + j];
-    dx[p.off[2] + i] += acc;
+        acc += GLOAD(g[p.off[0] + (row + p.W - 1u - j) * p.C + c]) *
+               LOAD(w[p.off[1] + c * p.W + j]);
+    ACC(dx[p.off[2] + i], acc);
 }
 
 #else /* DW */
 
-layout(binding = 0) readonly buffer G { float g[]; };
-layout(binding = 1) readonly buffer X { float x[]; };
-layout(binding = 2) buffer Dw { float dw[]; };      /* dw [C,W], or part_w [K,C*W] */
-layout(binding = 3) buffer Dbias { float db[]; };   /* dbias [C] or part_b [K,C]; dummy if absent */
+layout(binding = 0) readonly buffer G { GT g[]; };
+layout(binding = 1) readonly buffer X { DT x[]; };
+#ifdef PARTIAL
+layout(binding = 2) buffer Dw { float dw[]; };      /* part_w [K,C*W] */
+layout(binding = 3) buffer Dbias { float db[]; };   /* part_b [K,C]; dummy if absent */
+#else
+layout(binding = 2) buffer Dw { DT dw[]; };         /* dw [C,W] */
+layout(binding = 3) buffer Dbias { DT db[]; };      /* dbias [C]; dummy if absent */
+#endif
 
 layout(push_constant) uniform Push {
     uint off[4];
@@ -88,19 +109,19 @@ void main() {
     uint r0 = k * p.rows_per_chunk, r1 = min(p.rows, r0 + p.rows_per_chunk);
     float s = 0.0;
     for (uint r = r0; r < r1; r++) {
-        float gv = g[p.off[0] + r * p.C + c];
+        float gv = GLOAD(g[p.off[0] + r * p.C + c]);
         if (j == p.W) {
             s += gv;
         } else if (r % p.T + j + 1u >= p.W) {  /* tap j reads time t-(W-1)+j >= 0 */
-            s += gv * x[p.off[1] + (r + j + 1u - p.W) * p.C + c];
+            s += gv * LOAD(x[p.off[1] + (r + j + 1u - p.W) * p.C + c]);
         }
     }
 #ifdef PARTIAL
     if (j == p.W) db[p.off[3] + k * p.C + c] = s;
     else dw[p.off[2] + k * p.C * p.W + c * p.W + j] = s;
 #else
-    if (j == p.W) db[p.off[3] + c] += s;
-    else dw[p.off[2] + c * p.W + j] += s;
+    if (j == p.W) ACC(db[p.off[3] + c], s);
+    else ACC(dw[p.off[2] + c * p.W + j], s);
 #endif
 }
 #endif

@@ -13,19 +13,22 @@
  *               counted nowhere and reported (status code 7: moe_aux)
  * moe_aux_loss  (-DLOSS) one group:     losses[0] = balance, losses[1] = zloss
  * moe_aux_grad  (-DGRAD) per row:       dlogits += ... (ACCUMULATES)
- * _nosg twins of COLS and LOSS reduce without subgroups.
+ * _nosg twins of COLS and LOSS reduce without subgroups. ROWS, COLS and
+ * GRAD also as _bf16 and _f16 (dt.glsl): z and dz 16-bit, loaded into f32,
+ * dz rounded once when its sum is added; lse, stats and losses stay f32.
  */
 #version 450
+#include "dt.glsl"
 #include "common.glsl"
 
 #if defined(ROWS) || defined(GRAD)
-layout(binding = 0) readonly buffer Z { float z[]; };
+layout(binding = 0) readonly buffer Z { DT z_[]; };
 #ifdef ROWS
 layout(binding = 1) writeonly buffer Lse { float lse[]; };
 #else
 layout(binding = 1) readonly buffer Lse { float lse[]; };
 layout(binding = 2) readonly buffer Stats { float stats[]; };
-layout(binding = 3) buffer Dz { float dz[]; };
+layout(binding = 3) buffer Dz { DT dz[]; };
 #endif
 
 layout(push_constant) uniform Push {
@@ -38,21 +41,24 @@ layout(push_constant) uniform Push {
     float bs, zs;
 } p;
 
+/* Logit i of the buffer, as f32. */
+float z(uint i) { return LOAD(z_[i]); }
+
 void main() {
     uint r = chm_index();
     if (r >= p.R) return;
     uint zr = p.off[0] + r * p.E;
 #ifdef ROWS
-    float mx = z[zr], s = 0.0;
-    for (uint e = 1; e < p.E; e++) mx = max(mx, z[zr + e]);
-    for (uint e = 0; e < p.E; e++) s += exp(z[zr + e] - mx);
+    float mx = z(zr), s = 0.0;
+    for (uint e = 1; e < p.E; e++) mx = max(mx, z(zr + e));
+    for (uint e = 0; e < p.E; e++) s += exp(z(zr + e) - mx);
     lse[p.off[1] + r] = mx + log(s);
 #else
     float l = lse[p.off[1] + r], pg = 0.0, gs = float(p.E) / float(p.R);
-    for (uint e = 0; e < p.E; e++) pg += exp(z[zr + e] - l) * gs * stats[p.off[2] + 2u * e];
+    for (uint e = 0; e < p.E; e++) pg += exp(z(zr + e) - l) * gs * stats[p.off[2] + 2u * e];
     for (uint j = 0; j < p.E; j++) {
-        float pj = exp(z[zr + j] - l), g = gs * stats[p.off[2] + 2u * j];
-        dz[p.off[3] + r * p.E + j] += p.bs * pj * (g - pg) + p.zs * 2.0 * l * pj / float(p.R);
+        float pj = exp(z(zr + j) - l), g = gs * stats[p.off[2] + 2u * j];
+        ACC(dz[p.off[3] + r * p.E + j], p.bs * pj * (g - pg) + p.zs * 2.0 * l * pj / float(p.R));
     }
 #endif
 }
@@ -62,7 +68,7 @@ void main() {
 #define CHM_STATUS_BINDING 4
 #include "status.glsl"
 
-layout(binding = 0) readonly buffer Z { float z[]; };
+layout(binding = 0) readonly buffer Z { DT z_[]; };
 layout(binding = 1) readonly buffer Idx { int idx[]; };
 layout(binding = 2) readonly buffer Lse { float lse[]; };
 layout(binding = 3) writeonly buffer Stats { float stats[]; };
@@ -71,6 +77,9 @@ layout(push_constant) uniform Push {
     uint off[4];
     uint R, E, K;
 } p;
+
+/* Logit i of the buffer, as f32. */
+float z(uint i) { return LOAD(z_[i]); }
 
 void main() {
     uint e = chm_group(), lid = gl_LocalInvocationID.x;
@@ -82,7 +91,7 @@ void main() {
         if (e == 0u && (x < 0 || x >= int(p.E))) chm_raise(7u, i, uint(x), p.E);
     }
     for (uint r = lid; r < p.R; r += WG_SIZE)
-        ps += exp(z[p.off[0] + r * p.E + e] - lse[p.off[2] + r]);
+        ps += exp(z(p.off[0] + r * p.E + e) - lse[p.off[2] + r]);
     n = chm_wg_sum(n);
     ps = chm_wg_sum(ps);
     if (lid == 0u) {

@@ -13,15 +13,19 @@
  *   prefix sum over i (scan.glsl); number j < cap fills slot j with
  *   slot_token = r, slot_ref = i; counts[e] = min(assignments, cap); empty
  *   slots hold -1.
+ * router_topk_route also as _bf16 and _f16 (dt.glsl): z, probs, gates
+ * 16-bit, the logits loaded into f32; renormalized gates are recomputed
+ * from idx in a second pass, so each is rounded once, from the f32 quotient.
  */
 #version 450
+#include "dt.glsl"
 #include "common.glsl"
 
 #ifdef ROUTE
-layout(binding = 0) readonly buffer Z { float z[]; };
-layout(binding = 1) buffer Gates { float gates[]; };  /* read back to renormalize */
-layout(binding = 2) writeonly buffer Idx { int idx[]; };
-layout(binding = 3) writeonly buffer Probs { float probs[]; };
+layout(binding = 0) readonly buffer Z { DT z_[]; };
+layout(binding = 1) writeonly buffer Gates { DT gates[]; };
+layout(binding = 2) buffer Idx { int idx[]; };  /* read back to renormalize */
+layout(binding = 3) writeonly buffer Probs { DT probs[]; };
 
 layout(push_constant) uniform Push {
     uint off[4];
@@ -40,32 +44,39 @@ float prob(float v, bool sig, float mx, float sum) {
     return v >= 0.0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v));
 }
 
+/* Logit i of the buffer, as f32. */
+float z(uint i) { return LOAD(z_[i]); }
+
 void main() {
     uint r = chm_index();
     if (r >= p.R) return;
     uint zr = p.off[0] + r * p.E;
     bool sig = (p.flags & 1u) != 0u;
-    float mx = z[zr], sum = 0.0;
-    for (uint j = 1; j < p.E; j++) mx = max(mx, z[zr + j]);
-    for (uint j = 0; !sig && j < p.E; j++) sum += exp(z[zr + j] - mx);
-    for (uint j = 0; j < p.E; j++) probs[p.off[3] + r * p.E + j] = prob(z[zr + j], sig, mx, sum);
+    float mx = z(zr), sum = 0.0;
+    for (uint j = 1; j < p.E; j++) mx = max(mx, z(zr + j));
+    for (uint j = 0; !sig && j < p.E; j++) sum += exp(z(zr + j) - mx);
+    for (uint j = 0; j < p.E; j++)
+        probs[p.off[3] + r * p.E + j] = STORE(prob(z(zr + j), sig, mx, sum));
     /* K picks, each the best entry ranking after the previous pick */
+    bool renorm = (p.flags & 2u) != 0u;
     float total = 0.0;
     int prev = -1;
     for (uint k = 0; k < p.K; k++) {
         int best = -1;
         for (uint j = 0; j < p.E; j++) {
-            if (prev >= 0 && !before(z[zr + uint(prev)], uint(prev), z[zr + j], j)) continue;
-            if (best < 0 || before(z[zr + j], j, z[zr + uint(best)], uint(best))) best = int(j);
+            if (prev >= 0 && !before(z(zr + uint(prev)), uint(prev), z(zr + j), j)) continue;
+            if (best < 0 || before(z(zr + j), j, z(zr + uint(best)), uint(best))) best = int(j);
         }
         prev = best;
         idx[p.off[2] + r * p.K + k] = best;
-        float pk = prob(z[zr + uint(best)], sig, mx, sum);
-        gates[p.off[1] + r * p.K + k] = pk;
+        float pk = prob(z(zr + uint(best)), sig, mx, sum);
+        if (!renorm) gates[p.off[1] + r * p.K + k] = STORE(pk);
         total += pk;
     }
-    if ((p.flags & 2u) != 0u)
-        for (uint k = 0; k < p.K; k++) gates[p.off[1] + r * p.K + k] /= total;
+    for (uint k = 0; renorm && k < p.K; k++) {
+        float pk = prob(z(zr + uint(idx[p.off[2] + r * p.K + k])), sig, mx, sum);
+        gates[p.off[1] + r * p.K + k] = STORE(pk / total);
+    }
 }
 
 #else /* PLAN */

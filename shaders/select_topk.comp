@@ -6,13 +6,15 @@
  * fewer than K columns rank before it. Columns go in chunks of WG_SIZE, in
  * order; a prefix sum of the selected flags over each chunk (scan.glsl)
  * gives each selected column its place. O(C^2) comparisons per row, read
- * from the (cached) row: C is a sequence length.
+ * from the (cached) row: C is a sequence length. Also as _bf16 and _f16
+ * (dt.glsl): 16-bit scores, compared as their (exact) f32 values.
  */
 #version 450
+#include "dt.glsl"
 #include "common.glsl"
 #include "scan.glsl"
 
-layout(binding = 0) readonly buffer Scores { float s[]; };
+layout(binding = 0) readonly buffer Scores { DT s[]; };
 layout(binding = 1) writeonly buffer Idx { int idx[]; };
 
 layout(push_constant) uniform Push {
@@ -32,10 +34,10 @@ void main() {
     for (uint c0 = 0; c0 < p.C && base < p.K; c0 += WG_SIZE) {
         uint j = c0 + lid, chosen = 0u, total;
         if (j < p.C) {
-            float sj = s[s0 + j];
+            float sj = LOAD(s[s0 + j]);
             uint rank = 0;
             for (uint i = 0; i < p.C && rank < p.K; i++)
-                if (before(s[s0 + i], i, sj, j)) rank++;
+                if (before(LOAD(s[s0 + i]), i, sj, j)) rank++;
             chosen = rank < p.K ? 1u : 0u;
         }
         uint at = base + chm_wg_scan(chosen, total);

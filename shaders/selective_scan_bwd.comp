@@ -29,15 +29,19 @@
  *   hs  [L][N][ninv]     the states of the chunk being walked
  *   pbc [B][nblk][T][2N] per-workgroup channel sums: dBm (n), dCm (N + n)
  *   pa  [B][Di][N+2]     per-(b, c) dA (n), dD (N), ddelta_bias (N + 1)
+ * Each variant also as _bf16 and _f16 (dt.glsl): the tensors (inputs, dy,
+ * gradients) 16-bit, loaded into f32, each gradient rounded once when its
+ * sum is added; the scratch stays f32.
  * Specialization constant 2: NSTATE = N.
  */
 #version 450
+#include "dt.glsl"
 #include "common.glsl"
 
 #ifdef SUM
 
 layout(binding = 0) readonly buffer Part { float part[]; };
-layout(binding = 1) buffer Out { float out_[]; };
+layout(binding = 1) buffer Out { DT out_[]; };
 
 layout(push_constant) uniform Push {
     uint off[2];
@@ -52,7 +56,7 @@ void main() {
     uint at = p.off[0] + p.base + gi * p.gs + (m / p.inner) * p.os + m % p.inner;
     float s = 0.0;
     for (uint k = 0; k < p.K; k++) s += part[at + k * p.ks];
-    out_[p.off[1] + i] += s;
+    ACC(out_[p.off[1] + i], s);
 }
 
 #else /* the backward pass */
@@ -65,19 +69,19 @@ void main() {
 
 layout(constant_id = 2) const uint NSTATE = 16;
 
-layout(binding = 0) readonly buffer U { float u[]; };
-layout(binding = 1) readonly buffer Delta { float delta[]; };
-layout(binding = 2) readonly buffer Amat { float A_[]; };
-layout(binding = 3) readonly buffer Bmat { float Bm[]; };
-layout(binding = 4) readonly buffer Cmat { float Cm[]; };
-layout(binding = 5) readonly buffer Dvec { float Dv[]; };     /* dummy without HAS_D */
-layout(binding = 6) readonly buffer Z { float z[]; };         /* dummy without HAS_Z */
-layout(binding = 7) readonly buffer Dbias { float dbias[]; }; /* dummy without HAS_DB */
-layout(binding = 8) readonly buffer Dy { float dy[]; };
+layout(binding = 0) readonly buffer U { DT u[]; };
+layout(binding = 1) readonly buffer Delta { DT delta[]; };
+layout(binding = 2) readonly buffer Amat { DT A_[]; };
+layout(binding = 3) readonly buffer Bmat { DT Bm[]; };
+layout(binding = 4) readonly buffer Cmat { DT Cm[]; };
+layout(binding = 5) readonly buffer Dvec { DT Dv[]; };     /* dummy without HAS_D */
+layout(binding = 6) readonly buffer Z { DT z[]; };         /* dummy without HAS_Z */
+layout(binding = 7) readonly buffer Dbias { DT dbias[]; }; /* dummy without HAS_DB */
+layout(binding = 8) readonly buffer Dy { DT dy[]; };
 layout(binding = 9) buffer Scratch { float scr[]; };
-layout(binding = 10) buffer Du { float du[]; };               /* dummy without WANT_DU */
-layout(binding = 11) buffer Ddelta { float ddelta[]; };       /* dummy without WANT_DDELTA */
-layout(binding = 12) buffer Dz { float dz[]; };               /* dummy without WANT_DZ */
+layout(binding = 10) buffer Du { DT du[]; };               /* dummy without WANT_DU */
+layout(binding = 11) buffer Ddelta { DT ddelta[]; };       /* dummy without WANT_DDELTA */
+layout(binding = 12) buffer Dz { DT dz[]; };               /* dummy without WANT_DZ */
 
 /* bits of p.flags */
 const uint HAS_D = 1u, HAS_Z = 2u, HAS_DB = 4u, SOFTPLUS = 8u;
@@ -148,7 +152,7 @@ float A[NSTATE], Dc, bias;
 
 /* Step d and dd/ddelta of time t. */
 void step_size(uint ti, out float dt, out float dsig) {
-    float x = live ? delta[p.off[1] + ti] + bias : 0.0;
+    float x = live ? LOAD(delta[p.off[1] + ti]) + bias : 0.0;
     bool sp = (p.flags & SOFTPLUS) != 0u;
     dt = sp ? softplus(x) : x;
     dsig = sp ? sigmoid(x) : 1.0;
@@ -159,9 +163,9 @@ void advance(inout float h[NSTATE], uint t) {
     uint ti = (b * p.T + t) * p.Di + c, tn = (b * p.T + t) * NSTATE;
     float dt, dsig;
     step_size(ti, dt, dsig);
-    float uu = live ? u[p.off[0] + ti] : 0.0;
+    float uu = live ? LOAD(u[p.off[0] + ti]) : 0.0;
     [[unroll]] for (uint n = 0; n < NSTATE; n++)
-        h[n] = exp(dt * A[n]) * h[n] + dt * Bm[p.off[3] + tn + n] * uu;
+        h[n] = exp(dt * A[n]) * h[n] + dt * LOAD(Bm[p.off[3] + tn + n]) * uu;
 }
 
 /* Scratch index of state n in slot `slot` of section `at` (hb: slot = chunk, hs: slot = step). */
@@ -197,18 +201,18 @@ void step_back(uint t, uint k, uint t0) {
     uint ti = (b * p.T + t) * p.Di + c, tn = (b * p.T + t) * NSTATE;
     float dt, dsig;
     step_size(ti, dt, dsig);
-    float uu = live ? u[p.off[0] + ti] : 0.0, dyv = live ? dy[p.off[8] + ti] : 0.0;
+    float uu = live ? LOAD(u[p.off[0] + ti]) : 0.0, dyv = live ? LOAD(dy[p.off[8] + ti]) : 0.0;
     float hc[NSTATE], yraw = Dc * uu;
     [[unroll]] for (uint n = 0; n < NSTATE; n++) {
         hc[n] = live ? scr[sidx(p.hs_at, t - t0, n)] : 0.0;
-        yraw += Cm[p.off[4] + tn + n] * hc[n];
+        yraw += LOAD(Cm[p.off[4] + tn + n]) * hc[n];
     }
     float dyr = dyv;
     if ((p.flags & HAS_Z) != 0u) {
-        float zz = live ? z[p.off[6] + ti] : 0.0, s = sigmoid(zz);
+        float zz = live ? LOAD(z[p.off[6] + ti]) : 0.0, s = sigmoid(zz);
         dyr = dyv * zz * s;
         if ((p.flags & WANT_DZ) != 0u && live)
-            dz[p.off[12] + ti] += dyv * yraw * s * (1.0 + zz * (1.0 - s));
+            ACC(dz[p.off[12] + ti], dyv * yraw * s * (1.0 + zz * (1.0 - s)));
     }
     float dui = dyr * Dc, dd = 0.0;
     dD += dyr * uu;
@@ -217,8 +221,8 @@ void step_back(uint t, uint k, uint t0) {
         /* h_{t-1}: the previous state of this chunk, or the chunk's start state */
         uint pat = t > t0 ? sidx(p.hs_at, t - 1u - t0, n) : sidx(p.hb_at, k, n);
         float prev = live ? scr[pat] : 0.0;
-        float decay = exp(dt * A[n]), Bn = Bm[p.off[3] + tn + n];
-        float gn = g[n] + dyr * Cm[p.off[4] + tn + n];
+        float decay = exp(dt * A[n]), Bn = LOAD(Bm[p.off[3] + tn + n]);
+        float gn = g[n] + dyr * LOAD(Cm[p.off[4] + tn + n]);
         if (bc) {
             red_put(n, gn * dt * uu);
             red_put(NSTATE + n, dyr * hc[n]);
@@ -231,8 +235,8 @@ void step_back(uint t, uint k, uint t0) {
     if (bc) red_finish(p.pbc_at + ((b * nblk + blk) * p.T + t) * 2u * NSTATE);
     ddb += dd * dsig;
     if (!live) return;
-    if ((p.flags & WANT_DU) != 0u) du[p.off[10] + ti] += dui;
-    if ((p.flags & WANT_DDELTA) != 0u) ddelta[p.off[11] + ti] += dd * dsig;
+    if ((p.flags & WANT_DU) != 0u) ACC(du[p.off[10] + ti], dui);
+    if ((p.flags & WANT_DDELTA) != 0u) ACC(ddelta[p.off[11] + ti], dd * dsig);
 }
 
 void main() {
@@ -245,11 +249,11 @@ void main() {
     ninv = p.B * p.Di;
     inv = b * p.Di + c;
     [[unroll]] for (uint n = 0; n < NSTATE; n++) {
-        A[n] = live ? A_[p.off[2] + c * NSTATE + n] : 0.0;
+        A[n] = live ? LOAD(A_[p.off[2] + c * NSTATE + n]) : 0.0;
         g[n] = dA[n] = 0.0;
     }
-    Dc = live && (p.flags & HAS_D) != 0u ? Dv[p.off[5] + c] : 0.0;
-    bias = live && (p.flags & HAS_DB) != 0u ? dbias[p.off[7] + c] : 0.0;
+    Dc = live && (p.flags & HAS_D) != 0u ? LOAD(Dv[p.off[5] + c]) : 0.0;
+    bias = live && (p.flags & HAS_DB) != 0u ? LOAD(dbias[p.off[7] + c]) : 0.0;
     dD = ddb = 0.0;
     forward_walk(p.nch); /* the start state of every chunk */
     for (uint k = p.nch; k-- > 0u;) {

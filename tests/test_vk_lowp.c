@@ -1,6 +1,7 @@
 /*
  * test_vk_lowp.c: bf16 and f16 tensors on the vulkan backend (suite vk_lowp;
- * src/backend/vulkan/lowp.c), against the cpu backend's 16-bit ops.
+ * every op's native 16-bit shaders, dt.glsl), against the cpu backend's
+ * 16-bit ops.
  *
  * Both backends compute a 16-bit op as the f32 op on the same 16-bit values,
  * rounded once to the op's dtype, so their results differ only by f32

@@ -4,20 +4,23 @@
  *
  * adamw_step (16-bit grad), sum_squares (16-bit x), add, scale, axpy,
  * sum_rows, swiglu, exp, rmsnorm, rope, gather_rows, scatter_add_rows,
- * embedding, cross_entropy and row_scale read and write bf16/f16 words
- * themselves instead of going through lowp.c's f32 scratch copies. Every
- * case runs in bf16 and in f16, at sizes with odd tails (element counts and
- * rows not multiples of 2, 4 or 8) on views that start an odd number of
- * elements into their buffers, on three backends from the same bytes:
+ * embedding, cross_entropy, row_scale, attention (fwd, bwd, decode), the
+ * selective scan (fwd, bwd, step), causal_conv1d, router_topk (and its
+ * backward), select_topk, bce_logits and moe_aux (every float op: lowp.c
+ * has no adapter left) read and write bf16/f16 words themselves instead of
+ * going through f32 scratch copies (the old lowp.c adapters). Every case
+ * runs in bf16 and in f16, at sizes with odd tails (element counts and rows
+ * not multiples of 2, 4 or 8) on views that start an odd number of elements
+ * into their buffers, on three backends from the same bytes:
  *  - cpu (its 16-bit ops compute in f32 and round once): 16-bit outputs
  *    agree within 2 ulps of their dtype (plus 1e-5 of the largest value,
  *    for sums that cancel), f32 outputs (stats, losses, master weights)
  *    within 1e-5, read-only inputs stay bit for bit;
  *  - vulkan ("one"): the op only records commands (no submit), gives its
  *    scratch back, and records exactly as many dispatches as the same op on
- *    f32 tensors of the same shapes. The adapter cast every 16-bit argument
- *    to an f32 scratch copy and back with one dispatch each, so an equal
- *    count means no copy was made. With per-dispatch profiling on, no cast
+ *    f32 tensors of the same shapes. lowp.c's adapters cast every 16-bit
+ *    argument to an f32 scratch copy and back with one dispatch each, so an
+ *    equal count means no copy was made. With per-dispatch profiling on, no cast
  *    shader ever runs in this suite (the test moves 16-bit data only by
  *    upload, download and fill);
  *  - vulkan under CHIMERA_VULKAN_MAX_RANGE=4099 ("split"): elementwise ops
@@ -34,14 +37,17 @@
 #include "core/half.h"
 #include "vk_harness.h"
 
-#define NARG 8           /* arguments of the largest case */
+#define NARG 17          /* arguments of the largest case (selective_scan_bwd) */
 #define SPLIT "4099"     /* the limit of the split backend (test_vk_split.c's) */
 #define ELEMS 5003       /* elementwise cases: several chunks under the limit, odd tail */
 
 typedef enum nv_op {
     ADAMW, ADAMW_NOLOWP, SUMSQ, ADD, ADD_INPLACE, SCALE, SCALE_INPLACE, AXPY, SUM_ROWS, SWIGLU_FWD,
     SWIGLU_BWD, EXP_FWD, EXP_BWD, RMS_FWD, RMS_BWD, ROPE_FWD, ROPE_BWD, GATHER, SCATTER, EMB_FWD,
-    EMB_BWD, CE, CE_INPLACE, RS_FWD, RS_BWD
+    EMB_BWD, CE, CE_INPLACE, RS_FWD, RS_BWD, ATT_FWD, ATT_BWD, ATT_DECODE,
+    SCAN_FWD, SCAN_FWD_BARE, SCAN_BWD, SCAN_STEP, CONV_FWD, CONV_FWD_LIN, CONV_BWD, CONV_BWD_LIN,
+    ROUTER_SOFTMAX, ROUTER_SIGMOID, ROUTER_BWD, ROUTER_BWD_SIGMOID, SELECT, BCE, BCE_INPLACE,
+    BCE_NOGRAD, MOE_AUX, MOE_AUX_NOGRAD
 } nv_op;
 
 /*
@@ -70,9 +76,54 @@ typedef struct nv_case {
 
 #define R1(k, u, lo, hi, d0) {k, u, lo, hi, 1, {d0}}
 #define R2(k, u, lo, hi, d0, d1) {k, u, lo, hi, 2, {d0, d1}}
+#define R3(k, u, lo, hi, d0, d1, d2) {k, u, lo, hi, 3, {d0, d1, d2}}
 #define R4(k, u, lo, hi, d0, d1, d2, d3) {k, u, lo, hi, 4, {d0, d1, d2, d3}}
 /* One elementwise argument of ELEMS elements. */
 #define EW(k, u, lo, hi) R1(k, u, lo, hi, ELEMS)
+
+/*
+ * The selective scan's calls. Its inputs u, delta, A, Bm, Cm, D, z,
+ * delta_bias are the last 8 arguments (the last 5 for SCAN_FWD_BARE: no
+ * D, z, delta_bias, no softplus); before them y (fwd), y and h (step), or
+ * the 8 gradients and dy (bwd).
+ */
+static chm_status call_scan(chm_backend *be, nv_op op, const chm_tensor *const *t) {
+    int first = op == SCAN_BWD ? 9 : op == SCAN_STEP ? 2 : 1;
+    const chm_tensor *const *in = t + first;
+    bool full = op != SCAN_FWD_BARE;
+    chm_scan_args a = {.u = in[0], .delta = in[1], .A = in[2], .Bm = in[3], .Cm = in[4],
+                       .D = full ? in[5] : NULL, .z = full ? in[6] : NULL,
+                       .delta_bias = full ? in[7] : NULL, .delta_softplus = full};
+    if (op == SCAN_FWD || op == SCAN_FWD_BARE) return chm_selective_scan_fwd(be, t[0], &a);
+    if (op == SCAN_STEP) return chm_selective_scan_step(be, t[0], t[1], &a);
+    chm_tensor *gr[8]; /* the test's own tensors: writable */
+    memcpy(gr, t, sizeof gr);
+    chm_scan_grads g = {.du = gr[0], .ddelta = gr[1], .dA = gr[2], .dBm = gr[3], .dCm = gr[4],
+                        .dD = gr[5], .dz = gr[6], .ddelta_bias = gr[7]};
+    return chm_selective_scan_bwd(be, &g, t[8], &a);
+}
+
+/* The routers and their losses (outputs first, as the ops take them). */
+static chm_status call_routing(chm_backend *be, nv_op op, const chm_tensor *const *t) {
+    switch (op) {
+    case ROUTER_SOFTMAX:
+    case ROUTER_SIGMOID:
+        return chm_router_topk(be, t[0], t[1], t[2], t[3], t[4], t[5], t[6],
+                               op == ROUTER_SIGMOID ? CHM_ROUTER_SIGMOID : CHM_ROUTER_SOFTMAX,
+                               op == ROUTER_SOFTMAX);
+    case ROUTER_BWD:
+    case ROUTER_BWD_SIGMOID:
+        return chm_router_topk_bwd(be, t[0], t[1], t[2], t[3],
+                                   op == ROUTER_BWD ? CHM_ROUTER_SOFTMAX : CHM_ROUTER_SIGMOID,
+                                   op == ROUTER_BWD);
+    case SELECT: return chm_select_topk(be, t[0], t[1]);
+    case BCE: return chm_bce_logits(be, t[0], t[1], t[2], t[3], 0.7);
+    case BCE_INPLACE: return chm_bce_logits(be, t[0], t[1], t[1], t[2], 1.5);
+    case BCE_NOGRAD: return chm_bce_logits(be, t[0], NULL, t[1], t[2], 1.0);
+    case MOE_AUX: return chm_moe_aux(be, t[0], t[1], t[2], t[3], 0.3, 0.05);
+    default: return chm_moe_aux(be, t[0], NULL, t[1], t[2], 1.0, 1.0);
+    }
+}
 
 static chm_status call(chm_backend *be, nv_op op, const chm_tensor *const *t) {
     chm_adamw_args aw = {.lr = 1e-2, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
@@ -102,6 +153,29 @@ static chm_status call(chm_backend *be, nv_op op, const chm_tensor *const *t) {
     case CE: return chm_cross_entropy(be, t[0], t[1], t[2], t[3], 0.75);
     case CE_INPLACE: return chm_cross_entropy(be, t[0], t[1], t[1], t[2], 2.0);
     case RS_FWD: return chm_row_scale_fwd(be, t[0], t[1], t[2], true);
+    case ATT_FWD: return chm_attention_fwd(be, t[0], t[1], t[2], t[3], t[4], 0.31);
+    case ATT_BWD:
+        return chm_attention_bwd(be, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], 0.31);
+    case ATT_DECODE: return chm_attention_decode(be, t[0], t[1], t[2], t[3], 0.43);
+    case SCAN_FWD:
+    case SCAN_FWD_BARE:
+    case SCAN_BWD:
+    case SCAN_STEP: return call_scan(be, op, t);
+    case CONV_FWD: return chm_causal_conv1d_fwd(be, t[0], t[1], t[2], t[3], true);
+    case CONV_FWD_LIN: return chm_causal_conv1d_fwd(be, t[0], t[1], t[2], NULL, false);
+    case CONV_BWD: return chm_causal_conv1d_bwd(be, t[0], t[1], t[2], t[3], t[4], t[5], t[6], true);
+    case CONV_BWD_LIN:
+        return chm_causal_conv1d_bwd(be, t[0], t[1], NULL, t[2], t[3], t[4], NULL, false);
+    case ROUTER_SOFTMAX:
+    case ROUTER_SIGMOID:
+    case ROUTER_BWD:
+    case ROUTER_BWD_SIGMOID:
+    case SELECT:
+    case BCE:
+    case BCE_INPLACE:
+    case BCE_NOGRAD:
+    case MOE_AUX:
+    case MOE_AUX_NOGRAD: return call_routing(be, op, t);
     default: return chm_row_scale_bwd(be, t[0], t[1], t[2], t[3], t[4], false);
     }
 }
@@ -185,6 +259,139 @@ static const nv_case ROWS_AND_LOSSES[] = {
       R1('i', 'r', -1, 36, 5)}},
     {"cross_entropy, dlogits == logits", CE_INPLACE, 'n', 3,
      {R1('f', 'w', 0, 0, 5), R2('x', 'a', -3, 3, 5, 37), R1('i', 'r', -1, 36, 5)}},
+};
+
+/* q, out, dout, dq [B,T,H,D]; k, v, dk, dv [B,T,Hk,D]; lse [B,H,T] (f32). */
+#define ATT_Q(k, u, lo, hi) R4(k, u, lo, hi, 2, 7, 4, 13)
+#define ATT_K(k, u, lo, hi) R4(k, u, lo, hi, 2, 7, 2, 13)
+#define ATT_LSE(u, lo, hi) R3('f', u, lo, hi, 2, 4, 7)
+/* More than one tile of keys and queries (BC <= 32), one kv head for three q heads. */
+#define ATT_QL(k, u, lo, hi) R4(k, u, lo, hi, 1, 37, 3, 6)
+#define ATT_KL(k, u, lo, hi) R4(k, u, lo, hi, 1, 37, 1, 6)
+#define ATT_LSEL(u, lo, hi) R3('f', u, lo, hi, 1, 3, 37)
+
+static const nv_case ATTENTION[] = {
+    /* out, lse, q, k, v */
+    {"attention_fwd", ATT_FWD, 'n', 5,
+     {ATT_Q('x', 'w', 0, 0), ATT_LSE('w', 0, 0), ATT_Q('x', 'r', -2, 2), ATT_K('x', 'r', -2, 2),
+      ATT_K('x', 'r', -1, 1)}},
+    {"attention_fwd, several tiles", ATT_FWD, 'n', 5,
+     {ATT_QL('x', 'w', 0, 0), ATT_LSEL('w', 0, 0), ATT_QL('x', 'r', -2, 2),
+      ATT_KL('x', 'r', -2, 2), ATT_KL('x', 'r', -1, 1)}},
+    /* dq, dk, dv, dout, q, k, v, out, lse */
+    {"attention_bwd", ATT_BWD, 'n', 9,
+     {ATT_Q('x', 'a', -1, 1), ATT_K('x', 'a', -1, 1), ATT_K('x', 'a', -1, 1),
+      ATT_Q('x', 'r', -1, 1), ATT_Q('x', 'r', -2, 2), ATT_K('x', 'r', -2, 2),
+      ATT_K('x', 'r', -1, 1), ATT_Q('x', 'r', -1, 1), ATT_LSE('r', 1, 3)}},
+    {"attention_bwd, several tiles", ATT_BWD, 'n', 9,
+     {ATT_QL('x', 'a', -1, 1), ATT_KL('x', 'a', -1, 1), ATT_KL('x', 'a', -1, 1),
+      ATT_QL('x', 'r', -1, 1), ATT_QL('x', 'r', -2, 2), ATT_KL('x', 'r', -2, 2),
+      ATT_KL('x', 'r', -1, 1), ATT_QL('x', 'r', -1, 1), ATT_LSEL('r', 1, 3)}},
+    /* out, q [2,3,4,13], k, v [2,11,2,13] */
+    {"attention_decode", ATT_DECODE, 'n', 4,
+     {R4('x', 'w', 0, 0, 2, 3, 4, 13), R4('x', 'r', -2, 2, 2, 3, 4, 13),
+      R4('x', 'r', -2, 2, 2, 11, 2, 13), R4('x', 'r', -1, 1, 2, 11, 2, 13)}},
+};
+
+/*
+ * The scan's inputs at B=2, T=9 (three chunks of the backward), Di=5, N=3;
+ * the large ones at B=1, T=4, Di=67 (two workgroups of channels), N=2.
+ */
+#define SCAN_IN                                                                         \
+    R3('x', 'r', -1, 1, 2, 9, 5), R3('x', 'r', -1, 1, 2, 9, 5), R2('x', 'r', -1, -0.1, 5, 3), \
+        R3('x', 'r', -1, 1, 2, 9, 3), R3('x', 'r', -1, 1, 2, 9, 3), R1('x', 'r', -1, 1, 5),   \
+        R3('x', 'r', -2, 2, 2, 9, 5), R1('x', 'r', -0.5, 0.5, 5)
+#define SCAN_IN_WIDE                                                                       \
+    R3('x', 'r', -1, 1, 1, 4, 67), R3('x', 'r', -1, 1, 1, 4, 67),                          \
+        R2('x', 'r', -1, -0.1, 67, 2), R3('x', 'r', -1, 1, 1, 4, 2), R3('x', 'r', -1, 1, 1, 4, 2), \
+        R1('x', 'r', -1, 1, 67), R3('x', 'r', -2, 2, 1, 4, 67), R1('x', 'r', -0.5, 0.5, 67)
+
+static const nv_case SCAN[] = {
+    /* y, u, delta, A, Bm, Cm, D, z, delta_bias */
+    {"selective_scan_fwd", SCAN_FWD, 'n', 9, {R3('x', 'w', 0, 0, 2, 9, 5), SCAN_IN}},
+    {"selective_scan_fwd, no D, z, delta_bias", SCAN_FWD_BARE, 'n', 6,
+     {R3('x', 'w', 0, 0, 2, 9, 5), R3('x', 'r', -1, 1, 2, 9, 5), R3('x', 'r', 0.1, 1, 2, 9, 5),
+      R2('x', 'r', -1, -0.1, 5, 3), R3('x', 'r', -1, 1, 2, 9, 3), R3('x', 'r', -1, 1, 2, 9, 3)}},
+    {"selective_scan_fwd, wide", SCAN_FWD, 'n', 9, {R3('x', 'w', 0, 0, 1, 4, 67), SCAN_IN_WIDE}},
+    /* y, h [B,Di,N], then the inputs */
+    {"selective_scan_step", SCAN_STEP, 'n', 10,
+     {R3('x', 'w', 0, 0, 2, 9, 5), R3('x', 'a', -1, 1, 2, 5, 3), SCAN_IN}},
+    /* du, ddelta, dA, dBm, dCm, dD, dz, ddelta_bias, dy, then the inputs */
+    {"selective_scan_bwd", SCAN_BWD, 'n', 17,
+     {R3('x', 'a', -1, 1, 2, 9, 5), R3('x', 'a', -1, 1, 2, 9, 5), R2('x', 'a', -1, 1, 5, 3),
+      R3('x', 'a', -1, 1, 2, 9, 3), R3('x', 'a', -1, 1, 2, 9, 3), R1('x', 'a', -1, 1, 5),
+      R3('x', 'a', -1, 1, 2, 9, 5), R1('x', 'a', -1, 1, 5), R3('x', 'r', -1, 1, 2, 9, 5),
+      SCAN_IN}},
+    {"selective_scan_bwd, wide", SCAN_BWD, 'n', 17,
+     {R3('x', 'a', -1, 1, 1, 4, 67), R3('x', 'a', -1, 1, 1, 4, 67), R2('x', 'a', -1, 1, 67, 2),
+      R3('x', 'a', -1, 1, 1, 4, 2), R3('x', 'a', -1, 1, 1, 4, 2), R1('x', 'a', -1, 1, 67),
+      R3('x', 'a', -1, 1, 1, 4, 67), R1('x', 'a', -1, 1, 67), R3('x', 'r', -1, 1, 1, 4, 67),
+      SCAN_IN_WIDE}},
+};
+
+/* x [B,T,C], w [C,4]: short rows, and 67 rows of 3 channels (dw summed in chunks). */
+#define CONV_X(k, u, lo, hi) R3(k, u, lo, hi, 2, 7, 3)
+#define CONV_XL(k, u, lo, hi) R3(k, u, lo, hi, 1, 67, 3)
+
+static const nv_case CONV[] = {
+    /* out, x, w, bias (SiLU) */
+    {"causal_conv1d_fwd", CONV_FWD, 'n', 4,
+     {CONV_X('x', 'w', 0, 0), CONV_X('x', 'r', -2, 2), R2('x', 'r', -1, 1, 3, 4),
+      R1('x', 'r', -1, 1, 3)}},
+    /* out, x, w (no bias, no SiLU) */
+    {"causal_conv1d_fwd, linear", CONV_FWD_LIN, 'n', 3,
+     {CONV_X('x', 'w', 0, 0), CONV_X('x', 'r', -2, 2), R2('x', 'r', -1, 1, 3, 4)}},
+    /* dx, dw, dbias, dout, x, w, bias (SiLU: g in f32 scratch) */
+    {"causal_conv1d_bwd", CONV_BWD, 'n', 7,
+     {CONV_X('x', 'a', -1, 1), R2('x', 'a', -1, 1, 3, 4), R1('x', 'a', -1, 1, 3),
+      CONV_X('x', 'r', -1, 1), CONV_X('x', 'r', -2, 2), R2('x', 'r', -1, 1, 3, 4),
+      R1('x', 'r', -1, 1, 3)}},
+    {"causal_conv1d_bwd, chunked", CONV_BWD, 'n', 7,
+     {CONV_XL('x', 'a', -1, 1), R2('x', 'a', -1, 1, 3, 4), R1('x', 'a', -1, 1, 3),
+      CONV_XL('x', 'r', -1, 1), CONV_XL('x', 'r', -2, 2), R2('x', 'r', -1, 1, 3, 4),
+      R1('x', 'r', -1, 1, 3)}},
+    /* dx, dw, dout, x, w (g is dout itself) */
+    {"causal_conv1d_bwd, linear", CONV_BWD_LIN, 'n', 5,
+     {CONV_X('x', 'a', -1, 1), R2('x', 'a', -1, 1, 3, 4), CONV_X('x', 'r', -1, 1),
+      CONV_X('x', 'r', -2, 2), R2('x', 'r', -1, 1, 3, 4)}},
+    {"causal_conv1d_bwd, linear, chunked", CONV_BWD_LIN, 'n', 5,
+     {CONV_XL('x', 'a', -1, 1), R2('x', 'a', -1, 1, 3, 4), CONV_XL('x', 'r', -1, 1),
+      CONV_XL('x', 'r', -2, 2), R2('x', 'r', -1, 1, 3, 4)}},
+};
+
+/* Router: logits [7,5], K = 2, capacity 3. */
+#define ROUTER_OUT                                                                           \
+    R2('x', 'w', 0, 0, 7, 2), R2('i', 'w', 0, 0, 7, 2), R2('x', 'w', 0, 0, 7, 5),           \
+        R2('i', 'w', 0, 0, 5, 3), R2('i', 'w', 0, 0, 5, 3), R1('i', 'w', 0, 0, 5)
+
+static const nv_case ROUTING[] = {
+    /* gates, idx, probs, slot_token, slot_ref, counts, logits */
+    {"router_topk, softmax, renormalized", ROUTER_SOFTMAX, 'n', 7,
+     {ROUTER_OUT, R2('x', 'r', -2, 2, 7, 5)}},
+    {"router_topk, sigmoid", ROUTER_SIGMOID, 'n', 7, {ROUTER_OUT, R2('x', 'r', -2, 2, 7, 5)}},
+    /* dlogits, dgates, probs, idx */
+    {"router_topk_bwd, softmax, renormalized", ROUTER_BWD, 'n', 4,
+     {R2('x', 'a', -1, 1, 7, 5), R2('x', 'r', -1, 1, 7, 2), R2('x', 'r', 0.05, 1, 7, 5),
+      R2('i', 'r', 0, 4, 7, 2)}},
+    {"router_topk_bwd, sigmoid", ROUTER_BWD_SIGMOID, 'n', 4,
+     {R2('x', 'a', -1, 1, 7, 5), R2('x', 'r', -1, 1, 7, 2), R2('x', 'r', 0.05, 1, 7, 5),
+      R2('i', 'r', 0, 4, 7, 2)}},
+    /* idx, scores */
+    {"select_topk", SELECT, 'n', 2, {R2('i', 'w', 0, 0, 3, 5), R2('x', 'r', -1, 1, 3, 37)}},
+    /* losses, dlogits, logits, targets */
+    {"bce_logits", BCE, 'n', 4,
+     {R1('f', 'w', 0, 0, 9), R1('x', 'w', 0, 0, 9), R1('x', 'r', -3, 3, 9),
+      R1('x', 'r', 0, 1, 9)}},
+    {"bce_logits, dlogits == logits", BCE_INPLACE, 'n', 3,
+     {R1('f', 'w', 0, 0, 9), R1('x', 'a', -3, 3, 9), R1('x', 'r', 0, 1, 9)}},
+    {"bce_logits, no dlogits", BCE_NOGRAD, 'n', 3,
+     {R1('f', 'w', 0, 0, 9), R1('x', 'r', -3, 3, 9), R1('x', 'r', 0, 1, 9)}},
+    /* losses, dlogits, logits, idx */
+    {"moe_aux", MOE_AUX, 'n', 4,
+     {R1('f', 'w', 0, 0, 2), R2('x', 'a', -1, 1, 9, 5), R2('x', 'r', -2, 2, 9, 5),
+      R2('i', 'r', 0, 4, 9, 2)}},
+    {"moe_aux, no dlogits", MOE_AUX_NOGRAD, 'n', 3,
+     {R1('f', 'w', 0, 0, 2), R2('x', 'r', -2, 2, 9, 5), R2('i', 'r', 0, 4, 9, 2)}},
 };
 
 /* ---- one case on the three backends ---- */
@@ -273,8 +480,9 @@ static void side_make(chm_backend *be, nv_side *s, const nv_case *c, chm_dtype r
         s->t[i] = chm_tensor_make(s->buf[i].buf, (size_t)lead * chm_dtype_size(dt), dt, a->ndim,
                                   a->shape);
         s->p[i] = &s->t[i];
-        if (a->use == 'w') {
-            cr_assert_eq(chm_fill(be, &s->t[i], NAN), CHM_OK, "%s", be->err.msg);
+        if (a->use == 'w') { /* poisoned: NaN, or -7 for int outputs */
+            double poison = dt == CHM_I32 ? -7 : NAN;
+            cr_assert_eq(chm_fill(be, &s->t[i], poison), CHM_OK, "%s", be->err.msg);
             continue;
         }
         void *b = to_bytes(dt, v[i], chm_tensor_numel(&s->t[i]));
@@ -438,6 +646,10 @@ Test(vk_native16, optimizer_and_gradient_norm) { FAMILY(OPTIMIZER, 1); }
 Test(vk_native16, elementwise) { FAMILY(ELEMENTWISE, 2); }
 Test(vk_native16, layers) { FAMILY(LAYERS, 3); }
 Test(vk_native16, rows_and_losses) { FAMILY(ROWS_AND_LOSSES, 4); }
+Test(vk_native16, attention) { FAMILY(ATTENTION, 5); }
+Test(vk_native16, selective_scan) { FAMILY(SCAN, 6); }
+Test(vk_native16, causal_conv1d) { FAMILY(CONV, 7); }
+Test(vk_native16, routing_and_router_losses) { FAMILY(ROUTING, 8); }
 
 /* ---- refusals ---- */
 
@@ -459,6 +671,8 @@ Test(vk_native16, no_16bit_storage_refuses) {
                    "16-bit storage");
     tt_expect_fail(vk, chm_adamw_step(vk, &f[0].t, &g.t, &f[1].t, &f[2].t, NULL, &aw),
                    CHM_ERR_UNSUPPORTED, "adamw_step", "16-bit storage");
+    tt_expect_fail(vk, chm_bce_logits(vk, &f[0].t, NULL, &h.t, &h.t, 1.0), CHM_ERR_UNSUPPORTED,
+                   "bce_logits", "16-bit storage");
     for (int i = 0; i < 3; i++) tt_free(&f[i]);
     tt_free(&h), tt_free(&g), tt_free(&one);
     vk_close(vk);

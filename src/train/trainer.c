@@ -170,8 +170,8 @@ static chm_status open_metrics(chm_trainer *t, bool fresh, chm_err *err) {
 
 /*
  * The model dtype of `precision`: bf16 is mixed precision (fp32 master weights). auto picks it
- * on cuda (tensor cores) only. vulkan trains in bf16 when asked (16-bit storage; matmuls on
- * cooperative matrices where the device has them, the other ops in f32 between casts), but
+ * on cuda (tensor cores) only. vulkan trains in bf16 when asked (16-bit storage: every shader
+ * has bf16/f16 variants that compute in f32; f16 matmuls on cooperative matrices), but
  * auto stays f32 there: bf16 has not been measured faster than f32 on vulkan yet. A backend
  * without bf16 storage (a Vulkan device lacking 16-bit storage) refuses bf16 here, before
  * the model makes a tensor.

@@ -15,8 +15,13 @@
  * shared memory (attn_plan): TPR invocations per row, BR = WG/TPR rows, BC
  * columns per tile, and DC columns of D per shared-memory chunk (D itself
  * when it fits, so any head_dim works).
+ *
+ * q, k, v, out, dout and the gradients are f32, or all bf16 or all f16 (the
+ * shaders' native variants: loaded into f32, rounded once on store or, for
+ * the accumulated gradients, once per add; vk_dtype.h); lse and Delta are
+ * f32 whatever the dtype.
  */
-#include "vk.h"
+#include "vk_dtype.h"
 
 /* Tiles of one kernel (specialization constants 2..5 and the workgroup size). */
 typedef struct attn_plan {
@@ -83,7 +88,7 @@ static uint32_t attn_rows(const attn_plan *pl) { return pl->wg / pl->tpr; }
 static chm_status attn_forward(chm_backend *be, const char *op, const chm_tensor *out,
                                const chm_tensor *lse, const chm_tensor *q, const chm_tensor *k,
                                const chm_tensor *v, double scale) {
-    CHM_TRY(chm_vk_need_f32(be, op, q));
+    CHM_TRY(chm_vk_need_float(be, op, q));
     chm_vk *vk = chm_vk_ctx(be);
     if (chm_tensor_numel(q) == 0) return CHM_OK;
     attn_plan pl = {0};
@@ -94,8 +99,11 @@ static chm_status attn_forward(chm_backend *be, const char *op, const chm_tensor
         float scale;
     } pc = {B, Tq, (uint32_t)k->shape[1], H, (uint32_t)k->shape[2],
             chm_vk_groups(Tq, attn_rows(&pl)), (float)scale};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = lse ? "attention_fwd" : "attention_decode", .nbind = lse ? 5 : 4,
+        .shader = chm_vk_variant_dt(vk, lse ? "attention_fwd" : "attention_decode", q->dtype,
+                                    false, name, sizeof name),
+        .nbind = lse ? 5 : 4,
         .bind = {q, k, v, out, lse}, .writes = lse ? 3u << 3 : 1u << 3,
         .push = &pc, .push_size = sizeof pc, .groups = B * H * pc.nqt,
     };
@@ -127,8 +135,11 @@ static chm_status attn_delta(chm_vk *vk, const attn_dims *s, const chm_tensor *d
     struct {
         uint32_t n, T, H, D;
     } pc = {s->B * s->T * s->H, s->T, s->H, s->D};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "attention_bwd_delta", .nbind = 3, .bind = {dout, out, delta},
+        .shader = chm_vk_variant_dt(vk, "attention_bwd_delta", out->dtype, false, name,
+                                    sizeof name),
+        .nbind = 3, .bind = {dout, out, delta},
         .writes = 1u << 2, .push = &pc, .push_size = sizeof pc,
         .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };
@@ -147,8 +158,10 @@ static chm_status attn_grads(chm_vk *vk, bool dq_pass, const attn_dims *s,
         uint32_t B, T, H, Hk, ntiles;
         float scale;
     } pc = {s->B, s->T, s->H, s->Hk, chm_vk_groups(s->T, attn_rows(&pl)), (float)scale};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = dq_pass ? "attention_bwd_dq" : "attention_bwd_dkv",
+        .shader = chm_vk_variant_dt(vk, dq_pass ? "attention_bwd_dq" : "attention_bwd_dkv",
+                                    in[0]->dtype, false, name, sizeof name),
         .nbind = dq_pass ? 7 : 8,
         .bind = {in[0], in[1], in[2], in[3], in[4], in[5], g0, g1},
         .writes = dq_pass ? 1u << 6 : 3u << 6, .push = &pc, .push_size = sizeof pc,
@@ -162,7 +175,7 @@ chm_status chm_vk_attention_bwd(chm_backend *be, const chm_tensor *dq, const chm
                                 const chm_tensor *dv, const chm_tensor *dout,
                                 const chm_tensor *q, const chm_tensor *k, const chm_tensor *v,
                                 const chm_tensor *out, const chm_tensor *lse, double scale) {
-    CHM_TRY(chm_vk_need_f32(be, "attention_bwd", q));
+    CHM_TRY(chm_vk_need_float(be, "attention_bwd", q));
     chm_vk *vk = chm_vk_ctx(be);
     if (chm_tensor_numel(q) == 0) return CHM_OK;
     attn_dims s = {(uint32_t)q->shape[0], (uint32_t)q->shape[1], (uint32_t)q->shape[2],

@@ -8,7 +8,6 @@
  * by the shared layer and listed by `chimera info`; later passes add their
  * shaders.
  */
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,19 +69,6 @@ static const chm_backend_ops vulkan_ops = {
     .causal_conv1d_fwd = chm_vk_causal_conv1d_fwd,
     .causal_conv1d_bwd = chm_vk_causal_conv1d_bwd,
 };
-
-/*
- * The table the backend exposes: vulkan_ops with lowp.c's bf16/f16 adapters
- * in place of the kernels that compute in f32 only. Built once, on the first
- * open; every instance shares it.
- */
-static chm_backend_ops exposed_ops;
-static pthread_once_t exposed_once = PTHREAD_ONCE_INIT;
-
-static void exposed_build(void) {
-    exposed_ops = vulkan_ops;
-    chm_vk_lowp_install(&exposed_ops);
-}
 
 chm_status chm_vk_need_f32(chm_backend *be, const char *op, const chm_tensor *t) {
     if (t->dtype == CHM_F32) return CHM_OK;
@@ -168,8 +154,7 @@ chm_status chm_vulkan_open(const chm_backend_options *opts, chm_backend **out, c
     }
     be->api_version = CHM_BACKEND_API_VERSION;
     be->name = "vulkan";
-    pthread_once(&exposed_once, exposed_build);
-    be->ops = &exposed_ops;
+    be->ops = &vulkan_ops;
     be->ctx = vk;
     be->close = vulkan_close;
     vk->be = be;

@@ -9,25 +9,45 @@
  * first (pre recomputed); dx is one invocation per element; dw and dbias
  * sum over the B*T rows in fixed chunks of rows and then over the chunks in
  * order (chm_vk_colsum_plan), so results do not depend on scheduling.
+ *
+ * x, w, bias, out, dout and the gradients are f32, or all bf16 or all f16
+ * (the shaders' native variants: loaded into f32, rounded once on store or,
+ * for a gradient, once when its sum is added; vk_dtype.h). The SiLU's g and
+ * dw's chunk sums are f32 scratch whatever the dtype: the dx and dw passes
+ * of 16-bit tensors read g through their _gf32 variants then.
  */
-#include "vk.h"
+#include "vk_dtype.h"
 
 enum { CONV_HAS_BIAS = 1, CONV_SILU = 2 }; /* causal_conv1d_fwd.comp's flags */
 
 chm_status chm_vk_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                                     const chm_tensor *w, const chm_tensor *bias, bool silu) {
-    CHM_TRY(chm_vk_need_f32(be, "causal_conv1d_fwd", x));
+    CHM_TRY(chm_vk_need_float(be, "causal_conv1d_fwd", x));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
         uint32_t n, T, C, W, flags;
     } pc = {(uint32_t)chm_tensor_numel(x), (uint32_t)x->shape[1], (uint32_t)x->shape[2],
             (uint32_t)w->shape[1], (bias ? CONV_HAS_BIAS : 0u) | (silu ? CONV_SILU : 0u)};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "causal_conv1d_fwd", .nbind = 4, .bind = {x, w, bias, out},
+        .shader = chm_vk_variant_dt(vk, "causal_conv1d_fwd", x->dtype, false, name, sizeof name),
+        .nbind = 4, .bind = {x, w, bias, out},
         .writes = 1u << 3, .push = &pc, .push_size = sizeof pc,
         .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };
     return chm_vk_run(vk, &d);
+}
+
+/*
+ * The variant of backward pass `base` for tensors like t reading g: with
+ * _gf32 when g is the f32 scratch of the fused SiLU but t is 16-bit.
+ */
+static const char *conv_variant(chm_vk *vk, const char *base, const chm_tensor *t,
+                                const chm_tensor *g, char *buf, size_t n) {
+    char gbase[48];
+    bool gf32 = g->dtype == CHM_F32 && t->dtype != CHM_F32;
+    snprintf(gbase, sizeof gbase, "%s%s", base, gf32 ? "_gf32" : "");
+    return chm_vk_variant_dt(vk, gbase, t->dtype, false, buf, n);
 }
 
 /* Sizes of one backward call. */
@@ -43,8 +63,11 @@ static chm_status conv_grad(chm_vk *vk, const conv_dims *s, const chm_tensor *g,
         conv_dims s;
         uint32_t has_bias;
     } pc = {*s, bias != NULL};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "causal_conv1d_bwd_grad", .nbind = 5, .bind = {x, w, bias, dout, g},
+        .shader = chm_vk_variant_dt(vk, "causal_conv1d_bwd_grad", x->dtype, false, name,
+                                    sizeof name),
+        .nbind = 5, .bind = {x, w, bias, dout, g},
         .writes = 1u << 4, .push = &pc, .push_size = sizeof pc,
         .groups = chm_vk_groups(s->n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };
@@ -54,8 +77,10 @@ static chm_status conv_grad(chm_vk *vk, const conv_dims *s, const chm_tensor *g,
 /* dx += the transposed convolution of g. */
 static chm_status conv_dx(chm_vk *vk, const conv_dims *s, const chm_tensor *dx,
                           const chm_tensor *g, const chm_tensor *w) {
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "causal_conv1d_bwd_dx", .nbind = 3, .bind = {g, w, dx}, .writes = 1u << 2,
+        .shader = conv_variant(vk, "causal_conv1d_bwd_dx", w, g, name, sizeof name),
+        .nbind = 3, .bind = {g, w, dx}, .writes = 1u << 2,
         .push = s, .push_size = sizeof *s,
         .groups = chm_vk_groups(s->n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };
@@ -69,8 +94,10 @@ static chm_status conv_dw(chm_vk *vk, const conv_dims *s, bool partial, const ch
     struct {
         uint32_t rows, T, C, W, per, chunks, has_dbias;
     } pc = {s->n / s->C, s->T, s->C, s->W, plan.rows_per_chunk, plan.chunks, db != NULL};
+    char name[48];
+    const char *base = partial ? "causal_conv1d_bwd_dw_partial" : "causal_conv1d_bwd_dw";
     chm_vk_dispatch d = {
-        .shader = partial ? "causal_conv1d_bwd_dw_partial" : "causal_conv1d_bwd_dw",
+        .shader = conv_variant(vk, base, x, g, name, sizeof name),
         .nbind = 4, .bind = {g, x, dw, db}, .writes = 3u << 2, .push = &pc,
         .push_size = sizeof pc,
         .groups = chm_vk_groups((int64_t)plan.chunks * s->C * (s->W + 1), vk->caps.wg_elem),
@@ -112,7 +139,7 @@ chm_status chm_vk_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const
                                     const chm_tensor *dbias, const chm_tensor *dout,
                                     const chm_tensor *x, const chm_tensor *w,
                                     const chm_tensor *bias, bool silu) {
-    CHM_TRY(chm_vk_need_f32(be, "causal_conv1d_bwd", x));
+    CHM_TRY(chm_vk_need_float(be, "causal_conv1d_bwd", x));
     conv_dims s = {(uint32_t)chm_tensor_numel(x), (uint32_t)x->shape[1], (uint32_t)x->shape[2],
                    (uint32_t)w->shape[1]};
     if (s.n == 0) return CHM_OK;

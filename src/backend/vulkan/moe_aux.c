@@ -9,8 +9,11 @@
  * fraction f_e and mean probability P_e (workgroup sums in a fixed order);
  * the two losses; the gradient rows. Deterministic. An idx entry outside
  * [0, E) is reported as CHM_ERR_INVALID_ARG by the next chm_sync or download.
+ * logits and dlogits are f32, or both bf16 or both f16 (native variants:
+ * loaded into f32, dlogits rounded once when its sum is added; vk_dtype.h);
+ * losses and the lse / stats scratch are f32 whatever the dtype.
  */
-#include "vk.h"
+#include "vk_dtype.h"
 
 /* The push block of the per-row variants (the scales only matter to moe_aux_grad). */
 typedef struct aux_row_push {
@@ -22,8 +25,10 @@ typedef struct aux_row_push {
 static chm_status aux_stats(chm_vk *vk, const chm_tensor *lse, const chm_tensor *stats,
                             const chm_tensor *logits, const chm_tensor *idx) {
     aux_row_push pr = {(uint32_t)logits->shape[0], (uint32_t)logits->shape[1], 0, 0};
+    char name[48];
     chm_vk_dispatch rows = {
-        .shader = "moe_aux_rows", .nbind = 2, .bind = {logits, lse}, .writes = 1u << 1,
+        .shader = chm_vk_variant_dt(vk, "moe_aux_rows", logits->dtype, false, name, sizeof name),
+        .nbind = 2, .bind = {logits, lse}, .writes = 1u << 1,
         .push = &pr, .push_size = sizeof pr,
         .groups = chm_vk_groups(pr.R, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };
@@ -31,9 +36,8 @@ static chm_status aux_stats(chm_vk *vk, const chm_tensor *lse, const chm_tensor 
     struct {
         uint32_t R, E, K;
     } pc = {pr.R, pr.E, (uint32_t)idx->shape[1]};
-    char name[48];
     chm_vk_dispatch cols = {
-        .shader = chm_vk_variant_sg(vk, "moe_aux_cols", name, sizeof name),
+        .shader = chm_vk_variant_dt(vk, "moe_aux_cols", logits->dtype, true, name, sizeof name),
         .nbind = 4, .bind = {logits, idx, lse, stats}, .writes = 1u << 3, .status = true,
         .push = &pc, .push_size = sizeof pc, .groups = pc.E, .wg = vk->caps.wg_row,
     };
@@ -58,8 +62,10 @@ static chm_status aux_grad(chm_vk *vk, const chm_tensor *dlogits, const chm_tens
                            const chm_tensor *lse, const chm_tensor *stats, double bs, double zs) {
     aux_row_push pc = {(uint32_t)logits->shape[0], (uint32_t)logits->shape[1], (float)bs,
                        (float)zs};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "moe_aux_grad", .nbind = 4, .bind = {logits, lse, stats, dlogits},
+        .shader = chm_vk_variant_dt(vk, "moe_aux_grad", logits->dtype, false, name, sizeof name),
+        .nbind = 4, .bind = {logits, lse, stats, dlogits},
         .writes = 1u << 3, .push = &pc, .push_size = sizeof pc,
         .groups = chm_vk_groups(pc.R, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };
@@ -69,7 +75,7 @@ static chm_status aux_grad(chm_vk *vk, const chm_tensor *dlogits, const chm_tens
 chm_status chm_vk_moe_aux(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
                           const chm_tensor *logits, const chm_tensor *idx, double balance_scale,
                           double z_scale) {
-    CHM_TRY(chm_vk_need_f32(be, "moe_aux", logits));
+    CHM_TRY(chm_vk_need_float(be, "moe_aux", logits));
     chm_vk *vk = chm_vk_ctx(be);
     int64_t R = logits->shape[0], E = logits->shape[1];
     chm_tensor lse = {0}, stats = {0};

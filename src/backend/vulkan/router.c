@@ -14,8 +14,12 @@
  * select_topk: scores [R,C] -> idx [R,K] in increasing column order, one
  *   workgroup per row.
  * All integer and float results are deterministic.
+ *
+ * logits, probs, gates, dgates, dlogits and scores are f32, or all bf16 or
+ * all f16 (the shaders' native variants: loaded into f32, rounded once on
+ * store or, for dlogits, once when its sum is added; vk_dtype.h).
  */
-#include "vk.h"
+#include "vk_dtype.h"
 
 enum { ROUTER_SIGMOID = 1, ROUTER_RENORM = 2 };
 
@@ -44,14 +48,17 @@ chm_status chm_vk_router_topk(chm_backend *be, const chm_tensor *gates, const ch
                               const chm_tensor *slot_ref, const chm_tensor *counts,
                               const chm_tensor *logits, chm_router_score score,
                               bool renormalize) {
-    CHM_TRY(chm_vk_need_f32(be, "router_topk", logits));
+    CHM_TRY(chm_vk_need_float(be, "router_topk", logits));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
         uint32_t R, E, K, flags;
     } pc = {(uint32_t)logits->shape[0], (uint32_t)logits->shape[1], (uint32_t)idx->shape[1],
             router_flags(score, renormalize)};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "router_topk_route", .nbind = 4, .bind = {logits, gates, idx, probs},
+        .shader = chm_vk_variant_dt(vk, "router_topk_route", logits->dtype, false, name,
+                                    sizeof name),
+        .nbind = 4, .bind = {logits, gates, idx, probs},
         .writes = 7u << 1, .push = &pc, .push_size = sizeof pc,
         .groups = chm_vk_groups(pc.R, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };
@@ -63,14 +70,17 @@ chm_status chm_vk_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
                                   const chm_tensor *dgates, const chm_tensor *probs,
                                   const chm_tensor *idx, chm_router_score score,
                                   bool renormalize) {
-    CHM_TRY(chm_vk_need_f32(be, "router_topk_bwd", dlogits));
+    CHM_TRY(chm_vk_need_float(be, "router_topk_bwd", dlogits));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
         uint32_t R, E, K, flags;
     } pc = {(uint32_t)dlogits->shape[0], (uint32_t)dlogits->shape[1], (uint32_t)idx->shape[1],
             router_flags(score, renormalize)};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "router_topk_bwd", .nbind = 4, .bind = {dgates, probs, idx, dlogits},
+        .shader = chm_vk_variant_dt(vk, "router_topk_bwd", dlogits->dtype, false, name,
+                                    sizeof name),
+        .nbind = 4, .bind = {dgates, probs, idx, dlogits},
         .writes = 1u << 3, .status = true, .push = &pc, .push_size = sizeof pc,
         .groups = chm_vk_groups(pc.R, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };
@@ -78,13 +88,15 @@ chm_status chm_vk_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
 }
 
 chm_status chm_vk_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores) {
-    CHM_TRY(chm_vk_need_f32(be, "select_topk", scores));
+    CHM_TRY(chm_vk_need_float(be, "select_topk", scores));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
         uint32_t R, C, K;
     } pc = {(uint32_t)scores->shape[0], (uint32_t)scores->shape[1], (uint32_t)idx->shape[1]};
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "select_topk", .nbind = 2, .bind = {scores, idx}, .writes = 1u << 1,
+        .shader = chm_vk_variant_dt(vk, "select_topk", scores->dtype, false, name, sizeof name),
+        .nbind = 2, .bind = {scores, idx}, .writes = 1u << 1,
         .push = &pc, .push_size = sizeof pc, .groups = pc.R, .wg = vk->caps.wg_row,
     };
     return chm_vk_run(vk, &d);

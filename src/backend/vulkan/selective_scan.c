@@ -14,10 +14,15 @@
  * walks back in time; then fixed-order sums finish the reductions: dBm and
  * dCm over the workgroups of channels, dA, dD and ddelta_bias over the batch
  * (selective_scan_bwd.comp explains the layout). No float atomics.
+ *
+ * The tensors (h of the step included) are f32, or all bf16 or all f16 (the
+ * shaders' native variants: loaded into f32, rounded once on store or, for
+ * a gradient, once when its sum is added; vk_dtype.h); the backward's
+ * scratch is f32 whatever the dtype.
  */
 #include <math.h>
 
-#include "vk.h"
+#include "vk_dtype.h"
 
 /* Flags shared by both shaders (the bits of their p.flags). */
 enum {
@@ -46,10 +51,10 @@ static uint32_t scan_input_flags(const chm_scan_args *a) {
            (a->delta_bias ? SCAN_HAS_DB : 0u) | (a->delta_softplus ? SCAN_SOFTPLUS : 0u);
 }
 
-/* The f32 check, and whether there is anything to do (*empty); N = 0 is refused. */
+/* The dtype check, and whether there is anything to do (*empty); N = 0 is refused. */
 static chm_status scan_prepare(chm_backend *be, const char *op, const chm_scan_args *a,
                                bool *empty) {
-    CHM_TRY(chm_vk_need_f32(be, op, a->u));
+    CHM_TRY(chm_vk_need_float(be, op, a->u));
     scan_dims s = scan_dims_of(a);
     *empty = (uint64_t)s.B * s.T * s.Di == 0;
     if (!*empty && s.N == 0)
@@ -70,8 +75,10 @@ static chm_status scan_forward(chm_backend *be, const char *op, const chm_tensor
         uint32_t B, T, Di, flags;
     } pc = {s.B, s.T, s.Di, scan_input_flags(a)};
     uint32_t wg = vk->caps.wg_elem;
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = h ? "selective_scan_step" : "selective_scan_fwd",
+        .shader = chm_vk_variant_dt(vk, h ? "selective_scan_step" : "selective_scan_fwd",
+                                    a->u->dtype, false, name, sizeof name),
         .nbind = h ? 10 : 9,
         .bind = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias, y, h},
         .writes = h ? 3u << 8 : 1u << 8, .push = &pc, .push_size = sizeof pc,
@@ -146,8 +153,11 @@ static chm_status scan_walk(chm_vk *vk, const scan_dims *s, const scan_plan *pl,
                 (g->ddelta ? SCAN_WANT_DDELTA : 0u) | (g->dz ? SCAN_WANT_DZ : 0u) |
                 (g->dBm || g->dCm ? SCAN_WANT_BC : 0u),
             (uint32_t)pl->hb, (uint32_t)pl->hs, (uint32_t)pl->pbc, (uint32_t)pl->pa};
+    char name[48];
+    const char *suffix = a->u->dtype == CHM_BF16 ? "_bf16" : a->u->dtype == CHM_F16 ? "_f16" : "";
+    snprintf(name, sizeof name, "selective_scan_bwd%s%s", suffix, pl->sg ? "" : "_nosg");
     chm_vk_dispatch d = {
-        .shader = pl->sg ? "selective_scan_bwd" : "selective_scan_bwd_nosg",
+        .shader = name,
         .nbind = 13,
         .bind = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias, dy, scr, g->du,
                  g->ddelta, g->dz},
@@ -165,8 +175,10 @@ typedef struct scan_sum {
 static chm_status scan_sum_run(chm_vk *vk, const chm_tensor *out, const chm_tensor *scr,
                                const scan_sum *ss) {
     if (!out) return CHM_OK;
+    char name[48];
     chm_vk_dispatch d = {
-        .shader = "selective_scan_bwd_sum", .nbind = 2, .bind = {scr, out}, .writes = 1u << 1,
+        .shader = chm_vk_variant_dt(vk, "selective_scan_bwd_sum", out->dtype, false, name,
+                                    sizeof name), .nbind = 2, .bind = {scr, out}, .writes = 1u << 1,
         .push = ss, .push_size = sizeof *ss,
         .groups = chm_vk_groups((int64_t)ss->G * ss->M, vk->caps.wg_elem),
         .wg = vk->caps.wg_elem,

@@ -564,7 +564,4 @@ chm_status chm_vk_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const
                                     const chm_tensor *bias, bool silu);
 /* ---- end of helper vk-b ---- */
 
-/* lowp.c: point every entry of ops whose kernel computes in f32 only at its bf16/f16 adapter. */
-void chm_vk_lowp_install(chm_backend_ops *ops);
-
 #endif

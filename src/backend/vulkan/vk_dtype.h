@@ -7,12 +7,9 @@
  * `base` for f32, `base_bf16` / `base_f16` for 16-bit ones (the variant
  * table in cmake/vk_shaders.cmake makes them from one source). The 16-bit
  * variants load each word into f32, compute exactly as the f32 variant
- * does and round once on store, so no f32 scratch copy is made (lowp.c's
- * adapter is not installed for these ops). Statistics and master weights
- * stay f32 as backend.h says.
- *
- * (These two helpers belong in vk.h next to chm_vk_variant_sg; they live
- * here while vk.h is being edited by another change.)
+ * does and round once on store, so no f32 scratch copy is made. Every float op of
+ * the backend works this way. Statistics and master weights stay f32 as
+ * backend.h says.
  */
 #ifndef CHIMERA_BACKEND_VK_DTYPE_H
 #define CHIMERA_BACKEND_VK_DTYPE_H
