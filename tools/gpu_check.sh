@@ -111,7 +111,7 @@ step bench-scan2 60 env CHIMERA_CUDA_SCAN=2 "$G/bin/cuda_opcheck" --bench --only
 if [ -x "$G/bin/chimera_tests" ]; then
     step vkcoopmat 90 "$G/bin/chimera_tests" --jobs 4 --filter 'vulkan_coopmat/*'
     # bf16 adapters and split bindings on the NVIDIA driver (lavapipe runs them in CI)
-    step vkmixed 120 "$G/bin/chimera_tests" --jobs 4 --filter 'vk_[ls]*/*'
+    step vkmixed 150 "$G/bin/chimera_tests" --jobs 4 --filter 'vk_[lns]*/*'
 fi
 if [ -x "$G/bin/vk_bench" ]; then
     step vkbench 330 "$G/bin/vk_bench"
