@@ -40,6 +40,11 @@ for p in auto f32; do
         --set train.steps=30 --set train.eval_every=0 --set train.log_every=10
 done
 tstep plan-1b 300 "$C" plan --config training_dolma --set train.grad_accum=1 --steps 8 --tokens 100B
+# the same with per-layer recomputation (train.recompute), and with the rewritten scan
+tstep plan-1b-recompute 300 "$C" plan --config training_dolma --set train.grad_accum=1 --steps 8 \
+    --tokens 100B --set train.recompute=true
+tstep plan-1b-scan2 300 env CHIMERA_CUDA_SCAN=2 "$C" plan --config training_dolma \
+    --set train.grad_accum=1 --steps 8 --tokens 100B
 if [ "${GPU_TORCH:-0}" = 1 ]; then
     tstep torch 420 env -u LD_LIBRARY_PATH PYTHONUNBUFFERED=1 python3 tools/bench/torch_bench.py --chimera "$C" \
         --json "$LOG/torch_bench.json"
@@ -47,4 +52,4 @@ fi
 echo
 echo "== gpu_train_bench summary"
 sed 's/^/  /' "$LOG/steps.txt"
-grep -h -E "^verdict|tokens/s|MFU|fits|DOES NOT" "$LOG"/verify.txt "$LOG"/tiny-*.txt "$LOG"/plan-1b.txt 2>/dev/null | tail -n 30 | sed 's/^/  /'
+grep -h -E "^verdict|tokens/s|MFU|fits|DOES NOT" "$LOG"/verify.txt "$LOG"/tiny-*.txt "$LOG"/plan-1b*.txt 2>/dev/null | tail -n 30 | sed 's/^/  /'
