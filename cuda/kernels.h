@@ -184,8 +184,8 @@ size_t chm_cu_sum_squares_scratch(int64_t n);
 cudaError_t chm_cu_sum_squares(void *out, chm_dtype odt, const void *x, int64_t n, chm_dtype dt,
                                void *scratch, cudaStream_t s);
 
-/* ---- Mamba (causal_conv1d.cu; selective_scan_fwd/bwd.cu + selective_scan.cuh, and the
- * previous kernels in selective_scan_v1.cu): f32 and bf16 ---- */
+/* ---- Mamba (causal_conv1d.cu; selective_scan_fwd/bwd.cu + selective_scan.cuh): f32 and
+ * bf16 ---- */
 
 /* out, x [B,T,C]; w [C,W]; bias [C] or NULL. */
 cudaError_t chm_cu_conv1d_fwd(void *out, const void *x, const void *w, const void *bias,
@@ -227,13 +227,6 @@ size_t chm_cu_scan_bwd_scratch(const chm_cu_scan *a);
 /* Accumulate the gradients given dy [B,T,Di]; states recomputed per chunk. */
 cudaError_t chm_cu_scan_bwd(const chm_cu_scan_grads *g, const void *dy, const chm_cu_scan *a,
                             void *scratch, cudaStream_t s);
-/* The three above run the session-2 kernels (selective_scan_v1.cu) unless CHIMERA_CUDA_SCAN=2
- * selects the rewrite (selective_scan_fwd/bwd.cu), which has not run on a GPU yet. */
-bool chm_cu_scan_v2(void);
-cudaError_t chm_cu_scan_v1_fwd(void *y, const chm_cu_scan *a, cudaStream_t s);
-size_t chm_cu_scan_v1_bwd_scratch(const chm_cu_scan *a);
-cudaError_t chm_cu_scan_v1_bwd(const chm_cu_scan_grads *g, const void *dy, const chm_cu_scan *a,
-                               void *scratch, cudaStream_t s);
 
 /* ---- attention (attention.cu: any head dim; attention_flash*.cu: bf16, D 64/128) ---- */
 

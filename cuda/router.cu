@@ -189,6 +189,7 @@ __device__ void sel_pass(int *hist, uint32_t *prefix, int64_t *need, const uint3
             if (lane + o < 32) suf += y;
         }
         int64_t above = suf - sum;  // keys in digits of higher lanes
+        __syncwarp();  // every lane has read *need before one lane writes it
         if (above < nd && nd <= suf) {  // exactly one lane
             int64_t c = above;
             for (int i = 7; i >= 0; i--) {

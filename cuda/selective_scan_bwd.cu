@@ -243,7 +243,6 @@ static scan_layout scan_layout_of(const chm_cu_scan *a) {
 }
 
 extern "C" size_t chm_cu_scan_bwd_scratch(const chm_cu_scan *a) {
-    if (!chm_cu_scan_v2()) return chm_cu_scan_v1_bwd_scratch(a);
     return (size_t)scan_layout_of(a).total * sizeof(float);
 }
 
@@ -274,7 +273,6 @@ static cudaError_t scan_bwd_launch(const chm_cu_scan_grads *gr, const void *dy,
 
 extern "C" cudaError_t chm_cu_scan_bwd(const chm_cu_scan_grads *g, const void *dy,
                                        const chm_cu_scan *a, void *scratch, cudaStream_t s) {
-    if (!chm_cu_scan_v2()) return chm_cu_scan_v1_bwd(g, dy, a, scratch, s);
     if (a->B * a->T * a->Di <= 0) return cudaSuccess;
     if (a->N > SCAN_NMAX) return cudaErrorInvalidValue;
     CHM_CU_DISPATCH2(a->dt, T, return scan_bwd_launch<T>(g, dy, a, (float *)scratch, s));

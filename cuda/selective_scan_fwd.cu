@@ -1,7 +1,5 @@
 // selective_scan_fwd.cu: the selective scan's forward kernel, also the backward's
 // checkpoint pass (algorithm and shared helpers: selective_scan.cuh).
-#include <stdlib.h>
-#include <string.h>
 
 #include "selective_scan.cuh"
 
@@ -100,13 +98,7 @@ static cudaError_t scan_fwd_launch(T *y, float *ckpt, const chm_cu_scan *a, bool
     return scan_launch(scan_fwd_kernel<T, false, CKPT>, scan_grid(a), bytes, s, y, ckpt, k);
 }
 
-extern "C" bool chm_cu_scan_v2(void) {
-    const char *v = getenv("CHIMERA_CUDA_SCAN");
-    return v && strcmp(v, "2") == 0;
-}
-
 extern "C" cudaError_t chm_cu_scan_fwd(void *y, const chm_cu_scan *a, cudaStream_t s) {
-    if (!chm_cu_scan_v2()) return chm_cu_scan_v1_fwd(y, a, s);
     if (a->B * a->T * a->Di <= 0) return cudaSuccess;
     if (a->N > SCAN_NMAX) return cudaErrorInvalidValue;
     const void *p[] = {y, a->u, a->delta, a->z};

@@ -12,7 +12,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 G=$PWD/.gpu
-LOG=${OUT:-/tmp/gpu_multi}
+LOG=/tmp/gpu_multi  # the logs; packed into $OUT/gpu_multi_logs.tgz at the end (the device returns 8 files at most)
+rm -rf "$LOG"
+pack_logs() { [ -n "${OUT:-}" ] && tar czf "$OUT/gpu_multi_logs.tgz" -C "$LOG" . 2>/dev/null; }
+trap pack_logs EXIT
 STEPS=${STEPS:-50}
 mkdir -p "$LOG"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
@@ -62,10 +65,19 @@ run multi0 $MPI "$C" "${common[@]}" --set train.grad_accum=1 --set train.comm_bu
 # The yardstick for "within bf16 noise" (NOISE=0 skips it): the same global batch on one GPU
 # cut into twice as many micro batches of half the size. The mathematics is that of `one`; only
 # the bf16 rounding and the summation order differ, as they do between `one` and `multi`.
-# `again` repeats `one` exactly: how deterministic one GPU is.
+# `again` (AGAIN=1) repeats `one` exactly: how deterministic one GPU is.
 if [ "${NOISE:-1}" = 1 ]; then
     run half "$C" "${common[@]}" --set train.grad_accum=$((2 * N)) --set train.micro_batch=4
-    run again "$C" "${common[@]}" --set train.grad_accum=$N
+fi
+# (AGAIN=1: each run takes ~1.7 min on 2 H200s, and five of them overran a 10-minute call)
+[ "${AGAIN:-0}" = 1 ] && run again "$C" "${common[@]}" --set train.grad_accum=$N
+
+# Where one GPU's chimera-1b step goes (PROFILE=1; gpu_train_bench.sh profiles on one GPU too).
+if [ "${PROFILE:-0}" = 1 ]; then
+    CUDA_VISIBLE_DEVICES=0 timeout 200 "$C" plan --config training_dolma --set train.grad_accum=1 \
+        --steps 6 --profile >"$LOG/profile.txt" 2>&1
+    echo "== profile of chimera-1b on one GPU (exit $?)"
+    sed -n '/benchmark on/,$p' "$LOG/profile.txt" | head -60
 fi
 
 python3 - "$LOG" "$N" <<'PY'

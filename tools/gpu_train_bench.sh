@@ -12,7 +12,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 G=$PWD/.gpu
-LOG=${OUT:-/tmp/gpu_check}
+LOG=/tmp/gpu_train_bench  # the logs; packed into $OUT/gpu_train_bench_logs.tgz at the end (the device returns 8 files at most)
+rm -rf "$LOG"
+pack_logs() { [ -n "${OUT:-}" ] && tar czf "$OUT/gpu_train_bench_logs.tgz" -C "$LOG" . 2>/dev/null; }
+trap pack_logs EXIT
 mkdir -p "$LOG"
 export LD_LIBRARY_PATH="$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 C=$G/bin/chimera
@@ -40,11 +43,10 @@ for p in auto f32; do
         --set train.steps=30 --set train.eval_every=0 --set train.log_every=10
 done
 tstep plan-1b 300 "$C" plan --config training_dolma --set train.grad_accum=1 --steps 8 --tokens 100B
-# the same with per-layer recomputation (train.recompute), and with the rewritten scan
+# the same with per-layer recomputation (train.recompute), then where the fast path's step goes
 tstep plan-1b-recompute 300 "$C" plan --config training_dolma --set train.grad_accum=1 --steps 8 \
     --tokens 100B --set train.recompute=true
-tstep plan-1b-scan2 300 env CHIMERA_CUDA_SCAN=2 "$C" plan --config training_dolma \
-    --set train.grad_accum=1 --steps 8 --tokens 100B
+tstep profile-1b 300 "$C" plan --config training_dolma --set train.grad_accum=1 --steps 6 --profile
 if [ "${GPU_TORCH:-0}" = 1 ]; then
     tstep torch 420 env -u LD_LIBRARY_PATH PYTHONUNBUFFERED=1 python3 tools/bench/torch_bench.py --chimera "$C" \
         --json "$LOG/torch_bench.json"
