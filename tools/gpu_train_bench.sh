@@ -46,7 +46,7 @@ tstep plan-1b 300 "$C" plan --config training_dolma --set train.grad_accum=1 --s
 # the same with per-layer recomputation (train.recompute), then where the fast path's step goes
 tstep plan-1b-recompute 300 "$C" plan --config training_dolma --set train.grad_accum=1 --steps 8 \
     --tokens 100B --set train.recompute=true
-tstep profile-1b 300 "$C" plan --config training_dolma --set train.grad_accum=1 --steps 6 --profile
+tstep profile-1b 300 env CHIMERA_PROFILE=shapes "$C" plan --config training_dolma --set train.grad_accum=1 --steps 6 --profile
 if [ "${GPU_TORCH:-0}" = 1 ]; then
     tstep torch 420 env -u LD_LIBRARY_PATH PYTHONUNBUFFERED=1 python3 tools/bench/torch_bench.py --chimera "$C" \
         --json "$LOG/torch_bench.json"

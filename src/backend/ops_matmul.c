@@ -9,6 +9,7 @@
 #include <math.h>
 
 #include "check.h"
+#include "profile.h"
 
 /* K, M and N of a product, read off A and B (after their transposes). */
 typedef struct mm_dims {
@@ -78,7 +79,9 @@ chm_status chm_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
         CHM_TRY(chm_check_shape(be, "matmul", "bias", bias, C->dtype, 1, CHM_DIMS(d.N)));
         CHM_TRY(chm_check_arg(be, "matmul", !chm_tensors_overlap(C, bias), "C overlaps bias"));
     }
-    return chm_fault_after(be, "matmul", C,
+    const char *label = "matmul";
+    if (be->profile) label = chm_profile_gemm_label(be, label, d.M, d.N, d.K, cb, trans_a, trans_b);
+    return chm_fault_after(be, label, C,
                            be->ops->matmul(be, C, A, B, bias, trans_a, trans_b, alpha, beta));
 }
 
@@ -95,7 +98,10 @@ chm_status chm_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_te
     CHM_TRY(check_product(be, op, C, A, B, trans_a, trans_b, alpha, beta, &d));
     CHM_TRY(chm_check_shape(be, op, "counts", counts, CHM_I32, 1, CHM_DIMS(E)));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(C, counts), "C overlaps counts"));
-    return chm_fault_after(be, "matmul_grouped", C,
+    /* (the label's flops count every expert at its full row capacity: a bound) */
+    const char *label = op;
+    if (be->profile) label = chm_profile_gemm_label(be, op, d.M, d.N, d.K, E, trans_a, trans_b);
+    return chm_fault_after(be, label, C,
                            be->ops->matmul_grouped(be, C, A, B, counts, trans_a, trans_b, alpha,
                                                    beta));
 }

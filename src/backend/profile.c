@@ -9,13 +9,21 @@
 #include <string.h>
 
 #define PROFILE_EVENTS 2048
-#define PROFILE_OPS 64
+#define PROFILE_OPS 192
+#define PROFILE_LABELS 128 /* GEMM shapes under CHIMERA_PROFILE=shapes */
+#define PROFILE_LABEL_LEN 64
 
 typedef struct op_stat {
     const char *op;
     double ms;
     long calls;
+    double flops; /* per call; 0 when unknown */
 } op_stat;
+
+typedef struct gemm_label {
+    char text[PROFILE_LABEL_LEN];
+    double flops;
+} gemm_label;
 
 struct chm_profile {
     chm_event *start;                /* the end of the previous window */
@@ -27,6 +35,9 @@ struct chm_profile {
     double total_ms;
     bool broken;                     /* an event call failed: stop profiling, say so at the end */
     bool started;                    /* the first op has ended: times count from there */
+    bool shapes;                     /* CHIMERA_PROFILE=shapes: a row per GEMM shape */
+    gemm_label label[PROFILE_LABELS];
+    int n_label;
 };
 
 void chm_profile_open(chm_backend *be) {
@@ -44,14 +55,39 @@ void chm_profile_open(chm_backend *be) {
         chm_profile_close(be);
         return;
     }
+    p->shapes = !strcmp(v, "shapes");
     be->profile = p;
+}
+
+const char *chm_profile_gemm_label(chm_backend *be, const char *op, int64_t M, int64_t N, int64_t K,
+                                   int64_t batch, bool trans_a, bool trans_b) {
+    chm_profile *p = be->profile;
+    if (!p || !p->shapes) return op;
+    char text[PROFILE_LABEL_LEN], bat[24] = "";
+    if (batch > 1) snprintf(bat, sizeof bat, " x%lld", (long long)batch);
+    snprintf(text, sizeof text, "%s %lldx%lldx%lld%s%s%s", op, (long long)M, (long long)N,
+             (long long)K, bat, trans_a ? " tA" : "", trans_b ? " tB" : "");
+    for (int i = 0; i < p->n_label; i++)
+        if (!strcmp(p->label[i].text, text)) return p->label[i].text;
+    if (p->n_label == PROFILE_LABELS) return op; /* the rest share the op's row */
+    gemm_label *l = &p->label[p->n_label++];
+    memcpy(l->text, text, sizeof text);
+    l->flops = 2.0 * (double)M * (double)N * (double)K * (double)(batch > 1 ? batch : 1);
+    return l->text;
+}
+
+/* Flops per call of a row: known for the interned GEMM labels only. */
+static double flops_of(const chm_profile *p, const char *op) {
+    for (int i = 0; i < p->n_label; i++)
+        if (p->label[i].text == op) return p->label[i].flops;
+    return 0;
 }
 
 static op_stat *stat_of(chm_profile *p, const char *op) {
     for (int i = 0; i < p->n_stat; i++)
         if (p->stat[i].op == op || !strcmp(p->stat[i].op, op)) return &p->stat[i];
     if (p->n_stat == PROFILE_OPS) return NULL;
-    p->stat[p->n_stat] = (op_stat){op, 0, 0};
+    p->stat[p->n_stat] = (op_stat){op, 0, 0, flops_of(p, op)};
     return &p->stat[p->n_stat++];
 }
 
@@ -102,12 +138,16 @@ static void print_table(const chm_backend *be, chm_profile *p) {
     qsort(p->stat, (size_t)p->n_stat, sizeof *p->stat, by_time);
     fprintf(stderr, "\nprofile of %s (%s): %.1f ms in %d ops (time between consecutive op ends)\n",
             be->name, be->device, p->total_ms, p->n_stat);
-    fprintf(stderr, "  %-22s %9s %11s %7s %11s\n", "op", "calls", "total ms", "share", "mean us");
+    int w = p->n_label ? 44 : 22;
+    fprintf(stderr, "  %-*s %9s %11s %7s %11s%s\n", w, "op", "calls", "total ms", "share",
+            "mean us", p->n_label ? "   TFLOP/s" : "");
     for (int i = 0; i < p->n_stat; i++) {
         const op_stat *s = &p->stat[i];
-        fprintf(stderr, "  %-22s %9ld %11.2f %6.1f%% %11.1f\n", s->op, s->calls, s->ms,
-                p->total_ms > 0 ? 100 * s->ms / p->total_ms : 0.0,
-                s->calls ? 1e3 * s->ms / (double)s->calls : 0.0);
+        double us = s->calls ? 1e3 * s->ms / (double)s->calls : 0.0;
+        fprintf(stderr, "  %-*s %9ld %11.2f %6.1f%% %11.1f", w, s->op, s->calls, s->ms,
+                p->total_ms > 0 ? 100 * s->ms / p->total_ms : 0.0, us);
+        if (s->flops > 0 && us > 0) fprintf(stderr, " %9.1f", s->flops / (us * 1e6));
+        fputc('\n', stderr);
     }
 }
 
