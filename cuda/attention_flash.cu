@@ -1,165 +1,210 @@
 // attention_flash.cu: flash-attention forward on bf16 tensor cores (sm_80+),
 // head dim 64 or 128, causal, grouped-query.
 //
-// One block of 4 warps per (64 query rows, head, batch); each warp owns 16
-// rows. Key/value tiles of 64 rows stream through shared memory with cp.async,
-// double-buffered (the next tile loads while this one computes). Per tile:
-// S = Q K^T (mma.sync m16n8k16, Q fragments kept in registers), scale and the
-// causal mask, online softmax in the log2 domain (running max m and sum l per
-// row, f32), O += P V with P rounded to bf16 straight from the accumulators.
-// At the end out = O / l and lse = (m + log2 l) * ln 2 (natural log, f32).
+// One block of 4 warps per (128 query rows, head, batch); each warp owns 32
+// rows (two m16 tiles), so every K or V fragment read from shared memory
+// feeds four mma instead of two: with 16 rows per warp the ldmatrix traffic,
+// not the tensor cores, set the pace. Key/value tiles of 64 rows (32 for
+// D 128, where more would spill registers) stream through shared memory
+// with cp.async, double-buffered (the next tile loads while this one
+// computes). Per tile: S = Q K^T (mma.sync m16n8k16; Q
+// fragments kept in registers for D 64, re-read from shared memory for D 128
+// where the registers would spill), scale, the causal mask only on tiles that
+// cross the diagonal, online softmax in the log2 domain (running max m and
+// sum l per row, f32), O += P V with P rounded to bf16 straight from the
+// accumulators. A warp skips the tiles wholly above its rows. At the end
+// out = O / l and lse = (m + log2 l) * ln 2 (natural log, f32).
 // Query tiles are scheduled last-first: the causal work grows with the tile.
 #include "mma.cuh"
 
-#define FA_BM 64
-#define FA_BN 64
 #define FA_THREADS 128
+#define FA_MT 2  // m16 tiles per warp
+#define FA_BM (4 * 16 * FA_MT)
 
-template <int D>
-__global__ void __launch_bounds__(FA_THREADS)
-    flash_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
-                     int H, int Hk, float sl2) {
-    constexpr int LD = D + FA_PAD, NT = FA_BN / 8, DT = D / 8, KS = D / 16;
-    extern __shared__ __align__(16) unsigned char fa_smem[];
-    bf16 *Qs = (bf16 *)fa_smem, *Ks = Qs + FA_BM * LD, *Vs = Ks + 2 * FA_BN * LD;
-    int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (H / Hk);
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, q0 = qt * FA_BM;
-    int64_t qld = (int64_t)H * D, kld = (int64_t)Hk * D;
-    const bf16 *qb = q + ((int64_t)b * T * H + h) * D;
-    const bf16 *kb = k + ((int64_t)b * T * Hk + g) * D, *vb = v + ((int64_t)b * T * Hk + g) * D;
-    int nkt = (q0 + FA_BM - 1) / FA_BN + 1, tmax = (T + FA_BN - 1) / FA_BN;
-    if (nkt > tmax) nkt = tmax;
-    tile_load<FA_BM, D, FA_THREADS>(Qs, qb, qld, q0, T);
-    tile_load<FA_BN, D, FA_THREADS>(Ks, kb, kld, 0, T);
-    tile_load<FA_BN, D, FA_THREADS>(Vs, vb, kld, 0, T);
-    cp_async_commit();
-    uint32_t qf[KS][4];
-    float o[DT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+// S (MT x NT tiles of 16x8) = Q K^T for this warp's rows and one key tile.
+template <int D, int BN, bool QREG>
+__device__ __forceinline__ void fwd_qk(float s[FA_MT][BN / 8][4], const uint32_t (*qf)[D / 16][4],
+                                       const bf16 *Qs, const bf16 *Kc, int wrow) {
+    constexpr int LD = D + FA_PAD;
+    zero_c<FA_MT, BN / 8>(s);
 #pragma unroll
-    for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    int rowA = q0 + warp * 16 + (lane >> 2);
-    for (int kt = 0; kt < nkt; kt++) {
-        if (kt + 1 < nkt) {
-            int nb = (kt + 1) & 1;
-            tile_load<FA_BN, D, FA_THREADS>(Ks + nb * FA_BN * LD, kb, kld, (kt + 1) * FA_BN, T);
-            tile_load<FA_BN, D, FA_THREADS>(Vs + nb * FA_BN * LD, vb, kld, (kt + 1) * FA_BN, T);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
+    for (int kk = 0; kk < D / 16; kk++) {
+        uint32_t qa[FA_MT][4];
+        if constexpr (!QREG) {
+#pragma unroll
+            for (int mt = 0; mt < FA_MT; mt++) frag_a<LD>(qa[mt], Qs, wrow + mt * 16, kk * 16);
         }
-        __syncthreads();
-        if (kt == 0) {
 #pragma unroll
-            for (int kk = 0; kk < KS; kk++) frag_a<LD>(qf[kk], Qs, warp * 16, kk * 16);
-        }
-        const bf16 *Kc = Ks + (kt & 1) * FA_BN * LD, *Vc = Vs + (kt & 1) * FA_BN * LD;
-        float s[NT][4];
+        for (int np = 0; np < BN / 16; np++) {
+            uint32_t r[4];
+            frag_b_nk<LD>(r, Kc, np * 16, kk * 16);
 #pragma unroll
-        for (int i = 0; i < NT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < KS; kk++)
-#pragma unroll
-            for (int np = 0; np < NT / 2; np++) {
-                uint32_t r[4];
-                frag_b_nk<LD>(r, Kc, np * 16, kk * 16);
-                mma16816(s[2 * np], qf[kk], r[0], r[1]);
-                mma16816(s[2 * np + 1], qf[kk], r[2], r[3]);
+            for (int mt = 0; mt < FA_MT; mt++) {
+                const uint32_t *a = QREG ? qf[mt][kk] : qa[mt];
+                mma16816(s[mt][2 * np], a, r[0], r[1]);
+                mma16816(s[mt][2 * np + 1], a, r[2], r[3]);
             }
-        // scale to log2 units, causal mask, running max
-        float mx[2] = {m[0], m[1]};
+        }
+    }
+}
+
+// Online softmax of one tile: s becomes P (unnormalised, log2 domain), o and l
+// are rescaled to the new running max. MASK: keys after a row become -inf.
+template <int D, int BN, bool MASK>
+__device__ __forceinline__ void fwd_softmax(float s[FA_MT][BN / 8][4], float o[FA_MT][D / 8][4],
+                                            float m[FA_MT][2], float l[FA_MT][2], int row0,
+                                            int key0, float sl2) {
+    int lane = threadIdx.x & 31;
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++)
+    for (int mt = 0; mt < FA_MT; mt++) {
+        float mx[2] = {m[mt][0], m[mt][1]};
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                int key = kt * FA_BN + nt * 8 + (lane & 3) * 2 + (e & 1), row = rowA + (e >> 1) * 8;
-                float x = key > row ? -INFINITY : s[nt][e] * sl2;
-                s[nt][e] = x;
+                float x = s[mt][nt][e] * sl2;
+                if (MASK) {
+                    int key = key0 + nt * 8 + (lane & 3) * 2 + (e & 1);
+                    if (key > row0 + mt * 16 + (e >> 1) * 8) x = -INFINITY;
+                }
+                s[mt][nt][e] = x;
                 mx[e >> 1] = fmaxf(mx[e >> 1], x);
             }
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            float corr = exp2f(m[r] - mx[r]);  // m = -inf at the first tile: corr 0
-            m[r] = mx[r];
-            l[r] *= corr;
+            // mx is finite: key 0 of the first tile is visible to every row, and a
+            // masked tile only follows it. m = -inf at the first tile: corr 0.
+            float corr = exp2f(m[mt][r] - mx[r]);
+            m[mt][r] = mx[r];
+            l[mt][r] *= corr;
 #pragma unroll
-            for (int i = 0; i < DT; i++) {
-                o[i][2 * r] *= corr;
-                o[i][2 * r + 1] *= corr;
+            for (int i = 0; i < D / 8; i++) {
+                o[mt][i][2 * r] *= corr;
+                o[mt][i][2 * r + 1] *= corr;
             }
         }
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++)
+        for (int nt = 0; nt < BN / 8; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float p = exp2f(s[nt][e] - m[e >> 1]);
-                s[nt][e] = p;
-                l[e >> 1] += p;
+                float p = exp2f(s[mt][nt][e] - m[mt][e >> 1]);
+                s[mt][nt][e] = p;
+                l[mt][e >> 1] += p;
             }
-        // O += P V
-#pragma unroll
-        for (int j = 0; j < NT / 2; j++) {
-            uint32_t a[4];
-            c_to_a(a, s[2 * j], s[2 * j + 1]);
-#pragma unroll
-            for (int dp = 0; dp < D / 16; dp++) {
-                uint32_t r[4];
-                frag_b_kn<LD>(r, Vc, j * 16, dp * 16);
-                mma16816(o[2 * dp], a, r[0], r[1]);
-                mma16816(o[2 * dp + 1], a, r[2], r[3]);
-            }
-        }
-        __syncthreads();  // the next iteration's prefetch overwrites this buffer
-    }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int row = rowA + r * 8;
-        if (row >= T) continue;
-        float inv = 1.0f / l[r];
-        bf16 *orow = out + ((int64_t)b * T + row) * H * D + (int64_t)h * D;
-#pragma unroll
-        for (int i = 0; i < DT; i++) {
-            int col = i * 8 + (lane & 3) * 2;
-            *(uint32_t *)(orow + col) = pack_bf16(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
-        }
-        if ((lane & 3) == 0) lse[((int64_t)b * H + h) * T + row] = (m[r] + log2f(l[r])) * FA_LN2;
     }
 }
 
+// out rows = O / l (bf16), lse = (m + log2 l) ln 2; rows >= T are not written.
 template <int D>
+__device__ __forceinline__ void fwd_store(bf16 *ob, float *lb, float o[FA_MT][D / 8][4],
+                                          float m[FA_MT][2], float l[FA_MT][2], int row0, int T,
+                                          int64_t ld) {
+    int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int mt = 0; mt < FA_MT; mt++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float lr = l[mt][r];
+            lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+            lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+            int row = row0 + mt * 16 + r * 8;
+            if (row >= T) continue;
+            float inv = 1.0f / lr;
+            bf16 *orow = ob + (int64_t)row * ld;
+#pragma unroll
+            for (int i = 0; i < D / 8; i++) {
+                int col = i * 8 + (lane & 3) * 2;
+                *(uint32_t *)(orow + col) =
+                    pack_bf16(o[mt][i][2 * r] * inv, o[mt][i][2 * r + 1] * inv);
+            }
+            if ((lane & 3) == 0) lb[row] = (m[mt][r] + log2f(lr)) * FA_LN2;
+        }
+}
+
+template <int D, int BN, bool QREG>
+__global__ void __launch_bounds__(FA_THREADS)
+    flash_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
+                     int H, int Hk, float sl2) {
+    constexpr int LD = D + FA_PAD;
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    bf16 *Qs = (bf16 *)fa_smem, *Ks = Qs + FA_BM * LD, *Vs = Ks + 2 * BN * LD;
+    int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (H / Hk);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, q0 = qt * FA_BM;
+    int64_t qld = (int64_t)H * D, kld = (int64_t)Hk * D;
+    const bf16 *qb = q + ((int64_t)b * T * H + h) * D;
+    const bf16 *kb = k + ((int64_t)b * T * Hk + g) * D, *vb = v + ((int64_t)b * T * Hk + g) * D;
+    int nkt = (q0 + FA_BM - 1) / BN + 1, tmax = (T + BN - 1) / BN;
+    if (nkt > tmax) nkt = tmax;
+    tile_load<FA_BM, D, FA_THREADS>(Qs, qb, qld, q0, T);
+    tile_load<BN, D, FA_THREADS>(Ks, kb, kld, 0, T);
+    tile_load<BN, D, FA_THREADS>(Vs, vb, kld, 0, T);
+    cp_async_commit();
+    uint32_t qf[QREG ? FA_MT : 1][D / 16][4];
+    float o[FA_MT][D / 8][4], m[FA_MT][2], l[FA_MT][2];
+    zero_c<FA_MT, D / 8>(o);
+#pragma unroll
+    for (int mt = 0; mt < FA_MT; mt++) {
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.0f;
+    }
+    int wrow = warp * 16 * FA_MT, w0 = q0 + wrow;  // this warp's first row
+    int row0 = w0 + (lane >> 2);                    // this thread's rows: row0 + 16 mt + 8 r
+    for (int kt = 0; kt < nkt; kt++) {
+        kv_next<BN, D, FA_THREADS>(Ks, Vs, kb, vb, kld, kt, nkt, T);
+        __syncthreads();
+        if (QREG && kt == 0) {
+#pragma unroll
+            for (int mt = 0; mt < FA_MT; mt++)
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk++)
+                    frag_a<LD>(qf[QREG ? mt : 0][kk], Qs, wrow + mt * 16, kk * 16);
+        }
+        int key0 = kt * BN;
+        if (key0 <= w0 + 16 * FA_MT - 1) {  // some key of the tile is visible to this warp
+            const bf16 *Kc = Ks + (kt & 1) * BN * LD, *Vc = Vs + (kt & 1) * BN * LD;
+            float s[FA_MT][BN / 8][4];
+            fwd_qk<D, BN, QREG>(s, qf, Qs, Kc, wrow);
+            if (key0 + BN - 1 > w0)
+                fwd_softmax<D, BN, true>(s, o, m, l, row0, key0, sl2);
+            else
+                fwd_softmax<D, BN, false>(s, o, m, l, row0, key0, sl2);
+            mma_c_kn<D, FA_MT, BN>(o, s, Vc);
+        }
+        __syncthreads();  // the next iteration's prefetch overwrites this buffer
+    }
+    fwd_store<D>(out + ((int64_t)b * T * H + h) * D, lse + ((int64_t)b * H + h) * T, o, m, l,
+                 row0, T, qld);
+}
+
+template <int D, int BN, bool QREG>
 static cudaError_t flash_fwd_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                     const bf16 *v, const chm_cu_attn *a, cudaStream_t s) {
     constexpr int LD = D + FA_PAD;
-    size_t smem = (size_t)(FA_BM + 4 * FA_BN) * LD * sizeof(bf16);
+    size_t smem = (size_t)(FA_BM + 4 * BN) * LD * sizeof(bf16);
     static bool set = false;
     if (!set) {
-        cudaError_t e = cudaFuncSetAttribute(flash_fwd_kernel<D>,
+        cudaError_t e = cudaFuncSetAttribute(flash_fwd_kernel<D, BN, QREG>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)smem);
         if (e != cudaSuccess) return e;
         set = true;
     }
     dim3 grid((unsigned)((a->T + FA_BM - 1) / FA_BM), (unsigned)a->H, (unsigned)a->B);
-    flash_fwd_kernel<D><<<grid, FA_THREADS, smem, s>>>(out, lse, q, k, v, (int)a->T, (int)a->H,
-                                                       (int)a->Hk, a->scale * FA_LOG2E);
+    flash_fwd_kernel<D, BN, QREG><<<grid, FA_THREADS, smem, s>>>(
+        out, lse, q, k, v, (int)a->T, (int)a->H, (int)a->Hk, a->scale * FA_LOG2E);
     return cudaGetLastError();
 }
 
+// Key tiles of 64 rows for D 64, with Q in registers; 32 rows for D 128, with
+// Q re-read from shared memory (registers would spill either way otherwise).
 extern "C" cudaError_t chm_cu_flash_fwd(void *out, float *lse, const void *q, const void *k,
                                         const void *v, const chm_cu_attn *a, cudaStream_t s) {
     if (a->B * a->T * a->H <= 0) return cudaSuccess;
-    if (a->D == 64)
-        return flash_fwd_launch<64>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
-                                    (const bf16 *)v, a, s);
-    if (a->D == 128)
-        return flash_fwd_launch<128>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
-                                     (const bf16 *)v, a, s);
+    bf16 *o = (bf16 *)out;
+    const bf16 *qq = (const bf16 *)q, *kk = (const bf16 *)k, *vv = (const bf16 *)v;
+    if (a->D == 64) return flash_fwd_launch<64, 64, true>(o, lse, qq, kk, vv, a, s);
+    if (a->D == 128) return flash_fwd_launch<128, 32, false>(o, lse, qq, kk, vv, a, s);
     return cudaErrorInvalidValue;
 }

@@ -88,6 +88,23 @@ __device__ __forceinline__ void tile_load(bf16 *sm, const bf16 *g, int64_t ld, i
     }
 }
 
+// Double-buffered key/value tiles of BN rows: queue tile kt+1 (when there is
+// one) into the other buffer, then wait for tile kt; the caller's barrier
+// publishes it.
+template <int BN, int D, int THREADS>
+__device__ __forceinline__ void kv_next(bf16 *Ks, bf16 *Vs, const bf16 *kb, const bf16 *vb,
+                                        int64_t kld, int kt, int nkt, int T) {
+    if (kt + 1 < nkt) {
+        int nb = (kt + 1) & 1;
+        tile_load<BN, D, THREADS>(Ks + nb * BN * (D + FA_PAD), kb, kld, (kt + 1) * BN, T);
+        tile_load<BN, D, THREADS>(Vs + nb * BN * (D + FA_PAD), vb, kld, (kt + 1) * BN, T);
+        cp_async_commit();
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
+    }
+}
+
 // A fragment (16 rows x 16 columns at column k0) of a shared row-major tile.
 template <int LD>
 __device__ __forceinline__ void frag_a(uint32_t *r, const bf16 *tile, int row0, int k0) {
@@ -116,6 +133,51 @@ __device__ __forceinline__ void c_to_a(uint32_t *a, const float *c0, const float
     a[1] = pack_bf16(c0[2], c0[3]);
     a[2] = pack_bf16(c1[0], c1[1]);
     a[3] = pack_bf16(c1[2], c1[3]);
+}
+
+// Zero M x N C fragments (16x8 f32 tiles) of accumulators.
+template <int M, int N> __device__ __forceinline__ void zero_c(float c[M][N][4]) {
+#pragma unroll
+    for (int m = 0; m < M; m++)
+#pragma unroll
+        for (int n = 0; n < N; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) c[m][n][e] = 0.0f;
+}
+
+// acc (MT x D/8 tiles of 16x8) += A B for a warp's MT m16 row tiles: A (16 x N
+// per m16 tile) is the f32 accumulators c rounded to bf16, B a [N][D] tile in
+// shared memory. The forward's O += P V and the backward's dQ += dS K.
+template <int D, int MT, int N>
+__device__ __forceinline__ void mma_c_kn(float acc[MT][D / 8][4], const float c[MT][N / 8][4],
+                                         const bf16 *Bs) {
+    constexpr int LD = D + FA_PAD;
+#pragma unroll
+    for (int j = 0; j < N / 16; j++) {
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) c_to_a(a[mt], c[mt][2 * j], c[mt][2 * j + 1]);
+#pragma unroll
+        for (int dp = 0; dp < D / 16; dp++) {
+            uint32_t r[4];
+            frag_b_kn<LD>(r, Bs, j * 16, dp * 16);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                mma16816(acc[mt][2 * dp], a[mt], r[0], r[1]);
+                mma16816(acc[mt][2 * dp + 1], a[mt], r[2], r[3]);
+            }
+        }
+    }
+}
+
+// Largest dynamic shared memory a block may opt into on the current device
+// (sm_86/sm_89: 99 KB, sm_80: 163 KB, sm_90: 227 KB).
+static inline size_t fa_smem_max() {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        return 48 * 1024;
+    return (size_t)v;
 }
 
 #define FA_LOG2E 1.4426950408889634f

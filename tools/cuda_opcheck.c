@@ -536,7 +536,12 @@ static void case_attention(oc_ctx *x) {
     attn_case(x, 1, 33, 2, 1, 32, 1);   /* simple kernels */
     attn_case(x, 2, 70, 4, 2, 64, 1);   /* flash (bf16) */
     attn_case(x, 1, 130, 2, 1, 128, 1); /* flash (bf16) */
-    if (!x->quick) attn_case(x, 1, 512, 2, 2, 128, 1); /* flash, several tiles */
+    attn_case(x, 1, 300, 4, 2, 64, 1);  /* flash, several tiles and a tail */
+    if (!x->quick) {
+        attn_case(x, 1, 512, 2, 2, 128, 1); /* flash, several tiles */
+        attn_case(x, 2, 777, 4, 1, 64, 1);  /* flash, many tiles, tail, 4 q heads per kv head */
+        attn_case(x, 1, 461, 2, 1, 128, 1); /* flash, several tiles and a tail */
+    }
 }
 
 /* ---- Mamba: selective scan and causal conv1d ---- */

@@ -1,0 +1,118 @@
+// attention_flash_dq.cu: the dQ kernel of the flash-attention backward
+// (bf16 tensor cores, sm_80+, head dim 64 or 128, causal, grouped-query).
+//
+// One block of 4 warps per (64*MT queries, head, batch); each warp owns 16*MT
+// query rows (MT m16 tiles: every K/V fragment read from shared memory feeds
+// 2*MT mma) and walks the key tiles up to the diagonal: S = Q K^T,
+// P = exp2(S*scale*log2e - lse), dP = dO V^T, dS = P (dP - Delta),
+// dQ += dS K. K/V tiles are double-buffered with cp.async; Q and dO stay in
+// shared memory. The causal mask runs only on tiles that cross the diagonal,
+// and a warp skips the tiles wholly after its rows. dq ACCUMULATES (one
+// writer per element: deterministic).
+#include "attention_flash_bwd.cuh"
+
+// s becomes dS = P (dP - Delta); MASK zeroes P of keys after the row.
+template <int MT, int BN, bool MASK>
+__device__ __forceinline__ void dq_ds(float s[MT][BN / 8][4], const float dp[MT][BN / 8][4],
+                                      const float l2[MT][2], const float dl[MT][2], int row0,
+                                      int key0, float sl2) {
+    int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float p = exp2f(s[mt][nt][e] * sl2 - l2[mt][e >> 1]);
+                if (MASK) {
+                    int key = key0 + nt * 8 + (lane & 3) * 2 + (e & 1);
+                    if (key > row0 + mt * 16 + (e >> 1) * 8) p = 0.0f;
+                }
+                s[mt][nt][e] = p * (dp[mt][nt][e] - dl[mt][e >> 1]);
+            }
+}
+
+template <int D, int MT, int BN>
+__global__ void __launch_bounds__(FB_THREADS)
+    flash_dq_kernel(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
+                    const float *lse, const float *delta, int T, int H, int Hk, float scale,
+                    float sl2) {
+    constexpr int LD = D + FA_PAD, BM = 64 * MT;
+    extern __shared__ __align__(16) unsigned char fb_smem[];
+    bf16 *Qs = (bf16 *)fb_smem, *Os = Qs + BM * LD, *Ks = Os + BM * LD, *Vs = Ks + 2 * BN * LD;
+    int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (H / Hk);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, q0 = qt * BM;
+    int64_t qld = (int64_t)H * D, kld = (int64_t)Hk * D;
+    const bf16 *qb = q + ((int64_t)b * T * H + h) * D, *ob = dout + ((int64_t)b * T * H + h) * D;
+    const bf16 *kb = k + ((int64_t)b * T * Hk + g) * D, *vb = v + ((int64_t)b * T * Hk + g) * D;
+    int nkt = (q0 + BM - 1) / BN + 1, tmax = (T + BN - 1) / BN;
+    if (nkt > tmax) nkt = tmax;
+    tile_load<BM, D, FB_THREADS>(Qs, qb, qld, q0, T);
+    tile_load<BM, D, FB_THREADS>(Os, ob, qld, q0, T);
+    tile_load<BN, D, FB_THREADS>(Ks, kb, kld, 0, T);
+    tile_load<BN, D, FB_THREADS>(Vs, vb, kld, 0, T);
+    cp_async_commit();
+    int wrow = warp * 16 * MT, w0 = q0 + wrow, row0 = w0 + (lane >> 2);
+    float l2[MT][2], dl[MT][2], dqa[MT][D / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int row = row0 + mt * 16 + r * 8;
+            int64_t st = ((int64_t)b * H + h) * T + row;
+            l2[mt][r] = row < T ? lse[st] * FA_LOG2E : INFINITY;
+            dl[mt][r] = row < T ? delta[st] : 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+            dqa[mt][i][0] = dqa[mt][i][1] = dqa[mt][i][2] = dqa[mt][i][3] = 0.0f;
+    }
+    for (int kt = 0; kt < nkt; kt++) {
+        kv_next<BN, D, FB_THREADS>(Ks, Vs, kb, vb, kld, kt, nkt, T);
+        __syncthreads();
+        int key0 = kt * BN;
+        if (key0 <= w0 + 16 * MT - 1) {  // some key of the tile is visible to this warp
+            const bf16 *Kc = Ks + (kt & 1) * BN * LD, *Vc = Vs + (kt & 1) * BN * LD;
+            float s[MT][BN / 8][4], dp[MT][BN / 8][4];
+            bwd_two_nt<D, MT, BN>(s, dp, Qs, Os, Kc, Vc, wrow);
+            if (key0 + BN - 1 > w0)
+                dq_ds<MT, BN, true>(s, dp, l2, dl, row0, key0, sl2);
+            else
+                dq_ds<MT, BN, false>(s, dp, l2, dl, row0, key0, sl2);
+            mma_c_kn<D, MT, BN>(dqa, s, Kc);
+        }
+        __syncthreads();  // the next prefetch overwrites this buffer
+    }
+    bf16 *dqb = dq + ((int64_t)b * T * H + h) * D;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) add_rows<D / 8>(dqb, qld, row0 + mt * 16, T, dqa[mt], scale);
+}
+
+template <int D, int MT, int BN>
+static cudaError_t flash_dq_launch(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
+                                   const bf16 *v, const float *lse, const float *delta,
+                                   const chm_cu_attn *a, cudaStream_t s) {
+    constexpr int LD = D + FA_PAD, BM = 64 * MT;
+    size_t smem = (size_t)(2 * BM + 4 * BN) * LD * sizeof(bf16);
+    static bool set = false;
+    cudaError_t e = fb_smem_optin(flash_dq_kernel<D, MT, BN>, smem, &set);
+    if (e != cudaSuccess) return e;
+    unsigned tiles = (unsigned)((a->T + BM - 1) / BM);
+    flash_dq_kernel<D, MT, BN><<<dim3(tiles, (unsigned)a->H, (unsigned)a->B), FB_THREADS, smem,
+                                 s>>>(dq, dout, q, k, v, lse, delta, (int)a->T, (int)a->H,
+                                      (int)a->Hk, a->scale, a->scale * FA_LOG2E);
+    return cudaGetLastError();
+}
+
+// Two m16 tiles per warp; keys per tile so that dQ, S and dP fit the registers
+// without spilling. D 128 needs 104 KB of shared memory that way: devices
+// that allow less (sm_86/sm_89) take one m16 tile per warp.
+cudaError_t chm_cu_flash_dq(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
+                            const bf16 *v, const float *lse, const float *delta,
+                            const chm_cu_attn *a, cudaStream_t s) {
+    if (a->D == 64) return flash_dq_launch<64, 2, 64>(dq, dout, q, k, v, lse, delta, a, s);
+    if (a->D != 128) return cudaErrorInvalidValue;
+    if (fa_smem_max() < (size_t)(2 * 128 + 4 * 32) * (128 + FA_PAD) * 2)
+        return flash_dq_launch<128, 1, 64>(dq, dout, q, k, v, lse, delta, a, s);
+    return flash_dq_launch<128, 2, 32>(dq, dout, q, k, v, lse, delta, a, s);
+}
