@@ -162,6 +162,35 @@ __global__ void attn_delta_kernel(float *delta, const T *dout, const T *out, int
     }
 }
 
+// The same for bf16 rows of D = 8G (G 8 or 16, rows 16-byte aligned): G lanes
+// per row, one 16-byte load of each tensor per lane, so a warp reads whole
+// rows at full width (the flash path's Delta: D 64 or 128).
+template <int G>
+__global__ void attn_delta_bf16_kernel(float *delta, const bf16 *dout, const bf16 *out,
+                                       int64_t rows, int64_t T_, int64_t H) {
+    int64_t n = rows * G, stride = (int64_t)gridDim.x * blockDim.x;
+    // g0 is uniform in the block, so every lane of a warp takes the shuffles
+    for (int64_t g0 = (int64_t)blockIdx.x * blockDim.x; g0 < n; g0 += stride) {
+        int64_t gid = g0 + threadIdx.x, r = gid / G;
+        float s = 0.0f;
+        if (gid < n) {
+            uint4 x = ((const uint4 *)dout)[gid], y = ((const uint4 *)out)[gid];
+            const __nv_bfloat162 *px = (const __nv_bfloat162 *)&x, *py = (const __nv_bfloat162 *)&y;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float2 fx = __bfloat1622float2(px[i]), fy = __bfloat1622float2(py[i]);
+                s = fmaf(fx.x, fy.x, fmaf(fx.y, fy.y, s));
+            }
+        }
+#pragma unroll
+        for (int o = G / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (gid < n && gid % G == 0) {
+            int64_t h = r % H, bt = r / H, t = bt % T_, b = bt / T_;
+            delta[(b * H + h) * T_ + t] = s;
+        }
+    }
+}
+
 static dim3 attn_grid(const chm_cu_attn *a, int64_t heads) {
     return dim3((unsigned)a->T, (unsigned)heads, (unsigned)a->B);
 }
@@ -212,6 +241,15 @@ extern "C" cudaError_t chm_cu_attn_delta(float *delta, const void *dout, const v
                                          const chm_cu_attn *a, cudaStream_t s) {
     int64_t rows = a->B * a->T * a->H;
     if (rows <= 0) return cudaSuccess;
+    bool vec = a->dt == CHM_BF16 && (a->D == 64 || a->D == 128) &&
+               ((uintptr_t)dout & 15) == 0 && ((uintptr_t)out & 15) == 0;
+    if (vec && a->D == 64)
+        attn_delta_bf16_kernel<8><<<grid_for(rows * 8, 256), 256, 0, s>>>(
+            delta, (const bf16 *)dout, (const bf16 *)out, rows, a->T, a->H);
+    else if (vec)
+        attn_delta_bf16_kernel<16><<<grid_for(rows * 16, 256), 256, 0, s>>>(
+            delta, (const bf16 *)dout, (const bf16 *)out, rows, a->T, a->H);
+    if (vec) return cudaGetLastError();
     CHM_CU_DISPATCH(a->dt, T,
                     attn_delta_kernel<T><<<grid_for(rows * 32, 256), 256, 0, s>>>(
                         delta, (const T *)dout, (const T *)out, a->B, a->T, a->H, a->D));
@@ -220,6 +258,7 @@ extern "C" cudaError_t chm_cu_attn_delta(float *delta, const void *dout, const v
 
 extern "C" bool chm_cu_flash_ok(const chm_cu_attn *a, const void *const *ptrs, int nptrs) {
     if (a->dt != CHM_BF16 || (a->D != 64 && a->D != 128) || a->T >= 0x7fffffff) return false;
+    if (!(a->scale > 0.0f)) return false;  // the forward's running max is in raw score units
     for (int i = 0; i < nptrs; i++)
         if (ptrs[i] && ((uintptr_t)ptrs[i] & 15) != 0) return false;
     return true;

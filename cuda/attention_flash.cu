@@ -5,15 +5,15 @@
 // rows (two m16 tiles), so every K or V fragment read from shared memory
 // feeds four mma instead of two: with 16 rows per warp the ldmatrix traffic,
 // not the tensor cores, set the pace. Key/value tiles of 64 rows (32 for
-// D 128, where more would spill registers) stream through shared memory
-// with cp.async, double-buffered (the next tile loads while this one
-// computes). Per tile: S = Q K^T (mma.sync m16n8k16; Q
-// fragments kept in registers for D 64, re-read from shared memory for D 128
-// where the registers would spill), scale, the causal mask only on tiles that
-// cross the diagonal, online softmax in the log2 domain (running max m and
-// sum l per row, f32), O += P V with P rounded to bf16 straight from the
-// accumulators. A warp skips the tiles wholly above its rows. At the end
-// out = O / l and lse = (m + log2 l) * ln 2 (natural log, f32).
+// D 128 where shared memory is short) stream through shared memory with
+// cp.async, double-buffered (the next tile loads while this one computes).
+// Per tile: S = Q K^T (mma.sync m16n8k16; Q fragments kept in registers for
+// D 64, re-read from shared memory for D 128 where the registers would
+// spill), the causal mask only on tiles that cross the diagonal, online
+// softmax in the log2 domain (running max m in score units, sum l per row,
+// f32), O += P V with P rounded to bf16 straight from the accumulators. A
+// warp skips the tiles wholly above its rows. At the end out = O / l and
+// lse = (m * scale * log2e + log2 l) * ln 2 (natural log, f32).
 // Query tiles are scheduled last-first: the causal work grows with the tile.
 #include "mma.cuh"
 
@@ -48,8 +48,11 @@ __device__ __forceinline__ void fwd_qk(float s[FA_MT][BN / 8][4], const uint32_t
     }
 }
 
-// Online softmax of one tile: s becomes P (unnormalised, log2 domain), o and l
-// are rescaled to the new running max. MASK: keys after a row become -inf.
+// Online softmax of one tile: s becomes P (unnormalised), o and l are
+// rescaled to the new running max. m is kept in raw score units (the scale is
+// positive: flash_ok), so P = 2^(s*sl2 - m*sl2) is one FFMA and one EX2 per
+// score. The rescale of o is skipped when no row of the warp has a new max
+// (corr would be exactly 1). MASK: keys after a row become -inf.
 template <int D, int BN, bool MASK>
 __device__ __forceinline__ void fwd_softmax(float s[FA_MT][BN / 8][4], float o[FA_MT][D / 8][4],
                                             float m[FA_MT][2], float l[FA_MT][2], int row0,
@@ -62,45 +65,48 @@ __device__ __forceinline__ void fwd_softmax(float s[FA_MT][BN / 8][4], float o[F
         for (int nt = 0; nt < BN / 8; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float x = s[mt][nt][e] * sl2;
                 if (MASK) {
                     int key = key0 + nt * 8 + (lane & 3) * 2 + (e & 1);
-                    if (key > row0 + mt * 16 + (e >> 1) * 8) x = -INFINITY;
+                    if (key > row0 + mt * 16 + (e >> 1) * 8) s[mt][nt][e] = -INFINITY;
                 }
-                s[mt][nt][e] = x;
-                mx[e >> 1] = fmaxf(mx[e >> 1], x);
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][nt][e]);
             }
+        float corr[2], ms[2];
+        bool grew = false;
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
             // mx is finite: key 0 of the first tile is visible to every row, and a
             // masked tile only follows it. m = -inf at the first tile: corr 0.
-            float corr = exp2f(m[mt][r] - mx[r]);
+            grew |= mx[r] > m[mt][r];
+            corr[r] = fast_exp2((m[mt][r] - mx[r]) * sl2);
             m[mt][r] = mx[r];
-            l[mt][r] *= corr;
+            ms[r] = mx[r] * sl2;
+            l[mt][r] *= corr[r];
+        }
+        if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
-            for (int i = 0; i < D / 8; i++) {
-                o[mt][i][2 * r] *= corr;
-                o[mt][i][2 * r + 1] *= corr;
-            }
+            for (int i = 0; i < D / 8; i++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) o[mt][i][e] *= corr[e >> 1];
         }
 #pragma unroll
         for (int nt = 0; nt < BN / 8; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float p = exp2f(s[mt][nt][e] - m[mt][e >> 1]);
+                float p = fast_exp2(fmaf(s[mt][nt][e], sl2, -ms[e >> 1]));
                 s[mt][nt][e] = p;
                 l[mt][e >> 1] += p;
             }
     }
 }
 
-// out rows = O / l (bf16), lse = (m + log2 l) ln 2; rows >= T are not written.
+// out rows = O / l (bf16), lse = (m sl2 + log2 l) ln 2; rows >= T are not written.
 template <int D>
 __device__ __forceinline__ void fwd_store(bf16 *ob, float *lb, float o[FA_MT][D / 8][4],
                                           float m[FA_MT][2], float l[FA_MT][2], int row0, int T,
-                                          int64_t ld) {
+                                          int64_t ld, float sl2) {
     int lane = threadIdx.x & 31;
 #pragma unroll
     for (int mt = 0; mt < FA_MT; mt++)
@@ -119,7 +125,7 @@ __device__ __forceinline__ void fwd_store(bf16 *ob, float *lb, float o[FA_MT][D 
                 *(uint32_t *)(orow + col) =
                     pack_bf16(o[mt][i][2 * r] * inv, o[mt][i][2 * r + 1] * inv);
             }
-            if ((lane & 3) == 0) lb[row] = (m[mt][r] + log2f(lr)) * FA_LN2;
+            if ((lane & 3) == 0) lb[row] = (m[mt][r] * sl2 + log2f(lr)) * FA_LN2;
         }
 }
 
@@ -175,7 +181,7 @@ __global__ void __launch_bounds__(FA_THREADS)
         __syncthreads();  // the next iteration's prefetch overwrites this buffer
     }
     fwd_store<D>(out + ((int64_t)b * T * H + h) * D, lse + ((int64_t)b * H + h) * T, o, m, l,
-                 row0, T, qld);
+                 row0, T, qld, sl2);
 }
 
 template <int D, int BN, bool QREG>
@@ -197,14 +203,18 @@ static cudaError_t flash_fwd_launch(bf16 *out, float *lse, const bf16 *q, const 
     return cudaGetLastError();
 }
 
-// Key tiles of 64 rows for D 64, with Q in registers; 32 rows for D 128, with
-// Q re-read from shared memory (registers would spill either way otherwise).
+// Key tiles of 64 rows; Q stays in registers for D 64 only (D 128 would spill
+// more than the few bytes it does with Q in shared memory). D 128 needs 104 KB
+// of shared memory that way: devices that allow less (sm_86/sm_89) take key
+// tiles of 32 rows.
 extern "C" cudaError_t chm_cu_flash_fwd(void *out, float *lse, const void *q, const void *k,
                                         const void *v, const chm_cu_attn *a, cudaStream_t s) {
     if (a->B * a->T * a->H <= 0) return cudaSuccess;
     bf16 *o = (bf16 *)out;
     const bf16 *qq = (const bf16 *)q, *kk = (const bf16 *)k, *vv = (const bf16 *)v;
     if (a->D == 64) return flash_fwd_launch<64, 64, true>(o, lse, qq, kk, vv, a, s);
-    if (a->D == 128) return flash_fwd_launch<128, 32, false>(o, lse, qq, kk, vv, a, s);
-    return cudaErrorInvalidValue;
+    if (a->D != 128) return cudaErrorInvalidValue;
+    if (fa_smem_max() < (size_t)(FA_BM + 4 * 64) * (128 + FA_PAD) * 2)
+        return flash_fwd_launch<128, 32, false>(o, lse, qq, kk, vv, a, s);
+    return flash_fwd_launch<128, 64, false>(o, lse, qq, kk, vv, a, s);
 }

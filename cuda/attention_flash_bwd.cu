@@ -18,7 +18,10 @@
 #include "attention_flash_bwd.cuh"
 
 // dkdv: stage iteration `it` (q head h0 + it/per, query tile qstart + it%per) into
-// buffer buf: Q and dO rows by cp.async, lse (log2 units) and Delta by plain stores.
+// buffer buf, all by cp.async: Q and dO rows, lse and Delta (a plain load
+// would stall its warp, and at the barrier the block, for a global-memory
+// latency every iteration). Rows >= T read as zeros: their Q and dO are zero,
+// so they add nothing to dK and dV whatever P is.
 template <int D, int BQ>
 __device__ __forceinline__ void fb_stage(bf16 *Qs, bf16 *Os, float *Ls, float *Ds, const bf16 *q,
                                          const bf16 *dout, const float *lse, const float *delta,
@@ -31,14 +34,15 @@ __device__ __forceinline__ void fb_stage(bf16 *Qs, bf16 *Os, float *Ls, float *D
     tile_load<BQ, D, FB_THREADS>(Os + buf * BQ * LD, dout + base, qld, i0, T);
     for (int i = threadIdx.x; i < BQ; i += FB_THREADS) {
         int row = i0 + i;
-        int64_t st = ((int64_t)b * H + h) * T + row;
-        Ls[buf * BQ + i] = row < T ? lse[st] * FA_LOG2E : INFINITY;
-        Ds[buf * BQ + i] = row < T ? delta[st] : 0.0f;
+        bool ok = row < T;
+        int64_t st = ((int64_t)b * H + h) * T + (ok ? row : 0);
+        cp_async4(Ls + buf * BQ + i, lse + st, ok);
+        cp_async4(Ds + buf * BQ + i, delta + st, ok);
     }
 }
 
-// In place: st becomes P^T and dpt dS^T (row = key, column = query). MASK
-// zeroes P of queries before the key.
+// In place: st becomes P^T and dpt dS^T (row = key, column = query); Lc holds
+// lse (natural log) of the tile's queries. MASK zeroes P of queries before the key.
 template <int MT, int BQ, bool MASK>
 __device__ __forceinline__ void kv_pds(float st[MT][BQ / 8][4], float dpt[MT][BQ / 8][4],
                                        const float *Lc, const float *Dc, int krow, int i0,
@@ -48,11 +52,13 @@ __device__ __forceinline__ void kv_pds(float st[MT][BQ / 8][4], float dpt[MT][BQ
     for (int nt = 0; nt < BQ / 8; nt++) {
         int qc = nt * 8 + (lane & 3) * 2;
         float2 lq = *(const float2 *)(Lc + qc), dq = *(const float2 *)(Dc + qc);
+        lq.x *= FA_LOG2E;  // natural log -> log2 units
+        lq.y *= FA_LOG2E;
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float p = exp2f(st[mt][nt][e] * sl2 - ((e & 1) ? lq.y : lq.x));
+                float p = fast_exp2(fmaf(st[mt][nt][e], sl2, -((e & 1) ? lq.y : lq.x)));
                 if (MASK && i0 + qc + (e & 1) < krow + mt * 16 + (e >> 1) * 8) p = 0.0f;
                 st[mt][nt][e] = p;
                 dpt[mt][nt][e] = p * (dpt[mt][nt][e] - ((e & 1) ? dq.y : dq.x));

@@ -23,7 +23,7 @@ __device__ __forceinline__ void dq_ds(float s[MT][BN / 8][4], const float dp[MT]
         for (int nt = 0; nt < BN / 8; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float p = exp2f(s[mt][nt][e] * sl2 - l2[mt][e >> 1]);
+                float p = fast_exp2(fmaf(s[mt][nt][e], sl2, -l2[mt][e >> 1]));
                 if (MASK) {
                     int key = key0 + nt * 8 + (lane & 3) * 2 + (e & 1);
                     if (key > row0 + mt * 16 + (e >> 1) * 8) p = 0.0f;

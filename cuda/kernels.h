@@ -238,8 +238,8 @@ typedef struct chm_cu_attn {
 } chm_cu_attn;
 
 /*
- * Whether the flash kernels take this call: bf16, D 64 or 128, T below 2^31
- * and every pointer 16-byte aligned (rows are then 16-byte aligned too).
+ * Whether the flash kernels take this call: bf16, D 64 or 128, T below 2^31,
+ * scale > 0 and every pointer 16-byte aligned (rows are then 16-byte aligned too).
  */
 bool chm_cu_flash_ok(const chm_cu_attn *a, const void *const *ptrs, int nptrs);
 

@@ -32,6 +32,17 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool src_
     __trap();
 #endif
 }
+// 4 bytes global -> shared (one f32 of a row statistic); src_ok false writes zero.
+__device__ __forceinline__ void cp_async4(void *dst, const void *src, bool src_ok) {
+#if FA_SM80
+    unsigned n = src_ok ? 4u : 0u;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(n));
+#else
+    (void)dst, (void)src, (void)src_ok;
+    __trap();
+#endif
+}
 __device__ __forceinline__ void cp_async_commit() {
 #if FA_SM80
     asm volatile("cp.async.commit_group;\n" ::);
@@ -66,6 +77,15 @@ __device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b
     (void)c, (void)a, (void)b0, (void)b1;
     __trap();
 #endif
+}
+
+// 2^x with one MUFU.EX2: denormal results flush to zero and -inf gives 0
+// (exp2f without fast-math wraps the MUFU op in denormal scaling, four more
+// instructions per score, and the softmax is issue-bound next to mma.sync).
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
 }
 
 // Two f32 -> one register of two bf16 (lo in the low half).
