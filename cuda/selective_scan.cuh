@@ -14,7 +14,9 @@
 //  - copies the chunk's [SCAN_L, SCAN_CB] tiles of its [B,T,Di] inputs into shared
 //    memory with cp.async (vector copies when Di % 4 == 0 and the pointers are
 //    aligned, one element at a time otherwise), one chunk ahead of the math, so
-//    that their latency hides behind the previous chunk;
+//    that their latency hides behind the previous chunk. A thread copies, reads and
+//    rewrites only its own quad of each tile (tile_row, tile_col), so the raw tiles
+//    need no barrier: two per chunk, one before the steps and one after;
 //  - computes everything that is per (t, channel) once per element, not once per
 //    lane: d = softplus(delta + bias), d*u, and in the backward dy*silu(z) and the
 //    derivative factors, into f32 tiles;
@@ -32,26 +34,35 @@
 //       dh = dh_carry + dyr C;  dh_carry = dh exp(d A)
 //     (exp2 evaluated again rather than stashed: registers are the limit). Sums
 //     over the lane's states (for du, ddelta, dz) meet in a 4-lane reduce-scatter;
-//     the dBm/dCm terms (sums over channels) in an 8-lane reduce-scatter, then over
-//     the block's warps in shared memory, giving one partial per (b, channel
-//     block, t, n). dA stays in registers, dD/ddelta_bias in shared memory;
+//     the dBm/dCm terms (sums over channels) in an 8-lane reduce-scatter whose first
+//     two stages need no selects (each lane holds its states in a lane-dependent
+//     order, with Bm/Cm rows kept in matching permuted copies), then over the
+//     block's warps in shared memory, giving one partial per (b, channel block, t,
+//     n). dA stays in registers, dD/ddelta_bias in shared memory;
 //  3. finish kernels add the partials in a fixed order (over channel blocks for
 //     dBm/dCm, over b for dA/dD/ddelta_bias). No float atomics anywhere: the
 //     result depends only on the shapes and data.
-// Resources: the backward kernel is capped at 128 registers (the stash is 64 of them)
-// so that 16 warps fit an SM; shared memory per block is 91 KB in bf16 (two blocks an
-// SM) and 119 KB in f32 (one). chimera-1b's grid, 8 x 32 blocks of 256 threads, is
-// about one wave on 132 SMs. cuda_opcheck's scan cases cover both tile paths (Di % 4
-// == 0 and not), several chunks with a partial last one, and N < 16.
-// Cost model (per state-step = one (b, t, channel, state), 537M of them at chimera-1b's
-// B=8 T=2048 Di=2048 N=16; instruction counts from the sm_90 SASS): forward ~13
-// instructions and one MUFU exp2, so issue-bound near 0.25 ms on an H100; backward =
-// ckpt pass (~8 instructions, one exp2) + main kernel (~42 instructions, two exp2,
-// ~10 of them the shuffles, selects and adds of the reductions) + finish, near
-// 0.2 + 0.8 ms. Measured (2026-11-26, H200, same shape, bf16): forward 0.421 ms,
-// backward 1.487 ms (4.7x and 6.6x the 3 TB/s memory floor), against 1.394 / 5.193 ms
-// for the session-2 kernels it replaced (one thread per channel and one warp per block
-// in the backward; four lanes per channel without staging in the forward).
+// Resources: the backward kernel is capped at 128 registers (the stash is 64 of them;
+// no spills in the vector-tile variants, 4 bytes otherwise) so that 16 warps fit an
+// SM; shared memory per block is 97 KB in bf16 (two blocks an SM) and 125 KB in f32
+// (one). chimera-1b's grid, 8 x 32 blocks of 256 threads, is about one wave on 132
+// SMs. cuda_opcheck's scan cases cover both tile paths (Di % 4 == 0 and not), several
+// chunks with a partial last one, and N < 16.
+// Cost model (per lane-step = one lane's four states for one (b, t, channel); 134M of
+// them at chimera-1b's B=8 T=2048 Di=2048 N=16; instructions per lane-step from the
+// sm_90 SASS of the bf16 vector kernels, the chunk loop's body over SCAN_L): forward
+// 48 with 5 MUFU (4 exp2 of the steps, 1 for softplus and gate), ckpt pass 32 with 4.5,
+// main backward kernel 138 with 9 (the steps' part 90: recompute 18, reverse 72, of
+// which 20 the dBm/dCm and 10 the S/Q/Y reductions). At 4 issue slots a clock per SM
+// and 16 MUFU lanes a clock, the forward is issue-bound near 0.2 ms on an H200 (1.98
+// GHz), the ckpt pass MUFU-bound near 0.15 ms, the main kernel issue-bound near 0.55
+// ms; the measured kernels ran ~2x their issue bounds (barrier and latency stalls
+// with 4 warps a scheduler). Measured (2026-11-26, H200, same shape, bf16), before the
+// select-free reductions, MUFU softplus/sigmoid and two barriers a chunk (53, 34 and
+// 163 instructions a lane-step then): forward 0.421 ms, backward 1.487 ms (4.7x and
+// 6.6x the 3 TB/s memory floor), against 1.394 / 5.193 ms for the session-2 kernels it
+// replaced (one thread per channel and one warp per block in the backward; four lanes
+// per channel without staging in the forward).
 #ifndef CHIMERA_CUDA_SELECTIVE_SCAN_CUH
 #define CHIMERA_CUDA_SELECTIVE_SCAN_CUH
 
@@ -62,6 +73,7 @@
 #define SCAN_WARPS 8
 #define SCAN_THREADS (32 * SCAN_WARPS)
 #define SCAN_MINB (16 / SCAN_WARPS)      /* backward blocks per SM: 16 warps at 128 registers */
+#define SCAN_NPERM 4                      /* the backward's state orders (scan_perm_of) */
 #define SCAN_CB (8 * SCAN_WARPS)          /* channels per block: 8 a warp, 4 lanes each */
 #define SCAN_QPR (SCAN_CB / 4)            /* channel quads in a tile row */
 #define SCAN_TILE (SCAN_L * SCAN_CB)      /* elements of a [SCAN_L, SCAN_CB] tile */
@@ -105,11 +117,22 @@ __device__ __forceinline__ float scan_ex2(float x) {
     return y;
 }
 
+// 1/x on the MUFU unit; x here is in [1, 3], where the approximation is within 1 ulp
+// (expf and a full division cost ~10 more instructions each, per element and call).
+__device__ __forceinline__ float scan_rcp(float x) {
+    float y;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// exp(-|x|) in (0, 1], the argument of scan_softplus and scan_sigmoid.
+__device__ __forceinline__ float scan_enabs(float x) { return scan_ex2(-fabsf(x) * SCAN_LOG2E); }
+
 // softplus(x) = max(x, 0) + log1p(e) given e = exp(-|x|) in (0, 1]: log1p(e) = 2 atanh(s)
 // with s = e / (2 + e) <= 1/3, whose odd series stops at s^13 (relative error ~1e-8 before
 // rounding). Branch-free and a third of log1pf(expf(x))'s instructions.
 __device__ __forceinline__ float scan_softplus(float x, float e) {
-    float s = __fdividef(e, 2.0f + e), s2 = s * s;
+    float s = e * scan_rcp(2.0f + e), s2 = s * s;
     float p = fmaf(s2, 1.0f / 13.0f, 1.0f / 11.0f);
     p = fmaf(s2, p, 1.0f / 9.0f);
     p = fmaf(s2, p, 1.0f / 7.0f);
@@ -121,7 +144,7 @@ __device__ __forceinline__ float scan_softplus(float x, float e) {
 
 // sigmoid(x) given e = exp(-|x|).
 __device__ __forceinline__ float scan_sigmoid(float x, float e) {
-    float r = __fdividef(1.0f, 1.0f + e);
+    float r = scan_rcp(1.0f + e);
     return x >= 0.0f ? r : e * r;
 }
 
@@ -163,25 +186,13 @@ __device__ __forceinline__ void scan_put4(bf16 *d, const float *v) {
     *(uint2 *)d = x;
 }
 
-// One reduce-scatter stage over the lanes that differ in lane bit BIT: lanes with the
-// bit set keep the upper half of v[0..2H), the others the lower half, each adding
-// the partner's copy; the kept half lands in v[0..H).
-template <int H, int BIT>
-__device__ __forceinline__ void scan_rs_stage(float *v) {
-    bool up = (threadIdx.x & BIT) != 0;
-#pragma unroll
-    for (int i = 0; i < H; i++) {
-        float send = up ? v[i] : v[i + H], keep = up ? v[i + H] : v[i];
-        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, BIT);
-    }
-}
-
 // ---- the block's shared memory ----
 
 // Tiles of one block. f32 arrays first (16-byte aligned), then the raw tiles as stored.
 template <typename T> struct scan_sm {
     float2 *fdu;              /* [L][CB] (d, d*u) */
-    float *Bs, *Cs;           /* [L][16] Bm, Cm rows of the chunk, zero past N */
+    float *Bs, *Cs;           /* [L][16] Bm, Cm rows of the chunk, zero past N; the
+                                 backward keeps [SCAN_NPERM][L][16] (scan_perm_of) */
     float *cbias, *cD;        /* [CB] delta_bias and D of the block's channels (or 0) */
     float *part;              /* [L][CB][4] per-lane parts (fwd: y; bwd: S, Q, Y, -) */
     float *fdyr, *fdsig, *fdzf; /* [L][CB] bwd: dy*silu(z), dd/ddelta, dz/yraw */
@@ -190,10 +201,13 @@ template <typename T> struct scan_sm {
     T *raw;                   /* [2][nraw][L][CB] double-buffered input tiles */
 };
 
+// Copies of the Bm/Cm rows a kernel keeps (the backward's lanes read permuted ones).
+__host__ __device__ constexpr int scan_nperm(bool bwd) { return bwd ? SCAN_NPERM : 1; }
+
 // Floats of the f32 arrays, then bytes in all.
 __host__ __device__ constexpr size_t scan_sm_floats(bool bwd) {
-    return (size_t)SCAN_TILE * (2 + 4 + (bwd ? 3 + 4 + 2 : 0)) + 2 * SCAN_L * SCAN_NMAX +
-           2 * SCAN_CB;
+    return (size_t)SCAN_TILE * (2 + 4 + (bwd ? 3 + 4 + 2 : 0)) +
+           (size_t)2 * scan_nperm(bwd) * SCAN_L * SCAN_NMAX + 2 * SCAN_CB;
 }
 __host__ __device__ constexpr size_t scan_sm_bytes(size_t tsize, bool bwd) {
     return scan_sm_floats(bwd) * 4 + 2 * (bwd ? RAW_BWD : RAW_FWD) * SCAN_TILE * tsize;
@@ -214,8 +228,8 @@ __device__ __forceinline__ scan_sm<T> scan_carve(unsigned char *base, bool bwd) 
         s.accD = f, f += SCAN_TILE;
         s.accB = f, f += SCAN_TILE;
     }
-    s.Bs = f, f += SCAN_L * SCAN_NMAX;
-    s.Cs = f, f += SCAN_L * SCAN_NMAX;
+    s.Bs = f, f += scan_nperm(bwd) * SCAN_L * SCAN_NMAX;
+    s.Cs = f, f += scan_nperm(bwd) * SCAN_L * SCAN_NMAX;
     s.cbias = f, f += SCAN_CB;
     s.cD = f, f += SCAN_CB;
     s.raw = (T *)f;
@@ -224,20 +238,40 @@ __device__ __forceinline__ scan_sm<T> scan_carve(unsigned char *base, bool bwd) 
 
 // ---- thread roles ----
 
-// Scan role: lane q (states 4q..4q+3) of block channel cl.
+// Scan role: lane q (states 4q..4q+3) of block channel cl. With PERM (the backward)
+// the lane's register j holds state 4q + (j ^ perm), perm = lane bits 4 and 3 (see
+// bwd_reverse: it lets the dBm/dCm reduce-scatter run without selects); else j.
 struct scan_lane {
-    int q, cl;
+    int q, cl, perm;
     int64_t c;
     bool live;
 };
 
-__device__ __forceinline__ scan_lane lane_of(int64_t c0, int64_t Di) {
+// The state permutation of lane `lane` of a warp (0..SCAN_NPERM-1).
+__host__ __device__ constexpr int scan_perm_of(int lane) { return (lane >> 3) & 3; }
+
+template <bool PERM> __device__ __forceinline__ scan_lane lane_of(int64_t c0, int64_t Di) {
     scan_lane l;
     l.q = threadIdx.x & 3;
     l.cl = (threadIdx.x >> 5) * 8 + ((threadIdx.x & 31) >> 2);
+    l.perm = PERM ? scan_perm_of(threadIdx.x & 31) : 0;
     l.c = c0 + l.cl;
     l.live = l.c < Di;
     return l;
+}
+
+// dst[j] = src[j ^ perm] (its own inverse): once per chunk, outside the steps.
+__device__ __forceinline__ void scan_permute4(float *dst, const float *src, int perm) {
+    float t[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) t[j] = (perm & 1) ? src[j ^ 1] : src[j];
+#pragma unroll
+    for (int j = 0; j < 4; j++) dst[j] = (perm & 2) ? t[j ^ 2] : t[j];
+}
+
+// The lane's Bm and Cm quads of chunk row 0 (row tt at [4 * tt]), in its register order.
+__device__ __forceinline__ const float4 *lane_rows(const float *rows, const scan_lane &l) {
+    return (const float4 *)(rows + l.perm * SCAN_L * SCAN_NMAX) + l.q;
 }
 
 // Tile role: row (step) and first column (channel) of this thread's quad.
@@ -249,7 +283,7 @@ template <typename T>
 __device__ __forceinline__ void lane_A2(float *A2, const scan_k &k, const scan_lane &l) {
 #pragma unroll
     for (int j = 0; j < 4; j++) {
-        int n = 4 * l.q + j;
+        int n = 4 * l.q + (j ^ l.perm);
         A2[j] = (l.live && n < k.N) ? to_f(((const T *)k.A)[l.c * k.N + n]) * SCAN_LOG2E : 0.0f;
     }
 }
@@ -272,12 +306,13 @@ __device__ __forceinline__ void block_consts(const scan_sm<T> &sm, const scan_k 
     }
 }
 
-// Advance the lane's four states by chunk row tt: h = exp2(d A2) h + (d u) Bm[tt].
+// Advance the lane's four states by chunk row tt: h = exp2(d A2) h + (d u) Bm[tt]
+// (B4: the lane's Bm quads, lane_rows).
 template <typename T>
 __device__ __forceinline__ void state_step(float *h, const float *A2, const scan_sm<T> &sm,
-                                           const scan_lane &l, int tt) {
+                                           const float4 *B4, const scan_lane &l, int tt) {
     float2 p = sm.fdu[tt * SCAN_CB + l.cl];
-    float4 bq = ((const float4 *)sm.Bs)[tt * 4 + l.q];
+    float4 bq = B4[tt * 4];
     float bb[4] = {bq.x, bq.y, bq.z, bq.w};
 #pragma unroll
     for (int j = 0; j < 4; j++) h[j] = fmaf(scan_ex2(p.x * A2[j]), h[j], p.y * bb[j]);
@@ -330,14 +365,20 @@ __device__ __forceinline__ void bc_fetch(float *bv, float *cv, const scan_k &k, 
     }
 }
 
-template <typename T>
+// NPERM copies: entry n of a row goes to (n & ~3) | ((n & 3) ^ p) of copy p, so that
+// lane_rows' quads follow the lane's register order.
+template <typename T, int NPERM>
 __device__ __forceinline__ void bc_put(const scan_sm<T> &sm, const float *bv, const float *cv) {
 #pragma unroll
     for (int e = 0; e < SCAN_BCPT; e++) {
         int i = threadIdx.x + e * SCAN_THREADS;
         if (i < SCAN_L * SCAN_NMAX) {
-            sm.Bs[i] = bv[e];
-            sm.Cs[i] = cv[e];
+#pragma unroll
+            for (int p = 0; p < NPERM; p++) {
+                int at = p * SCAN_L * SCAN_NMAX + (i ^ p);  // p < 4: only the low bits move
+                sm.Bs[at] = bv[e];
+                sm.Cs[at] = cv[e];
+            }
         }
     }
 }
@@ -356,7 +397,7 @@ __device__ __forceinline__ void pre_phase(const scan_sm<T> &sm, const T *raw, co
 #pragma unroll
     for (int e = 0; e < 4; e++) {
         bool ok = e < nv;
-        float x = dl[e] + bias[e], ex = expf(-fabsf(x));
+        float x = dl[e] + bias[e], ex = scan_enabs(x);
         dv[e] = ok ? (k.softplus ? scan_softplus(x, ex) : x) : 0.0f;
         dsig[e] = ok ? (k.softplus ? scan_sigmoid(x, ex) : 1.0f) : 0.0f;
     }
@@ -371,7 +412,7 @@ __device__ __forceinline__ void pre_phase(const scan_sm<T> &sm, const T *raw, co
     for (int e = 0; e < 4; e++) {
         dyr[e] = dy[e], dzf[e] = 0.0f;
         if (k.z) {
-            float s = scan_sigmoid(zz[e], expf(-fabsf(zz[e])));
+            float s = scan_sigmoid(zz[e], scan_enabs(zz[e]));
             dyr[e] = dy[e] * zz[e] * s;
             dzf[e] = dy[e] * s * (1.0f + zz[e] * (1.0f - s));
         }

@@ -3,7 +3,8 @@
 // and shared helpers: selective_scan.cuh).
 #include "selective_scan.cuh"
 
-// Per-lane running values of the backward: the dh carry and dA of the lane's states.
+// Per-lane running values of the backward: the dh carry and dA of the lane's states
+// (in its register order, lane_of<true>).
 struct scan_acc {
     float dhc[4], dA[4];
 };
@@ -12,52 +13,78 @@ struct scan_acc {
 template <typename T>
 __device__ __forceinline__ void bwd_recompute(float (*hs)[4], const float *h0, const float *A2,
                                               const scan_sm<T> &sm, const scan_lane &l) {
+    const float4 *B4 = lane_rows(sm.Bs, l);
     float h[4] = {h0[0], h0[1], h0[2], h0[3]};
 #pragma unroll
     for (int tt = 0; tt < SCAN_L; tt++) {
-        state_step(h, A2, sm, l, tt);
+        state_step(h, A2, sm, B4, l, tt);
 #pragma unroll
         for (int j = 0; j < 4; j++) hs[tt][j] = h[j];
     }
 }
 
+#define SCAN_FULL 0xffffffffu
+
+// The sums over the warp's 8 channels (lanes 4g + q, g = 0..7) of the dBm terms
+// vb = dh d u and the dCm terms vc = dyr h of the lane's states, reduce-scattered: the
+// result of lane 4g + q is the dBm (g even) or dCm (g odd) sum of state 4q + perm,
+// perm = 2 (g >> 2 & 1) + (g >> 1 & 1). The register order (j holds state 4q + (j ^ perm))
+// makes the first two stages select-free: across lane bit 4 (perm bit 1 differs) each
+// lane keeps registers 0, 1 and sends 2, 3, whose states are the partner's 0, 1; across
+// bit 3 (perm bit 0) it keeps 0 and sends 1. Only the last stage (dBm or dCm) selects.
+__device__ __forceinline__ float bc_reduce(const float *dh, const float *h, float du, float dyr) {
+    float b0 = fmaf(dh[0], du, __shfl_xor_sync(SCAN_FULL, dh[2] * du, 16));
+    float b1 = fmaf(dh[1], du, __shfl_xor_sync(SCAN_FULL, dh[3] * du, 16));
+    float c0 = fmaf(dyr, h[0], __shfl_xor_sync(SCAN_FULL, dyr * h[2], 16));
+    float c1 = fmaf(dyr, h[1], __shfl_xor_sync(SCAN_FULL, dyr * h[3], 16));
+    b0 += __shfl_xor_sync(SCAN_FULL, b1, 8);
+    c0 += __shfl_xor_sync(SCAN_FULL, c1, 8);
+    bool odd = (threadIdx.x & 4) != 0;
+    return (odd ? c0 : b0) + __shfl_xor_sync(SCAN_FULL, odd ? b0 : c0, 4);
+}
+
+// The sums over a channel's 4 lanes of S, Q, Y: lane q = 0, 1, 2 gets S, Q, Y (lane 3
+// a copy of Q). Across lane bit 1 the low lanes keep S and the high ones Y, all Q; across
+// bit 0 the even lanes keep their first value, the odd ones their second.
+__device__ __forceinline__ float sqy_reduce(float S, float Q, float Y) {
+    bool hi = (threadIdx.x & 2) != 0, odd = (threadIdx.x & 1) != 0;
+    float a = (hi ? Y : S) + __shfl_xor_sync(SCAN_FULL, hi ? S : Y, 2);
+    float b = Q + __shfl_xor_sync(SCAN_FULL, Q, 2);
+    return (odd ? b : a) + __shfl_xor_sync(SCAN_FULL, odd ? a : b, 1);
+}
+
 // The reverse recurrence over the chunk. Per step: the lane's parts of S = sum dh B,
-// Q = sum A2 dh exp(dA) h[t-1] and Y = sum C h meet in a 4-lane reduce-scatter (lane
-// q keeps entry q) into sm.part; the dBm (dh d u) and dCm (dyr h) terms of the
-// warp's 8 channels in an 8-lane reduce-scatter into sm.red.
+// Q = sum A2 dh exp(dA) h[t-1] and Y = sum C h meet in sqy_reduce into sm.part; the
+// dBm and dCm terms of the warp's 8 channels in bc_reduce into sm.red.
 template <typename T>
 __device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const float *h0,
                                             const float *A2, const scan_sm<T> &sm,
                                             const scan_lane &l) {
-    int lane = threadIdx.x & 31, g = lane >> 2, w = threadIdx.x >> 5;
-    int slot = (g >> 2) * SCAN_NMAX + 4 * l.q + (g & 3);
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    int slot = ((lane >> 2) & 1) * SCAN_NMAX + 4 * l.q + l.perm;
+    const float4 *B4 = lane_rows(sm.Bs, l), *C4 = lane_rows(sm.Cs, l);
+    // Row 0 of the lane's entries (steps apart by constants: immediate offsets).
+    float *part = sm.part + l.cl * 4 + l.q, *red = sm.red + w * 32 + slot;
 #pragma unroll
     for (int tt = SCAN_L - 1; tt >= 0; tt--) {
         float2 p = sm.fdu[tt * SCAN_CB + l.cl];
         float dyr = sm.fdyr[tt * SCAN_CB + l.cl];
-        float4 bq = ((const float4 *)sm.Bs)[tt * 4 + l.q];
-        float4 cq = ((const float4 *)sm.Cs)[tt * 4 + l.q];
+        float4 bq = B4[tt * 4], cq = C4[tt * 4];
         float bb[4] = {bq.x, bq.y, bq.z, bq.w}, cc[4] = {cq.x, cq.y, cq.z, cq.w};
-        float r[4] = {0.0f, 0.0f, 0.0f, 0.0f}, v[8];
+        float S = 0.0f, Q = 0.0f, Y = 0.0f, dh[4];
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             float hp = tt > 0 ? hs[tt - 1][j] : h0[j], dec = scan_ex2(p.x * A2[j]);
-            float dh = fmaf(dyr, cc[j], acc.dhc[j]), carry = dh * dec, P = carry * hp;
+            dh[j] = fmaf(dyr, cc[j], acc.dhc[j]);
+            float carry = dh[j] * dec, P = carry * hp;
             acc.dhc[j] = carry;
             acc.dA[j] = fmaf(p.x, P, acc.dA[j]);
-            r[0] = fmaf(dh, bb[j], r[0]);
-            r[1] = fmaf(A2[j], P, r[1]);
-            r[2] = fmaf(cc[j], hs[tt][j], r[2]);
-            v[j] = dh * p.y;
-            v[4 + j] = dyr * hs[tt][j];
+            S = fmaf(dh[j], bb[j], S);
+            Q = fmaf(A2[j], P, Q);
+            Y = fmaf(cc[j], hs[tt][j], Y);
         }
-        scan_rs_stage<2, 2>(r);
-        scan_rs_stage<1, 1>(r);
-        sm.part[(tt * SCAN_CB + l.cl) * 4 + l.q] = r[0];
-        scan_rs_stage<4, 16>(v);
-        scan_rs_stage<2, 8>(v);
-        scan_rs_stage<1, 4>(v);
-        sm.red[(tt * SCAN_WARPS + w) * 32 + slot] = v[0];
+        part[tt * SCAN_CB * 4] = sqy_reduce(S, Q, Y);
+        red[tt * SCAN_WARPS * 32] = bc_reduce(dh, hs[tt], p.y, dyr);
     }
 }
 
@@ -118,9 +145,12 @@ template <typename T>
 __device__ __forceinline__ void bwd_final(const scan_sm<T> &sm, const scan_acc &acc,
                                           const scan_k &k, const scan_g &g, int64_t b,
                                           int64_t c0, const scan_lane &l) {
-    if (l.live)
+    if (l.live) {
+        float dA[4];
+        scan_permute4(dA, acc.dA, l.perm);
         *(float4 *)(g.pA + (b * k.Di + l.c) * SCAN_NMAX + 4 * l.q) =
-            make_float4(acc.dA[0], acc.dA[1], acc.dA[2], acc.dA[3]);
+            make_float4(dA[0], dA[1], dA[2], dA[3]);
+    }
     __syncthreads();
     int c = threadIdx.x;
     if (c >= SCAN_CB || c0 + c >= k.Di) return;
@@ -139,7 +169,7 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
     scan_sm<T> sm = scan_carve<T>(scan_raw_sm, true);
     int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
     int64_t nck = (k.T + SCAN_L - 1) / SCAN_L, row0 = (b * gridDim.x + blockIdx.x) * k.T;
-    scan_lane l = lane_of(c0, k.Di);
+    scan_lane l = lane_of<true>(c0, k.Di);
     scan_acc acc;
     float A2[4], bv[SCAN_BCPT], cv[SCAN_BCPT];
     lane_A2<T>(A2, k, l);
@@ -147,6 +177,7 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
 #pragma unroll
     for (int j = 0; j < 4; j++) acc.dhc[j] = acc.dA[j] = 0.0f;
     for (int i = threadIdx.x; i < SCAN_TILE; i += SCAN_THREADS) sm.accD[i] = sm.accB[i] = 0.0f;
+    __syncthreads();  // cbias, cD, accD, accB in (read with other thread mappings)
     const void *src[RAW_BWD] = {k.delta, k.u, k.z, g.dy, g.du, g.ddelta, k.z ? g.dz : NULL};
     int64_t tl = (nck - 1) * SCAN_L;
     chunk_issue<T, VEC>(sm.raw, src, RAW_BWD, k, b, c0, tl, (int)(k.T - tl));
@@ -155,9 +186,11 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
         int64_t t0 = ck * SCAN_L;
         int steps = (int)(k.T - t0 < SCAN_L ? k.T - t0 : SCAN_L);
         T *raw = sm.raw + ((nck - 1 - ck) & 1) * RAW_BWD * SCAN_TILE;
+        // The thread's own quads of the chunk's tiles are in (one quad per thread in
+        // tile_copy, pre_phase and bwd_out: the raw tiles need no barrier); the last
+        // chunk's reverse is done (the barrier after it): Bs, Cs, part, red are free.
         scan_cp_wait();
-        bc_put(sm, bv, cv);
-        __syncthreads();  // the chunk's tiles are in; the last chunk's readers are done
+        bc_put<T, SCAN_NPERM>(sm, bv, cv);
         if (ck > 0) {
             chunk_issue<T, VEC>(sm.raw + ((nck - ck) & 1) * RAW_BWD * SCAN_TILE, src, RAW_BWD,
                                 k, b, c0, t0 - SCAN_L, SCAN_L);
@@ -167,14 +200,15 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
         if (ck > 0 && l.live) {
             float4 v = *(const float4 *)(g.ckpt + ((b * nck + ck) * k.Di + l.c) * SCAN_NMAX +
                                          4 * l.q);
-            h0[0] = v.x, h0[1] = v.y, h0[2] = v.z, h0[3] = v.w;
+            float hn[4] = {v.x, v.y, v.z, v.w};  // state order, as the ckpt pass wrote it
+            scan_permute4(h0, hn, l.perm);
         }
         pre_phase<T, true>(sm, raw, k, c0, steps);
-        __syncthreads();
+        __syncthreads();  // Bs, Cs and the f32 tiles of the chunk are in
         float hs[SCAN_L][4];
         bwd_recompute<T>(hs, h0, A2, sm, l);
         bwd_reverse<T>(acc, hs, h0, A2, sm, l);
-        __syncthreads();
+        __syncthreads();  // part, red are in; the reverse's reads of the tiles are done
         bwd_out<T, VEC>(sm, raw, k, g, b, c0, t0, steps);
         bc_partials(sm.red, g.pbc, row0 + t0, steps);
     }

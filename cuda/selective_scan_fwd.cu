@@ -8,9 +8,10 @@
 template <typename T, bool CKPT>
 __device__ __forceinline__ void fwd_steps(float *h, const float *A2, const scan_sm<T> &sm,
                                           const scan_lane &l) {
+    const float4 *B4 = lane_rows(sm.Bs, l);
 #pragma unroll
     for (int tt = 0; tt < SCAN_L; tt++) {
-        state_step(h, A2, sm, l, tt);
+        state_step(h, A2, sm, B4, l, tt);
         if (!CKPT) {
             float4 cq = ((const float4 *)sm.Cs)[tt * 4 + l.q];
             float y = cq.x * h[0];
@@ -37,7 +38,7 @@ __device__ __forceinline__ void fwd_out(T *y, const scan_sm<T> &sm, const T *raw
     for (int e = 0; e < 4; e++) {
         float4 p = ((const float4 *)sm.part)[at + e];
         float v = fmaf(Dc[e], uu[e], (p.x + p.y) + (p.z + p.w));
-        out[e] = k.z ? v * zz[e] * scan_sigmoid(zz[e], expf(-fabsf(zz[e]))) : v;
+        out[e] = k.z ? v * zz[e] * scan_sigmoid(zz[e], scan_enabs(zz[e])) : v;
     }
     scan_store4<T, VEC>(y + (b * k.T + t0 + row) * k.Di + c0 + col, out, c0 + col, k.Di);
 }
@@ -49,10 +50,11 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *ckp
     scan_sm<T> sm = scan_carve<T>(scan_raw_sm, false);
     int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
     int64_t nck = (k.T + SCAN_L - 1) / SCAN_L, last = CKPT ? nck - 1 : nck;
-    scan_lane l = lane_of(c0, k.Di);
+    scan_lane l = lane_of<false>(c0, k.Di);
     float A2[4], h[4] = {0.0f, 0.0f, 0.0f, 0.0f}, bv[SCAN_BCPT], cv[SCAN_BCPT];
     lane_A2<T>(A2, k, l);
     block_consts<T>(sm, k, c0);
+    __syncthreads();  // cbias, cD in (pre_phase reads other threads' entries)
     const void *src[RAW_FWD] = {k.delta, k.u, CKPT ? NULL : k.z};
     int steps0 = (int)(k.T < SCAN_L ? k.T : SCAN_L);
     if (last > 0) {
@@ -63,9 +65,11 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *ckp
         int64_t t0 = ck * SCAN_L;
         int steps = (int)(k.T - t0 < SCAN_L ? k.T - t0 : SCAN_L);
         T *raw = sm.raw + (ck & 1) * RAW_FWD * SCAN_TILE;
+        // The thread's own quads of the chunk's tiles are in (tile_copy, pre_phase and
+        // fwd_out share one quad per thread: the raw tiles need no barrier); the last
+        // chunk's steps are done (the barrier after them): Bs, Cs and fdu are free.
         scan_cp_wait();
-        bc_put(sm, bv, cv);
-        __syncthreads();  // the chunk's tiles are in; the last chunk's readers are done
+        bc_put<T, 1>(sm, bv, cv);
         if (ck + 1 < last) {
             int64_t t1 = t0 + SCAN_L;
             int s1 = (int)(k.T - t1 < SCAN_L ? k.T - t1 : SCAN_L);
@@ -77,9 +81,9 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *ckp
             *(float4 *)(ckpt + ((b * nck + ck) * k.Di + l.c) * SCAN_NMAX + 4 * l.q) =
                 make_float4(h[0], h[1], h[2], h[3]);
         pre_phase<T, false>(sm, raw, k, c0, steps);
-        __syncthreads();
+        __syncthreads();  // Bs, Cs, fdu of the chunk are in
         fwd_steps<T, CKPT>(h, A2, sm, l);
-        __syncthreads();
+        __syncthreads();  // part is in; the steps' reads of Bs, Cs, fdu are done
         if (!CKPT) fwd_out<T, VEC>(y, sm, raw, k, b, c0, t0, steps);
     }
     if (CKPT && nck > 1 && l.live)
