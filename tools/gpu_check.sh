@@ -96,6 +96,9 @@ if [ -x "$G/bin/chimera" ]; then
         --set train.steps=30 --set train.eval_every=0 --set train.log_every=10
 fi
 step bench 60 "$G/bin/cuda_opcheck" --bench --only none
+# A baseline op check packed as bin/cuda_opcheck_base (an older build): its benchmark in the
+# same lease, so that before and after compare on one card.
+[ -x "$G/bin/cuda_opcheck_base" ] && step bench-base 60 "$G/bin/cuda_opcheck_base" --bench --only none
 if [ -x "$G/bin/chimera_tests" ]; then
     step vkcoopmat 90 "$G/bin/chimera_tests" --jobs 4 --filter 'vulkan_coopmat/*'
     # bf16 adapters and split bindings on the NVIDIA driver (lavapipe runs them in CI)
@@ -111,6 +114,8 @@ printf '  %s\n' "${STEPS[@]}"
 grep -h '^FAIL' "$LOG"/opcheck.txt 2>/dev/null | head -20 | sed 's/^/  /'
 grep -h -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOG"/memcheck.txt "$LOG"/racecheck.txt 2>/dev/null | sed 's/^/  /'
 sed -n '/^== summary/,$p' "$LOG/bench.txt" 2>/dev/null | sed 's/^/  /'
+[ -f "$LOG/bench-base.txt" ] && echo "  baseline (cuda_opcheck_base):" &&
+    sed -n '/^== summary/,$p' "$LOG/bench-base.txt" | grep -E 'attention|scan' | sed 's/^/  /'
 grep -h -E '^(FAIL|SKIP)' "$LOG"/vkbench.txt 2>/dev/null | head -20 | sed 's/^/  /'
 grep -h -E 'vulkan_coopmat/.* runs the ' "$LOG"/vkcoopmat.txt 2>/dev/null | head -3 | sed 's/^/  /'
 sed -n '/^== summary/,$p' "$LOG/vkbench.txt" 2>/dev/null | sed 's/^/  /'

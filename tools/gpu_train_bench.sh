@@ -43,10 +43,14 @@ for p in auto f32; do
         --set train.steps=30 --set train.eval_every=0 --set train.log_every=10
 done
 tstep plan-1b 300 "$C" plan --config training_dolma --set train.grad_accum=1 --steps 8 --tokens 100B
-# the same with per-layer recomputation (train.recompute), then where the fast path's step goes
-tstep plan-1b-recompute 300 "$C" plan --config training_dolma --set train.grad_accum=1 --steps 8 \
-    --tokens 100B --set train.recompute=true
+# the same with per-layer recomputation (RECOMPUTE=1; measured in session 4: 0.83x the speed),
+# then where the fast path's step goes, per op and GEMM shape
+[ "${RECOMPUTE:-0}" = 1 ] && tstep plan-1b-recompute 300 "$C" plan --config training_dolma \
+    --set train.grad_accum=1 --steps 8 --tokens 100B --set train.recompute=true
 tstep profile-1b 300 env CHIMERA_PROFILE=shapes "$C" plan --config training_dolma --set train.grad_accum=1 --steps 6 --profile
+# a baseline CLI packed as bin/chimera_base (an older build): the same profile in the same lease
+[ -x "$G/bin/chimera_base" ] && tstep profile-1b-base 300 env CHIMERA_PROFILE=shapes "$G/bin/chimera_base" \
+    plan --config training_dolma --set train.grad_accum=1 --steps 6 --profile
 if [ "${GPU_TORCH:-0}" = 1 ]; then
     tstep torch 420 env -u LD_LIBRARY_PATH PYTHONUNBUFFERED=1 python3 tools/bench/torch_bench.py --chimera "$C" \
         --json "$LOG/torch_bench.json"
@@ -54,4 +58,4 @@ fi
 echo
 echo "== gpu_train_bench summary"
 sed 's/^/  /' "$LOG/steps.txt"
-grep -h -E "^verdict|tokens/s|MFU|fits|DOES NOT" "$LOG"/verify.txt "$LOG"/tiny-*.txt "$LOG"/plan-1b*.txt 2>/dev/null | tail -n 30 | sed 's/^/  /'
+grep -E "^verdict|tokens/s|MFU|fits|DOES NOT" "$LOG"/verify.txt "$LOG"/tiny-*.txt "$LOG"/plan-1b*.txt "$LOG"/profile-1b*.txt 2>/dev/null | tail -n 30 | sed "s|^$LOG/|  |"
