@@ -82,29 +82,31 @@ if [ -x "$CS" ]; then
 else
     STEPS+=("sanitizers   SKIP (no compute-sanitizer at $CS)")
 fi
+# VULKAN=0 skips the Vulkan steps (a run about the cuda backend alone)
+vk=${VULKAN:-1}
 if [ -x "$G/bin/chimera_tests" ]; then
     step criterion 60 "$G/bin/chimera_tests" --jobs 4 --filter 'cuda/*'
-    step vulkan 120 "$G/bin/chimera_tests" --jobs 4 --filter 'vulkan/*'
+    [ "$vk" = 1 ] && step vulkan 120 "$G/bin/chimera_tests" --jobs 4 --filter 'vulkan/*'
 fi
 # Whole training steps on each GPU backend (the model's ops must all exist there).
 if [ -x "$G/bin/chimera" ]; then
-    for be in cuda vulkan; do
+    for be in cuda $([ "$vk" = 1 ] && echo vulkan); do
         step "train-$be" 90 "$G/bin/chimera" train --backend "$be" --config tiny --out "/tmp/run-$be" \
             --set train.steps=30 --set train.eval_every=0 --set train.log_every=10
     done
-    step train-cpu 120 "$G/bin/chimera" train --backend cpu --config tiny --out /tmp/run-cpu \
+    [ "${TRAIN_CPU:-1}" = 1 ] && step train-cpu 120 "$G/bin/chimera" train --backend cpu --config tiny --out /tmp/run-cpu \
         --set train.steps=30 --set train.eval_every=0 --set train.log_every=10
 fi
 step bench 60 "$G/bin/cuda_opcheck" --bench --only none
 # A baseline op check packed as bin/cuda_opcheck_base (an older build): its benchmark in the
 # same lease, so that before and after compare on one card.
 [ -x "$G/bin/cuda_opcheck_base" ] && step bench-base 60 "$G/bin/cuda_opcheck_base" --bench --only none
-if [ -x "$G/bin/chimera_tests" ]; then
+if [ "$vk" = 1 ] && [ -x "$G/bin/chimera_tests" ]; then
     step vkcoopmat 90 "$G/bin/chimera_tests" --jobs 4 --filter 'vulkan_coopmat/*'
     # bf16 adapters and split bindings on the NVIDIA driver (lavapipe runs them in CI)
     step vkmixed 150 "$G/bin/chimera_tests" --jobs 4 --filter 'vk_[lns]*/*'
 fi
-if [ -x "$G/bin/vk_bench" ]; then
+if [ "$vk" = 1 ] && [ -x "$G/bin/vk_bench" ]; then
     step vkbench 330 "$G/bin/vk_bench"
 fi
 
