@@ -121,6 +121,9 @@ foreach(_t f16 bf16)
     chimera_vk_variant(matmul_grouped_cm_nv_${_t} matmul_cm.comp DT_${_T} GROUPED)
   endif()
 endforeach()
+# bf16 operands scaled into f16's range for matmul_cm.comp's bf16 variants (exponents, then values).
+chimera_vk_variant(cm_scale_exp             cm_scale.comp       EXP)
+chimera_vk_variant(cm_scale_apply           cm_scale.comp)
 # tools/vk_bench's cooperative-matrix probe (issue 6), never used by the backend:
 # PLAIN stand-ins everywhere (they test the probe's plumbing), the real ones where
 # this glslc compiles GL_NV_cooperative_matrix. Load variants: sh(ared) or gl(obal)

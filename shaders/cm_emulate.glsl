@@ -15,6 +15,14 @@
  * exact in f32 and summed in f32, in order of k: the sums may differ from
  * the tensor cores' by rounding only. Needs SUBGROUP_SIZE >= 8 (a power of
  * two; vk_context.c checks), so that 16 x FRAG_N (128 or 256) is a multiple.
+ *
+ * lavapipe ends every loop of an invocation once they have run 65535
+ * iterations between them (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS): a long
+ * K loop then silently stops summing. The 16 terms of a product are
+ * therefore unrolled; with the emulated default tile (64x64x16/32x32,
+ * 16x8 fragments) about 160 iterations remain per BK slice, so emulated
+ * products are exact up to about 6500 terms (measured: 6608; the tests use
+ * 1000).
  */
 #define CM_LANE_MAX 32u /* at most 16 x 16 elements / the smallest subgroup allowed (8) */
 
@@ -49,7 +57,7 @@ cm_acc cm_muladd(cm_in x, cm_in y, cm_acc acc) {
     for (uint t = 0u; t < 16u * FRAG_N / SUBGROUP_SIZE; t++) {
         uint e = gl_SubgroupInvocationID + t * SUBGROUP_SIZE, r = e / FRAG_N, c = e % FRAG_N;
         float s = acc.v[t];
-        for (uint k = 0u; k < 16u; k++) s += cm_at(x, r, k) * cm_at(y, k, c);
+        [[unroll]] for (uint k = 0u; k < 16u; k++) s += cm_at(x, r, k) * cm_at(y, k, c);
         acc.v[t] = s;
     }
     return acc;

@@ -31,17 +31,26 @@
  * by spec constants and indexing arrays of fragments, left that to the
  * driver; tools/vk_bench --coopmat-probe measures what such arrays cost.
  *
- * Staging converts to f16: f16 inputs are copied as they are; bf16 inputs
- * are converted to f16 (OpFConvert, round to nearest), which is exact for
- * |x| in [6.1e-5, 65504] (f16 has 3 more mantissa bits than bf16) and loses
- * bf16's range outside it: |x| > 65504 becomes inf, and |x| < 6.1e-5 keeps
- * at most f16's subnormal precision (absolute error <= 3e-8; a driver that
- * flushes f16 subnormals makes them 0). That is the range caveat of the
- * bf16 cooperative-matrix path;
- * CHIMERA_VULKAN_DISABLE=coopmat selects the plain path, which keeps bf16's
- * full range. Edges: a slice that lies partly outside the live rows/terms,
- * or whose operand is not 8-element aligned, is gathered element by
- * element with zeros outside; whole aligned slices move as uvec4 words.
+ * Operands are f16 on the tensor cores. f16 tensors are staged as they
+ * are. bf16 tensors never reach this shader: matmul.c first runs
+ * cm_scale.comp, which gives each row of op(A) and each column of op(B) a
+ * power-of-two scale 2^-e from its largest |value| (so that it lands in
+ * [2^14, 2^15)) and writes the scaled operands as f16 (exact: bf16 has 8
+ * significant bits, f16 11, and the scaled values lie in f16's normal range
+ * down to 2^-28 of their row's largest), plus the exponents (binding 4).
+ * The DT_BF16 variants read those f16 copies and multiply each f32 product
+ * by 2^(ea[m] + eb[n]) before the epilogue: bf16's whole range, nothing
+ * lost but terms more than 2^24 below their row's or column's largest,
+ * which the f32 sums would drop anyway. Edges: a slice that lies partly
+ * outside the live rows/terms, or whose operand is not 8-element aligned,
+ * is gathered element by element with zeros outside; when both operand
+ * slices are whole and aligned, they move as uvec4 words (one uniform
+ * branch around all the loads of a slice).
+ *
+ * Transposes are specialization constants (bits 8 and 9 of constant 4,
+ * beside BK), so the fragment loads of the inner loop carry no branches;
+ * the emulated variants take them from the push flags instead (one
+ * pipeline for all four cases: lavapipe compiles those slowly).
  *
  * Epilogue: each warp stores one row of its accumulator fragments (16 x WN
  * f32) at a time into its own scratch in shared memory (the stages are no
@@ -51,17 +60,19 @@
  * are live and 8-aligned in C. Every element of C comes from one fixed
  * order of additions: deterministic.
  *
- * Variants (-D): DT_F16 or DT_BF16 (the dtype of A, B, C and bias), GROUPED,
+ * Variants (-D): DT_F16 or DT_BF16 (the dtype of C and bias; A and B are
+ * f16, scaled as above for DT_BF16), GROUPED,
  * and CM_EMULATE: the same shader with the four cooperative-matrix
  * operations done in plain GLSL (cm_emulate.glsl), so that devices without
  * them (lavapipe in CI) run and test every index of this file; matmul.c
  * uses it only when asked to (CHIMERA_VULKAN_COOPMAT_EMULATE=1, tests).
  * Spec constants: 0 workgroup size = warps * subgroup size, 1 subgroup size,
- * 2 BM, 3 BN, 4 BK, 5 WM, 6 WN, 7 FRAG_N (16 or 8). matmul.c checks the
- * limits: WM a multiple of 16 (at most FMAX fragments), WN a multiple of
- * FRAG_N (at most NMAX fragments), BK a multiple of 16 up to 64, each
- * operand slice at most LMAX uvec4 words per invocation, both stages in
- * shared memory, and the warps' epilogue scratch inside them.
+ * 2 BM, 3 BN, 4 BK + 256 trans_a + 512 trans_b, 5 WM, 6 WN, 7 FRAG_N (16 or
+ * 8). matmul.c checks the limits: WM a multiple of 16 (at most FMAX
+ * fragments), WN a multiple of FRAG_N (at most NMAX fragments), BK a
+ * multiple of 16 up to 64, each operand slice at most LMAX uvec4 words per
+ * invocation, both stages in shared memory, and the warps' epilogue
+ * scratch inside them.
  */
 #version 450
 #extension GL_EXT_control_flow_attributes : require
@@ -77,7 +88,9 @@
 
 layout(constant_id = 2) const uint BM = 128;
 layout(constant_id = 3) const uint BN = 128;
-layout(constant_id = 4) const uint BK = 32;
+layout(constant_id = 4) const uint BK_TRANS = 32; /* BK, plus 256 trans_a, 512 trans_b */
+const uint BK = BK_TRANS & 255u;
+const bool TRANS_A = (BK_TRANS & 256u) != 0u, TRANS_B = (BK_TRANS & 512u) != 0u;
 layout(constant_id = 5) const uint WM = 64;
 layout(constant_id = 6) const uint WN = 32;
 layout(constant_id = 7) const uint FRAG_N = 16;
@@ -95,23 +108,32 @@ layout(constant_id = 7) const uint FRAG_N = 16;
 #define LMAX 4 /* uvec4 words per invocation per operand slice */
 /* BK is at most 64: MULTIPLY_SLICE writes out 4 steps of 16 */
 
-/* The 16-bit tensors, element by element and (same bindings) 8 elements at a time. */
+/* The 16-bit tensors (A and B f16 bits), element by element and 8 elements at a time. */
 layout(binding = 0) readonly buffer A_ { uint16_t a[]; };
 layout(binding = 0) readonly buffer A4_ { uvec4 a4[]; };
 layout(binding = 1) readonly buffer B_ { uint16_t b[]; };
 layout(binding = 1) readonly buffer B4_ { uvec4 b4[]; };
 #ifdef GROUPED
 layout(binding = 2) readonly buffer Counts { int counts[]; };
-#define CHM_STATUS_BINDING 4
-#include "status.glsl"
 #else
 layout(binding = 2) readonly buffer Bias { uint16_t bias[]; };
 #endif
 layout(binding = 3) buffer C_ { uint16_t c[]; };
 layout(binding = 3) buffer C4_ { uvec4 c4[]; };
+#ifdef DT_BF16
+/* cm_scale.comp's exponents: ea[batch of A][M], then eb[batch of B][N] */
+layout(binding = 4) readonly buffer Exps { int exps[]; };
+#define NBIND 5
+#else
+#define NBIND 4
+#endif
+#ifdef GROUPED
+#define CHM_STATUS_BINDING NBIND
+#include "status.glsl"
+#endif
 
 layout(push_constant) uniform Push {
-    uint off[4];
+    uint off[NBIND];
     uint M, N, K, lda, ldb;
     uint sa, sb, sc;          /* batch strides in elements */
     uint batch, tiles_m, tiles_n;
@@ -119,29 +141,14 @@ layout(push_constant) uniform Push {
     float alpha, beta;
 } p;
 
-/*
- * Loads and stores of C and bias (exact widening; C rounded once, integer
- * conversions of half.glsl), and the f16 bits of staged values: f16 as it
- * is, bf16 widened to f32 (exact) and converted by OpFConvert (round to
- * nearest; one instruction, where the hot loop cannot afford half.glsl's).
- */
+/* Loads and stores of C and bias: exact widening, C rounded once (half.glsl). */
 #ifdef DT_BF16
 float ld16(uint h) { return chm_bf16_to_f32(h); }
 uint st16(float v) { return chm_f32_to_bf16(v); }
-/* Two bf16 values in one word -> the same two as f16. */
-uint word_f16(uint w) {
-    vec2 v = vec2(uintBitsToFloat(w << 16), uintBitsToFloat(w & 0xffff0000u));
-    return packFloat2x16(f16vec2(v));
-}
-uint to_f16(uint h) { return word_f16(h); } /* h < 65536: the high half stays 0 */
 #else
 float ld16(uint h) { return chm_f16_to_f32(h); }
 uint st16(float v) { return chm_f32_to_f16(v); }
-uint word_f16(uint w) { return w; }
-uint to_f16(uint h) { return h; }
 #endif
-
-uvec4 vec_f16(uvec4 v) { return uvec4(word_f16(v.x), word_f16(v.y), word_f16(v.z), word_f16(v.w)); }
 
 /*
  * Slice geometry in uvec4 words. A slice of A is BM x BK: stored [M,K] it is
@@ -207,20 +214,23 @@ uvec2 slice_rc(slice s, uint w, uint wide) {
     return uvec2(r, (w - r * (s.kfast ? BK / 8u : wide / 8u)) * 8u);
 }
 
-/* Word w of a slice of A (or B): 8 elements as f16, zeros outside the live part. */
-#define GATHER(NAME, BUF, BUF4, WIDE)                                                    \
+/* Word w of a whole aligned slice of A (or B) (slice.fast), and of any slice: zeros outside. */
+#define GATHER(NAME, WORD, BUF, BUF4, WIDE)                                              \
+    uvec4 WORD(slice s, uint w) {                                                        \
+        uvec2 rc = slice_rc(s, w, WIDE);                                                 \
+        return BUF4[(s.base + rc.x * s.ld + rc.y) / 8u];                                 \
+    }                                                                                    \
     uvec4 NAME(slice s, uint w) {                                                        \
         uvec2 rc = slice_rc(s, w, WIDE);                                                 \
         uint i = s.base + rc.x * s.ld + rc.y;                                            \
-        if (s.fast) return vec_f16(BUF4[i / 8u]);                                        \
         uint h[8];                                                                       \
         UNROLL for (uint j = 0u; j < 8u; j++)                                            \
-            h[j] = rc.x < s.rlive && rc.y + j < s.clive ? to_f16(uint(BUF[i + j])) : 0u; \
+            h[j] = rc.x < s.rlive && rc.y + j < s.clive ? uint(BUF[i + j]) : 0u;         \
         return uvec4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16),      \
                      h[6] | (h[7] << 16));                                               \
     }
-GATHER(gather_a, a, a4, BM)
-GATHER(gather_b, b, b4, BN)
+GATHER(gather_a, word_a, a, a4, BM)
+GATHER(gather_b, word_b, b, b4, BN)
 
 /* Staged position (in words) of slice word w: each staged row has one padding word. */
 uint staged(slice s, uint w, uint wide) {
@@ -267,8 +277,36 @@ uint staged(slice s, uint w, uint wide) {
     MULTIPLY_STEP(ast, bst, 32u) MULTIPLY_STEP(ast, bst, 48u)
 #endif
 
-/* alpha*v + beta*C + bias for element (m, n) of C given as its f32 product v. */
-float epilogue_value(float v, uint ci, uint n) {
+#ifdef DT_BF16
+/* 2^e for e in [-126, 127]: exact, built from its bits. */
+float pow2(int e) { return uintBitsToFloat(uint(e + 127) << 23); }
+
+/* The product of scaled operands back to scale: v * 2^(ea + eb) in two exact halves. */
+float unscale(float v, int e) {
+    int h = e / 2;
+    return v * pow2(h) * pow2(e - h);
+}
+#endif
+
+/* The exponent sum of element (m, n) of batch entry bat (0 without the scaled operands). */
+int scale_of(uint bat, uint m, uint n) {
+#ifdef DT_BF16
+    uint ea = p.off[4] + (p.sa == 0u ? 0u : bat) * p.M + m;
+    uint eb = p.off[4] + (p.sa == 0u ? 1u : p.batch) * p.M + (p.sb == 0u ? 0u : bat) * p.N + n;
+    return exps[ea] + exps[eb];
+#else
+    return 0;
+#endif
+}
+
+/*
+ * alpha*v + beta*C + bias for element (m, n) of C given as its f32 product v
+ * (of scaled operands for DT_BF16: 2^-e times the product of A and B).
+ */
+float epilogue_value(float v, int e, uint ci, uint n) {
+#ifdef DT_BF16
+    v = unscale(v, e);
+#endif
     v = p.alpha == 0.0 ? 0.0 : p.alpha * v;
     if ((p.flags & 8u) == 0u) v += p.beta * ld16(uint(c[ci]));
 #ifndef GROUPED
@@ -282,13 +320,13 @@ float epilogue_value(float v, uint ci, uint n) {
  * (words sw, sw+1): one uvec4 store where the 8 elements are live and
  * 8-aligned in C, else element by element inside the bounds.
  */
-void epilogue_store8(uint sw, uint ci, uint m, uint n) {
+void epilogue_store8(uint sw, uint ci, uint bat, uint m, uint n) {
     bool whole = m < p.M && n + 8u <= p.N && ci % 8u == 0u;
     uint h[8];
     UNROLL for (uint e = 0u; e < 8u; e++) {
         bool live = m < p.M && n + e < p.N;
         float v = uintBitsToFloat(S[sw + e / 4u][e % 4u]);
-        h[e] = live ? st16(epilogue_value(v, ci + e, n + e)) : 0u;
+        h[e] = live ? st16(epilogue_value(v, scale_of(bat, m, n + e), ci + e, n + e)) : 0u;
         if (live && !whole) c[ci + e] = uint16_t(h[e]);
     }
     if (whole)
@@ -297,9 +335,9 @@ void epilogue_store8(uint sw, uint ci, uint m, uint n) {
 }
 
 /* Piece q (row q / (WN/8), 8 columns) of the warp's 16 x WN strip at C's (fm, fn). */
-void epilogue_piece(uint q, uint scratch, uint cbase, uint fm, uint fn) {
+void epilogue_piece(uint q, uint scratch, uint cbase, uint bat, uint fm, uint fn) {
     uint r = q / (WN / 8u), col = (q % (WN / 8u)) * 8u;
-    epilogue_store8(scratch + r * (WN / 4u) + col / 4u, cbase + (fm + r) * p.N + fn + col,
+    epilogue_store8(scratch + r * (WN / 4u) + col / 4u, cbase + (fm + r) * p.N + fn + col, bat,
                     fm + r, fn + col);
 }
 
@@ -314,7 +352,7 @@ void epilogue_piece(uint q, uint scratch, uint cbase, uint fm, uint fn) {
         subgroupMemoryBarrierShared();                                                   \
         subgroupBarrier();                                                               \
         for (uint q = lane; q < 2u * WN; q += SUBGROUP_SIZE)                             \
-            epilogue_piece(q, scratch, cbase, m0 + wm0 + i * 16u, n0 + wn0);             \
+            epilogue_piece(q, scratch, cbase, bat, m0 + wm0 + i * 16u, n0 + wn0);        \
         subgroupMemoryBarrierShared();                                                   \
         subgroupBarrier();                                                               \
     }
@@ -329,7 +367,11 @@ void main() {
     uint bat = g / tiles, t = g % tiles;
     if (bat >= p.batch) return; /* whole workgroups only */
     uint m0 = (t / p.tiles_n) * BM, n0 = (t % p.tiles_n) * BN;
+#ifdef CM_EMULATE
     bool ta = (p.flags & 1u) != 0u, tb = (p.flags & 2u) != 0u;
+#else
+    bool ta = TRANS_A, tb = TRANS_B;
+#endif
     uint mlive = p.M, klive = p.K;
 #ifdef GROUPED
     uint cap = ta ? p.K : p.M;
@@ -360,10 +402,18 @@ void main() {
                      : slice_make(abase, p.lda, m0, k0, BM, BK, mlive, klive, true);
             sb_ = tb ? slice_make(bbase, p.ldb, n0, k0, BN, BK, p.N, klive, true)
                      : slice_make(bbase, p.ldb, k0, n0, BK, BN, klive, p.N, false);
-            UNROLL for (uint l = 0u; l < LMAX; l++) {
-                uint w = lid + l * WG_SIZE;
-                if (w < BM * BK / 8u) ra[l] = gather_a(sa_, w);
-                if (w < BN * BK / 8u) rb[l] = gather_b(sb_, w);
+            if (sa_.fast && sb_.fast) {
+                UNROLL for (uint l = 0u; l < LMAX; l++) {
+                    uint w = lid + l * WG_SIZE;
+                    if (w < BM * BK / 8u) ra[l] = word_a(sa_, w);
+                    if (w < BN * BK / 8u) rb[l] = word_b(sb_, w);
+                }
+            } else {
+                UNROLL for (uint l = 0u; l < LMAX; l++) {
+                    uint w = lid + l * WG_SIZE;
+                    if (w < BM * BK / 8u) ra[l] = gather_a(sa_, w);
+                    if (w < BN * BK / 8u) rb[l] = gather_b(sb_, w);
+                }
             }
         }
         /* 2. multiply slice ks-1 out of its stage */

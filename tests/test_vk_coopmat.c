@@ -13,11 +13,14 @@
  * of either side can lose to ordering, and K is the number of terms. Cases
  * cover all four transposes, sizes that are no multiple of 16 (1, 7, 13,
  * 19, 45, ...) and ones larger than a 128 x 128 tile, aligned and unaligned
- * operands (the shader's word loads and its element gathers), batches with
- * broadcast operands, alpha/beta/bias, beta = 0 over a NaN-poisoned C, the
+ * operands (the shader's word loads and its element gathers), deep sums
+ * (K 3000; 1000 emulated), batches with broadcast operands, alpha/beta/bias, beta = 0 over a NaN-poisoned C, the
  * grouped variant, the plain path behind CHIMERA_VULKAN_DISABLE=coopmat,
- * every tile vk_bench tries (on a device with cooperative matrices), and the
- * errors: mixed dtypes (the shared wrapper), no 16-bit storage, a malformed
+ * every tile vk_bench tries (on a device with cooperative matrices), bf16
+ * scaled onto the f16 cooperative matrices (the default; operands spanning
+ * 1e-30..1e30 against an f64 product, which the unscaled f16 path fails;
+ * grouped dead terms that must not set the scales), and the errors: mixed
+ * dtypes (the shared wrapper), no 16-bit storage, a malformed
  * CHIMERA_VULKAN_COOPMAT_TILE. The validation layer must stay silent.
  */
 #include <math.h>
@@ -277,6 +280,16 @@ Test(vulkan_coopmat, batch_and_broadcast) {
     ctx_close(&x);
 }
 
+/* Deep sums (hundreds of K slices), as weight gradients over B x T tokens: the K loop's stages. */
+Test(vulkan_coopmat, deep_sums) {
+    ctx x = ctx_open();
+    say_path(&x, CHM_F16, "deep_sums");
+    mm_case c = {.M = 40, .K = 3000, .N = 136, .ta = true, .alpha = 1, .beta = 1};
+    check_case(&x, CHM_F16, &c, NULL, 750);
+    check_case(&x, CHM_BF16, &c, NULL, 751);
+    ctx_close(&x);
+}
+
 /* Grouped: live rows (or live terms with trans_a) per expert; dead rows become beta*C. */
 Test(vulkan_coopmat, grouped_counts) {
     ctx x = ctx_open();
@@ -322,6 +335,9 @@ static void battery(ctx *x, uint64_t seed) {
     mm_case full = {.M = 37, .K = 19, .N = 45, .ba = 3, .bb = 0, .bc = 3, .tb = true,
                     .bias = true, .alpha = -0.5, .beta = 0.75};
     check_case(x, CHM_F16, &full, NULL, seed++);
+    /* a deep sum (63 slices of 16; cm_emulate.glsl says how deep lavapipe can go) */
+    mm_case deep = {.M = 40, .K = 1000, .N = 24, .ta = true, .alpha = 1, .beta = 1};
+    check_case(x, CHM_BF16, &deep, NULL, seed++);
     static const int32_t counts[3] = {5, 0, 24};
     mm_case grouped = {.M = 24, .K = 19, .N = 33, .ba = 3, .bb = 3, .bc = 3, .alpha = 1,
                        .beta = 0.5};
@@ -335,7 +351,7 @@ static void battery(ctx *x, uint64_t seed) {
  */
 Test(vulkan_coopmat, emulated_coopmat_shader) {
     setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
-    setenv("CHIMERA_VULKAN_COOPMAT_BF16", "1", 1); /* bf16 through the shader's f16 staging too */
+    unsetenv("CHIMERA_VULKAN_COOPMAT_BF16"); /* bf16 scaled onto the shader's f16 too */
     ctx x = ctx_open();
     const char *path = chm_vulkan_matmul_path(x.vk, CHM_F16);
     if (strcmp(path, "coopmat-nv") == 0) {
@@ -349,27 +365,34 @@ Test(vulkan_coopmat, emulated_coopmat_shader) {
     ctx_close(&x);
 }
 
-/*
- * Every tile tools/vk_bench tries on a device with cooperative matrices is
- * correct, for both dtypes (a tile whose fragment shape the device does not
- * list is skipped); elsewhere two more tiles of the emulated shader (beyond
- * emulated_coopmat_shader's 64x64x16/32x32: BK 32 with one fragment a warp,
- * and 16x8 fragments, 1 x 4 a warp), one dtype each (lavapipe compiles the
- * emulated shader slowly, a few seconds a pipeline).
- */
-Test(vulkan_coopmat, every_benchmarked_tile) {
-    static const char *real[] = {"128x128x32/64x64", "128x128x32/64x32", "128x128x32/32x64",
-                                 "64x128x32/32x64", "128x64x32/64x32", "64x64x32/32x32",
-                                 "128x128x16/64x32", "128x128x64/64x32", "128x256x32/64x64",
-                                 "256x128x32/64x64", "128x128x32/64x32/16x8",
-                                 "128x128x32/64x64/16x8", "128x256x32/64x64/16x8",
-                                 "256x128x32/64x64/16x8"};
-    static const char *emulated[] = {"32x32x32/16x16", "32x32x16/16x32/16x8"};
+/* Whether this device has real cooperative matrices; else ask for the emulated shader. */
+static bool real_or_emulated(void) {
     ctx probe = ctx_open();
     bool cm = strcmp(chm_vulkan_matmul_path(probe.vk, CHM_F16), "coopmat-nv") == 0;
     ctx_close(&probe);
     if (!cm) setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
-    setenv("CHIMERA_VULKAN_COOPMAT_BF16", "1", 1);
+    return cm;
+}
+
+/*
+ * Every tile tools/vk_bench tries on a device with cooperative matrices is
+ * correct, for both dtypes, each in two of the four transposes (alternating
+ * from tile to tile: each transpose is a pipeline to compile; a tile whose
+ * fragment shape the device does not list is skipped); elsewhere two more
+ * tiles of the emulated shader (beyond emulated_coopmat_shader's
+ * 64x64x16/32x32/16x8: BK 32 with one 16x16 fragment a warp, and 16x8
+ * fragments, 1 x 4 a warp), one dtype each (lavapipe compiles the emulated
+ * shader slowly, a few seconds a pipeline).
+ */
+Test(vulkan_coopmat, every_benchmarked_tile) {
+    static const char *real[] = {
+        "128x128x32/64x64/16x16", "128x128x32/64x32/16x16", "128x128x32/64x64/16x8",
+        "128x128x32/64x32/16x8", "128x128x32/32x64/16x8", "128x128x16/64x64/16x8",
+        "64x128x32/32x64/16x8",  "128x64x32/64x32/16x8",  "64x64x32/32x32/16x8",
+        "128x256x16/64x64/16x8", "256x128x16/64x64/16x8", "256x128x32/64x64/16x8",
+        "128x256x32/64x64/16x8", "128x256x16/64x64/16x16"};
+    static const char *emulated[] = {"32x32x32/16x16", "32x32x16/16x32/16x8"};
+    bool cm = real_or_emulated();
     const char **tiles = cm ? real : emulated;
     int ntiles = cm ? (int)(sizeof real / sizeof *real) : (int)(sizeof emulated / sizeof *emulated);
     for (int i = 0; i < ntiles; i++) {
@@ -388,33 +411,183 @@ Test(vulkan_coopmat, every_benchmarked_tile) {
                 chm_vulkan_matmul_path(vk, CHM_F16));
         cr_assert_str_eq(chm_vulkan_matmul_path(vk, CHM_F16),
                          cm ? "coopmat-nv" : "coopmat-emulated");
+        /* each transpose is a pipeline of its own on real matrices: half of them per dtype */
         for (int t = 0; t < 4; t++) {
             mm_case c = {.M = cm ? 200 : 70, .K = 72, .N = cm ? 264 : 40, .ta = t & 1,
                          .tb = (t >> 1) & 1, .alpha = 1, .beta = 0};
-            if (cm || i == 0) check_case(&x, CHM_F16, &c, NULL, 1000 + t);
+            if (cm ? (t + i) % 2 == 0 : i == 0) check_case(&x, CHM_F16, &c, NULL, 1000 + t);
             c.K = 45;
-            if (cm || i == 1) check_case(&x, CHM_BF16, &c, NULL, 1010 + t);
+            if (cm ? (t + i) % 2 == 1 : i == 1) check_case(&x, CHM_BF16, &c, NULL, 1010 + t);
         }
         ctx_close(&x);
     }
 }
 
 /*
- * bf16 stays on the plain path unless CHIMERA_VULKAN_COOPMAT_BF16=1: the
- * cooperative matrices see bf16 through f16, which flushes the magnitudes
- * below 6.1e-5 that gradients have. f16 keeps the cooperative matrices.
+ * bf16 takes the cooperative matrices by default (scaled into f16's range);
+ * CHIMERA_VULKAN_COOPMAT_BF16=0 keeps it on the plain path. f16 keeps the
+ * cooperative matrices either way.
  */
-Test(vulkan_coopmat, bf16_plain_unless_asked) {
-    ctx probe = ctx_open();
-    bool cm = strcmp(chm_vulkan_matmul_path(probe.vk, CHM_F16), "coopmat-nv") == 0;
-    ctx_close(&probe);
-    if (!cm) setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
+Test(vulkan_coopmat, bf16_coopmat_unless_switched_off) {
+    bool cm = real_or_emulated();
+    const char *want = cm ? "coopmat-nv" : "coopmat-emulated";
     unsetenv("CHIMERA_VULKAN_COOPMAT_BF16");
     ctx x = ctx_open();
-    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_F16), cm ? "coopmat-nv" : "coopmat-emulated");
+    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_BF16), want);
+    ctx_close(&x);
+    setenv("CHIMERA_VULKAN_COOPMAT_BF16", "0", 1);
+    x = ctx_open();
+    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_F16), want);
     cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_BF16), "plain");
     mm_case c = {.M = 29, .K = 21, .N = 17, .tb = true, .alpha = 1, .beta = 0};
     check_case(&x, CHM_BF16, &c, NULL, 1200);
+    ctx_close(&x);
+}
+
+/* ---- bf16's range on the f16 tensor cores (the scaled operands) ---- */
+
+/*
+ * Operands whose rows of op(A) span 1e-30..1e30 (10^(60 m/(M-1) - 30) times
+ * a random value in [-1, 1]) and whose columns of op(B) span 1e-5..1e5: the
+ * products reach from 1e-35 to 1e35, inside f32 and bf16 but mostly outside
+ * f16. Values rounded to bf16 (for dt bf16) or to f16 (dt f16: what the
+ * unscaled path sees: infinities above 65504, zeros below 6e-8).
+ */
+static void wide_operands(tt_rng *rng, chm_dtype dt, int64_t M, int64_t K, int64_t N, bool ta,
+                          bool tb, double *a, double *b, double *opa, double *opb) {
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t k = 0; k < K; k++) {
+            double v = tt_uniform(rng, -1, 1) * pow(10.0, 60.0 * (double)m / (double)(M - 1) - 30);
+            opa[m * K + k] = from_bits(CHM_BF16, to_bits(CHM_BF16, v));
+            a[ta ? k * M + m : m * K + k] = from_bits(dt, to_bits(dt, opa[m * K + k]));
+        }
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t n = 0; n < N; n++) {
+            double v = tt_uniform(rng, -1, 1) * pow(10.0, 10.0 * (double)n / (double)(N - 1) - 5);
+            opb[k * N + n] = from_bits(CHM_BF16, to_bits(CHM_BF16, v));
+            b[tb ? n * K + k : k * N + n] = from_bits(dt, to_bits(dt, opb[k * N + n]));
+        }
+}
+
+/*
+ * How many elements of C = op(A) op(B) from `dt` operands on vulkan miss the
+ * f64 product of the bf16 values: each must lie within
+ *   2^-8 |want| + 2 (K+2) 2^-24 S + 2^-36 (max_k |a_mk| sum_k |b_kn| +
+ *   max_k |b_kn| sum_k |a_mk|) + 2^-126,
+ * rounding to bf16, the f32 sums' ordering, the scaled operands' f16
+ * subnormals (2^-25 at a scale that puts a line's largest above 2^14) and
+ * f32's own underflow.
+ */
+static int64_t wide_misses(ctx *x, chm_dtype dt, int64_t M, int64_t K, int64_t N, bool ta,
+                           bool tb, uint64_t seed) {
+    tt_rng rng = tt_rng_make(seed);
+    double *a = tt_dalloc(M * K), *b = tt_dalloc(K * N), *opa = tt_dalloc(M * K);
+    double *opb = tt_dalloc(K * N), *got = tt_dalloc(M * N);
+    wide_operands(&rng, dt, M, K, N, ta, tb, a, b, opa, opb);
+    tt_tensor A = make(x->vk, dt, 0, ta ? K : M, ta ? M : K, 0);
+    tt_tensor B = make(x->vk, dt, 0, tb ? N : K, tb ? K : N, 0);
+    tt_tensor C = make(x->vk, dt, 0, M, N, 0);
+    upload16(x->vk, &A.t, a);
+    upload16(x->vk, &B.t, b);
+    tt_poison(x->vk, &C);
+    cr_assert_eq(chm_matmul(x->vk, &C.t, &A.t, &B.t, NULL, ta, tb, 1, 0), CHM_OK, "%s",
+                 x->vk->err.msg);
+    download16(x->vk, &C.t, got);
+    int64_t misses = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double want = 0, s = 0, amax = 0, bmax = 0, asum = 0, bsum = 0;
+            for (int64_t k = 0; k < K; k++) {
+                double p = opa[m * K + k], q = opb[k * N + n];
+                want += p * q, s += fabs(p * q), asum += fabs(p), bsum += fabs(q);
+                amax = fmax(amax, fabs(p)), bmax = fmax(bmax, fabs(q));
+            }
+            double lim = 0x1p-8 * fabs(want) + 2.0 * (double)(K + 2) * 0x1p-24 * s +
+                         0x1p-36 * (amax * bsum + bmax * asum) + 0x1p-126;
+            misses += !(fabs(got[m * N + n] - want) <= lim);
+        }
+    tt_free(&A), tt_free(&B), tt_free(&C);
+    free(a), free(b), free(opa), free(opb), free(got);
+    return misses;
+}
+
+/*
+ * bf16 on the cooperative matrices keeps bf16's range: every element within
+ * the bound above in every transpose. The shapes give cm_scale.comp both
+ * kinds of line (stored rows, stored columns) with and without whole
+ * 8-element words. The same values through f16 (the unscaled path) miss the
+ * bound: the test can tell.
+ */
+Test(vulkan_coopmat, bf16_wide_range_scaled) {
+    bool cm = real_or_emulated();
+    unsetenv("CHIMERA_VULKAN_COOPMAT_BF16");
+    ctx x = ctx_open();
+    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_BF16),
+                     cm ? "coopmat-nv" : "coopmat-emulated");
+    static const int64_t mkn[4][3] = {{37, 48, 32}, {40, 45, 29}, {37, 45, 29}, {40, 48, 29}};
+    for (int t = 0; t < 4; t++) {
+        const int64_t *d = mkn[t];
+        int64_t miss = wide_misses(&x, CHM_BF16, d[0], d[1], d[2], t & 1, t >> 1, 1300 + t);
+        cr_assert_eq(miss, 0, "bf16 ta%d tb%d: %lld of %lld elements off", t & 1, t >> 1,
+                     (long long)miss, (long long)(d[0] * d[2]));
+    }
+    int64_t miss16 = wide_misses(&x, CHM_F16, 37, 45, 29, false, true, 1310);
+    fprintf(stderr, "vulkan_coopmat/bf16_wide_range_scaled: through f16 unscaled, %lld of %d "
+            "elements off\n", (long long)miss16, 37 * 29);
+    cr_assert_gt(miss16, 37 * 29 / 2, "the f16 path passes the wide-range bound: a blind test");
+    ctx_close(&x);
+}
+
+/*
+ * Grouped with trans_a: only the live terms set the scales (dead terms hold
+ * +-1e30 here). A [E, K, M] has lines along its stored columns, B^T [E, N, K]
+ * along its stored rows, whose live part ends inside an 8-element word.
+ */
+Test(vulkan_coopmat, bf16_scaled_grouped_dead_terms) {
+    real_or_emulated();
+    unsetenv("CHIMERA_VULKAN_COOPMAT_BF16");
+    ctx x = ctx_open();
+    static const int32_t counts[3] = {9, 0, 24};
+    mm_case c = {.M = 24, .K = 24, .N = 19, .ba = 3, .bb = 3, .bc = 3, .ta = true, .tb = true,
+                 .alpha = 1, .beta = 0};
+    check_case(&x, CHM_BF16, &c, counts, 1400);
+    /* the same with huge values in the dead terms: a scale taken from them would zero the rest */
+    tt_rng rng = tt_rng_make(1401);
+    int64_t na = 3 * 24 * 24, nb = 3 * 19 * 24;
+    double *a = rounded(&rng, CHM_BF16, na, -1, 1), *b = rounded(&rng, CHM_BF16, nb, -1, 1);
+    for (int e = 0; e < 3; e++)
+        for (int64_t k = counts[e]; k < 24; k++) {
+            for (int64_t m = 0; m < 24; m++) a[(e * 24 + k) * 24 + m] = 1e30;
+            for (int64_t n = 0; n < 19; n++) b[(e * 19 + n) * 24 + k] = -1e30;
+        }
+    /* expert 0's last live term (k = 8, alone in its word) is the largest of each B^T row */
+    for (int64_t n = 0; n < 19; n++) b[n * 24 + 8] *= 4096;
+    double *got = tt_dalloc(3 * 24 * 19);
+    tt_tensor A = make(x.vk, CHM_BF16, 3, 24, 24, 0), B = make(x.vk, CHM_BF16, 3, 19, 24, 0);
+    tt_tensor C = make(x.vk, CHM_BF16, 3, 24, 19, 0);
+    int64_t three = 3;
+    tt_tensor cnt = tt_alloc(x.vk, CHM_I32, 1, &three);
+    upload16(x.vk, &A.t, a), upload16(x.vk, &B.t, b);
+    tt_upload_i32(x.vk, &cnt, counts);
+    tt_poison(x.vk, &C);
+    cr_assert_eq(chm_matmul_grouped(x.vk, &C.t, &A.t, &B.t, &cnt.t, true, true, 1, 0), CHM_OK,
+                 "%s", x.vk->err.msg);
+    download16(x.vk, &C.t, got);
+    for (int e = 0; e < 3; e++)
+        for (int64_t m = 0; m < 24; m++)
+            for (int64_t n = 0; n < 19; n++) {
+                double want = 0, s = 0;
+                for (int64_t k = 0; k < counts[e]; k++) {
+                    double p = a[(e * 24 + k) * 24 + m] * b[(e * 19 + n) * 24 + k];
+                    want += p, s += fabs(p);
+                }
+                double g = got[(e * 24 + m) * 19 + n];
+                cr_assert(fabs(g - want) <= 0x1p-8 * fabs(want) + 52 * 0x1p-24 * s + 1e-30,
+                          "expert %d C[%lld, %lld] = %g, want %g", e, (long long)m,
+                          (long long)n, g, want);
+            }
+    tt_free(&A), tt_free(&B), tt_free(&C), tt_free(&cnt);
+    free(a), free(b), free(got);
     ctx_close(&x);
 }
 

@@ -6,17 +6,19 @@
  *   vk_bench [--quick] [--emulate] [--no-train] [--matmul] [--coopmat-probe]
  *
  * 1. check: f32 (plain), f16 and bf16 (cooperative matrices where the device
- *    has them, and the plain 16-bit path behind CHIMERA_VULKAN_DISABLE=
- *    coopmat) at 193x77x131 in every transpose and at 512^3, against the
- *    cpu backend's f32 product of the same (rounded) inputs. Each element
- *    must lie within u*|ref| + 2(K+2) 2^-24 S, u the output's half ulp and
- *    S = sum |a b| (the ordering error either side's f32 sums may have);
- *    one PASS/FAIL line per case with the worst ratio err/bound.
+ *    has them, bf16 scaled into f16's range, and the plain 16-bit path behind
+ *    CHIMERA_VULKAN_DISABLE=coopmat) at 193x77x131 in every transpose, at
+ *    512^3 and at 200x8192x136 (A^T B, a weight gradient's deep sum),
+ *    against the cpu backend's f32 product of the same (rounded) inputs.
+ *    Each element must lie within u*|ref| + 2(K+2) 2^-24 S, u the output's
+ *    half ulp and S = sum |a b| (the ordering error either side's f32 sums
+ *    may have); one PASS/FAIL line per case with the worst ratio err/bound.
+ *    bf16 also with rows of A spanning 1e-30..1e30 ("wide").
  * 2. matmul TFLOP/s at 4096^3 and 8192x8192x2048 (A B^T, as the model's
  *    linear layers): f32 plain, f16 and bf16 on each path, with the share
  *    of cuBLASLt's bf16 4096^3 on the H100 (766 TFLOP/s); then every
  *    cooperative-matrix tile of a short list (CHIMERA_VULKAN_COOPMAT_TILE),
- *    to pick the default.
+ *    to pick the default, and bf16 at the best of them.
  * 2b. the cooperative-matrix probe (issue 6; on a device with NV cooperative
  *    matrices, and not with --quick): its matrix list, then TFLOP/s of
  *    coopMatMulAddNV with fragments in registers (16x16x16, 16x8x16, f32 and
@@ -28,7 +30,9 @@
  *    fwd/bwd at chimera-1b sizes (B=8 T=2048 Di=2048 N=16), f32.
  * 4. training tokens/s on vulkan: configs/tiny.yaml, and chimera-1b's model
  *    (configs/training_dolma.yaml) at micro batch 1 on the built-in corpus
- *    (f32, the vulkan precision), median step after a warm-up step. Its flat
+ *    in f32, and in bf16 at micro batches 1 and 8 (its matmuls on the
+ *    cooperative matrices, scaled, where the device has them), median step
+ *    after a warm-up step. Its flat
  *    buffers (4.6 GB) exceed one storage-buffer binding: the elementwise ops
  *    split them (vk_split.c). A run that fails prints FAIL with the error
  *    and a FAILED summary row, and counts as a failed check.
@@ -216,11 +220,14 @@ static double worst_ratio(chm_dtype dt, const double *a, const double *b, const 
     int64_t ac = ta ? M : K, bc = tb ? K : N;
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
-            double s = 0;
-            for (int64_t k = 0; k < K; k++)
-                s += fabs(op_at(a, ac, ta, m, k) * op_at(b, bc, tb, k, n));
+            double s = 0, amax = 0, bsum = 0;
+            for (int64_t k = 0; k < K; k++) {
+                double p = op_at(a, ac, ta, m, k), q = op_at(b, bc, tb, k, n);
+                s += fabs(p * q), amax = fmax(amax, fabs(p)), bsum += fabs(q);
+            }
+            /* the last terms: f16 subnormals (2^-24 at a scale of 2^-14 under a row's max) */
             double bound = u * fabs(ref[m * N + n]) + 2.0 * (double)(K + 2) * 0x1p-24 * s +
-                           (dt == CHM_F16 ? 0x1p-25 : 0) + 1e-30;
+                           (dt == CHM_F16 ? 0x1p-25 : 0) + 0x1p-37 * amax * bsum + 1e-30;
             double err = fabs(got[m * N + n] - ref[m * N + n]);
             double r = isfinite(got[m * N + n]) ? err / bound : INFINITY;
             if (r > worst) worst = r;
@@ -228,13 +235,19 @@ static double worst_ratio(chm_dtype dt, const double *a, const double *b, const 
     return worst;
 }
 
-/* One correctness case: print PASS/FAIL with the worst ratio. */
+/*
+ * One correctness case: print PASS/FAIL with the worst ratio. `wide`: row m
+ * of op(A) times 10^(60 m / (M-1) - 30) (bf16's range on the scaled path).
+ */
 static void check_case(chm_backend *cpu, chm_backend *vk, const char *label, chm_dtype dt,
-                       int64_t M, int64_t K, int64_t N, bool ta, bool tb) {
+                       int64_t M, int64_t K, int64_t N, bool ta, bool tb, bool wide) {
     double *a = xmalloc((size_t)(M * K) * sizeof *a), *b = xmalloc((size_t)(K * N) * sizeof *b);
     double *ref = xmalloc((size_t)(M * N) * sizeof *ref);
     double *got = xmalloc((size_t)(M * N) * sizeof *got);
-    for (int64_t i = 0; i < M * K; i++) a[i] = round_to(dt, uniform(-1, 1));
+    for (int64_t i = 0; i < M * K; i++) {
+        int64_t m = ta ? i % M : i / K;
+        a[i] = round_to(dt, uniform(-1, 1) * (wide ? pow(10, 60.0 * (double)m / (M - 1) - 30) : 1));
+    }
     for (int64_t i = 0; i < K * N; i++) b[i] = round_to(dt, uniform(-1, 1));
     cpu_product(cpu, a, b, M, K, N, ta, tb, ref);
     vk_product(vk, dt, a, b, M, K, N, ta, tb, got);
@@ -242,9 +255,9 @@ static void check_case(chm_backend *cpu, chm_backend *vk, const char *label, chm
     bool ok = r <= 1.0;
     checks++;
     failures += !ok;
-    printf("%s  matmul %-4s %-16s %lldx%lldx%lld ta%d tb%d: worst err/bound %.3f\n",
+    printf("%s  matmul %-4s %-16s %lldx%lldx%lld ta%d tb%d%s: worst err/bound %.3f\n",
            ok ? "PASS" : "FAIL", chm_dtype_name(dt), label, (long long)M, (long long)K,
-           (long long)N, ta, tb, r);
+           (long long)N, ta, tb, wide ? " wide" : "", r);
     fflush(stdout);
     free(a), free(b), free(ref), free(got);
 }
@@ -259,8 +272,15 @@ static void check_paths(chm_backend *cpu, chm_backend *vk, bool only16) {
             printf("SKIP  matmul %s: not supported on %s\n", chm_dtype_name(dts[d]), vk->device);
             continue;
         }
-        for (int t = 0; t < 4; t++) check_case(cpu, vk, path, dts[d], 193, 77, 131, t & 1, t >> 1);
-        check_case(cpu, vk, path, dts[d], sq, sq, sq, false, true);
+        for (int t = 0; t < 4; t++)
+            check_case(cpu, vk, path, dts[d], 193, 77, 131, t & 1, t >> 1, false);
+        check_case(cpu, vk, path, dts[d], sq, sq, sq, false, true, false);
+        /* a deep sum (many K slices): the model's weight gradients sum over B x T tokens */
+        check_case(cpu, vk, path, dts[d], quick ? 36 : 200, quick ? 1024 : 8192, 136, true, false,
+                   false);
+        if (dts[d] == CHM_BF16)
+            for (int t = 0; t < 4; t++)
+                check_case(cpu, vk, path, dts[d], 193, 77, 131, t & 1, t >> 1, true);
     }
 }
 
@@ -326,18 +346,36 @@ static void bench_paths(chm_backend *vk, bool only16) {
     }
 }
 
-/* Each cooperative-matrix tile of the list on f16 4096^3 A B^T; the best one last. */
+/*
+ * The tiles of the sweep (tests/test_vk_coopmat.c checks each of them): 16x16
+ * and 16x8 fragments, 4 and 8 warps, BK 16 and 32 (tiles whose two stages
+ * pass the device's shared memory, 48 KiB on NVIDIA's driver, say so).
+ */
+static const char *const sweep_tiles[] = {
+    "128x128x32/64x64/16x16", "128x128x32/64x32/16x16", "128x128x32/64x64/16x8",
+    "128x128x32/64x32/16x8", "128x128x32/32x64/16x8", "128x128x16/64x64/16x8",
+    "64x128x32/32x64/16x8",  "128x64x32/64x32/16x8",  "64x64x32/32x32/16x8",
+    "128x256x16/64x64/16x8", "256x128x16/64x64/16x8", "256x128x32/64x64/16x8",
+    "128x256x32/64x64/16x8", "128x256x16/64x64/16x16"};
+
+/* bf16 (scaled operands) at the best tile, to set against f16 there. */
+static void bench_tile_bf16(const char *tile, int64_t n) {
+    chm_backend *vk = NULL;
+    chm_err err = {0};
+    if (open_vk(NULL, tile, &vk, &err) != CHM_OK) return;
+    char label[64];
+    snprintf(label, sizeof label, "%s %s", chm_vulkan_matmul_path(vk, CHM_BF16), tile);
+    bench_matmul(vk, label, CHM_BF16, n, n, n, true);
+    chm_backend_close(vk);
+}
+
+/* Each cooperative-matrix tile of the sweep on f16 4096^3 A B^T; the best one last. */
 static void bench_tiles(void) {
-    static const char *tiles[] = {"128x128x32/64x64", "128x128x32/64x32", "128x128x32/32x64",
-                                  "64x128x32/32x64", "128x64x32/64x32", "64x64x32/32x32",
-                                  "128x128x16/64x32", "128x128x64/64x32", "128x256x32/64x64",
-                                  "256x128x32/64x64", "128x128x32/64x32/16x8",
-                                  "128x128x32/64x64/16x8", "128x256x32/64x64/16x8",
-                                  "256x128x32/64x64/16x8"};
+    const char *const *tiles = sweep_tiles;
     int64_t n = quick ? 256 : 4096;
     double best = 0;
     const char *best_tile = NULL;
-    for (int i = 0; i < (int)(sizeof tiles / sizeof tiles[0]); i++) {
+    for (int i = 0; i < (int)(sizeof sweep_tiles / sizeof *sweep_tiles); i++) {
         chm_backend *vk = NULL;
         chm_err err = {0};
         if (open_vk(NULL, tiles[i], &vk, &err) != CHM_OK) {
@@ -350,6 +388,7 @@ static void bench_tiles(void) {
         if (t > best) best = t, best_tile = tiles[i];
         chm_backend_close(vk);
     }
+    if (best_tile) bench_tile_bf16(best_tile, n);
     unsetenv("CHIMERA_VULKAN_COOPMAT_TILE");
     if (best_tile) add_row("best coopmat tile (f16 A B^T)", 0, "%s: %.1f TFLOP/s", best_tile, best);
 }

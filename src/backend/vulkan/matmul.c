@@ -16,13 +16,15 @@
  * wrapper requires): f16 on cooperative matrices (matmul_cm.comp, tensor
  * cores: f16 products summed in f32) when the device has them (caps.coopmat,
  * vk_context.c), else matmul.comp's 16-bit variants (exact widening, f32
- * math); either way C is rounded once to its dtype. bf16 takes the plain
- * variant unless CHIMERA_VULKAN_COOPMAT_BF16=1 (caps.coopmat_bf16): the
- * cooperative matrices see bf16 through f16, whose range flushes the small
- * magnitudes that gradients have (below 6.1e-5: a weight gradient's cosine
- * to the truth fell to -0.05 in the bf16 model test). f32 never takes the
- * cooperative-matrix path: no silent change of precision. Deterministic:
- * each element of C is summed in one fixed order.
+ * math); either way C is rounded once to its dtype. bf16 on cooperative
+ * matrices (caps.coopmat_bf16: the default where f16 ones exist;
+ * CHIMERA_VULKAN_COOPMAT_BF16=0 keeps it on the plain path) is scaled into
+ * f16's range first (cm_scale.comp: one power of two per row of op(A) and
+ * per column of op(B), into f16 scratch copies), and matmul_cm.comp scales
+ * each product back: bf16's whole range survives (f16's alone flushed the
+ * small magnitudes gradients have). f32 never takes the cooperative-matrix
+ * path: no silent change of precision. Deterministic: each element of C is
+ * summed in one fixed order.
  */
 #include <stdio.h>
 #include <string.h>
@@ -138,29 +140,113 @@ static mm_push push_make(const chm_tensor *C, const chm_tensor *A, const chm_ten
     return pc;
 }
 
-/* What one call dispatches: shader variant, workgroup size and specialization constants. */
+/*
+ * What one call dispatches: shader variant, workgroup size and specialization
+ * constants; `scaled`: bf16 on cooperative matrices (cm_scale.comp first),
+ * `trans_spec`: the transposes go into spec constant 4 (matmul_cm.comp).
+ */
 typedef struct mm_plan {
     char shader[48];
     uint32_t bm, bn, wg;
     uint32_t spec[6];
     int nspec;
+    bool scaled, trans_spec;
 } mm_plan;
 
-/* Record the dispatch; third binding is bias (plain) or counts (grouped). */
+/* Record the dispatch; third binding is bias (plain) or counts (grouped); exps: scaled bf16. */
 static chm_status mm_run(chm_vk *vk, const mm_plan *pl, const chm_tensor *C, const chm_tensor *A,
-                         const chm_tensor *B, const chm_tensor *third, mm_push *pc) {
+                         const chm_tensor *B, const chm_tensor *third, const chm_tensor *exps,
+                         mm_push *pc) {
     uint64_t groups = (uint64_t)pc->batch * pc->tiles_m * pc->tiles_n;
     if (groups > UINT32_MAX)
         return CHM_ERR(&vk->be->err, CHM_ERR_UNSUPPORTED,
                        "%s: %llu tiles are more than one dispatch holds; split the batch",
                        pl->shader, (unsigned long long)groups);
     chm_vk_dispatch d = {
-        .shader = pl->shader, .nbind = 4, .bind = {A, B, third, C}, .writes = 1u << 3,
-        .status = third && third->dtype == CHM_I32, .push = pc, .push_size = sizeof *pc,
-        .groups = (uint32_t)groups, .wg = pl->wg, .nspec = pl->nspec,
+        .shader = pl->shader, .nbind = exps ? 5 : 4, .bind = {A, B, third, C, exps},
+        .writes = 1u << 3, .status = third && third->dtype == CHM_I32, .push = pc,
+        .push_size = sizeof *pc, .groups = (uint32_t)groups, .wg = pl->wg, .nspec = pl->nspec,
     };
     memcpy(d.spec, pl->spec, sizeof pl->spec);
+    if (pl->trans_spec) d.spec[2] |= (pc->flags & MM_TRANS_A ? 256u : 0) |
+                                     (pc->flags & MM_TRANS_B ? 512u : 0);
     return chm_vk_run(vk, &d);
+}
+
+/* ---- bf16 on cooperative matrices: operands scaled into f16's range (cm_scale.comp) ---- */
+
+/* cm_scale.comp's push block after off[]. */
+typedef struct cs_push {
+    uint32_t rows, cols, batch, rowmode, out_base, live, vec;
+} cs_push;
+
+/*
+ * Scale stored operand X [.., rows, cols] into Y (f16, X's shape): the
+ * exponents of its lines (stored rows when rowmode, else stored columns)
+ * into exps from out_base, then the values. counts: grouped with trans_a
+ * (only the live terms count), else NULL.
+ */
+static chm_status cm_scale_operand(chm_vk *vk, const chm_tensor *X, bool rowmode,
+                                   uint32_t out_base, const chm_tensor *counts,
+                                   const chm_tensor *exps, const chm_tensor *Y) {
+    /* uvec4 words where X and Y start 16-byte aligned and rows hold whole words */
+    bool vec = chm_vk_tensor_range(X).lo % 16 == 0 && chm_vk_tensor_range(Y).lo % 16 == 0 &&
+               cols_of(X) % 8 == 0;
+    cs_push pc = {(uint32_t)rows_of(X), (uint32_t)cols_of(X), (uint32_t)batch_of(X), rowmode,
+                  out_base, counts != NULL, vec};
+    uint32_t lines = rowmode ? pc.rows : pc.cols, per = rowmode ? 8 : pc.vec ? 256 : 32;
+    chm_vk_dispatch e = {
+        .shader = "cm_scale_exp", .nbind = 3, .bind = {X, counts, exps}, .writes = 1u << 2,
+        .push = &pc, .push_size = sizeof pc, .wg = 256,
+        .groups = pc.batch * chm_vk_groups(lines, per),
+    };
+    CHM_TRY(chm_vk_run(vk, &e));
+    chm_vk_dispatch a = {
+        .shader = "cm_scale_apply", .nbind = 3, .bind = {X, exps, Y}, .writes = 1u << 2,
+        .push = &pc, .push_size = sizeof pc, .wg = 256,
+        .groups = chm_vk_groups(chm_tensor_numel(X), pc.vec ? 8 * 256 : 256),
+    };
+    return chm_vk_run(vk, &a);
+}
+
+/* A scratch f16 tensor of X's shape (freed with chm_vk_scratch_free). */
+static chm_status scratch_like(chm_backend *be, const chm_tensor *X, chm_tensor *out) {
+    CHM_TRY(chm_vk_scratch(be, CHM_F16, chm_tensor_numel(X), out));
+    *out = chm_tensor_make(out->buf, 0, CHM_F16, X->ndim, X->shape);
+    return CHM_OK;
+}
+
+/*
+ * The scaled bf16 product: A and B scaled into f16 scratch copies with their
+ * exponents (rows of op(A) first, [batch of A, M], then columns of op(B),
+ * [batch of B, N], as matmul_cm.comp reads them), then the matmul on them.
+ */
+static chm_status mm_run_scaled(chm_vk *vk, const mm_plan *pl, const chm_tensor *C,
+                                const chm_tensor *A, const chm_tensor *B, const chm_tensor *third,
+                                bool grouped, mm_push *pc) {
+    chm_backend *be = vk->be;
+    bool ta = pc->flags & MM_TRANS_A, tb = pc->flags & MM_TRANS_B;
+    int64_t na = batch_of(A) * pc->M, nb = batch_of(B) * pc->N;
+    const chm_tensor *counts = grouped && ta ? third : NULL;
+    chm_tensor exps = {0}, A16 = {0}, B16 = {0};
+    chm_status rc = chm_vk_scratch(be, CHM_I32, na + nb, &exps);
+    if (!rc) rc = scratch_like(be, A, &A16);
+    if (!rc) rc = scratch_like(be, B, &B16);
+    if (!rc) rc = cm_scale_operand(vk, A, !ta, 0, counts, &exps, &A16);
+    if (!rc) rc = cm_scale_operand(vk, B, tb, (uint32_t)na, counts, &exps, &B16);
+    if (!rc) rc = mm_run(vk, pl, C, &A16, &B16, third, &exps, pc);
+    if (exps.buf) chm_vk_scratch_free(be, &exps);
+    if (A16.buf) chm_vk_scratch_free(be, &A16);
+    if (B16.buf) chm_vk_scratch_free(be, &B16);
+    return rc;
+}
+
+/* Run a plan: scaled (bf16 on cooperative matrices) or as it is. */
+static chm_status mm_dispatch(chm_vk *vk, const mm_plan *pl, const chm_tensor *C,
+                              const chm_tensor *A, const chm_tensor *B, const chm_tensor *third,
+                              bool grouped, mm_push *pc) {
+    if (pl->scaled) return mm_run_scaled(vk, pl, C, A, B, third, grouped, pc);
+    return mm_run(vk, pl, C, A, B, third, NULL, pc);
 }
 
 /* The cooperative-matrix tile for a product of M x N: the small one for thin products. */
@@ -173,9 +259,13 @@ static chm_vk_cm_tile cm_tile_for(const chm_vk *vk, int64_t M, int64_t N) {
     return why[0] ? vk->caps.cm_tile : small;
 }
 
-/* Choose the kernel for C's dtype; CHM_ERR_DTYPE / CHM_ERR_UNSUPPORTED when there is none. */
-static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, bool grouped,
-                               mm_plan *pl) {
+/*
+ * Choose the kernel for C's dtype; CHM_ERR_DTYPE / CHM_ERR_UNSUPPORTED when
+ * there is none. K is the product's depth: an empty product (M, N or K 0)
+ * of bf16 takes the plain path (nothing to scale).
+ */
+static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, int64_t K,
+                               bool grouped, mm_plan *pl) {
     chm_dtype dt = C->dtype;
     const char *base = grouped ? "matmul_grouped" : "matmul";
     if (dt == CHM_F32 || dt == CHM_F64) {
@@ -192,12 +282,14 @@ static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, 
                        "CHIMERA_VULKAN_DISABLE=16bit turned off); use f32", op,
                        chm_dtype_name(dt), vk->props.deviceName);
     const char *suffix = dt == CHM_BF16 ? "bf16" : "f16";
-    if (vk->caps.coopmat && (dt == CHM_F16 || vk->caps.coopmat_bf16)) {
-        int64_t M = C->shape[C->ndim - 2], N = C->shape[C->ndim - 1];
+    int64_t M = C->shape[C->ndim - 2], N = C->shape[C->ndim - 1];
+    bool empty = M == 0 || N == 0 || K == 0;
+    if (vk->caps.coopmat && (dt == CHM_F16 || (vk->caps.coopmat_bf16 && !empty))) {
         chm_vk_cm_tile t = cm_tile_for(vk, M, N);
         uint32_t warps = (t.bm / t.wm) * (t.bn / t.wn);
         *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = warps * vk->caps.subgroup_size,
-                        .spec = {t.bm, t.bn, t.bk, t.wm, t.wn, t.fn}, .nspec = 6};
+                        .spec = {t.bm, t.bn, t.bk, t.wm, t.wn, t.fn}, .nspec = 6,
+                        .scaled = dt == CHM_BF16, .trans_spec = !vk->caps.coopmat_emulated};
         snprintf(pl->shader, sizeof pl->shader, "%s_cm_%s_%s", base,
                  vk->caps.coopmat_emulated ? "emu" : "nv", suffix);
         return CHM_OK;
@@ -217,10 +309,10 @@ chm_status chm_vk_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor 
                          double alpha, double beta) {
     chm_vk *vk = chm_vk_ctx(be);
     mm_plan pl;
-    CHM_TRY(mm_plan_make(vk, "matmul", C, false, &pl));
+    CHM_TRY(mm_plan_make(vk, "matmul", C, trans_a ? rows_of(A) : cols_of(A), false, &pl));
     mm_push pc = push_make(C, A, B, trans_a, trans_b, alpha, beta, plan_tile(&pl));
     if (bias) pc.flags |= MM_BIAS;
-    return mm_run(vk, &pl, C, A, B, bias, &pc);
+    return mm_dispatch(vk, &pl, C, A, B, bias, false, &pc);
 }
 
 chm_status chm_vk_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
@@ -228,9 +320,9 @@ chm_status chm_vk_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm
                                  bool trans_b, double alpha, double beta) {
     chm_vk *vk = chm_vk_ctx(be);
     mm_plan pl;
-    CHM_TRY(mm_plan_make(vk, "matmul_grouped", C, true, &pl));
+    CHM_TRY(mm_plan_make(vk, "matmul_grouped", C, trans_a ? rows_of(A) : cols_of(A), true, &pl));
     mm_push pc = push_make(C, A, B, trans_a, trans_b, alpha, beta, plan_tile(&pl));
-    return mm_run(vk, &pl, C, A, B, counts, &pc);
+    return mm_dispatch(vk, &pl, C, A, B, counts, true, &pc);
 }
 
 const char *chm_vulkan_matmul_path(const chm_backend *be, chm_dtype dt) {

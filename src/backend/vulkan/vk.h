@@ -215,8 +215,8 @@ typedef struct chm_vk_caps {
      * matrices and the matmul_cm_nv_* shaders built: f16/bf16 matmuls use them (matmul.c) */
     bool coopmat;
     bool coopmat_emulated;         /* tests: the CM_EMULATE shaders stand in (vk_context.c) */
-    /* bf16 matmuls on the cooperative matrices too (through f16: loses magnitudes below
-     * 6.1e-5, i.e. most gradients); off unless CHIMERA_VULKAN_COOPMAT_BF16=1 */
+    /* bf16 matmuls on the cooperative matrices too, scaled into f16's range per row of
+     * op(A) and column of op(B) (matmul.c); on unless CHIMERA_VULKAN_COOPMAT_BF16=0 */
     bool coopmat_bf16;
     bool cm_n16, cm_n8;            /* 16x16x16 / 16x8x16 f16 -> f32 matrices listed */
     chm_vk_cm_tile cm_tile;        /* tile of the cooperative-matrix matmul (large products) */

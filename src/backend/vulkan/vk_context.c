@@ -20,6 +20,8 @@
  * GL_NV_cooperative_matrix). Those features are enabled at device creation
  * only then. CHIMERA_VULKAN_COOPMAT_TILE=BMxBNxBK/WMxWN overrides the tile
  * of large products (a tuning knob for tools/vk_bench; checked here).
+ * bf16 matmuls use them too (scaled into f16's range, matmul.c) unless
+ * CHIMERA_VULKAN_COOPMAT_BF16=0.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -435,9 +437,11 @@ static const char *coopmat_emulation_missing(chm_vk *vk) {
 /*
  * The tile: the one CHIMERA_VULKAN_COOPMAT_TILE gives (a config error when
  * it cannot run), else the first of a short list that this device can run.
- * The first, 128x128x32 with 64x64 per warp (16 accumulators, 4 warps), has
- * the best ratio of fragment loads to multiply-adds that fits a warp's
- * registers; tools/vk_bench benchmarks it against the others (issue 6).
+ * The first, 128x128x32 with 64x64 per warp (4 warps), has the best ratio
+ * of fragment loads to multiply-adds that fits a warp's registers. Fragments
+ * are 16x8 where the device lists them (fn 0 in the list, and in the
+ * variable without a fragment shape): on an H200 16x8 ran this tile at 101
+ * TFLOP/s against 47.5 with 16x16 (tools/vk_bench's sweep, issue 6).
  */
 static chm_status coopmat_tile_pick(chm_vk *vk, bool tile_set, chm_err *err) {
     static const chm_vk_cm_tile tiles[] = {
@@ -446,12 +450,12 @@ static chm_status coopmat_tile_pick(chm_vk *vk, bool tile_set, chm_err *err) {
     char why[160] = "";
     for (int i = 0; i < (tile_set ? 1 : (int)(sizeof tiles / sizeof tiles[0])); i++) {
         if (!tile_set) c->cm_tile = tiles[i];
-        if (!c->cm_tile.fn) c->cm_tile.fn = c->cm_n16 ? 16 : 8;
+        if (!c->cm_tile.fn) c->cm_tile.fn = c->cm_n8 ? 8 : 16;
         chm_vk_cm_tile_check(vk, c->cm_tile, why, sizeof why);
         if (!why[0]) {
             const char *bf = getenv("CHIMERA_VULKAN_COOPMAT_BF16");
             c->coopmat = true;
-            c->coopmat_bf16 = bf && strcmp(bf, "1") == 0;
+            c->coopmat_bf16 = !bf || strcmp(bf, "0") != 0;
             return CHM_OK;
         }
     }
@@ -658,8 +662,8 @@ void chm_vk_caps_describe(const chm_vk *vk, char *out, size_t n) {
     if (c->coopmat)
         snprintf(cm, sizeof cm, "%s 16x%ux16 f16->f32 for %s matmul (tile %ux%ux%u/%ux%u)",
                  c->coopmat_emulated ? "EMULATED (tests only)" : "NV", c->cm_tile.fn,
-                 c->coopmat_bf16 ? "f16/bf16" : "f16 (bf16: plain path)", c->cm_tile.bm,
-                 c->cm_tile.bn, c->cm_tile.bk, c->cm_tile.wm, c->cm_tile.wn);
+                 c->coopmat_bf16 ? "f16/bf16 (bf16 scaled)" : "f16 (bf16: plain path)",
+                 c->cm_tile.bm, c->cm_tile.bn, c->cm_tile.bk, c->cm_tile.wm, c->cm_tile.wn);
     else
         snprintf(cm, sizeof cm, "off (%s; f16/bf16 matmul computes in f32)", c->coopmat_why);
     snprintf(out, n,

@@ -1,0 +1,163 @@
+/*
+ * cm_scale.comp: the bf16 operands of matmul_cm.comp, scaled into f16's
+ * range (issue 6: bf16 matmuls on the f16 tensor cores without losing
+ * bf16's range). matmul.c runs it on A and on B before a bf16
+ * cooperative-matrix matmul; matmul_cm.comp's header says why it is exact.
+ *
+ * X is a stored operand [batch, R, Cc] (contiguous per batch entry, entry
+ * stride R*Cc). Its "lines" are the rows of op(A) or the columns of op(B)
+ * along K: the stored rows when `rowmode` (A [M,K], B^T stored [N,K]),
+ * else the stored columns (A stored [K,M], B [K,N]).
+ *
+ * Variant EXP: one exponent per line, e = clamp(E - 14, -126, 113) where
+ * 2^E <= max |x| < 2^(E+1) over the line's live terms (E = -127 for a line
+ * of zeros and subnormals), so that x * 2^-e stays below 2^15 < 65504;
+ * e = 0 where the line holds an inf or NaN (they stay what they are).
+ * With `live` set (grouped, trans_a) only the first counts[b] terms of
+ * entry b count: the rest are dead rows the matmul never reads.
+ * One workgroup of 256 reduces 8 stored rows (32 invocations each) or 32
+ * stored columns (8 each; 256 with `vec`, 8 per invocation) over integer
+ * magnitudes (|bf16| orders as its low 15 bits): exact and order-free, so
+ * deterministic.
+ * Variant APPLY: y = f16(x * 2^-e[line]) for every element (exact for every
+ * x within 2^28 of its line's largest; round to nearest below that), one
+ * element per invocation, or 8 with `vec`.
+ * `vec` (the host sets it when X and Y start 16-byte aligned and Cc is a
+ * multiple of 8): X and Y move as uvec4 words of 8 elements.
+ *
+ * Bindings: EXP 0 X (bf16), 1 counts (i32; a dummy unless `live`),
+ * 2 exponents (i32, written at out_base + b * lines); APPLY 0 X (bf16),
+ * 1 exponents, 2 Y (f16, X's shape). Spec constant 0: workgroup size 256.
+ */
+#version 450
+#extension GL_EXT_shader_16bit_storage : require
+#include "common.glsl"
+#include "half.glsl"
+
+layout(binding = 0) readonly buffer X_ { uint16_t x[]; };
+layout(binding = 0) readonly buffer X4_ { uvec4 x4[]; };
+#ifdef EXP
+layout(binding = 1) readonly buffer Counts { int counts[]; };
+layout(binding = 2) buffer Exps { int exps[]; };
+#else
+layout(binding = 1) readonly buffer Exps { int exps[]; };
+layout(binding = 2) buffer Y_ { uint16_t y[]; };
+layout(binding = 2) buffer Y4_ { uvec4 y4[]; };
+#endif
+
+layout(push_constant) uniform Push {
+    uint off[3];
+    uint rows, cols, batch;   /* X is [batch, rows, cols] */
+    uint rowmode;             /* 1: a line is a stored row; 0: a stored column */
+    uint out_base;            /* exponents of entry b start at out_base + b * lines */
+    uint live;                /* EXP: only the first counts[b] terms of a line count */
+    uint vec;                 /* X and Y as uvec4 words (see the top) */
+} p;
+
+#ifdef EXP
+#define WG 256u
+shared uint red[8u * WG];
+
+/* The exponent of a line whose largest magnitude has bf16 bits mb (sign cleared). */
+int line_exponent(uint mb) {
+    uint field = mb >> 7;
+    if (field == 255u) return 0;
+    int e = (field == 0u ? -127 : int(field) - 127) - 14;
+    return clamp(e, -126, 113);
+}
+
+/* The larger magnitude of the two bf16 values in w, with m. */
+uint max2(uint m, uint w) { return max(m, max(w & 0x7fffu, (w >> 16) & 0x7fffu)); }
+
+uint max8(uint m, uvec4 v) { return max2(max2(max2(max2(m, v.x), v.y), v.z), v.w); }
+
+/* The terms of entry b's lines that count (`live`: the first counts[b]). */
+uint live_terms(uint b, uint terms) {
+    return p.live != 0u ? min(terms, uint(max(counts[p.off[1] + b], 0))) : terms;
+}
+
+/* Stored rows: 8 a workgroup, 32 invocations each (words of 8 terms with `vec`). */
+void rows_max(uint line, uint s, uint terms, uint base) {
+    uint mb = 0u;
+    if (p.vec != 0u)
+        for (uint k = s * 8u; line < p.rows && k < terms; k += 256u) {
+            uint i = base + line * p.cols + k;
+            if (k + 8u <= terms) mb = max8(mb, x4[i / 8u]);
+            else for (uint j = 0u; j < terms - k; j++) mb = max(mb, uint(x[i + j]) & 0x7fffu);
+        }
+    else
+        for (uint k = s; line < p.rows && k < terms; k += 32u)
+            mb = max(mb, uint(x[base + line * p.cols + k]) & 0x7fffu);
+    red[gl_LocalInvocationID.x] = mb;
+}
+
+/* Stored columns: 32 a workgroup (256 with `vec`: 8 an invocation), 8 invocations each. */
+void cols_max(uint line0, uint s, uint terms, uint base) {
+    uint t = gl_LocalInvocationID.x, cw = t % 32u;
+    if (p.vec != 0u) {
+        uint mb[8] = uint[8](0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u), c = line0 + cw * 8u;
+        for (uint k = s; c < p.cols && k < terms; k += 8u) {
+            uvec4 v = x4[(base + k * p.cols + c) / 8u];
+            for (uint j = 0u; j < 4u; j++) {
+                mb[2u * j] = max(mb[2u * j], v[j] & 0x7fffu);
+                mb[2u * j + 1u] = max(mb[2u * j + 1u], (v[j] >> 16) & 0x7fffu);
+            }
+        }
+        for (uint j = 0u; j < 8u; j++) red[s * WG + cw * 8u + j] = mb[j];
+    } else {
+        uint mb = 0u, c = line0 + cw;
+        for (uint k = s; c < p.cols && k < terms; k += 8u)
+            mb = max(mb, uint(x[base + k * p.cols + c]) & 0x7fffu);
+        red[s * WG + cw] = mb;
+    }
+}
+
+void main() {
+    bool rows = p.rowmode != 0u;
+    uint lines = rows ? p.rows : p.cols, terms = rows ? p.cols : p.rows;
+    uint per = rows ? 8u : p.vec != 0u ? 256u : 32u; /* lines per workgroup */
+    uint groups = (lines + per - 1u) / per, g = chm_group(), t = gl_LocalInvocationID.x;
+    uint b = g / groups, line0 = (g % groups) * per;
+    if (b >= p.batch) return; /* whole workgroups only */
+    terms = live_terms(b, terms);
+    uint base = p.off[0] + b * p.rows * p.cols;
+    if (rows) rows_max(line0 + t / 32u, t % 32u, terms, base);
+    else cols_max(line0, t / 32u, terms, base);
+    barrier();
+    /* invocation t < per finishes line line0 + t: its partials at 32 t + j (rows), j WG + t */
+    uint q = rows ? t * 32u : t, step = rows ? 1u : WG, n = rows ? 32u : 8u;
+    uint line = line0 + t;
+    if (t >= per || line >= lines) return;
+    uint mb = 0u;
+    for (uint j = 0u; j < n; j++) mb = max(mb, red[q + j * step]);
+    exps[p.off[2] + p.out_base + b * lines + line] = line_exponent(mb);
+}
+#else
+/* f16(x * 2^-e) for the bf16 bits h of one element, e its line's exponent. */
+uint scaled(uint h, int e) {
+    return chm_f32_to_f16(chm_bf16_to_f32(h) * uintBitsToFloat(uint(127 - e) << 23));
+}
+
+/* The exponent of element (b, r, c). */
+int exp_of(uint b, uint r, uint c) {
+    uint lines = p.rowmode != 0u ? p.rows : p.cols;
+    return exps[p.off[1] + p.out_base + b * lines + (p.rowmode != 0u ? r : c)];
+}
+
+void main() {
+    uint i = chm_index(), per = p.rows * p.cols;
+    if (p.vec != 0u) { /* 8 elements of one row (Cc is a multiple of 8) */
+        if (i * 8u >= per * p.batch) return;
+        uint b = (i * 8u) / per, r = ((i * 8u) % per) / p.cols, c = (i * 8u) % p.cols;
+        uvec4 v = x4[p.off[0] / 8u + i], o;
+        for (uint j = 0u; j < 4u; j++)
+            o[j] = scaled(v[j] & 0xffffu, exp_of(b, r, c + 2u * j)) |
+                   (scaled(v[j] >> 16, exp_of(b, r, c + 2u * j + 1u)) << 16);
+        y4[p.off[2] / 8u + i] = o;
+        return;
+    }
+    if (i >= per * p.batch) return;
+    uint b = i / per, r = (i % per) / p.cols, c = i % p.cols;
+    y[p.off[2] + i] = uint16_t(scaled(uint(x[p.off[0] + i]), exp_of(b, r, c)));
+}
+#endif
