@@ -11,28 +11,47 @@
  *   dA[n] += gn*d*exp(d*A[n])*h_{t-1}[n];  g[n] = gn*exp(d*A[n])
  *
  * Variants:
- *   selective_scan_bwd (_nosg): one invocation per (b, c), workgroups as in
- *     the forward. States are recomputed, never stored for all T: a first
- *     pass stores the state at the start of each chunk of L steps (hb), then
- *     chunks are processed last to first, each recomputing its L states (hs)
- *     from its start state and walking them backwards. du, ddelta, dz are
- *     added in place (one owner per element). Sums over channels (dBm, dCm)
- *     are reduced inside the workgroup at each step (subgroupAdd, then the
- *     subgroups in order; _nosg: a shared-memory tree) into one partial per
- *     (b, workgroup, t); sums over the batch (dA, dD, ddelta_bias) go to one
- *     partial per (b, c). Both are finished by the SUM variant in a fixed order.
+ *   selective_scan_bwd: a workgroup owns WGC = WG_SIZE / LANES channels of
+ *     one batch row; LANES invocations share a channel, each holding SPL of
+ *     its N states (invocation lid: channel lid % WGC, lane lid / WGC). Time
+ *     goes in chunks of LC steps. A first walk stores the state at the start
+ *     of every chunk (hb, global). Then, chunks last to first:
+ *      - the chunk's [LC, WGC] tiles of delta, u, dy, z are loaded with
+ *        consecutive invocations on consecutive channels (into registers
+ *        one chunk ahead, then into shared memory), and what depends on
+ *        (t, channel) only is computed once per element: d, dsig,
+ *        dyr = dy*gate and dzf = dy*s*(1 + z*(1-s)); Bm, Cm rows [LC, N] too;
+ *      - each lane recomputes its states of the chunk from hb into shared
+ *        memory (s_h), then walks them back, keeping g and dA in registers
+ *        and writing gn (s_g) and its parts of the sums over n (s_p);
+ *      - per element (t, channel): the LANES parts in order give du, ddelta,
+ *        and yraw = D*u + sum_n Cm*h (from s_h) gives dz, all added in place
+ *        (one owner per element); per (t, n): the sums over the workgroup's
+ *        channels of gn*d*u (dBm) and dyr*h (dCm), channels in order, go to
+ *        one partial per (b, workgroup, t);
+ *     sums over the batch (dA, dD, ddelta_bias) go to one partial per (b, c).
+ *     Both kinds of partial are finished by the SUM variant in a fixed order:
+ *     no float atomics, no subgroup operations (so no _nosg twin either).
  *   selective_scan_bwd_sum (-DSUM): out[g*M + m] += sum_k part[...] with k
  *     in order; part element (g, k, m) is at
  *     base + g*gs + k*ks + (m / inner)*os + m % inner.
  * Scratch (binding 9, floats; ninv = B*Di, inv = b*Di + c, nblk workgroups per b):
- *   hb  [nch][N][ninv]   start state of each chunk
- *   hs  [L][N][ninv]     the states of the chunk being walked
+ *   hb  [nch][N][ninv]   start state of each chunk (chunk 0's, zero, is not stored)
  *   pbc [B][nblk][T][2N] per-workgroup channel sums: dBm (n), dCm (N + n)
  *   pa  [B][Di][N+2]     per-(b, c) dA (n), dD (N), ddelta_bias (N + 1)
  * Each variant also as _bf16 and _f16 (dt.glsl): the tensors (inputs, dy,
  * gradients) 16-bit, loaded into f32, each gradient rounded once when its
- * sum is added; the scratch stays f32.
- * Specialization constant 2: NSTATE = N.
+ * sum is added; the scratch and shared tiles stay f32.
+ * Specialization constants: 2 NSTATE = N, 3 LANES, 4 LC (selective_scan.c
+ * sizes the workgroup so that the shared arrays below fit the device).
+ * Cost model (chimera-1b, B8 T2048 Di2048 N16: 134M lane-steps of 4 states;
+ * 32 channels x 8 steps a workgroup, 4 workgroups an SM): ~150 instructions
+ * and ~60 shared-memory accesses per lane-step over the checkpoint walk, the
+ * recompute, the walk back and the sums, i.e. ~0.6 ms of issue and ~1 ms of
+ * shared-memory throughput on an H200, with ~2.5 GB of global traffic
+ * (inputs twice, gradients read and written, hb and pbc once each). Predicted
+ * 1.5-3 ms against 28.1 ms for the one-invocation-per-channel kernel this
+ * replaced (session 4; the new figure awaits the GPU run).
  */
 #version 450
 #include "dt.glsl"
@@ -62,12 +81,13 @@ void main() {
 #else /* the backward pass */
 
 #extension GL_EXT_control_flow_attributes : require
-#ifndef CHM_NO_SUBGROUP
-#extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_shader_subgroup_arithmetic : require
-#endif
 
 layout(constant_id = 2) const uint NSTATE = 16;
+layout(constant_id = 3) const uint LANES = 4;   /* invocations per channel */
+layout(constant_id = 4) const uint LC = 8;      /* steps per chunk */
+const uint WGC = WG_SIZE / LANES;               /* channels per workgroup */
+const uint SPL = (NSTATE + LANES - 1u) / LANES; /* states per lane */
+const uint HROW = WGC + 1u;                     /* s_h/s_g row: padded against bank conflicts */
 
 layout(binding = 0) readonly buffer U { DT u[]; };
 layout(binding = 1) readonly buffer Delta { DT delta[]; };
@@ -90,181 +110,289 @@ const uint WANT_DU = 16u, WANT_DDELTA = 32u, WANT_DZ = 64u, WANT_BC = 128u;
 layout(push_constant) uniform Push {
     uint off[13];
     uint B, T, Di;
-    uint L, nch;                 /* chunk length, number of chunks */
+    uint nch;                    /* number of chunks of LC steps */
     uint flags;
-    uint hb_at, hs_at, pbc_at, pa_at;  /* scratch sections (floats) */
+    uint hb_at, pbc_at, pa_at;   /* scratch sections (floats) */
 } p;
 
-/* Channel sums of the current step: 2N values per invocation, reduced over the workgroup. */
-#ifdef CHM_NO_SUBGROUP
-shared float red[2u * NSTATE * WG_SIZE];
-#else
-shared float red[2u * NSTATE * ((WG_SIZE + 3u) / 4u)];  /* per subgroup (subgroups >= 4 wide) */
-const uint NSUB_MAX = (WG_SIZE + 3u) / 4u;
-#endif
+/*
+ * Per-element tiles of the chunk, [LC][WGC] (dead channels and steps past T:
+ * zeros): d, dsig, u, dzf, and as vec4 arrays (16-byte loads of a row where
+ * the channel sums and the lanes read four at once) d*u and dyr; Bm and Cm
+ * rows of the chunk [LC][N], vec4 arrays too. T_*(i) reads element i.
+ */
+const uint TILE4 = (LC * WGC + 3u) / 4u, ROWS4 = (LC * NSTATE + 3u) / 4u;
+shared float t_d[LC * WGC], t_dsig[LC * WGC], t_u[LC * WGC], t_dzf[LC * WGC];
+shared vec4 t_du4[TILE4], t_dyr4[TILE4], t_B4[ROWS4], t_C4[ROWS4];
+#define T_DU(i) t_du4[(i) >> 2][(i) & 3u]
+#define T_DYR(i) t_dyr4[(i) >> 2][(i) & 3u]
+#define T_B(i) t_B4[(i) >> 2][(i) & 3u]
+#define T_C(i) t_C4[(i) >> 2][(i) & 3u]
+/* States h_t and gn of the chunk, [LC][N][HROW]. */
+shared float s_h[LC * NSTATE * HROW], s_g[LC * NSTATE * HROW];
+/* Each lane's parts of the sums over n, [LC][2][WG_SIZE]: dd (0), sum gn*Bm (1). */
+shared float s_p[LC * 2u * WG_SIZE];
 
-/* Add value v of slot k (0..2N-1) into the step's reduction. Uniform control flow. */
-void red_put(uint k, float v) {
-#ifdef CHM_NO_SUBGROUP
-    red[k * WG_SIZE + gl_LocalInvocationID.x] = v;
-#else
-    v = subgroupAdd(v);
-    if (subgroupElect()) red[k * NSUB_MAX + gl_SubgroupID] = v;
-#endif
-}
-
-/* Finish the step's reduction: slot k's workgroup sum goes to scr[dst + k]. */
-void red_finish(uint dst) {
-    uint lid = gl_LocalInvocationID.x;
-    barrier();
-#ifdef CHM_NO_SUBGROUP
-    uint width = 1u;
-    while (width < WG_SIZE) width <<= 1;
-    for (uint s = width >> 1; s > 0u; s >>= 1) {
-        if (lid < s && lid + s < WG_SIZE)
-            for (uint k = 0; k < 2u * NSTATE; k++)
-                red[k * WG_SIZE + lid] += red[k * WG_SIZE + lid + s];
-        barrier();
-    }
-    for (uint k = lid; k < 2u * NSTATE; k += WG_SIZE) scr[dst + k] = red[k * WG_SIZE];
-#else
-    for (uint k = lid; k < 2u * NSTATE; k += WG_SIZE) {
-        float s = 0.0;
-        for (uint i = 0; i < gl_NumSubgroups; i++) s += red[k * NSUB_MAX + i];
-        scr[dst + k] = s;
-    }
-#endif
-    barrier(); /* the next step overwrites red */
-}
-
-float softplus(float x) {
-    if (x > 20.0) return x;
-    float e = exp(x), s = 1.0 + e;
-    return s == 1.0 ? e : log(s) * e / (s - 1.0);
-}
+/* What one invocation knows about its channel and lane. */
+uint b, blk, nblk, k, lane, c, inv, ninv;
+bool live;
+float A[SPL], Dc, bias;
 
 float sigmoid(float x) { return 1.0 / (1.0 + exp(-x)); }
 
-/* What one invocation knows about its channel. */
-uint b, c, inv, ninv, blk, nblk;
-bool live;
-float A[NSTATE], Dc, bias;
-
-/* Step d and dd/ddelta of time t. */
-void step_size(uint ti, out float dt, out float dsig) {
-    float x = live ? LOAD(delta[p.off[1] + ti]) + bias : 0.0;
-    bool sp = (p.flags & SOFTPLUS) != 0u;
-    dt = sp ? softplus(x) : x;
-    dsig = sp ? sigmoid(x) : 1.0;
+/* Step size d and dd/ddelta of x = delta + bias: softplus in f32 (log1p through (1+e)-1). */
+void step_size(float x, out float d, out float dsig) {
+    if ((p.flags & SOFTPLUS) == 0u) {
+        d = x, dsig = 1.0;
+        return;
+    }
+    float e = exp(x), s = 1.0 + e;
+    d = x > 20.0 ? x : s == 1.0 ? e : log(s) * e / (s - 1.0);
+    dsig = sigmoid(x);
 }
-
-/* h <- the state after step t. */
-void advance(inout float h[NSTATE], uint t) {
-    uint ti = (b * p.T + t) * p.Di + c, tn = (b * p.T + t) * NSTATE;
-    float dt, dsig;
-    step_size(ti, dt, dsig);
-    float uu = live ? LOAD(u[p.off[0] + ti]) : 0.0;
-    [[unroll]] for (uint n = 0; n < NSTATE; n++)
-        h[n] = exp(dt * A[n]) * h[n] + dt * LOAD(Bm[p.off[3] + tn + n]) * uu;
-}
-
-/* Scratch index of state n in slot `slot` of section `at` (hb: slot = chunk, hs: slot = step). */
-uint sidx(uint at, uint slot, uint n) { return at + (slot * NSTATE + n) * ninv + inv; }
 
 /*
- * A forward walk from a stored state. Chunk k < nch: from hb[k] over its
- * L steps, the states into hs. k = nch: the whole sequence from zero, the
- * state at the start of every chunk into hb.
+ * A chunk's inputs in registers, fetched one chunk ahead of the tiles so that
+ * their latency hides behind the current chunk: invocation (k, lane) holds
+ * delta, u (and with grads dy, z) of its channel at steps lane + i*LANES,
+ * i < EPI, and the Bm, Cm row elements lid + i*WG_SIZE, i < RPI; zeros past
+ * T and Di (and for a chunk t0 >= T: nothing to fetch).
  */
-void forward_walk(uint k) {
-    bool full = k == p.nch;
-    uint t0 = full ? 0u : k * p.L, t1 = full ? p.T : min(p.T, t0 + p.L);
-    float h[NSTATE];
-    [[unroll]] for (uint n = 0; n < NSTATE; n++)
-        h[n] = full || !live ? 0.0 : scr[sidx(p.hb_at, k, n)];
-    for (uint t = t0; t < t1; t++) {
-        if (full && t % p.L == 0u && live) {
-            [[unroll]] for (uint n = 0; n < NSTATE; n++) scr[sidx(p.hb_at, t / p.L, n)] = h[n];
+const uint EPI = (LC + LANES - 1u) / LANES, RPI = (LC * NSTATE + WG_SIZE - 1u) / WG_SIZE;
+float r_delta[EPI], r_u[EPI], r_dy[EPI], r_z[EPI], r_B[RPI], r_C[RPI];
+
+void fetch(uint t0, bool grads) {
+    uint len = t0 < p.T ? min(LC, p.T - t0) : 0u, at = (b * p.T + t0) * NSTATE;
+    bool zin = grads && (p.flags & HAS_Z) != 0u;
+    [[unroll]] for (uint i = 0; i < EPI; i++) {
+        uint tt = lane + i * LANES, ti = (b * p.T + t0 + tt) * p.Di + c;
+        bool ok = live && tt < len;
+        r_delta[i] = ok ? LOAD(delta[p.off[1] + ti]) : 0.0;
+        r_u[i] = ok ? LOAD(u[p.off[0] + ti]) : 0.0;
+        r_dy[i] = ok && grads ? LOAD(dy[p.off[8] + ti]) : 0.0;
+        r_z[i] = ok && zin ? LOAD(z[p.off[6] + ti]) : 0.0;
+    }
+    [[unroll]] for (uint i = 0; i < RPI; i++) {
+        uint e = gl_LocalInvocationID.x + i * WG_SIZE;
+        r_B[i] = e < len * NSTATE ? LOAD(Bm[p.off[3] + at + e]) : 0.0;
+        r_C[i] = e < len * NSTATE ? LOAD(Cm[p.off[4] + at + e]) : 0.0;
+    }
+}
+
+/* The fetched chunk (len steps) into the tiles, per element: d, dsig, d*u, dyr, dzf. */
+void stage(uint len, bool grads) {
+    [[unroll]] for (uint i = 0; i < EPI; i++) {
+        uint tt = lane + i * LANES, e = tt * WGC + k;
+        if (tt >= LC) continue;
+        float d = 0.0, dsig = 0.0, dyr = r_dy[i], dzf = 0.0;
+        if (live && tt < len) step_size(r_delta[i] + bias, d, dsig);
+        if (grads && (p.flags & HAS_Z) != 0u) {
+            float zz = r_z[i], s = sigmoid(zz);
+            dzf = dyr * s * (1.0 + zz * (1.0 - s));
+            dyr *= zz * s;
         }
-        advance(h, t);
-        if (!full && live) {
-            [[unroll]] for (uint n = 0; n < NSTATE; n++) scr[sidx(p.hs_at, t - t0, n)] = h[n];
+        t_d[e] = d, t_dsig[e] = dsig, t_u[e] = r_u[i], t_dzf[e] = dzf;
+        T_DU(e) = d * r_u[i];
+        T_DYR(e) = dyr;
+    }
+    [[unroll]] for (uint i = 0; i < RPI; i++) {
+        uint e = gl_LocalInvocationID.x + i * WG_SIZE;
+        if (e < LC * NSTATE) T_B(e) = r_B[i], T_C(e) = r_C[i];
+    }
+}
+
+/* State n = lane*SPL + s (or N when past the last one). */
+uint state(uint s) { return min(lane * SPL + s, NSTATE); }
+
+/* Scratch index of this lane's state slot s at the start of chunk kc. */
+uint hb_idx(uint kc, uint s) { return p.hb_at + (kc * NSTATE + state(s)) * ninv + inv; }
+
+/*
+ * This lane's Bm (or Cm: cm) values of step tt, zero past N: 16-byte loads when
+ * its states start 16-byte aligned (SPL and N multiples of 4), else one by one.
+ */
+void lane_row(uint tt, bool cm, out float v[SPL]) {
+    if (SPL % 4u == 0u && NSTATE % 4u == 0u) {
+        uint at = (tt * NSTATE + lane * SPL) / 4u;
+        [[unroll]] for (uint q = 0; q < SPL / 4u; q++) {
+            vec4 w = cm ? t_C4[at + q] : t_B4[at + q];
+            v[4u * q] = w.x, v[4u * q + 1u] = w.y, v[4u * q + 2u] = w.z, v[4u * q + 3u] = w.w;
         }
+        return;
+    }
+    [[unroll]] for (uint s = 0; s < SPL; s++) {
+        uint n = state(s), i = tt * NSTATE + min(n, NSTATE - 1u);
+        v[s] = n == NSTATE ? 0.0 : cm ? T_C(i) : T_B(i);
+    }
+}
+
+/* h <- the state after step tt of the loaded chunk (this lane's states; past N: 0). */
+void advance(inout float h[SPL], uint tt) {
+    float d = t_d[tt * WGC + k], du_ = T_DU(tt * WGC + k), bn[SPL];
+    lane_row(tt, false, bn);
+    [[unroll]] for (uint s = 0; s < SPL; s++) h[s] = exp(d * A[s]) * h[s] + du_ * bn[s];
+}
+
+/* The first walk: the state at the start of every chunk k >= 1 into hb. */
+void checkpoints() {
+    float h[SPL];
+    [[unroll]] for (uint s = 0; s < SPL; s++) h[s] = 0.0;
+    fetch(0u, false);
+    for (uint kc = 0; kc < p.nch; kc++) {
+        uint t0 = kc * LC, len = min(LC, p.T - t0);
+        barrier(); /* the previous chunk's tiles are read */
+        stage(len, false);
+        barrier();
+        fetch(t0 + LC, false);
+        if (kc > 0u && live) {
+            [[unroll]] for (uint s = 0; s < SPL; s++)
+                if (state(s) < NSTATE) scr[hb_idx(kc, s)] = h[s];
+        }
+        for (uint tt = 0; tt < len; tt++) advance(h, tt);
     }
 }
 
 /* Running sums of one invocation over the walk. */
-float g[NSTATE], dA[NSTATE], dD, ddb;
+float g[SPL], dA[SPL];
 
-/* Backward of step t (chunk k starting at t0): gradients of the step, carry g. */
-void step_back(uint t, uint k, uint t0) {
-    uint ti = (b * p.T + t) * p.Di + c, tn = (b * p.T + t) * NSTATE;
-    float dt, dsig;
-    step_size(ti, dt, dsig);
-    float uu = live ? LOAD(u[p.off[0] + ti]) : 0.0, dyv = live ? LOAD(dy[p.off[8] + ti]) : 0.0;
-    float hc[NSTATE], yraw = Dc * uu;
-    [[unroll]] for (uint n = 0; n < NSTATE; n++) {
-        hc[n] = live ? scr[sidx(p.hs_at, t - t0, n)] : 0.0;
-        yraw += LOAD(Cm[p.off[4] + tn + n]) * hc[n];
+/* Recompute the chunk's states from its start state h0 into s_h, then walk them back. */
+void chunk_back(uint len, float h0[SPL]) {
+    float h[SPL];
+    [[unroll]] for (uint s = 0; s < SPL; s++) h[s] = h0[s];
+    for (uint tt = 0; tt < len; tt++) {
+        advance(h, tt);
+        [[unroll]] for (uint s = 0; s < SPL; s++)
+            if (state(s) < NSTATE) s_h[(tt * NSTATE + state(s)) * HROW + k] = h[s];
     }
-    float dyr = dyv;
-    if ((p.flags & HAS_Z) != 0u) {
-        float zz = live ? LOAD(z[p.off[6] + ti]) : 0.0, s = sigmoid(zz);
-        dyr = dyv * zz * s;
-        if ((p.flags & WANT_DZ) != 0u && live)
-            ACC(dz[p.off[12] + ti], dyv * yraw * s * (1.0 + zz * (1.0 - s)));
-    }
-    float dui = dyr * Dc, dd = 0.0;
-    dD += dyr * uu;
-    bool bc = (p.flags & WANT_BC) != 0u;
-    [[unroll]] for (uint n = 0; n < NSTATE; n++) {
-        /* h_{t-1}: the previous state of this chunk, or the chunk's start state */
-        uint pat = t > t0 ? sidx(p.hs_at, t - 1u - t0, n) : sidx(p.hb_at, k, n);
-        float prev = live ? scr[pat] : 0.0;
-        float decay = exp(dt * A[n]), Bn = LOAD(Bm[p.off[3] + tn + n]);
-        float gn = g[n] + dyr * LOAD(Cm[p.off[4] + tn + n]);
-        if (bc) {
-            red_put(n, gn * dt * uu);
-            red_put(NSTATE + n, dyr * hc[n]);
+    for (uint tt = len; tt-- > 0u;) {
+        uint e = tt * WGC + k;
+        float d = t_d[e], uu = t_u[e], dyr = T_DYR(e), dd = 0.0, gb = 0.0, bn[SPL], cn[SPL];
+        lane_row(tt, false, bn);
+        lane_row(tt, true, cn);
+        [[unroll]] for (uint s = 0; s < SPL; s++) {
+            uint n = state(s);
+            if (n == NSTATE) continue;
+            float prev = tt > 0u ? s_h[((tt - 1u) * NSTATE + n) * HROW + k] : h0[s];
+            float decay = exp(d * A[s]), Bn = bn[s];
+            float gn = g[s] + dyr * cn[s];
+            s_g[(tt * NSTATE + n) * HROW + k] = gn;
+            gb += gn * Bn;
+            dd += gn * (A[s] * decay * prev + Bn * uu);
+            dA[s] += gn * d * decay * prev;
+            g[s] = gn * decay;
         }
-        dui += gn * dt * Bn;
-        dd += gn * (A[n] * decay * prev + Bn * uu);
-        dA[n] += gn * dt * decay * prev;
-        g[n] = gn * decay;
+        s_p[(tt * 2u) * WG_SIZE + gl_LocalInvocationID.x] = dd;
+        s_p[(tt * 2u + 1u) * WG_SIZE + gl_LocalInvocationID.x] = gb;
     }
-    if (bc) red_finish(p.pbc_at + ((b * nblk + blk) * p.T + t) * 2u * NSTATE);
-    ddb += dd * dsig;
+}
+
+/* Running per-channel sums of this invocation's elements (dD, ddelta_bias). */
+float dD, ddb;
+
+/* Per element (t, channel) of the chunk: du, ddelta, dz in place. */
+void finish_elements(uint t0, uint len) {
+    for (uint tt = lane; tt < len; tt += LANES) {
+        uint e = tt * WGC + k;
+        float dd = 0.0, gb = 0.0;
+        for (uint l = 0; l < LANES; l++) {
+            dd += s_p[(tt * 2u) * WG_SIZE + l * WGC + k];
+            gb += s_p[(tt * 2u + 1u) * WG_SIZE + l * WGC + k];
+        }
+        dD += T_DYR(e) * t_u[e];
+        ddb += dd * t_dsig[e];
+        if (!live) continue;
+        uint ti = (b * p.T + t0 + tt) * p.Di + c;
+        if ((p.flags & WANT_DU) != 0u) ACC(du[p.off[10] + ti], T_DYR(e) * Dc + t_d[e] * gb);
+        if ((p.flags & WANT_DDELTA) != 0u) ACC(ddelta[p.off[11] + ti], dd * t_dsig[e]);
+        if ((p.flags & WANT_DZ) == 0u || (p.flags & HAS_Z) == 0u) continue;
+        float yraw = Dc * t_u[e]; /* the output before the gate */
+        for (uint n = 0; n < NSTATE; n++)
+            yraw += T_C(tt * NSTATE + n) * s_h[(tt * NSTATE + n) * HROW + k];
+        ACC(dz[p.off[12] + ti], yraw * t_dzf[e]);
+    }
+}
+
+/* Per (t, n) of the chunk: the workgroup's channel sums of dBm and dCm, channels in order. */
+void finish_channel_sums(uint t0, uint len) {
+    if ((p.flags & WANT_BC) == 0u) return;
+    for (uint o = gl_LocalInvocationID.x; o < len * 2u * NSTATE; o += WG_SIZE) {
+        uint tt = o / (2u * NSTATE), q = o % (2u * NSTATE), n = q % NSTATE;
+        uint row = (tt * NSTATE + n) * HROW, e = tt * WGC;
+        float s = 0.0;
+        /* rows of the tiles start 16-byte aligned when WGC % 4 == 0: one load per 4 channels */
+        if (WGC % 4u == 0u && q < NSTATE) {
+            for (uint kq = 0, r = row; kq < WGC / 4u; kq++, r += 4u) {
+                vec4 w = t_du4[e / 4u + kq];
+                s += s_g[r] * w.x, s += s_g[r + 1u] * w.y, s += s_g[r + 2u] * w.z;
+                s += s_g[r + 3u] * w.w;
+            }
+        } else if (WGC % 4u == 0u) {
+            for (uint kq = 0, r = row; kq < WGC / 4u; kq++, r += 4u) {
+                vec4 w = t_dyr4[e / 4u + kq];
+                s += w.x * s_h[r], s += w.y * s_h[r + 1u], s += w.z * s_h[r + 2u];
+                s += w.w * s_h[r + 3u];
+            }
+        } else if (q < NSTATE) {
+            for (uint kk = 0; kk < WGC; kk++) s += s_g[row + kk] * T_DU(e + kk);
+        } else {
+            for (uint kk = 0; kk < WGC; kk++) s += T_DYR(e + kk) * s_h[row + kk];
+        }
+        scr[p.pbc_at + ((b * nblk + blk) * p.T + t0 + tt) * 2u * NSTATE + q] = s;
+    }
+}
+
+/* The per-(b, c) partials: dA from every lane, dD and ddelta_bias summed over the lanes. */
+void write_batch_partials() {
+    uint lid = gl_LocalInvocationID.x, pa = p.pa_at + inv * (NSTATE + 2u);
+    barrier(); /* s_p is free again */
+    s_p[lid] = dD;
+    s_p[WG_SIZE + lid] = ddb;
+    barrier();
     if (!live) return;
-    if ((p.flags & WANT_DU) != 0u) ACC(du[p.off[10] + ti], dui);
-    if ((p.flags & WANT_DDELTA) != 0u) ACC(ddelta[p.off[11] + ti], dd * dsig);
+    [[unroll]] for (uint s = 0; s < SPL; s++)
+        if (state(s) < NSTATE) scr[pa + state(s)] = dA[s];
+    if (lane != 0u) return;
+    float sd = 0.0, sb = 0.0;
+    for (uint l = 0; l < LANES; l++) sd += s_p[l * WGC + k], sb += s_p[WG_SIZE + l * WGC + k];
+    scr[pa + NSTATE] = sd;
+    scr[pa + NSTATE + 1u] = sb;
 }
 
 void main() {
     uint grp = chm_group();
-    nblk = (p.Di + WG_SIZE - 1u) / WG_SIZE;
+    nblk = (p.Di + WGC - 1u) / WGC;
     b = grp / nblk;
     blk = grp % nblk;
-    c = blk * WG_SIZE + gl_LocalInvocationID.x;
-    live = c < p.Di;  /* the others take part in the reductions with zeros */
+    k = gl_LocalInvocationID.x % WGC;
+    lane = gl_LocalInvocationID.x / WGC;
+    c = blk * WGC + k;
+    live = c < p.Di;  /* the others take part in the barriers with zeros */
     ninv = p.B * p.Di;
     inv = b * p.Di + c;
-    [[unroll]] for (uint n = 0; n < NSTATE; n++) {
-        A[n] = live ? LOAD(A_[p.off[2] + c * NSTATE + n]) : 0.0;
-        g[n] = dA[n] = 0.0;
+    [[unroll]] for (uint s = 0; s < SPL; s++) {
+        uint n = state(s);
+        A[s] = live && n < NSTATE ? LOAD(A_[p.off[2] + c * NSTATE + n]) : 0.0;
+        g[s] = dA[s] = 0.0;
     }
     Dc = live && (p.flags & HAS_D) != 0u ? LOAD(Dv[p.off[5] + c]) : 0.0;
     bias = live && (p.flags & HAS_DB) != 0u ? LOAD(dbias[p.off[7] + c]) : 0.0;
     dD = ddb = 0.0;
-    forward_walk(p.nch); /* the start state of every chunk */
-    for (uint k = p.nch; k-- > 0u;) {
-        uint t0 = k * p.L, t1 = min(p.T, t0 + p.L);
-        forward_walk(k);
-        for (uint t = t1; t-- > t0;) step_back(t, k, t0);
+    checkpoints();
+    fetch((p.nch - 1u) * LC, true);
+    for (uint kc = p.nch; kc-- > 0u;) {
+        uint t0 = kc * LC, len = min(LC, p.T - t0);
+        barrier(); /* the previous chunk's tiles and sums are read */
+        stage(len, true);
+        float h0[SPL];
+        [[unroll]] for (uint s = 0; s < SPL; s++)
+            h0[s] = kc > 0u && live && state(s) < NSTATE ? scr[hb_idx(kc, s)] : 0.0;
+        barrier();
+        fetch(kc > 0u ? t0 - LC : p.T, true); /* the next chunk back (none after the first) */
+        chunk_back(len, h0);
+        barrier();
+        finish_elements(t0, len);
+        finish_channel_sums(t0, len);
     }
-    if (!live) return;
-    uint pa = p.pa_at + inv * (NSTATE + 2u);
-    [[unroll]] for (uint n = 0; n < NSTATE; n++) scr[pa + n] = dA[n];
-    scr[pa + NSTATE] = dD;
-    scr[pa + NSTATE + 1u] = ddb;
+    write_batch_partials();
 }
 #endif

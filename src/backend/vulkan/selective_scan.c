@@ -4,23 +4,27 @@
  * selective_scan_bwd.comp).
  *
  * u, delta, z, y, dy [B,T,Di]; A [Di,N]; Bm, Cm [B,T,N]; D, delta_bias [Di];
- * recurrence and gate as in backend.h. One invocation per (b, channel) walks
- * the time axis with its N states in registers (N is specialization constant
- * 2, so each N gets its own pipeline).
+ * recurrence and gate as in backend.h. Four invocations share a channel,
+ * each with four of its N = 16 states in registers, and walk the time axis
+ * in chunks whose [steps, channels] tiles are staged in shared memory
+ * (scan_tile_make sizes them to the device; N, the lanes per channel and the
+ * chunk length are specialization constants 2..4, so each N gets its own
+ * pipelines). The shaders' header comments give the layout.
  *
  * Backward (ACCUMULATES into every gradient that is not NULL): one dispatch
- * recomputes the states chunk by chunk (chunks of L = ceil(sqrt(T)) steps, so
- * the scratch holds about 2*sqrt(T) states per channel instead of T) and
- * walks back in time; then fixed-order sums finish the reductions: dBm and
- * dCm over the workgroups of channels, dA, dD and ddelta_bias over the batch
- * (selective_scan_bwd.comp explains the layout). No float atomics.
+ * stores the state at the start of every chunk of 8 steps, then walks the
+ * chunks last to first, recomputing each chunk's states into shared memory
+ * and walking them back; fixed-order sums finish the reductions: dBm and
+ * dCm over the workgroups of channels, dA, dD and ddelta_bias over the batch.
+ * No float atomics, no subgroup operations.
  *
  * The tensors (h of the step included) are f32, or all bf16 or all f16 (the
  * shaders' native variants: loaded into f32, rounded once on store or, for
  * a gradient, once when its sum is added; vk_dtype.h); the backward's
  * scratch is f32 whatever the dtype.
  */
-#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "vk_dtype.h"
 
@@ -63,6 +67,59 @@ static chm_status scan_prepare(chm_backend *be, const char *op, const chm_scan_a
     return CHM_OK;
 }
 
+/*
+ * How a scan shader is laid out: LANES invocations per channel, WGC channels
+ * per workgroup, chunks of LC steps. scan_tile_make takes the longest chunk
+ * (lc_max, else halved) and for it the most channels (a power of two up to
+ * 32) whose shared arrays fit the device: on an H100/H200 (48 KiB) the
+ * backward gets 32 channels x 8 steps (exactly 48 KiB), on lavapipe (32 KiB)
+ * 16 x 8.
+ */
+typedef struct scan_tile {
+    uint32_t lanes, wgc, lc;
+} scan_tile;
+
+/* Shared-memory bytes of either shader (the arrays at the top of the .comp files). */
+static uint64_t scan_shared_bytes(bool bwd, uint32_t N, scan_tile t) {
+    uint64_t lc = t.lc, wgc = t.wgc, wg = (uint64_t)t.lanes * t.wgc;
+    uint64_t tile4 = (lc * wgc + 3) / 4 * 4, rows4 = (lc * N + 3) / 4 * 4; /* vec4 arrays */
+    if (!bwd) return 4 * (4 * lc * wgc + 2 * rows4 + lc * wg);
+    return 4 * (4 * lc * wgc + 2 * tile4 + 2 * rows4 + 2 * lc * N * (wgc + 1) + 2 * lc * wg);
+}
+
+/*
+ * CHIMERA_VULKAN_SCAN_TILE=<wgc>x<lc> (tuning, e.g. 16x8): channels per workgroup and
+ * steps per chunk of both shaders when they fit the device; false when unset or not.
+ */
+static bool scan_tile_env(chm_vk *vk, bool bwd, uint32_t N, scan_tile *t) {
+    const char *env = getenv("CHIMERA_VULKAN_SCAN_TILE");
+    unsigned wgc, lc;
+    if (!env || sscanf(env, "%ux%u", &wgc, &lc) != 2 || wgc == 0 || lc == 0 || wgc > 1024)
+        return false;
+    scan_tile e = {t->lanes, wgc, lc};
+    if (e.lanes * e.wgc > vk->caps.max_wg ||
+        scan_shared_bytes(bwd, N, e) > vk->props.limits.maxComputeSharedMemorySize)
+        return false;
+    *t = e;
+    return true;
+}
+
+static chm_status scan_tile_make(chm_vk *vk, bool bwd, uint32_t N, uint32_t lc_max,
+                                 scan_tile *t) {
+    uint64_t budget = vk->props.limits.maxComputeSharedMemorySize;
+    /* Four lanes of four states for the model's N = 16 (as the CUDA kernels): four
+       times the invocations of one per channel, and a short serial chain per lane. */
+    t->lanes = N < 4 ? N : 4;
+    if (scan_tile_env(vk, bwd, N, t)) return CHM_OK;
+    for (t->lc = lc_max; t->lc >= 1; t->lc /= 2)
+        for (t->wgc = 32; t->wgc >= 1; t->wgc /= 2)
+            if (t->lanes * t->wgc <= vk->caps.max_wg && scan_shared_bytes(bwd, N, *t) <= budget)
+                return CHM_OK;
+    return CHM_ERR(&vk->be->err, CHM_ERR_UNSUPPORTED,
+                   "selective_scan: N = %u states do not fit this device's %llu bytes of "
+                   "shared memory", N, (unsigned long long)budget);
+}
+
 /* Forward or step (h != NULL: the state starts at h and is written back). */
 static chm_status scan_forward(chm_backend *be, const char *op, const chm_tensor *y,
                                const chm_tensor *h, const chm_scan_args *a) {
@@ -71,10 +128,11 @@ static chm_status scan_forward(chm_backend *be, const char *op, const chm_tensor
     if (empty) return CHM_OK;
     chm_vk *vk = chm_vk_ctx(be);
     scan_dims s = scan_dims_of(a);
+    scan_tile t;
+    CHM_TRY(scan_tile_make(vk, false, s.N, 16, &t));
     struct {
         uint32_t B, T, Di, flags;
     } pc = {s.B, s.T, s.Di, scan_input_flags(a)};
-    uint32_t wg = vk->caps.wg_elem;
     char name[48];
     chm_vk_dispatch d = {
         .shader = chm_vk_variant_dt(vk, h ? "selective_scan_step" : "selective_scan_fwd",
@@ -82,7 +140,8 @@ static chm_status scan_forward(chm_backend *be, const char *op, const chm_tensor
         .nbind = h ? 10 : 9,
         .bind = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias, y, h},
         .writes = h ? 3u << 8 : 1u << 8, .push = &pc, .push_size = sizeof pc,
-        .groups = s.B * chm_vk_groups(s.Di, wg), .wg = wg, .spec = {s.N}, .nspec = 1,
+        .groups = s.B * chm_vk_groups(s.Di, t.wgc), .wg = t.lanes * t.wgc,
+        .spec = {s.N, t.lanes, t.lc}, .nspec = 3,
     };
     return chm_vk_run(vk, &d);
 }
@@ -99,39 +158,24 @@ chm_status chm_vk_selective_scan_step(chm_backend *be, const chm_tensor *y, cons
 
 /* ---- backward ---- */
 
-/* How the backward is laid out: workgroup size, chunks, scratch sections (floats). */
+/* How the backward is laid out: the tile, workgroups per batch row, scratch sections (floats). */
 typedef struct scan_plan {
-    bool sg;                 /* subgroup reduction variant */
-    uint32_t wg, nblk;       /* invocations per workgroup, workgroups per batch row */
-    uint32_t L, nch;         /* chunk length and count */
-    uint64_t hb, hs, pbc, pa, total;
+    scan_tile t;
+    uint32_t nblk, nch;      /* workgroups per batch row, chunks of t.lc steps */
+    uint64_t hb, pbc, pa, total;
 } scan_plan;
 
 /*
- * The largest power-of-two workgroup (up to wg_elem and 64) whose reduction buffer
- * fits the device's shared memory, and the scratch layout.
+ * Chunks of 8 steps: the chunk's states and gn (2 * 8 * N floats per channel)
+ * live in shared memory; hb then holds T/8 states per channel.
  */
 static chm_status scan_plan_make(chm_vk *vk, const scan_dims *s, bool want_bc, scan_plan *pl) {
-    pl->sg = vk->caps.subgroup && vk->caps.subgroup_size >= 4;
-    uint64_t budget = vk->props.limits.maxComputeSharedMemorySize;
-    /* At most 64: on an H100 the per-step channel sums of 64 lanes made the backward
-       ~15% faster than 256 (more, smaller workgroups; shorter reductions). */
-    uint32_t wg = 1;
-    while (wg * 2 <= vk->caps.wg_elem && wg < 64) wg *= 2;
-    /* red[] of selective_scan_bwd.comp: 2N floats per subgroup (>= 4 wide) or per invocation */
-    while (wg > 1 && 8ull * s->N * (pl->sg ? (wg + 3) / 4 : wg) > budget) wg /= 2;
-    if (8ull * s->N * (pl->sg ? 1 : wg) > budget)
-        return CHM_ERR(&vk->be->err, CHM_ERR_UNSUPPORTED,
-                       "selective_scan_bwd: N = %u states do not fit this device's %llu bytes "
-                       "of shared memory", s->N, (unsigned long long)budget);
-    pl->wg = wg;
-    pl->nblk = chm_vk_groups(s->Di, wg);
-    pl->L = (uint32_t)ceil(sqrt((double)s->T));
-    pl->nch = chm_vk_groups(s->T, pl->L);
+    CHM_TRY(scan_tile_make(vk, true, s->N, 8, &pl->t));
+    pl->nblk = chm_vk_groups(s->Di, pl->t.wgc);
+    pl->nch = chm_vk_groups(s->T, pl->t.lc);
     uint64_t ninv = (uint64_t)s->B * s->Di;
     pl->hb = 0;
-    pl->hs = pl->hb + (uint64_t)pl->nch * s->N * ninv;
-    pl->pbc = pl->hs + (uint64_t)pl->L * s->N * ninv;
+    pl->pbc = pl->hb + (uint64_t)pl->nch * s->N * ninv;
     pl->pa = pl->pbc + (want_bc ? (uint64_t)s->B * pl->nblk * s->T * 2 * s->N : 0);
     pl->total = pl->pa + ninv * (s->N + 2);
     if (pl->total > UINT32_MAX)
@@ -147,22 +191,22 @@ static chm_status scan_walk(chm_vk *vk, const scan_dims *s, const scan_plan *pl,
                             const chm_scan_grads *g, const chm_tensor *dy,
                             const chm_scan_args *a, const chm_tensor *scr) {
     struct {
-        uint32_t B, T, Di, L, nch, flags, hb, hs, pbc, pa;
-    } pc = {s->B, s->T, s->Di, pl->L, pl->nch,
+        uint32_t B, T, Di, nch, flags, hb, pbc, pa;
+    } pc = {s->B, s->T, s->Di, pl->nch,
             scan_input_flags(a) | (g->du ? SCAN_WANT_DU : 0u) |
                 (g->ddelta ? SCAN_WANT_DDELTA : 0u) | (g->dz ? SCAN_WANT_DZ : 0u) |
                 (g->dBm || g->dCm ? SCAN_WANT_BC : 0u),
-            (uint32_t)pl->hb, (uint32_t)pl->hs, (uint32_t)pl->pbc, (uint32_t)pl->pa};
+            (uint32_t)pl->hb, (uint32_t)pl->pbc, (uint32_t)pl->pa};
     char name[48];
-    const char *suffix = a->u->dtype == CHM_BF16 ? "_bf16" : a->u->dtype == CHM_F16 ? "_f16" : "";
-    snprintf(name, sizeof name, "selective_scan_bwd%s%s", suffix, pl->sg ? "" : "_nosg");
     chm_vk_dispatch d = {
-        .shader = name,
+        .shader = chm_vk_variant_dt(vk, "selective_scan_bwd", a->u->dtype, false, name,
+                                    sizeof name),
         .nbind = 13,
         .bind = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias, dy, scr, g->du,
                  g->ddelta, g->dz},
         .writes = 0xFu << 9, .push = &pc, .push_size = sizeof pc,
-        .groups = s->B * pl->nblk, .wg = pl->wg, .spec = {s->N}, .nspec = 1,
+        .groups = s->B * pl->nblk, .wg = pl->t.lanes * pl->t.wgc,
+        .spec = {s->N, pl->t.lanes, pl->t.lc}, .nspec = 3,
     };
     return chm_vk_run(vk, &d);
 }

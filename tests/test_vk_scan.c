@@ -1,0 +1,178 @@
+/*
+ * test_vk_scan.c: the vulkan selective scan against the cpu backend at the
+ * shapes its tiling makes special (selective_scan.c, selective_scan_*.comp):
+ * N < 4 (fewer lanes than four per channel, a workgroup that is not a power
+ * of two), N = 5 (a lane with one state and lanes with none), many chunks
+ * with a partial last one, odd channel counts that leave dead channels in the
+ * last workgroup, and chimera-1b's 2048 channels. Forward, step and
+ * backward (every gradient, in groups of three: the harness's argument
+ * limit). vk_harness.h skips without a device and checks that the
+ * validation layer stayed silent.
+ */
+#include "vk_harness.h"
+
+/* One call: {B, T, Di, N}, whether the optional inputs are given, and (backward) the
+   gradients it asks for: bit i for gradient i in chm_scan_grads order. */
+typedef struct vscan {
+    int64_t B, T, Di, N;
+    bool opt;
+    unsigned grads;
+} vscan;
+
+/* u, delta, A, Bm, Cm, D, z, delta_bias into a[0..7] (the optional ones always allocated). */
+static void vscan_inputs(arg *a, const vscan *s) {
+    int64_t btd[3] = {s->B, s->T, s->Di}, btn[3] = {s->B, s->T, s->N};
+    for (int i = 0; i < 8; i++) {
+        a[i] = (arg){.role = IN, .ndim = 3, .lo = -1, .hi = 1};
+        memcpy(a[i].shape, i == 3 || i == 4 ? btn : btd, sizeof btd);
+    }
+    a[2] = (arg)A2(IN, s->Di, s->N, -2, -0.1);
+    a[5] = (arg)A1(IN, s->Di, -1, 1);
+    a[7] = (arg)A1(IN, s->Di, -0.5, 0.5);
+    if (!s->opt) a[1].lo = 0.01, a[1].hi = 0.5; /* raw steps without softplus stay positive */
+}
+
+static chm_scan_args vscan_args(const chm_tensor *const *t, const vscan *s) {
+    return (chm_scan_args){t[0], t[1], t[2], t[3], t[4], s->opt ? t[5] : NULL,
+                           s->opt ? t[6] : NULL, s->opt ? t[7] : NULL, s->opt};
+}
+
+static chm_status vscan_fwd(chm_backend *be, const chm_tensor *const *t, const void *ctx) {
+    chm_scan_args a = vscan_args(t, ctx);
+    return chm_selective_scan_fwd(be, t[8], &a);
+}
+
+static chm_status vscan_step(chm_backend *be, const chm_tensor *const *t, const void *ctx) {
+    chm_scan_args a = vscan_args(t, ctx);
+    return chm_selective_scan_step(be, t[8], t[9], &a);
+}
+
+static chm_status vscan_back(chm_backend *be, const chm_tensor *const *t, const void *ctx) {
+    const vscan *c = ctx;
+    chm_scan_args a = vscan_args(t, c);
+    chm_tensor *gr[8] = {0};
+    for (int i = 0, next = 9; i < 8; i++)
+        if (c->grads & (1u << i)) gr[i] = (chm_tensor *)t[next++];
+    chm_scan_grads g = {gr[0], gr[1], gr[2], gr[3], gr[4], gr[5], gr[6], gr[7]};
+    return chm_selective_scan_bwd(be, &g, t[8], &a);
+}
+
+/* Forward and step of one shape. */
+static void check_forward(pair *bp, vscan s, uint64_t seed) {
+    arg a[10];
+    vscan_inputs(a, &s);
+    a[8] = (arg)A3(OUT, s.B, s.T, s.Di, 0, 0);
+    check_op(bp, "selective_scan_fwd", 9, a, vscan_fwd, &s, 1e-5, 1e-4, seed);
+    a[9] = (arg)A3(ACC, s.B, s.Di, s.N, -1, 1);
+    check_op(bp, "selective_scan_step", 10, a, vscan_step, &s, 1e-5, 1e-4, seed + 1);
+}
+
+/* The backward of one shape: all eight gradients, three per call, accumulated into. */
+static void check_backward(pair *bp, vscan s, uint64_t seed) {
+    static const unsigned sets[] = {1 | 8 | 16, 2 | 4 | 32, 64 | 128};
+    for (int k = 0; k < 3; k++) {
+        vscan c = s;
+        c.grads = sets[k];
+        if (!s.opt) c.grads &= ~(32u | 64u | 128u); /* no D, z, delta_bias: no gradients */
+        arg a[12];
+        vscan_inputs(a, &s);
+        a[8] = (arg)A3(IN, s.B, s.T, s.Di, -1, 1); /* dy */
+        int n = 9;
+        for (int i = 0; i < 8; i++)
+            if (c.grads & (1u << i)) {
+                a[n] = a[i];
+                a[n].role = ACC;
+                a[n].lo = -1, a[n].hi = 1;
+                n++;
+            }
+        if (n > 9) check_op(bp, "selective_scan_bwd", n, a, vscan_back, &c, 1e-4, 1e-4, seed + k);
+    }
+}
+
+/* N < 4 and N = 5: fewer lanes per channel, lanes without states; odd T and Di. */
+static const vscan SMALL_N[] = {{2, 19, 37, 1, true, 0}, {1, 23, 9, 3, true, 0},
+                                {2, 17, 5, 5, false, 0}, {1, 9, 33, 5, true, 0}};
+
+Test(vk_scan, forward_with_few_states) {
+    pair bp = pair_open();
+    for (int i = 0; i < 4; i++) check_forward(&bp, SMALL_N[i], 701 + 10 * (uint64_t)i);
+    pair_close(&bp);
+}
+
+Test(vk_scan, backward_with_few_states) {
+    pair bp = pair_open();
+    for (int i = 0; i < 4; i++) check_backward(&bp, SMALL_N[i], 751 + 10 * (uint64_t)i);
+    pair_close(&bp);
+}
+
+/* Many chunks (a partial last one) over chimera-1b's 2048 channels with its N = 16. */
+Test(vk_scan, chimera_1b_channels_many_chunks) {
+    pair bp = pair_open();
+    vscan s = {1, 45, 2048, 16, true, 0};
+    check_forward(&bp, s, 801);
+    check_backward(&bp, s, 811);
+    pair_close(&bp);
+}
+
+/* ---- timing on a GPU (skipped unless CHIMERA_VK_SCAN_BENCH is set) ---- */
+
+/* Median ms of 5 runs after a warm-up: the backward when g, else the forward into y. */
+static double bench_ms(chm_backend *vk, const chm_scan_args *a, const chm_tensor *y,
+                       const chm_scan_grads *g) {
+    chm_event *e0, *e1;
+    cr_assert_eq(chm_event_create(vk, &e0), CHM_OK);
+    cr_assert_eq(chm_event_create(vk, &e1), CHM_OK);
+    double ms[6];
+    for (int r = 0; r < 6; r++) {
+        cr_assert_eq(chm_event_record(vk, e0), CHM_OK);
+        chm_status rc = g ? chm_selective_scan_bwd(vk, g, y, a) : chm_selective_scan_fwd(vk, y, a);
+        cr_assert_eq(rc, CHM_OK, "%s", vk->err.msg);
+        cr_assert_eq(chm_event_record(vk, e1), CHM_OK);
+        cr_assert_eq(chm_event_elapsed_ms(vk, e0, e1, &ms[r]), CHM_OK, "%s", vk->err.msg);
+    }
+    chm_event_destroy(vk, e0);
+    chm_event_destroy(vk, e1);
+    /* ms[0] is the warm-up; insertion sort of the other five */
+    for (int i = 2; i < 6; i++)
+        for (int j = i; j > 1 && ms[j] < ms[j - 1]; j--) {
+            double t = ms[j];
+            ms[j] = ms[j - 1], ms[j - 1] = t;
+        }
+    return ms[3];
+}
+
+/*
+ * chimera-1b's scan (B8 T2048 Di2048 N16, f32, every input and gradient) as
+ * vk_bench times it: CHIMERA_VK_SCAN_BENCH=1 chimera_tests --filter
+ * 'vk_scan/bench*' (CHIMERA_VK_SCAN_BENCH=B,T,Di: another size);
+ * CHIMERA_VULKAN_SCAN_TILE=<wgc>x<lc> tries another tile.
+ */
+Test(vk_scan, bench_chimera_1b) {
+    const char *size = getenv("CHIMERA_VK_SCAN_BENCH");
+    if (!size) cr_skip_test("set CHIMERA_VK_SCAN_BENCH=1 to time");
+    chm_backend *vk = vk_open();
+    long long B = 8, T = 2048, Di = 2048;
+    const int64_t N = 16;
+    if (strchr(size, ',')) cr_assert_eq(sscanf(size, "%lld,%lld,%lld", &B, &T, &Di), 3);
+    const int64_t btd[3] = {B, T, Di}, btn[3] = {B, T, N}, dn[2] = {Di, N}, d1[1] = {Di};
+    /* u, delta, A, Bm, Cm, D, z, delta_bias, y / dy, then the gradients of the first 8 */
+    const int64_t *shape[8] = {btd, btd, dn, btn, btn, d1, btd, d1};
+    const int nd[8] = {3, 3, 2, 3, 3, 1, 3, 1};
+    const double value[8] = {0.5, -1, -0.7, 0.3, -0.2, 1, 0.8, -0.5};
+    tt_tensor t[17];
+    for (int i = 0; i < 17; i++) {
+        int s = i < 8 ? i : i == 8 ? 0 : i - 9;
+        t[i] = tt_alloc(vk, CHM_F32, nd[s], shape[s]);
+        cr_assert_eq(chm_fill(vk, &t[i].t, i < 8 ? value[i] : 0.1), CHM_OK, "%s", vk->err.msg);
+    }
+    chm_scan_args a = {&t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, &t[5].t, &t[6].t, &t[7].t,
+                       true};
+    chm_scan_grads g = {&t[9].t,  &t[10].t, &t[11].t, &t[12].t,
+                        &t[13].t, &t[14].t, &t[15].t, &t[16].t};
+    double f = bench_ms(vk, &a, &t[8].t, NULL), b = bench_ms(vk, &a, &t[8].t, &g);
+    const char *tile = getenv("CHIMERA_VULKAN_SCAN_TILE");
+    printf("vk_scan bench on %s (tile %s): scan f32 B%lld T%lld Di%lld N16: fwd %.3f ms, "
+           "bwd %.3f ms\n", vk->device, tile ? tile : "default", B, T, Di, f, b);
+    for (int i = 0; i < 17; i++) tt_free(&t[i]);
+    vk_close(vk);
+}
