@@ -106,6 +106,13 @@ if [ "$vk" = 1 ] && [ -x "$G/bin/chimera_tests" ]; then
     # bf16 adapters and split bindings on the NVIDIA driver (lavapipe runs them in CI)
     step vkmixed 150 "$G/bin/chimera_tests" --jobs 4 --filter 'vk_[lns]*/*'
 fi
+# the Vulkan selective scan alone at chimera-1b's shape, for each tile in SCAN_TILES (default: its choice)
+if [ "$vk" = 1 ] && [ -x "$G/bin/chimera_tests" ]; then
+    for t in ${SCAN_TILES:-default}; do
+        step "vkscan-$t" 90 env CHIMERA_VK_SCAN_BENCH=1 $([ "$t" != default ] && echo CHIMERA_VULKAN_SCAN_TILE=$t) \
+            "$G/bin/chimera_tests" --filter 'vk_scan/bench*'
+    done
+fi
 if [ "$vk" = 1 ] && [ -x "$G/bin/vk_bench" ]; then
     step vkbench 330 "$G/bin/vk_bench"
 fi
@@ -120,4 +127,5 @@ sed -n '/^== summary/,$p' "$LOG/bench.txt" 2>/dev/null | sed 's/^/  /'
     sed -n '/^== summary/,$p' "$LOG/bench-base.txt" | grep -E 'attention|scan' | sed 's/^/  /'
 grep -h -E '^(FAIL|SKIP)' "$LOG"/vkbench.txt 2>/dev/null | head -20 | sed 's/^/  /'
 grep -h -E 'vulkan_coopmat/.* runs the ' "$LOG"/vkcoopmat.txt 2>/dev/null | head -3 | sed 's/^/  /'
+grep -h 'vk_scan bench' "$LOG"/vkscan-*.txt 2>/dev/null | sed 's/^/  /'
 sed -n '/^== summary/,$p' "$LOG/vkbench.txt" 2>/dev/null | sed 's/^/  /'
