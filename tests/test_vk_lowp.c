@@ -20,7 +20,7 @@
  * wrappers' 16-bit rules still hold; one forward+backward of configs/test.yaml
  * in bf16 on vulkan matches cpu bf16 (loss 1e-4 relative, gradient cosines
  * > 0.999); 20 bf16 training steps on vulkan learn as cpu bf16 does; and
- * precision auto stays f32 on vulkan. Skipped without a Vulkan device; the
+ * precision auto picks bf16 only with real cooperative matrices. Skipped without a Vulkan device; the
  * validation layer must stay silent.
  */
 #include <math.h>
@@ -662,10 +662,16 @@ Test(vk_lowp, bf16_trains_like_cpu_bf16) {
                  (unsigned long long)chm_vulkan_validation_messages());
 }
 
-/* auto is f32 on vulkan (bf16 is not measured faster there yet); bf16 is mixed precision. */
-Test(vk_lowp, precision_auto_stays_f32_on_vulkan) {
-    vk_close(vk_open());
+/* auto is bf16 on vulkan exactly where bf16 matmuls run on cooperative matrices (the backend's
+ * CHM_CAP_FAST_BF16: never on lavapipe, nor with the emulated shaders), else f32. */
+Test(vk_lowp, precision_auto_follows_fast_bf16) {
+    chm_backend *vk = vk_open();
+    unsigned caps = vk->caps;
+    vk_close(vk);
+    chm_dtype want = (caps & CHM_CAP_FAST_BF16) ? CHM_BF16 : CHM_F32;
+    cr_assert_eq(chm_train_auto_dtype(NULL, "vulkan"), CHM_F32, "by name, vulkan is f32");
+    cr_assert_eq(chm_train_auto_dtype(NULL, "cuda"), CHM_BF16, "by name, cuda is bf16");
     double loss[1];
-    cr_assert_eq(train("vulkan", "precision=auto", 1, loss), CHM_F32);
+    cr_assert_eq(train("vulkan", "precision=auto", 1, loss), want);
     cr_assert(isfinite(loss[0]));
 }

@@ -346,6 +346,10 @@ double chm_trainer_floor(const chm_trainer *t);
 chm_status chm_train_backend_open(const char *name, int threads, bool quiet, chm_backend **out,
                                   chm_err *err);
 
+/* The model dtype `precision: auto` gives on be: bf16 where the backend has CHM_CAP_FAST_BF16
+ * (cuda; vulkan on cooperative matrices), f32 elsewhere; NULL be: by name, bf16 for "cuda". */
+chm_dtype chm_train_auto_dtype(const chm_backend *be, const char *name);
+
 /* The tokenizer a config names: "byte" or a tokenizer.json path. */
 chm_status chm_train_tokenizer(const chm_config *cfg, chm_tokenizer **out, chm_err *err);
 

@@ -142,11 +142,11 @@ static int parse_one(plan_args *a, int argc, char **argv, int *i) {
 
 /* ---- memory ----------------------------------------------------------------------------- */
 
-/* The compute dtype a run of cfg on backend `be_name` uses (the trainer's rule). */
-static chm_dtype plan_dtype(const chm_config *cfg, const char *be_name) {
+/* The compute dtype a run of cfg on be (NULL: not on this machine, by name) uses. */
+static chm_dtype plan_dtype(const chm_config *cfg, const chm_backend *be, const char *be_name) {
     if (cfg->precision == CHM_CONFIG_PRECISION_BF16) return CHM_BF16;
     if (cfg->precision == CHM_CONFIG_PRECISION_F32) return CHM_F32;
-    return strcmp(be_name, "cuda") == 0 ? CHM_BF16 : CHM_F32;
+    return chm_train_auto_dtype(be, be_name);
 }
 
 /* Bytes of device memory of the backend's device (the --memory-gib override first); 0 unknown. */
@@ -441,7 +441,10 @@ static int bench_section(const chm_config *cfg, chm_backend *be, const plan_args
         bool cuda = !strcmp(be->name, "cuda");
         snprintf(label, sizeof label, "%s%s", chm_dtype_name(variants[i]),
                  i > 0 ? " (without the fast path)"
-                 : nv == 1 ? "" : cuda ? " (tensor cores)" : " (16-bit storage)");
+                 : nv == 1                         ? ""
+                 : cuda                            ? " (tensor cores)"
+                 : (be->caps & CHM_CAP_FAST_BF16) ? " (cooperative matrices)"
+                                                   : " (16-bit storage)");
         print_speed(label, cfg, s, tokens, st.flops_train, peak.tflops);
         if (peak.tflops > 0) printf("  %-30s (MFU of %.1f TFLOP/s: %s)\n", "", peak.tflops, peak.source);
     }
@@ -471,7 +474,7 @@ static int run(plan_args *a) {
         be = NULL;
     }
     const char *be_name = be ? be->name : name;
-    chm_dtype dt = plan_dtype(&cfg, be_name);
+    chm_dtype dt = plan_dtype(&cfg, be, be_name);
     double tokens = a->tokens > 0 ? a->tokens : (double)cfg.train.tokens_per_step * (double)cfg.train.total_steps;
     printf("plan: %s on %s (%s), %s, %.3g tokens\n", a->config ? a->config : "test", be_name,
            be ? be->device : "not on this machine",
