@@ -13,8 +13,8 @@
  * rms(ref)); bf16 ten to a thousand times looser (rel-L2 1e-2, |err| <= 3e-2
  * (|ref| + rms(ref))), scaled per case where an op rounds more often.
  * --bench times, with device events (median of repeats after warm-up):
- * bf16 matmul 4096^3, flash attention fwd+bwd at seq 2048 (head dim 64 and
- * 128), the selective scan fwd+bwd at chimera-1b sizes, and the bandwidth-bound
+ * bf16 matmul 4096^3 and chimera-1b's forward GEMM shapes, flash attention
+ * fwd+bwd at seq 2048 (head dim 64 and 128), the selective scan fwd+bwd at chimera-1b sizes, and the bandwidth-bound
  * ops of issue 7 (causal_conv1d fwd/bwd, rmsnorm_bwd, select_topk, fill,
  * swiglu_bwd) with their ratio to the 3 TB/s memory floor.
  * Exit status: 0 when every check passed, 1 otherwise, 77 without a GPU.
@@ -1234,15 +1234,15 @@ static void bench_add(const char *what, double ms, const char *fmt, ...) {
     printf("  %-40s %9.3f ms  %s\n", r->what, r->ms, r->rate);
 }
 
-static void bench_matmul(oc_ctx *x) {
-    int64_t n = 4096;
+/* C [M,N] = A [M,K] B^T (B [N,K]) in bf16, labelled `what`. */
+static void bench_matmul(oc_ctx *x, const char *what, int64_t M, int64_t N, int64_t K) {
     chm_buffer *b[3];
-    chm_tensor C = bench_tensor(x, CHM_BF16, 2, DIMS(n, n), 0, 0, &b[0]);
-    chm_tensor A = bench_tensor(x, CHM_BF16, 2, DIMS(n, n), -1, 1, &b[1]);
-    chm_tensor B = bench_tensor(x, CHM_BF16, 2, DIMS(n, n), -1, 1, &b[2]);
+    chm_tensor C = bench_tensor(x, CHM_BF16, 2, DIMS(M, N), 0, 0, &b[0]);
+    chm_tensor A = bench_tensor(x, CHM_BF16, 2, DIMS(M, K), -1, 1, &b[1]);
+    chm_tensor B = bench_tensor(x, CHM_BF16, 2, DIMS(N, K), -1, 1, &b[2]);
     bench_job j = {.run = run_matmul, .t = {&C, &A, &B}};
     double ms = bench_ms(x, &j, 3, 20);
-    bench_add("matmul bf16 4096^3 (A B^T)", ms, "%.1f TFLOP/s", 2.0 * n * n * n / (ms * 1e9));
+    bench_add(what, ms, "%.1f TFLOP/s", 2.0 * M * N * K / (ms * 1e9));
     for (int i = 0; i < 3; i++) chm_buffer_free(b[i]);
 }
 
@@ -1421,7 +1421,12 @@ static void bench_fill_swiglu(oc_ctx *x, int64_t n) {
 
 static void oc_bench(oc_ctx *x) {
     printf("\n== benchmarks on %s (median of repeats, device events)\n", x->gpu->device);
-    bench_matmul(x);
+    bench_matmul(x, "matmul bf16 4096^3 (A B^T)", 4096, 4096, 4096);
+    /* chimera-1b's forward GEMMs, alone: Mamba in_x/in_z, FFN up, Mamba out_proj (the shape
+       profile of a training step showed the first far below the others) */
+    bench_matmul(x, "matmul bf16 16384x2048x1024 (A B^T)", 16384, 2048, 1024);
+    bench_matmul(x, "matmul bf16 16384x2816x1024 (A B^T)", 16384, 2816, 1024);
+    bench_matmul(x, "matmul bf16 16384x1024x2048 (A B^T)", 16384, 1024, 2048);
     bench_attention(x, 8, 2048, 16, 64);
     bench_attention(x, 8, 2048, 8, 128);
     bench_attention(x, 2, 8192, 16, 64);
