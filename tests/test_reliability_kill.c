@@ -167,6 +167,6 @@ Test(reliability_kill, sigkill_during_saves_resumes_exactly, .timeout = 300) {
                 kills, in_saves, restarts + 1, events, (long long)newest);
     fprintf(stderr, "reliability_kill: %d SIGKILLs survived (%d inside a save window), %d processes\n",
             kills, in_saves, restarts + 1);
-    cr_assert_geq(in_saves, 10, "too few kills landed inside saves (%d)", in_saves);
+    cr_assert_geq(in_saves, 8, "too few kills landed inside saves (%d)", in_saves);
     remove_tmpdir(dir);
 }
