@@ -215,16 +215,19 @@ typedef struct chm_cu_scan {
     chm_dtype dt;
 } chm_cu_scan;
 
-/* The scan's gradient pointers (each optional, accumulated into). */
+/* The scan's gradient pointers (each optional, accumulated into unless `set` has its bit:
+ * bit i for pointer i, as CHM_SCAN_SET_*) and the forward's saved states, or NULL. */
 typedef struct chm_cu_scan_grads {
     void *du, *ddelta, *dA, *dBm, *dCm, *dD, *dz, *ddelta_bias;
+    unsigned set;
+    const float *hsaved; /* [B, ceil(T/16), Di, N] f32 (chm_scan_args.h_saved) */
 } chm_cu_scan_grads;
 
-/* y [B,T,Di]. */
-cudaError_t chm_cu_scan_fwd(void *y, const chm_cu_scan *a, cudaStream_t s);
+/* y [B,T,Di]; hsave [B, ceil(T/16), Di, N] f32 (the state after every 16 steps) or NULL. */
+cudaError_t chm_cu_scan_fwd(void *y, float *hsave, const chm_cu_scan *a, cudaStream_t s);
 /* Bytes of scratch the backward needs. */
 size_t chm_cu_scan_bwd_scratch(const chm_cu_scan *a);
-/* Accumulate the gradients given dy [B,T,Di]; states recomputed per chunk. */
+/* The gradients given dy [B,T,Di]; states recomputed per chunk from g->hsaved or a pass. */
 cudaError_t chm_cu_scan_bwd(const chm_cu_scan_grads *g, const void *dy, const chm_cu_scan *a,
                             void *scratch, cudaStream_t s);
 

@@ -26,9 +26,13 @@
 //    writes whole tile rows with vector stores.
 // All math is f32; bf16 is storage only.
 //
+// Saved states: the forward writes the state after every chunk into hsave [B, K, Di, N]
+// f32 (K = ceil(T/SCAN_L); chm_scan_args.h_saved, whose stride the contract fixes at
+// 16 = SCAN_L) when the caller gives it, one vector store per lane and chunk.
 // Backward, without storing the T states:
-//  1. ckpt pass (the forward kernel in its checkpoint mode): the state at the start
-//     of every chunk into scratch [B, T/SCAN_L, Di, 16] f32;
+//  1. the chunk-boundary states: the forward's saved states when given, else the ckpt
+//     pass (the forward kernel in its checkpoint mode) writes them, in the same layout,
+//     into scratch;
 //  2. main kernel, chunks in reverse order: the chunk's SCAN_L states again from
 //     its checkpoint into registers (the stash), then the reverse recurrence
 //       dh = dh_carry + dyr C;  dh_carry = dh exp(d A)
@@ -42,8 +46,13 @@
 //  3. finish kernels add the partials in a fixed order (over channel blocks for
 //     dBm/dCm, over b for dA/dD/ddelta_bias). No float atomics anywhere: the
 //     result depends only on the shapes and data.
+// Gradients the caller asks to be written (chm_scan_args.grads_set) rather than
+// accumulated: the finish kernels store instead of adding; du, ddelta, dz take the
+// main kernel's SET variant, which neither stages nor adds their old values (when
+// only some of them are named, those are zeroed first and all accumulate).
 // Resources: the backward kernel is capped at 128 registers (the stash is 64 of them;
-// no spills in the vector-tile variants, 4 bytes otherwise) so that 16 warps fit an
+// no spills in the vector-tile variants, 16-28 bytes in the element-wise ones, outside
+// the steps; a run-time SET test spilled in the vector ones) so that 16 warps fit an
 // SM; shared memory per block is 97 KB in bf16 (two blocks an SM) and 125 KB in f32
 // (one). chimera-1b's grid, 8 x 32 blocks of 256 threads, is about one wave on 132
 // SMs. cuda_opcheck's scan cases cover both tile paths (Di % 4 == 0 and not), several
@@ -62,7 +71,11 @@
 // 163 instructions a lane-step then): forward 0.421 ms, backward 1.487 ms (4.7x and
 // 6.6x the 3 TB/s memory floor), against 1.394 / 5.193 ms for the session-2 kernels it
 // replaced (one thread per channel and one warp per block in the backward; four lanes
-// per channel without staging in the forward).
+// per channel without staging in the forward). Measured (2026-11-26, H100, same shape,
+// bf16): forward 0.37 ms, backward 1.34 ms with its ckpt pass and accumulated
+// gradients; as chimera-1b calls it (saved states, scratch gradients set) forward
+// 0.385 ms (+0.01 for the state stores) and backward 1.05 ms (-0.29: no ckpt pass,
+// no old gradients read).
 #ifndef CHIMERA_CUDA_SELECTIVE_SCAN_CUH
 #define CHIMERA_CUDA_SELECTIVE_SCAN_CUH
 
@@ -70,6 +83,7 @@
 
 #define SCAN_NMAX CHM_CU_SCAN_MAX_N
 #define SCAN_L 16 /* steps per chunk: tile height, checkpoint interval, stash length */
+#define SCAN_SAVE 16 /* CHM_SCAN_SAVE_STRIDE (backend.h): the saved states' interval */
 #define SCAN_WARPS 8
 #define SCAN_THREADS (32 * SCAN_WARPS)
 #define SCAN_MINB (16 / SCAN_WARPS)      /* backward blocks per SM: 16 warps at 128 registers */
@@ -81,6 +95,7 @@
 #define SCAN_LN2 0.6931471805599453f
 
 static_assert(SCAN_NMAX == 16, "four lanes of four states per channel");
+static_assert(SCAN_L == SCAN_SAVE, "a saved state at every chunk boundary");
 static_assert(SCAN_TILE == 4 * SCAN_THREADS, "one channel quad of each tile per thread");
 
 // The [B,T,Di] tensors a chunk stages, in their tile order (the forward uses the first 3).
@@ -97,13 +112,14 @@ struct scan_k {
     const void *db;        /* [Di] delta_bias */
     int64_t B, T, Di, N;
     int softplus;
+    int hvec; /* the saved states' rows are float4s: N == 16 and 16-byte aligned */
 };
 
 // Gradient pointers and the scratch of the backward.
 struct scan_g {
-    void *du, *ddelta, *dz; /* [B,T,Di], each optional, accumulated into */
+    void *du, *ddelta, *dz; /* [B,T,Di], each optional, accumulated into (or set: SET) */
     const void *dy;         /* [B,T,Di] */
-    float *ckpt;          /* [B, nck, Di, 16]: the state before chunk ck (ck >= 1) */
+    const float *ckpt;    /* [B, nck, Di, N]: the state after chunk ck (hs_store) */
     float *pbc;           /* [B, nblk, T, 32]: dBm (0..15) and dCm (16..31) partials */
     float *pA, *pD, *pdb; /* [B, Di, 16], [B, Di], [B, Di] */
 };
@@ -318,6 +334,36 @@ __device__ __forceinline__ void state_step(float *h, const float *A2, const scan
     for (int j = 0; j < 4; j++) h[j] = fmaf(scan_ex2(p.x * A2[j]), h[j], p.y * bb[j]);
 }
 
+// ---- saved states: [B, K, Di, N] f32, entry ck the state after chunk ck ----
+
+// The lane's entries of chunk ck's saved state (states 4q.. of channel l.c; nck = K).
+__device__ __forceinline__ int64_t hs_index(const scan_k &k, int64_t nck, int64_t b, int64_t ck,
+                                            const scan_lane &l) {
+    return ((b * nck + ck) * k.Di + l.c) * k.N + 4 * l.q;
+}
+
+// Store the lane's four states h (state order), those below N.
+__device__ __forceinline__ void hs_store(float *hs, const float *h, const scan_k &k, int64_t nck,
+                                         int64_t b, int64_t ck, const scan_lane &l) {
+    float *p = hs + hs_index(k, nck, b, ck, l);
+    if (k.hvec) {
+        *(float4 *)p = make_float4(h[0], h[1], h[2], h[3]);
+        return;
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        if (4 * l.q + j < k.N) p[j] = h[j];
+}
+
+// Load them (state order; 0 past N). Scalar loads: once a chunk, and a branch on k.hvec
+// here costs the backward kernel registers it does not have.
+__device__ __forceinline__ void hs_load(float *h, const float *hs, const scan_k &k, int64_t nck,
+                                        int64_t b, int64_t ck, const scan_lane &l) {
+    const float *p = hs + hs_index(k, nck, b, ck, l);
+#pragma unroll
+    for (int j = 0; j < 4; j++) h[j] = 4 * l.q + j < k.N ? p[j] : 0.0f;
+}
+
 // ---- staging ----
 
 // Copy this thread's quad of chunk rows [t0, t0+steps) of src [B,T,Di] into the tile
@@ -436,9 +482,11 @@ __device__ __forceinline__ void scan_store4(T *p, const float *v, int64_t c, int
 
 // ---- host side, shared by the two launchers ----
 
-static inline scan_k scan_consts(const chm_cu_scan *a) {
+// hs: the saved states the kernels will read or write (or NULL).
+static inline scan_k scan_consts(const chm_cu_scan *a, const float *hs) {
+    bool hvec = a->N == SCAN_NMAX && (uintptr_t)hs % 16 == 0;
     scan_k k = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias,
-                a->B, a->T, a->Di, a->N, a->softplus ? 1 : 0};
+                a->B, a->T, a->Di, a->N, a->softplus ? 1 : 0, hvec ? 1 : 0};
     return k;
 }
 
@@ -467,8 +515,8 @@ static inline cudaError_t scan_launch(K kernel, dim3 grid, size_t bytes, cudaStr
     return cudaGetLastError();
 }
 
-// The backward's checkpoint pass (selective_scan_fwd.cu): the state before every chunk
-// ck >= 1 into ckpt [B, nck, Di, 16] f32; vec as scan_vec_ok says for the call.
+// The backward's checkpoint pass (selective_scan_fwd.cu): the state after every chunk
+// but the last into ckpt [B, nck, Di, N] f32; vec as scan_vec_ok says for the call.
 cudaError_t chm_cu_scan_ckpt(float *ckpt, const chm_cu_scan *a, bool vec, cudaStream_t s);
 
 #endif

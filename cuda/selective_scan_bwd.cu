@@ -88,21 +88,25 @@ __device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const
     }
 }
 
-// Accumulate old + v into the thread's quad of a gradient row (old from its raw tile).
+// Store old + v (or v where the gradient is set, !add) into the thread's quad of a
+// gradient row (old: its raw tile).
 template <typename T, bool VEC>
-__device__ __forceinline__ void grad_add4(void *g, const T *old, float *v, const scan_k &k,
-                                          int64_t b, int64_t c0, int64_t t0, int row, int col) {
+__device__ __forceinline__ void grad_add4(void *g, const T *old, bool add, float *v,
+                                          const scan_k &k, int64_t b, int64_t c0, int64_t t0,
+                                          int row, int col) {
     if (!g) return;
-    float o[4];
-    scan_load4(old + row * SCAN_CB + col, o);
+    if (add) {
+        float o[4];
+        scan_load4(old + row * SCAN_CB + col, o);
 #pragma unroll
-    for (int e = 0; e < 4; e++) v[e] += o[e];
+        for (int e = 0; e < 4; e++) v[e] += o[e];
+    }
     scan_store4<T, VEC>((T *)g + (b * k.T + t0 + row) * k.Di + c0 + col, v, c0 + col, k.Di);
 }
 
 // Per element of the thread's quad: du, ddelta, dz from the lanes' sums (added to the
-// tensors), and the running dD, ddelta_bias.
-template <typename T, bool VEC>
+// tensors, or written with SET), and the running dD, ddelta_bias.
+template <typename T, bool VEC, bool SET>
 __device__ __forceinline__ void bwd_out(const scan_sm<T> &sm, const T *raw, const scan_k &k,
                                         const scan_g &g, int64_t b, int64_t c0, int64_t t0,
                                         int steps) {
@@ -121,9 +125,9 @@ __device__ __forceinline__ void bwd_out(const scan_sm<T> &sm, const T *raw, cons
         sm.accD[at + e] = fmaf(dyr, uu[e], sm.accD[at + e]);
         sm.accB[at + e] += gd[e];
     }
-    grad_add4<T, VEC>(g.du, raw + RAW_GU * SCAN_TILE, gu, k, b, c0, t0, row, col);
-    grad_add4<T, VEC>(g.ddelta, raw + RAW_GD * SCAN_TILE, gd, k, b, c0, t0, row, col);
-    if (k.z) grad_add4<T, VEC>(g.dz, raw + RAW_GZ * SCAN_TILE, gz, k, b, c0, t0, row, col);
+    grad_add4<T, VEC>(g.du, raw + RAW_GU * SCAN_TILE, !SET, gu, k, b, c0, t0, row, col);
+    grad_add4<T, VEC>(g.ddelta, raw + RAW_GD * SCAN_TILE, !SET, gd, k, b, c0, t0, row, col);
+    if (k.z) grad_add4<T, VEC>(g.dz, raw + RAW_GZ * SCAN_TILE, !SET, gz, k, b, c0, t0, row, col);
 }
 
 // The chunk's dBm/dCm partials: the warps' sums added in warp order.
@@ -163,7 +167,9 @@ __device__ __forceinline__ void bwd_final(const scan_sm<T> &sm, const scan_acc &
     g.pdb[b * k.Di + c0 + c] = sB;
 }
 
-template <typename T, bool VEC>
+// SET: du, ddelta, dz are written, not accumulated (their old values are not staged). A
+// template flag: tested at run time, it cost the kernel spills.
+template <typename T, bool VEC, bool SET>
 __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_k k, scan_g g) {
     extern __shared__ __align__(16) unsigned char scan_raw_sm[];
     scan_sm<T> sm = scan_carve<T>(scan_raw_sm, true);
@@ -178,7 +184,9 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
     for (int j = 0; j < 4; j++) acc.dhc[j] = acc.dA[j] = 0.0f;
     for (int i = threadIdx.x; i < SCAN_TILE; i += SCAN_THREADS) sm.accD[i] = sm.accB[i] = 0.0f;
     __syncthreads();  // cbias, cD, accD, accB in (read with other thread mappings)
-    const void *src[RAW_BWD] = {k.delta, k.u, k.z, g.dy, g.du, g.ddelta, k.z ? g.dz : NULL};
+    // The gradients' old values are staged only where they accumulate.
+    const void *src[RAW_BWD] = {k.delta, k.u, k.z, g.dy, SET ? NULL : g.du,
+                                SET ? NULL : g.ddelta, k.z && !SET ? g.dz : NULL};
     int64_t tl = (nck - 1) * SCAN_L;
     chunk_issue<T, VEC>(sm.raw, src, RAW_BWD, k, b, c0, tl, (int)(k.T - tl));
     bc_fetch<T>(bv, cv, k, b, tl, (int)(k.T - tl), true);
@@ -198,9 +206,8 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
         }
         float h0[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         if (ck > 0 && l.live) {
-            float4 v = *(const float4 *)(g.ckpt + ((b * nck + ck) * k.Di + l.c) * SCAN_NMAX +
-                                         4 * l.q);
-            float hn[4] = {v.x, v.y, v.z, v.w};  // state order, as the ckpt pass wrote it
+            float hn[4];  // state order, as the forward or the ckpt pass wrote it
+            hs_load(hn, g.ckpt, k, nck, b, ck - 1, l);
             scan_permute4(h0, hn, l.perm);
         }
         pre_phase<T, true>(sm, raw, k, c0, steps);
@@ -209,16 +216,26 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
         bwd_recompute<T>(hs, h0, A2, sm, l);
         bwd_reverse<T>(acc, hs, h0, A2, sm, l);
         __syncthreads();  // part, red are in; the reverse's reads of the tiles are done
-        bwd_out<T, VEC>(sm, raw, k, g, b, c0, t0, steps);
+        bwd_out<T, VEC, SET>(sm, raw, k, g, b, c0, t0, steps);
         bc_partials(sm.red, g.pbc, row0 + t0, steps);
     }
     bwd_final<T>(sm, acc, k, g, b, c0, l);
 }
 
-// dBm/dCm [B,T,N] += the channel-block partials, in block order.
+// Bits of chm_cu_scan_grads.set (CHM_SCAN_SET_* of backend.h).
+enum { SET_DU = 1, SET_DDELTA = 2, SET_DA = 4, SET_DBM = 8, SET_DCM = 16, SET_DD = 32,
+       SET_DZ = 64, SET_DDB = 128 };
+
+// dst = s, or dst + s unless `set`.
+template <typename T> __device__ __forceinline__ void grad_put(T *dst, float s, bool set) {
+    *dst = from_f<T>(set ? s : to_f(*dst) + s);
+}
+
+// dBm/dCm [B,T,N] += (or =, set bits SET_DBM, SET_DCM) the channel-block partials, in
+// block order.
 template <typename T>
 __global__ void scan_bc_finish_kernel(T *dBm, T *dCm, const float *pbc, int64_t B, int64_t Tn,
-                                      int64_t N, int64_t nblk) {
+                                      int64_t N, int64_t nblk, unsigned set) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < B * Tn * 32;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t l = i % 32, bt = i / 32, t = bt % Tn, b = bt / Tn, n = l % SCAN_NMAX;
@@ -226,32 +243,33 @@ __global__ void scan_bc_finish_kernel(T *dBm, T *dCm, const float *pbc, int64_t 
         if (!dst || n >= N) continue;
         float s = 0.0f;
         for (int64_t blk = 0; blk < nblk; blk++) s += pbc[((b * nblk + blk) * Tn + t) * 32 + l];
-        int64_t at = (b * Tn + t) * N + n;
-        dst[at] = from_f<T>(to_f(dst[at]) + s);
+        grad_put(dst + (b * Tn + t) * N + n, s, set & (l < SCAN_NMAX ? SET_DBM : SET_DCM));
     }
 }
 
-// dA [Di,N], dD [Di], ddelta_bias [Di] += the per-batch-row partials, in b order.
+// dA [Di,N], dD [Di], ddelta_bias [Di] += (or =, as `set` says) the per-batch-row
+// partials, in b order.
 template <typename T>
 __global__ void scan_chan_finish_kernel(T *dA, T *dD, T *ddb, const float *pA, const float *pD,
-                                        const float *pdb, int64_t B, int64_t Di, int64_t N) {
+                                        const float *pdb, int64_t B, int64_t Di, int64_t N,
+                                        unsigned set) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < Di * SCAN_NMAX;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t c = i / SCAN_NMAX, n = i % SCAN_NMAX;
         if (dA && n < N) {
             float s = 0.0f;
             for (int64_t b = 0; b < B; b++) s += pA[(b * Di + c) * SCAN_NMAX + n];
-            dA[c * N + n] = from_f<T>(to_f(dA[c * N + n]) + s);
+            grad_put(dA + c * N + n, s, set & SET_DA);
         }
         if (n == 0 && dD) {
             float s = 0.0f;
             for (int64_t b = 0; b < B; b++) s += pD[b * Di + c];
-            dD[c] = from_f<T>(to_f(dD[c]) + s);
+            grad_put(dD + c, s, set & SET_DD);
         }
         if (n == 1 && ddb) {
             float s = 0.0f;
             for (int64_t b = 0; b < B; b++) s += pdb[b * Di + c];
-            ddb[c] = from_f<T>(to_f(ddb[c]) + s);
+            grad_put(ddb + c, s, set & SET_DDB);
         }
     }
 }
@@ -268,7 +286,7 @@ static scan_layout scan_layout_of(const chm_cu_scan *a) {
     L.nck = (a->T + SCAN_L - 1) / SCAN_L;
     L.nblk = (a->Di + SCAN_CB - 1) / SCAN_CB;
     L.ckpt = 0;
-    L.pbc = L.ckpt + a->B * L.nck * a->Di * SCAN_NMAX;
+    L.pbc = L.ckpt + a->B * L.nck * a->Di * a->N;
     L.pA = L.pbc + a->B * L.nblk * a->T * 32;
     L.pD = L.pA + a->B * a->Di * SCAN_NMAX;
     L.pdb = L.pD + a->B * a->Di;
@@ -280,28 +298,56 @@ extern "C" size_t chm_cu_scan_bwd_scratch(const chm_cu_scan *a) {
     return (size_t)scan_layout_of(a).total * sizeof(float);
 }
 
+// How the main kernel treats du, ddelta, dz (*set: all given ones are written): when the
+// set bits name all of them, the SET kernel; else those named are zeroed here and all
+// accumulate.
+static cudaError_t scan_elem_set(const chm_cu_scan_grads *gr, const chm_cu_scan *a, bool *set,
+                                 cudaStream_t s) {
+    void *p[3] = {gr->du, gr->ddelta, a->z ? gr->dz : NULL};
+    unsigned bit[3] = {SET_DU, SET_DDELTA, SET_DZ}, given = 0, named = 0;
+    for (int i = 0; i < 3; i++) {
+        given |= p[i] ? bit[i] : 0u;
+        named |= p[i] && (gr->set & bit[i]) ? bit[i] : 0u;
+    }
+    *set = given && named == given;
+    size_t bytes = (size_t)(a->B * a->T * a->Di) * (a->dt == CHM_F32 ? 4 : 2);
+    for (int i = 0; i < 3 && !*set; i++)
+        if (named & bit[i]) {
+            cudaError_t e = cudaMemsetAsync(p[i], 0, bytes, s);  // 0.0 in f32 and bf16
+            if (e != cudaSuccess) return e;
+        }
+    return cudaSuccess;
+}
+
 template <typename T>
 static cudaError_t scan_bwd_launch(const chm_cu_scan_grads *gr, const void *dy,
                                    const chm_cu_scan *a, float *sc, cudaStream_t s) {
     scan_layout L = scan_layout_of(a);
-    scan_k k = scan_consts(a);
-    scan_g g = {gr->du, gr->ddelta, gr->dz, dy, sc + L.ckpt, sc + L.pbc, sc + L.pA, sc + L.pD,
-                sc + L.pdb};
+    const float *hs = gr->hsaved ? gr->hsaved : sc + L.ckpt;
+    scan_k k = scan_consts(a, hs);
+    scan_g g = {gr->du,     gr->ddelta, gr->dz,    dy,        hs,
+                sc + L.pbc, sc + L.pA,  sc + L.pD, sc + L.pdb};
     const void *p[] = {a->u, a->delta, a->z, dy, gr->du, gr->ddelta, gr->dz};
-    bool vec = scan_vec_ok(a, p, 7);
-    cudaError_t e = chm_cu_scan_ckpt(sc + L.ckpt, a, vec, s);
+    bool vec = scan_vec_ok(a, p, 7), set;
+    cudaError_t e = scan_elem_set(gr, a, &set, s);
+    if (e == cudaSuccess && !gr->hsaved) e = chm_cu_scan_ckpt(sc + L.ckpt, a, vec, s);
     if (e != cudaSuccess) return e;
     size_t bytes = scan_sm_bytes(sizeof(T), true);
-    e = vec ? scan_launch(scan_bwd_kernel<T, true>, scan_grid(a), bytes, s, k, g)
-            : scan_launch(scan_bwd_kernel<T, false>, scan_grid(a), bytes, s, k, g);
+    dim3 grid = scan_grid(a);
+    if (set)
+        e = vec ? scan_launch(scan_bwd_kernel<T, true, true>, grid, bytes, s, k, g)
+                : scan_launch(scan_bwd_kernel<T, false, true>, grid, bytes, s, k, g);
+    else
+        e = vec ? scan_launch(scan_bwd_kernel<T, true, false>, grid, bytes, s, k, g)
+                : scan_launch(scan_bwd_kernel<T, false, false>, grid, bytes, s, k, g);
     if (e != cudaSuccess) return e;
     int64_t nbc = a->B * a->T * 32;
     scan_bc_finish_kernel<T><<<grid_for(nbc, 256), 256, 0, s>>>(
-        (T *)gr->dBm, (T *)gr->dCm, sc + L.pbc, a->B, a->T, a->N, L.nblk);
+        (T *)gr->dBm, (T *)gr->dCm, sc + L.pbc, a->B, a->T, a->N, L.nblk, gr->set);
     int64_t nch = a->Di * SCAN_NMAX;
     scan_chan_finish_kernel<T><<<grid_for(nch, 256), 256, 0, s>>>(
         (T *)gr->dA, (T *)gr->dD, (T *)gr->ddelta_bias, sc + L.pA, sc + L.pD, sc + L.pdb, a->B,
-        a->Di, a->N);
+        a->Di, a->N, gr->set);
     return cudaGetLastError();
 }
 

@@ -43,9 +43,10 @@ __device__ __forceinline__ void fwd_out(T *y, const scan_sm<T> &sm, const T *raw
     scan_store4<T, VEC>(y + (b * k.T + t0 + row) * k.Di + c0 + col, out, c0 + col, k.Di);
 }
 
-// Forward (y) or, with CKPT, the backward's checkpoints (ckpt [B, nck, Di, 16]).
+// Forward (y; the saved states into hsave unless NULL) or, with CKPT, the backward's
+// checkpoints (hsave: all but the last chunk's states).
 template <typename T, bool VEC, bool CKPT>
-__global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *ckpt, scan_k k) {
+__global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsave, scan_k k) {
     extern __shared__ __align__(16) unsigned char scan_raw_sm[];
     scan_sm<T> sm = scan_carve<T>(scan_raw_sm, false);
     int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
@@ -77,37 +78,34 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *ckp
                                 b, c0, t1, s1);
             bc_fetch<T>(bv, cv, k, b, t1, s1, !CKPT);
         }
-        if (CKPT && ck > 0 && l.live)
-            *(float4 *)(ckpt + ((b * nck + ck) * k.Di + l.c) * SCAN_NMAX + 4 * l.q) =
-                make_float4(h[0], h[1], h[2], h[3]);
         pre_phase<T, false>(sm, raw, k, c0, steps);
         __syncthreads();  // Bs, Cs, fdu of the chunk are in
         fwd_steps<T, CKPT>(h, A2, sm, l);
+        if (hsave && l.live) hs_store(hsave, h, k, nck, b, ck, l);
         __syncthreads();  // part is in; the steps' reads of Bs, Cs, fdu are done
         if (!CKPT) fwd_out<T, VEC>(y, sm, raw, k, b, c0, t0, steps);
     }
-    if (CKPT && nck > 1 && l.live)
-        *(float4 *)(ckpt + ((b * nck + nck - 1) * k.Di + l.c) * SCAN_NMAX + 4 * l.q) =
-            make_float4(h[0], h[1], h[2], h[3]);
 }
 
 // ---- host side ----
 
 template <typename T, bool CKPT>
-static cudaError_t scan_fwd_launch(T *y, float *ckpt, const chm_cu_scan *a, bool vec,
+static cudaError_t scan_fwd_launch(T *y, float *hsave, const chm_cu_scan *a, bool vec,
                                    cudaStream_t s) {
     size_t bytes = scan_sm_bytes(sizeof(T), false);
-    scan_k k = scan_consts(a);
-    if (vec) return scan_launch(scan_fwd_kernel<T, true, CKPT>, scan_grid(a), bytes, s, y, ckpt, k);
-    return scan_launch(scan_fwd_kernel<T, false, CKPT>, scan_grid(a), bytes, s, y, ckpt, k);
+    scan_k k = scan_consts(a, hsave);
+    if (vec)
+        return scan_launch(scan_fwd_kernel<T, true, CKPT>, scan_grid(a), bytes, s, y, hsave, k);
+    return scan_launch(scan_fwd_kernel<T, false, CKPT>, scan_grid(a), bytes, s, y, hsave, k);
 }
 
-extern "C" cudaError_t chm_cu_scan_fwd(void *y, const chm_cu_scan *a, cudaStream_t s) {
+extern "C" cudaError_t chm_cu_scan_fwd(void *y, float *hsave, const chm_cu_scan *a,
+                                       cudaStream_t s) {
     if (a->B * a->T * a->Di <= 0) return cudaSuccess;
     if (a->N > SCAN_NMAX) return cudaErrorInvalidValue;
     const void *p[] = {y, a->u, a->delta, a->z};
     bool vec = scan_vec_ok(a, p, 4);
-    CHM_CU_DISPATCH2(a->dt, T, return scan_fwd_launch<T, false>((T *)y, NULL, a, vec, s));
+    CHM_CU_DISPATCH2(a->dt, T, return scan_fwd_launch<T, false>((T *)y, hsave, a, vec, s));
     return cudaSuccess;
 }
 

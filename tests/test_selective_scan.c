@@ -4,7 +4,9 @@
  * The forward is compared with a naive f64 recurrence with and without each
  * optional input (D, z, delta_bias, softplus), the backward with central
  * finite differences of L = sum(y * R) for every gradient, NULL gradients
- * are skipped, and gradients accumulate onto G0.
+ * are skipped, and gradients accumulate onto G0 (or are written, as
+ * grads_set says). The forward's saved states (h_saved) are compared with
+ * the naive states, and the backward gives the same results with them.
  */
 #include "testutil.h"
 
@@ -110,8 +112,14 @@ static chm_scan_args scan_args(chm_backend *be, scan_run *s) {
         if (s->in[i]) tt_upload(be, &s->t[i], s->in[i]);
     }
     return (chm_scan_args){p[IU], p[IDELTA], p[IA], p[IBM], p[ICM], p[ID], p[IZ], p[IDB],
-                           s->c.softplus};
+                           s->c.softplus, NULL, 0};
 }
+
+/* Saved-state entries of a case: [B, K, Di, N]. */
+static int64_t saved_k(const scan_case *c) {
+    return (c->T + CHM_SCAN_SAVE_STRIDE - 1) / CHM_SCAN_SAVE_STRIDE;
+}
+static int64_t nsaved(const scan_case *c) { return c->B * saved_k(c) * c->Di * c->N; }
 
 static void scan_run_fwd(chm_backend *be, scan_run *s, double *y) {
     chm_scan_args a = scan_args(be, s);
@@ -136,9 +144,10 @@ static void scan_run_bwd(chm_backend *be, scan_run *s, const double *dy, const b
         if (want[i]) tt_download(be, &s->g[i], got[i]);
 }
 
-/* Naive recurrence in f64, written straight from backend.h. */
-static void ref_scan(const scan_case *c, double *const in[NIN], double *y) {
-    int64_t T = c->T, Di = c->Di, N = c->N;
+/* Naive recurrence in f64, written straight from backend.h; hs (or NULL) receives the
+   states h_saved holds: after every CHM_SCAN_SAVE_STRIDE steps and after the last. */
+static void ref_scan(const scan_case *c, double *const in[NIN], double *y, double *hs) {
+    int64_t T = c->T, Di = c->Di, N = c->N, S = CHM_SCAN_SAVE_STRIDE, K = saved_k(c);
     double *h = tt_dalloc(N);
     for (int64_t b = 0; b < c->B; b++)
         for (int64_t ch = 0; ch < Di; ch++) {
@@ -155,6 +164,8 @@ static void ref_scan(const scan_case *c, double *const in[NIN], double *y) {
                 }
                 if (c->has_z) out *= in[IZ][at] / (1.0 + exp(-in[IZ][at]));
                 y[at] = out;
+                if (hs && ((t + 1) % S == 0 || t == T - 1))
+                    memcpy(hs + ((b * K + t / S) * Di + ch) * N, h, (size_t)N * sizeof *h);
             }
         }
     free(h);
@@ -178,7 +189,7 @@ Test(selective_scan, forward_matches_naive) {
             scan_run s = scan_open(be, dts[k], fwd_cases[i], 100 + i);
             double *got = tt_dalloc(ny(&s.c)), *want = tt_dalloc(ny(&s.c));
             scan_run_fwd(be, &s, got);
-            ref_scan(&s.c, s.in, want);
+            ref_scan(&s.c, s.in, want, NULL);
             tt_assert_close("y", got, want, ny(&s.c), TT_ATOL(dts[k]), TT_RTOL(dts[k]));
             free(got), free(want);
             scan_close(&s);
@@ -360,6 +371,154 @@ Test(selective_scan, wrapper_rejects_bad_arguments) {
                 "du overlaps dz");
     tt_free(&bad_bm);
     tt_free(&z64);
+    scan_close(&s);
+    chm_backend_close(be);
+}
+
+/* The forward with h_saved: the same y, and the states after every 16 steps (f32). */
+static void check_saved_states(chm_dtype dt, scan_case c, uint64_t seed) {
+    chm_backend *be = tt_open_cpu();
+    scan_run s = scan_open(be, dt, c, seed);
+    int64_t ns = nsaved(&c);
+    tt_tensor hs = tt_alloc(be, CHM_F32, 4, (int64_t[]){c.B, saved_k(&c), c.Di, c.N});
+    double *y0 = tt_dalloc(ny(&c)), *y1 = tt_dalloc(ny(&c)), *want = tt_dalloc(ny(&c));
+    double *got = tt_dalloc(ns), *hw = tt_dalloc(ns);
+    scan_run_fwd(be, &s, y0);
+    chm_scan_args a = scan_args(be, &s);
+    a.h_saved = &hs.t;
+    tt_poison(be, &s.y);
+    tt_poison(be, &hs);
+    cr_assert_eq(chm_selective_scan_fwd(be, &s.y.t, &a), CHM_OK, "%s", be->err.msg);
+    tt_download(be, &s.y, y1);
+    tt_download(be, &hs, got);
+    tt_assert_close("y with h_saved", y1, y0, ny(&c), 0, 0);
+    ref_scan(&c, s.in, want, hw);
+    tt_assert_close("h_saved", got, hw, ns, TT_ATOL(CHM_F32), TT_RTOL(CHM_F32));
+    free(y0), free(y1), free(want), free(got), free(hw);
+    tt_free(&hs);
+    scan_close(&s);
+    chm_backend_close(be);
+}
+
+Test(selective_scan, forward_writes_saved_states) {
+    chm_dtype dts[2] = {CHM_F32, CHM_F64};
+    for (int k = 0; k < 2; k++) {
+        check_saved_states(dts[k], (scan_case){2, 37, 5, 3, true, true, true, true}, 41);
+        check_saved_states(dts[k], (scan_case){1, 16, 3, 4, false, false, false, false}, 42);
+        check_saved_states(dts[k], (scan_case){3, 5, 2, 1, true, true, false, true}, 43);
+        check_saved_states(dts[k], (scan_case){1, 33, 7, 2, false, true, true, false}, 44);
+    }
+}
+
+/* Backward after a forward that saved states: with h_saved given and set bits `set`, the
+   gradients (starting at NaN where set, at g0 elsewhere) equal the accumulate-onto-g0
+   results without h_saved, except that set ones lack g0. */
+static void check_saved_and_set(chm_backend *be, chm_dtype dt, scan_case c, unsigned set,
+                                uint64_t seed) {
+    scan_run s = scan_open(be, dt, c, seed);
+    tt_rng r = tt_rng_make(seed + 3);
+    double *dy = rand_vec(&r, ny(&c), -1, 1, dt), *g0[NIN], *want[NIN], *got[NIN];
+    bool all[NIN];
+    grad_arrays(&s, all, want);
+    grad_arrays(&s, all, got);
+    for (int i = 0; i < NIN; i++) g0[i] = all[i] ? rand_vec(&r, in_numel(&c, i), -1, 1, dt) : NULL;
+    scan_run_bwd(be, &s, dy, all, g0, want);
+    tt_tensor hs = tt_alloc(be, CHM_F32, 4, (int64_t[]){c.B, saved_k(&c), c.Di, c.N});
+    chm_scan_args a = scan_args(be, &s);
+    a.h_saved = &hs.t;
+    a.grads_set = set;
+    cr_assert_eq(chm_selective_scan_fwd(be, &s.y.t, &a), CHM_OK, "%s", be->err.msg);
+    chm_tensor *g[NIN];
+    for (int i = 0; i < NIN; i++) {
+        g[i] = all[i] ? &s.g[i].t : NULL;
+        if (!all[i]) continue;
+        if (set >> i & 1) tt_poison(be, &s.g[i]);
+        else tt_upload(be, &s.g[i], g0[i]);
+    }
+    chm_scan_grads gr = {g[IU], g[IDELTA], g[IA], g[IBM], g[ICM], g[ID], g[IZ], g[IDB]};
+    cr_assert_eq(chm_selective_scan_bwd(be, &gr, &s.dy.t, &a), CHM_OK, "%s", be->err.msg);
+    for (int i = 0; i < NIN; i++) {
+        if (!all[i]) continue;
+        tt_download(be, &s.g[i], got[i]);
+        if (set >> i & 1)
+            for (int64_t j = 0; j < in_numel(&c, i); j++) got[i][j] += g0[i][j];
+        tt_assert_close(in_names[i], got[i], want[i], in_numel(&c, i), TT_ATOL(dt), TT_RTOL(dt));
+    }
+    for (int i = 0; i < NIN; i++) free(g0[i]), free(want[i]), free(got[i]);
+    free(dy);
+    tt_free(&hs);
+    scan_close(&s);
+}
+
+Test(selective_scan, backward_with_saved_states_and_set_gradients) {
+    chm_backend *be = tt_open_cpu();
+    scan_case c = {2, 37, 5, 3, true, true, true, true};
+    unsigned model = CHM_SCAN_SET_DU | CHM_SCAN_SET_DDELTA | CHM_SCAN_SET_DZ | CHM_SCAN_SET_DBM |
+                     CHM_SCAN_SET_DCM | CHM_SCAN_SET_DA;
+    for (int k = 0; k < 2; k++) {
+        chm_dtype dt = k ? CHM_F64 : CHM_F32;
+        check_saved_and_set(be, dt, c, 0, 51);
+        check_saved_and_set(be, dt, c, 0xff, 52);
+        check_saved_and_set(be, dt, c, model, 53);
+        check_saved_and_set(be, dt, (scan_case){1, 5, 67, 2, false, false, false, true}, 0x5a, 54);
+    }
+    chm_backend_close(be);
+}
+
+/* Set gradients of sums over nothing are zeros: dBm, dCm with Di = 0, dA, dD, ddelta_bias
+   with T = 0. */
+Test(selective_scan, backward_sets_empty_sums_to_zero) {
+    chm_backend *be = tt_open_cpu();
+    scan_case cs[2] = {{2, 3, 0, 2, true, true, true, true}, {2, 0, 3, 2, true, true, true, true}};
+    for (int k = 0; k < 2; k++) {
+        scan_run s = scan_open(be, CHM_F32, cs[k], 60 + (uint64_t)k);
+        chm_scan_args a = scan_args(be, &s);
+        a.grads_set = 0xffu;
+        chm_scan_grads g = {&s.g[IU].t,  &s.g[IDELTA].t, &s.g[IA].t, &s.g[IBM].t,
+                            &s.g[ICM].t, &s.g[ID].t,     &s.g[IZ].t, &s.g[IDB].t};
+        for (int i = 0; i < NIN; i++) tt_poison(be, &s.g[i]);
+        cr_assert_eq(chm_selective_scan_bwd(be, &g, &s.dy.t, &a), CHM_OK, "%s", be->err.msg);
+        for (int i = 0; i < NIN; i++) {
+            int64_t n = in_numel(&s.c, i);
+            double *got = tt_dalloc(n), *zero = tt_dalloc(n);
+            tt_download(be, &s.g[i], got);
+            tt_assert_close(in_names[i], got, zero, n, 0, 0);
+            free(got), free(zero);
+        }
+        scan_close(&s);
+    }
+    chm_backend_close(be);
+}
+
+/* h_saved's shape, dtype and overlaps, and grads_set's bits (T = 17: 2 saved states). */
+Test(selective_scan, wrapper_rejects_bad_saved_states) {
+    const char *fw = "selective_scan_fwd", *bw = "selective_scan_bwd";
+    chm_backend *be = tt_open_cpu();
+    scan_run s = scan_open(be, CHM_F32, (scan_case){1, 17, 4, 2, true, true, true, true}, 6);
+    tt_tensor k1 = tt_alloc(be, CHM_F32, 4, (int64_t[]){1, 1, 4, 2}),
+              h64 = tt_alloc(be, CHM_F64, 4, (int64_t[]){1, 2, 4, 2}),
+              ok = tt_alloc(be, CHM_F32, 4, (int64_t[]){1, 2, 4, 2});
+    chm_scan_args a = scan_args(be, &s), b = a;
+    b.h_saved = &k1.t;
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_SHAPE, fw, "h_saved");
+    b.h_saved = &h64.t;
+    tt_expect_fail(be, chm_selective_scan_bwd(be, &(chm_scan_grads){0}, &s.dy.t, &b),
+                   CHM_ERR_DTYPE, bw, "h_saved");
+    b = a;
+    b.grads_set = 1u << 8;
+    tt_expect_fail(be, chm_selective_scan_bwd(be, &(chm_scan_grads){0}, &s.dy.t, &b),
+                   CHM_ERR_INVALID_ARG, bw, "grads_set");
+    /* h_saved is an output of the forward and an input of the backward: no sharing */
+    chm_tensor hv = chm_tensor_make(s.y.t.buf, s.y.t.offset, CHM_F32, 4, ok.t.shape);
+    b = a;
+    b.h_saved = &hv;
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_INVALID_ARG, fw,
+                   "h_saved overlaps y");
+    hv = chm_tensor_make(s.g[IU].t.buf, s.g[IU].t.offset, CHM_F32, 4, ok.t.shape);
+    chm_scan_grads g = {.du = &s.g[IU].t};
+    tt_expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &b), CHM_ERR_INVALID_ARG, bw,
+                   "du overlaps h_saved");
+    tt_free(&k1), tt_free(&h64), tt_free(&ok);
     scan_close(&s);
     chm_backend_close(be);
 }

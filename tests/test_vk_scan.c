@@ -6,7 +6,8 @@
  * with a partial last one, odd channel counts that leave dead channels in the
  * last workgroup, and chimera-1b's 2048 channels. Forward, step and
  * backward (every gradient, in groups of three: the harness's argument
- * limit). vk_harness.h skips without a device and checks that the
+ * limit); the backward after a forward given h_saved, with gradients set
+ * (grads_set) and accumulated. vk_harness.h skips without a device and checks that the
  * validation layer stayed silent.
  */
 #include "vk_harness.h"
@@ -34,7 +35,7 @@ static void vscan_inputs(arg *a, const vscan *s) {
 
 static chm_scan_args vscan_args(const chm_tensor *const *t, const vscan *s) {
     return (chm_scan_args){t[0], t[1], t[2], t[3], t[4], s->opt ? t[5] : NULL,
-                           s->opt ? t[6] : NULL, s->opt ? t[7] : NULL, s->opt};
+                           s->opt ? t[6] : NULL, s->opt ? t[7] : NULL, s->opt, NULL, 0};
 }
 
 static chm_status vscan_fwd(chm_backend *be, const chm_tensor *const *t, const void *ctx) {
@@ -87,6 +88,48 @@ static void check_backward(pair *bp, vscan s, uint64_t seed) {
             }
         if (n > 9) check_op(bp, "selective_scan_bwd", n, a, vscan_back, &c, 1e-4, 1e-4, seed + k);
     }
+}
+
+/* The forward given h_saved (t[10]), then the backward given it, into the one gradient
+   c->grads names (t[11]), set when it is du, dA, dCm or dz: t[8] dy, t[9] y. */
+static chm_status vscan_saved(chm_backend *be, const chm_tensor *const *t, const void *ctx) {
+    const vscan *c = ctx;
+    chm_scan_args a = vscan_args(t, c);
+    a.h_saved = t[10];
+    chm_status rc = chm_selective_scan_fwd(be, t[9], &a);
+    if (rc) return rc;
+    a.grads_set = c->grads & 0x55u;
+    chm_tensor *gr[8] = {0};
+    for (int i = 0; i < 8; i++)
+        if (c->grads & (1u << i)) gr[i] = (chm_tensor *)t[11];
+    chm_scan_grads g = {gr[0], gr[1], gr[2], gr[3], gr[4], gr[5], gr[6], gr[7]};
+    return chm_selective_scan_bwd(be, &g, t[8], &a);
+}
+
+/* Saved states and set gradients: each gradient alone (the harness's argument limit). The
+   cpu writes h_saved and vulkan leaves it (backend.h allows both), so it is not compared. */
+static void check_saved(pair *bp, vscan s, uint64_t seed) {
+    for (int i = 0; i < (s.opt ? 8 : 5); i++) {
+        vscan c = s;
+        c.grads = 1u << i;
+        arg a[12];
+        vscan_inputs(a, &s);
+        a[8] = (arg)A3(IN, s.B, s.T, s.Di, -1, 1);    /* dy */
+        a[9] = (arg)A3(OUT, s.B, s.T, s.Di, 0, 0);    /* y */
+        a[10] = (arg)A4(IN, s.B, (s.T + CHM_SCAN_SAVE_STRIDE - 1) / CHM_SCAN_SAVE_STRIDE, s.Di,
+                        s.N, -1, 1);                  /* h_saved */
+        a[11] = a[i];
+        a[11].role = c.grads & 0x55u ? OUT : ACC;
+        a[11].lo = -1, a[11].hi = 1;
+        check_op(bp, "selective_scan_bwd", 12, a, vscan_saved, &c, 1e-4, 1e-4, seed + i);
+    }
+}
+
+Test(vk_scan, backward_with_saved_states_and_set_gradients) {
+    pair bp = pair_open();
+    check_saved(&bp, (vscan){2, 37, 13, 5, true, 0}, 901);
+    check_saved(&bp, (vscan){1, 20, 8, 16, false, 0}, 921);
+    pair_close(&bp);
 }
 
 /* N < 4 and N = 5: fewer lanes per channel, lanes without states; odd T and Di. */
@@ -166,7 +209,7 @@ Test(vk_scan, bench_chimera_1b) {
         cr_assert_eq(chm_fill(vk, &t[i].t, i < 8 ? value[i] : 0.1), CHM_OK, "%s", vk->err.msg);
     }
     chm_scan_args a = {&t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, &t[5].t, &t[6].t, &t[7].t,
-                       true};
+                       true, NULL, 0};
     chm_scan_grads g = {&t[9].t,  &t[10].t, &t[11].t, &t[12].t,
                         &t[13].t, &t[14].t, &t[15].t, &t[16].t};
     double f = bench_ms(vk, &a, &t[8].t, NULL), b = bench_ms(vk, &a, &t[8].t, &g);

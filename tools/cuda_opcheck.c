@@ -551,8 +551,12 @@ typedef struct oc_scan_case {
     bool D, z, bias, softplus;
 } oc_scan_case;
 
-static void scan_case(oc_ctx *x, const oc_scan_case *c) {
+/* save: the forward writes h_saved (checked) and the backward reads it; the gradients that
+   `set` names (CHM_SCAN_SET_*) start as NaN and are written, the others accumulate. */
+static void scan_case(oc_ctx *x, const oc_scan_case *c, bool save, unsigned set) {
     const int64_t *btd = DIMS(c->B, c->T, c->Di), *btn = DIMS(c->B, c->T, c->N);
+    int64_t K = (c->T + CHM_SCAN_SAVE_STRIDE - 1) / CHM_SCAN_SAVE_STRIDE;
+    oc_t hs = oc_new2(x, CHM_F32, CHM_F32, 4, DIMS(c->B, K, c->Di, c->N));
     oc_t u = oc_rand(x, 3, btd, -1, 1), A = oc_new(x, 2, DIMS(c->Di, c->N));
     oc_t delta = c->softplus ? oc_rand(x, 3, btd, -3, 1) : oc_rand(x, 3, btd, 0.01, 0.5);
     oc_t Bm = oc_rand(x, 3, btn, -1, 1), Cm = oc_rand(x, 3, btn, -1, 1);
@@ -567,22 +571,30 @@ static void scan_case(oc_ctx *x, const oc_scan_case *c) {
         chm_scan_args t = {s ? &u.g : &u.c, s ? &delta.g : &delta.c, s ? &A.g : &A.c,
                            s ? &Bm.g : &Bm.c, s ? &Cm.g : &Cm.c,
                            c->D ? (s ? &D.g : &D.c) : NULL, c->z ? (s ? &z.g : &z.c) : NULL,
-                           c->bias ? (s ? &db.g : &db.c) : NULL, c->softplus};
+                           c->bias ? (s ? &db.g : &db.c) : NULL, c->softplus,
+                           save ? (s ? &hs.g : &hs.c) : NULL, set};
         a[s] = t;
     }
     char name[96], n2[128];
-    snprintf(name, sizeof name, "scan %lldx%lldx%lld n%lld%s%s%s%s", (long long)c->B,
+    snprintf(name, sizeof name, "scan %lldx%lldx%lld n%lld%s%s%s%s%s%s", (long long)c->B,
              (long long)c->T, (long long)c->Di, (long long)c->N, c->D ? " D" : "", c->z ? " z" : "",
-             c->bias ? " bias" : "", c->softplus ? " sp" : "");
+             c->bias ? " bias" : "", c->softplus ? " sp" : "", save ? " saved" : "",
+             set == 0xffu ? " set" : set ? " set/acc" : "");
     oc_poison(x, &y);
+    oc_poison(x, &hs);
     OC_BOTH(x, chm_selective_scan_fwd(BE, OC_T(y), &a[oc_side]));
     snprintf(n2, sizeof n2, "%s y", name);
     oc_check(x, n2, &y, 1);
+    snprintf(n2, sizeof n2, "%s h_saved", name);
+    if (save) oc_check(x, n2, &hs, 1);
     oc_t g[8], dy = oc_rand(x, 3, btd, -1, 1);
     const oc_t *like[8] = {&u, &delta, &A, &Bm, &Cm, &D, &z, &db};
     static const char *const gn[8] = {"du", "ddelta", "dA", "dBm", "dCm", "dD", "dz", "ddb"};
     bool present[8] = {true, true, true, true, true, c->D, c->z, c->bias};
-    for (int i = 0; i < 8; i++) g[i] = oc_grad0(x, like[i]->c.ndim, like[i]->c.shape);
+    for (int i = 0; i < 8; i++) {
+        g[i] = oc_grad0(x, like[i]->c.ndim, like[i]->c.shape);
+        if (set >> i & 1) oc_poison(x, &g[i]);
+    }
     chm_scan_grads gr[2];
     for (int s = 0; s < 2; s++) {
         chm_tensor *p[8];
@@ -596,8 +608,8 @@ static void scan_case(oc_ctx *x, const oc_scan_case *c) {
         snprintf(n2, sizeof n2, "%s %s", name, gn[i]);
         oc_check(x, n2, &g[i], i == 2 ? 3 : 2);  /* dA sums T*B terms of both signs */
     }
-    oc_t *all[] = {&u, &A, &delta, &Bm, &Cm, &D, &z, &db, &y, &dy};
-    for (int i = 0; i < 10; i++) oc_free(all[i]);
+    oc_t *all[] = {&u, &A, &delta, &Bm, &Cm, &D, &z, &db, &y, &dy, &hs};
+    for (int i = 0; i < 11; i++) oc_free(all[i]);
     for (int i = 0; i < 8; i++) oc_free(&g[i]);
 }
 
@@ -612,7 +624,12 @@ static void case_scan(oc_ctx *x) {
         {1, 300, 68, 12, true, false, false, true},
         {3, 33, 8, 16, false, true, true, true},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) scan_case(x, &cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        scan_case(x, &cases[i], false, 0);
+        scan_case(x, &cases[i], true, 0xffu);
+        /* some set, some accumulated: the cuda backward zeroes the set ones of du/ddelta/dz */
+        if (i % 3 == 0) scan_case(x, &cases[i], true, 0x55u);
+    }
 }
 
 static void conv_case(oc_ctx *x, int64_t B, int64_t T, int64_t C, int64_t W, bool silu,
@@ -975,7 +992,7 @@ static void scan_step_case(oc_ctx *x, const oc_scan_case *c) {
         chm_scan_args t = {s ? &u.g : &u.c, s ? &delta.g : &delta.c, s ? &A.g : &A.c,
                            s ? &Bm.g : &Bm.c, s ? &Cm.g : &Cm.c,
                            c->D ? (s ? &D.g : &D.c) : NULL, c->z ? (s ? &z.g : &z.c) : NULL,
-                           c->bias ? (s ? &db.g : &db.c) : NULL, c->softplus};
+                           c->bias ? (s ? &db.g : &db.c) : NULL, c->softplus, NULL, 0};
         a[s] = t;
     }
     char name[96], n2[128];
@@ -1276,10 +1293,13 @@ static void bench_attention(oc_ctx *x, int64_t B, int64_t T, int64_t H, int64_t 
     for (int i = 0; i < 9; i++) chm_buffer_free(b[i]);
 }
 
+/* The scan at chimera-1b's shape: as the model calls it (saved states written by the forward
+   and read by the backward, scratch gradients set) and, rows marked "acc", without saved
+   states and with every gradient accumulated. */
 static void bench_scan(oc_ctx *x, int64_t B, int64_t T, int64_t Di, int64_t N) {
-    chm_buffer *b[18];
+    chm_buffer *b[19];
     const int64_t *btd = DIMS(B, T, Di), *btn = DIMS(B, T, N);
-    chm_tensor t[18];
+    chm_tensor t[19];
     int k = 0;
     t[k] = bench_tensor(x, CHM_BF16, 3, btd, 0, 0, &b[k]), k++;        /* 0 y */
     t[k] = bench_tensor(x, CHM_BF16, 3, btd, -1, 1, &b[k]), k++;       /* 1 dy */
@@ -1294,10 +1314,19 @@ static void bench_scan(oc_ctx *x, int64_t B, int64_t T, int64_t Di, int64_t N) {
     for (int i = 0; i < 8; i++, k++) /* 10.. gradients, like their inputs */
         t[k] = bench_tensor(x, CHM_BF16, t[2 + i].ndim, t[2 + i].shape, 0, 0, &b[k]);
     bench_job j = {.run = run_scan_fwd, .t = {&t[0], &t[1]}};
-    chm_scan_args sa = {&t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &t[9], true};
+    chm_scan_args sa = {&t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &t[9], true, NULL, 0};
     chm_scan_grads sg = {&t[10], &t[11], &t[12], &t[13], &t[14], &t[15], &t[16], &t[17]};
     j.sa = sa;
     j.sg = sg;
+    double fa = bench_ms(x, &j, 2, 10);
+    j.run = run_scan_bwd;
+    double ba = bench_ms(x, &j, 2, 5);
+    int64_t K = (T + CHM_SCAN_SAVE_STRIDE - 1) / CHM_SCAN_SAVE_STRIDE;
+    t[k] = bench_tensor(x, CHM_F32, 4, DIMS(B, K, Di, N), 0, 0, &b[k]), k++; /* 18 h_saved */
+    j.sa.h_saved = &t[18];
+    j.sa.grads_set = CHM_SCAN_SET_DU | CHM_SCAN_SET_DDELTA | CHM_SCAN_SET_DZ | CHM_SCAN_SET_DBM |
+                     CHM_SCAN_SET_DCM | CHM_SCAN_SET_DA;
+    j.run = run_scan_fwd;
     double f = bench_ms(x, &j, 2, 10);
     j.run = run_scan_bwd;
     double bw = bench_ms(x, &j, 2, 5);
@@ -1313,7 +1342,10 @@ static void bench_scan(oc_ctx *x, int64_t B, int64_t T, int64_t Di, int64_t N) {
     bench_add(what, bw, "%.0f GB/s, %.1fx the 3 TB/s floor", bb / (bw * 1e6),
               bw / (bb / tbps * 1e3));
     bench_add("scan fwd+bwd", f + bw, "%.1fx the floor", (f + bw) / ((fb + bb) / tbps * 1e3));
-    for (int i = 0; i < 18; i++) chm_buffer_free(b[i]);
+    bench_add("scan fwd acc", fa, "%.1fx the floor", fa / (fb / tbps * 1e3));
+    bench_add("scan bwd acc", ba, "%.1fx the floor", ba / (bb / tbps * 1e3));
+    bench_add("scan fwd+bwd acc", fa + ba, "%.1fx the floor", (fa + ba) / ((fb + bb) / tbps * 1e3));
+    for (int i = 0; i < 19; i++) chm_buffer_free(b[i]);
 }
 
 static chm_status run_conv_fwd(chm_backend *be, bench_job *j) {

@@ -639,7 +639,8 @@ static void bench_scan(chm_backend *be, int64_t B, int64_t T, int64_t Di, int64_
         else if (chm_fill(be, &j.t[i], 0)) die(be, "fill");
     }
     chm_tensor *t = j.t;
-    j.sa = (chm_scan_args){&t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &t[9], true};
+    j.sa = (chm_scan_args){&t[2], &t[3], &t[4], &t[5], &t[6],
+                           &t[7], &t[8], &t[9], true,  NULL, 0};
     j.sg = (chm_scan_grads){&t[10], &t[11], &t[12], &t[13], &t[14], &t[15], &t[16], &t[17]};
     int reps = quick ? 3 : 10;
     double f = time_job(be, &j, reps);

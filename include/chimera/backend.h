@@ -51,9 +51,37 @@ typedef struct chm_scan_args {
     const chm_tensor *z;           /* [B,T,Di] gate, optional: y *= silu(z) */
     const chm_tensor *delta_bias;  /* [Di]     optional, added before softplus */
     bool delta_softplus;           /* apply softplus(delta + delta_bias) */
+    /* [B, ceil(T/CHM_SCAN_SAVE_STRIDE), Di, N] f32, optional (NULL: none). Entry k holds
+     * the state after chunk k, h[min(S (k+1), T) - 1] (S = CHM_SCAN_SAVE_STRIDE), so the
+     * last entry is the final state. The forward either writes every entry or leaves the
+     * tensor untouched (cpu and cuda write it; vulkan leaves it); the backward, given
+     * it, may read it instead of recomputing the chunk-boundary states, so it must hold
+     * what this backend's forward wrote for the same inputs. Results are the same with
+     * or without it. The step (selective_scan_step) ignores it. */
+    const chm_tensor *h_saved;
+    /* Backward only: CHM_SCAN_SET_* bits of the gradients that are written (=) rather
+     * than accumulated (+=), so that the caller need not zero them first. 0: all
+     * accumulate. */
+    unsigned grads_set;
 } chm_scan_args;
 
-/* Gradients of the selective scan; each may be NULL when not wanted (accumulated). */
+/* Steps per saved state of chm_scan_args.h_saved (fixed by the contract). */
+#define CHM_SCAN_SAVE_STRIDE 16
+
+/* Bits of chm_scan_args.grads_set, in chm_scan_grads' order. */
+enum {
+    CHM_SCAN_SET_DU = 1u << 0,
+    CHM_SCAN_SET_DDELTA = 1u << 1,
+    CHM_SCAN_SET_DA = 1u << 2,
+    CHM_SCAN_SET_DBM = 1u << 3,
+    CHM_SCAN_SET_DCM = 1u << 4,
+    CHM_SCAN_SET_DD = 1u << 5,
+    CHM_SCAN_SET_DZ = 1u << 6,
+    CHM_SCAN_SET_DDELTA_BIAS = 1u << 7
+};
+
+/* Gradients of the selective scan; each may be NULL when not wanted (accumulated, or
+ * written where chm_scan_args.grads_set says so). */
 typedef struct chm_scan_grads {
     chm_tensor *du, *ddelta, *dA, *dBm, *dCm, *dD, *dz, *ddelta_bias;
 } chm_scan_grads;
@@ -341,10 +369,11 @@ chm_status chm_attention_bwd(chm_backend *be, const chm_tensor *dq, const chm_te
  * (or delta + delta_bias without softplus), per channel c and state n:
  *   h[t] = exp(d[t,c]*A[c,n]) * h[t-1] + d[t,c]*Bm[t,n]*u[t,c],  h[-1] = 0
  *   y[t,c] = sum_n Cm[t,n]*h[t,n] + D[c]*u[t,c];  y *= silu(z[t,c]) when z is given.
- * y is [B,T,Di].
+ * y is [B,T,Di]; a->h_saved, when given, may receive the chunk-boundary states.
  */
 chm_status chm_selective_scan_fwd(chm_backend *be, const chm_tensor *y, const chm_scan_args *a);
-/* Backward of the scan given dy [B,T,Di]; states are recomputed, grads accumulate. */
+/* Backward of the scan given dy [B,T,Di]; states are recomputed (from a->h_saved when
+ * given), grads accumulate except those a->grads_set names, which are written. */
 chm_status chm_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
                                   const chm_tensor *dy, const chm_scan_args *a);
 

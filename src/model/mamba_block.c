@@ -38,13 +38,19 @@ static chm_status mamba_alloc(chm_model *m, mdl_mamba_act *a, int64_t B, int64_t
     MDL_TRY(MDL_ALLOC(m, &a->cm, B, T, N));
     MDL_TRY(MDL_ALLOC(m, &a->delta, B, T, Di));
     MDL_TRY(MDL_ALLOC(m, &a->A, Di, N));
+    /* The scan's states every CHM_SCAN_SAVE_STRIDE steps, f32 whatever the model's dtype:
+       the forward writes them, the backward starts its chunks from them. */
+    int64_t hs[4] = {B, (T + CHM_SCAN_SAVE_STRIDE - 1) / CHM_SCAN_SAVE_STRIDE, Di, N};
+    MDL_TRY(mdl_alloc(m, CHM_F32, 4, hs, &a->hsave));
     return MDL_ALLOC(m, &a->y, B, T, Di);
 }
 
-/* The scan's arguments over a's tensors. */
-static chm_scan_args scan_args(const chm_model *m, const mdl_layer *ly, const mdl_mamba_act *a) {
-    chm_scan_args s = {&a->xc, &a->delta,          &a->A, &a->bm, &a->cm, mdl_w(m, ly->D),
-                       &a->z,  mdl_w(m, ly->dt_b), true};
+/* The scan's arguments over a's tensors; the backward writes (not accumulates) the
+   gradients in `set` (CHM_SCAN_SET_*). */
+static chm_scan_args scan_args(const chm_model *m, const mdl_layer *ly, const mdl_mamba_act *a,
+                               unsigned set) {
+    chm_scan_args s = {&a->xc, &a->delta, &a->A, &a->bm, &a->cm, mdl_w(m, ly->D),
+                       &a->z,  mdl_w(m, ly->dt_b), true, &a->hsave, set};
     return s;
 }
 
@@ -67,7 +73,7 @@ chm_status mdl_mamba_fwd(chm_model *m, const mdl_layer *ly, mdl_mamba_act *a, co
     MDL_TRY(mdl_linear_fwd(m, &cm2, &xc2, &w.xp_c, 0));
     MDL_TRY(mdl_linear_fwd(m, &delta2, &dtl2, mdl_w(m, ly->dt_w), 0));
     MDL_OP(m, chm_exp_fwd(be, &a->A, mdl_w(m, ly->A_log), -1.0));
-    chm_scan_args s = scan_args(m, ly, a);
+    chm_scan_args s = scan_args(m, ly, a, 0);
     MDL_OP(m, chm_selective_scan_fwd(be, &a->y, &s));
     chm_tensor y2 = MDL_VIEW(&a->y, 0, R, Di), out2 = MDL_VIEW(out, 0, R, C);
     return mdl_linear_fwd(m, &out2, &y2, mdl_w(m, ly->out_proj), 1);
@@ -94,13 +100,15 @@ static chm_status mamba_grads_alloc(chm_model *m, mamba_grads *g, int64_t B, int
     return MDL_ALLOC(m, &g->dA, Di, N);
 }
 
-/* The scan's backward (g->dy given): dxc, ddelta, dz, dBm, dCm, and A_log, D, dt bias grads. */
+/* The scan's backward (g->dy given): dxc, ddelta, dz, dBm, dCm, and A_log, D, dt bias grads.
+   The scratch gradients are written by the scan (no zero fills); D's and the dt bias's
+   accumulate into the gradient buffer. */
 static chm_status mamba_scan_bwd(chm_model *m, const mdl_layer *ly, const mdl_mamba_act *a,
                                  mamba_grads *g) {
     chm_backend *be = m->be;
-    chm_tensor *zero[] = {&g->dxc, &g->ddelta, &g->dz, &g->dbm, &g->dcm, &g->dA};
-    for (int i = 0; i < 6; i++) MDL_OP(m, chm_fill(be, zero[i], 0));
-    chm_scan_args s = scan_args(m, ly, a);
+    unsigned set = CHM_SCAN_SET_DU | CHM_SCAN_SET_DDELTA | CHM_SCAN_SET_DZ | CHM_SCAN_SET_DBM |
+                   CHM_SCAN_SET_DCM | CHM_SCAN_SET_DA;
+    chm_scan_args s = scan_args(m, ly, a, set);
     chm_scan_grads sg = {&g->dxc, &g->ddelta,
                          &g->dA,  &g->dbm,
                          &g->dcm, (chm_tensor *)mdl_g(m, ly->D),

@@ -89,6 +89,7 @@ typedef struct mdl_mamba_act {
     chm_tensor delta;  /* [B,T,Di] dt_proj output (before bias and softplus) */
     chm_tensor A;      /* [Di,N] = -exp(A_log) */
     chm_tensor y;      /* [B,T,Di] gated scan output */
+    chm_tensor hsave;  /* [B,ceil(T/16),Di,N] f32: the scan's saved states (h_saved) */
 } mdl_mamba_act;
 
 /* Saved activations of a dense SwiGLU FFN. */

@@ -14,6 +14,9 @@
  * Sums over channels (dBm, dCm) go into one partial per task, sums over the
  * batch (dA, dD, ddelta_bias) into one partial per (b, channel); both are
  * reduced afterwards in a fixed order, so results do not depend on threads.
+ * Gradients that a->grads_set names are written instead (same sums). The
+ * forward writes a->h_saved when given (the state after every 16 steps); the
+ * backward ignores it, since it recomputes all T states of a channel anyway.
  * All scratch is allocated before any output is touched, so a failed
  * allocation leaves every output as it was.
  */
@@ -150,6 +153,16 @@ static int64_t scan_fwd_scratch(const scan_dims *s) {
     return 2 * s->T * s->N + scan_chan_size(s->T, s->N) + s->T;
 }
 
+/* The saved states of channel c of batch b (h_saved [B,K,Di,N]): h after every chunk. */
+static void scan_save_states(const scan_dims *s, const chm_tensor *hsv, const double *hs,
+                             int64_t b, int64_t c) {
+    int64_t S = CHM_SCAN_SAVE_STRIDE, K = (s->T + S - 1) / S, N = s->N;
+    for (int64_t k = 0; k < K; k++) {
+        int64_t t = min64(S * (k + 1), s->T) - 1;
+        chm_cpu_store_rows(hsv, ((b * K + k) * s->Di + c) * N, 1, N, N, hs + t * N, false);
+    }
+}
+
 /* Forward of one task: block k of channels of batch b, in scratch mem. */
 static void scan_fwd_task(const scan_dims *s, const chm_tensor *y, const chm_scan_args *a,
                           int64_t b, int64_t k, double *mem) {
@@ -162,6 +175,7 @@ static void scan_fwd_task(const scan_dims *s, const chm_tensor *y, const chm_sca
     for (int64_t c = k * SCAN_BLOCK; c < min64(Di, (k + 1) * SCAN_BLOCK); c++) {
         scan_chan_load(&ch, a, s, b, c);
         scan_chan_fwd(&ch, Bb, Cb, T, N);
+        if (a->h_saved) scan_save_states(s, a->h_saved, ch.hs, b, c);
         for (int64_t t = 0; t < T; t++) yv[t] = ch.yraw[t] * scan_gate(&ch, a->z != NULL, t);
         chm_cpu_store_rows(y, b * T * Di + c, T, 1, Di, yv, false);
     }
@@ -206,13 +220,18 @@ typedef struct scan_parts {
     double *dB, *dC, *dA, *dD, *ddb;
 } scan_parts;
 
+/* Whether gradient `bit` (CHM_SCAN_SET_*) accumulates rather than being written. */
+static bool scan_adds(unsigned set, unsigned bit) { return (set & bit) == 0; }
+
 /* Send one channel's gradients to the tensors (per-element ones) or the partials. */
-static void scan_chan_emit(const scan_dims *s, const chm_scan_grads *g, const scan_chan_grad *gr,
-                           const scan_parts *p, int64_t b, int64_t c) {
+static void scan_chan_emit(const scan_dims *s, const chm_scan_grads *g, unsigned set,
+                           const scan_chan_grad *gr, const scan_parts *p, int64_t b, int64_t c) {
     int64_t T = s->T, Di = s->Di, at = b * T * Di + c, bc = b * Di + c;
-    if (g->du) chm_cpu_store_rows(g->du, at, T, 1, Di, gr->du, true);
-    if (g->ddelta) chm_cpu_store_rows(g->ddelta, at, T, 1, Di, gr->ddelta, true);
-    if (g->dz) chm_cpu_store_rows(g->dz, at, T, 1, Di, gr->dz, true);
+    if (g->du) chm_cpu_store_rows(g->du, at, T, 1, Di, gr->du, scan_adds(set, CHM_SCAN_SET_DU));
+    if (g->ddelta)
+        chm_cpu_store_rows(g->ddelta, at, T, 1, Di, gr->ddelta,
+                           scan_adds(set, CHM_SCAN_SET_DDELTA));
+    if (g->dz) chm_cpu_store_rows(g->dz, at, T, 1, Di, gr->dz, scan_adds(set, CHM_SCAN_SET_DZ));
     memcpy(p->dA + bc * s->N, gr->dA, (size_t)s->N * sizeof *gr->dA);
     p->dD[bc] = gr->dD;
     p->ddb[bc] = gr->ddb;
@@ -245,7 +264,7 @@ static void scan_bwd_task(const scan_dims *s, const chm_scan_grads *g, const chm
         scan_chan_fwd(&ch, Bb, Cb, T, N);
         chm_cpu_load_rows(gr.dy, dy, b * T * Di + c, T, 1, Di);
         scan_chan_bwd(&ch, a->z != NULL, Bb, Cb, T, N, &gr, dBp, dCp);
-        scan_chan_emit(s, g, &gr, p, b, c);
+        scan_chan_emit(s, g, a->grads_set, &gr, p, b, c);
     }
 }
 
@@ -256,21 +275,27 @@ static void sum_blocks(double *x, int64_t n, int64_t len) {
 }
 
 /* Reduce the partials in a fixed order and add them to the requested gradients. */
-static void scan_reduce(const scan_dims *s, const chm_scan_grads *g, const scan_parts *p) {
-    int64_t TN = s->T * s->N;
+static void scan_reduce(const scan_dims *s, const chm_scan_grads *g, unsigned set,
+                        const scan_parts *p) {
+    int64_t TN = s->T * s->N, DN = s->Di * s->N;
     for (int64_t b = 0; b < s->B; b++) {
         double *dB = p->dB + b * s->nblk * TN, *dC = p->dC + b * s->nblk * TN;
         sum_blocks(dB, s->nblk, TN);
         sum_blocks(dC, s->nblk, TN);
-        if (g->dBm) chm_cpu_store_rows(g->dBm, b * TN, 1, TN, TN, dB, true);
-        if (g->dCm) chm_cpu_store_rows(g->dCm, b * TN, 1, TN, TN, dC, true);
+        if (g->dBm)
+            chm_cpu_store_rows(g->dBm, b * TN, 1, TN, TN, dB, scan_adds(set, CHM_SCAN_SET_DBM));
+        if (g->dCm)
+            chm_cpu_store_rows(g->dCm, b * TN, 1, TN, TN, dC, scan_adds(set, CHM_SCAN_SET_DCM));
     }
-    sum_blocks(p->dA, s->B, s->Di * s->N);
+    sum_blocks(p->dA, s->B, DN);
     sum_blocks(p->dD, s->B, s->Di);
     sum_blocks(p->ddb, s->B, s->Di);
-    if (g->dA) chm_cpu_store_rows(g->dA, 0, 1, s->Di * s->N, s->Di * s->N, p->dA, true);
-    if (g->dD) chm_cpu_store_rows(g->dD, 0, 1, s->Di, s->Di, p->dD, true);
-    if (g->ddelta_bias) chm_cpu_store_rows(g->ddelta_bias, 0, 1, s->Di, s->Di, p->ddb, true);
+    if (g->dA) chm_cpu_store_rows(g->dA, 0, 1, DN, DN, p->dA, scan_adds(set, CHM_SCAN_SET_DA));
+    if (g->dD)
+        chm_cpu_store_rows(g->dD, 0, 1, s->Di, s->Di, p->dD, scan_adds(set, CHM_SCAN_SET_DD));
+    if (g->ddelta_bias)
+        chm_cpu_store_rows(g->ddelta_bias, 0, 1, s->Di, s->Di, p->ddb,
+                           scan_adds(set, CHM_SCAN_SET_DDELTA_BIAS));
 }
 
 chm_status chm_cpu_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
@@ -278,7 +303,9 @@ chm_status chm_cpu_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
     scan_dims s;
     chm_status rc = scan_dims_of(be, "selective_scan_bwd", a, &s);
     if (rc) return rc;
-    int64_t nBC = s.B * s.nblk * s.T * s.N, nA = s.B * s.Di * s.N, nD = s.B * s.Di;
+    /* at least one block of dB/dC partials: with Di = 0 they are the zero sums */
+    int64_t nBC = s.B * (s.nblk ? s.nblk : 1) * s.T * s.N, nA = s.B * s.Di * s.N;
+    int64_t nD = s.B * s.Di;
     int64_t per = scan_bwd_scratch(&s);
     double *parts = calloc((size_t)(2 * nBC + nA + 2 * nD + 1), sizeof *parts);
     double *mem = chm_cpu_thread_scratch(per);
@@ -296,7 +323,7 @@ chm_status chm_cpu_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
     for (int64_t b = 0; b < s.B; b++)
         for (int64_t k = 0; k < s.nblk; k++)
             scan_bwd_task(&s, g, dy, a, &p, b, k, chm_cpu_my_scratch(mem, per));
-    scan_reduce(&s, g, &p);
+    scan_reduce(&s, g, a->grads_set, &p);
     free(parts);
     free(mem);
     return CHM_OK;

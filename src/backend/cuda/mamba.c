@@ -6,7 +6,10 @@
  * f32 and bf16. The scan keeps the N states of a channel in registers and
  * takes d_state N <= CHM_CU_SCAN_MAX_N (16, Mamba's default). Backwards
  * ACCUMULATE; their partial sums live in the backend's scratch and are added
- * in a fixed order (deterministic).
+ * in a fixed order (deterministic); the gradients chm_scan_args.grads_set
+ * names are written instead. The forward writes chm_scan_args.h_saved when
+ * given, and the backward then starts its chunks from it instead of running
+ * its checkpoint pass.
  */
 #include "cuda_backend.h"
 #include "kernels.h"
@@ -36,7 +39,19 @@ chm_status chm_cuda_selective_scan_fwd(chm_backend *be, const chm_tensor *y,
     chm_status rc = scan_of(be, "selective_scan_fwd", a, &k);
     if (rc) return rc;
     return chm_cuda_check(be, "selective_scan_fwd",
-                          chm_cu_scan_fwd(chm_cuda_ptr(y), &k, chm_cuda_ctx_of(be)->stream));
+                          chm_cu_scan_fwd(chm_cuda_ptr(y), chm_cuda_ptr(a->h_saved), &k,
+                                          chm_cuda_ctx_of(be)->stream));
+}
+
+/* With B*T*Di == 0 the kernels do nothing: gradients to be set that are not empty (dA,
+   dD, ddelta_bias when B*T == 0; dBm, dCm when Di == 0) become zeros, the sums over none. */
+static chm_status scan_zero_set(chm_backend *be, const chm_scan_grads *g, unsigned set) {
+    chm_tensor *t[8] = {g->du, g->ddelta, g->dA, g->dBm, g->dCm, g->dD, g->dz, g->ddelta_bias};
+    chm_status rc = CHM_OK;
+    for (int i = 0; i < 8 && !rc; i++)
+        if (t[i] && (set >> i & 1u) && chm_tensor_numel(t[i]) > 0)
+            rc = be->ops->fill(be, t[i], 0.0);
+    return rc;
 }
 
 chm_status chm_cuda_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
@@ -45,12 +60,14 @@ chm_status chm_cuda_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
     chm_cu_scan k;
     chm_status rc = scan_of(be, op, a, &k);
     if (rc) return rc;
+    if (k.B * k.T * k.Di == 0) return scan_zero_set(be, g, a->grads_set);
     void *scratch;
     rc = chm_cuda_scratch(be, op, chm_cu_scan_bwd_scratch(&k), &scratch);
     if (rc) return rc;
     chm_cu_scan_grads gr = {chm_cuda_ptr(g->du), chm_cuda_ptr(g->ddelta), chm_cuda_ptr(g->dA),
                             chm_cuda_ptr(g->dBm), chm_cuda_ptr(g->dCm), chm_cuda_ptr(g->dD),
-                            chm_cuda_ptr(g->dz), chm_cuda_ptr(g->ddelta_bias)};
+                            chm_cuda_ptr(g->dz), chm_cuda_ptr(g->ddelta_bias),
+                            a->grads_set, chm_cuda_ptr(a->h_saved)};
     return chm_cuda_check(be, op, chm_cu_scan_bwd(&gr, chm_cuda_ptr(dy), &k, scratch,
                                                   chm_cuda_ctx_of(be)->stream));
 }

@@ -16,7 +16,9 @@
  * chunks last to first, recomputing each chunk's states into shared memory
  * and walking them back; fixed-order sums finish the reductions: dBm and
  * dCm over the workgroups of channels, dA, dD and ddelta_bias over the batch.
- * No float atomics, no subgroup operations.
+ * No float atomics, no subgroup operations. Gradients that grads_set names are
+ * zeroed first (the shaders only accumulate); h_saved is left untouched by the
+ * forward and not read by the backward (the contract in backend.h allows it).
  *
  * The tensors (h of the step included) are f32, or all bf16 or all f16 (the
  * shaders' native variants: loaded into f32, rounded once on store or, for
@@ -249,10 +251,20 @@ static chm_status scan_sums(chm_vk *vk, const scan_dims *s, const scan_plan *pl,
     return scan_sum_run(vk, g->ddelta_bias, scr, &ddb);
 }
 
+/* Zero the gradients that a->grads_set says are written, not accumulated. */
+static chm_status scan_zero_set(chm_backend *be, const chm_scan_grads *g, unsigned set) {
+    chm_tensor *t[8] = {g->du, g->ddelta, g->dA, g->dBm, g->dCm, g->dD, g->dz, g->ddelta_bias};
+    for (int i = 0; i < 8; i++)
+        if (t[i] && (set >> i & 1u) && chm_tensor_numel(t[i]) > 0)
+            CHM_TRY(chm_vk_fill(be, t[i], 0.0));
+    return CHM_OK;
+}
+
 chm_status chm_vk_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
                                      const chm_tensor *dy, const chm_scan_args *a) {
     bool empty;
     CHM_TRY(scan_prepare(be, "selective_scan_bwd", a, &empty));
+    CHM_TRY(scan_zero_set(be, g, a->grads_set));
     bool none = !g->du && !g->ddelta && !g->dA && !g->dBm && !g->dCm && !g->dD && !g->dz &&
                 !g->ddelta_bias;
     if (empty || none) return CHM_OK;
