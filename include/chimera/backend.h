@@ -240,8 +240,10 @@ enum {
     CHM_CAP_BF16 = 1u << 1,        /* bf16 storage */
     CHM_CAP_F16 = 1u << 2,         /* f16 storage */
     CHM_CAP_HOST_MEMORY = 1u << 3, /* buffers are host memory (chm_buffer.host set) */
-    CHM_CAP_FAST_BF16 = 1u << 4    /* bf16 matmuls run on matrix units (tensor cores), so bf16
+    CHM_CAP_FAST_BF16 = 1u << 4,   /* bf16 matmuls run on matrix units (tensor cores), so bf16
                                       trains faster than f32: precision auto picks it */
+    CHM_CAP_SCAN_SAVED = 1u << 5   /* the scan's backward reads chm_scan_args.h_saved (cuda), so
+                                      the model keeps the saved states only on such a backend */
 };
 
 /* Options for opening a backend. Zero-initialise, then set what you need. */

@@ -28,6 +28,11 @@ mdl_mamba_w mdl_mamba_views(const chm_model *m, const chm_tensor *in_proj,
     return w;
 }
 
+/* Whether the backend's scan backward reads saved states (none when only counting). */
+static bool keep_saved(const chm_model *m) {
+    return m->be && (m->be->caps & CHM_CAP_SCAN_SAVED);
+}
+
 static chm_status mamba_alloc(chm_model *m, mdl_mamba_act *a, int64_t B, int64_t T) {
     int64_t Di = m->Di, N = m->N;
     MDL_TRY(MDL_ALLOC(m, &a->xin, B, T, Di));
@@ -39,9 +44,12 @@ static chm_status mamba_alloc(chm_model *m, mdl_mamba_act *a, int64_t B, int64_t
     MDL_TRY(MDL_ALLOC(m, &a->delta, B, T, Di));
     MDL_TRY(MDL_ALLOC(m, &a->A, Di, N));
     /* The scan's states every CHM_SCAN_SAVE_STRIDE steps, f32 whatever the model's dtype:
-       the forward writes them, the backward starts its chunks from them. */
-    int64_t hs[4] = {B, (T + CHM_SCAN_SAVE_STRIDE - 1) / CHM_SCAN_SAVE_STRIDE, Di, N};
-    MDL_TRY(mdl_alloc(m, CHM_F32, 4, hs, &a->hsave));
+       the forward writes them, the backward starts its chunks from them; kept only where
+       the backward reads them (chimera-1b at 8 x 2048: 128 MiB a Mamba layer). */
+    if (keep_saved(m)) {
+        int64_t hs[4] = {B, (T + CHM_SCAN_SAVE_STRIDE - 1) / CHM_SCAN_SAVE_STRIDE, Di, N};
+        MDL_TRY(mdl_alloc(m, CHM_F32, 4, hs, &a->hsave));
+    }
     return MDL_ALLOC(m, &a->y, B, T, Di);
 }
 
@@ -50,7 +58,8 @@ static chm_status mamba_alloc(chm_model *m, mdl_mamba_act *a, int64_t B, int64_t
 static chm_scan_args scan_args(const chm_model *m, const mdl_layer *ly, const mdl_mamba_act *a,
                                unsigned set) {
     chm_scan_args s = {&a->xc, &a->delta, &a->A, &a->bm, &a->cm, mdl_w(m, ly->D),
-                       &a->z,  mdl_w(m, ly->dt_b), true, &a->hsave, set};
+                       &a->z,  mdl_w(m, ly->dt_b), true,
+                       keep_saved(m) ? &a->hsave : NULL, set};
     return s;
 }
 
