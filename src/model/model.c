@@ -77,8 +77,9 @@ static chm_status host_alloc(chm_model *m, chm_err *err) {
     m->host_loss = calloc(MDL_LOSS_SLOTS, sizeof *m->host_loss);
     m->host_score = calloc((size_t)m->T, sizeof *m->host_score);
     m->host_idx = calloc((size_t)m->T, sizeof *m->host_idx);
-    if (!m->layers || !m->mtp || !m->acts || !m->inner || !m->mtp_acts ||
-        !m->resid || !m->host_ids || !m->host_loss || !m->host_score || !m->host_idx)
+    m->host_counts = calloc((size_t)(m->E ? m->E : 1), sizeof *m->host_counts);
+    if (!m->layers || !m->mtp || !m->acts || !m->inner || !m->mtp_acts || !m->resid ||
+        !m->host_ids || !m->host_loss || !m->host_score || !m->host_idx || !m->host_counts)
         return CHM_ERR(err, CHM_ERR_NOMEM, "model: no memory for its host tables");
     for (int l = 0; l < m->L; l++) m->acts[l].mod.inner = &m->inner[l];
     return CHM_OK;
@@ -418,6 +419,7 @@ void chm_model_free(chm_model *m) {
     free(m->host_loss);
     free(m->host_score);
     free(m->host_idx);
+    free(m->host_counts);
     free(m->ready);
     free(m);
 }

@@ -217,6 +217,7 @@ struct chm_model {
     int32_t *host_ids; /* [(2 + 2*depth) * B*T] */
     double *host_loss; /* [MDL_LOSS_SLOTS] */
     double *host_score; /* [T] MoD scores (causal routing, decoding) */
+    int32_t *host_counts; /* [E] expert counts of the MoE backward in progress (moe.c) */
     int32_t *host_idx;  /* [T] */
     /* gradient readiness (grad_hook.c) */
     mdl_ready *ready;          /* [n_ready] ranges in the order the backward finishes them */

@@ -9,6 +9,13 @@
  *   xe = xn rows by slot_token [E,cap,C]; per expert e over its counts[e]
  *   live slots: ye = (silu(xe W1e^T) * (xe W3e^T)) W2e^T (grouped matmuls)
  *   out += sum over slots of gate(slot) * ye(slot) into its token's row.
+ * The backward reads the counts on the host (one download per MoE layer, where
+ * the host is far ahead of the device: the router ran a whole forward ago) and
+ * runs the three weight gradients as one matmul per expert over its live
+ * rows: the grouped op's trans_a form would copy both operands with the dead
+ * capacity rows zeroed first (2.5x the time on an H100). The other products
+ * stay grouped: per expert they cost more (measured) than their dead rows.
+ * CHIMERA_MOE_GROUPED=1 keeps every product grouped (no download).
  * A token an expert has no room for (capacity cap = ceil(capacity_factor *
  * K * R / E)) gets nothing from it: it passes on the residual. In causal
  * routing cap = R, so nothing is dropped and a token's output depends on no
@@ -17,6 +24,8 @@
  * gradients join the gates' in the backward.
  */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "model_internal.h"
 
@@ -45,6 +54,37 @@ static chm_status moe_alloc(chm_model *m, mdl_moe_act *a, int64_t R) {
     MDL_TRY(MDL_ALLOC(m, &a->ae, E, cap, F));
     MDL_TRY(MDL_ALLOC(m, &a->ye, E, cap, C));
     return MDL_ALLOC_STATS(m, &a->aux, 2);
+}
+
+/* Rows [0, n) of group e of a [E,rows,cols] tensor, as [n,cols]. */
+static chm_tensor grp(const chm_tensor *t, int64_t e, int64_t n) {
+    int64_t rows = t->shape[1], cols = t->shape[2];
+    return MDL_VIEW(t, e * rows * cols, n, cols);
+}
+
+/* Whether this backward reads the counts on the host (see the file comment). */
+static bool moe_host_counts(const chm_model *m) {
+    const char *v = getenv("CHIMERA_MOE_GROUPED");
+    return m->routing == CHM_ROUTING_TRAIN && m->host_counts && !(v && strcmp(v, "1") == 0);
+}
+
+/* gW [E,M,N] += A[e][:n_e]^T B[e][:n_e]: chm_matmul_grouped's trans_a form with beta 1, one
+ * matmul per expert when the counts are on the host (host: m->host_counts), else the grouped
+ * op. */
+static chm_status moe_wgrad(chm_model *m, const mdl_moe_act *a, bool host, const chm_tensor *gW,
+                            const chm_tensor *A, const chm_tensor *B) {
+    if (!host) {
+        MDL_OP(m, chm_matmul_grouped(m->be, gW, A, B, &a->counts, true, false, 1, 1));
+        return CHM_OK;
+    }
+    for (int64_t e = 0; e < m->E; e++) {
+        int64_t n = m->host_counts[e];
+        n = n < 0 ? 0 : n > a->cap ? a->cap : n; /* the router keeps 0 <= n <= cap */
+        if (n == 0) continue;                    /* an empty sum: gW[e] stays */
+        chm_tensor ge = grp(gW, e, gW->shape[1]), ae = grp(A, e, n), be = grp(B, e, n);
+        MDL_OP(m, chm_matmul(m->be, &ge, &ae, &be, NULL, true, false, 1.0, 1.0));
+    }
+    return CHM_OK;
 }
 
 /* Router, dispatch plan and the aux losses' values. */
@@ -125,13 +165,15 @@ static chm_status moe_experts_bwd(chm_model *m, const mdl_layer *ly, const mdl_m
     MDL_OP(m, chm_fill(be, &g->dsg, 0));
     MDL_OP(m, chm_row_scale_bwd(be, &dye2, &g->dsg, &g->dyr, &ye2, &a->slot_gate, false));
     const chm_tensor *cnt = &a->counts;
+    bool host = moe_host_counts(m);
+    if (host) MDL_OP(m, chm_download(be, cnt, m->host_counts));
     MDL_OP(m, chm_matmul_grouped(be, &g->dae, &g->dye, mdl_w(m, ly->w2), cnt, false, false, 1, 0));
-    MDL_OP(m, chm_matmul_grouped(be, mdl_g(m, ly->w2), &g->dye, &a->ae, cnt, true, false, 1, 1));
+    MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w2), &g->dye, &a->ae));
     MDL_OP(m, chm_fill(be, &g->dge, 0));
     MDL_OP(m, chm_fill(be, &g->due, 0));
     MDL_OP(m, chm_swiglu_bwd(be, &g->dge, &g->due, &g->dae, &a->ge, &a->ue));
-    MDL_OP(m, chm_matmul_grouped(be, mdl_g(m, ly->w1), &g->dge, &a->xe, cnt, true, false, 1, 1));
-    MDL_OP(m, chm_matmul_grouped(be, mdl_g(m, ly->w3), &g->due, &a->xe, cnt, true, false, 1, 1));
+    MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w1), &g->dge, &a->xe));
+    MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w3), &g->due, &a->xe));
     MDL_OP(m, chm_matmul_grouped(be, &g->dxe, &g->dge, mdl_w(m, ly->w1), cnt, false, false, 1, 0));
     MDL_OP(m, chm_matmul_grouped(be, &g->dxe, &g->due, mdl_w(m, ly->w3), cnt, false, false, 1, 1));
     return CHM_OK;

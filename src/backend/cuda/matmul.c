@@ -7,14 +7,16 @@
  * (CUBLAS_COMPUTE_32F, no TF32), bf16 and f16 with f32 accumulation. Batches
  * are strided (stride 0 broadcasts an operand). The bias is cuBLASLt's BIAS
  * epilogue when beta == 0 (one pass over C), else a small kernel after the
- * product. Heuristic results are cached per problem, so a training step asks
- * cuBLASLt only once per shape. When C is not read (beta 0), the first call
- * of a shape times cuBLASLt's top LT_TRIALS candidates on the real operands
- * and keeps the fastest if it beats the heuristic's first pick by 10% (the
- * margin keeps the choice stable from run to run): on an H100 the first pick
- * for chimera-1b's Mamba input projection (16384x2048x1024, B transposed)
- * ran at 119 TFLOP/s where the same layout with N 2816 ran at 712.
- * CHIMERA_CUDA_GEMM_TUNE=0 keeps the first pick. The workspace is allocated once.
+ * product. Heuristic results are cached per problem (a hash table; sizes that
+ * vary from call to call share entries, see lt_bucket), so a training step
+ * asks cuBLASLt only once per shape. When C is not read (beta 0), the first
+ * call of a shape times cuBLASLt's top LT_TRIALS candidates on the real
+ * operands (each after a warm-up run of its own) and keeps the fastest if it
+ * beats the heuristic's first pick by 10% (the margin keeps the choice stable
+ * from run to run). CHIMERA_CUDA_GEMM_TUNE=0 keeps the first pick,
+ * CHIMERA_CUDA_GEMM_TRIALS=n times n candidates (up to 32),
+ * CHIMERA_CUDA_GEMM_LOG=1 prints every timed candidate and =2 every product's
+ * device time per shape at exit (diagnosis). The workspace is allocated once.
  *
  * Grouped products (experts) run every group over its full capacity in one
  * strided-batch call, because the live counts are on the device and the host
@@ -23,6 +25,7 @@
  * to beta*C (saved before the product when beta != 0); trans_a form, A and B
  * are copied with the rows past counts[e] zeroed so the sum stops there.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,14 +39,39 @@ typedef struct lt_key {
     uint32_t align[3];
 } lt_key;
 
-#define LT_CACHE 256
-#define LT_TRIALS 8 /* heuristic candidates timed on a shape's first call */
+#define LT_CACHE 2048 /* a power of two: open addressing by hash */
+#define LT_BUCKET 64  /* sizes above LT_SMALL keep their own entry when multiples of this */
+#define LT_SMALL 256
+#define LT_TRIALS 8      /* heuristic candidates timed on a shape's first call */
+#define LT_TRIALS_MAX 32 /* CHIMERA_CUDA_GEMM_TRIALS may ask for up to this many */
+
+#define LT_TRACE_EVENTS 1024 /* pending event pairs of CHIMERA_CUDA_GEMM_LOG=2 */
+#define LT_TRACE_ROWS 64
+
+/* CHIMERA_CUDA_GEMM_LOG=2: every product's device time (events right around the cuBLASLt
+ * call, so no host gap counts when work is queued), per shape, printed when the backend
+ * closes: mean, min and max per call. */
+typedef struct lt_trace_row {
+    int64_t m, n, k, batch;
+    bool ta, tb;
+    double ms, min, max;
+    long calls;
+} lt_trace_row;
+
+typedef struct lt_trace {
+    cudaEvent_t e0[LT_TRACE_EVENTS], e1[LT_TRACE_EVENTS];
+    int row[LT_TRACE_EVENTS];
+    int n;
+    lt_trace_row rows[LT_TRACE_ROWS];
+    int n_rows;
+} lt_trace;
 
 struct chm_cuda_lt_cache {
     lt_key key[LT_CACHE];
     cublasLtMatmulAlgo_t algo[LT_CACHE];
     bool used[LT_CACHE];
-    int next;
+    int n_used;
+    lt_trace *trace; /* NULL unless CHIMERA_CUDA_GEMM_LOG=2 */
 };
 
 /* One strided-batch product in our row-major terms (strides in elements, 0 = broadcast). */
@@ -56,6 +84,75 @@ typedef struct lt_problem {
     float alpha, beta;
 } lt_problem;
 
+/* The trace of CHIMERA_CUDA_GEMM_LOG=2, or NULL. */
+static lt_trace *lt_trace_open(void) {
+    const char *v = getenv("CHIMERA_CUDA_GEMM_LOG");
+    if (!v || strcmp(v, "2") != 0) return NULL;
+    lt_trace *t = calloc(1, sizeof *t);
+    for (int i = 0; t && i < LT_TRACE_EVENTS; i++)
+        if (cudaEventCreate(&t->e0[i]) != cudaSuccess || cudaEventCreate(&t->e1[i]) != cudaSuccess) {
+            free(t); /* (a few events leak: a diagnosis that could not start) */
+            return NULL;
+        }
+    return t;
+}
+
+/* Wait for the pending pairs and add their times to their rows. */
+static void lt_trace_flush(lt_trace *t) {
+    if (!t || t->n == 0) return;
+    cudaEventSynchronize(t->e1[t->n - 1]);
+    for (int i = 0; i < t->n; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, t->e0[i], t->e1[i]) != cudaSuccess) continue;
+        lt_trace_row *r = &t->rows[t->row[i]];
+        if (r->calls == 0 || ms < r->min) r->min = ms;
+        if (ms > r->max) r->max = ms;
+        r->ms += ms;
+        r->calls++;
+    }
+    t->n = 0;
+}
+
+/* The pending pair for p's next call (-1 when untraced): e0 is recorded. */
+static int lt_trace_begin(lt_trace *t, const lt_problem *p, cudaStream_t s) {
+    if (!t) return -1;
+    if (t->n == LT_TRACE_EVENTS) lt_trace_flush(t);
+    int r = 0;
+    while (r < t->n_rows &&
+           !(t->rows[r].m == p->M && t->rows[r].n == p->N && t->rows[r].k == p->K &&
+             t->rows[r].batch == p->batch && t->rows[r].ta == p->ta && t->rows[r].tb == p->tb))
+        r++;
+    if (r == LT_TRACE_ROWS) return -1;
+    if (r == t->n_rows) t->rows[t->n_rows++] = (lt_trace_row){p->M, p->N, p->K, p->batch, p->ta,
+                                                              p->tb, 0, 0, 0, 0};
+    t->row[t->n] = r;
+    cudaEventRecord(t->e0[t->n], s);
+    return t->n++;
+}
+
+/* Print the rows and free the trace. */
+static void lt_trace_close(lt_trace *t) {
+    if (!t) return;
+    lt_trace_flush(t);
+    for (int r = 0; r < t->n_rows; r++) {
+        const lt_trace_row *w = &t->rows[r];
+        double mean = w->calls ? w->ms / (double)w->calls : 0;
+        double fl = 2.0 * (double)w->m * (double)w->n * (double)w->k * (double)w->batch;
+        fprintf(stderr,
+                "gemm trace %lldx%lldx%lld x%lld%s%s: %ld calls, mean %.1f us (%.0f TFLOP/s), "
+                "min %.1f us (%.0f TFLOP/s), max %.1f us\n",
+                (long long)w->m, (long long)w->n, (long long)w->k, (long long)w->batch,
+                w->ta ? " tA" : "", w->tb ? " tB" : "", w->calls, 1e3 * mean,
+                mean > 0 ? fl / (mean * 1e9) : 0.0, 1e3 * w->min,
+                w->min > 0 ? fl / (w->min * 1e9) : 0.0, 1e3 * w->max);
+    }
+    for (int i = 0; i < LT_TRACE_EVENTS; i++) {
+        cudaEventDestroy(t->e0[i]);
+        cudaEventDestroy(t->e1[i]);
+    }
+    free(t);
+}
+
 chm_status chm_cuda_lt_init(chm_backend *be) {
     chm_cuda_ctx *cx = chm_cuda_ctx_of(be);
     cublasStatus_t s = cublasLtCreate(&cx->lt);
@@ -64,11 +161,13 @@ chm_status chm_cuda_lt_init(chm_backend *be) {
                        cublasLtGetStatusString(s));
     cx->lt_cache = calloc(1, sizeof *cx->lt_cache);
     if (!cx->lt_cache) return CHM_ERR(&be->err, CHM_ERR_NOMEM, "cannot allocate the matmul cache");
+    cx->lt_cache->trace = lt_trace_open();
     return chm_cuda_pool_alloc(be, CHM_CUDA_LT_WORKSPACE, &cx->lt_ws);
 }
 
 void chm_cuda_lt_free(chm_backend *be) {
     chm_cuda_ctx *cx = chm_cuda_ctx_of(be);
+    if (cx->lt_cache) lt_trace_close(cx->lt_cache->trace);
     if (cx->lt) cublasLtDestroy(cx->lt);
     free(cx->lt_cache);
     chm_cuda_pool_free(be, cx->lt_ws);
@@ -141,6 +240,18 @@ static cublasStatus_t lt_descs_make(lt_descs *d, const lt_problem *p) {
     return s;
 }
 
+/* A size as the cache sees it: exact when at most LT_SMALL or a multiple of LT_BUCKET, else
+ * the next power of two. Products whose sizes change from call to call (experts over their
+ * live rows) then share a few entries, found in the first step: a cuBLASLt algorithm does not
+ * depend on the sizes it was found for (lt_run falls back to a fresh heuristic answer should
+ * one refuse). */
+static int64_t lt_bucket(int64_t n) {
+    if (n <= LT_SMALL || n % LT_BUCKET == 0) return n;
+    int64_t b = LT_SMALL;
+    while (b < n) b *= 2;
+    return b;
+}
+
 /* The cache key of a problem. */
 static lt_key lt_key_of(const lt_problem *p) {
     lt_key k;
@@ -150,7 +261,7 @@ static lt_key lt_key_of(const lt_problem *p) {
     k.ta = p->ta;
     k.tb = p->tb;
     k.epi = p->bias != NULL;
-    k.m = p->M, k.n = p->N, k.k = p->K, k.batch = p->batch;
+    k.m = lt_bucket(p->M), k.n = lt_bucket(p->N), k.k = lt_bucket(p->K), k.batch = p->batch;
     k.sa = p->sa, k.sb = p->sb, k.sc = p->sc;
     k.align[0] = align_of(p->A, p->sa, es);
     k.align[1] = align_of(p->B, p->sb, es);
@@ -158,10 +269,17 @@ static lt_key lt_key_of(const lt_problem *p) {
     return k;
 }
 
-/* Timing candidates overwrites C: only when C is not read, and not when switched off. */
-static bool lt_tune_allowed(const lt_problem *p) {
+/* Candidates to time: LT_TRIALS (CHIMERA_CUDA_GEMM_TRIALS overrides, 1..LT_TRIALS_MAX); 1 (no
+ * timing) when C is read (timing overwrites it) or CHIMERA_CUDA_GEMM_TUNE=0. */
+static int lt_trials(const lt_problem *p) {
     const char *v = getenv("CHIMERA_CUDA_GEMM_TUNE");
-    return p->beta == 0.0f && !(v && strcmp(v, "0") == 0);
+    if (p->beta != 0.0f || (v && strcmp(v, "0") == 0)) return 1;
+    /* a bucket is timed only at its own sizes, so that an odd size (one expert's rows) never
+     * pays for a timing that a whole bucket would share */
+    if (lt_bucket(p->M) != p->M || lt_bucket(p->N) != p->N || lt_bucket(p->K) != p->K) return 1;
+    const char *t = getenv("CHIMERA_CUDA_GEMM_TRIALS");
+    int n = t ? atoi(t) : LT_TRIALS;
+    return n < 1 ? 1 : n > LT_TRIALS_MAX ? LT_TRIALS_MAX : n;
 }
 
 /* Device time of one run of p with algo (ms), or a negative number when it fails. */
@@ -180,7 +298,34 @@ static float lt_time(chm_cuda_ctx *cx, const lt_problem *p, const lt_descs *d,
     return ms;
 }
 
-/* The index of the fastest of n candidates (each run once after a warm-up of the first),
+/* CHIMERA_CUDA_GEMM_LOG=1: one stderr line per timed candidate of each new shape (diagnosis). */
+static void lt_log(const lt_problem *p, int i, const cublasLtMatmulAlgo_t *algo, float ms) {
+    static int on = -1;
+    if (on < 0) {
+        const char *v = getenv("CHIMERA_CUDA_GEMM_LOG");
+        on = v && *v && strcmp(v, "0") != 0;
+    }
+    if (!on) return;
+    int id = 0, tile = 0, stages = 0, splitk = 0;
+    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, NULL);
+    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile,
+                                         NULL);
+    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages,
+                                         sizeof stages, NULL);
+    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk,
+                                         sizeof splitk, NULL);
+    double tf = ms > 0 ? 2.0 * (double)p->M * (double)p->N * (double)p->K * (double)p->batch /
+                             (ms * 1e9)
+                       : 0.0;
+    fprintf(stderr,
+            "gemm %lldx%lldx%lld x%lld%s%s beta %g: candidate %d algo %d tile %d stages %d "
+            "splitk %d: %.3f ms %.1f TFLOP/s\n",
+            (long long)p->M, (long long)p->N, (long long)p->K, (long long)p->batch,
+            p->ta ? " tA" : "", p->tb ? " tB" : "", (double)p->beta, i, id, tile, stages, splitk,
+            (double)ms, tf);
+}
+
+/* The index of the fastest of n candidates (each timed after a warm-up run of its own),
  * kept only if 10% faster than candidate 0; 0 when timing fails. */
 static int lt_tune(chm_cuda_ctx *cx, const lt_problem *p, const lt_descs *d,
                    const cublasLtMatmulHeuristicResult_t *res, int n) {
@@ -192,10 +337,15 @@ static int lt_tune(chm_cuda_ctx *cx, const lt_problem *p, const lt_descs *d,
     }
     float first = lt_time(cx, p, d, &res[0].algo, e0, e1); /* warm-up */
     first = lt_time(cx, p, d, &res[0].algo, e0, e1);
+    lt_log(p, 0, &res[0].algo, first);
     int best = 0;
     float best_ms = first;
     for (int i = 1; i < n && first > 0; i++) {
+        /* a warm-up run first: a kernel's first launch in a process loads its module (lazy
+         * loading), about 2 ms on an H100, which timed all but the first candidate out */
+        if (lt_time(cx, p, d, &res[i].algo, e0, e1) < 0) continue;
         float ms = lt_time(cx, p, d, &res[i].algo, e0, e1);
+        lt_log(p, i, &res[i].algo, ms);
         if (ms > 0 && ms < best_ms) best = i, best_ms = ms;
     }
     cudaEventDestroy(e0);
@@ -204,22 +354,37 @@ static int lt_tune(chm_cuda_ctx *cx, const lt_problem *p, const lt_descs *d,
     return best_ms < 0.9f * first ? best : 0;
 }
 
-/* The algorithm for p: from the cache, or from the heuristic (then cached). */
-static cublasStatus_t lt_algo(chm_cuda_ctx *cx, const lt_problem *p, const lt_descs *d,
-                              cublasLtMatmulAlgo_t *algo) {
-    chm_cuda_lt_cache *c = cx->lt_cache;
-    lt_key k = lt_key_of(p);
-    for (int i = 0; i < LT_CACHE; i++)
-        if (c->used[i] && memcmp(&c->key[i], &k, sizeof k) == 0) {
-            *algo = c->algo[i];
-            return CUBLAS_STATUS_SUCCESS;
-        }
+/* FNV-1a over a key's bytes (lt_key_of zeroes the padding). */
+static uint32_t lt_hash(const lt_key *k) {
+    const unsigned char *b = (const unsigned char *)k;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < sizeof *k; i++) h = (h ^ b[i]) * 16777619u;
+    return h;
+}
+
+/* The cache slot of key k: its entry, else the empty slot where it goes (the cache is
+ * emptied when it is half full, so a probe always ends). */
+static int lt_slot(chm_cuda_lt_cache *c, const lt_key *k, bool *hit) {
+    if (c->n_used >= LT_CACHE / 2) {
+        memset(c->used, 0, sizeof c->used);
+        c->n_used = 0;
+    }
+    int i = (int)(lt_hash(k) & (LT_CACHE - 1));
+    while (c->used[i] && memcmp(&c->key[i], k, sizeof *k) != 0) i = (i + 1) & (LT_CACHE - 1);
+    *hit = c->used[i];
+    return i;
+}
+
+/* cuBLASLt's heuristic answers for p, best first (*found of them, at most want). */
+static cublasStatus_t lt_heuristic(chm_cuda_ctx *cx, const lt_problem *p, const lt_descs *d,
+                                   int want, cublasLtMatmulHeuristicResult_t *res, int *found) {
     cublasLtMatmulPreference_t pref;
     cublasStatus_t s = cublasLtMatmulPreferenceCreate(&pref);
     if (s) return s;
-    size_t ws = cx->lt_ws->size;
+    size_t ws = cx->lt_ws->size, es = chm_dtype_size(p->dt);
     /* cuBLASLt's A is our B and its B our A: their alignments swap too */
-    uint32_t al[3] = {k.align[1], k.align[0], k.align[2]};
+    uint32_t al[3] = {align_of(p->B, p->sb, es), align_of(p->A, p->sa, es),
+                      align_of(p->C, p->sc, es)};
     s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                              sizeof ws);
     if (!s)
@@ -234,20 +399,35 @@ static cublasStatus_t lt_algo(chm_cuda_ctx *cx, const lt_problem *p, const lt_de
     if (!s)
         s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                  &al[2], sizeof al[2]);
-    cublasLtMatmulHeuristicResult_t res[LT_TRIALS];
-    int found = 0, want = lt_tune_allowed(p) ? LT_TRIALS : 1;
+    *found = 0;
     if (!s)
         s = cublasLtMatmulAlgoGetHeuristic(cx->lt, d->op, d->a, d->b, d->c, d->c, pref, want, res,
-                                           &found);
+                                           found);
     cublasLtMatmulPreferenceDestroy(pref);
+    if (!s && *found < 1) s = CUBLAS_STATUS_NOT_SUPPORTED;
+    return s;
+}
+
+/* The algorithm for p: from the cache, or from the heuristic (then cached). *cached says
+ * which, so that a cached algorithm that refuses p's own sizes can be replaced. */
+static cublasStatus_t lt_algo(chm_cuda_ctx *cx, const lt_problem *p, const lt_descs *d,
+                              cublasLtMatmulAlgo_t *algo, bool *cached) {
+    chm_cuda_lt_cache *c = cx->lt_cache;
+    lt_key k = lt_key_of(p);
+    int i = lt_slot(c, &k, cached);
+    if (*cached) {
+        *algo = c->algo[i];
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    cublasLtMatmulHeuristicResult_t res[LT_TRIALS_MAX];
+    int found = 0;
+    cublasStatus_t s = lt_heuristic(cx, p, d, lt_trials(p), res, &found);
     if (s) return s;
-    if (found < 1) return CUBLAS_STATUS_NOT_SUPPORTED;
     int best = found > 1 ? lt_tune(cx, p, d, res, found) : 0;
-    int i = c->next;
-    c->next = (c->next + 1) % LT_CACHE;
     c->key[i] = k;
     c->algo[i] = res[best].algo;
     c->used[i] = true;
+    c->n_used++;
     *algo = res[best].algo;
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -256,11 +436,23 @@ static cublasStatus_t lt_algo(chm_cuda_ctx *cx, const lt_problem *p, const lt_de
 static cublasStatus_t lt_run(chm_cuda_ctx *cx, const lt_problem *p) {
     lt_descs d;
     cublasLtMatmulAlgo_t algo;
+    bool cached = false;
     cublasStatus_t s = lt_descs_make(&d, p);
-    if (!s) s = lt_algo(cx, p, &d, &algo);
+    if (!s) s = lt_algo(cx, p, &d, &algo, &cached);
+    int tr = s ? -1 : lt_trace_begin(cx->lt_cache->trace, p, cx->stream);
     if (!s)
         s = cublasLtMatmul(cx->lt, d.op, &p->alpha, p->B, d.a, p->A, d.b, &p->beta, p->C, d.c,
                            p->C, d.c, &algo, cx->lt_ws->ptr, cx->lt_ws->size, cx->stream);
+    if (s != CUBLAS_STATUS_SUCCESS && cached) { /* the bucket's algorithm refused p */
+        cublasLtMatmulHeuristicResult_t res;
+        int found = 0;
+        s = lt_heuristic(cx, p, &d, 1, &res, &found);
+        if (!s)
+            s = cublasLtMatmul(cx->lt, d.op, &p->alpha, p->B, d.a, p->A, d.b, &p->beta, p->C,
+                               d.c, p->C, d.c, &res.algo, cx->lt_ws->ptr, cx->lt_ws->size,
+                               cx->stream);
+    }
+    if (tr >= 0) cudaEventRecord(cx->lt_cache->trace->e1[tr], cx->stream);
     lt_descs_free(&d);
     return s;
 }
