@@ -63,5 +63,7 @@ done | sort -u | while read -r lib; do
     name=$(basename "$lib")
     if ! [[ $name =~ $present ]]; then cp -L "$lib" "$out/lib/$name"; fi
 done
+# The host-time sampler (tools/hostprof.c), preloaded by tools/gpu_train_bench.sh with HOSTPROF=1
+cc -O2 -Wall -Wextra -Werror -shared -fPIC tools/hostprof.c -o "$out/lib/hostprof.so"
 echo "packed $(du -sh "$out" | cut -f1) into $out:"
 ls -l "$out/bin" "$out/lib"

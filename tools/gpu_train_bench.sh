@@ -6,8 +6,10 @@
 #   tiny     30 steps of configs/tiny.yaml on cuda in bf16 (precision auto) and in f32
 #   plan-1b  `chimera plan` of chimera-1b (training_dolma) at micro batch 8 x 2048: memory,
 #            tokens/s, MFU in bf16 and (when it fits) f32
+#   hostprof with HOSTPROF=1, the profile again with the host's CPU time sampled (tools/hostprof.c)
 #   torch    tools/bench/torch_bench.py (PyTorch SDPA, chunked scan, the reference model),
-#            only with GPU_TORCH=1 (about 4 minutes)
+#            only with GPU_TORCH=1 (about 4 minutes; TORCH_ONLY=attention,scan skips the
+#            reference model and takes about 1 minute)
 # Each step appends its verdict to $LOG/steps.txt; figures are in the logs under $LOG.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,12 +50,17 @@ tstep plan-1b 300 "$C" plan --config training_dolma --set train.grad_accum=1 --s
 [ "${RECOMPUTE:-0}" = 1 ] && tstep plan-1b-recompute 300 "$C" plan --config training_dolma \
     --set train.grad_accum=1 --steps 8 --tokens 100B --set train.recompute=true
 tstep profile-1b 300 env CHIMERA_PROFILE=shapes "$C" plan --config training_dolma --set train.grad_accum=1 --steps 6 --profile
+# HOSTPROF=1: the same profile with the host's CPU time sampled (tools/hostprof.c); the samples
+# land in the logs as hostprof.PID, read here with tools/hostprof_report.py and this pack's chimera
+[ "${HOSTPROF:-0}" = 1 ] && [ -f "$G/lib/hostprof.so" ] && tstep hostprof-1b 300 env OMP_WAIT_POLICY=passive \
+    HOSTPROF_OUT="$LOG/hostprof" LD_PRELOAD="$G/lib/hostprof.so" CHIMERA_PROFILE=shapes "$C" plan \
+    --config training_dolma --set train.grad_accum=1 --steps 6 --profile
 # a baseline CLI packed as bin/chimera_base (an older build): the same profile in the same lease
 [ -x "$G/bin/chimera_base" ] && tstep profile-1b-base 300 env CHIMERA_PROFILE=shapes "$G/bin/chimera_base" \
     plan --config training_dolma --set train.grad_accum=1 --steps 6 --profile
 if [ "${GPU_TORCH:-0}" = 1 ]; then
     tstep torch 420 env -u LD_LIBRARY_PATH PYTHONUNBUFFERED=1 python3 tools/bench/torch_bench.py --chimera "$C" \
-        --json "$LOG/torch_bench.json"
+        --only "${TORCH_ONLY:-attention,scan,model}" --json "$LOG/torch_bench.json"
 fi
 echo
 echo "== gpu_train_bench summary"
