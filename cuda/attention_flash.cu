@@ -6,8 +6,7 @@
 // feeds four mma instead of two: with 16 rows per warp the ldmatrix traffic,
 // not the tensor cores, set the pace. Key/value tiles of 64 rows (32 for
 // D 128 where shared memory is short) stream through shared memory with
-// cp.async, double-buffered (the next tile loads while this one computes);
-// the experiment fwd_sub computes each tile in two halves (fwd_tile).
+// cp.async, double-buffered (the next tile loads while this one computes).
 // Per tile: S = Q K^T (mma.sync m16n8k16; Q fragments kept in registers for
 // D 64, re-read from shared memory for D 128 where the registers would
 // spill), the causal mask only on tiles that cross the diagonal, online
@@ -130,30 +129,7 @@ __device__ __forceinline__ void fwd_store(bf16 *ob, float *lb, float o[FA_MT][D 
         }
 }
 
-// The products and softmax of one shared key tile, BS keys (a divisor of BN)
-// at a time: a smaller BS holds fewer scores live (D 128 spills with 64) at
-// the cost of more row-max reductions; the tile's barriers stay those of BN.
-template <int D, int BN, int BS, bool QREG>
-__device__ __forceinline__ void fwd_tile(float o[FA_MT][D / 8][4], float m[FA_MT][2],
-                                         float l[FA_MT][2], const uint32_t (*qf)[D / 16][4],
-                                         const bf16 *Qs, const bf16 *Kc, const bf16 *Vc, int wrow,
-                                         int w0, int row0, int key0, float sl2) {
-    constexpr int LD = D + FA_PAD;
-#pragma unroll
-    for (int sb = 0; sb < BN / BS; sb++) {
-        int ks = key0 + sb * BS;
-        if (ks > w0 + 16 * FA_MT - 1) break;  // every key on is after this warp's rows
-        float s[FA_MT][BS / 8][4];
-        fwd_qk<D, BS, QREG>(s, qf, Qs, Kc + sb * BS * LD, wrow);
-        if (ks + BS - 1 > w0)
-            fwd_softmax<D, BS, true>(s, o, m, l, row0, ks, sl2);
-        else
-            fwd_softmax<D, BS, false>(s, o, m, l, row0, ks, sl2);
-        mma_c_kn<D, FA_MT, BS>(o, s, Vc + sb * BS * LD);
-    }
-}
-
-template <int D, int BN, int BS, bool QREG>
+template <int D, int BN, bool QREG>
 __global__ void __launch_bounds__(FA_THREADS)
     flash_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                      int H, int Hk, float sl2) {
@@ -191,29 +167,38 @@ __global__ void __launch_bounds__(FA_THREADS)
                 for (int kk = 0; kk < D / 16; kk++)
                     frag_a<LD>(qf[QREG ? mt : 0][kk], Qs, wrow + mt * 16, kk * 16);
         }
-        fwd_tile<D, BN, BS, QREG>(o, m, l, qf, Qs, Ks + (kt & 1) * BN * LD,
-                                  Vs + (kt & 1) * BN * LD, wrow, w0, row0, kt * BN, sl2);
+        int key0 = kt * BN;
+        if (key0 <= w0 + 16 * FA_MT - 1) {  // some key of the tile is visible to this warp
+            const bf16 *Kc = Ks + (kt & 1) * BN * LD, *Vc = Vs + (kt & 1) * BN * LD;
+            float s[FA_MT][BN / 8][4];
+            fwd_qk<D, BN, QREG>(s, qf, Qs, Kc, wrow);
+            if (key0 + BN - 1 > w0)
+                fwd_softmax<D, BN, true>(s, o, m, l, row0, key0, sl2);
+            else
+                fwd_softmax<D, BN, false>(s, o, m, l, row0, key0, sl2);
+            mma_c_kn<D, FA_MT, BN>(o, s, Vc);
+        }
         __syncthreads();  // the next iteration's prefetch overwrites this buffer
     }
     fwd_store<D>(out + ((int64_t)b * T * H + h) * D, lse + ((int64_t)b * H + h) * T, o, m, l,
                  row0, T, qld, sl2);
 }
 
-template <int D, int BN, int BS, bool QREG>
+template <int D, int BN, bool QREG>
 static cudaError_t flash_fwd_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                     const bf16 *v, const chm_cu_attn *a, cudaStream_t s) {
     constexpr int LD = D + FA_PAD;
     size_t smem = (size_t)(FA_BM + 4 * BN) * LD * sizeof(bf16);
     static bool set = false;
     if (!set) {
-        cudaError_t e = cudaFuncSetAttribute(flash_fwd_kernel<D, BN, BS, QREG>,
+        cudaError_t e = cudaFuncSetAttribute(flash_fwd_kernel<D, BN, QREG>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)smem);
         if (e != cudaSuccess) return e;
         set = true;
     }
     dim3 grid((unsigned)((a->T + FA_BM - 1) / FA_BM), (unsigned)a->H, (unsigned)a->B);
-    flash_fwd_kernel<D, BN, BS, QREG><<<grid, FA_THREADS, smem, s>>>(
+    flash_fwd_kernel<D, BN, QREG><<<grid, FA_THREADS, smem, s>>>(
         out, lse, q, k, v, (int)a->T, (int)a->H, (int)a->Hk, a->scale * FA_LOG2E);
     return cudaGetLastError();
 }
@@ -221,21 +206,15 @@ static cudaError_t flash_fwd_launch(bf16 *out, float *lse, const bf16 *q, const 
 // Key tiles of 64 rows; Q stays in registers for D 64 only (D 128 would spill
 // more than the few bytes it does with Q in shared memory). D 128 needs 104 KB
 // of shared memory that way: devices that allow less (sm_86/sm_89) take key
-// tiles of 32 rows. The experiments (kernels.h) fwd_sub and fwd_bn32 change
-// the tiles (fwd_sub at D 64: 92 KB, which every sm_80+ device grants).
+// tiles of 32 rows.
 extern "C" cudaError_t chm_cu_flash_fwd(void *out, float *lse, const void *q, const void *k,
                                         const void *v, const chm_cu_attn *a, cudaStream_t s) {
     if (a->B * a->T * a->H <= 0) return cudaSuccess;
     bf16 *o = (bf16 *)out;
     const bf16 *qq = (const bf16 *)q, *kk = (const bf16 *)k, *vv = (const bf16 *)v;
-    if (a->D == 64 && a->exp == CHM_CU_ATTN_FWD_SUB)
-        return flash_fwd_launch<64, 128, 64, true>(o, lse, qq, kk, vv, a, s);
-    if (a->D == 64) return flash_fwd_launch<64, 64, 64, true>(o, lse, qq, kk, vv, a, s);
+    if (a->D == 64) return flash_fwd_launch<64, 64, true>(o, lse, qq, kk, vv, a, s);
     if (a->D != 128) return cudaErrorInvalidValue;
-    if (fa_smem_max() < (size_t)(FA_BM + 4 * 64) * (128 + FA_PAD) * 2 ||
-        a->exp == CHM_CU_ATTN_FWD_BN32)
-        return flash_fwd_launch<128, 32, 32, false>(o, lse, qq, kk, vv, a, s);
-    if (a->exp == CHM_CU_ATTN_FWD_SUB)
-        return flash_fwd_launch<128, 64, 32, false>(o, lse, qq, kk, vv, a, s);
-    return flash_fwd_launch<128, 64, 64, false>(o, lse, qq, kk, vv, a, s);
+    if (fa_smem_max() < (size_t)(FA_BM + 4 * 64) * (128 + FA_PAD) * 2)
+        return flash_fwd_launch<128, 32, false>(o, lse, qq, kk, vv, a, s);
+    return flash_fwd_launch<128, 64, false>(o, lse, qq, kk, vv, a, s);
 }

@@ -7,7 +7,7 @@
 
 #include "mma.cuh"
 
-#define FB_THREADS 128  // the dQ kernel's; the dK/dV kernel's warps are a template argument
+#define FB_THREADS 128
 #define FB_WARPS (FB_THREADS / 32)
 
 // scale * acc added into a bf16 row of D columns at `row` (one C-fragment row per r);
@@ -30,19 +30,6 @@ __device__ __forceinline__ void add_rows(bf16 *base, int64_t ld, int rowA, int T
             *(uint32_t *)(p + col) = pack_bf16(x, y);
         }
     }
-}
-
-// 8 bf16 of dq (16-byte aligned) += scale * (a0, a1): one 16-byte read-modify-write.
-__device__ __forceinline__ void dq_add8(bf16 *dq, float4 a0, float4 a1, float scale) {
-    uint4 d = *(uint4 *)dq;
-    __nv_bfloat162 *p = (__nv_bfloat162 *)&d;
-    float x[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        float2 f = __bfloat1622float2(p[j]);
-        *(uint32_t *)&p[j] = pack_bf16(fmaf(scale, x[2 * j], f.x), fmaf(scale, x[2 * j + 1], f.y));
-    }
-    *(uint4 *)dq = d;
 }
 
 // The two products every backward tile starts with, for this warp's MT m16

@@ -123,8 +123,19 @@ cudaError_t chm_cu_flash_dq(bf16 *dq, const bf16 *dout, const bf16 *q, const bf1
 // Eight elements a thread: two 16-byte f32 loads and one 16-byte bf16 read-modify-write.
 __global__ void flash_dq_add_kernel(bf16 *dq, const float *acc, int64_t n8, float scale) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
-         i += (int64_t)gridDim.x * blockDim.x)
-        dq_add8(dq + 8 * i, ((const float4 *)acc)[2 * i], ((const float4 *)acc)[2 * i + 1], scale);
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float4 a0 = ((const float4 *)acc)[2 * i], a1 = ((const float4 *)acc)[2 * i + 1];
+        uint4 d = ((uint4 *)dq)[i];
+        __nv_bfloat162 *p = (__nv_bfloat162 *)&d;
+        float x[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float2 f = __bfloat1622float2(p[j]);
+            *(uint32_t *)&p[j] =
+                pack_bf16(fmaf(scale, x[2 * j], f.x), fmaf(scale, x[2 * j + 1], f.y));
+        }
+        ((uint4 *)dq)[i] = d;
+    }
 }
 
 cudaError_t chm_cu_flash_dq_add(bf16 *dq, const float *acc, int64_t n, float scale,

@@ -233,31 +233,11 @@ cudaError_t chm_cu_scan_bwd(const chm_cu_scan_grads *g, const void *dy, const ch
 
 /* ---- attention (attention.cu: any head dim; attention_flash*.cu: bf16, D 64/128) ---- */
 
-/*
- * Experimental flash-kernel variants, chosen at run time (the backend reads
- * CHIMERA_ATTN_EXPERIMENT: the names in quotes) so that one build measures them
- * all against the default; each falls back to the default where it does not apply.
- */
-typedef enum chm_cu_attn_exp {
-    CHM_CU_ATTN_DEFAULT = 0,    /* "default": the original kernels */
-    CHM_CU_ATTN_FWD_SUB,        /* "fwd_sub": forward key tiles computed in halves (D 128: 64
-                                   keys loaded, 2 x 32 computed; D 64: 128 loaded, 2 x 64) */
-    CHM_CU_ATTN_FWD_BN32,       /* "fwd_bn32": D 128 forward with 32-key tiles */
-    CHM_CU_ATTN_BWD_W8,         /* "bwd_w8": dK/dV kernel of 8 warps x 16 keys (128 a block) */
-    CHM_CU_ATTN_BWD_W8_ATOMIC,  /* "bwd_w8_atomic": bwd_w8, and D 128 takes the atomic dQ path */
-    CHM_CU_ATTN_BWD_DQ_FUSED,   /* "bwd_dq_fused": the atomic dQ path (D 128 as bwd_w8_atomic)
-                                   converts dQ inside the dK/dV kernel, no pass of its own */
-    CHM_CU_ATTN_BWD_W8_Q64,     /* "bwd_w8_q64": bwd_w8_atomic with 64-query tiles (half the
-                                   barriers), both head dims */
-    CHM_CU_ATTN_NEXP
-} chm_cu_attn_exp;
-
 /* Sizes of one attention call: q [B,T,H,D], k/v [B,T,Hk,D], lse [B,H,T] f32. */
 typedef struct chm_cu_attn {
     int64_t B, T, H, Hk, D;
     float scale;
     chm_dtype dt;
-    chm_cu_attn_exp exp; /* the flash variant (CHM_CU_ATTN_DEFAULT: the default kernels) */
 } chm_cu_attn;
 
 /*
@@ -294,8 +274,6 @@ cudaError_t chm_cu_flash_bwd(void *dq, void *dk, void *dv, const void *dout, con
                              float *dq_acc, const chm_cu_attn *a, cudaStream_t s);
 /* Whether chm_cu_flash_bwd uses dq_acc for this call (D 64; D 128 is faster without). */
 bool chm_cu_flash_dq_atomic(const chm_cu_attn *a);
-/* The f32 elements of dq_acc chm_cu_flash_bwd needs (0 where it does not use it). */
-int64_t chm_cu_flash_dq_scratch(const chm_cu_attn *a);
 /* delta [B,H,T] f32 = rowsum(dout * out) (shared by both backward paths). */
 cudaError_t chm_cu_attn_delta(float *delta, const void *dout, const void *out,
                               const chm_cu_attn *a, cudaStream_t s);

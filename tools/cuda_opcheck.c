@@ -531,43 +531,6 @@ static void attn_case(oc_ctx *x, int64_t B, int64_t T, int64_t H, int64_t Hk, in
     for (int i = 0; i < 9; i++) oc_free(all[i]);
 }
 
-/* The flash variants CHIMERA_ATTN_EXPERIMENT selects (cuda/kernels.h, chm_cu_attn_exp;
-   "default": the original kernels, which the unset variable runs unless the backend's
-   ATTN_*_DEFAULT name another). */
-static const char *const attn_exps[] = {"default",       "fwd_sub",      "fwd_bn32",  "bwd_w8",
-                                        "bwd_w8_atomic", "bwd_dq_fused", "bwd_w8_q64"};
-#define ATTN_NEXP (int)(sizeof attn_exps / sizeof attn_exps[0])
-
-/* Every flash variant (bf16 only: f32 never takes the flash kernels) on the flash shapes:
-   head dims 64 and 128, tails, grouped queries, and key blocks (128 keys) with one or two
-   query tiles to walk. --quick (the sanitizer runs) keeps two shapes. */
-static void attn_exp_cases(oc_ctx *x) {
-    if (x->dt != CHM_BF16) return;
-    for (int i = 0; i < ATTN_NEXP; i++) {
-        setenv("CHIMERA_ATTN_EXPERIMENT", attn_exps[i], 1);
-        attn_case(x, 2, 70, 4, 2, 64, 1);
-        attn_case(x, 1, 192, 2, 2, 128, 1);
-        if (x->quick) continue;
-        attn_case(x, 1, 300, 4, 2, 64, 1);
-        attn_case(x, 1, 461, 2, 1, 128, 1);
-        attn_case(x, 1, 130, 2, 2, 64, 1);
-        attn_case(x, 2, 777, 4, 1, 64, 1);
-        attn_case(x, 1, 512, 4, 2, 128, 1);
-    }
-    unsetenv("CHIMERA_ATTN_EXPERIMENT");
-    if (x->quick) return;
-    /* bwd_w8 without the atomic dQ (D 128 takes that path by default), and bwd_w8_q64's
-       fallback there */
-    setenv("CHIMERA_DETERMINISTIC", "1", 1);
-    setenv("CHIMERA_ATTN_EXPERIMENT", "bwd_w8", 1);
-    attn_case(x, 1, 300, 4, 2, 64, 1);
-    setenv("CHIMERA_ATTN_EXPERIMENT", "bwd_w8_q64", 1);
-    attn_case(x, 1, 300, 4, 2, 64, 1);
-    attn_case(x, 1, 192, 2, 2, 128, 1);
-    unsetenv("CHIMERA_DETERMINISTIC");
-    unsetenv("CHIMERA_ATTN_EXPERIMENT");
-}
-
 static void case_attention(oc_ctx *x) {
     attn_case(x, 2, 37, 4, 2, 16, 1);   /* simple kernels */
     attn_case(x, 1, 33, 2, 1, 32, 1);   /* simple kernels */
@@ -583,7 +546,6 @@ static void case_attention(oc_ctx *x) {
         attn_case(x, 2, 777, 4, 1, 64, 1);  /* flash, many tiles, tail, 4 q heads per kv head */
         attn_case(x, 1, 461, 2, 1, 128, 1); /* flash, several tiles and a tail */
     }
-    attn_exp_cases(x);
 }
 
 /* ---- Mamba: selective scan and causal conv1d ---- */
@@ -1277,7 +1239,7 @@ typedef struct bench_row {
     char rate[96];
 } bench_row;
 
-#define BENCH_ROWS 128
+#define BENCH_ROWS 40
 static bench_row rows_[BENCH_ROWS];
 static int nrows_;
 
@@ -1305,34 +1267,7 @@ static void bench_matmul(oc_ctx *x, const char *what, int64_t M, int64_t N, int6
     for (int i = 0; i < 3; i++) chm_buffer_free(b[i]);
 }
 
-/* Forward, backward and their sum of the job's attention; tag (NULL: the default kernels)
-   names the flash variant CHIMERA_ATTN_EXPERIMENT selects, printed after each row's name. */
-static void bench_attention_as(oc_ctx *x, bench_job *j, int64_t B, int64_t T, int64_t H,
-                               int64_t D, const char *tag) {
-    double flops = 2.0 * (double)(B * H * T) * (double)T * (double)D; /* causal: half of 4BHT^2D */
-    if (tag) setenv("CHIMERA_ATTN_EXPERIMENT", tag, 1);
-    j->run = run_attn_fwd;
-    double f = bench_ms(x, j, 2, 10);
-    j->run = run_attn_bwd;
-    double bw = bench_ms(x, j, 2, 10);
-    unsetenv("CHIMERA_ATTN_EXPERIMENT");
-    char what[64], sfx[24] = "";
-    if (tag) snprintf(sfx, sizeof sfx, " [%s]", tag);
-    snprintf(what, sizeof what, "attention fwd %lldx%lld h%lld d%lld%s", (long long)B,
-             (long long)T, (long long)H, (long long)D, sfx);
-    bench_add(what, f, "%.1f TFLOP/s", flops / (f * 1e9));
-    snprintf(what, sizeof what, "attention bwd %lldx%lld h%lld d%lld%s", (long long)B,
-             (long long)T, (long long)H, (long long)D, sfx);
-    bench_add(what, bw, "%.1f TFLOP/s (2.5x fwd flops)", 2.5 * flops / (bw * 1e9));
-    snprintf(what, sizeof what, "attention fwd+bwd T%lld d%lld%s", (long long)T, (long long)D,
-             sfx);
-    bench_add(what, f + bw, "%.1f TFLOP/s", 3.5 * flops / ((f + bw) * 1e9));
-}
-
-/* The default kernels, then each flash variant, at one shape (skipped when --only is given
-   and does not select "attention"). */
 static void bench_attention(oc_ctx *x, int64_t B, int64_t T, int64_t H, int64_t D) {
-    if (!oc_selected(x, "attention")) return;
     chm_buffer *b[9];
     const int64_t *q = DIMS(B, T, H, D);
     chm_tensor t[9] = {bench_tensor(x, CHM_BF16, 4, q, -1, 1, &b[0]),
@@ -1346,8 +1281,19 @@ static void bench_attention(oc_ctx *x, int64_t B, int64_t T, int64_t H, int64_t 
                        bench_tensor(x, CHM_BF16, 4, q, -1, 1, &b[8])};
     bench_job j = {.run = run_attn_fwd, .scale = 1.0 / sqrt((double)D)};
     for (int i = 0; i < 9; i++) j.t[i] = &t[i];
-    bench_attention_as(x, &j, B, T, H, D, NULL);
-    for (int i = 0; i < ATTN_NEXP; i++) bench_attention_as(x, &j, B, T, H, D, attn_exps[i]);
+    double flops = 2.0 * (double)(B * H * T) * (double)T * (double)D; /* causal: half of 4BHT^2D */
+    double f = bench_ms(x, &j, 2, 10);
+    j.run = run_attn_bwd;
+    double bw = bench_ms(x, &j, 2, 10);
+    char what[64];
+    snprintf(what, sizeof what, "attention fwd %lldx%lld h%lld d%lld", (long long)B, (long long)T,
+             (long long)H, (long long)D);
+    bench_add(what, f, "%.1f TFLOP/s", flops / (f * 1e9));
+    snprintf(what, sizeof what, "attention bwd %lldx%lld h%lld d%lld", (long long)B, (long long)T,
+             (long long)H, (long long)D);
+    bench_add(what, bw, "%.1f TFLOP/s (2.5x fwd flops)", 2.5 * flops / (bw * 1e9));
+    snprintf(what, sizeof what, "attention fwd+bwd T%lld d%lld", (long long)T, (long long)D);
+    bench_add(what, f + bw, "%.1f TFLOP/s", 3.5 * flops / ((f + bw) * 1e9));
     for (int i = 0; i < 9; i++) chm_buffer_free(b[i]);
 }
 

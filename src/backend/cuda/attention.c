@@ -10,8 +10,7 @@
  * dQ in f32 with float atomics unless CHIMERA_DETERMINISTIC=1 (then, as at
  * head dim 128, a separate dQ kernel recomputes S and dP: bitwise
  * repeatable). The backward's scratch is Delta [B,H,T] f32 and, on the atomic
- * path, dQ [B,T,H,D] f32. CHIMERA_ATTN_EXPERIMENT selects an experimental
- * flash variant (see experiment() below).
+ * path, dQ [B,T,H,D] f32.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -19,32 +18,9 @@
 #include "cuda_backend.h"
 #include "kernels.h"
 
-/*
- * The flash variants (kernels.h, chm_cu_attn_exp) the forward and the backward
- * run when CHIMERA_ATTN_EXPERIMENT is unset or empty: the measured defaults.
- * (A forward variant changes only the forward and a backward one the backward.)
- */
-#define ATTN_FWD_DEFAULT CHM_CU_ATTN_DEFAULT
-#define ATTN_BWD_DEFAULT CHM_CU_ATTN_DEFAULT
-
-/*
- * CHIMERA_ATTN_EXPERIMENT=<name>: one of the flash variants of kernels.h's
- * chm_cu_attn_exp ("default": the original kernels; another name: as unset).
- * Read on every call, so that one process (cuda_opcheck) checks and times them all.
- */
-static chm_cu_attn_exp experiment(bool fwd) {
-    static const char *const names[CHM_CU_ATTN_NEXP] = {"default", "fwd_sub", "fwd_bn32",
-                                                        "bwd_w8", "bwd_w8_atomic",
-                                                        "bwd_dq_fused", "bwd_w8_q64"};
-    const char *v = getenv("CHIMERA_ATTN_EXPERIMENT");
-    for (int i = 0; v && i < CHM_CU_ATTN_NEXP; i++)
-        if (!strcmp(v, names[i])) return (chm_cu_attn_exp)i;
-    return fwd ? ATTN_FWD_DEFAULT : ATTN_BWD_DEFAULT;
-}
-
-static chm_cu_attn attn_of(const chm_tensor *q, const chm_tensor *k, double scale, bool fwd) {
+static chm_cu_attn attn_of(const chm_tensor *q, const chm_tensor *k, double scale) {
     chm_cu_attn a = {q->shape[0], q->shape[1], q->shape[2], k->shape[2], q->shape[3],
-                     (float)scale, q->dtype, experiment(fwd)};
+                     (float)scale, q->dtype};
     return a;
 }
 
@@ -54,7 +30,7 @@ chm_status chm_cuda_attention_fwd(chm_backend *be, const chm_tensor *out, const 
     const char *op = "attention_fwd";
     chm_status rc = chm_cuda_dtype(be, op, q->dtype, CHM_CUDA_FLOATS);
     if (rc) return rc;
-    chm_cu_attn a = attn_of(q, k, scale, true);
+    chm_cu_attn a = attn_of(q, k, scale);
     void *po = chm_cuda_ptr(out), *pq = chm_cuda_ptr(q), *pk = chm_cuda_ptr(k),
          *pv = chm_cuda_ptr(v);
     const void *ptrs[] = {po, pq, pk, pv};
@@ -78,7 +54,7 @@ chm_status chm_cuda_attention_bwd(chm_backend *be, const chm_tensor *dq, const c
     const char *op = "attention_bwd";
     chm_status rc = chm_cuda_dtype(be, op, q->dtype, CHM_CUDA_FLOATS);
     if (rc) return rc;
-    chm_cu_attn a = attn_of(q, k, scale, false);
+    chm_cu_attn a = attn_of(q, k, scale);
     void *pdq = chm_cuda_ptr(dq), *pdk = chm_cuda_ptr(dk), *pdv = chm_cuda_ptr(dv);
     const void *pdo = chm_cuda_ptr(dout), *pq = chm_cuda_ptr(q), *pk = chm_cuda_ptr(k),
                *pv = chm_cuda_ptr(v);
@@ -87,7 +63,7 @@ chm_status chm_cuda_attention_bwd(chm_backend *be, const chm_tensor *dq, const c
     bool acc = flash && chm_cu_flash_dq_atomic(&a) && !deterministic();
     /* scratch: Delta [B,H,T], then (the atomic dQ path) dQ in f32 at a 16-byte boundary */
     size_t nd = ((size_t)(a.B * a.H * a.T) + 4) & ~(size_t)3;
-    size_t nq = acc ? (size_t)chm_cu_flash_dq_scratch(&a) : 0;
+    size_t nq = acc ? (size_t)(a.B * a.T * a.H * a.D) : 0;
     float *delta;
     rc = chm_cuda_scratch(be, op, (nd + nq) * sizeof(float), (void **)&delta);
     if (rc) return rc;
