@@ -18,7 +18,12 @@
  * One workgroup of 256 reduces 8 stored rows (32 invocations each) or 32
  * stored columns (8 each; 256 with `vec`, 8 per invocation) over integer
  * magnitudes (|bf16| orders as its low 15 bits): exact and order-free, so
- * deterministic.
+ * deterministic. Stored columns are long where K is (a weight gradient's
+ * A^T B sums over all tokens) and few: they go in two phases, so that the
+ * whole GPU works on them: phase 1, each workgroup the largest magnitudes
+ * of its columns within one chunk of `chunk` stored rows, into parts
+ * [batch, chunks, lines] (binding 3); phase 2, one invocation a line, the
+ * largest over the chunks, and the exponent.
  * Variant APPLY: y = f16(x * 2^-e[line]) for every element (exact for every
  * x within 2^28 of its line's largest; round to nearest below that), one
  * element per invocation, or 8 with `vec`.
@@ -26,7 +31,8 @@
  * multiple of 8): X and Y move as uvec4 words of 8 elements.
  *
  * Bindings: EXP 0 X (bf16), 1 counts (i32; a dummy unless `live`),
- * 2 exponents (i32, written at out_base + b * lines); APPLY 0 X (bf16),
+ * 2 exponents (i32, written at out_base + b * lines; phase 1: the parts it
+ * writes), 3 parts (i32, read by phase 2; else a dummy); APPLY 0 X (bf16),
  * 1 exponents, 2 Y (f16, X's shape). Spec constant 0: workgroup size 256.
  */
 #version 450
@@ -39,6 +45,8 @@ layout(binding = 0) readonly buffer X4_ { uvec4 x4[]; };
 #ifdef EXP
 layout(binding = 1) readonly buffer Counts { int counts[]; };
 layout(binding = 2) buffer Exps { int exps[]; };
+layout(binding = 2) buffer PartsOut { uint parts_out[]; }; /* phase 1 writes parts there */
+layout(binding = 3) readonly buffer Parts { uint parts[]; };
 #else
 layout(binding = 1) readonly buffer Exps { int exps[]; };
 layout(binding = 2) buffer Y_ { uint16_t y[]; };
@@ -46,12 +54,18 @@ layout(binding = 2) buffer Y4_ { uvec4 y4[]; };
 #endif
 
 layout(push_constant) uniform Push {
+#ifdef EXP
+    uint off[4];
+#else
     uint off[3];
+#endif
     uint rows, cols, batch;   /* X is [batch, rows, cols] */
     uint rowmode;             /* 1: a line is a stored row; 0: a stored column */
     uint out_base;            /* exponents of entry b start at out_base + b * lines */
     uint live;                /* EXP: only the first counts[b] terms of a line count */
     uint vec;                 /* X and Y as uvec4 words (see the top) */
+    uint phase;               /* EXP: 0 rows (one pass), 1 and 2 columns (see the top) */
+    uint chunk;               /* EXP phase 1 and 2: stored rows a chunk */
 } p;
 
 #ifdef EXP
@@ -91,12 +105,15 @@ void rows_max(uint line, uint s, uint terms, uint base) {
     red[gl_LocalInvocationID.x] = mb;
 }
 
-/* Stored columns: 32 a workgroup (256 with `vec`: 8 an invocation), 8 invocations each. */
-void cols_max(uint line0, uint s, uint terms, uint base) {
+/*
+ * Stored columns, terms k0 <= k < k1: 32 a workgroup (256 with `vec`: 8 an
+ * invocation), 8 invocations each.
+ */
+void cols_max(uint line0, uint s, uint k0, uint k1, uint base) {
     uint t = gl_LocalInvocationID.x, cw = t % 32u;
     if (p.vec != 0u) {
         uint mb[8] = uint[8](0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u), c = line0 + cw * 8u;
-        for (uint k = s; c < p.cols && k < terms; k += 8u) {
+        for (uint k = k0 + s; c < p.cols && k < k1; k += 8u) {
             uvec4 v = x4[(base + k * p.cols + c) / 8u];
             for (uint j = 0u; j < 4u; j++) {
                 mb[2u * j] = max(mb[2u * j], v[j] & 0x7fffu);
@@ -106,23 +123,38 @@ void cols_max(uint line0, uint s, uint terms, uint base) {
         for (uint j = 0u; j < 8u; j++) red[s * WG + cw * 8u + j] = mb[j];
     } else {
         uint mb = 0u, c = line0 + cw;
-        for (uint k = s; c < p.cols && k < terms; k += 8u)
+        for (uint k = k0 + s; c < p.cols && k < k1; k += 8u)
             mb = max(mb, uint(x[base + k * p.cols + c]) & 0x7fffu);
         red[s * WG + cw] = mb;
     }
 }
 
+/* Phase 2: line i of every entry (i over batch * cols), the largest over its chunks. */
+void cols_finish(uint chunks) {
+    uint i = chm_index();
+    if (i >= p.batch * p.cols) return;
+    uint b = i / p.cols, line = i % p.cols, mb = 0u;
+    for (uint c = 0u; c < chunks; c++)
+        mb = max(mb, parts[p.off[3] + (b * chunks + c) * p.cols + line]);
+    exps[p.off[2] + p.out_base + i] = line_exponent(mb);
+}
+
 void main() {
     bool rows = p.rowmode != 0u;
     uint lines = rows ? p.rows : p.cols, terms = rows ? p.cols : p.rows;
+    uint chunks = rows ? 1u : (p.rows + p.chunk - 1u) / p.chunk;
+    if (p.phase == 2u) {
+        cols_finish(chunks);
+        return;
+    }
     uint per = rows ? 8u : p.vec != 0u ? 256u : 32u; /* lines per workgroup */
     uint groups = (lines + per - 1u) / per, g = chm_group(), t = gl_LocalInvocationID.x;
-    uint b = g / groups, line0 = (g % groups) * per;
+    uint b = g / (groups * chunks), line0 = (g % groups) * per, chunk = (g / groups) % chunks;
     if (b >= p.batch) return; /* whole workgroups only */
     terms = live_terms(b, terms);
     uint base = p.off[0] + b * p.rows * p.cols;
     if (rows) rows_max(line0 + t / 32u, t % 32u, terms, base);
-    else cols_max(line0, t / 32u, terms, base);
+    else cols_max(line0, t / 32u, chunk * p.chunk, min(terms, (chunk + 1u) * p.chunk), base);
     barrier();
     /* invocation t < per finishes line line0 + t: its partials at 32 t + j (rows), j WG + t */
     uint q = rows ? t * 32u : t, step = rows ? 1u : WG, n = rows ? 32u : 8u;
@@ -130,7 +162,8 @@ void main() {
     if (t >= per || line >= lines) return;
     uint mb = 0u;
     for (uint j = 0u; j < n; j++) mb = max(mb, red[q + j * step]);
-    exps[p.off[2] + p.out_base + b * lines + line] = line_exponent(mb);
+    if (rows) exps[p.off[2] + p.out_base + b * lines + line] = line_exponent(mb);
+    else parts_out[p.off[2] + (b * chunks + chunk) * lines + line] = mb;
 }
 #else
 /* f16(x * 2^-e) for the bf16 bits h of one element, e its line's exponent. */

@@ -18,7 +18,8 @@
  * grouped variant, the plain path behind CHIMERA_VULKAN_DISABLE=coopmat,
  * every tile vk_bench tries (on a device with cooperative matrices), bf16
  * scaled onto the f16 cooperative matrices (the default; operands spanning
- * 1e-30..1e30 against an f64 product, which the unscaled f16 path fails;
+ * 1e-30..1e30 against an f64 product, which the unscaled f16 path fails,
+ * also summed over 600 terms, whose stored columns are scaled in chunks;
  * grouped dead terms that must not set the scales), and the errors: mixed
  * dtypes (the shared wrapper), no 16-bit storage, a malformed
  * CHIMERA_VULKAN_COOPMAT_TILE. The validation layer must stay silent.
@@ -458,12 +459,14 @@ static void wide_operands(tt_rng *rng, chm_dtype dt, int64_t M, int64_t K, int64
     for (int64_t m = 0; m < M; m++)
         for (int64_t k = 0; k < K; k++) {
             double v = tt_uniform(rng, -1, 1) * pow(10.0, 60.0 * (double)m / (double)(M - 1) - 30);
+            if (k == K - 1) v *= 32; /* most lines: largest in the last term (the last chunk) */
             opa[m * K + k] = from_bits(CHM_BF16, to_bits(CHM_BF16, v));
             a[ta ? k * M + m : m * K + k] = from_bits(dt, to_bits(dt, opa[m * K + k]));
         }
     for (int64_t k = 0; k < K; k++)
         for (int64_t n = 0; n < N; n++) {
             double v = tt_uniform(rng, -1, 1) * pow(10.0, 10.0 * (double)n / (double)(N - 1) - 5);
+            if (k == K - 1) v *= 32;
             opb[k * N + n] = from_bits(CHM_BF16, to_bits(CHM_BF16, v));
             b[tb ? n * K + k : k * N + n] = from_bits(dt, to_bits(dt, opb[k * N + n]));
         }
@@ -524,12 +527,16 @@ Test(vulkan_coopmat, bf16_wide_range_scaled) {
     ctx x = ctx_open();
     cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_BF16),
                      cm ? "coopmat-nv" : "coopmat-emulated");
-    static const int64_t mkn[4][3] = {{37, 48, 32}, {40, 45, 29}, {37, 45, 29}, {40, 48, 29}};
-    for (int t = 0; t < 4; t++) {
+    /* the last, A^T B summed over 600 terms: stored columns scaled in chunks (cm_scale.comp) */
+    static const int64_t mkn[5][3] = {
+        {37, 48, 32}, {40, 45, 29}, {37, 45, 29}, {40, 48, 29}, {24, 600, 16}};
+    for (int t = 0; t < 5; t++) {
         const int64_t *d = mkn[t];
-        int64_t miss = wide_misses(&x, CHM_BF16, d[0], d[1], d[2], t & 1, t >> 1, 1300 + t);
-        cr_assert_eq(miss, 0, "bf16 ta%d tb%d: %lld of %lld elements off", t & 1, t >> 1,
-                     (long long)miss, (long long)(d[0] * d[2]));
+        bool ta = t == 4 || (t & 1), tb = t < 4 && (t >> 1);
+        int64_t miss = wide_misses(&x, CHM_BF16, d[0], d[1], d[2], ta, tb, 1300 + t);
+        cr_assert_eq(miss, 0, "bf16 %lldx%lldx%lld ta%d tb%d: %lld of %lld elements off",
+                     (long long)d[0], (long long)d[1], (long long)d[2], ta, tb, (long long)miss,
+                     (long long)(d[0] * d[2]));
     }
     int64_t miss16 = wide_misses(&x, CHM_F16, 37, 45, 29, false, true, 1310);
     fprintf(stderr, "vulkan_coopmat/bf16_wide_range_scaled: through f16 unscaled, %lld of %d "

@@ -177,8 +177,35 @@ static chm_status mm_run(chm_vk *vk, const mm_plan *pl, const chm_tensor *C, con
 
 /* cm_scale.comp's push block after off[]. */
 typedef struct cs_push {
-    uint32_t rows, cols, batch, rowmode, out_base, live, vec;
+    uint32_t rows, cols, batch, rowmode, out_base, live, vec, phase, chunk;
 } cs_push;
+
+/* Stored rows a chunk of cm_scale.comp's column phases. */
+#define CS_CHUNK 256
+
+/*
+ * The exponents of X's stored columns in cm_scale.comp's two phases: each
+ * chunk's largest magnitudes into a scratch, then the largest of the chunks.
+ */
+static chm_status cm_scale_cols(chm_vk *vk, const chm_tensor *X, const chm_tensor *counts,
+                                const chm_tensor *exps, cs_push *pc) {
+    uint32_t chunks = chm_vk_groups(pc->rows, CS_CHUNK), per = pc->vec ? 256 : 32;
+    chm_tensor parts = {0};
+    CHM_TRY(chm_vk_scratch(vk->be, CHM_I32, (int64_t)pc->batch * chunks * pc->cols, &parts));
+    pc->phase = 1;
+    chm_vk_dispatch e = {
+        .shader = "cm_scale_exp", .nbind = 4, .bind = {X, counts, &parts, NULL},
+        .writes = 1u << 2, .push = pc, .push_size = sizeof *pc, .wg = 256,
+        .groups = pc->batch * chm_vk_groups(pc->cols, per) * chunks,
+    };
+    chm_status rc = chm_vk_run(vk, &e);
+    pc->phase = 2;
+    e.bind[2] = exps, e.bind[3] = &parts;
+    e.groups = chm_vk_groups((int64_t)pc->batch * pc->cols, 256);
+    if (!rc) rc = chm_vk_run(vk, &e);
+    chm_vk_scratch_free(vk->be, &parts);
+    return rc;
+}
 
 /*
  * Scale stored operand X [.., rows, cols] into Y (f16, X's shape): the
@@ -193,14 +220,17 @@ static chm_status cm_scale_operand(chm_vk *vk, const chm_tensor *X, bool rowmode
     bool vec = chm_vk_tensor_range(X).lo % 16 == 0 && chm_vk_tensor_range(Y).lo % 16 == 0 &&
                cols_of(X) % 8 == 0;
     cs_push pc = {(uint32_t)rows_of(X), (uint32_t)cols_of(X), (uint32_t)batch_of(X), rowmode,
-                  out_base, counts != NULL, vec};
-    uint32_t lines = rowmode ? pc.rows : pc.cols, per = rowmode ? 8 : pc.vec ? 256 : 32;
-    chm_vk_dispatch e = {
-        .shader = "cm_scale_exp", .nbind = 3, .bind = {X, counts, exps}, .writes = 1u << 2,
-        .push = &pc, .push_size = sizeof pc, .wg = 256,
-        .groups = pc.batch * chm_vk_groups(lines, per),
-    };
-    CHM_TRY(chm_vk_run(vk, &e));
+                  out_base, counts != NULL, vec, 0, CS_CHUNK};
+    if (rowmode) {
+        chm_vk_dispatch e = {
+            .shader = "cm_scale_exp", .nbind = 4, .bind = {X, counts, exps, NULL},
+            .writes = 1u << 2, .push = &pc, .push_size = sizeof pc, .wg = 256,
+            .groups = pc.batch * chm_vk_groups(pc.rows, 8),
+        };
+        CHM_TRY(chm_vk_run(vk, &e));
+    } else {
+        CHM_TRY(cm_scale_cols(vk, X, counts, exps, &pc));
+    }
     chm_vk_dispatch a = {
         .shader = "cm_scale_apply", .nbind = 3, .bind = {X, exps, Y}, .writes = 1u << 2,
         .push = &pc, .push_size = sizeof pc, .wg = 256,
