@@ -4,6 +4,7 @@
  * tools/gpu_pack.sh builds and tools/gpu_check.sh runs on the GPU machine.
  *
  *   vk_bench [--quick] [--emulate] [--no-train] [--matmul] [--coopmat-probe]
+ *            [--attention] [--train-profile]
  *
  * 1. check: f32 (plain), f16 and bf16 (cooperative matrices where the device
  *    has them, bf16 scaled into f16's range, and the plain 16-bit path behind
@@ -18,7 +19,9 @@
  *    linear layers): f32 plain, f16 and bf16 on each path, with the share
  *    of cuBLASLt's bf16 4096^3 on the H100 (766 TFLOP/s); then every
  *    cooperative-matrix tile of a short list (CHIMERA_VULKAN_COOPMAT_TILE),
- *    to pick the default, and bf16 at the best of them.
+ *    to pick the default, and bf16 at the best of them; then chimera-1b's
+ *    dense GEMM shapes (M = 16384 tokens; forward A B^T, input gradient A B,
+ *    weight gradient A^T B) in f16 and bf16 at the default tile.
  * 2b. the cooperative-matrix probe (issue 6; on a device with NV cooperative
  *    matrices, and not with --quick): its matrix list, then TFLOP/s of
  *    coopMatMulAddNV with fragments in registers (16x16x16, 16x8x16, f32 and
@@ -26,7 +29,8 @@
  *    loop), and with fragments loaded each round from shared memory (uvec4
  *    or f16 arrays, row- or column-major, padded rows or not) or from
  *    global memory: which part of the tensor-core path costs what.
- * 3. attention fwd/bwd at B=8 T=2048 H=16 D=64 and the selective scan
+ * 3. attention fwd/bwd at B=8 T=2048 H=16 D=64 and H=8 D=128 in f32, bf16
+ *    and f16 (--attention: this section alone), and the selective scan
  *    fwd/bwd at chimera-1b sizes (B=8 T=2048 Di=2048 N=16), f32.
  * 4. training tokens/s on vulkan: configs/tiny.yaml, and chimera-1b's model
  *    (configs/training_dolma.yaml) at micro batch 1 on the built-in corpus
@@ -36,6 +40,8 @@
  *    buffers (4.6 GB) exceed one storage-buffer binding: the elementwise ops
  *    split them (vk_split.c). A run that fails prints FAIL with the error
  *    and a FAILED summary row, and counts as a failed check.
+ * --train-profile: only a per-shader profile of chimera-1b's bf16 step at
+ *    micro batch 8 (every dispatch timed, CHIMERA_VULKAN_PROFILE's table).
  * Times come from device events (median of repeats after warm-up). Ends
  * with an "== summary" block. --quick shrinks every size (lavapipe);
  * --emulate runs the cooperative-matrix shader emulated where the device
@@ -63,7 +69,7 @@
 
 /* ---- small helpers ---- */
 
-static bool quick, emulate;
+static bool quick, emulate, attention_only, train_profile;
 static int checks, failures;
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -141,16 +147,16 @@ static void fill_random(chm_backend *be, const chm_tensor *t, double lo, double 
 /* ---- the summary ---- */
 
 typedef struct row {
-    char what[72];
+    char what[88];
     double ms;
     char rate[96];
 } row;
 
-static row rows[48];
+static row rows[128];
 static int nrows;
 
 static void add_row(const char *what, double ms, const char *fmt, ...) {
-    if (nrows >= 48) return;
+    if (nrows >= 128) return;
     row *r = &rows[nrows++];
     snprintf(r->what, sizeof r->what, "%s", what);
     r->ms = ms;
@@ -291,18 +297,18 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Median ms of `reps` matmuls C = A op(B) after 2 warm-up runs, timed with device events. */
+/* Median ms of `reps` matmuls C = op(A) op(B) after 2 warm-up runs, timed with device events. */
 static double time_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
-                          const chm_tensor *B, bool tb, int reps) {
+                          const chm_tensor *B, bool ta, bool tb, int reps) {
     chm_event *e0, *e1;
     double ms[32];
     if (reps > 32) reps = 32;
     if (chm_event_create(be, &e0) || chm_event_create(be, &e1)) die(be, "events");
     for (int i = 0; i < 2; i++)
-        if (chm_matmul(be, C, A, B, NULL, false, tb, 1, 0)) die(be, "matmul");
+        if (chm_matmul(be, C, A, B, NULL, ta, tb, 1, 0)) die(be, "matmul");
     for (int i = 0; i < reps; i++) {
         chm_event_record(be, e0);
-        chm_matmul(be, C, A, B, NULL, false, tb, 1, 0);
+        chm_matmul(be, C, A, B, NULL, ta, tb, 1, 0);
         chm_event_record(be, e1);
         if (chm_event_elapsed_ms(be, e0, e1, &ms[i])) die(be, "event timing");
     }
@@ -313,24 +319,31 @@ static double time_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor
     return ms[reps / 2];
 }
 
-/* TFLOP/s of one M x K x N product in dt on be (A B^T when tb); adds a summary row. */
-static double bench_matmul(chm_backend *be, const char *label, chm_dtype dt, int64_t M, int64_t K,
-                           int64_t N, bool tb) {
-    int64_t sa[2] = {M, K}, sb[2] = {tb ? N : K, tb ? K : N}, sc[2] = {M, N};
+/* TFLOP/s of one M x K x N product op(A) op(B) in dt on be; adds a summary row. */
+static double bench_form(chm_backend *be, const char *label, chm_dtype dt, int64_t M, int64_t K,
+                         int64_t N, bool ta, bool tb) {
+    int64_t sa[2] = {ta ? K : M, ta ? M : K}, sb[2] = {tb ? N : K, tb ? K : N}, sc[2] = {M, N};
     chm_tensor A = alloc_tensor(be, dt, 2, sa), B = alloc_tensor(be, dt, 2, sb);
     chm_tensor C = alloc_tensor(be, dt, 2, sc);
     fill_random(be, &A, -1, 1);
     fill_random(be, &B, -1, 1);
-    double ms = time_matmul(be, &C, &A, &B, tb, quick ? 3 : 10);
+    double ms = time_matmul(be, &C, &A, &B, ta, tb, quick ? 3 : 10);
     double tflops = 2.0 * (double)M * (double)K * (double)N / (ms * 1e9);
-    char what[72];
+    static const char *const forms[] = {"(A B)", "(A^T B)", "(A B^T)", "(A^T B^T)"};
+    char what[88];
     snprintf(what, sizeof what, "matmul %s %s %lldx%lldx%lld %s", chm_dtype_name(dt), label,
-             (long long)M, (long long)K, (long long)N, tb ? "(A B^T)" : "(A B)");
+             (long long)M, (long long)K, (long long)N, forms[ta + 2 * tb]);
     if (dt == CHM_F32) add_row(what, ms, "%.4g TFLOP/s", tflops);
     else add_row(what, ms, "%.4g TFLOP/s (%.0f%% of cuBLASLt bf16 %.0f)", tflops,
                  100.0 * tflops / CUBLASLT_BF16_TFLOPS, CUBLASLT_BF16_TFLOPS);
     chm_buffer_free(A.buf), chm_buffer_free(B.buf), chm_buffer_free(C.buf);
     return tflops;
+}
+
+/* bench_form for A op(B) (A B^T when tb). */
+static double bench_matmul(chm_backend *be, const char *label, chm_dtype dt, int64_t M, int64_t K,
+                           int64_t N, bool tb) {
+    return bench_form(be, label, dt, M, K, N, false, tb);
 }
 
 /* Every dtype of backend vk at the benchmark sizes. */
@@ -357,6 +370,35 @@ static const char *const sweep_tiles[] = {
     "64x128x32/32x64/16x8",  "128x64x32/64x32/16x8",  "64x64x32/32x32/16x8",
     "128x256x16/64x64/16x8", "256x128x16/64x64/16x8", "256x128x32/64x64/16x8",
     "128x256x32/64x64/16x8", "128x256x16/64x64/16x16"};
+
+/*
+ * chimera-1b's dense GEMMs at micro batch 8 x 2048 (M = 16384 rows): the
+ * forward (A B^T: d_model 1024 to 2048 and 2816, and back), the input
+ * gradient (A B) and the weight gradient (A^T B, summed over the 16384 rows).
+ */
+static const struct {
+    int64_t M, K, N;
+    bool ta, tb;
+} shapes_1b[] = {
+    {16384, 1024, 2048, false, true}, {16384, 1024, 2816, false, true},
+    {16384, 2048, 1024, false, true}, {16384, 2816, 1024, false, true},
+    {16384, 2048, 1024, false, false}, {16384, 2816, 1024, false, false},
+    {2048, 16384, 1024, true, false},  {2816, 16384, 1024, true, false},
+};
+
+/* The chimera-1b shapes in f16 and bf16 at the device's default tile. */
+static void bench_1b_shapes(void) {
+    chm_backend *vk = NULL;
+    chm_err err = {0};
+    if (open_vk(NULL, NULL, &vk, &err) != CHM_OK) return;
+    int64_t div = quick ? 32 : 1; /* lavapipe: 512 x 32..88 x 32..88 */
+    static const chm_dtype dts[] = {CHM_F16, CHM_BF16};
+    for (int d = 0; d < 2; d++)
+        for (int i = 0; i < (int)(sizeof shapes_1b / sizeof *shapes_1b); i++)
+            bench_form(vk, "1b", dts[d], shapes_1b[i].M / div, shapes_1b[i].K / div,
+                       shapes_1b[i].N / div, shapes_1b[i].ta, shapes_1b[i].tb);
+    chm_backend_close(vk);
+}
 
 /* bf16 (scaled operands) at the best tile, to set against f16 there. */
 static void bench_tile_bf16(const char *tile, int64_t n) {
@@ -391,6 +433,7 @@ static void bench_tiles(void) {
     if (best_tile) bench_tile_bf16(best_tile, n);
     unsetenv("CHIMERA_VULKAN_COOPMAT_TILE");
     if (best_tile) add_row("best coopmat tile (f16 A B^T)", 0, "%s: %.1f TFLOP/s", best_tile, best);
+    bench_1b_shapes();
 }
 
 /* ---- 2b. the cooperative-matrix probe (issue 6) ---- */
@@ -601,10 +644,12 @@ static void free_job(job *j, int n) {
     for (int i = 0; i < n; i++) chm_buffer_free(j->t[i].buf);
 }
 
-static void bench_attention(chm_backend *be, int64_t B, int64_t T, int64_t H, int64_t D) {
+static void bench_attention(chm_backend *be, chm_dtype dt, int64_t B, int64_t T, int64_t H,
+                            int64_t D) {
     const int64_t q[4] = {B, T, H, D}, l[3] = {B, H, T};
     job j = {.kind = 0, .scale = 1.0 / sqrt((double)D)};
-    for (int i = 0; i < 9; i++) j.t[i] = alloc_tensor(be, CHM_F32, i == 4 ? 3 : 4, i == 4 ? l : q);
+    for (int i = 0; i < 9; i++)
+        j.t[i] = alloc_tensor(be, i == 4 ? CHM_F32 : dt, i == 4 ? 3 : 4, i == 4 ? l : q);
     for (int i = 0; i < 9; i++)
         if (i < 3 || i == 8) fill_random(be, &j.t[i], -1, 1);
     for (int i = 5; i < 8; i++)
@@ -615,13 +660,45 @@ static void bench_attention(chm_backend *be, int64_t B, int64_t T, int64_t H, in
     j.kind = 1;
     double bw = time_job(be, &j, reps);
     char what[72];
-    snprintf(what, sizeof what, "attention fwd f32 B%lld T%lld H%lld D%lld", (long long)B,
-             (long long)T, (long long)H, (long long)D);
+    snprintf(what, sizeof what, "attention fwd %s B%lld T%lld H%lld D%lld", chm_dtype_name(dt),
+             (long long)B, (long long)T, (long long)H, (long long)D);
     add_row(what, f, "%.4g TFLOP/s", flops / (f * 1e9));
-    snprintf(what, sizeof what, "attention bwd f32 B%lld T%lld H%lld D%lld", (long long)B,
-             (long long)T, (long long)H, (long long)D);
+    snprintf(what, sizeof what, "attention bwd %s B%lld T%lld H%lld D%lld", chm_dtype_name(dt),
+             (long long)B, (long long)T, (long long)H, (long long)D);
     add_row(what, bw, "%.4g TFLOP/s (2.5x fwd flops)", 2.5 * flops / (bw * 1e9));
     free_job(&j, 9);
+}
+
+/*
+ * Attention at chimera-1b's shape (d64) and at d128: f32, then bf16 and f16 on the default path
+ * (cooperative matrices where the device has them), on the plain 16-bit shaders
+ * (CHIMERA_VULKAN_ATTN_CM=0), and bf16 d64 at each cooperative-matrix tile.
+ */
+static void bench_attention_all(chm_backend *be) {
+    if (quick) {
+        bench_attention(be, CHM_F32, 1, 128, 2, 64);
+        bench_attention(be, CHM_BF16, 1, 128, 2, 64);
+        return;
+    }
+    static const char *modes[] = {NULL, "0"};
+    static const char *tiles[] = {"4x32", "2x64", "2x32"};
+    for (int d = 0; d < 2; d++) {
+        int64_t H = d ? 8 : 16, D = d ? 128 : 64;
+        bench_attention(be, CHM_F32, 8, 2048, H, D);
+        for (int m = 0; m < 2; m++) {
+            if (modes[m]) setenv("CHIMERA_VULKAN_ATTN_CM", modes[m], 1);
+            printf("  (CHIMERA_VULKAN_ATTN_CM=%s)\n", modes[m] ? modes[m] : "");
+            bench_attention(be, CHM_BF16, 8, 2048, H, D);
+            bench_attention(be, CHM_F16, 8, 2048, H, D);
+            unsetenv("CHIMERA_VULKAN_ATTN_CM");
+        }
+    }
+    for (int t = 0; t < 3; t++) {
+        setenv("CHIMERA_VULKAN_ATTN_CM", tiles[t], 1);
+        printf("  (CHIMERA_VULKAN_ATTN_CM=%s)\n", tiles[t]);
+        bench_attention(be, CHM_BF16, 8, 2048, 16, 64);
+    }
+    unsetenv("CHIMERA_VULKAN_ATTN_CM");
 }
 
 static void bench_scan(chm_backend *be, int64_t B, int64_t T, int64_t Di, int64_t N) {
@@ -748,6 +825,48 @@ static void bench_training(void) {
     bench_train("train chimera-1b (B8 T2048, bf16)", "training_dolma", big16, 11, 3);
 }
 
+/*
+ * --train-profile: chimera-1b in bf16 at micro batch 8 x 2048 (grad_accum 1) on vulkan, one
+ * warm-up step, then two steps with every dispatch timed (chm_vulkan_set_profile: dispatches
+ * serialised, so the sum exceeds a normal step); prints the per-shader table.
+ */
+static int profile_training(void) {
+    static const char *sets[] = {"train.eval_every=0", "train.save_every=0", "train.micro_batch=8",
+                                 "train.grad_accum=1", "train.tokens=", "train.steps=100",
+                                 "data.train=builtin", "data.val=", "data.tokenizer=byte",
+                                 "backend=vulkan", "precision=bf16"};
+    chm_config cfg;
+    chm_err err = {0};
+    char dir[] = "/tmp/vk_bench_XXXXXX";
+    if (chm_config_load_builtin("training_dolma", sets, 11, &cfg, &err) || !mkdtemp(dir)) {
+        printf("FAIL  train profile: %s\n", err.msg[0] ? err.msg : "no run directory");
+        return 1;
+    }
+    chm_trainer_options o = {.out_dir = dir, .backend = "vulkan", .quiet = true,
+                             .peak_tflops = 1, .cache_dir = "/tmp/vk_bench_cache"};
+    chm_trainer *t = NULL;
+    chm_train_step s;
+    double sec[3] = {0};
+    int rc = chm_trainer_open(&cfg, &o, &t, &err) != CHM_OK;
+    for (int i = 0; !rc && i < 3; i++) {
+        if (i == 1) chm_vulkan_set_profile(chm_trainer_backend(t), true);
+        rc = chm_trainer_step(t, &s, &err) != CHM_OK;
+        sec[i] = s.seconds;
+    }
+    size_t n = 1 << 16;
+    char *report = xmalloc(n);
+    if (!rc) rc = chm_vulkan_profile_report(chm_trainer_backend(t), report, n) != CHM_OK;
+    if (rc) printf("FAIL  train profile: %s\n", err.msg);
+    else printf("chimera-1b bf16 B8 T2048 steps: %.3f s (warm-up), %.3f s, %.3f s (profiled)\n"
+                "per-shader device time over the 2 profiled steps:\n%s", sec[0], sec[1], sec[2],
+                report);
+    free(report);
+    if (t) chm_trainer_close(t);
+    ck_remove_tree(dir, &err);
+    chm_config_free(&cfg);
+    return rc;
+}
+
 /* ---- main ---- */
 
 /* The command line (see the top of the file); false on an unknown argument. */
@@ -758,9 +877,11 @@ static bool parse_args(int argc, char **argv, bool *train, bool *matmul_only, bo
         else if (!strcmp(argv[i], "--no-train")) *train = false;
         else if (!strcmp(argv[i], "--matmul")) *matmul_only = true;
         else if (!strcmp(argv[i], "--coopmat-probe")) *probe_only = true;
+        else if (!strcmp(argv[i], "--attention")) attention_only = true;
+        else if (!strcmp(argv[i], "--train-profile")) train_profile = true;
         else {
             fprintf(stderr, "usage: %s [--quick] [--emulate] [--no-train] [--matmul] "
-                    "[--coopmat-probe]\n", argv[0]);
+                    "[--coopmat-probe] [--attention] [--train-profile]\n", argv[0]);
             return false;
         }
     }
@@ -791,10 +912,16 @@ int main(int argc, char **argv) {
     printf("vk_bench on %s: matmul paths f32 %s, f16 %s, bf16 %s%s\n", device,
            chm_vulkan_matmul_path(vk, CHM_F32), p16 ? p16 : "none",
            p16 ? chm_vulkan_matmul_path(vk, CHM_BF16) : "none", quick ? " (--quick sizes)" : "");
+    if (train_profile) { /* before open_vk("coopmat") below sets CHIMERA_VULKAN_DISABLE */
+        chm_backend_close(vk);
+        chm_backend_close(cpu);
+        return profile_training();
+    }
     if (coopmat && !probe_only && open_vk("coopmat", NULL, &plain, &err))
         die(vk, "opening without coopmat");
 
-    if (!probe_only) {
+    if (attention_only) matmul_only = false, train = false;
+    if (!probe_only && !attention_only) {
         printf("\n== check: each matmul path against the cpu backend\n");
         check_paths(cpu, vk, false);
         if (plain) check_paths(cpu, plain, true);
@@ -804,14 +931,19 @@ int main(int argc, char **argv) {
         if (plain) chm_backend_close(plain);
         if (coopmat) bench_tiles();
     }
-    if (probe_only || (nv && !quick && !matmul_only)) {
+    if (probe_only || (nv && !quick && !matmul_only && !attention_only)) {
         printf("\n== cooperative-matrix probe (issue 6) on %s\n", device);
         cm_probe_all(vk, nv);
     }
     if (!probe_only && !matmul_only) {
         printf("\n== attention and selective scan\n");
-        if (quick) bench_attention(vk, 1, 128, 2, 64), bench_scan(vk, 1, 64, 64, 16);
-        else bench_attention(vk, 8, 2048, 16, 64), bench_scan(vk, 8, 2048, 2048, 16);
+        bench_attention_all(vk);
+        if (attention_only) {
+        } else if (quick) {
+            bench_scan(vk, 1, 64, 64, 16);
+        } else {
+            bench_scan(vk, 8, 2048, 2048, 16);
+        }
     }
     chm_backend_close(vk);
     if (train && !probe_only && !matmul_only) {

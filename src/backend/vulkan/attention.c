@@ -16,11 +16,19 @@
  * columns per tile, and DC columns of D per shared-memory chunk (D itself
  * when it fits, so any head_dim works).
  *
+ * f16 and bf16 forwards run on cooperative matrices (attention_cm.comp:
+ * Q K^T and P V on the tensor cores, bf16 tiles scaled into f16's range)
+ * where the device has them (or emulates them, tests) and D is a multiple of
+ * 16 up to 128; attn_cm_plan_make says when and picks the tile.
+ *
  * q, k, v, out, dout and the gradients are f32, or all bf16 or all f16 (the
  * shaders' native variants: loaded into f32, rounded once on store or, for
  * the accumulated gradients, once per add; vk_dtype.h); lse and Delta are
  * f32 whatever the dtype.
  */
+#include <stdlib.h>
+#include <string.h>
+
 #include "vk_dtype.h"
 
 /* Tiles of one kernel (specialization constants 2..5 and the workgroup size). */
@@ -84,6 +92,89 @@ static void attn_plan_apply(const attn_plan *pl, chm_vk_dispatch *d) {
 /* Rows per workgroup of a plan. */
 static uint32_t attn_rows(const attn_plan *pl) { return pl->wg / pl->tpr; }
 
+/* ---- the forward on cooperative matrices (attention_cm.comp) ---- */
+
+/* Its tiles: WARPS subgroups of 16 query rows, BC keys per step, FRAG_N, row padding SPAD. */
+typedef struct attn_cm_plan {
+    uint32_t warps, bc, fn, pad;
+} attn_cm_plan;
+
+/* Bytes of the shader's shared array S (its layout comment): q, k, v tiles, scratch, P, factors. */
+static uint64_t attn_cm_bytes(const attn_cm_plan *pl, uint32_t D) {
+    uint64_t qw = D / 8 + 1, sw = pl->bc / 4 + pl->pad, pw = pl->bc / 8 + pl->pad;
+    return 16 * (16ull * pl->warps * qw + 2ull * pl->bc * qw + 16ull * pl->warps * (sw + pw) +
+                 5ull * pl->warps);
+}
+
+/* Whether plan pl runs on this device for head dim D. */
+static bool attn_cm_fits(const chm_vk *vk, const attn_cm_plan *pl, uint32_t D) {
+    uint32_t sg = vk->caps.subgroup_size, lpr = sg >= 16 ? sg / 16 : 1, wg = pl->warps * sg;
+    const VkPhysicalDeviceLimits *lim = &vk->props.limits;
+    return pl->bc % 16 == 0 && pl->bc <= 64 && (pl->bc / lpr) % 8 == 0 &&
+           wg <= lim->maxComputeWorkGroupSize[0] && wg <= lim->maxComputeWorkGroupInvocations &&
+           attn_cm_bytes(pl, D) <= lim->maxComputeSharedMemorySize;
+}
+
+/* Tile warps x bc with padded rows where they fit, else unpadded; false when neither fits. */
+static bool attn_cm_try(const chm_vk *vk, uint32_t warps, uint32_t bc, uint32_t D,
+                        attn_cm_plan *pl) {
+    for (int pad = 1; pad >= 0; pad--) {
+        *pl = (attn_cm_plan){warps, bc, pl->fn, (uint32_t)pad};
+        if (attn_cm_fits(vk, pl, D)) return true;
+    }
+    return false;
+}
+
+/*
+ * The cooperative-matrix plan for a forward of q's dtype and head dim, or
+ * false: f32 tensors, no cooperative matrices (real or emulated), bf16 ones
+ * switched off (CHIMERA_VULKAN_COOPMAT_BF16=0), D not a multiple of 16 up to
+ * 128, subgroups outside 8..64, or CHIMERA_VULKAN_ATTN_CM=0. The variable
+ * may also give the tile as WARPSxBC (e.g. 4x32; benchmarks). Four warps
+ * first: on the H100 (d64, bf16) 4x32 ran in 4.4 ms, 2x32 in 9.0, 2x64 in 13.7.
+ * bf16 only up to d64 on the tensor cores: its staging (tile maxima, scaling)
+ * made d128 slower than the plain shader there (10.2 ms against 7.7; f16 d128
+ * 2.4 ms). Emulated (tests), every D runs.
+ */
+static bool attn_cm_plan_make(const chm_vk *vk, const chm_tensor *q, attn_cm_plan *pl) {
+    const chm_vk_caps *c = &vk->caps;
+    uint32_t D = (uint32_t)q->shape[3], sg = c->subgroup_size;
+    const char *env = getenv("CHIMERA_VULKAN_ATTN_CM");
+    if ((env && !strcmp(env, "0")) || !c->coopmat || q->dtype == CHM_F32 ||
+        (q->dtype == CHM_BF16 && (!c->coopmat_bf16 || (D > 64 && !c->coopmat_emulated))) ||
+        D % 16 || D > 128 || sg < 8 || sg > 64)
+        return false;
+    pl->fn = c->coopmat_emulated || !c->cm_n8 ? 16 : 8;
+    unsigned w = 0, bc = 0;
+    if (env && sscanf(env, "%ux%u", &w, &bc) == 2 && attn_cm_try(vk, w, bc, D, pl)) return true;
+    static const uint32_t tiles[][2] = {{4, 64}, {4, 32}, {2, 64}, {2, 32}, {2, 16}};
+    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++)
+        if (attn_cm_try(vk, tiles[i][0], tiles[i][1], D, pl)) return true;
+    return false;
+}
+
+/* attention_fwd on cooperative matrices with plan pl (same push block as attention_fwd.comp). */
+static chm_status attn_forward_cm(chm_vk *vk, const attn_cm_plan *pl, const chm_tensor *out,
+                                  const chm_tensor *lse, const chm_tensor *q, const chm_tensor *k,
+                                  const chm_tensor *v, double scale) {
+    uint32_t B = (uint32_t)q->shape[0], Tq = (uint32_t)q->shape[1], H = (uint32_t)q->shape[2];
+    struct {
+        uint32_t B, Tq, Tk, H, Hk, nqt;
+        float scale;
+    } pc = {B, Tq, (uint32_t)k->shape[1], H, (uint32_t)k->shape[2],
+            chm_vk_groups(Tq, 16 * pl->warps), (float)scale};
+    char name[48];
+    snprintf(name, sizeof name, "attention_cm_%s_%s", vk->caps.coopmat_emulated ? "emu" : "nv",
+             q->dtype == CHM_BF16 ? "bf16" : "f16");
+    chm_vk_dispatch d = {
+        .shader = name, .nbind = 5, .bind = {q, k, v, out, lse}, .writes = 3u << 3,
+        .push = &pc, .push_size = sizeof pc, .groups = B * H * pc.nqt,
+        .wg = pl->warps * vk->caps.subgroup_size,
+        .spec = {pl->bc, (uint32_t)q->shape[3], pl->fn, pl->pad}, .nspec = 4,
+    };
+    return chm_vk_run(vk, &d);
+}
+
 /* Forward and decode: lse == NULL selects the decode variant. */
 static chm_status attn_forward(chm_backend *be, const char *op, const chm_tensor *out,
                                const chm_tensor *lse, const chm_tensor *q, const chm_tensor *k,
@@ -91,6 +182,8 @@ static chm_status attn_forward(chm_backend *be, const char *op, const chm_tensor
     CHM_TRY(chm_vk_need_float(be, op, q));
     chm_vk *vk = chm_vk_ctx(be);
     if (chm_tensor_numel(q) == 0) return CHM_OK;
+    attn_cm_plan cm;
+    if (lse && attn_cm_plan_make(vk, q, &cm)) return attn_forward_cm(vk, &cm, out, lse, q, k, v, scale);
     attn_plan pl = {0};
     CHM_TRY(attn_plan_make(vk, op, COST_FWD, (uint32_t)q->shape[3], &pl));
     uint32_t B = (uint32_t)q->shape[0], Tq = (uint32_t)q->shape[1], H = (uint32_t)q->shape[2];

@@ -1,0 +1,202 @@
+/*
+ * test_vk_attention.c: attention_fwd of f16 and bf16 tensors on the vulkan
+ * backend's cooperative-matrix path (attention_cm.comp; suite vk_attention):
+ * on the tensor cores where the device has them, else emulated
+ * (CHIMERA_VULKAN_COOPMAT_EMULATE=1: lavapipe in CI). Each test checks, from
+ * the per-dispatch profile, that the path it means ran.
+ *
+ * Inputs are random values rounded to the 16-bit dtype; the cpu backend's
+ * f64 forward of exactly those values is the reference. out [B,T,H,D] must
+ * lie within u*|want| + 2^-10 * max|v| (u: half an ulp of the dtype, for
+ * the single rounding of out; 2^-10 covers P rounded to f16, 2^-11 of each
+ * term, twice over) and lse within 1e-4 + 1e-5*|want| (f32 sums of exact
+ * products). Cases: T of 1 to 130 (tails, several key tiles), D 16, 64, 128,
+ * GQA (H/Hk of 1, 2, 3), unaligned tensors (the shader's element gathers),
+ * bf16 beyond f16's range (the per-tile scales), every tile the host may
+ * pick, bit-identical reruns, and CHIMERA_VULKAN_ATTN_CM=0 (the plain path).
+ * The validation layer must stay silent (vk_close).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/half.h"
+#include "vk_harness.h"
+
+typedef struct att_case {
+    int64_t B, T, H, Hk, D;
+    double qr, kr, vr; /* q, k, v uniform in [-range, range) */
+    int64_t lead;      /* q, k, v start this many elements into their buffers */
+} att_case;
+
+/* The vulkan backend with cooperative matrices, real or emulated; skips the test without them. */
+static chm_backend *open_cm(void) {
+    setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1); /* only where the device lacks them */
+    unsetenv("CHIMERA_VULKAN_COOPMAT_BF16");
+    chm_backend *vk = vk_open();
+    const char *path = chm_vulkan_matmul_path(vk, CHM_F16);
+    if (!path || strncmp(path, "coopmat", 7) != 0) {
+        chm_backend_close(vk);
+        cr_skip_test("no cooperative matrices here, real or emulated");
+    }
+    chm_vulkan_set_profile(vk, true); /* the report names the shaders that ran */
+    return vk;
+}
+
+static double round16(chm_dtype dt, double x) {
+    return dt == CHM_BF16 ? chm_bf16_to_f32(chm_f32_to_bf16((float)x))
+                          : chm_f16_to_f32(chm_f32_to_f16((float)x));
+}
+
+/* A 16-bit tensor `lead` elements into its own buffer, holding x (exact in dt); NULL x: NaN. */
+static tt_tensor upload16(chm_backend *be, chm_dtype dt, int64_t lead, const int64_t shape[4],
+                          const double *x) {
+    chm_tensor want = chm_tensor_make(NULL, 0, dt, 4, shape);
+    int64_t n = chm_tensor_numel(&want), whole = n + lead;
+    tt_tensor t = tt_alloc(be, dt, 1, &whole);
+    t.t = chm_tensor_make(t.buf, (size_t)lead * 2, dt, 4, shape);
+    uint16_t *h = malloc((size_t)(n ? n : 1) * sizeof *h);
+    for (int64_t i = 0; i < n; i++) {
+        float f = x ? (float)x[i] : NAN;
+        h[i] = dt == CHM_BF16 ? chm_f32_to_bf16(f) : chm_f32_to_f16(f);
+    }
+    cr_assert_eq(chm_upload(be, &t.t, h), CHM_OK, "%s", be->err.msg);
+    free(h);
+    return t;
+}
+
+static double *download16(chm_backend *be, const tt_tensor *t, uint16_t *bits) {
+    int64_t n = chm_tensor_numel(&t->t);
+    uint16_t *h = malloc((size_t)n * sizeof *h);
+    double *x = tt_dalloc(n);
+    cr_assert_eq(chm_download(be, &t->t, h), CHM_OK, "%s", be->err.msg);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = t->t.dtype == CHM_BF16 ? chm_bf16_to_f32(h[i]) : chm_f16_to_f32(h[i]);
+    if (bits) memcpy(bits, h, (size_t)n * sizeof *h);
+    free(h);
+    return x;
+}
+
+/* Whether the profile so far names a shader containing `name`. */
+static bool ran(chm_backend *vk, const char *name) {
+    static char report[1 << 14];
+    cr_assert_eq(chm_vulkan_profile_report(vk, report, sizeof report), CHM_OK, "%s", vk->err.msg);
+    return strstr(report, name) != NULL;
+}
+
+/*
+ * One forward of case c in dt on vk against the cpu's f64 forward; the
+ * output's bits into `bits` when not NULL.
+ */
+static void check_case(chm_backend *vk, chm_backend *cpu, chm_dtype dt, const att_case *c,
+                       uint64_t seed, uint16_t *bits) {
+    const int64_t qs[4] = {c->B, c->T, c->H, c->D}, ks[4] = {c->B, c->T, c->Hk, c->D};
+    const int64_t ls[3] = {c->B, c->H, c->T};
+    int64_t nq = c->B * c->T * c->H * c->D, nk = c->B * c->T * c->Hk * c->D, nl = c->B * c->H * c->T;
+    tt_rng rng = tt_rng_make(seed);
+    double *x[3], range[3] = {c->qr, c->kr, c->vr}, vmax = 0;
+    for (int i = 0; i < 3; i++) {
+        int64_t n = i ? nk : nq;
+        x[i] = tt_dalloc(n);
+        for (int64_t e = 0; e < n; e++) x[i][e] = round16(dt, tt_uniform(&rng, -range[i], range[i]));
+    }
+    for (int64_t e = 0; e < nk; e++) vmax = fmax(vmax, fabs(x[2][e]));
+    double scale = 1.0 / sqrt((double)c->D);
+    /* cpu f64 reference */
+    tt_tensor cq = tt_alloc(cpu, CHM_F64, 4, qs), ck = tt_alloc(cpu, CHM_F64, 4, ks),
+              cv = tt_alloc(cpu, CHM_F64, 4, ks), co = tt_alloc(cpu, CHM_F64, 4, qs),
+              cl = tt_alloc(cpu, CHM_F64, 3, ls);
+    tt_upload(cpu, &cq, x[0]), tt_upload(cpu, &ck, x[1]), tt_upload(cpu, &cv, x[2]);
+    cr_assert_eq(chm_attention_fwd(cpu, &co.t, &cl.t, &cq.t, &ck.t, &cv.t, scale), CHM_OK, "%s",
+                 cpu->err.msg);
+    double *want = tt_dalloc(nq), *want_l = tt_dalloc(nl), *got_l = tt_dalloc(nl);
+    tt_download(cpu, &co, want), tt_download(cpu, &cl, want_l);
+    /* vulkan, outputs poisoned */
+    tt_tensor vq = upload16(vk, dt, c->lead, qs, x[0]), vk_ = upload16(vk, dt, c->lead, ks, x[1]),
+              vv = upload16(vk, dt, c->lead, ks, x[2]), vo = upload16(vk, dt, 0, qs, NULL);
+    tt_tensor vl = tt_alloc(vk, CHM_F32, 3, ls);
+    tt_poison(vk, &vl);
+    cr_assert_eq(chm_attention_fwd(vk, &vo.t, &vl.t, &vq.t, &vk_.t, &vv.t, scale), CHM_OK, "%s",
+                 vk->err.msg);
+    double *got = download16(vk, &vo, bits);
+    tt_download(vk, &vl, got_l);
+    char what[96];
+    snprintf(what, sizeof what, "%s out B%lld T%lld H%lld Hk%lld D%lld", chm_dtype_name(dt),
+             (long long)c->B, (long long)c->T, (long long)c->H, (long long)c->Hk, (long long)c->D);
+    tt_assert_close(what, got, want, nq, 0x1p-10 * vmax, dt == CHM_BF16 ? 0x1p-8 : 0x1p-11);
+    snprintf(what, sizeof what, "%s lse T%lld D%lld", chm_dtype_name(dt), (long long)c->T,
+             (long long)c->D);
+    tt_assert_close(what, got_l, want_l, nl, 1e-4, 1e-5);
+    tt_tensor *all[] = {&cq, &ck, &cv, &co, &cl, &vq, &vk_, &vv, &vo, &vl};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tt_free(all[i]);
+    for (int i = 0; i < 3; i++) free(x[i]);
+    free(want), free(want_l), free(got), free(got_l);
+}
+
+static const att_case CASES[] = {
+    {1, 1, 1, 1, 16, 1, 1, 1, 0},     {2, 37, 4, 2, 64, 1, 1, 1, 0},
+    {1, 70, 2, 1, 128, 1, 1, 1, 0},   {1, 130, 3, 3, 64, 1.5, 1.5, 1, 0},
+    {2, 19, 6, 2, 16, 1, 1, 2, 3},    {1, 45, 2, 2, 128, 1, 1, 1, 5},
+};
+
+static void check_all(chm_dtype dt) {
+    chm_backend *vk = open_cm(), *cpu = tt_open_cpu();
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++)
+        check_case(vk, cpu, dt, &CASES[i], 900 + i, NULL);
+    cr_assert(ran(vk, "attention_cm_"), "the cooperative-matrix attention did not run");
+    chm_backend_close(cpu);
+    vk_close(vk);
+}
+
+Test(vk_attention, fwd_bf16_matches_cpu) { check_all(CHM_BF16); }
+
+Test(vk_attention, fwd_f16_matches_cpu) { check_all(CHM_F16); }
+
+/* bf16 beyond f16's range: v up to 1e6 (f16 overflows at 65504), k down at 1e-5, q up at 1e5. */
+Test(vk_attention, fwd_bf16_wide_range) {
+    chm_backend *vk = open_cm(), *cpu = tt_open_cpu();
+    const att_case wide = {1, 40, 2, 1, 64, 1e5, 1e-5, 1e6, 0};
+    check_case(vk, cpu, CHM_BF16, &wide, 77, NULL);
+    cr_assert(ran(vk, "attention_cm_"), "the cooperative-matrix attention did not run");
+    chm_backend_close(cpu);
+    vk_close(vk);
+}
+
+/* Every tile the host may pick (CHIMERA_VULKAN_ATTN_CM=WARPSxBC; tiles that do not fit fall back). */
+Test(vk_attention, fwd_every_tile) {
+    chm_backend *vk = open_cm(), *cpu = tt_open_cpu();
+    static const char *tiles[] = {"4x64", "4x32", "2x64", "2x32", "2x16"};
+    const att_case c64 = {1, 77, 4, 2, 64, 1, 1, 1, 0}, c128 = {1, 41, 2, 1, 128, 1, 1, 1, 0};
+    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+        setenv("CHIMERA_VULKAN_ATTN_CM", tiles[i], 1);
+        check_case(vk, cpu, CHM_F16, &c64, 300 + i, NULL);
+        check_case(vk, cpu, CHM_BF16, &c128, 400 + i, NULL);
+    }
+    unsetenv("CHIMERA_VULKAN_ATTN_CM");
+    chm_backend_close(cpu);
+    vk_close(vk);
+}
+
+/* The same inputs twice give the same bits (fixed summation order). */
+Test(vk_attention, fwd_is_deterministic) {
+    chm_backend *vk = open_cm(), *cpu = tt_open_cpu();
+    const att_case c = {2, 50, 4, 2, 64, 1, 1, 1, 0};
+    int64_t n = c.B * c.T * c.H * c.D;
+    uint16_t *a = malloc((size_t)n * 2), *b = malloc((size_t)n * 2);
+    check_case(vk, cpu, CHM_BF16, &c, 5, a);
+    check_case(vk, cpu, CHM_BF16, &c, 5, b);
+    cr_assert(memcmp(a, b, (size_t)n * 2) == 0, "two runs differ");
+    free(a), free(b);
+    chm_backend_close(cpu);
+    vk_close(vk);
+}
+
+/* CHIMERA_VULKAN_ATTN_CM=0: the plain 16-bit shader runs, and matches too. */
+Test(vk_attention, fwd_switched_off_runs_plain) {
+    setenv("CHIMERA_VULKAN_ATTN_CM", "0", 1);
+    chm_backend *vk = open_cm(), *cpu = tt_open_cpu();
+    check_case(vk, cpu, CHM_F16, &CASES[1], 11, NULL);
+    cr_assert(!ran(vk, "attention_cm_") && ran(vk, "attention_fwd_f16"));
+    chm_backend_close(cpu);
+    vk_close(vk);
+}
