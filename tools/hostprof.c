@@ -9,7 +9,7 @@
  * Why: chimera-1b's CUDA step issues some GEMMs hundreds of microseconds late (the profile's
  * host column), so the question is where the host thread spends its time, inside chimera or
  * inside the CUDA driver and cuBLASLt. Every HOSTPROF_US microseconds of process CPU time
- * (default 500) a SIGPROF handler stores the interrupted thread's call stack (glibc
+ * (default 500; of wall-clock time with HOSTPROF_CLOCK=real) a SIGPROF handler stores the interrupted thread's call stack (glibc
  * backtrace(), warmed up at load so that the handler does not load the unwinder) in a
  * preallocated table; at exit the file HOSTPROF_OUT.PID gets the samples, one line each (thread id, then hex return
  * addresses), then a copy of /proc/self/maps to map addresses to libraries and offsets.
@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HP_DEPTH 24
@@ -35,7 +35,15 @@ typedef struct hp_sample {
 } hp_sample;
 
 static hp_sample *hp_samples;
+static timer_t hp_timer;
 static volatile sig_atomic_t hp_count;
+
+/* HOSTPROF_CLOCK=real: sample wall-clock time (SIGALRM), so that a thread blocked in a wait
+ * (a sync, a full launch queue) is seen where it waits; default: CPU time (SIGPROF). */
+static int hp_real(void) {
+    const char *c = getenv("HOSTPROF_CLOCK");
+    return c && strcmp(c, "real") == 0;
+}
 
 static void hp_on_signal(int sig) {
     (void)sig;
@@ -48,9 +56,7 @@ static void hp_on_signal(int sig) {
 
 /* Write the samples and the address map to HOSTPROF_OUT. */
 static void hp_write(void) {
-    struct itimerval off;
-    memset(&off, 0, sizeof off);
-    setitimer(ITIMER_PROF, &off, NULL);
+    timer_delete(hp_timer);
     /* one file per process (a wrapper such as timeout is profiled too): NAME.PID */
     char path[4096];
     snprintf(path, sizeof path, "%s.%d", getenv("HOSTPROF_OUT") ? getenv("HOSTPROF_OUT") : "hostprof",
@@ -86,10 +92,18 @@ __attribute__((constructor)) static void hp_start(void) {
     sa.sa_handler = hp_on_signal;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGPROF, &sa, NULL);
+    sigaction(hp_real() ? SIGALRM : SIGPROF, &sa, NULL);
     long us = getenv("HOSTPROF_US") ? atol(getenv("HOSTPROF_US")) : 500;
     if (us < 50) us = 50;
-    struct itimerval it = {{us / 1000000, us % 1000000}, {us / 1000000, us % 1000000}};
-    setitimer(ITIMER_PROF, &it, NULL);
+    /* a POSIX timer, not setitimer: an interval timer survives exec and would kill the new
+       image (default action) before its own copy of this library installs the handler */
+    struct sigevent ev;
+    memset(&ev, 0, sizeof ev);
+    ev.sigev_notify = SIGEV_SIGNAL;
+    ev.sigev_signo = hp_real() ? SIGALRM : SIGPROF;
+    if (timer_create(hp_real() ? CLOCK_MONOTONIC : CLOCK_PROCESS_CPUTIME_ID, &ev, &hp_timer) != 0)
+        return;
+    struct itimerspec it = {{us / 1000000, us % 1000000 * 1000}, {us / 1000000, us % 1000000 * 1000}};
+    timer_settime(hp_timer, 0, &it, NULL);
     atexit(hp_write);
 }
