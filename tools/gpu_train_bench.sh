@@ -6,7 +6,8 @@
 #   tiny     30 steps of configs/tiny.yaml on cuda in bf16 (precision auto) and in f32
 #   plan-1b  `chimera plan` of chimera-1b (training_dolma) at micro batch 8 x 2048: memory,
 #            tokens/s, MFU in bf16 and (when it fits) f32
-#   hostprof with HOSTPROF=1, the profile again with the host's CPU time sampled (tools/hostprof.c)
+#   hostprof with HOSTPROF=1, the profile again with the host sampled every 1 ms of wall-clock time
+#            (tools/hostprof.c: where the host thread computes or waits)
 #   torch    tools/bench/torch_bench.py (PyTorch SDPA, chunked scan, the reference model),
 #            only with GPU_TORCH=1 (about 4 minutes; TORCH_ONLY=attention,scan skips the
 #            reference model and takes about 1 minute)
@@ -50,9 +51,9 @@ tstep plan-1b 300 "$C" plan --config training_dolma --set train.grad_accum=1 --s
 [ "${RECOMPUTE:-0}" = 1 ] && tstep plan-1b-recompute 300 "$C" plan --config training_dolma \
     --set train.grad_accum=1 --steps 8 --tokens 100B --set train.recompute=true
 tstep profile-1b 300 env CHIMERA_PROFILE=shapes "$C" plan --config training_dolma --set train.grad_accum=1 --steps 6 --profile
-# HOSTPROF=1: the same profile with the host's CPU time sampled (tools/hostprof.c); the samples
+# HOSTPROF=1: the same profile with the host sampled in wall-clock time (tools/hostprof.c); the samples
 # land in the logs as hostprof.PID, read here with tools/hostprof_report.py and this pack's chimera
-[ "${HOSTPROF:-0}" = 1 ] && [ -f "$G/lib/hostprof.so" ] && tstep hostprof-1b 300 env OMP_WAIT_POLICY=passive \
+[ "${HOSTPROF:-0}" = 1 ] && [ -f "$G/lib/hostprof.so" ] && tstep hostprof-1b 300 env OMP_WAIT_POLICY=passive HOSTPROF_CLOCK=real HOSTPROF_US=1000 \
     HOSTPROF_OUT="$LOG/hostprof" LD_PRELOAD="$G/lib/hostprof.so" CHIMERA_PROFILE=shapes "$C" plan \
     --config training_dolma --set train.grad_accum=1 --steps 6 --profile
 # a baseline CLI packed as bin/chimera_base (an older build): the same profile in the same lease
