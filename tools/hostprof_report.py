@@ -64,6 +64,7 @@ def main():
     ap.add_argument("chimera", help="the chimera binary that ran (the same build)")
     ap.add_argument("--lib-dir", help="folder with copies of the libraries (e.g. .gpu/lib)")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--under", help="only samples with this chimera function on the stack (e.g. run_pass)")
     a = ap.parse_args()
     samples, maps = parse(a.samples)
     if not samples:
@@ -103,6 +104,8 @@ def main():
     for tid, fr in framed:
         if tid != main_tid or not fr:
             continue
+        if a.under and not any(name(p, o) == f"{exe}:{a.under}" for p, o in fr):
+            continue
         libs[os.path.basename(fr[0][0])] += 1
         leaf[name(*fr[0])] += 1
         mine = [name(p, o) for p, o in fr if os.path.basename(p) == exe]
@@ -111,6 +114,10 @@ def main():
         api = [x for x in mine if x.startswith(exe + ":chm_") and not x[len(exe) + 1:].startswith(internal)]
         ops[api[0] if api else "(not under a chm_ call)"] += 1
     m = sum(libs.values())
+    if a.under:
+        print(f"{m} main-thread samples under {a.under}")
+    if not m:
+        sys.exit("no samples to report")
     for title, c in (("main thread by library (leaf frame)", libs), ("main thread by leaf symbol", leaf),
                      ("main thread by innermost chimera function (library time included)", ours),
                      ("main thread by chimera call chain (4 frames)", chains),

@@ -242,8 +242,12 @@ enum {
     CHM_CAP_HOST_MEMORY = 1u << 3, /* buffers are host memory (chm_buffer.host set) */
     CHM_CAP_FAST_BF16 = 1u << 4,   /* bf16 matmuls run on matrix units (tensor cores), so bf16
                                       trains faster than f32: precision auto picks it */
-    CHM_CAP_SCAN_SAVED = 1u << 5   /* the scan's backward reads chm_scan_args.h_saved (cuda), so
+    CHM_CAP_SCAN_SAVED = 1u << 5,  /* the scan's backward reads chm_scan_args.h_saved (cuda), so
                                       the model keeps the saved states only on such a backend */
+    CHM_CAP_CHEAP_READBACK = 1u << 6 /* a small download mid-step costs little (cpu: host memory;
+                                        cuda: the host waits while far ahead), so the model may
+                                        read routing counts to size per-expert products; on vulkan
+                                        each download submits and waits (14% slower chimera-1b) */
 };
 
 /* Options for opening a backend. Zero-initialise, then set what you need. */

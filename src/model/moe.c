@@ -15,7 +15,8 @@
  * rows: the grouped op's trans_a form would copy both operands with the dead
  * capacity rows zeroed first (2.5x the time on an H100). The other products
  * stay grouped: per expert they cost more (measured) than their dead rows.
- * CHIMERA_MOE_GROUPED=1 keeps every product grouped (no download).
+ * CHIMERA_MOE_GROUPED=1 keeps every product grouped (no download), as does a backend
+ * without CHM_CAP_CHEAP_READBACK (vulkan).
  * A token an expert has no room for (capacity cap = ceil(capacity_factor *
  * K * R / E)) gets nothing from it: it passes on the residual. In causal
  * routing cap = R, so nothing is dropped and a token's output depends on no
@@ -62,10 +63,13 @@ static chm_tensor grp(const chm_tensor *t, int64_t e, int64_t n) {
     return MDL_VIEW(t, e * rows * cols, n, cols);
 }
 
-/* Whether this backward reads the counts on the host (see the file comment). */
+/* Whether this backward reads the counts on the host (see the file comment): only where a
+ * download mid-step is cheap (CHM_CAP_CHEAP_READBACK: not vulkan, where chimera-1b ran at
+ * 10.5k tokens/s this way against 12.1k grouped on an H100). */
 static bool moe_host_counts(const chm_model *m) {
     const char *v = getenv("CHIMERA_MOE_GROUPED");
-    return m->routing == CHM_ROUTING_TRAIN && m->host_counts && !(v && strcmp(v, "1") == 0);
+    return m->routing == CHM_ROUTING_TRAIN && m->host_counts &&
+           m->be && (m->be->caps & CHM_CAP_CHEAP_READBACK) && !(v && strcmp(v, "1") == 0);
 }
 
 /* gW [E,M,N] += A[e][:n_e]^T B[e][:n_e]: chm_matmul_grouped's trans_a form with beta 1, one

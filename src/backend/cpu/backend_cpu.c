@@ -155,7 +155,8 @@ chm_status chm_cpu_open(const chm_backend_options *opts, chm_backend **out, chm_
     be->api_version = CHM_BACKEND_API_VERSION;
     be->name = "cpu";
     be->ops = &cpu_ops;
-    be->caps = CHM_CAP_F64 | CHM_CAP_BF16 | CHM_CAP_F16 | CHM_CAP_HOST_MEMORY;
+    be->caps = CHM_CAP_F64 | CHM_CAP_BF16 | CHM_CAP_F16 | CHM_CAP_HOST_MEMORY |
+               CHM_CAP_CHEAP_READBACK;
     be->close = cpu_close;
     int threads = 1;
 #ifdef _OPENMP
