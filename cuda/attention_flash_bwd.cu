@@ -1,7 +1,11 @@
 // attention_flash_bwd.cu: flash-attention backward on bf16 tensor cores
-// (sm_80+), head dim 64 or 128, causal, grouped-query: the dK/dV kernel here
-// and the entry point that runs it with one of the two dQ paths.
+// (sm_80+), head dim 64 or 128, causal, grouped-query, deterministic: the
+// dK/dV kernel here and the entry point that runs it and the dQ kernel
+// (attention_flash_dq.cu).
 //
+// Two kernels instead of one with float atomics on dq (FlashAttention-2's
+// choice): every gradient element has exactly one writer, so results do not
+// depend on scheduling. The price is recomputing S and dP in both kernels.
 //  dkdv: one block per (64*MT keys, kv head, batch); each warp owns 16*MT keys
 //        (MT m16 tiles: every Q/dO fragment read from shared memory feeds 2*MT
 //        mma) and walks, for every q head of the group, the query tiles at or
@@ -9,15 +13,6 @@
 //        dV += P^T dO, dP^T = V dO^T, dS^T = P^T (dP^T - Delta), dK += dS^T Q.
 //        The causal mask runs only on tiles that cross the diagonal; a warp
 //        skips the tiles wholly before its keys.
-// dQ, two paths:
-//  - atomic (FlashAttention-2's; the default for D 64): the dkdv kernel also
-//    writes dS^T of the tile to shared memory and the block adds dS K (the
-//    5th product) into an f32 dQ buffer with float atomics; a small kernel
-//    then adds scale * dQ into dq (attention_flash_dq.cu). The float sums'
-//    order depends on the schedule: dq is not bitwise repeatable.
-//  - deterministic (D 128, and D 64 with CHIMERA_DETERMINISTIC=1): the dQ
-//    kernel of attention_flash_dq.cu recomputes S and dP per query tile (7
-//    products in all), so every gradient element has exactly one writer.
 // Q/dO tiles are double-buffered with cp.async. lse and Delta are f32
 // [B,H,T]. dq, dk, dv ACCUMULATE (bf16 read-modify-write).
 #include "attention_flash_bwd.cuh"
@@ -105,107 +100,16 @@ __device__ __forceinline__ void kv_acc(float dva[MT][D / 8][4], float dka[MT][D 
     }
 }
 
-// This warp's dS^T (C fragments: rows its keys, columns the tile's queries),
-// rounded to bf16, into the shared tile Ss [keys][BQ + FA_PAD].
-template <int MT, int BQ>
-__device__ __forceinline__ void ds_store(bf16 *Ss, const float dpt[MT][BQ / 8][4], int wkey) {
-    constexpr int LS = BQ + FA_PAD;
-    int lane = threadIdx.x & 31;
-#pragma unroll
-    for (int i = 0; i < MT * BQ / 4; i++) {  // (m16 tile, n8 tile, row half): 32-bit stores
-        int mt = i / (BQ / 4), nt = (i >> 1) % (BQ / 8), r = i & 1;
-        int row = wkey + mt * 16 + r * 8 + (lane >> 2), col = nt * 8 + (lane & 3) * 2;
-        *(uint32_t *)(Ss + row * LS + col) = pack_bf16(dpt[mt][nt][2 * r], dpt[mt][nt][2 * r + 1]);
-    }
-}
-
-// 2 floats added at p (8-byte aligned): one vector reduction on sm_90.
-__device__ __forceinline__ void red_add2(float *p, float x, float y) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    atomicAdd((float2 *)p, make_float2(x, y));
-#else
-    atomicAdd(p, x);
-    atomicAdd(p + 1, y);
-#endif
-}
-
-// dQ of one query tile from the block's BK keys: acc rows i0.. (f32, row
-// stride ld) += dS K. dS comes transposed from Ss ([key][query]: ldmatrix
-// .trans gives the A fragment; rows of warps that skipped the tile hold
-// zeros), K from Ks. Warp w takes query m16 tile w % (BQ/16) and DW of the D
-// columns. The k loop is unrolled into CS independent accumulator sets, so
-// the mma chains overlap (a loop over a runtime key count, with one set, made
-// the product cost as much as two of the others). Rows >= T are not written.
-template <int D, int BQ, int BK>
-__device__ __forceinline__ void dq_tile(float *acc, int64_t ld, const bf16 *Ss, const bf16 *Ks,
-                                        int i0, int T) {
-    constexpr int LS = BQ + FA_PAD, LD = D + FA_PAD, MQ = BQ / 16, DW = D * MQ / FB_WARPS;
-    constexpr int CS = DW / 8 >= 8 ? 1 : 2;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int m0 = (warp % MQ) * 16, n0 = (warp / MQ) * DW;
-    float c[CS][DW / 8][4];
-    zero_c<CS, DW / 8>(c);
-#pragma unroll
-    for (int kk = 0; kk < BK / 16; kk++) {
-        uint32_t a[4];
-        ldsm_x4_t(a, Ss + (kk * 16 + (lane >> 4) * 8 + (lane & 7)) * LS + m0 +
-                         ((lane >> 3) & 1) * 8);
-#pragma unroll
-        for (int dp = 0; dp < DW / 16; dp++) {
-            uint32_t r[4];
-            frag_b_kn<LD>(r, Ks, kk * 16, n0 + dp * 16);
-            mma16816(c[kk % CS][2 * dp], a, r[0], r[1]);
-            mma16816(c[kk % CS][2 * dp + 1], a, r[2], r[3]);
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int row = i0 + m0 + r * 8 + (lane >> 2);
-        if (row >= T) continue;
-        float *p = acc + (int64_t)row * ld + n0 + (lane & 3) * 2;
-#pragma unroll
-        for (int i = 0; i < DW / 8; i++) {
-            float x = c[0][i][2 * r], y = c[0][i][2 * r + 1];
-            if (CS > 1) x += c[CS - 1][i][2 * r], y += c[CS - 1][i][2 * r + 1];
-            red_add2(p + i * 8, x, y);
-        }
-    }
-}
-
-// dQ of iteration j (q head h0 + j/per, query tile qstart + j%per) from its
-// dS^T buffer (j & 1).
-template <int D, int BQ, int BK>
-__device__ __forceinline__ void dq_step(float *dqa, const bf16 *Ss, const bf16 *Ks, int j,
-                                        int qstart, int per, int h0, int b, int T, int H) {
-    int i0 = (qstart + j % per) * BQ, h = h0 + j / per;
-    dq_tile<D, BQ, BK>(dqa + ((int64_t)b * T * H + h) * D, (int64_t)H * D,
-                       Ss + (j & 1) * BK * (BQ + FA_PAD), Ks, i0, T);
-}
-
-// Zeros into this warp's rows of a dS^T tile (a warp that skips a tile: its
-// keys see none of the tile's queries).
-template <int MT, int BQ>
-__device__ __forceinline__ void ds_zero(bf16 *Ss, int wkey) {
-    constexpr int LS = BQ + FA_PAD, W = BQ / 2;  // 32-bit words a row
-    int lane = threadIdx.x & 31;
-    for (int i = lane; i < 16 * MT * W; i += 32)
-        *(uint32_t *)(Ss + (wkey + i / W) * LS + (i % W) * 2) = 0u;
-}
-
-// ACC: also dQ into the f32 buffer dqa (q's layout), through two shared dS^T
-// tiles: iteration it stores its dS^T, iteration it+1 (after the barrier it
-// needs anyway) adds dS K, so the 5th product costs no extra barrier.
-template <int D, int MT, int BQ, bool ACC>
+template <int D, int MT, int BQ>
 __global__ void __launch_bounds__(FB_THREADS)
-    flash_dkdv_kernel(bf16 *dk, bf16 *dv, float *dqa, const bf16 *dout, const bf16 *q,
-                      const bf16 *k, const bf16 *v, const float *lse, const float *delta, int T,
-                      int H, int Hk, float scale, float sl2) {
-    constexpr int LD = D + FA_PAD, BK = 16 * MT * FB_WARPS;
+    flash_dkdv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
+                      const bf16 *v, const float *lse, const float *delta, int T, int H, int Hk,
+                      float scale, float sl2) {
+    constexpr int LD = D + FA_PAD, BK = 64 * MT;
     extern __shared__ __align__(16) unsigned char fb_smem[];
     bf16 *Ks = (bf16 *)fb_smem, *Vs = Ks + BK * LD, *Qs = Vs + BK * LD;
     bf16 *Os = Qs + 2 * BQ * LD;  // dO tiles
     float *Ls = (float *)(Os + 2 * BQ * LD), *Ds = Ls + 2 * BQ;
-    bf16 *Ss = (bf16 *)(Ds + 2 * BQ);  // 2 x dS^T [BK][BQ + FA_PAD] (ACC only)
     int kt = blockIdx.x, g = blockIdx.y, b = blockIdx.z, rep = H / Hk;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, k0 = kt * BK;
     int64_t kld = (int64_t)Hk * D;
@@ -231,9 +135,6 @@ __global__ void __launch_bounds__(FB_THREADS)
         }
         __syncthreads();
         int buf = it & 1, i0 = (qstart + it % per) * BQ;
-        // the previous iteration's dQ, one barrier after its dS^T was stored
-        if constexpr (ACC)
-            if (it > 0) dq_step<D, BQ, BK>(dqa, Ss, Ks, it - 1, qstart, per, g * rep, b, T, H);
         if (i0 + BQ - 1 >= w0) {  // some query of the tile sees some key of this warp
             const bf16 *Qc = Qs + buf * BQ * LD, *Oc = Os + buf * BQ * LD;
             float st[MT][BQ / 8][4], dpt[MT][BQ / 8][4];
@@ -242,14 +143,10 @@ __global__ void __launch_bounds__(FB_THREADS)
                 kv_pds<MT, BQ, true>(st, dpt, Ls + buf * BQ, Ds + buf * BQ, krow, i0, sl2);
             else
                 kv_pds<MT, BQ, false>(st, dpt, Ls + buf * BQ, Ds + buf * BQ, krow, i0, sl2);
-            if constexpr (ACC) ds_store<MT, BQ>(Ss + buf * BK * (BQ + FA_PAD), dpt, wkey);
             kv_acc<D, MT, BQ>(dva, dka, st, dpt, Qc, Oc);
-        } else if constexpr (ACC) {
-            ds_zero<MT, BQ>(Ss + buf * BK * (BQ + FA_PAD), wkey);
         }
         __syncthreads();  // the next prefetch overwrites this buffer
     }
-    if constexpr (ACC) dq_step<D, BQ, BK>(dqa, Ss, Ks, n_it - 1, qstart, per, g * rep, b, T, H);
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
         add_rows<D / 8>(dk + ((int64_t)b * T * Hk + g) * D, kld, krow + mt * 16, T, dka[mt],
@@ -259,61 +156,41 @@ __global__ void __launch_bounds__(FB_THREADS)
     }
 }
 
-template <int D, int MT, int BQ, bool ACC>
-static cudaError_t flash_dkdv_launch(bf16 *dk, bf16 *dv, float *dqa, const bf16 *dout,
-                                     const bf16 *q, const bf16 *k, const bf16 *v,
-                                     const float *lse, const float *delta, const chm_cu_attn *a,
-                                     cudaStream_t s) {
-    constexpr int LD = D + FA_PAD, BK = 16 * MT * FB_WARPS;
+template <int D, int MT, int BQ>
+static cudaError_t flash_dkdv_launch(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
+                                     const bf16 *k, const bf16 *v, const float *lse,
+                                     const float *delta, const chm_cu_attn *a, cudaStream_t s) {
+    constexpr int LD = D + FA_PAD, BK = 64 * MT;
     size_t smem = (size_t)(2 * BK + 4 * BQ) * LD * sizeof(bf16) + 4 * BQ * sizeof(float);
-    if (ACC) smem += (size_t)2 * BK * (BQ + FA_PAD) * sizeof(bf16);
     static bool set = false;
-    cudaError_t e = fb_smem_optin(flash_dkdv_kernel<D, MT, BQ, ACC>, smem, &set);
+    cudaError_t e = fb_smem_optin(flash_dkdv_kernel<D, MT, BQ>, smem, &set);
     if (e != cudaSuccess) return e;
     unsigned tiles = (unsigned)((a->T + BK - 1) / BK);
-    flash_dkdv_kernel<D, MT, BQ, ACC><<<dim3(tiles, (unsigned)a->Hk, (unsigned)a->B),
-                                        FB_THREADS, smem, s>>>(
-        dk, dv, dqa, dout, q, k, v, lse, delta, (int)a->T, (int)a->H, (int)a->Hk, a->scale,
-        a->scale * FA_LOG2E);
+    flash_dkdv_kernel<D, MT, BQ><<<dim3(tiles, (unsigned)a->Hk, (unsigned)a->B), FB_THREADS,
+                                   smem, s>>>(dk, dv, dout, q, k, v, lse, delta, (int)a->T,
+                                              (int)a->H, (int)a->Hk, a->scale,
+                                              a->scale * FA_LOG2E);
     return cudaGetLastError();
 }
 
 // Key m16 tiles per warp and queries per tile: the accumulators (dK, dV, S^T,
 // dP^T) must fit the registers without spilling, so D 128 keeps one m16 tile.
-// dqa non-null (D 64 only): dQ goes into it too (the 5-product path).
-static cudaError_t flash_dkdv(bf16 *dk, bf16 *dv, float *dqa, const bf16 *dout, const bf16 *q,
+static cudaError_t flash_dkdv(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
                               const bf16 *k, const bf16 *v, const float *lse, const float *delta,
                               const chm_cu_attn *a, cudaStream_t s) {
-    if (a->D == 64 && dqa)
-        return flash_dkdv_launch<64, 2, 32, true>(dk, dv, dqa, dout, q, k, v, lse, delta, a, s);
-    if (a->D == 64)
-        return flash_dkdv_launch<64, 2, 32, false>(dk, dv, dqa, dout, q, k, v, lse, delta, a, s);
-    if (a->D == 128)
-        return flash_dkdv_launch<128, 1, 32, false>(dk, dv, dqa, dout, q, k, v, lse, delta, a,
-                                                    s);
+    if (a->D == 64) return flash_dkdv_launch<64, 2, 32>(dk, dv, dout, q, k, v, lse, delta, a, s);
+    if (a->D == 128) return flash_dkdv_launch<128, 1, 32>(dk, dv, dout, q, k, v, lse, delta, a, s);
     return cudaErrorInvalidValue;
 }
 
-// H100, B8 T2048 / B2 T8192, backward alone: the atomic path takes D 64 from
-// 1.043 / 3.585 ms to 0.999 / 3.302 ms, but slows D 128 (one m16 key tile a
-// warp: 64 keys a block, twice the atomics a key) to 1.296 / 4.572 ms from
-// 1.118 / 3.804 ms; so D 128 keeps the dQ kernel.
-extern "C" bool chm_cu_flash_dq_atomic(const chm_cu_attn *a) { return a->D == 64; }
-
 extern "C" cudaError_t chm_cu_flash_bwd(void *dq, void *dk, void *dv, const void *dout,
                                         const void *q, const void *k, const void *v,
-                                        const float *lse, const float *delta, float *dq_acc,
+                                        const float *lse, const float *delta,
                                         const chm_cu_attn *a, cudaStream_t s) {
     if (a->B * a->T * a->H <= 0) return cudaSuccess;
     const bf16 *o = (const bf16 *)dout, *qq = (const bf16 *)q, *kk = (const bf16 *)k,
                *vv = (const bf16 *)v;
-    int64_t n = a->B * a->T * a->H * a->D;
-    if (!chm_cu_flash_dq_atomic(a)) dq_acc = NULL;
-    cudaError_t e = cudaSuccess;
-    if (dq_acc) e = cudaMemsetAsync(dq_acc, 0, (size_t)n * sizeof(float), s);
-    if (e == cudaSuccess)
-        e = flash_dkdv((bf16 *)dk, (bf16 *)dv, dq_acc, o, qq, kk, vv, lse, delta, a, s);
+    cudaError_t e = flash_dkdv((bf16 *)dk, (bf16 *)dv, o, qq, kk, vv, lse, delta, a, s);
     if (e != cudaSuccess) return e;
-    if (dq_acc) return chm_cu_flash_dq_add((bf16 *)dq, dq_acc, n, a->scale, s);
     return chm_cu_flash_dq((bf16 *)dq, o, qq, kk, vv, lse, delta, a, s);
 }

@@ -1,14 +1,13 @@
 // attention_flash_bwd.cuh: what the two flash-attention backward kernels
 // (attention_flash_bwd.cu: dK/dV, attention_flash_dq.cu: dQ) share: the
 // S/dP products, the accumulate-into-bf16 epilogue, the shared-memory opt-in
-// and the dQ launchers' declarations.
+// and the dQ launcher's declaration.
 #ifndef CHIMERA_CUDA_ATTENTION_FLASH_BWD_CUH
 #define CHIMERA_CUDA_ATTENTION_FLASH_BWD_CUH
 
 #include "mma.cuh"
 
 #define FB_THREADS 128
-#define FB_WARPS (FB_THREADS / 32)
 
 // scale * acc added into a bf16 row of D columns at `row` (one C-fragment row per r);
 // rows >= T are not written.
@@ -84,10 +83,5 @@ static cudaError_t fb_smem_optin(K kernel, size_t bytes, bool *done) {
 cudaError_t chm_cu_flash_dq(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
                             const bf16 *v, const float *lse, const float *delta,
                             const chm_cu_attn *a, cudaStream_t s);
-
-// dq (bf16, n elements, n % 8 == 0, 16-byte aligned) += scale * acc (f32): the
-// last step of the f32-accumulator dQ path.
-cudaError_t chm_cu_flash_dq_add(bf16 *dq, const float *acc, int64_t n, float scale,
-                                cudaStream_t s);
 
 #endif

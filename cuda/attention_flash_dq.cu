@@ -1,9 +1,6 @@
-// attention_flash_dq.cu: the dQ kernels of the flash-attention backward
-// (bf16 tensor cores, sm_80+, head dim 64 or 128, causal, grouped-query): the
-// deterministic one below and, for the default path where the dK/dV kernel
-// sums dQ in f32 with atomics, the conversion into dq at the end.
+// attention_flash_dq.cu: the dQ kernel of the flash-attention backward
+// (bf16 tensor cores, sm_80+, head dim 64 or 128, causal, grouped-query).
 //
-// Deterministic kernel:
 // One block of 4 warps per (64*MT queries, head, batch); each warp owns 16*MT
 // query rows (MT m16 tiles: every K/V fragment read from shared memory feeds
 // 2*MT mma) and walks the key tiles up to the diagonal: S = Q K^T,
@@ -118,29 +115,4 @@ cudaError_t chm_cu_flash_dq(bf16 *dq, const bf16 *dout, const bf16 *q, const bf1
     if (fa_smem_max() < (size_t)(2 * 128 + 4 * 32) * (128 + FA_PAD) * 2)
         return flash_dq_launch<128, 1, 64>(dq, dout, q, k, v, lse, delta, a, s);
     return flash_dq_launch<128, 2, 32>(dq, dout, q, k, v, lse, delta, a, s);
-}
-
-// Eight elements a thread: two 16-byte f32 loads and one 16-byte bf16 read-modify-write.
-__global__ void flash_dq_add_kernel(bf16 *dq, const float *acc, int64_t n8, float scale) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        float4 a0 = ((const float4 *)acc)[2 * i], a1 = ((const float4 *)acc)[2 * i + 1];
-        uint4 d = ((uint4 *)dq)[i];
-        __nv_bfloat162 *p = (__nv_bfloat162 *)&d;
-        float x[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            float2 f = __bfloat1622float2(p[j]);
-            *(uint32_t *)&p[j] =
-                pack_bf16(fmaf(scale, x[2 * j], f.x), fmaf(scale, x[2 * j + 1], f.y));
-        }
-        ((uint4 *)dq)[i] = d;
-    }
-}
-
-cudaError_t chm_cu_flash_dq_add(bf16 *dq, const float *acc, int64_t n, float scale,
-                                cudaStream_t s) {
-    int64_t n8 = n / 8;
-    flash_dq_add_kernel<<<grid_for(n8, 256), 256, 0, s>>>(dq, acc, n8, scale);
-    return cudaGetLastError();
 }

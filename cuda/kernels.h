@@ -261,19 +261,9 @@ cudaError_t chm_cu_attn_bwd(void *dq, void *dk, void *dv, const void *dout, cons
 /* The tensor-core kernels (attention_flash.cu, attention_flash_bwd.cu); callers check flash_ok. */
 cudaError_t chm_cu_flash_fwd(void *out, float *lse, const void *q, const void *k, const void *v,
                              const chm_cu_attn *a, cudaStream_t s);
-/*
- * dq_acc: scratch of B*T*H*D f32 (16-byte aligned) selects, where
- * chm_cu_flash_dq_atomic holds (D 64: the default), the faster path: dQ summed in
- * it with float atomics by the dK/dV kernel (FlashAttention-2's 5 products; dq is
- * not bitwise repeatable). NULL (the backend passes it for CHIMERA_DETERMINISTIC=1),
- * and D 128 always, take the deterministic path: a separate dQ kernel, 7 products,
- * one writer per element.
- */
 cudaError_t chm_cu_flash_bwd(void *dq, void *dk, void *dv, const void *dout, const void *q,
                              const void *k, const void *v, const float *lse, const float *delta,
-                             float *dq_acc, const chm_cu_attn *a, cudaStream_t s);
-/* Whether chm_cu_flash_bwd uses dq_acc for this call (D 64; D 128 is faster without). */
-bool chm_cu_flash_dq_atomic(const chm_cu_attn *a);
+                             const chm_cu_attn *a, cudaStream_t s);
 /* delta [B,H,T] f32 = rowsum(dout * out) (shared by both backward paths). */
 cudaError_t chm_cu_attn_delta(float *delta, const void *dout, const void *out,
                               const chm_cu_attn *a, cudaStream_t s);
