@@ -331,8 +331,15 @@ static chm_status bind_tensors(chm_vk *vk, const chm_vk_dispatch *d, bound *b) {
     for (int i = 0; i < d->nbind; i++) {
         const chm_tensor *t = d->bind[i];
         if (!t || chm_tensor_nbytes(t) == 0) {
+            /* Every absent tensor binds the one dummy buffer. The shader does not touch it,
+               but synchronisation validation counts the binding's declared access, so it is
+               tracked like a tensor: a dummy written by one dispatch and read or written by
+               the next gets a barrier (rare: an optional output left out). */
             b->info[i] = (VkDescriptorBufferInfo){vk->dummy_buf, 0, VK_WHOLE_SIZE};
             b->words[i] = 0;
+            chm_vk_range r = {vk->dummy_buf, 0, 256};
+            if (d->writes & (1u << i)) b->wr[b->nwr++] = r;
+            else b->rd[b->nrd++] = r;
             continue;
         }
         uint32_t unit = d->unit[i] ? d->unit[i] : (uint32_t)chm_dtype_size(t->dtype);
