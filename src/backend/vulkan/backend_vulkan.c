@@ -77,9 +77,22 @@ chm_status chm_vk_need_f32(chm_backend *be, const char *op, const chm_tensor *t)
                    "--backend cpu for f64)", op, chm_dtype_name(t->dtype));
 }
 
+/* Whether a scratch buffer of `bytes` takes a dedicated block of its own (vk_memory.c): such
+ * an allocation costs the host milliseconds, so the last one freed is kept for the next. */
+static bool scratch_is_large(const chm_vk *vk, size_t bytes) {
+    return (VkDeviceSize)bytes > vk->pool.block_size / 2;
+}
+
 chm_status chm_vk_scratch(chm_backend *be, chm_dtype dt, int64_t n, chm_tensor *out) {
-    chm_buffer *buf = NULL;
-    CHM_TRY(chm_vk_buffer_alloc(be, (size_t)n * chm_dtype_size(dt), &buf));
+    chm_vk *vk = chm_vk_ctx(be);
+    size_t bytes = (size_t)n * chm_dtype_size(dt);
+    chm_buffer *buf = vk->scratch_spare;
+    if (buf && buf->size >= bytes && buf->size / 2 <= bytes) {
+        vk->scratch_spare = NULL; /* reused: later commands on it are ordered by hazard tracking */
+    } else {
+        buf = NULL;
+        CHM_TRY(chm_vk_buffer_alloc(be, bytes, &buf));
+    }
     *out = chm_tensor_1d(buf, 0, dt, n);
     return CHM_OK;
 }
@@ -90,8 +103,18 @@ chm_status chm_vk_scratch(chm_backend *be, chm_dtype dt, int64_t n, chm_tensor *
  * commands by the recorder's hazard tracking (vk_memory.c).
  */
 void chm_vk_scratch_free(chm_backend *be, chm_tensor *t) {
-    chm_vk_buffer_free(be, t->buf);
+    chm_vk *vk = chm_vk_ctx(be);
+    chm_buffer *b = t->buf;
     t->buf = NULL;
+    if (!b) return;
+    if (scratch_is_large(vk, b->size)) { /* keep the larger of it and the spare */
+        chm_buffer *drop = vk->scratch_spare && vk->scratch_spare->size > b->size ? b
+                                                                                   : vk->scratch_spare;
+        if (drop != b) vk->scratch_spare = b;
+        chm_vk_buffer_free(be, drop);
+        return;
+    }
+    chm_vk_buffer_free(be, b);
 }
 
 const char *chm_vk_variant_sg(const chm_vk *vk, const char *name, char *buf, size_t n) {
@@ -128,6 +151,7 @@ static void vulkan_close(chm_backend *be) {
         if (vk->status.mem) vkFreeMemory(vk->dev, vk->status.mem, NULL);
         if (vk->dummy_buf) vkDestroyBuffer(vk->dev, vk->dummy_buf, NULL);
         if (vk->dummy_mem) vkFreeMemory(vk->dev, vk->dummy_mem, NULL);
+        chm_vk_buffer_free(be, vk->scratch_spare);
         chm_vk_pool_destroy(vk);
     }
     if (vk) chm_vk_context_free(vk);

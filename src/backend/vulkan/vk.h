@@ -252,6 +252,8 @@ typedef struct chm_vk {
     chm_vk_cmds cmds;
     chm_vk_status status;
     VkBuffer dummy_buf;            /* bound in place of empty tensors */
+    chm_buffer *scratch_spare;     /* a large freed scratch buffer kept for the next one
+                                      (chm_vk_scratch), or NULL */
     VkDeviceMemory dummy_mem;
     chm_vulkan_stats stats;
     bool quiet;
