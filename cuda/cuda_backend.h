@@ -107,6 +107,7 @@ chm_status chm_cuda_event_record(chm_backend *be, chm_event *ev);
 chm_status chm_cuda_event_elapsed_ms(chm_backend *be, chm_event *start, chm_event *stop,
                                      double *ms);
 void chm_cuda_event_destroy(chm_backend *be, chm_event *ev);
+bool chm_cuda_event_done(chm_backend *be, chm_event *ev);
 
 /* ---- matmul.c (cuBLASLt) ---- */
 chm_status chm_cuda_lt_init(chm_backend *be);

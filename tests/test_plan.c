@@ -17,9 +17,10 @@ typedef struct plan_run {
     int status;
 } plan_run;
 
-static void run_plan(const char *args, plan_run *r) {
+/* `chimera plan args` with env ("NAME=value ..." or "") in front. */
+static void run_plan_env(const char *env, const char *args, plan_run *r) {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s' plan %s 2>&1", CHIMERA_BINARY, args);
+    snprintf(cmd, sizeof cmd, "%s '%s' plan %s 2>&1", env, CHIMERA_BINARY, args);
     FILE *f = popen(cmd, "r");
     cr_assert_not_null(f, "cannot run %s", cmd);
     size_t n = fread(r->out, 1, sizeof r->out - 1, f);
@@ -27,6 +28,8 @@ static void run_plan(const char *args, plan_run *r) {
     int st = pclose(f);
     r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+static void run_plan(const char *args, plan_run *r) { run_plan_env("", args, r); }
 
 /* The arena a model without a backend reports is exactly what a cpu model allocates. */
 Test(plan, arena_size_without_backend_matches_real_model) {
@@ -143,4 +146,17 @@ Test(plan, profile_prints_device_time_per_op) {
     const char *row = strstr(t, "\n  adamw_step ");
     long calls = row ? strtol(row + 13, NULL, 10) : -1;
     cr_expect_eq(calls, 9, "adamw_step calls %ld:\n%s", calls, t);
+}
+
+/* CHIMERA_PROFILE=sync survives --profile and gives per-shape GEMM rows (it implies shapes). */
+Test(plan, profile_sync_keeps_shape_rows) {
+    plan_run r;
+    run_plan_env("CHIMERA_PROFILE=sync", "--config test --backend cpu --steps 3 --profile", &r);
+    cr_assert_eq(r.status, 0, "exit %d:\n%s", r.status, r.out);
+    const char *t = strstr(r.out, "profile of cpu");
+    cr_assert_not_null(t, "%s", r.out);
+    const char *row = strstr(t, "\n  matmul ");
+    cr_assert_not_null(row, "%s", t);
+    cr_expect(row[10] >= '1' && row[10] <= '9', "no shape in the matmul row:\n%s", t);
+    cr_expect(strstr(t, "TFLOP/s") != NULL, "%s", t);
 }

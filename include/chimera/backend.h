@@ -120,6 +120,9 @@ typedef struct chm_backend_ops {
     chm_status (*event_elapsed_ms)(chm_backend *be, chm_event *start, chm_event *stop,
                                    double *ms);
     void (*event_destroy)(chm_backend *be, chm_event *ev);
+    /* Optional (NULL where unknown): whether a recorded event has been reached by the device,
+     * without waiting (the profile's "late" column: the device ran out of queued work). */
+    bool (*event_done)(chm_backend *be, chm_event *ev);
 
     /* ---- matmul ---- */
     /* C = alpha*op(A)op(B) + beta*C (+ bias[N] per row); batched, see chm_matmul. */

@@ -7,6 +7,12 @@
  * device waits for the host, an op's device row exceeds its own run time by
  * about its host row: it was issued late (chimera-1b's Mamba input projection
  * on an H100: 400 us rows, 99 us of GEMM, 320-480 us host).
+ * Where the backend can ask an event without waiting (event_done: cuda), a
+ * "late" column gives the share of calls issued after the device had finished
+ * the previous op: the device sat idle waiting for the host there.
+ * CHIMERA_PROFILE=sync (shapes too) waits for the device after every op, so
+ * that each row is the op's own time plus one launch: run it next to a plain
+ * profile to tell an op's run time from the idle gaps and queueing around it.
  */
 #include "profile.h"
 
@@ -25,6 +31,7 @@ typedef struct op_stat {
     double ms;
     double host_ms; /* host time (see the file comment) */
     long calls;
+    long late;    /* calls issued after the device had run out of work */
     double flops; /* per call; 0 when unknown */
 } op_stat;
 
@@ -38,6 +45,7 @@ struct chm_profile {
     chm_event *ev[PROFILE_EVENTS];   /* this window's events, in stream order */
     const char *op[PROFILE_EVENTS];
     double host[PROFILE_EVENTS];     /* host seconds since the previous op's end, per event */
+    bool late[PROFILE_EVENTS];       /* the previous op had ended on the device at issue */
     double last_host;                /* host clock at the previous op's end */
     int n;
     op_stat stat[PROFILE_OPS];
@@ -46,6 +54,8 @@ struct chm_profile {
     bool broken;                     /* an event call failed: stop profiling, say so at the end */
     bool started;                    /* the first op has ended: times count from there */
     bool shapes;                     /* CHIMERA_PROFILE=shapes: a row per GEMM shape */
+    bool sync;                       /* CHIMERA_PROFILE=sync: wait after every op */
+    bool has_late;                   /* the backend answers event_done */
     gemm_label label[PROFILE_LABELS];
     int n_label;
 };
@@ -65,7 +75,9 @@ void chm_profile_open(chm_backend *be) {
         chm_profile_close(be);
         return;
     }
-    p->shapes = !strcmp(v, "shapes");
+    p->sync = !strcmp(v, "sync");
+    p->shapes = p->sync || !strcmp(v, "shapes");
+    p->has_late = be->ops->event_done != NULL && !p->sync;
     be->profile = p;
 }
 
@@ -104,7 +116,7 @@ static op_stat *stat_of(chm_profile *p, const char *op) {
     for (int i = 0; i < p->n_stat; i++)
         if (p->stat[i].op == op || !strcmp(p->stat[i].op, op)) return &p->stat[i];
     if (p->n_stat == PROFILE_OPS) return NULL;
-    p->stat[p->n_stat] = (op_stat){op, 0, 0, 0, flops_of(p, op)};
+    p->stat[p->n_stat] = (op_stat){op, 0, 0, 0, 0, flops_of(p, op)};
     return &p->stat[p->n_stat++];
 }
 
@@ -126,7 +138,7 @@ static void flush(chm_backend *be, chm_profile *p) {
             break;
         }
         op_stat *s = stat_of(p, p->op[i]);
-        if (s) s->ms += ms, s->host_ms += 1e3 * p->host[i], s->calls++;
+        if (s) s->ms += ms, s->host_ms += 1e3 * p->host[i], s->calls++, s->late += p->late[i];
         p->total_ms += ms;
     }
     chm_event *last = p->ev[p->n - 1];
@@ -148,12 +160,19 @@ void chm_profile_after(chm_backend *be, const char *op) {
         return;
     }
     if (p->n == PROFILE_EVENTS) flush(be, p);
+    /* asked before this op's event: had the device already finished everything before it? */
+    bool late = p->has_late && be->ops->event_done(be, p->n ? p->ev[p->n - 1] : p->start);
     if (be->ops->event_record(be, p->ev[p->n]) != CHM_OK) {
         p->broken = true;
         return;
     }
     p->host[p->n] = host_s;
+    p->late[p->n] = late;
     p->op[p->n++] = op;
+    if (p->sync) {
+        flush(be, p);
+        p->last_host = mono_s(); /* the wait is not the next op's host time */
+    }
 }
 
 static int by_time(const void *a, const void *b) {
@@ -170,14 +189,15 @@ static void print_table(const chm_backend *be, chm_profile *p) {
             "host %.1f ms\n",
             be->name, be->device, p->total_ms, p->n_stat, host);
     int w = p->n_label ? 44 : 22;
-    fprintf(stderr, "  %-*s %9s %11s %7s %11s %9s%s\n", w, "op", "calls", "total ms", "share",
-            "mean us", "host us", p->n_label ? "   TFLOP/s" : "");
+    fprintf(stderr, "  %-*s %9s %11s %7s %11s %9s%s%s\n", w, "op", "calls", "total ms", "share",
+            "mean us", "host us", p->has_late ? "  late" : "", p->n_label ? "   TFLOP/s" : "");
     for (int i = 0; i < p->n_stat; i++) {
         const op_stat *s = &p->stat[i];
         double us = s->calls ? 1e3 * s->ms / (double)s->calls : 0.0;
         double hus = s->calls ? 1e3 * s->host_ms / (double)s->calls : 0.0;
         fprintf(stderr, "  %-*s %9ld %11.2f %6.1f%% %11.1f %9.1f", w, s->op, s->calls, s->ms,
                 p->total_ms > 0 ? 100 * s->ms / p->total_ms : 0.0, us, hus);
+        if (p->has_late) fprintf(stderr, " %4.0f%%", s->calls ? 100.0 * (double)s->late / (double)s->calls : 0.0);
         if (s->flops > 0 && us > 0) fprintf(stderr, " %9.1f", s->flops / (us * 1e6));
         fputc('\n', stderr);
     }

@@ -65,7 +65,8 @@ static void plan_usage(FILE *f) {
             "  --memory-gib X    plan for a device with X GiB instead of this one's\n"
             "  --profile         after the benchmark, device time per op (CHIMERA_PROFILE=1);\n"
             "                    only the fast path is measured then; with\n"
-            "                    CHIMERA_PROFILE=shapes, a row (and TFLOP/s) per matmul shape\n"
+            "                    CHIMERA_PROFILE=shapes, a row (and TFLOP/s) per matmul shape;\n"
+            "                    =sync waits after every op (each op's own time)\n"
             "  -h, --help        print this help\n\n"
             "Exit codes: 0 it fits, 1 it does not fit or a benchmark step failed, 2 bad usage.\n");
 }
@@ -129,8 +130,9 @@ static int parse_one(plan_args *a, int argc, char **argv, int *i) {
             return usage_error(msg);
         }
     } else if (!strcmp(argv[*i], "--profile")) {
-        const char *pv = getenv("CHIMERA_PROFILE"); /* keep "shapes" when it is set */
-        if (!pv || strcmp(pv, "shapes") != 0) setenv("CHIMERA_PROFILE", "1", 1);
+        const char *pv = getenv("CHIMERA_PROFILE"); /* keep "shapes" or "sync" when set */
+        if (!pv || (strcmp(pv, "shapes") != 0 && strcmp(pv, "sync") != 0))
+            setenv("CHIMERA_PROFILE", "1", 1);
     } else if (!strcmp(argv[*i], "--no-bench")) {
         a->bench = false;
     } else {

@@ -54,7 +54,8 @@ static void train_usage(FILE *f) {
             "  --device N         GPU N (`chimera info` numbers them): vulkan through\n"
             "                     CHIMERA_VULKAN_DEVICE, cuda through CUDA_VISIBLE_DEVICES\n"
             "  --profile          at the end, a table of device time per op (CHIMERA_PROFILE=1;\n"
-            "                     CHIMERA_PROFILE=shapes: a row and TFLOP/s per matmul shape)\n"
+            "                     CHIMERA_PROFILE=shapes: a row and TFLOP/s per matmul shape;\n"
+            "                     =sync: wait after every op, each op's own time)\n"
             "  --rank R, --world-size N\n"
             "                     data parallel without MPI (cuda backend, NCCL): this process is\n"
             "                     rank R of N started by hand, each on GPU R %% (GPUs visible)\n"
@@ -144,8 +145,9 @@ static int parse_one(train_args *a, int argc, char **argv, int *i) {
         setenv("CHIMERA_VULKAN_DEVICE", d, 1);
         setenv("CUDA_VISIBLE_DEVICES", d, 1); /* read when CUDA starts, after this */
     } else if (!strcmp(argv[*i], "--profile")) {
-        const char *pv = getenv("CHIMERA_PROFILE"); /* keep "shapes" when it is set */
-        if (!pv || strcmp(pv, "shapes") != 0) setenv("CHIMERA_PROFILE", "1", 1);
+        const char *pv = getenv("CHIMERA_PROFILE"); /* keep "shapes" or "sync" when set */
+        if (!pv || (strcmp(pv, "shapes") != 0 && strcmp(pv, "sync") != 0))
+            setenv("CHIMERA_PROFILE", "1", 1);
     } else if ((v = chm_cli_option_value(argc, argv, i, "--peak-tflops", &missing))) {
         if (number("--peak-tflops", v, 1e-9, &x)) return 2;
         a->opt.peak_tflops = x;

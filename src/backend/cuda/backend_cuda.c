@@ -32,6 +32,7 @@ static const chm_backend_ops cuda_ops = {
     .event_record = chm_cuda_event_record,
     .event_elapsed_ms = chm_cuda_event_elapsed_ms,
     .event_destroy = chm_cuda_event_destroy,
+    .event_done = chm_cuda_event_done,
     .matmul = chm_cuda_matmul,
     .matmul_grouped = chm_cuda_matmul_grouped,
     .attention_fwd = chm_cuda_attention_fwd,

@@ -422,6 +422,13 @@ chm_status chm_cuda_event_elapsed_ms(chm_backend *be, chm_event *start, chm_even
     return chm_cuda_check(be, "event_elapsed_ms", e);
 }
 
+bool chm_cuda_event_done(chm_backend *be, chm_event *ev) {
+    (void)be;
+    cudaError_t e = cudaEventQuery(ev->ev);
+    if (e == cudaErrorNotReady) cudaGetLastError(); /* not sticky, but keep the last error clean */
+    return e == cudaSuccess;
+}
+
 void chm_cuda_event_destroy(chm_backend *be, chm_event *ev) {
     (void)be;
     if (!ev) return;
