@@ -331,6 +331,9 @@ chm_status chm_event_create(chm_backend *be, chm_event **out);
 chm_status chm_event_record(chm_backend *be, chm_event *ev);
 chm_status chm_event_elapsed_ms(chm_backend *be, chm_event *start, chm_event *stop, double *ms);
 void chm_event_destroy(chm_backend *be, chm_event *ev);
+/* Drop the per-op times profiled so far (CHIMERA_PROFILE), e.g. after warm-up steps whose
+ * one-off work (GEMM tuning, kernel loading) would blur the steady state; no-op otherwise. */
+void chm_profile_restart(chm_backend *be);
 
 /* ---- op wrappers: shapes and dtypes are checked here, once ---- */
 

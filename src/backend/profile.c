@@ -56,6 +56,7 @@ struct chm_profile {
     bool shapes;                     /* CHIMERA_PROFILE=shapes: a row per GEMM shape */
     bool sync;                       /* CHIMERA_PROFILE=sync: wait after every op */
     bool has_late;                   /* the backend answers event_done */
+    bool restarted;                  /* chm_profile_restart dropped the warm-up */
     gemm_label label[PROFILE_LABELS];
     int n_label;
 };
@@ -175,6 +176,16 @@ void chm_profile_after(chm_backend *be, const char *op) {
     }
 }
 
+void chm_profile_restart(chm_backend *be) {
+    chm_profile *p = be->profile;
+    if (!p || p->broken) return;
+    flush(be, p); /* the window ends at the last op; the next op's time counts from there */
+    p->n_stat = 0;
+    p->total_ms = 0;
+    p->restarted = true;
+    p->last_host = mono_s();
+}
+
 static int by_time(const void *a, const void *b) {
     double x = ((const op_stat *)a)->ms, y = ((const op_stat *)b)->ms;
     return (x < y) - (x > y);
@@ -185,9 +196,10 @@ static void print_table(const chm_backend *be, chm_profile *p) {
     double host = 0;
     for (int i = 0; i < p->n_stat; i++) host += p->stat[i].host_ms;
     fprintf(stderr,
-            "\nprofile of %s (%s): %.1f ms in %d ops (time between consecutive op ends), "
+            "\nprofile of %s (%s)%s: %.1f ms in %d ops (time between consecutive op ends), "
             "host %.1f ms\n",
-            be->name, be->device, p->total_ms, p->n_stat, host);
+            be->name, be->device, p->restarted ? " after warm-up" : "", p->total_ms, p->n_stat,
+            host);
     int w = p->n_label ? 44 : 22;
     fprintf(stderr, "  %-*s %9s %11s %7s %11s %9s%s%s\n", w, "op", "calls", "total ms", "share",
             "mean us", "host us", p->has_late ? "  late" : "", p->n_label ? "   TFLOP/s" : "");

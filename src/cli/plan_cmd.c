@@ -63,7 +63,8 @@ static void plan_usage(FILE *f) {
             "  --steps N         benchmark steps, the first two are warm-up (default 6)\n"
             "  --no-bench        memory only, no benchmark\n"
             "  --memory-gib X    plan for a device with X GiB instead of this one's\n"
-            "  --profile         after the benchmark, device time per op (CHIMERA_PROFILE=1);\n"
+            "  --profile         after the benchmark, device time per op of the timed steps\n"
+            "                    (CHIMERA_PROFILE=1);\n"
             "                    only the fast path is measured then; with\n"
             "                    CHIMERA_PROFILE=shapes, a row (and TFLOP/s) per matmul shape;\n"
             "                    =sync waits after every op (each op's own time)\n"
@@ -377,6 +378,7 @@ static chm_status bench_run(const chm_config *cfg, chm_backend *be, chm_dtype dt
         double t0 = now_s();
         rc = bench_step(m, o, ids, tc->grad_accum, err);
         times[s] = now_s() - t0;  /* grad_norm downloads: the step has finished on the device */
+        if (s == 1) chm_profile_restart(be); /* profile the timed steps only */
         if (tty) fprintf(stderr, "\r  step %d/%d: %.3f s", s + 1, steps, times[s]);
     }
     if (tty) fprintf(stderr, "\r%40s\r", "");
