@@ -179,7 +179,7 @@ chm_status chm_cuda_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
                                     const chm_tensor *idx, chm_router_score score,
                                     bool renormalize);
 chm_status chm_cuda_select_topk(chm_backend *be, const chm_tensor *idx,
-                                const chm_tensor *scores);
+                                const chm_tensor *scores, bool flat);
 chm_status chm_cuda_gather_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                                 const chm_tensor *idx);
 chm_status chm_cuda_scatter_add_rows(chm_backend *be, const chm_tensor *out,

@@ -157,9 +157,9 @@ cudaError_t chm_cu_router_topk_bwd(void *dlogits, const void *dgates, const void
                                    const int32_t *idx, int64_t R, int64_t E, int64_t K,
                                    int sigmoid, bool renormalize, chm_dtype dt, int *flag,
                                    cudaStream_t s);
-/* idx [R,K] = the K best columns of scores [R,C] in increasing column order. */
+/* idx [R,K] = the K best columns of scores [R,C] in increasing column order (+ r*C when flat). */
 cudaError_t chm_cu_select_topk(int32_t *idx, const void *scores, int64_t R, int64_t C, int64_t K,
-                               chm_dtype dt, cudaStream_t s);
+                               bool flat, chm_dtype dt, cudaStream_t s);
 
 /* ---- loss, optimizer, norm (cross_entropy.cu, adamw.cu, sum_squares.cu) ---- */
 

@@ -208,7 +208,8 @@ __device__ void sel_pass(int *hist, uint32_t *prefix, int64_t *need, const uint3
 
 // grid R, block SEL_THREADS, dynamic shared C*4 bytes when C <= SEL_SMEM_MAX (else 0).
 template <typename T>
-__global__ void select_kernel(int32_t *idx, const T *scores, int64_t C, int64_t K, int staged) {
+__global__ void select_kernel(int32_t *idx, const T *scores, int64_t C, int64_t K, int staged,
+                              int flat) {
     extern __shared__ uint32_t sel_keys[];
     __shared__ int hist[256], red[33];
     __shared__ uint32_t prefix;
@@ -216,6 +217,7 @@ __global__ void select_kernel(int32_t *idx, const T *scores, int64_t C, int64_t 
     const T *row = scores + blockIdx.x * C;
     int32_t *out = idx + blockIdx.x * K;
     const uint32_t *sk = staged ? sel_keys : NULL;
+    const int64_t shift_out = flat ? (int64_t)blockIdx.x * C : 0; // flat: position in scores
     if (staged)
         for (int64_t j = threadIdx.x; j < C; j += blockDim.x) sel_keys[j] = rank_key(to_f(row[j]));
     if (threadIdx.x == 0) {
@@ -234,18 +236,18 @@ __global__ void select_kernel(int32_t *idx, const T *scores, int64_t C, int64_t 
         eq_base += total;
         int chosen = j < C && (k > tau || (eq && eq_pos < ties));
         int64_t pos = base + block_exclusive_scan(chosen, red, &total);
-        if (chosen) out[pos] = (int32_t)j;
+        if (chosen) out[pos] = (int32_t)(j + shift_out);
         base += total;
     }
 }
 
 extern "C" cudaError_t chm_cu_select_topk(int32_t *idx, const void *scores, int64_t R, int64_t C,
-                                          int64_t K, chm_dtype dt, cudaStream_t s) {
+                                          int64_t K, bool flat, chm_dtype dt, cudaStream_t s) {
     if (R <= 0 || K <= 0) return cudaSuccess;
     int staged = C <= SEL_SMEM_MAX;
     size_t smem = staged ? (size_t)C * sizeof(uint32_t) : 0;
     CHM_CU_DISPATCH(dt, T,
                     select_kernel<T><<<(unsigned)R, SEL_THREADS, smem, s>>>(
-                        idx, (const T *)scores, C, K, staged));
+                        idx, (const T *)scores, C, K, staged, flat ? 1 : 0));
     return cudaGetLastError();
 }

@@ -1,7 +1,8 @@
 /*
  * select_topk.comp: top-k per row for mixture-of-depths, one workgroup per
  * row of scores [R,C]: idx [R,K] receives the columns of the K largest
- * scores (ties to the lower index, NaN last), in increasing column order.
+ * scores (ties to the lower index, NaN last), in increasing column order
+ * (plus row*C when flat: positions in the flattened scores).
  * The ranking is a strict total order, so column j is selected exactly when
  * fewer than K columns rank before it. Columns go in chunks of WG_SIZE, in
  * order; a prefix sum of the selected flags over each chunk (scan.glsl)
@@ -20,6 +21,7 @@ layout(binding = 1) writeonly buffer Idx { int idx[]; };
 layout(push_constant) uniform Push {
     uint off[2];
     uint R, C, K;
+    uint flat_rows; /* 1: write row*C + column (the position in the flattened scores) */
 } p;
 
 bool before(float za, uint a, float zb, uint b) {
@@ -41,7 +43,7 @@ void main() {
             chosen = rank < p.K ? 1u : 0u;
         }
         uint at = base + chm_wg_scan(chosen, total);
-        if (chosen == 1u) idx[p.off[1] + row * p.K + at] = int(j);
+        if (chosen == 1u) idx[p.off[1] + row * p.K + at] = int(j + p.flat_rows * row * p.C);
         base += total;
     }
 }

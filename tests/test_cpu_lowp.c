@@ -463,7 +463,7 @@ static chm_status router_bwd(chm_backend *be, const chm_tensor *const *t) {
     return chm_router_topk_bwd(be, t[0], t[1], t[2], t[3], CHM_ROUTER_SOFTMAX, true);
 }
 static chm_status select_(chm_backend *be, const chm_tensor *const *t) {
-    return chm_select_topk(be, t[0], t[1]);
+    return chm_select_topk(be, t[0], t[1], false);
 }
 static chm_status gather_(chm_backend *be, const chm_tensor *const *t) {
     return chm_gather_rows(be, t[0], t[1], t[2]);

@@ -303,8 +303,9 @@ static void naive_select(int32_t *ix, const double *s, int64_t C, int64_t K) {
         if (used[j]) ix[k++] = (int32_t)j;
 }
 
+/* flat: the backend writes r*C + column, checked against the naive columns shifted so. */
 static void select_case(chm_backend *be, chm_dtype dt, int64_t R, int64_t C, int64_t K, bool ties,
-                        tt_rng *rng) {
+                        bool flat, tt_rng *rng) {
     tt_tensor ts = tt_alloc(be, dt, 2, (int64_t[]){R, C});
     tt_tensor ti = tt_alloc(be, CHM_I32, 2, (int64_t[]){R, K});
     double *s = tt_dalloc(R * C);
@@ -313,9 +314,12 @@ static void select_case(chm_backend *be, chm_dtype dt, int64_t R, int64_t C, int
     for (int64_t i = 0; ties && i < R * C; i++) s[i] = floor(s[i]);
     tt_upload(be, &ts, s);
     tt_download(be, &ts, s);
-    cr_assert_eq(chm_select_topk(be, &ti.t, &ts.t), CHM_OK, "%s", be->err.msg);
+    cr_assert_eq(chm_select_topk(be, &ti.t, &ts.t, flat), CHM_OK, "%s", be->err.msg);
     cr_assert_eq(chm_download(be, &ti.t, got), CHM_OK);
-    for (int64_t r = 0; r < R; r++) naive_select(want + r * K, s + r * C, C, K);
+    for (int64_t r = 0; r < R; r++) {
+        naive_select(want + r * K, s + r * C, C, K);
+        for (int64_t k = 0; flat && k < K; k++) want[r * K + k] += (int32_t)(r * C);
+    }
     assert_i32("select_topk idx", got, want, R * K);
     tt_free(&ts);
     tt_free(&ti);
@@ -332,12 +336,14 @@ Test(router, select_topk_matches_naive_with_ties) {
     for (size_t d = 0; d < 2; d++)
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
             for (int ties = 0; ties < 2; ties++)
-                select_case(be, dts[d], shapes[i][0], shapes[i][1], shapes[i][2], ties, &rng);
+                for (int flat = 0; flat < 2; flat++)
+                    select_case(be, dts[d], shapes[i][0], shapes[i][1], shapes[i][2], ties, flat,
+                                &rng);
     /* explicit: the three 2s tie; K = 4 takes 5 then the first two 2s, in column order */
     tt_tensor ts = tt_alloc(be, CHM_F64, 2, (int64_t[]){1, 6});
     tt_tensor ti = tt_alloc(be, CHM_I32, 2, (int64_t[]){1, 4});
     tt_upload(be, &ts, (double[]){2, 0, 2, 5, 2, 1});
-    cr_assert_eq(chm_select_topk(be, &ti.t, &ts.t), CHM_OK, "%s", be->err.msg);
+    cr_assert_eq(chm_select_topk(be, &ti.t, &ts.t, false), CHM_OK, "%s", be->err.msg);
     int32_t got[4];
     cr_assert_eq(chm_download(be, &ti.t, got), CHM_OK);
     assert_i32("explicit select", got, (int32_t[]){0, 2, 3, 4}, 4);
@@ -387,9 +393,9 @@ Test(router, wrappers_reject_bad_shapes_dtypes_and_values) {
     tt_upload_i32(be, &io.idx, (int32_t[]){0, 1, 2, 3, 1, 0, 2, 1});
     expect(be, chm_router_topk_bwd(be, &dz.t, &io.gates.t, &io.probs.t, &io.idx.t, sc, true),
            CHM_ERR_INVALID_ARG, "router_topk_bwd: idx element 3 = 3");
-    expect(be, chm_select_topk(be, &big_k.idx.t, &io.logits.t), CHM_ERR_INVALID_ARG,
+    expect(be, chm_select_topk(be, &big_k.idx.t, &io.logits.t, false), CHM_ERR_INVALID_ARG,
            "select_topk: top-k needs 1 <= K <= 3");
-    expect(be, chm_select_topk(be, &io.idx.t, &sr3.t), CHM_ERR_DTYPE,
+    expect(be, chm_select_topk(be, &io.idx.t, &sr3.t, false), CHM_ERR_DTYPE,
            "select_topk: scores must be a float tensor");
     io_free(&io);
     io_free(&big_k);

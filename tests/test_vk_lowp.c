@@ -238,7 +238,7 @@ static chm_status call_op(chm_backend *be, op_id op, const chm_tensor *const *t)
                                                 CHM_ROUTER_SIGMOID, false);
     case ROUTER_BWD: return chm_router_topk_bwd(be, t[0], t[1], t[2], t[3], CHM_ROUTER_SOFTMAX,
                                                 true);
-    case SELECT: return chm_select_topk(be, t[0], t[1]);
+    case SELECT: return chm_select_topk(be, t[0], t[1], false);
     case GATHER: return chm_gather_rows(be, t[0], t[1], t[2]);
     case SCATTER: return chm_scatter_add_rows(be, t[0], t[1], t[2], t[3]);
     case CE: return chm_cross_entropy(be, t[0], t[1], t[2], t[3], 0.5);

@@ -116,7 +116,7 @@ static chm_status call_routing(chm_backend *be, nv_op op, const chm_tensor *cons
         return chm_router_topk_bwd(be, t[0], t[1], t[2], t[3],
                                    op == ROUTER_BWD ? CHM_ROUTER_SOFTMAX : CHM_ROUTER_SIGMOID,
                                    op == ROUTER_BWD);
-    case SELECT: return chm_select_topk(be, t[0], t[1]);
+    case SELECT: return chm_select_topk(be, t[0], t[1], false);
     case BCE: return chm_bce_logits(be, t[0], t[1], t[2], t[3], 0.7);
     case BCE_INPLACE: return chm_bce_logits(be, t[0], t[1], t[1], t[2], 1.5);
     case BCE_NOGRAD: return chm_bce_logits(be, t[0], NULL, t[1], t[2], 1.0);

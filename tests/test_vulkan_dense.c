@@ -372,7 +372,7 @@ static chm_status op_router_bwd(chm_backend *be, const chm_tensor *const *t, con
 }
 static chm_status op_select(chm_backend *be, const chm_tensor *const *t, const void *ctx) {
     (void)ctx;
-    return chm_select_topk(be, t[1], t[0]);
+    return chm_select_topk(be, t[1], t[0], false);
 }
 
 /* n values, every other one a small integer so that ties are common. */
@@ -554,7 +554,7 @@ Test(vulkan, wrappers_refuse_bad_shapes_and_dtypes) {
     expect_refused(vk, chm_gather_rows(vk, &b.t, &a.t, &i4.t), CHM_ERR_SHAPE, "gather_rows", "out");
     expect_refused(vk, chm_scatter_add_rows(vk, &a.t, &b.t, &i4.t, NULL), CHM_ERR_SHAPE,
                    "scatter_add_rows", "x");
-    expect_refused(vk, chm_select_topk(vk, &a.t, &b.t), CHM_ERR_DTYPE, "select_topk", "idx");
+    expect_refused(vk, chm_select_topk(vk, &a.t, &b.t, false), CHM_ERR_DTYPE, "select_topk", "idx");
     expect_refused(vk, chm_router_topk_bwd(vk, &a.t, &b.t, &a.t, &k2.t, CHM_ROUTER_SOFTMAX, true),
                    CHM_ERR_SHAPE, "router_topk_bwd", "dgates");
     expect_refused(vk, chm_router_topk(vk, &g2.t, &k2.t, &b.t, &a.t, &a.t, &c3.t, &a.t,

@@ -721,7 +721,7 @@ static void select_case(oc_ctx *x, int64_t R, int64_t C, int64_t K, bool ties, b
     }
     oc_set(x, &sc, h);
     oc_poison(x, &idx);
-    OC_BOTH(x, chm_select_topk(BE, OC_T(idx), OC_T(sc)));
+    OC_BOTH(x, chm_select_topk(BE, OC_T(idx), OC_T(sc), true)); /* flat, as the model calls it */
     char name[96];
     snprintf(name, sizeof name, "select_topk %lldx%lld k%lld%s%s", (long long)R, (long long)C,
              (long long)K, ties ? " ties" : "", special ? " nan/inf/-0" : "");
@@ -1359,7 +1359,7 @@ static chm_status run_rms_bwd(chm_backend *be, bench_job *j) {
     return chm_rmsnorm_bwd(be, j->t[0], j->t[1], j->t[2], j->t[3], j->t[4], j->t[5]);
 }
 static chm_status run_select(chm_backend *be, bench_job *j) {
-    return chm_select_topk(be, j->t[0], j->t[1]);
+    return chm_select_topk(be, j->t[0], j->t[1], true);
 }
 static chm_status run_fill(chm_backend *be, bench_job *j) { return chm_fill(be, j->t[0], 0.5); }
 static chm_status run_swiglu_bwd(chm_backend *be, bench_job *j) {

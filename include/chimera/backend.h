@@ -199,7 +199,8 @@ typedef struct chm_backend_ops {
                                   const chm_tensor *dgates, const chm_tensor *probs,
                                   const chm_tensor *idx, chm_router_score score,
                                   bool renormalize);
-    chm_status (*select_topk)(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores);
+    chm_status (*select_topk)(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores,
+                              bool flat);
     chm_status (*gather_rows)(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                               const chm_tensor *idx);
     chm_status (*scatter_add_rows)(chm_backend *be, const chm_tensor *out,
@@ -466,9 +467,13 @@ chm_status chm_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
 /*
  * Top-k per row for mixture-of-depths: scores [R,C] -> idx [R,K] (I32), the
  * column indices of the K largest scores (ties to the lower index), written
- * in increasing index order so that selected tokens keep their order.
+ * in increasing index order so that selected tokens keep their order. With
+ * flat, idx[r,k] is r*C + column, the position in the flattened scores (scores
+ * [B,T] -> token rows of the whole batch, so one gather/scatter serves all
+ * sequences); R*C must then fit in I32.
  */
-chm_status chm_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores);
+chm_status chm_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores,
+                           bool flat);
 /* out [M,C]: row m = x[idx[m]] (x [R,C], idx [M] I32), or zeros where idx[m] < 0. */
 chm_status chm_gather_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                            const chm_tensor *idx);

@@ -85,11 +85,15 @@ chm_status chm_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
                                                     renormalize));
 }
 
-chm_status chm_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores) {
+chm_status chm_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores,
+                           bool flat) {
     const char *op = "select_topk";
     int64_t K;
     CHM_TRY(chm_check_impl(be, op, be->ops->select_topk != NULL));
     CHM_TRY(check_rows_and_k(be, op, "scores", scores, idx, &K));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(idx, scores), "idx and scores overlap"));
-    return chm_fault_after(be, "select_topk", idx, be->ops->select_topk(be, idx, scores));
+    CHM_TRY(chm_check_arg(be, op, !flat || chm_tensor_numel(scores) <= INT32_MAX,
+                          "flat indices of %lld scores exceed I32",
+                          (long long)chm_tensor_numel(scores)));
+    return chm_fault_after(be, "select_topk", idx, be->ops->select_topk(be, idx, scores, flat));
 }

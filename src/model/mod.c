@@ -5,6 +5,9 @@
  *   score = x w^T [R] (w: mod.router.weight [1,C]);
  *   idx [B,k] = the k = ceil(capacity*T) best scores of each sequence, in
  *   increasing position (select_topk), so the selected tokens keep their order;
+ *   the indices are flat (b*T + t: rows of the whole batch), so every gather and
+ *   scatter below is one call for all sequences (chimera-1b on an H100 made
+ *   ~330 row calls a step one sequence at a time);
  *   xs [B,k,C] = the selected rows; ys = layer(xs) (the core layer on a batch
  *   of B sequences of k tokens: attention positions are ranks 0..k-1);
  *   out = x, plus sigmoid(score) * (ys - xs) on each selected row.
@@ -23,15 +26,8 @@
 
 #include "model_internal.h"
 
-/* Rows [b*n, (b+1)*n) of a 2-D [*,c] view of t. */
-static chm_tensor rows_of(const chm_tensor *t, int64_t b, int64_t n, int64_t c) {
-    return MDL_VIEW(t, b * n * c, n, c);
-}
-
-/* Positions [b*n, (b+1)*n) of a flat I32 or float tensor, as [n]. */
-static chm_tensor seg_of(const chm_tensor *t, int64_t b, int64_t n) {
-    return MDL_VIEW(t, b * n, n);
-}
+/* The first n rows of t as a 2-D [n,c] view. */
+static chm_tensor rows_of(const chm_tensor *t, int64_t n, int64_t c) { return MDL_VIEW(t, 0, n, c); }
 
 static chm_status mod_alloc(chm_model *m, mdl_mod_act *a, int64_t B, int64_t T, int64_t k) {
     int64_t R = B * T, M = B * k, C = m->C;
@@ -49,33 +45,33 @@ static chm_status mod_alloc(chm_model *m, mdl_mod_act *a, int64_t B, int64_t T, 
     return MDL_ALLOC(m, &a->dscore, R);
 }
 
-/* Sequence b's k selected rows of x into xs and of score into rs. */
-static chm_status mod_gather(chm_model *m, mdl_layer_act *act, const chm_tensor *idx_b, int64_t b,
-                             int64_t T, int64_t k) {
+/* The M selected rows of x [R,C] (idx [M]: rows of x) into xs, and of score into rs. */
+static chm_status mod_gather(chm_model *m, mdl_layer_act *act, const chm_tensor *idx, int64_t R,
+                             int64_t M) {
     mdl_mod_act *a = &act->mod;
     int64_t C = m->C;
-    chm_tensor xb = rows_of(&act->x, b, T, C), xsb = rows_of(&a->xs, b, k, C);
-    chm_tensor sb = rows_of(&a->score, b, T, 1), rsb = rows_of(&a->rs, b, k, 1);
-    MDL_OP(m, chm_gather_rows(m->be, &xsb, &xb, idx_b));
-    MDL_OP(m, chm_gather_rows(m->be, &rsb, &sb, idx_b));
+    chm_tensor x2 = rows_of(&act->x, R, C), xs2 = rows_of(&a->xs, M, C);
+    chm_tensor s2 = rows_of(&a->score, R, 1), rs2 = rows_of(&a->rs, M, 1);
+    MDL_OP(m, chm_gather_rows(m->be, &xs2, &x2, idx));
+    MDL_OP(m, chm_gather_rows(m->be, &rs2, &s2, idx));
     return CHM_OK;
 }
 
-/* delta = ys - xs; sig = sigmoid(rs); out_b += sig * delta on sequence b's selected rows. */
-static chm_status mod_merge(chm_model *m, mdl_layer_act *act, const chm_tensor *idx_b, int64_t b,
-                            int64_t T, int64_t k) {
+/* delta = ys - xs; sig = sigmoid(rs); out += sig * delta on the M selected rows of out [R,C]. */
+static chm_status mod_merge(chm_model *m, mdl_layer_act *act, const chm_tensor *idx, int64_t R,
+                            int64_t M) {
     chm_backend *be = m->be;
     mdl_mod_act *a = &act->mod;
     int64_t C = m->C;
-    chm_tensor d = rows_of(&a->delta, b, k, C), ys = rows_of(&a->ys, b, k, C);
-    chm_tensor xs = rows_of(&a->xs, b, k, C), ones = rows_of(&a->ones, b, k, 1);
-    chm_tensor sig = rows_of(&a->sig, b, k, 1), rs = seg_of(&a->rs, b, k);
+    chm_tensor d = rows_of(&a->delta, M, C), ys = rows_of(&a->ys, M, C);
+    chm_tensor xs = rows_of(&a->xs, M, C), ones = rows_of(&a->ones, M, 1);
+    chm_tensor sig = rows_of(&a->sig, M, 1), rs = MDL_VIEW(&a->rs, 0, M);
     MDL_OP(m, chm_copy(be, &d, &ys));
     MDL_OP(m, chm_axpy(be, &d, &xs, -1.0));
     MDL_OP(m, chm_fill(be, &ones, 1.0));
     MDL_OP(m, chm_row_scale_fwd(be, &sig, &ones, &rs, true));
-    chm_tensor outb = rows_of(&act->out, b, T, C), sig1 = seg_of(&a->sig, b, k);
-    MDL_OP(m, chm_scatter_add_rows(be, &outb, &d, idx_b, &sig1));
+    chm_tensor out2 = rows_of(&act->out, R, C), sig1 = MDL_VIEW(&a->sig, 0, M);
+    MDL_OP(m, chm_scatter_add_rows(be, &out2, &d, idx, &sig1));
     return CHM_OK;
 }
 
@@ -83,13 +79,11 @@ static chm_status mod_merge(chm_model *m, mdl_layer_act *act, const chm_tensor *
 static chm_status mod_aux(chm_model *m, mdl_layer_act *act, int64_t B, int64_t T) {
     chm_backend *be = m->be;
     mdl_mod_act *a = &act->mod;
-    int64_t R = B * T, k = a->k;
+    int64_t R = B * T, M = B * a->k;
+    chm_tensor mask = rows_of(&a->mask, R, 1), ones = rows_of(&a->ones, M, 1);
+    chm_tensor idx = MDL_VIEW(&a->idx, 0, M);
     MDL_OP(m, chm_fill(be, &a->mask, 0));
-    for (int64_t b = 0; b < B; b++) {
-        chm_tensor mb = rows_of(&a->mask, b, T, 1), ob = rows_of(&a->ones, b, k, 1);
-        chm_tensor ib = seg_of(&a->idx, b, k);
-        MDL_OP(m, chm_scatter_add_rows(be, &mb, &ob, &ib, NULL));
-    }
+    MDL_OP(m, chm_scatter_add_rows(be, &mask, &ones, &idx, NULL));
     double scale = m->gscale * m->cfg.mod.aux_weight / ((double)m->n_mod * (double)R);
     MDL_OP(m,
            chm_bce_logits(be, &a->bce, m->train ? &a->dscore : NULL, &a->score, &a->mask, scale));
@@ -108,7 +102,7 @@ static chm_status mod_fwd_causal(chm_model *m, const mdl_layer *ly, mdl_layer_ac
         if (m->dry) {
             k = T; /* size for the most */
         } else {
-            chm_tensor sb = seg_of(&a->score, b, T);
+            chm_tensor sb = MDL_VIEW(&a->score, b * T, T);
             MDL_TRY(mdl_download_f64(m->be, &sb, m->host_score));
             for (int64_t t = 0; t < T; t++)
                 if (m->host_score[t] > 0) m->host_idx[k++] = (int32_t)t;
@@ -121,13 +115,13 @@ static chm_status mod_fwd_causal(chm_model *m, const mdl_layer *ly, mdl_layer_ac
         view.x = MDL_VIEW(&act->x, b * T * m->C, 1, T, m->C);
         view.out = MDL_VIEW(&act->out, b * T * m->C, 1, T, m->C);
         view.mod.score = MDL_VIEW(&a->score, b * T, T);
-        MDL_TRY(mod_gather(m, &view, &idx, 0, T, k));
+        MDL_TRY(mod_gather(m, &view, &idx, T, k));
         size_t mark = mdl_mark(m);
         mdl_layer_act *in = a->inner;
         in->x = MDL_VIEW(&a->xs, 0, 1, k, m->C);
         in->out = MDL_VIEW(&a->ys, 0, 1, k, m->C);
         MDL_TRY(mdl_layer_core_fwd(m, ly, in, 1, k));
-        MDL_TRY(mod_merge(m, &view, &idx, 0, T, k));
+        MDL_TRY(mod_merge(m, &view, &idx, T, k));
         mdl_release(m, mark);
     }
     return CHM_OK;
@@ -151,19 +145,14 @@ chm_status mdl_mod_fwd(chm_model *m, const mdl_layer *ly, mdl_layer_act *act, in
     MDL_OP(m, chm_copy(be, &act->out, &act->x));
     if (causal) return mod_fwd_causal(m, ly, act, B, T);
     chm_tensor sc = MDL_VIEW(&act->mod.score, 0, B, T);
-    MDL_OP(m, chm_select_topk(be, &act->mod.idx, &sc));
-    for (int64_t b = 0; b < B; b++) {
-        chm_tensor ib = seg_of(&act->mod.idx, b, k);
-        MDL_TRY(mod_gather(m, act, &ib, b, T, k));
-    }
+    chm_tensor idx = MDL_VIEW(&act->mod.idx, 0, B * k);
+    MDL_OP(m, chm_select_topk(be, &act->mod.idx, &sc, true));
+    MDL_TRY(mod_gather(m, act, &idx, R, B * k));
     mdl_layer_act *in = act->mod.inner;
     in->x = act->mod.xs;
     in->out = act->mod.ys;
     MDL_TRY(mdl_layer_core_fwd(m, ly, in, B, k));
-    for (int64_t b = 0; b < B; b++) {
-        chm_tensor ib = seg_of(&act->mod.idx, b, k);
-        MDL_TRY(mod_merge(m, act, &ib, b, T, k));
-    }
+    MDL_TRY(mod_merge(m, act, &idx, R, B * k));
     return mod_aux(m, act, B, T);
 }
 
@@ -189,12 +178,9 @@ static chm_status mod_scale_bwd(chm_model *m, const mdl_layer_act *act, mod_grad
                                 const chm_tensor *dres) {
     chm_backend *be = m->be;
     const mdl_mod_act *a = &act->mod;
-    int64_t B = act->B, T = act->T, k = a->k, C = m->C;
-    for (int64_t b = 0; b < B; b++) {
-        chm_tensor db = rows_of(dres, b, T, C), sb = rows_of(&g->dsel, b, k, C);
-        chm_tensor ib = seg_of(&a->idx, b, k);
-        MDL_OP(m, chm_gather_rows(be, &sb, &db, &ib));
-    }
+    int64_t R = act->B * act->T, M = act->B * a->k, C = m->C;
+    chm_tensor d2 = rows_of(dres, R, C), idx = MDL_VIEW(&a->idx, 0, M);
+    MDL_OP(m, chm_gather_rows(be, &g->dsel, &d2, &idx));
     MDL_OP(m, chm_fill(be, &g->ddelta, 0));
     MDL_OP(m, chm_fill(be, &g->drs, 0));
     MDL_OP(m, chm_row_scale_bwd(be, &g->ddelta, &g->drs, &g->dsel, &a->delta, &a->rs, true));
@@ -215,15 +201,12 @@ chm_status mdl_mod_bwd(chm_model *m, const mdl_layer *ly, mdl_layer_act *act,
     MDL_TRY(mdl_layer_core_bwd(m, ly, a->inner, &g.dres));
     MDL_OP(m, chm_axpy(be, &g.dres, &g.ddelta, -1.0));
     MDL_OP(m, chm_copy(be, &g.dr, &a->dscore));
-    for (int64_t b = 0; b < B; b++) {
-        chm_tensor db = rows_of(dres, b, T, C), gb = rows_of(&g.dres, b, k, C);
-        chm_tensor ib = seg_of(&a->idx, b, k);
-        chm_tensor drb = rows_of(&g.dr, b, T, 1), drsb = rows_of(&g.drs, b, k, 1);
-        MDL_OP(m, chm_scatter_add_rows(be, &db, &gb, &ib, NULL));
-        MDL_OP(m, chm_scatter_add_rows(be, &drb, &drsb, &ib, NULL));
-    }
-    chm_tensor x2 = MDL_VIEW(&act->x, 0, R, C), dr2 = MDL_VIEW(&g.dr, 0, R, 1);
-    chm_tensor dx2 = MDL_VIEW(dres, 0, R, C);
+    int64_t M = B * k;
+    chm_tensor idx = MDL_VIEW(&a->idx, 0, M), dx2 = rows_of(dres, R, C), gd = rows_of(&g.dres, M, C);
+    chm_tensor dr2 = rows_of(&g.dr, R, 1), drs = rows_of(&g.drs, M, 1);
+    MDL_OP(m, chm_scatter_add_rows(be, &dx2, &gd, &idx, NULL));
+    MDL_OP(m, chm_scatter_add_rows(be, &dr2, &drs, &idx, NULL));
+    chm_tensor x2 = MDL_VIEW(&act->x, 0, R, C);
     MDL_TRY(
         mdl_linear_bwd(m, mdl_w(m, ly->mod_router), mdl_g(m, ly->mod_router), &dr2, &x2, &dx2, 1));
     mdl_release(m, mark);

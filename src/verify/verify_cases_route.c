@@ -80,7 +80,7 @@ static void select_case(vo_ctx *x, int64_t R, int64_t C, int64_t K) {
     if (h) vo_set(x, &sc, h);
     free(h);
     vo_poison(x, &idx);
-    VO_CALL(x, "select_topk", chm_select_topk(BE, VT(idx), VT(sc)));
+    VO_CALL(x, "select_topk", chm_select_topk(BE, VT(idx), VT(sc), true)); /* flat, as the model */
     vo_check_exact(x, "select_topk", "idx", &idx);
     VO_FREE(&sc, &idx);
 }

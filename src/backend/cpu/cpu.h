@@ -135,7 +135,8 @@ chm_status chm_cpu_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
                                    const chm_tensor *dgates, const chm_tensor *probs,
                                    const chm_tensor *idx, chm_router_score score,
                                    bool renormalize);
-chm_status chm_cpu_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores);
+chm_status chm_cpu_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores,
+                               bool flat);
 
 /* rows.c */
 chm_status chm_cpu_gather_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
@@ -268,7 +269,7 @@ chm_status chm_cpu_lowp_router_topk_bwd(chm_backend *be, const chm_tensor *dlogi
                                         const chm_tensor *idx, chm_router_score score,
                                         bool renormalize);
 chm_status chm_cpu_lowp_select_topk(chm_backend *be, const chm_tensor *idx,
-                                    const chm_tensor *scores);
+                                    const chm_tensor *scores, bool flat);
 chm_status chm_cpu_lowp_gather_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                                     const chm_tensor *idx);
 chm_status chm_cpu_lowp_scatter_add_rows(chm_backend *be, const chm_tensor *out,

@@ -449,11 +449,11 @@ chm_status chm_cpu_lowp_router_topk_bwd(chm_backend *be, const chm_tensor *dlogi
 }
 
 chm_status chm_cpu_lowp_select_topk(chm_backend *be, const chm_tensor *idx,
-                                    const chm_tensor *scores) {
+                                    const chm_tensor *scores, bool flat) {
     lowp_frame f;
     lowp_begin(&f, be, CHM_F32);
     const chm_tensor *s = lowp_in(&f, scores);
-    return LOWP_RUN(f, chm_cpu_select_topk(be, idx, s));
+    return LOWP_RUN(f, chm_cpu_select_topk(be, idx, s, flat));
 }
 
 chm_status chm_cpu_lowp_gather_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,

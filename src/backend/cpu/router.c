@@ -23,7 +23,7 @@
  *   sigmoid: dz_j = p_j (1 - p_j) * sum_{k: idx_k = j} dp_k.
  *
  * select_topk, per row of scores [R,C]: the K largest (ties to the lower
- * index, NaN last), written in increasing index order.
+ * index, NaN last), written in increasing index order (plus r*C when flat).
  *
  * Rows are independent and run in parallel; the plan is one sequential
  * pass because its order is the contract.
@@ -218,7 +218,8 @@ static void load_ranked(ranked *buf, const void *scores, bool f64, int64_t C) {
     }
 }
 
-chm_status chm_cpu_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores) {
+chm_status chm_cpu_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores,
+                               bool flat) {
     int64_t R = scores->shape[0], C = scores->shape[1], K = idx->shape[1];
     if (scores->dtype != CHM_F32 && scores->dtype != CHM_F64)
         return chm_cpu_bad_dtype(be, "select_topk", scores->dtype);
@@ -239,6 +240,8 @@ chm_status chm_cpu_select_topk(chm_backend *be, const chm_tensor *idx, const chm
             if (!buf) continue;
             load_ranked(buf, s + (size_t)(r * C) * esz, f64, C);
             select_row(ix + r * K, buf, C, K);
+            if (flat)
+                for (int64_t k = 0; k < K; k++) ix[r * K + k] += (int32_t)(r * C);
         }
         free(buf);
     }

@@ -38,11 +38,11 @@ chm_status chm_cuda_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
 }
 
 chm_status chm_cuda_select_topk(chm_backend *be, const chm_tensor *idx,
-                                const chm_tensor *scores) {
+                                const chm_tensor *scores, bool flat) {
     chm_status rc = chm_cuda_dtype(be, "select_topk", scores->dtype, CHM_CUDA_FLOATS);
     if (rc) return rc;
     cudaError_t e = chm_cu_select_topk(chm_cuda_ptr(idx), chm_cuda_ptr(scores), scores->shape[0],
-                                       scores->shape[1], idx->shape[1], scores->dtype,
+                                       scores->shape[1], idx->shape[1], flat, scores->dtype,
                                        chm_cuda_ctx_of(be)->stream);
     return chm_cuda_check(be, "select_topk", e);
 }

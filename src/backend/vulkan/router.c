@@ -11,8 +11,8 @@
  * router_topk_bwd: dlogits [R,E] ACCUMULATES, one invocation per row; an
  *   idx entry that names no expert is reported as CHM_ERR_INVALID_ARG by the
  *   next chm_sync or download.
- * select_topk: scores [R,C] -> idx [R,K] in increasing column order, one
- *   workgroup per row.
+ * select_topk: scores [R,C] -> idx [R,K] in increasing column order (+ r*C when
+ *   flat), one workgroup per row.
  * All integer and float results are deterministic.
  *
  * logits, probs, gates, dgates, dlogits and scores are f32, or all bf16 or
@@ -87,12 +87,14 @@ chm_status chm_vk_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
     return chm_vk_run(vk, &d);
 }
 
-chm_status chm_vk_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores) {
+chm_status chm_vk_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores,
+                              bool flat) {
     CHM_TRY(chm_vk_need_float(be, "select_topk", scores));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
-        uint32_t R, C, K;
-    } pc = {(uint32_t)scores->shape[0], (uint32_t)scores->shape[1], (uint32_t)idx->shape[1]};
+        uint32_t R, C, K, flat;
+    } pc = {(uint32_t)scores->shape[0], (uint32_t)scores->shape[1], (uint32_t)idx->shape[1],
+            flat ? 1u : 0u};
     char name[48];
     chm_vk_dispatch d = {
         .shader = chm_vk_variant_dt(vk, "select_topk", scores->dtype, false, name, sizeof name),

@@ -513,7 +513,8 @@ chm_status chm_vk_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
                                   const chm_tensor *dgates, const chm_tensor *probs,
                                   const chm_tensor *idx, chm_router_score score,
                                   bool renormalize);
-chm_status chm_vk_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores);
+chm_status chm_vk_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores,
+                              bool flat);
 
 /* cross_entropy.c */
 chm_status chm_vk_cross_entropy(chm_backend *be, const chm_tensor *losses,
