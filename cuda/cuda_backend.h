@@ -155,7 +155,7 @@ chm_status chm_cuda_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm
                                const chm_tensor *up);
 chm_status chm_cuda_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                                const chm_tensor *dout, const chm_tensor *gate,
-                               const chm_tensor *up);
+                               const chm_tensor *up, bool accumulate);
 chm_status chm_cuda_embedding_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,
                                   const chm_tensor *table);
 chm_status chm_cuda_embedding_bwd(chm_backend *be, const chm_tensor *dtable,

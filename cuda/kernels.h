@@ -120,9 +120,10 @@ cudaError_t chm_cu_rope(void *out, const void *x, int64_t B, int64_t T, int64_t 
 /* out = silu(gate) * up over n elements. */
 cudaError_t chm_cu_swiglu_fwd(void *out, const void *gate, const void *up, int64_t n,
                               chm_dtype dt, cudaStream_t s);
-/* dgate, dup += gradients of swiglu over n elements. */
+/* dgate, dup += gradients of swiglu over n elements (= when !accumulate: old contents unread). */
 cudaError_t chm_cu_swiglu_bwd(void *dgate, void *dup, const void *dout, const void *gate,
-                              const void *up, int64_t n, chm_dtype dt, cudaStream_t s);
+                              const void *up, int64_t n, bool accumulate, chm_dtype dt,
+                              cudaStream_t s);
 
 /* ---- rows: embedding, gather, deterministic scatter-add (rows.cu) ---- */
 

@@ -383,7 +383,7 @@ static chm_status swiglu_fwd(chm_backend *be, const chm_tensor *const *t) {
     return chm_swiglu_fwd(be, t[0], t[1], t[2]);
 }
 static chm_status swiglu_bwd(chm_backend *be, const chm_tensor *const *t) {
-    return chm_swiglu_bwd(be, t[0], t[1], t[2], t[3], t[4]);
+    return chm_swiglu_bwd(be, t[0], t[1], t[2], t[3], t[4], true);
 }
 static chm_status emb_fwd(chm_backend *be, const chm_tensor *const *t) {
     return chm_embedding_fwd(be, t[0], t[1], t[2]);

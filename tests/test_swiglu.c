@@ -111,7 +111,7 @@ Test(swiglu, backward_matches_finite_differences_and_accumulates) {
         c.hg = rand_upload(be, &rng, &c.g, -4, 4), c.hu = rand_upload(be, &rng, &c.u, -2, 2);
         c.hw = rand_upload(be, &rng, &dout, -1, 1);
         double *g0 = rand_upload(be, &rng, &dg, -1, 1), *u0 = rand_upload(be, &rng, &du, -1, 1);
-        cr_assert_eq(chm_swiglu_bwd(be, &dg.t, &du.t, &dout.t, &c.g.t, &c.u.t), CHM_OK, "%s",
+        cr_assert_eq(chm_swiglu_bwd(be, &dg.t, &du.t, &dout.t, &c.g.t, &c.u.t, true), CHM_OK, "%s",
                      be->err.msg);
         double *want = tt_dalloc(c.n), *got = tt_dalloc(c.n);
         fd_plus(&c, c.hg, g0, want);
@@ -128,11 +128,13 @@ Test(swiglu, backward_matches_finite_differences_and_accumulates) {
     chm_backend_close(be);
 }
 
-Test(swiglu, f32_backward_matches_loop) {
+/* Both modes: accumulate onto random gradients, and write over NaN-poisoned ones. */
+Test(swiglu, f32_backward_matches_loop_accumulating_or_writing) {
     chm_backend *be = tt_open_cpu();
     tt_rng rng = tt_rng_make(3);
-    for (int s = 0; s < 3; s++) {
-        const int64_t *sh = SHAPES[s];
+    for (int s = 0; s < 6; s++) {
+        bool acc = s < 3;
+        const int64_t *sh = SHAPES[s % 3];
         tt_tensor g = tt_alloc(be, CHM_F32, 3, sh), u = tt_alloc(be, CHM_F32, 3, sh);
         tt_tensor dout = tt_alloc(be, CHM_F32, 3, sh), dg = tt_alloc(be, CHM_F32, 3, sh);
         tt_tensor du = tt_alloc(be, CHM_F32, 3, sh);
@@ -143,10 +145,11 @@ Test(swiglu, f32_backward_matches_loop) {
         double *wg = tt_dalloc(n), *wu = tt_dalloc(n), *got = tt_dalloc(n);
         for (int64_t i = 0; i < n; i++) {
             double sg = sigmoid(hg[i]);
-            wg[i] = g0[i] + hd[i] * hu[i] * sg * (1 + hg[i] * (1 - sg));
-            wu[i] = u0[i] + hd[i] * hg[i] * sg;
+            wg[i] = (acc ? g0[i] : 0) + hd[i] * hu[i] * sg * (1 + hg[i] * (1 - sg));
+            wu[i] = (acc ? u0[i] : 0) + hd[i] * hg[i] * sg;
         }
-        cr_assert_eq(chm_swiglu_bwd(be, &dg.t, &du.t, &dout.t, &g.t, &u.t), CHM_OK, "%s",
+        if (!acc) tt_poison(be, &dg), tt_poison(be, &du);
+        cr_assert_eq(chm_swiglu_bwd(be, &dg.t, &du.t, &dout.t, &g.t, &u.t, acc), CHM_OK, "%s",
                      be->err.msg);
         tt_download(be, &dg, got);
         tt_assert_close("swiglu dgate f32", got, wg, n, TT_ATOL(CHM_F32), TT_RTOL(CHM_F32));
@@ -174,9 +177,9 @@ Test(swiglu, wrapper_rejects_bad_arguments) {
     cr_assert(strstr(be->err.msg, "swiglu_fwd: gate must be a float"), "%s", be->err.msg);
     cr_assert_eq(chm_swiglu_fwd(be, &g.t, &g.t, &u.t), CHM_ERR_INVALID_ARG);
     cr_assert(strstr(be->err.msg, "swiglu_fwd: out overlaps gate"), "%s", be->err.msg);
-    cr_assert_eq(chm_swiglu_bwd(be, &o.t, &o.t, &u.t, &g.t, &u.t), CHM_ERR_INVALID_ARG);
+    cr_assert_eq(chm_swiglu_bwd(be, &o.t, &o.t, &u.t, &g.t, &u.t, true), CHM_ERR_INVALID_ARG);
     cr_assert(strstr(be->err.msg, "swiglu_bwd: dgate overlaps dup"), "%s", be->err.msg);
-    cr_assert_eq(chm_swiglu_bwd(be, &o.t, &u5.t, &u.t, &g.t, &u.t), CHM_ERR_SHAPE);
+    cr_assert_eq(chm_swiglu_bwd(be, &o.t, &u5.t, &u.t, &g.t, &u.t, false), CHM_ERR_SHAPE);
     cr_assert(strstr(be->err.msg, "swiglu_bwd: dup"), "%s", be->err.msg);
     tt_free(&g), tt_free(&u), tt_free(&o), tt_free(&u5), tt_free(&ud), tt_free(&i);
     chm_backend_close(be);

@@ -217,7 +217,7 @@ static chm_status call_op(chm_backend *be, op_id op, const chm_tensor *const *t)
     case ROPE_BWD: return chm_rope_bwd(be, t[0], t[1], 1e4, 3);
     case ROPE_FWD_SWAP: return chm_rope_fwd(be, t[1], t[0], 1e4, 0);
     case SWIGLU_FWD: return chm_swiglu_fwd(be, t[0], t[1], t[2]);
-    case SWIGLU_BWD: return chm_swiglu_bwd(be, t[0], t[1], t[2], t[3], t[4]);
+    case SWIGLU_BWD: return chm_swiglu_bwd(be, t[0], t[1], t[2], t[3], t[4], true);
     case EMB_FWD: return chm_embedding_fwd(be, t[0], t[1], t[2]);
     case EMB_BWD: return chm_embedding_bwd(be, t[0], t[1], t[2]);
     case ADD: return chm_add(be, t[0], t[1], t[2]);

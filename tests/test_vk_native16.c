@@ -139,7 +139,7 @@ static chm_status call(chm_backend *be, nv_op op, const chm_tensor *const *t) {
     case AXPY: return chm_axpy(be, t[0], t[1], -0.4);
     case SUM_ROWS: return chm_sum_rows(be, t[0], t[1]);
     case SWIGLU_FWD: return chm_swiglu_fwd(be, t[0], t[1], t[2]);
-    case SWIGLU_BWD: return chm_swiglu_bwd(be, t[0], t[1], t[2], t[3], t[4]);
+    case SWIGLU_BWD: return chm_swiglu_bwd(be, t[0], t[1], t[2], t[3], t[4], true);
     case EXP_FWD: return chm_exp_fwd(be, t[0], t[1], -1.5);
     case EXP_BWD: return chm_exp_bwd(be, t[0], t[1], t[2]);
     case RMS_FWD: return chm_rmsnorm_fwd(be, t[0], t[1], t[2], t[3], 1e-5);

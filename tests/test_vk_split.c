@@ -99,7 +99,7 @@ static chm_status run_ew(chm_backend *be, const chm_tensor *const *t, const void
     case EXP_FWD: return chm_exp_fwd(be, t[1], t[0], 0.5);
     case EXP_BWD: return chm_exp_bwd(be, t[2], t[0], t[1]);
     case SWIGLU_FWD: return chm_swiglu_fwd(be, t[2], t[0], t[1]);
-    case SWIGLU_BWD: return chm_swiglu_bwd(be, t[3], t[4], t[0], t[1], t[2]);
+    case SWIGLU_BWD: return chm_swiglu_bwd(be, t[3], t[4], t[0], t[1], t[2], true);
     default: return chm_adamw_step(be, t[1], t[0], t[2], t[3], NULL, &ADAMW_ARGS);
     }
 }

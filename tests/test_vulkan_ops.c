@@ -99,9 +99,9 @@ static chm_status op_swiglu_fwd(chm_backend *be, const chm_tensor *const *t, con
     (void)ctx;
     return chm_swiglu_fwd(be, t[2], t[0], t[1]);
 }
+/* ctx: NULL accumulates, anything else writes the gradients. */
 static chm_status op_swiglu_bwd(chm_backend *be, const chm_tensor *const *t, const void *ctx) {
-    (void)ctx;
-    return chm_swiglu_bwd(be, t[3], t[4], t[0], t[1], t[2]);
+    return chm_swiglu_bwd(be, t[3], t[4], t[0], t[1], t[2], ctx == NULL);
 }
 
 Test(vulkan, swiglu_fwd_bwd_match_cpu) {
@@ -113,6 +113,10 @@ Test(vulkan, swiglu_fwd_bwd_match_cpu) {
         arg bwd[] = {A1(IN, n, -1, 1), A1(IN, n, -8, 8), A1(IN, n, -2, 2), A1(ACC, n, -1, 1),
                      A1(ACC, n, -1, 1)};
         check_op(&bp, "swiglu_bwd", 5, bwd, op_swiglu_bwd, NULL, 1e-6, 1e-5, 71 + (uint64_t)s);
+        arg set[] = {A1(IN, n, -1, 1), A1(IN, n, -8, 8), A1(IN, n, -2, 2), A1(OUT, n, 0, 0),
+                     A1(OUT, n, 0, 0)};
+        check_op(&bp, "swiglu_bwd written", 5, set, op_swiglu_bwd, &bp, 1e-6, 1e-5,
+                 81 + (uint64_t)s);
     }
     pair_close(&bp);
 }

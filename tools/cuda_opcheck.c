@@ -395,7 +395,7 @@ static void case_swiglu(oc_ctx *x) {
     OC_BOTH(x, chm_swiglu_fwd(BE, OC_T(out), OC_T(g), OC_T(u)));
     oc_check(x, "swiglu_fwd", &out, 1);
     oc_t dout = oc_rand(x, 2, d, -1, 1), dg = oc_grad0(x, 2, d), du = oc_grad0(x, 2, d);
-    OC_BOTH(x, chm_swiglu_bwd(BE, OC_T(dg), OC_T(du), OC_T(dout), OC_T(g), OC_T(u)));
+    OC_BOTH(x, chm_swiglu_bwd(BE, OC_T(dg), OC_T(du), OC_T(dout), OC_T(g), OC_T(u), true));
     oc_check(x, "swiglu_bwd dgate", &dg, 1);
     oc_check(x, "swiglu_bwd dup", &du, 1);
     oc_t *all[] = {&g, &u, &out, &dout, &dg, &du};
@@ -1363,7 +1363,7 @@ static chm_status run_select(chm_backend *be, bench_job *j) {
 }
 static chm_status run_fill(chm_backend *be, bench_job *j) { return chm_fill(be, j->t[0], 0.5); }
 static chm_status run_swiglu_bwd(chm_backend *be, bench_job *j) {
-    return chm_swiglu_bwd(be, j->t[0], j->t[1], j->t[2], j->t[3], j->t[4]);
+    return chm_swiglu_bwd(be, j->t[0], j->t[1], j->t[2], j->t[3], j->t[4], false);
 }
 
 /* Add a row with the GB/s and the ratio to the 3 TB/s floor of `bytes` moved. */

@@ -170,7 +170,7 @@ typedef struct chm_backend_ops {
                              const chm_tensor *up);
     chm_status (*swiglu_bwd)(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                              const chm_tensor *dout, const chm_tensor *gate,
-                             const chm_tensor *up);
+                             const chm_tensor *up, bool accumulate);
     chm_status (*embedding_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,
                                 const chm_tensor *table);
     chm_status (*embedding_bwd)(chm_backend *be, const chm_tensor *dtable,
@@ -425,9 +425,11 @@ chm_status chm_rope_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor 
 /* SwiGLU: out = silu(gate) * up, all the same shape. */
 chm_status chm_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
                           const chm_tensor *up);
-/* Backward of SwiGLU; dgate and dup accumulate. */
+/* Backward of SwiGLU; dgate and dup accumulate, or are written (old contents, NaN included,
+ * never read) when !accumulate: a model that would zero them first saves the fills and reads. */
 chm_status chm_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
-                          const chm_tensor *dout, const chm_tensor *gate, const chm_tensor *up);
+                          const chm_tensor *dout, const chm_tensor *gate, const chm_tensor *up,
+                          bool accumulate);
 
 /* Embedding lookup: ids [R] (I32, each in [0,V)), table [V,C], out [R,C]. */
 chm_status chm_embedding_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,

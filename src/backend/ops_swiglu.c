@@ -20,7 +20,8 @@ chm_status chm_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tens
 }
 
 chm_status chm_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
-                          const chm_tensor *dout, const chm_tensor *gate, const chm_tensor *up) {
+                          const chm_tensor *dout, const chm_tensor *gate, const chm_tensor *up,
+                          bool accumulate) {
     const char *op = "swiglu_bwd";
     CHM_TRY(chm_check_impl(be, op, be->ops->swiglu_bwd != NULL));
     CHM_TRY(chm_check_float(be, op, "gate", gate));
@@ -33,5 +34,5 @@ chm_status chm_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_te
     CHM_TRY(chm_check_apart(be, op, "dgate", dgate, 4, ins, names));
     CHM_TRY(chm_check_apart(be, op, "dup", dup, 3, ins, names));
     return chm_fault_after(be, "swiglu_bwd", dgate,
-                           be->ops->swiglu_bwd(be, dgate, dup, dout, gate, up));
+                           be->ops->swiglu_bwd(be, dgate, dup, dout, gate, up, accumulate));
 }

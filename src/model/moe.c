@@ -173,9 +173,7 @@ static chm_status moe_experts_bwd(chm_model *m, const mdl_layer *ly, const mdl_m
     if (host) MDL_OP(m, chm_download(be, cnt, m->host_counts));
     MDL_OP(m, chm_matmul_grouped(be, &g->dae, &g->dye, mdl_w(m, ly->w2), cnt, false, false, 1, 0));
     MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w2), &g->dye, &a->ae));
-    MDL_OP(m, chm_fill(be, &g->dge, 0));
-    MDL_OP(m, chm_fill(be, &g->due, 0));
-    MDL_OP(m, chm_swiglu_bwd(be, &g->dge, &g->due, &g->dae, &a->ge, &a->ue));
+    MDL_OP(m, chm_swiglu_bwd(be, &g->dge, &g->due, &g->dae, &a->ge, &a->ue, false));
     MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w1), &g->dge, &a->xe));
     MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w3), &g->due, &a->xe));
     MDL_OP(m, chm_matmul_grouped(be, &g->dxe, &g->dge, mdl_w(m, ly->w1), cnt, false, false, 1, 0));

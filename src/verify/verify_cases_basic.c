@@ -282,7 +282,9 @@ void vc_swiglu(vo_ctx *x) {
         VO_CALL(x, "swiglu_fwd", chm_swiglu_fwd(BE, VT(out), VT(g), VT(u)));
         vo_check(x, "swiglu_fwd", "out", &out, 1);
         vo_t dout = vo_rand(x, 2, d, -1, 1), dg = vo_grad0(x, 2, d), du = vo_grad0(x, 2, d);
-        VO_CALL(x, "swiglu_bwd", chm_swiglu_bwd(BE, VT(dg), VT(du), VT(dout), VT(g), VT(u)));
+        /* the middle shape writes the gradients (the model's mode), the others accumulate */
+        VO_CALL(x, "swiglu_bwd",
+                chm_swiglu_bwd(BE, VT(dg), VT(du), VT(dout), VT(g), VT(u), k != 1));
         vo_check(x, "swiglu_bwd", "dgate", &dg, 1);
         vo_check(x, "swiglu_bwd", "dup", &du, 1);
         VO_FREE(&g, &u, &out, &dout, &dg, &du);

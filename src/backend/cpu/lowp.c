@@ -332,12 +332,12 @@ chm_status chm_cpu_lowp_swiglu_fwd(chm_backend *be, const chm_tensor *out, const
 
 chm_status chm_cpu_lowp_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                                    const chm_tensor *dout, const chm_tensor *gate,
-                                   const chm_tensor *up) {
+                                   const chm_tensor *up, bool accumulate) {
     lowp_frame f;
     lowp_begin(&f, be, CHM_F32);
     const chm_tensor *dg = lowp_out(&f, dgate), *du = lowp_out(&f, dup), *d = lowp_in(&f, dout),
                      *g = lowp_in(&f, gate), *u = lowp_in(&f, up);
-    return LOWP_RUN(f, chm_cpu_swiglu_bwd(be, dg, du, d, g, u));
+    return LOWP_RUN(f, chm_cpu_swiglu_bwd(be, dg, du, d, g, u, accumulate));
 }
 
 chm_status chm_cpu_lowp_embedding_fwd(chm_backend *be, const chm_tensor *out,

@@ -26,12 +26,13 @@ static inline double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
         }                                                                                          \
     }                                                                                              \
     static void swiglu_bwd_##T(T *dgate, T *dup, const T *dout, const T *gate, const T *up,        \
-                               int64_t n) {                                                        \
+                               int64_t n, bool acc) {                                              \
         _Pragma("omp parallel for schedule(static) if (n > PAR_MIN)")                              \
         for (int64_t i = 0; i < n; i++) {                                                          \
             double g = gate[i], s = sigmoid(g), d = dout[i];                                       \
-            dgate[i] = (T)(dgate[i] + d * up[i] * s * (1.0 + g * (1.0 - s)));                      \
-            dup[i] = (T)(dup[i] + d * g * s);                                                      \
+            double dg = d * up[i] * s * (1.0 + g * (1.0 - s)), du = d * g * s;                     \
+            dgate[i] = (T)(acc ? dgate[i] + dg : dg);                                              \
+            dup[i] = (T)(acc ? dup[i] + du : du);                                                  \
         }                                                                                          \
     }
 
@@ -55,16 +56,16 @@ chm_status chm_cpu_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_
 
 chm_status chm_cpu_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                               const chm_tensor *dout, const chm_tensor *gate,
-                              const chm_tensor *up) {
+                              const chm_tensor *up, bool accumulate) {
     int64_t n = chm_tensor_numel(dout);
     switch (dout->dtype) {
     case CHM_F32:
         swiglu_bwd_float(chm_cpu_ptr(dgate), chm_cpu_ptr(dup), chm_cpu_ptr(dout),
-                         chm_cpu_ptr(gate), chm_cpu_ptr(up), n);
+                         chm_cpu_ptr(gate), chm_cpu_ptr(up), n, accumulate);
         break;
     case CHM_F64:
         swiglu_bwd_double(chm_cpu_ptr(dgate), chm_cpu_ptr(dup), chm_cpu_ptr(dout),
-                          chm_cpu_ptr(gate), chm_cpu_ptr(up), n);
+                          chm_cpu_ptr(gate), chm_cpu_ptr(up), n, accumulate);
         break;
     default: return chm_cpu_bad_dtype(be, "swiglu_bwd", dout->dtype);
     }

@@ -70,12 +70,13 @@ chm_status chm_cuda_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm
 
 chm_status chm_cuda_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                                const chm_tensor *dout, const chm_tensor *gate,
-                               const chm_tensor *up) {
+                               const chm_tensor *up, bool accumulate) {
     chm_status rc = chm_cuda_dtype(be, "swiglu_bwd", gate->dtype, CHM_CUDA_FLOATS);
     if (rc) return rc;
     cudaError_t e = chm_cu_swiglu_bwd(chm_cuda_ptr(dgate), chm_cuda_ptr(dup), chm_cuda_ptr(dout),
                                       chm_cuda_ptr(gate), chm_cuda_ptr(up),
-                                      chm_tensor_numel(gate), gate->dtype, stream_of(be));
+                                      chm_tensor_numel(gate), accumulate, gate->dtype,
+                                      stream_of(be));
     return chm_cuda_check(be, "swiglu_bwd", e);
 }
 

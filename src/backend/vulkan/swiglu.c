@@ -26,12 +26,12 @@ chm_status chm_vk_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_t
 
 chm_status chm_vk_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                              const chm_tensor *dout, const chm_tensor *gate,
-                             const chm_tensor *up) {
+                             const chm_tensor *up, bool accumulate) {
     CHM_TRY(chm_vk_need_float(be, "swiglu_bwd", gate));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
-        uint32_t n;
-    } pc = {0}; /* n: set per dispatch */
+        uint32_t n, acc;
+    } pc = {0, accumulate ? 1u : 0u}; /* n: set per dispatch */
     char name[48];
     chm_vk_dispatch d = {
         .shader = chm_vk_variant_dt(vk, "swiglu_bwd", gate->dtype, false, name, sizeof name),

@@ -445,7 +445,7 @@ chm_status chm_vk_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_t
                              const chm_tensor *up);
 chm_status chm_vk_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                              const chm_tensor *dout, const chm_tensor *gate,
-                             const chm_tensor *up);
+                             const chm_tensor *up, bool accumulate);
 
 /* embedding.c */
 chm_status chm_vk_embedding_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,
