@@ -16,14 +16,22 @@
 //    aligned, one element at a time otherwise), one chunk ahead of the math, so
 //    that their latency hides behind the previous chunk. A thread copies, reads and
 //    rewrites only its own quad of each tile (tile_row, tile_col), so the raw tiles
-//    need no barrier: two per chunk, one before the steps and one after;
+//    need no barrier;
 //  - computes everything that is per (t, channel) once per element, not once per
 //    lane: d = softplus(delta + bias), d*u, and in the backward dy*silu(z) and the
 //    derivative factors, into f32 tiles;
 //  - runs the steps: per lane and step four exp2 (MUFU), the state update and the
-//    lane's part of the per-(t, channel) sums;
+//    lane's part of the per-(t, channel) sums, stored into `part` ([L][lane][CB],
+//    rows 8 banks apart: conflict-free stores and float4 reads);
 //  - finishes per element (the four lanes' parts, the skip term, the gate) and
 //    writes whole tile rows with vector stores.
+// The forward does this with one barrier a chunk (its fdu, part, Bs, Cs are double
+// buffered, its raw tiles triple buffered: between two barriers a thread runs chunk ck's
+// steps, prepares chunk ck + 1 and writes chunk ck - 1's output); the backward, whose
+// registers and shared memory leave no room for second buffers, with two.
+// Shared memory stores between a phase's loads keep the compiler from hoisting those loads
+// (it cannot tell the carved arrays apart), so each phase loads first and stores after, and
+// the steps store their sums after all of them (forward) or two steps at a time (backward).
 // All math is f32; bf16 is storage only.
 //
 // Saved states: the forward writes the state after every chunk into hsave [B, K, Di, N]
@@ -43,39 +51,40 @@
 //     order, with Bm/Cm rows kept in matching permuted copies), then over the
 //     block's warps in shared memory, giving one partial per (b, channel block, t,
 //     n). dA stays in registers, dD/ddelta_bias in shared memory;
-//  3. finish kernels add the partials in a fixed order (over channel blocks for
+//  3. the finish kernel adds the partials in a fixed order (over channel blocks for
 //     dBm/dCm, over b for dA/dD/ddelta_bias). No float atomics anywhere: the
 //     result depends only on the shapes and data.
 // Gradients the caller asks to be written (chm_scan_args.grads_set) rather than
-// accumulated: the finish kernels store instead of adding; du, ddelta, dz take the
+// accumulated: the finish kernel stores instead of adding; du, ddelta, dz take the
 // main kernel's SET variant, which neither stages nor adds their old values (when
 // only some of them are named, those are zeroed first and all accumulate).
-// Resources: the backward kernel is capped at 128 registers (the stash is 64 of them;
-// no spills in the vector-tile variants, 16-28 bytes in the element-wise ones, outside
-// the steps; a run-time SET test spilled in the vector ones) so that 16 warps fit an
-// SM; shared memory per block is 97 KB in bf16 (two blocks an SM) and 125 KB in f32
-// (one). chimera-1b's grid, 8 x 32 blocks of 256 threads, is about one wave on 132
-// SMs. cuda_opcheck's scan cases cover both tile paths (Di % 4 == 0 and not), several
-// chunks with a partial last one, and N < 16.
+// Resources: the backward kernel is capped at 128 registers (the stash is 64 of them; 0-8
+// bytes of loop-invariant spills, reloaded once a chunk) so that 16 warps fit an SM; the
+// chunk's start state is loaded twice (for the recompute, and halfway through the reverse
+// for its last step) rather than held through the steps. Shared memory per block: backward
+// 102.5 KiB in bf16 (two blocks an SM; 98.5 KiB without the fdd tile on devices with less
+// room, sm_86/sm_89) and 130.5 KiB in f32 (one); forward 74.5 KiB in bf16, 92.5 in f32.
+// chimera-1b's grid, 8 x 32 blocks of 256 threads, is about one wave on 132 SMs (15.5
+// warps an SM: the parallelism, B Di 4 lanes, not the resources, sets the occupancy).
+// cuda_opcheck's scan cases cover both tile paths (Di % 4 == 0 and not), several chunks
+// with a partial last one, and N < 16.
 // Cost model (per lane-step = one lane's four states for one (b, t, channel); 134M of
 // them at chimera-1b's B=8 T=2048 Di=2048 N=16; instructions per lane-step from the
 // sm_90 SASS of the bf16 vector kernels, the chunk loop's body over SCAN_L): forward
-// 48 with 5 MUFU (4 exp2 of the steps, 1 for softplus and gate), ckpt pass 32 with 4.5,
-// main backward kernel 138 with 9 (the steps' part 90: recompute 18, reverse 72, of
-// which 20 the dBm/dCm and 10 the S/Q/Y reductions). At 4 issue slots a clock per SM
-// and 16 MUFU lanes a clock, the forward is issue-bound near 0.2 ms on an H200 (1.98
-// GHz), the ckpt pass MUFU-bound near 0.15 ms, the main kernel issue-bound near 0.55
-// ms; the measured kernels ran ~2x their issue bounds (barrier and latency stalls
-// with 4 warps a scheduler). Measured (2026-11-26, H200, same shape, bf16), before the
-// select-free reductions, MUFU softplus/sigmoid and two barriers a chunk (53, 34 and
-// 163 instructions a lane-step then): forward 0.421 ms, backward 1.487 ms (4.7x and
-// 6.6x the 3 TB/s memory floor), against 1.394 / 5.193 ms for the session-2 kernels it
-// replaced (one thread per channel and one warp per block in the backward; four lanes
-// per channel without staging in the forward). Measured (2026-11-26, H100, same shape,
-// bf16): forward 0.37 ms, backward 1.34 ms with its ckpt pass and accumulated
-// gradients; as chimera-1b calls it (saved states, scratch gradients set) forward
-// 0.385 ms (+0.01 for the state stores) and backward 1.05 ms (-0.29: no ckpt pass,
-// no old gradients read).
+// 50 with 5 MUFU, main backward kernel 139 with 8.75 (the steps 91: recompute 18,
+// reverse 73, of which 20 the dBm/dCm and 10 the S/Q/Y reductions; 10 shuffles). At 4
+// issue slots a clock per SM, the forward is issue-bound near 0.19 ms and the backward
+// near 0.55 ms on an H100 (1.97 GHz under load). Measured (ncu, H100, bf16, as chimera-1b
+// calls it), before session 6: forward 389 us at 47% of the issue slots, backward main
+// kernel 1.04 ms at 50%, its finish kernels 33 us; the stalls were short scoreboard
+// (shared loads, MUFU, shuffles: 34%), long scoreboard (12-21%: conversions and selects
+// placed right after the one-chunk-ahead global loads, now predicated loads of raw values),
+// fixed-latency waits and barriers, plus 4-way bank conflicts on the part reads. After:
+// forward 307 us at ~63%, backward 895 us at ~61%, finish 29 us (one launch for both).
+// Timed (cuda_opcheck-style events, H100, same lease): forward 0.397 -> 0.309 ms,
+// backward 1.083 -> 0.930 ms, fwd+bwd 1.480 -> 1.239 ms = 4.70x -> 3.94x the 3 TB/s
+// memory floor (issue 7 wants 3x). Earlier: the session-2 kernels took 1.394 / 5.193 ms
+// (H200); this design 0.421 / 1.487 ms (H200) before the select-free reductions.
 #ifndef CHIMERA_CUDA_SELECTIVE_SCAN_CUH
 #define CHIMERA_CUDA_SELECTIVE_SCAN_CUH
 
@@ -91,6 +100,11 @@
 #define SCAN_CB (8 * SCAN_WARPS)          /* channels per block: 8 a warp, 4 lanes each */
 #define SCAN_QPR (SCAN_CB / 4)            /* channel quads in a tile row */
 #define SCAN_TILE (SCAN_L * SCAN_CB)      /* elements of a [SCAN_L, SCAN_CB] tile */
+/* Row stride of the parts: the lanes' rows 8 banks apart, so that a warp's 32 stores of a
+   step (8 channels x 4 lanes) hit 32 banks, and a thread reads a lane's 4 channels as one
+   float4 (the [L][CB][4] layout before cost 4-way conflicts on those reads). */
+#define SCAN_PSTRIDE (SCAN_CB + 8)
+#define SCAN_PART (SCAN_L * 4 * SCAN_PSTRIDE)
 #define SCAN_LOG2E 1.4426950408889634f
 #define SCAN_LN2 0.6931471805599453f
 
@@ -164,10 +178,10 @@ __device__ __forceinline__ float scan_sigmoid(float x, float e) {
     return x >= 0.0f ? r : e * r;
 }
 
-// Asynchronous global -> shared copy of BYTES (8 or 16); src_bytes 0 writes zeros.
+// Asynchronous global -> shared copy of BYTES (8 or 16) to the shared address d; src_bytes 0
+// writes zeros.
 template <int BYTES>
-__device__ __forceinline__ void scan_cp_async(void *dst, const void *src, int src_bytes) {
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+__device__ __forceinline__ void scan_cp_async(unsigned d, const void *src, int src_bytes) {
     if (BYTES == 16)
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
                      "r"(src_bytes));
@@ -210,7 +224,9 @@ template <typename T> struct scan_sm {
     float *Bs, *Cs;           /* [L][16] Bm, Cm rows of the chunk, zero past N; the
                                  backward keeps [SCAN_NPERM][L][16] (scan_perm_of) */
     float *cbias, *cD;        /* [CB] delta_bias and D of the block's channels (or 0) */
-    float *part;              /* [L][CB][4] per-lane parts (fwd: y; bwd: S, Q, Y, -) */
+    float *part;              /* [L][4][SCAN_PSTRIDE] per-lane parts of the channels (fwd:
+                                 y of lane q in row q; bwd: S, Q, Y, Q in rows 0..3) */
+    float *fdd;               /* [L][CB] bwd with FDD (scan_smem_fits, _bwd.cu): d for bwd_out */
     float *fdyr, *fdsig, *fdzf; /* [L][CB] bwd: dy*silu(z), dd/ddelta, dz/yraw */
     float *red;               /* [L][WARPS][32] bwd: the warps' dBm/dCm sums */
     float *accD, *accB;       /* [L][CB] bwd: running dD, ddelta_bias of each element slot */
@@ -219,24 +235,33 @@ template <typename T> struct scan_sm {
 
 // Copies of the Bm/Cm rows a kernel keeps (the backward's lanes read permuted ones).
 __host__ __device__ constexpr int scan_nperm(bool bwd) { return bwd ? SCAN_NPERM : 1; }
+// Buffers of fdu, part, Bs, Cs (the forward prepares chunk ck + 1 while chunk ck's steps
+// run: two) and of the raw tiles (the forward's output of chunk ck - 1 reads them too: three).
+__host__ __device__ constexpr int scan_nbuf(bool bwd) { return bwd ? 1 : 2; }
+__host__ __device__ constexpr int scan_nrawbuf(bool bwd) { return bwd ? 2 : 3; }
 
 // Floats of the f32 arrays, then bytes in all.
-__host__ __device__ constexpr size_t scan_sm_floats(bool bwd) {
-    return (size_t)SCAN_TILE * (2 + 4 + (bwd ? 3 + 4 + 2 : 0)) +
-           (size_t)2 * scan_nperm(bwd) * SCAN_L * SCAN_NMAX + 2 * SCAN_CB;
+__host__ __device__ constexpr size_t scan_sm_floats(bool bwd, bool fdd = true) {
+    return (size_t)SCAN_TILE * (bwd ? (fdd ? 1 : 0) + 3 + 4 + 2 : 0) +
+           (size_t)scan_nbuf(bwd) * (2 * SCAN_TILE + SCAN_PART +
+                                     2 * scan_nperm(bwd) * SCAN_L * SCAN_NMAX) +
+           2 * SCAN_CB;
 }
-__host__ __device__ constexpr size_t scan_sm_bytes(size_t tsize, bool bwd) {
-    return scan_sm_floats(bwd) * 4 + 2 * (bwd ? RAW_BWD : RAW_FWD) * SCAN_TILE * tsize;
+__host__ __device__ constexpr size_t scan_sm_bytes(size_t tsize, bool bwd, bool fdd = true) {
+    return scan_sm_floats(bwd, fdd) * 4 +
+           (size_t)scan_nrawbuf(bwd) * (bwd ? RAW_BWD : RAW_FWD) * SCAN_TILE * tsize;
 }
 
 template <typename T>
-__device__ __forceinline__ scan_sm<T> scan_carve(unsigned char *base, bool bwd) {
+__device__ __forceinline__ scan_sm<T> scan_carve(unsigned char *base, bool bwd,
+                                                 bool fdd = true) {
     scan_sm<T> s;
     float *f = (float *)base;
-    s.fdu = (float2 *)f, f += 2 * SCAN_TILE;
-    s.part = f, f += 4 * SCAN_TILE;
-    s.fdyr = s.fdsig = s.fdzf = s.red = s.accD = s.accB = NULL;
+    s.fdu = (float2 *)f, f += 2 * SCAN_TILE * scan_nbuf(bwd);
+    s.part = f, f += SCAN_PART * scan_nbuf(bwd);
+    s.fdd = s.fdyr = s.fdsig = s.fdzf = s.red = s.accD = s.accB = NULL;
     if (bwd) {
+        if (fdd) s.fdd = f, f += SCAN_TILE;
         s.fdyr = f, f += SCAN_TILE;
         s.fdsig = f, f += SCAN_TILE;
         s.fdzf = f, f += SCAN_TILE;
@@ -244,8 +269,8 @@ __device__ __forceinline__ scan_sm<T> scan_carve(unsigned char *base, bool bwd) 
         s.accD = f, f += SCAN_TILE;
         s.accB = f, f += SCAN_TILE;
     }
-    s.Bs = f, f += scan_nperm(bwd) * SCAN_L * SCAN_NMAX;
-    s.Cs = f, f += scan_nperm(bwd) * SCAN_L * SCAN_NMAX;
+    s.Bs = f, f += scan_nbuf(bwd) * scan_nperm(bwd) * SCAN_L * SCAN_NMAX;
+    s.Cs = f, f += scan_nbuf(bwd) * scan_nperm(bwd) * SCAN_L * SCAN_NMAX;
     s.cbias = f, f += SCAN_CB;
     s.cD = f, f += SCAN_CB;
     s.raw = (T *)f;
@@ -355,91 +380,112 @@ __device__ __forceinline__ void hs_store(float *hs, const float *h, const scan_k
         if (4 * l.q + j < k.N) p[j] = h[j];
 }
 
-// Load them (state order; 0 past N). Scalar loads: once a chunk, and a branch on k.hvec
-// here costs the backward kernel registers it does not have.
+// Load them into the lane's register order (h[j] = state 4q + (j ^ perm); 0 past N). The
+// addresses follow the order, so the loads need no select after them: a select (or a
+// conversion) placed right after a load waits for it (its latency showed as the top stall),
+// while the backward's first reads of h come after the chunk's barrier or 8 steps later.
 __device__ __forceinline__ void hs_load(float *h, const float *hs, const scan_k &k, int64_t nck,
                                         int64_t b, int64_t ck, const scan_lane &l) {
     const float *p = hs + hs_index(k, nck, b, ck, l);
 #pragma unroll
-    for (int j = 0; j < 4; j++) h[j] = 4 * l.q + j < k.N ? p[j] : 0.0f;
+    for (int j = 0; j < 4; j++) {
+        h[j] = 0.0f;
+        if (l.live && 4 * l.q + (j ^ l.perm) < k.N) h[j] = p[j ^ l.perm];
+    }
 }
 
 // ---- staging ----
 
 // Copy this thread's quad of chunk rows [t0, t0+steps) of src [B,T,Di] into the tile
-// dst (zeros outside the tensor). VEC: one async vector copy; else element by element.
-template <typename T, bool VEC>
-__device__ __forceinline__ void tile_copy(T *dst, const T *src, const scan_k &k, int64_t b,
-                                          int64_t c0, int64_t t0, int steps) {
+// dst (zeros outside the tensor), element by element (the path without vector tiles).
+template <typename T>
+__device__ __forceinline__ void tile_copy_elem(T *dst, const T *src, const scan_k &k, int64_t b,
+                                               int64_t c0, int64_t t0, int steps) {
     int row = tile_row(), col = tile_col();
     int64_t c = c0 + col;
     T *d = dst + row * SCAN_CB + col;
     const T *s = src + ((b * k.T + t0 + (row < steps ? row : 0)) * k.Di + (c < k.Di ? c : 0));
-    if (VEC) {
-        bool ok = row < steps && c < k.Di;  // Di % 4 == 0: a quad is wholly in or out
-        scan_cp_async<4 * sizeof(T)>(d, s, ok ? 4 * (int)sizeof(T) : 0);
-    } else {
 #pragma unroll
-        for (int e = 0; e < 4; e++)
-            d[e] = (row < steps && c + e < k.Di) ? s[e] : from_f<T>(0.0f);
-    }
+    for (int e = 0; e < 4; e++) d[e] = (row < steps && c + e < k.Di) ? s[e] : from_f<T>(0.0f);
 }
 
-// Start the copies of chunk t0 into the nraw tiles at raw (absent tensors skipped).
+// Start the copies of chunk t0 into the nraw tiles at raw (absent tensors skipped). VEC:
+// one async vector copy per tile, its source offset, size and shared address computed once
+// for all the tiles (per tile, that address arithmetic was most of the chunk's integer work).
 template <typename T, bool VEC>
 __device__ __forceinline__ void chunk_issue(T *raw, const void *const *src, int nraw,
                                             const scan_k &k, int64_t b, int64_t c0, int64_t t0,
                                             int steps) {
-    for (int r = 0; r < nraw; r++)
-        if (src[r]) tile_copy<T, VEC>(raw + r * SCAN_TILE, (const T *)src[r], k, b, c0, t0, steps);
+    if (VEC) {
+        int row = tile_row(), col = tile_col();
+        bool ok = row < steps && c0 + col < k.Di;  // Di % 4 == 0: a quad is wholly in or out
+        int64_t off = ok ? (b * k.T + t0 + row) * k.Di + c0 + col : 0;
+        unsigned d = (unsigned)__cvta_generic_to_shared(raw + row * SCAN_CB + col);
+        for (int r = 0; r < nraw; r++)
+            if (src[r])
+                scan_cp_async<4 * sizeof(T)>(d + r * SCAN_TILE * (unsigned)sizeof(T),
+                                             (const T *)src[r] + off, ok ? 4 * (int)sizeof(T) : 0);
+    } else {
+        for (int r = 0; r < nraw; r++)
+            if (src[r])
+                tile_copy_elem<T>(raw + r * SCAN_TILE, (const T *)src[r], k, b, c0, t0, steps);
+    }
     scan_cp_commit();
 }
 
-// This thread's elements of the chunk's Bm and Cm rows ([L][16], zero past N or T),
-// loaded into registers now and put into shared memory by bc_put a chunk later.
+// This thread's elements of the chunk's Bm and Cm rows ([L][16], zero past N or T), loaded
+// into registers now, as stored, and put into shared memory (as f32) by bc_put a chunk later.
+// Predicated loads into zeroed registers, not selects or conversions after the loads: those
+// would wait for the loads right here (in the profile, the kernels' top long-scoreboard stall).
 #define SCAN_BCPT ((SCAN_L * SCAN_NMAX + SCAN_THREADS - 1) / SCAN_THREADS)
 template <typename T>
-__device__ __forceinline__ void bc_fetch(float *bv, float *cv, const scan_k &k, int64_t b,
-                                         int64_t t0, int steps, bool want_c) {
+__device__ __forceinline__ void bc_fetch(T *bv, T *cv, const scan_k &k, int64_t b, int64_t t0,
+                                         int steps, bool want_c) {
 #pragma unroll
     for (int e = 0; e < SCAN_BCPT; e++) {
         int i = threadIdx.x + e * SCAN_THREADS, row = i / SCAN_NMAX, n = i % SCAN_NMAX;
         bool ok = i < SCAN_L * SCAN_NMAX && row < steps && n < k.N;
         int64_t at = (b * k.T + t0 + row) * k.N + n;
-        bv[e] = ok ? to_f(((const T *)k.Bm)[at]) : 0.0f;
-        cv[e] = ok && want_c ? to_f(((const T *)k.Cm)[at]) : 0.0f;
+        bv[e] = cv[e] = from_f<T>(0.0f);
+        if (ok) bv[e] = ((const T *)k.Bm)[at];
+        if (ok && want_c) cv[e] = ((const T *)k.Cm)[at];
     }
 }
 
 // NPERM copies: entry n of a row goes to (n & ~3) | ((n & 3) ^ p) of copy p, so that
 // lane_rows' quads follow the lane's register order.
 template <typename T, int NPERM>
-__device__ __forceinline__ void bc_put(const scan_sm<T> &sm, const float *bv, const float *cv) {
+__device__ __forceinline__ void bc_put(const scan_sm<T> &sm, const T *bv, const T *cv) {
 #pragma unroll
     for (int e = 0; e < SCAN_BCPT; e++) {
         int i = threadIdx.x + e * SCAN_THREADS;
         if (i < SCAN_L * SCAN_NMAX) {
+            float bf = to_f(bv[e]), cf = to_f(cv[e]);
 #pragma unroll
             for (int p = 0; p < NPERM; p++) {
                 int at = p * SCAN_L * SCAN_NMAX + (i ^ p);  // p < 4: only the low bits move
-                sm.Bs[at] = bv[e];
-                sm.Cs[at] = cv[e];
+                sm.Bs[at] = bf;
+                sm.Cs[at] = cf;
             }
         }
     }
 }
 
 // Per element of the thread's quad: d and d*u (zero outside the tensor); BWD also
-// dy*silu(z), dd/ddelta and dz/yraw = dy s (1 + z (1 - s)) with s = sigmoid(z).
-template <typename T, bool BWD>
+// dy*silu(z), dd/ddelta and dz/yraw = dy s (1 + z (1 - s)) with s = sigmoid(z). All loads
+// come first: a shared load after a shared store cannot move above it (the compiler cannot
+// tell the tiles apart), and each such round trip showed as stalls in the profile.
+template <typename T, bool BWD, bool FDD = true>
 __device__ __forceinline__ void pre_phase(const scan_sm<T> &sm, const T *raw, const scan_k &k,
                                           int64_t c0, int steps) {
     int row = tile_row(), col = tile_col(), at = row * SCAN_CB + col;
     int nv = row < steps ? quad_valid(c0, k.Di) : 0;
-    float dl[4], uu[4], bias[4], dv[4], dsig[4];
+    float dl[4], uu[4], bias[4], dy[4], zz[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dv[4], dsig[4];
     scan_load4(raw + RAW_DELTA * SCAN_TILE + at, dl);
     scan_load4(raw + RAW_U * SCAN_TILE + at, uu);
     scan_load4(sm.cbias + col, bias);
+    if (BWD) scan_load4(raw + RAW_DY * SCAN_TILE + at, dy);
+    if (BWD && k.z) scan_load4(raw + RAW_Z * SCAN_TILE + at, zz);
 #pragma unroll
     for (int e = 0; e < 4; e++) {
         bool ok = e < nv;
@@ -450,22 +496,22 @@ __device__ __forceinline__ void pre_phase(const scan_sm<T> &sm, const T *raw, co
     float4 *fd = (float4 *)(sm.fdu + at);
     fd[0] = make_float4(dv[0], dv[0] * uu[0], dv[1], dv[1] * uu[1]);
     fd[1] = make_float4(dv[2], dv[2] * uu[2], dv[3], dv[3] * uu[3]);
-    if (!BWD) return;
-    float dy[4], zz[4], dyr[4], dzf[4];
-    scan_load4(raw + RAW_DY * SCAN_TILE + at, dy);
-    if (k.z) scan_load4(raw + RAW_Z * SCAN_TILE + at, zz);
+    if (BWD) {
+        float dyr[4], dzf[4];
+        if (FDD) scan_put4(sm.fdd + at, dv);  // bwd_out's d, read without fdu's stride
 #pragma unroll
-    for (int e = 0; e < 4; e++) {
-        dyr[e] = dy[e], dzf[e] = 0.0f;
-        if (k.z) {
-            float s = scan_sigmoid(zz[e], scan_enabs(zz[e]));
-            dyr[e] = dy[e] * zz[e] * s;
-            dzf[e] = dy[e] * s * (1.0f + zz[e] * (1.0f - s));
+        for (int e = 0; e < 4; e++) {
+            dyr[e] = dy[e], dzf[e] = 0.0f;
+            if (k.z) {
+                float s = scan_sigmoid(zz[e], scan_enabs(zz[e]));
+                dyr[e] = dy[e] * zz[e] * s;
+                dzf[e] = dy[e] * s * (1.0f + zz[e] * (1.0f - s));
+            }
         }
+        scan_put4(sm.fdyr + at, dyr);
+        scan_put4(sm.fdsig + at, dsig);
+        scan_put4(sm.fdzf + at, dzf);
     }
-    scan_put4(sm.fdyr + at, dyr);
-    scan_put4(sm.fdsig + at, dsig);
-    scan_put4(sm.fdzf + at, dzf);
 }
 
 // Store four values at p (channels c..c+3 of a row), those inside Di.

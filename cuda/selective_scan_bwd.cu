@@ -1,5 +1,5 @@
 // selective_scan_bwd.cu: the selective scan's backward: the main kernel (chunks in
-// reverse, states recomputed from the checkpoints) and the finish kernels (algorithm
+// reverse, states recomputed from the checkpoints) and the finish kernel (algorithm
 // and shared helpers: selective_scan.cuh).
 #include "selective_scan.cuh"
 
@@ -53,20 +53,32 @@ __device__ __forceinline__ float sqy_reduce(float S, float Q, float Y) {
     return (odd ? b : a) + __shfl_xor_sync(SCAN_FULL, odd ? a : b, 1);
 }
 
+// Steps whose sums are stored together (see bwd_reverse): 2 measured fastest on the H100
+// (1 and 4 slower; at 4 and 8 the kernel spills).
+#define SCAN_BATCH 2
+
 // The reverse recurrence over the chunk. Per step: the lane's parts of S = sum dh B,
 // Q = sum A2 dh exp(dA) h[t-1] and Y = sum C h meet in sqy_reduce into sm.part; the
-// dBm and dCm terms of the warp's 8 channels in bc_reduce into sm.red.
+// dBm and dCm terms of the warp's 8 channels in bc_reduce into sm.red. The sums are stored
+// SCAN_BATCH steps at a time: a shared store keeps the next step's shared loads from moving
+// above it (the compiler cannot tell part and red from the tiles the steps read).
+// The chunk's start state h0 (its checkpoint ck - 1; 0 for chunk 0) is loaded again
+// halfway, where the stash's late rows are dead, rather than held in registers through the
+// steps (holding it cost the kernel spills inside the chunk loop).
 template <typename T>
-__device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const float *h0,
-                                            const float *A2, const scan_sm<T> &sm,
-                                            const scan_lane &l) {
+__device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const float *A2,
+                                            const scan_sm<T> &sm, const scan_lane &l,
+                                            const scan_k &k, const scan_g &g, int64_t nck,
+                                            int64_t b, int64_t ck) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     int slot = ((lane >> 2) & 1) * SCAN_NMAX + 4 * l.q + l.perm;
     const float4 *B4 = lane_rows(sm.Bs, l), *C4 = lane_rows(sm.Cs, l);
     // Row 0 of the lane's entries (steps apart by constants: immediate offsets).
-    float *part = sm.part + l.cl * 4 + l.q, *red = sm.red + w * 32 + slot;
+    float *part = sm.part + l.q * SCAN_PSTRIDE + l.cl, *red = sm.red + w * 32 + slot;
+    float h0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, pv[SCAN_BATCH], rv[SCAN_BATCH];
 #pragma unroll
     for (int tt = SCAN_L - 1; tt >= 0; tt--) {
+        if (tt == SCAN_L / 2 && ck > 0) hs_load(h0, g.ckpt, k, nck, b, ck - 1, l);
         float2 p = sm.fdu[tt * SCAN_CB + l.cl];
         float dyr = sm.fdyr[tt * SCAN_CB + l.cl];
         float4 bq = B4[tt * 4], cq = C4[tt * 4];
@@ -83,8 +95,15 @@ __device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const
             Q = fmaf(A2[j], P, Q);
             Y = fmaf(cc[j], hs[tt][j], Y);
         }
-        part[tt * SCAN_CB * 4] = sqy_reduce(S, Q, Y);
-        red[tt * SCAN_WARPS * 32] = bc_reduce(dh, hs[tt], p.y, dyr);
+        pv[tt % SCAN_BATCH] = sqy_reduce(S, Q, Y);
+        rv[tt % SCAN_BATCH] = bc_reduce(dh, hs[tt], p.y, dyr);
+        if (tt % SCAN_BATCH == 0) {
+#pragma unroll
+            for (int u = 0; u < SCAN_BATCH; u++) {
+                part[(tt + u) * 4 * SCAN_PSTRIDE] = pv[u];
+                red[(tt + u) * SCAN_WARPS * 32] = rv[u];
+            }
+        }
     }
 }
 
@@ -105,26 +124,44 @@ __device__ __forceinline__ void grad_add4(void *g, const T *old, bool add, float
 }
 
 // Per element of the thread's quad: du, ddelta, dz from the lanes' sums (added to the
-// tensors, or written with SET), and the running dD, ddelta_bias.
-template <typename T, bool VEC, bool SET>
+// tensors, or written with SET), and the running dD, ddelta_bias. The shared loads come
+// before the stores (see pre_phase), as float4s; d from fdd, or without FDD from fdu (a
+// 32-byte stride between threads: 8-way bank conflicts).
+template <typename T, bool VEC, bool SET, bool FDD>
 __device__ __forceinline__ void bwd_out(const scan_sm<T> &sm, const T *raw, const scan_k &k,
                                         const scan_g &g, int64_t b, int64_t c0, int64_t t0,
                                         int steps) {
     int row = tile_row(), col = tile_col(), at = row * SCAN_CB + col;
     if (row >= steps) return;
-    float uu[4], Dc[4], gu[4], gd[4], gz[4];
+    float uu[4], Dc[4], S[4], Q[4], Y[4], dv[4], dyr[4], dsig[4], dzf[4], aD[4], aB[4];
+    float gu[4], gd[4], gz[4];
+    const float *pr = sm.part + row * 4 * SCAN_PSTRIDE + col;
     scan_load4(raw + RAW_U * SCAN_TILE + at, uu);
     scan_load4(sm.cD + col, Dc);
+    scan_load4(pr, S);
+    scan_load4(pr + SCAN_PSTRIDE, Q);
+    scan_load4(pr + 2 * SCAN_PSTRIDE, Y);
+    if (FDD) {
+        scan_load4(sm.fdd + at, dv);
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++) dv[e] = sm.fdu[at + e].x;
+    }
+    scan_load4(sm.fdyr + at, dyr);
+    scan_load4(sm.fdsig + at, dsig);
+    scan_load4(sm.fdzf + at, dzf);
+    scan_load4(sm.accD + at, aD);
+    scan_load4(sm.accB + at, aB);
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-        float4 r = ((const float4 *)sm.part)[at + e];
-        float dv = sm.fdu[at + e].x, dyr = sm.fdyr[at + e];
-        gu[e] = fmaf(dyr, Dc[e], dv * r.x);
-        gd[e] = fmaf(r.y, SCAN_LN2, uu[e] * r.x) * sm.fdsig[at + e];
-        gz[e] = sm.fdzf[at + e] * fmaf(Dc[e], uu[e], r.z);
-        sm.accD[at + e] = fmaf(dyr, uu[e], sm.accD[at + e]);
-        sm.accB[at + e] += gd[e];
+        gu[e] = fmaf(dyr[e], Dc[e], dv[e] * S[e]);
+        gd[e] = fmaf(Q[e], SCAN_LN2, uu[e] * S[e]) * dsig[e];
+        gz[e] = dzf[e] * fmaf(Dc[e], uu[e], Y[e]);
+        aD[e] = fmaf(dyr[e], uu[e], aD[e]);
+        aB[e] += gd[e];
     }
+    scan_put4(sm.accD + at, aD);
+    scan_put4(sm.accB + at, aB);
     grad_add4<T, VEC>(g.du, raw + RAW_GU * SCAN_TILE, !SET, gu, k, b, c0, t0, row, col);
     grad_add4<T, VEC>(g.ddelta, raw + RAW_GD * SCAN_TILE, !SET, gd, k, b, c0, t0, row, col);
     if (k.z) grad_add4<T, VEC>(g.dz, raw + RAW_GZ * SCAN_TILE, !SET, gz, k, b, c0, t0, row, col);
@@ -168,16 +205,18 @@ __device__ __forceinline__ void bwd_final(const scan_sm<T> &sm, const scan_acc &
 }
 
 // SET: du, ddelta, dz are written, not accumulated (their old values are not staged). A
-// template flag: tested at run time, it cost the kernel spills.
-template <typename T, bool VEC, bool SET>
+// template flag: tested at run time, it cost the kernel spills. FDD: with the fdd tile
+// (scan_bwd_main says when not).
+template <typename T, bool VEC, bool SET, bool FDD>
 __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_k k, scan_g g) {
     extern __shared__ __align__(16) unsigned char scan_raw_sm[];
-    scan_sm<T> sm = scan_carve<T>(scan_raw_sm, true);
+    scan_sm<T> sm = scan_carve<T>(scan_raw_sm, true, FDD);
     int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
     int64_t nck = (k.T + SCAN_L - 1) / SCAN_L, row0 = (b * gridDim.x + blockIdx.x) * k.T;
     scan_lane l = lane_of<true>(c0, k.Di);
     scan_acc acc;
-    float A2[4], bv[SCAN_BCPT], cv[SCAN_BCPT];
+    float A2[4];
+    T bv[SCAN_BCPT], cv[SCAN_BCPT];
     lane_A2<T>(A2, k, l);
     block_consts<T>(sm, k, c0);
 #pragma unroll
@@ -193,30 +232,27 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
     for (int64_t ck = nck - 1; ck >= 0; ck--) {
         int64_t t0 = ck * SCAN_L;
         int steps = (int)(k.T - t0 < SCAN_L ? k.T - t0 : SCAN_L);
-        T *raw = sm.raw + ((nck - 1 - ck) & 1) * RAW_BWD * SCAN_TILE;
+        int buf = (int)((nck - 1 - ck) & 1);
+        T *raw = sm.raw + buf * RAW_BWD * SCAN_TILE;
         // The thread's own quads of the chunk's tiles are in (one quad per thread in
-        // tile_copy, pre_phase and bwd_out: the raw tiles need no barrier); the last
+        // chunk_issue, pre_phase and bwd_out: the raw tiles need no barrier); the last
         // chunk's reverse is done (the barrier after it): Bs, Cs, part, red are free.
         scan_cp_wait();
         bc_put<T, SCAN_NPERM>(sm, bv, cv);
         if (ck > 0) {
-            chunk_issue<T, VEC>(sm.raw + ((nck - ck) & 1) * RAW_BWD * SCAN_TILE, src, RAW_BWD,
-                                k, b, c0, t0 - SCAN_L, SCAN_L);
+            chunk_issue<T, VEC>(sm.raw + (buf ^ 1) * RAW_BWD * SCAN_TILE, src, RAW_BWD, k, b,
+                                c0, t0 - SCAN_L, SCAN_L);
             bc_fetch<T>(bv, cv, k, b, t0 - SCAN_L, SCAN_L, true);
         }
         float h0[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (ck > 0 && l.live) {
-            float hn[4];  // state order, as the forward or the ckpt pass wrote it
-            hs_load(hn, g.ckpt, k, nck, b, ck - 1, l);
-            scan_permute4(h0, hn, l.perm);
-        }
-        pre_phase<T, true>(sm, raw, k, c0, steps);
+        if (ck > 0) hs_load(h0, g.ckpt, k, nck, b, ck - 1, l);
+        pre_phase<T, true, FDD>(sm, raw, k, c0, steps);
         __syncthreads();  // Bs, Cs and the f32 tiles of the chunk are in
         float hs[SCAN_L][4];
         bwd_recompute<T>(hs, h0, A2, sm, l);
-        bwd_reverse<T>(acc, hs, h0, A2, sm, l);
+        bwd_reverse<T>(acc, hs, A2, sm, l, k, g, nck, b, ck);
         __syncthreads();  // part, red are in; the reverse's reads of the tiles are done
-        bwd_out<T, VEC, SET>(sm, raw, k, g, b, c0, t0, steps);
+        bwd_out<T, VEC, SET, FDD>(sm, raw, k, g, b, c0, t0, steps);
         bc_partials(sm.red, g.pbc, row0 + t0, steps);
     }
     bwd_final<T>(sm, acc, k, g, b, c0, l);
@@ -231,69 +267,82 @@ template <typename T> __device__ __forceinline__ void grad_put(T *dst, float s, 
     *dst = from_f<T>(set ? s : to_f(*dst) + s);
 }
 
+// The finish kernel's arguments: the gradients, the partials and the sizes.
+struct scan_fin {
+    void *dBm, *dCm, *dA, *dD, *ddb;
+    const float *pbc, *pA, *pD, *pdb;
+    int64_t B, T, Di, N, nblk;
+    unsigned set, nbc; /* nbc: the blocks that do dBm/dCm; the others dA, dD, ddelta_bias */
+};
+
 // dBm/dCm [B,T,N] += (or =, set bits SET_DBM, SET_DCM) the channel-block partials, in
-// block order.
+// block order; block blk of nb, a grid-stride loop.
 template <typename T>
-__global__ void scan_bc_finish_kernel(T *dBm, T *dCm, const float *pbc, int64_t B, int64_t Tn,
-                                      int64_t N, int64_t nblk, unsigned set) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < B * Tn * 32;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        int64_t l = i % 32, bt = i / 32, t = bt % Tn, b = bt / Tn, n = l % SCAN_NMAX;
-        T *dst = l < SCAN_NMAX ? dBm : dCm;
-        if (!dst || n >= N) continue;
+__device__ __forceinline__ void bc_finish(const scan_fin &f, int64_t blk, int64_t nb) {
+    for (int64_t i = blk * blockDim.x + threadIdx.x; i < f.B * f.T * 32; i += nb * blockDim.x) {
+        int64_t l = i % 32, bt = i / 32, t = bt % f.T, b = bt / f.T, n = l % SCAN_NMAX;
+        T *dst = (T *)(l < SCAN_NMAX ? f.dBm : f.dCm);
+        if (!dst || n >= f.N) continue;
         float s = 0.0f;
-        for (int64_t blk = 0; blk < nblk; blk++) s += pbc[((b * nblk + blk) * Tn + t) * 32 + l];
-        grad_put(dst + (b * Tn + t) * N + n, s, set & (l < SCAN_NMAX ? SET_DBM : SET_DCM));
+        for (int64_t k = 0; k < f.nblk; k++) s += f.pbc[((b * f.nblk + k) * f.T + t) * 32 + l];
+        grad_put(dst + (b * f.T + t) * f.N + n, s, f.set & (l < SCAN_NMAX ? SET_DBM : SET_DCM));
     }
 }
 
 // dA [Di,N], dD [Di], ddelta_bias [Di] += (or =, as `set` says) the per-batch-row
-// partials, in b order.
+// partials, in b order; block blk of nb.
 template <typename T>
-__global__ void scan_chan_finish_kernel(T *dA, T *dD, T *ddb, const float *pA, const float *pD,
-                                        const float *pdb, int64_t B, int64_t Di, int64_t N,
-                                        unsigned set) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < Di * SCAN_NMAX;
-         i += (int64_t)gridDim.x * blockDim.x) {
+__device__ __forceinline__ void chan_finish(const scan_fin &f, int64_t blk, int64_t nb) {
+    for (int64_t i = blk * blockDim.x + threadIdx.x; i < f.Di * SCAN_NMAX; i += nb * blockDim.x) {
         int64_t c = i / SCAN_NMAX, n = i % SCAN_NMAX;
-        if (dA && n < N) {
+        if (f.dA && n < f.N) {
             float s = 0.0f;
-            for (int64_t b = 0; b < B; b++) s += pA[(b * Di + c) * SCAN_NMAX + n];
-            grad_put(dA + c * N + n, s, set & SET_DA);
+            for (int64_t b = 0; b < f.B; b++) s += f.pA[(b * f.Di + c) * SCAN_NMAX + n];
+            grad_put((T *)f.dA + c * f.N + n, s, f.set & SET_DA);
         }
-        if (n == 0 && dD) {
+        if (n == 0 && f.dD) {
             float s = 0.0f;
-            for (int64_t b = 0; b < B; b++) s += pD[b * Di + c];
-            grad_put(dD + c, s, set & SET_DD);
+            for (int64_t b = 0; b < f.B; b++) s += f.pD[b * f.Di + c];
+            grad_put((T *)f.dD + c, s, f.set & SET_DD);
         }
-        if (n == 1 && ddb) {
+        if (n == 1 && f.ddb) {
             float s = 0.0f;
-            for (int64_t b = 0; b < B; b++) s += pdb[b * Di + c];
-            grad_put(ddb + c, s, set & SET_DDB);
+            for (int64_t b = 0; b < f.B; b++) s += f.pdb[b * f.Di + c];
+            grad_put((T *)f.ddb + c, s, f.set & SET_DDB);
         }
     }
 }
 
+// Both finishes in one launch (they are independent: the small one overlaps the large one
+// instead of running after it).
+template <typename T> __global__ void scan_finish_kernel(scan_fin f) {
+    if (blockIdx.x < f.nbc) bc_finish<T>(f, blockIdx.x, f.nbc);
+    else chan_finish<T>(f, blockIdx.x - f.nbc, gridDim.x - f.nbc);
+}
+
 // ---- host side ----
 
-// Scratch layout of the backward, in floats.
+// Scratch layout of the backward, in floats. The checkpoints come last (16-byte aligned):
+// a call given the saved states uses only the part before them (mamba.c sizes it so).
 typedef struct scan_layout {
-    int64_t nck, nblk, ckpt, pbc, pA, pD, pdb, total;
+    int64_t nck, nblk, pbc, pA, pD, pdb, ckpt, total;
 } scan_layout;
 
 static scan_layout scan_layout_of(const chm_cu_scan *a) {
     scan_layout L;
     L.nck = (a->T + SCAN_L - 1) / SCAN_L;
     L.nblk = (a->Di + SCAN_CB - 1) / SCAN_CB;
-    L.ckpt = 0;
-    L.pbc = L.ckpt + a->B * L.nck * a->Di * a->N;
+    L.pbc = 0;
     L.pA = L.pbc + a->B * L.nblk * a->T * 32;
     L.pD = L.pA + a->B * a->Di * SCAN_NMAX;
     L.pdb = L.pD + a->B * a->Di;
-    L.total = L.pdb + a->B * a->Di;
+    L.ckpt = (L.pdb + a->B * a->Di + 3) / 4 * 4;
+    L.total = L.ckpt + a->B * L.nck * a->Di * a->N;
     return L;
 }
 
+// Bytes of the whole layout. A call given the saved states needs only the part before the
+// checkpoints: this less their B * ceil(T/16) * Di * N floats, the saved states' size.
 extern "C" size_t chm_cu_scan_bwd_scratch(const chm_cu_scan *a) {
     return (size_t)scan_layout_of(a).total * sizeof(float);
 }
@@ -319,6 +368,31 @@ static cudaError_t scan_elem_set(const chm_cu_scan_grads *gr, const chm_cu_scan 
     return cudaSuccess;
 }
 
+// The main kernel for the call (vec: vector tiles; set: SET), with the fdd tile or without.
+template <typename T, bool FDD>
+static cudaError_t scan_bwd_main(bool vec, bool set, const chm_cu_scan *a, const scan_k &k,
+                                 const scan_g &g, cudaStream_t s) {
+    size_t bytes = scan_sm_bytes(sizeof(T), true, FDD);
+    dim3 grid = scan_grid(a);
+    if (set)
+        return vec ? scan_launch(scan_bwd_kernel<T, true, true, FDD>, grid, bytes, s, k, g)
+                   : scan_launch(scan_bwd_kernel<T, false, true, FDD>, grid, bytes, s, k, g);
+    return vec ? scan_launch(scan_bwd_kernel<T, true, false, FDD>, grid, bytes, s, k, g)
+               : scan_launch(scan_bwd_kernel<T, false, false, FDD>, grid, bytes, s, k, g);
+}
+
+// Whether a block may have `bytes` of shared memory on the current device. The bf16 main
+// kernel with its fdd tile takes 102.5 KiB, above the 99 KiB of sm_86 and sm_89: there it
+// runs without (98.5 KiB, d read from fdu). f32 (130.5 KiB) needs sm_80 or sm_90 either way.
+static bool scan_smem_fits(size_t bytes) {
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
+            cudaSuccess)
+        return true;  // the launch reports the error
+    return bytes <= (size_t)optin;
+}
+
 template <typename T>
 static cudaError_t scan_bwd_launch(const chm_cu_scan_grads *gr, const void *dy,
                                    const chm_cu_scan *a, float *sc, cudaStream_t s) {
@@ -332,22 +406,16 @@ static cudaError_t scan_bwd_launch(const chm_cu_scan_grads *gr, const void *dy,
     cudaError_t e = scan_elem_set(gr, a, &set, s);
     if (e == cudaSuccess && !gr->hsaved) e = chm_cu_scan_ckpt(sc + L.ckpt, a, vec, s);
     if (e != cudaSuccess) return e;
-    size_t bytes = scan_sm_bytes(sizeof(T), true);
-    dim3 grid = scan_grid(a);
-    if (set)
-        e = vec ? scan_launch(scan_bwd_kernel<T, true, true>, grid, bytes, s, k, g)
-                : scan_launch(scan_bwd_kernel<T, false, true>, grid, bytes, s, k, g);
+    // (f32 instantiates only the kernels with fdd: without, it would not fit either.)
+    if (sizeof(T) == 4 || scan_smem_fits(scan_sm_bytes(sizeof(T), true, true)))
+        e = scan_bwd_main<T, true>(vec, set, a, k, g, s);
     else
-        e = vec ? scan_launch(scan_bwd_kernel<T, true, false>, grid, bytes, s, k, g)
-                : scan_launch(scan_bwd_kernel<T, false, false>, grid, bytes, s, k, g);
+        e = scan_bwd_main<T, sizeof(T) == 4>(vec, set, a, k, g, s);
     if (e != cudaSuccess) return e;
-    int64_t nbc = a->B * a->T * 32;
-    scan_bc_finish_kernel<T><<<grid_for(nbc, 256), 256, 0, s>>>(
-        (T *)gr->dBm, (T *)gr->dCm, sc + L.pbc, a->B, a->T, a->N, L.nblk, gr->set);
-    int64_t nch = a->Di * SCAN_NMAX;
-    scan_chan_finish_kernel<T><<<grid_for(nch, 256), 256, 0, s>>>(
-        (T *)gr->dA, (T *)gr->dD, (T *)gr->ddelta_bias, sc + L.pA, sc + L.pD, sc + L.pdb, a->B,
-        a->Di, a->N, gr->set);
+    unsigned nbc = grid_for(a->B * a->T * 32, 256), nch = grid_for(a->Di * SCAN_NMAX, 256);
+    scan_fin f = {gr->dBm, gr->dCm, gr->dA, gr->dD, gr->ddelta_bias, sc + L.pbc, sc + L.pA,
+                  sc + L.pD, sc + L.pdb, a->B, a->T, a->Di, a->N, L.nblk, gr->set, nbc};
+    scan_finish_kernel<T><<<nbc + nch, 256, 0, s>>>(f);
     return cudaGetLastError();
 }
 

@@ -61,8 +61,11 @@ chm_status chm_cuda_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
     chm_status rc = scan_of(be, op, a, &k);
     if (rc) return rc;
     if (k.B * k.T * k.Di == 0) return scan_zero_set(be, g, a->grads_set);
+    /* The checkpoints, the scratch's tail of h_saved's size, are not needed when it is given
+       (selective_scan_bwd.cu: scan_layout_of). */
+    size_t bytes = chm_cu_scan_bwd_scratch(&k) - (a->h_saved ? chm_tensor_nbytes(a->h_saved) : 0);
     void *scratch;
-    rc = chm_cuda_scratch(be, op, chm_cu_scan_bwd_scratch(&k), &scratch);
+    rc = chm_cuda_scratch(be, op, bytes, &scratch);
     if (rc) return rc;
     chm_cu_scan_grads gr = {chm_cuda_ptr(g->du), chm_cuda_ptr(g->ddelta), chm_cuda_ptr(g->dA),
                             chm_cuda_ptr(g->dBm), chm_cuda_ptr(g->dCm), chm_cuda_ptr(g->dD),
