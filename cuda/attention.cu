@@ -257,7 +257,8 @@ extern "C" cudaError_t chm_cu_attn_delta(float *delta, const void *dout, const v
 }
 
 extern "C" bool chm_cu_flash_ok(const chm_cu_attn *a, const void *const *ptrs, int nptrs) {
-    if (a->dt != CHM_BF16 || (a->D != 64 && a->D != 128) || a->T >= 0x7fffffff) return false;
+    if (a->dt != CHM_BF16 || (a->D != 64 && a->D != 128)) return false;
+    if (a->T > 65535LL * 64) return false;  // tiles of 64+ rows in grid.z (mma.cuh: fa_grid)
     if (!(a->scale > 0.0f)) return false;  // the forward's running max is in raw score units
     for (int i = 0; i < nptrs; i++)
         if (ptrs[i] && ((uintptr_t)ptrs[i] & 15) != 0) return false;

@@ -16,36 +16,13 @@
 // from the accumulators. A warp skips the tiles wholly above its rows. At the
 // end out = O / l and lse = (m * scale * log2e + log2 l) * ln 2 (natural log,
 // f32).
-// Query tiles are scheduled last-first: the causal work grows with the tile.
+// Query tiles are scheduled last-first across all heads (mma.cuh: fa_grid):
+// the causal work grows with the tile.
 #include "mma.cuh"
 
 #define FA_THREADS 128
 #define FA_MT 2  // m16 tiles per warp
 #define FA_BM (4 * 16 * FA_MT)
-
-// S (MT x NT tiles of 16x8) = Q K^T for this warp's rows and one key tile.
-template <int D, int BN>
-__device__ __forceinline__ void fwd_qk(float s[FA_MT][BN / 8][4], const bf16 *Qs, const bf16 *Kc,
-                                       int wrow) {
-    constexpr int LD = D + FA_PAD;
-    zero_c<FA_MT, BN / 8>(s);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        uint32_t qa[FA_MT][4];
-#pragma unroll
-        for (int mt = 0; mt < FA_MT; mt++) frag_a<LD>(qa[mt], Qs, wrow + mt * 16, kk * 16);
-#pragma unroll
-        for (int np = 0; np < BN / 16; np++) {
-            uint32_t r[4];
-            frag_b_nk<LD>(r, Kc, np * 16, kk * 16);
-#pragma unroll
-            for (int mt = 0; mt < FA_MT; mt++) {
-                mma16816(s[mt][2 * np], qa[mt], r[0], r[1]);
-                mma16816(s[mt][2 * np + 1], qa[mt], r[2], r[3]);
-            }
-        }
-    }
-}
 
 // Online softmax of one tile: s becomes P (unnormalised), o and l are
 // rescaled to the new running max. m is kept in raw score units (the scale is
@@ -135,7 +112,10 @@ __global__ void __launch_bounds__(FA_THREADS)
     constexpr int LD = D + FA_PAD;
     extern __shared__ __align__(16) unsigned char fa_smem[];
     bf16 *Qs = (bf16 *)fa_smem, *Ks = Qs + FA_BM * LD, *Vs = Ks + 2 * BN * LD;
-    int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (H / Hk);
+    int qt, h, b;
+    fa_block(&qt, &h, &b);
+    qt = (T + FA_BM - 1) / FA_BM - 1 - qt;  // the last query tile first: it has the most keys
+    int g = h / (H / Hk);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, q0 = qt * FA_BM;
     int64_t qld = (int64_t)H * D, kld = (int64_t)Hk * D;
     const bf16 *qb = q + ((int64_t)b * T * H + h) * D;
@@ -163,7 +143,7 @@ __global__ void __launch_bounds__(FA_THREADS)
         if (key0 <= w0 + 16 * FA_MT - 1) {  // some key of the tile is visible to this warp
             const bf16 *Kc = Ks + cb * BN * LD, *Vc = Vs + cb * BN * LD;
             float s[FA_MT][BN / 8][4];
-            fwd_qk<D, BN>(s, Qs, Kc, wrow);
+            mma_nt<D, FA_MT, BN>(s, Qs, Kc, wrow);  // S = Q K^T
             if (key0 + BN - 1 > w0)
                 fwd_softmax<D, BN, true>(s, o, m, l, row0, key0, sl2);
             else
@@ -190,7 +170,7 @@ static cudaError_t flash_fwd_launch(bf16 *out, float *lse, const bf16 *q, const 
         if (e != cudaSuccess) return e;
         set = true;
     }
-    dim3 grid((unsigned)((a->T + FA_BM - 1) / FA_BM), (unsigned)a->H, (unsigned)a->B);
+    dim3 grid = fa_grid((unsigned)((a->T + FA_BM - 1) / FA_BM), (unsigned)a->H, (unsigned)a->B);
     flash_fwd_kernel<D, BN><<<grid, FA_THREADS, smem, s>>>(
         out, lse, q, k, v, (int)a->T, (int)a->H, (int)a->Hk, a->scale * FA_LOG2E);
     return cudaGetLastError();

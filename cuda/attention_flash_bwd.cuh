@@ -1,7 +1,7 @@
-// attention_flash_bwd.cuh: what the two flash-attention backward kernels
+// attention_flash_bwd.cuh: what the flash-attention backward kernels
 // (attention_flash_bwd.cu: dK/dV, attention_flash_dq.cu: dQ) share: the
-// S/dP products, the accumulate-into-bf16 epilogue, the shared-memory opt-in
-// and the dQ launcher's declaration.
+// S/dP products, the accumulate-into-bf16 epilogues (in registers and through
+// shared memory), the shared-memory opt-in and the dQ launcher's declaration.
 #ifndef CHIMERA_CUDA_ATTENTION_FLASH_BWD_CUH
 #define CHIMERA_CUDA_ATTENTION_FLASH_BWD_CUH
 
@@ -9,8 +9,9 @@
 
 #define FB_THREADS 128
 
-// The accumulate-into-bf16 epilogue, in two steps so that every load of a
-// block's gradient rows is in flight before the first store: compiled as one
+// The accumulate-into-bf16 epilogue in registers (D 128: the split-role dK/dV
+// and the two-tile dQ kernels; else epi_add), in two steps so that every load
+// of a block's gradient rows is in flight before the first store: compiled as one
 // loop the stores could alias the next rows' loads, and each row cost a global
 // round trip (ncu, H100: 7-9% of the dK/dV and dQ kernels' time).
 // Old values of the MT m16 tiles of rows from rowA: fragment row k (0..2MT-1)
@@ -44,6 +45,35 @@ __device__ __forceinline__ void store_rows(bf16 *base, int64_t ld, int rowA, int
             float x = __low2float(o) + scale * acc[k >> 1][i][h];
             float y = __high2float(o) + scale * acc[k >> 1][i][h + 1];
             *(uint32_t *)(p + i * 8) = pack_bf16(x, y);
+        }
+    }
+}
+
+// The accumulate epilogue through shared memory: the block's old gradient
+// rows come into a free [ROWS][D+FA_PAD] tile by cp.async (16-byte chunks,
+// rows >= T as zeros), each warp adds scale * acc at its fragment positions
+// (conflict-free 4-byte accesses: row stride D+FA_PAD), and the block writes
+// the rows < T back in 16-byte chunks. Against load_rows/store_rows: full
+// 32-byte sectors instead of 16 bytes of 8 rows per access, and no registers
+// holding the old rows (those spilled). Callers: barrier, tile_load per
+// tensor, cp_async_commit, cp_async_wait<0>, barrier, epi_add, barrier,
+// tile_store.
+template <int MT, int D>
+__device__ __forceinline__ void epi_add(bf16 *sm, int wrow, const float acc[MT][D / 8][4],
+                                        float scale) {
+    constexpr int LD = D + FA_PAD;
+    int lane = threadIdx.x & 31;
+    bf16 *p = sm + (wrow + (lane >> 2)) * LD + (lane & 3) * 2;
+#pragma unroll
+    for (int k = 0; k < 2 * MT; k++) {
+        int h = 2 * (k & 1);
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) {
+            uint32_t *e = (uint32_t *)(p + k * 8 * LD + i * 8);
+            __nv_bfloat162 o = *(const __nv_bfloat162 *)e;
+            float x = __low2float(o) + scale * acc[k >> 1][i][h];
+            float y = __high2float(o) + scale * acc[k >> 1][i][h + 1];
+            *e = pack_bf16(x, y);
         }
     }
 }

@@ -7,7 +7,8 @@
 // P = exp2(S*scale*log2e - lse), dP = dO V^T, dS = P (dP - Delta),
 // dQ += dS K. K/V tiles are double-buffered with cp.async; Q and dO stay in
 // shared memory. The causal mask runs only on tiles that cross the diagonal,
-// and a warp skips the tiles wholly after its rows. dq ACCUMULATES (one
+// and a warp skips the tiles wholly after its rows. Query tiles launch
+// last-first across all heads (mma.cuh: fa_grid). dq ACCUMULATES (one
 // writer per element: deterministic).
 #include "attention_flash_bwd.cuh"
 
@@ -35,7 +36,7 @@ __device__ __forceinline__ void dq_ds(float s[MT][BN / 8][4], const float dp[MT]
 // Launch bounds with an explicit minimum of one block an SM: this is the
 // build that was checked and timed on the H100 (ptxas schedules the bare
 // bound differently).
-template <int D, int MT, int BN>
+template <int D, int MT, int BN, bool EPI>
 __global__ void __launch_bounds__(FB_THREADS, 1)
     flash_dq_kernel(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                     const float *lse, const float *delta, int T, int H, int Hk, float scale,
@@ -43,7 +44,10 @@ __global__ void __launch_bounds__(FB_THREADS, 1)
     constexpr int LD = D + FA_PAD, BM = 64 * MT;
     extern __shared__ __align__(16) unsigned char fb_smem[];
     bf16 *Qs = (bf16 *)fb_smem, *Os = Qs + BM * LD, *Ks = Os + BM * LD, *Vs = Ks + 2 * BN * LD;
-    int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (H / Hk);
+    int qt, h, b;
+    fa_block(&qt, &h, &b);
+    qt = (T + BM - 1) / BM - 1 - qt;  // the last query tile first: it sees the most keys
+    int g = h / (H / Hk);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, q0 = qt * BM;
     int64_t qld = (int64_t)H * D, kld = (int64_t)Hk * D;
     const bf16 *qb = q + ((int64_t)b * T * H + h) * D, *ob = dout + ((int64_t)b * T * H + h) * D;
@@ -89,24 +93,36 @@ __global__ void __launch_bounds__(FB_THREADS, 1)
         cb = nb;
     }
     bf16 *dqb = dq + ((int64_t)b * T * H + h) * D;
+    if (EPI) {  // the epilogue through shared memory: the Q tile takes the old dQ rows
+        __syncthreads();
+        tile_load<BM, D, FB_THREADS>(Qs, dqb, qld, q0, T);
+        cp_async_commit();
+        cp_async_wait<0>();
+        __syncthreads();
+        epi_add<MT, D>(Qs, wrow, dqa, scale);
+        __syncthreads();
+        tile_store<BM, D, FB_THREADS>(dqb, qld, Qs, q0, T);
+        return;
+    }
     uint32_t old[2 * MT][D / 8];
     load_rows<MT, D / 8>(old, dqb, qld, row0, T);
     store_rows<MT, D / 8>(dqb, qld, row0, T, old, dqa, scale);
 }
 
-template <int D, int MT, int BN>
+template <int D, int MT, int BN, bool EPI>
 static cudaError_t flash_dq_launch(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
                                    const bf16 *v, const float *lse, const float *delta,
                                    const chm_cu_attn *a, cudaStream_t s) {
     constexpr int LD = D + FA_PAD, BM = 64 * MT;
     size_t smem = (size_t)(2 * BM + 4 * BN) * LD * sizeof(bf16);
     static bool set = false;
-    cudaError_t e = fb_smem_optin(flash_dq_kernel<D, MT, BN>, smem, &set);
+    cudaError_t e = fb_smem_optin(flash_dq_kernel<D, MT, BN, EPI>, smem, &set);
     if (e != cudaSuccess) return e;
     unsigned tiles = (unsigned)((a->T + BM - 1) / BM);
-    flash_dq_kernel<D, MT, BN><<<dim3(tiles, (unsigned)a->H, (unsigned)a->B), FB_THREADS, smem,
-                                 s>>>(dq, dout, q, k, v, lse, delta, (int)a->T, (int)a->H,
-                                      (int)a->Hk, a->scale, a->scale * FA_LOG2E);
+    flash_dq_kernel<D, MT, BN, EPI><<<fa_grid(tiles, (unsigned)a->H, (unsigned)a->B),
+                                      FB_THREADS, smem, s>>>(dq, dout, q, k, v, lse, delta,
+                                                             (int)a->T, (int)a->H, (int)a->Hk,
+                                                             a->scale, a->scale * FA_LOG2E);
     return cudaGetLastError();
 }
 
@@ -114,13 +130,16 @@ static cudaError_t flash_dq_launch(bf16 *dq, const bf16 *dout, const bf16 *q, co
 // without spilling. D 128 needs 104 KB of shared memory that way: devices
 // that allow less (sm_86/sm_89) take one m16 tile per warp. One m16 tile per
 // warp was slower on an H100 at both head dims (D 64: 128 registers and 4
-// blocks an SM, 3-5%; D 128: 4-6%).
+// blocks an SM, 3-5%; D 128: 4-6%). The epilogue through shared memory
+// (EPI) at D 64 and on the one-tile path (checked on an H100 only by forcing
+// it); at D 128 the backward with it was no faster at T2048 and 6% slower at
+// T8192 (H100, with the D 128 dK/dV epilogue changed alike).
 cudaError_t chm_cu_flash_dq(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
                             const bf16 *v, const float *lse, const float *delta,
                             const chm_cu_attn *a, cudaStream_t s) {
-    if (a->D == 64) return flash_dq_launch<64, 2, 64>(dq, dout, q, k, v, lse, delta, a, s);
+    if (a->D == 64) return flash_dq_launch<64, 2, 64, true>(dq, dout, q, k, v, lse, delta, a, s);
     if (a->D != 128) return cudaErrorInvalidValue;
     if (fa_smem_max() < (size_t)(2 * 128 + 4 * 32) * (128 + FA_PAD) * 2)
-        return flash_dq_launch<128, 1, 64>(dq, dout, q, k, v, lse, delta, a, s);
-    return flash_dq_launch<128, 2, 32>(dq, dout, q, k, v, lse, delta, a, s);
+        return flash_dq_launch<128, 1, 64, true>(dq, dout, q, k, v, lse, delta, a, s);
+    return flash_dq_launch<128, 2, 32, false>(dq, dout, q, k, v, lse, delta, a, s);
 }
