@@ -6,9 +6,12 @@
 // block per run of equal indices sums the run's rows in that order, in f32,
 // and adds the sum into the target row once. The result depends only on the
 // data. Invalid indices go to a sentinel key past the last row and are skipped.
+// Rows move VW = 16 / sizeof(T) elements per access where C and the pointers
+// allow (chimera-1b's MoE and MoD rows on an H100: 2-byte accesses had kept the
+// row kernels at a fraction of the bandwidth); the sums keep their order.
 #include <cub/device/device_radix_sort.cuh>
 
-#include "common.cuh"
+#include "perf.cuh"
 
 template <typename T>
 __global__ void embedding_fwd_kernel(T *out, const int32_t *ids, const T *table, int64_t R,
@@ -22,16 +25,31 @@ __global__ void embedding_fwd_kernel(T *out, const int32_t *ids, const T *table,
     }
 }
 
-template <typename T>
+// V elements per access (C % V == 0 and 16-byte aligned rows when V > 1).
+template <typename T, int V>
 __global__ void gather_kernel(T *out, const T *x, const int32_t *idx, int64_t M, int64_t R,
                               int64_t C, int *flag) {
     for (int64_t m = blockIdx.x; m < M; m += gridDim.x) {
         int64_t i = idx[m];
         if (i >= R && threadIdx.x == 0) flag_error(flag, CHM_CU_FLAG_GATHER_ROWS, m, i, R);
         bool ok = i >= 0 && i < R;
-        for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-            out[m * C + c] = ok ? x[i * C + c] : from_f<T>(0.0f);
+        for (int64_t c = threadIdx.x * V; c < C; c += blockDim.x * V) {
+            vec_t<T, V> v;
+            if (ok) v = vload<T, V>(x + i * C + c);
+            else
+#pragma unroll
+                for (int k = 0; k < V; k++) v.v[k] = from_f<T>(0.0f);
+            vstore<T, V>(out + m * C + c, v);
+        }
     }
+}
+
+// Elements per 16-byte access of T, when rows of C elements at a, b, c (NULL: skipped) allow it.
+template <typename T>
+static int row_vec(int64_t C, const void *a, const void *b, const void *c) {
+    const int v = 16 / (int)sizeof(T);
+    bool ok = C % v == 0 && ptr_aligned(a, 16) && ptr_aligned(b, 16) && ptr_aligned(c, 16);
+    return ok ? v : 1;
 }
 
 static unsigned row_grid(int64_t rows) {
@@ -52,9 +70,14 @@ extern "C" cudaError_t chm_cu_gather_rows(void *out, const void *x, const int32_
                                           int64_t M, int64_t R, int64_t C, chm_dtype dt,
                                           int *flag, cudaStream_t s) {
     if (M <= 0 || C <= 0) return cudaSuccess;
-    CHM_CU_DISPATCH(dt, T,
-                    gather_kernel<T><<<row_grid(M), 128, 0, s>>>((T *)out, (const T *)x, idx, M,
-                                                                 R, C, flag));
+    CHM_CU_DISPATCH(dt, T, {
+        if (row_vec<T>(C, out, x, NULL) > 1)
+            gather_kernel<T, 16 / sizeof(T)><<<row_grid(M), 128, 0, s>>>(
+                (T *)out, (const T *)x, idx, M, R, C, flag);
+        else
+            gather_kernel<T, 1><<<row_grid(M), 128, 0, s>>>((T *)out, (const T *)x, idx, M, R, C,
+                                                            flag);
+    });
     return cudaGetLastError();
 }
 
@@ -95,8 +118,8 @@ __global__ void scatter_keys_kernel(int *keys, int *vals, const int32_t *idx, in
 }
 
 // One block per sorted position p that starts a run of equal keys: the run's
-// rows summed in increasing m, then added to the target row.
-template <typename T>
+// rows summed in increasing m, then added to the target row; V elements per access.
+template <typename T, int V>
 __global__ void scatter_runs_kernel(T *out, const T *x, const T *w, const int *keys,
                                     const int *vals, int64_t M, int64_t rows, int64_t C) {
     for (int64_t p = blockIdx.x; p < M; p += gridDim.x) {
@@ -104,13 +127,22 @@ __global__ void scatter_runs_kernel(T *out, const T *x, const T *w, const int *k
         if (key >= rows || (p > 0 && keys[p - 1] == key)) continue;
         int64_t end = p + 1;
         while (end < M && keys[end] == key) end++;
-        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-            float acc = 0.0f;
+        for (int64_t c = threadIdx.x * V; c < C; c += blockDim.x * V) {
+            float acc[V];
+#pragma unroll
+            for (int k = 0; k < V; k++) acc[k] = 0.0f;
             for (int64_t q = p; q < end; q++) {
                 int64_t m = vals[q];
-                acc += (w ? to_f(w[m]) : 1.0f) * to_f(x[m * C + c]);
+                float wm = w ? to_f(w[m]) : 1.0f;
+                vec_t<T, V> xv = vload<T, V>(x + m * C + c);
+#pragma unroll
+                for (int k = 0; k < V; k++) acc[k] += wm * to_f(xv.v[k]);
             }
-            out[(int64_t)key * C + c] = from_f<T>(to_f(out[(int64_t)key * C + c]) + acc);
+            T *o = out + (int64_t)key * C + c;
+            vec_t<T, V> ov = vload<T, V>(o);
+#pragma unroll
+            for (int k = 0; k < V; k++) ov.v[k] = from_f<T>(to_f(ov.v[k]) + acc[k]);
+            vstore<T, V>(o, ov);
         }
     }
 }
@@ -135,8 +167,13 @@ extern "C" cudaError_t chm_cu_scatter_add(void *out, const void *x, const int32_
                                         key_bits(rows), s);
     if (e != cudaSuccess) return e;
     if (C <= 0) return cudaSuccess;
-    CHM_CU_DISPATCH(dt, T,
-                    scatter_runs_kernel<T><<<row_grid(M), 128, 0, s>>>(
-                        (T *)out, (const T *)x, (const T *)w, keys2, vals2, M, rows, C));
+    CHM_CU_DISPATCH(dt, T, {
+        if (row_vec<T>(C, out, x, NULL) > 1)
+            scatter_runs_kernel<T, 16 / sizeof(T)><<<row_grid(M), 128, 0, s>>>(
+                (T *)out, (const T *)x, (const T *)w, keys2, vals2, M, rows, C);
+        else
+            scatter_runs_kernel<T, 1><<<row_grid(M), 128, 0, s>>>(
+                (T *)out, (const T *)x, (const T *)w, keys2, vals2, M, rows, C);
+    });
     return cudaGetLastError();
 }

@@ -706,6 +706,9 @@ static void router_case(oc_ctx *x, int64_t R, int64_t E, int64_t K, int64_t cap,
 static void case_router(oc_ctx *x) {
     router_case(x, 70, 8, 2, 12, CHM_ROUTER_SOFTMAX, true);
     router_case(x, 33, 5, 3, 40, CHM_ROUTER_SIGMOID, false);
+    /* several rounds of the dispatch scan (4096 choices a round), full and free experts */
+    router_case(x, 3000, 8, 2, 700, CHM_ROUTER_SOFTMAX, true);
+    router_case(x, 5000, 4, 1, 5000, CHM_ROUTER_SIGMOID, false);
 }
 
 /* scores [R,C] with many ties (quarters in [-5,5)), or spread values when !ties; `special`
@@ -743,8 +746,9 @@ static void case_select_topk(oc_ctx *x) {
     }
 }
 
-static void case_rows(oc_ctx *x) {
-    int64_t R = 50, C = 33, M = 70;
+/* C = 33 takes the kernels' one-element path, C = 64 their 16-byte path. */
+static void rows_at(oc_ctx *x, int64_t C) {
+    int64_t R = 50, M = 70;
     int32_t idx[70];
     for (int m = 0; m < M; m++)
         idx[m] = m % 5 == 0 ? -1 : (int32_t)(oc_uniform(x, 0, 1) * 12.0); /* repeats, skips */
@@ -761,6 +765,11 @@ static void case_rows(oc_ctx *x) {
     oc_check(x, "scatter_add_rows", &acc, 2);
     oc_t *all[] = {&xs, &id, &out, &w, &acc, &src};
     for (int i = 0; i < 6; i++) oc_free(all[i]);
+}
+
+static void case_rows(oc_ctx *x) {
+    rows_at(x, 33);
+    rows_at(x, 64);
 }
 
 /* ---- loss, optimizer, norm ---- */
@@ -789,8 +798,8 @@ static void case_cross_entropy(oc_ctx *x) {
     ce_case(x, 33, 5003, true);
 }
 
-static void case_adamw(oc_ctx *x) {
-    int64_t n = 10007;
+/* n = 10007 takes the kernel's one-element path, 10008 its 4-element one. */
+static void adamw_at(oc_ctx *x, int64_t n) {
     oc_t p = oc_new2(x, CHM_F32, CHM_F32, 1, DIMS(n)), g = oc_rand(x, 1, DIMS(n), -1, 1);
     oc_t m = oc_new2(x, CHM_F32, CHM_F32, 1, DIMS(n)), v = oc_new2(x, CHM_F32, CHM_F32, 1, DIMS(n));
     oc_t lo = oc_new2(x, CHM_BF16, CHM_BF16, 1, DIMS(n));
@@ -811,6 +820,11 @@ static void case_adamw(oc_ctx *x) {
     oc_check(x, "adamw param_lowp", &lo, 1);
     oc_t *all[] = {&p, &g, &m, &v, &lo};
     for (int i = 0; i < 5; i++) oc_free(all[i]);
+}
+
+static void case_adamw(oc_ctx *x) {
+    adamw_at(x, 10007);
+    adamw_at(x, 10008);
 }
 
 static void case_sum_squares(oc_ctx *x) {
@@ -861,6 +875,8 @@ static void case_row_scale(oc_ctx *x) {
     row_scale_case(x, 1, 3, false);
     row_scale_case(x, 70, 1029, true);
     row_scale_case(x, 33, 257, false);
+    row_scale_case(x, 40, 1024, false); /* 16-byte accesses */
+    row_scale_case(x, 9, 64, true);
 }
 
 static void case_exp(oc_ctx *x) {
