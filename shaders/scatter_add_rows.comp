@@ -11,6 +11,8 @@
  *                                reported (status code 4: scatter_add_rows)
  *   _scan  (-DSCAN)  1 group:    off = exclusive prefix sums of cnt, off[R] =
  *                                total; cnt becomes each bucket's cursor
+ *                                (SCAN_RUN consecutive rows per invocation, so
+ *                                that R = 16384 takes 4 workgroup scans, not 64)
  *   _place (-DPLACE) per m:      order[cursor[idx[m]]++] = m (any order within
  *                                a bucket)
  *   _sort  (-DSORT)  per r:      insertion sort of bucket r into increasing m
@@ -70,15 +72,25 @@ layout(push_constant) uniform Push {
     uint R;
 } p;
 
+#define SCAN_RUN 16u
+
 void main() {
     uint lid = gl_LocalInvocationID.x, base = 0;
-    for (uint r0 = 0; r0 < p.R; r0 += WG_SIZE) {
-        uint r = r0 + lid, total;
-        uint v = r < p.R ? cnt[p.off[0] + r] : 0u;
-        uint ex = base + chm_wg_scan(v, total);
-        if (r < p.R) {
-            off_[p.off[1] + r] = ex;
-            cnt[p.off[0] + r] = ex;
+    for (uint r0 = 0; r0 < p.R; r0 += WG_SIZE * SCAN_RUN) {
+        uint first = r0 + lid * SCAN_RUN, v[SCAN_RUN], run = 0u, total;
+        for (uint j = 0u; j < SCAN_RUN; j++) {
+            uint r = first + j;
+            v[j] = r < p.R ? cnt[p.off[0] + r] : 0u;
+            run += v[j];
+        }
+        uint ex = base + chm_wg_scan(run, total);
+        for (uint j = 0u; j < SCAN_RUN; j++) {
+            uint r = first + j;
+            if (r < p.R) {
+                off_[p.off[1] + r] = ex;
+                cnt[p.off[0] + r] = ex;
+            }
+            ex += v[j];
         }
         base += total;
     }

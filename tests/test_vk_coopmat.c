@@ -281,13 +281,44 @@ Test(vulkan_coopmat, batch_and_broadcast) {
     ctx_close(&x);
 }
 
-/* Deep sums (hundreds of K slices), as weight gradients over B x T tokens: the K loop's stages. */
+/* Deep sums (hundreds of K slices), as weight gradients over B x T tokens: the K loop's stages
+ * (split-K off: this thin product would take matmul_splitk.comp). */
 Test(vulkan_coopmat, deep_sums) {
+    setenv("CHIMERA_VULKAN_DISABLE", "splitk", 1);
     ctx x = ctx_open();
     say_path(&x, CHM_F16, "deep_sums");
     mm_case c = {.M = 40, .K = 3000, .N = 136, .ta = true, .alpha = 1, .beta = 1};
     check_case(&x, CHM_F16, &c, NULL, 750);
     check_case(&x, CHM_BF16, &c, NULL, 751);
+    ctx_close(&x);
+}
+
+/*
+ * Thin A^T B products with a long sum take the split-K path (matmul_splitk.comp) in f16 and
+ * bf16: M or N small (1 to 64, both of its variants), K past and off the slice size, alpha,
+ * beta, unaligned views; the profile must name the split-K shaders.
+ */
+Test(vulkan_coopmat, thin_products_split_over_k) {
+    static const mm_case cases[] = {
+        {.M = 5, .K = 1500, .N = 37, .ta = true, .alpha = 1, .beta = 0},
+        {.M = 40, .K = 1100, .N = 3, .ta = true, .alpha = -0.5, .beta = 1},
+        {.M = 17, .K = 1024, .N = 64, .ta = true, .alpha = 1, .beta = 0.5, .lead = 1},
+        {.M = 100, .K = 2000, .N = 64, .ta = true, .alpha = 2, .beta = 0},
+        {.M = 1, .K = 1300, .N = 200, .ta = true, .alpha = 1, .beta = 0, .lead = 1},
+    };
+    ctx x = ctx_open();
+    chm_vulkan_set_profile(x.vk, true);
+    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
+        check_case(&x, CHM_F16, &cases[i], NULL, 770 + i);
+        check_case(&x, CHM_BF16, &cases[i], NULL, 780 + i);
+    }
+    static char report[1 << 14];
+    cr_assert_eq(chm_vulkan_profile_report(x.vk, report, sizeof report), CHM_OK, "%s",
+                 x.vk->err.msg);
+    static const char *const want[] = {"matmul_splitk_part16_f16", "matmul_splitk_part64_bf16",
+                                       "matmul_splitk_sum_bf16"};
+    for (int i = 0; i < 3; i++)
+        cr_assert(strstr(report, want[i]), "%s did not run:\n%s", want[i], report);
     ctx_close(&x);
 }
 

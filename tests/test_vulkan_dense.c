@@ -69,6 +69,24 @@ Test(vulkan, matmul_alpha_beta_bias) {
     pair_close(&bp);
 }
 
+/* Thin A^T B products with a long sum (split over K in matmul.c): M or N small, in f32. */
+Test(vulkan, matmul_thin_products_split_over_k) {
+    pair bp = pair_open();
+    static const int64_t sizes[][3] = {{5, 1500, 37}, {40, 1100, 3}, {17, 1024, 64}, {1, 1300, 9}};
+    static const mm_case cases[] = {{true, false, false, 1.0, 0.0},
+                                    {true, false, false, -0.5, 1.0}};
+    for (int s = 0; s < 4; s++)
+        for (int c = 0; c < 2; c++) {
+            int64_t M = sizes[s][0], K = sizes[s][1], N = sizes[s][2];
+            arg a[3] = {mm_arg(IN, 0, K, M), mm_arg(IN, 0, K, N),
+                        mm_arg(cases[c].beta == 0 ? OUT : ACC, 0, M, N)};
+            /* f32 sums of up to 1500 products in [-1, 1], in another order than the cpu's */
+            check_op(&bp, "thin matmul", 3, a, op_matmul, &cases[c], 1e-4, 1e-5,
+                     1150 + 2 * (uint64_t)s + (uint64_t)c);
+        }
+    pair_close(&bp);
+}
+
 /* Batched products: both batched, A broadcast, B broadcast, 4-D tensors. */
 Test(vulkan, matmul_batch_and_broadcast) {
     pair bp = pair_open();
@@ -172,6 +190,12 @@ Test(vulkan, matmul_refuses_f64_and_bad_shapes) {
     tt_tensor a = tt_alloc(vk, CHM_F64, 2, (int64_t[]){4, 4}), c = tt_alloc(vk, CHM_F64, 2, (int64_t[]){4, 4});
     cr_assert_eq(chm_matmul(vk, &c.t, &a.t, &x.t, NULL, false, false, 1, 0), CHM_ERR_DTYPE);
     cr_assert(strstr(vk->err.msg, "matmul") && strstr(vk->err.msg, "f32"), "%s", vk->err.msg);
+    /* also where an f32 product of the shape would be split over K */
+    tt_tensor ta = tt_alloc(vk, CHM_F64, 2, (int64_t[]){1024, 2});
+    tt_tensor tb = tt_alloc(vk, CHM_F64, 2, (int64_t[]){1024, 3});
+    tt_tensor tc = tt_alloc(vk, CHM_F64, 2, (int64_t[]){2, 3});
+    cr_assert_eq(chm_matmul(vk, &tc.t, &ta.t, &tb.t, NULL, true, false, 1, 0), CHM_ERR_DTYPE);
+    tt_free(&ta), tt_free(&tb), tt_free(&tc);
     tt_tensor f = tt_alloc(vk, CHM_F32, 2, (int64_t[]){4, 3}), g = tt_alloc(vk, CHM_F32, 2, (int64_t[]){4, 4});
     cr_assert_eq(chm_matmul(vk, &g.t, &f.t, &f.t, NULL, false, false, 1, 0), CHM_ERR_SHAPE);
     cr_assert(strstr(vk->err.msg, "matmul") && strstr(vk->err.msg, "B"), "%s", vk->err.msg);
@@ -626,6 +650,17 @@ Test(vulkan, ops_on_views_at_odd_offsets) {
 }
 
 /* ---- determinism: the scatter's buckets are filled by atomics, then sorted ---- */
+
+/* More output rows than one workgroup scans at once (the plan's _scan runs several rounds). */
+Test(vulkan, scatter_add_rows_many_rows) {
+    pair bp = pair_open();
+    bool weights = true;
+    int64_t R = 5000, M = 6000, C = 3;
+    arg a[] = {A2(IN, M, C, -1, 1), A1(IDS, M, -1, (double)R), A2(ACC, R, C, -1, 1),
+               A1(IN, M, -2, 2)};
+    check_op(&bp, "scatter_add_rows", 4, a, op_scatter, &weights, 2e-6, 1e-6, 2430);
+    pair_close(&bp);
+}
 
 Test(vulkan, scatter_add_rows_is_bitwise_repeatable) {
     chm_backend *vk = vk_open();

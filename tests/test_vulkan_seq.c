@@ -354,6 +354,17 @@ Test(vulkan, causal_conv1d_fwd_bwd_match_cpu) {
     pair_close(&bp);
 }
 
+/* Rows x channels large enough that dw's sums take more chunks than the shared plan gives. */
+Test(vulkan, causal_conv1d_bwd_many_chunks) {
+    pair bp = pair_open();
+    int64_t B = 2, T = 1024, C = 520, W = 4;
+    arg bwd[] = {A3(IN, B, T, C, -1, 1), A3(IN, B, T, C, -2, 2), A2(IN, C, W, -1, 1),
+                 A1(IN, C, -1, 1),       A3(ACC, B, T, C, -1, 1), A2(ACC, C, W, -1, 1),
+                 A1(ACC, C, -1, 1)};
+    check_op(&bp, "causal_conv1d_bwd", 7, bwd, op_conv_bwd, CONV_CFGS[0], 5e-5, 1e-5, 1499);
+    pair_close(&bp);
+}
+
 /* ---- what the backend refuses ---- */
 
 /* f64 tensors: every op of this file answers CHM_ERR_DTYPE naming itself. */

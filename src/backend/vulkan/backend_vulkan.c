@@ -29,6 +29,7 @@ static const chm_backend_ops vulkan_ops = {
     .event_record = chm_vk_event_record,
     .event_elapsed_ms = chm_vk_event_elapsed_ms,
     .event_destroy = chm_vk_event_destroy,
+    .event_done = chm_vk_event_done,
     /* vk-a */
     .matmul = chm_vk_matmul,
     .matmul_grouped = chm_vk_matmul_grouped,
@@ -77,22 +78,10 @@ chm_status chm_vk_need_f32(chm_backend *be, const char *op, const chm_tensor *t)
                    "--backend cpu for f64)", op, chm_dtype_name(t->dtype));
 }
 
-/* Whether a scratch buffer of `bytes` takes a dedicated block of its own (vk_memory.c): such
- * an allocation costs the host milliseconds, so the last one freed is kept for the next. */
-static bool scratch_is_large(const chm_vk *vk, size_t bytes) {
-    return (VkDeviceSize)bytes > vk->pool.block_size / 2;
-}
-
+/* Large scratch buffers (dedicated blocks) come back cheaply: the pool keeps empty ones. */
 chm_status chm_vk_scratch(chm_backend *be, chm_dtype dt, int64_t n, chm_tensor *out) {
-    chm_vk *vk = chm_vk_ctx(be);
-    size_t bytes = (size_t)n * chm_dtype_size(dt);
-    chm_buffer *buf = vk->scratch_spare;
-    if (buf && buf->size >= bytes && buf->size / 2 <= bytes) {
-        vk->scratch_spare = NULL; /* reused: later commands on it are ordered by hazard tracking */
-    } else {
-        buf = NULL;
-        CHM_TRY(chm_vk_buffer_alloc(be, bytes, &buf));
-    }
+    chm_buffer *buf = NULL;
+    CHM_TRY(chm_vk_buffer_alloc(be, (size_t)n * chm_dtype_size(dt), &buf));
     *out = chm_tensor_1d(buf, 0, dt, n);
     return CHM_OK;
 }
@@ -103,17 +92,8 @@ chm_status chm_vk_scratch(chm_backend *be, chm_dtype dt, int64_t n, chm_tensor *
  * commands by the recorder's hazard tracking (vk_memory.c).
  */
 void chm_vk_scratch_free(chm_backend *be, chm_tensor *t) {
-    chm_vk *vk = chm_vk_ctx(be);
     chm_buffer *b = t->buf;
     t->buf = NULL;
-    if (!b) return;
-    if (scratch_is_large(vk, b->size)) { /* keep the larger of it and the spare */
-        chm_buffer *drop = vk->scratch_spare && vk->scratch_spare->size > b->size ? b
-                                                                                   : vk->scratch_spare;
-        if (drop != b) vk->scratch_spare = b;
-        chm_vk_buffer_free(be, drop);
-        return;
-    }
     chm_vk_buffer_free(be, b);
 }
 
@@ -139,10 +119,28 @@ static chm_status small_buffers_init(chm_vk *vk) {
                                 &vk->dummy_mem);
 }
 
+/* CHIMERA_VULKAN_STATS=1: the counters and host times, one line to stderr (at close). */
+static void print_stats(const chm_backend *be) {
+    const char *env = getenv("CHIMERA_VULKAN_STATS");
+    if (!env || strcmp(env, "1") != 0) return;
+    chm_vulkan_stats s;
+    chm_vulkan_get_stats(be, &s);
+    fprintf(stderr,
+            "chimera vulkan stats: %llu dispatches, %llu transfers, %llu barriers, %llu submits "
+            "+ %llu early, %llu pipelines, %llu blocks made, %llu large reuses; host ms: "
+            "recording %.1f, waiting %.1f, submitting %.1f, blocks %.1f\n",
+            (unsigned long long)s.dispatches, (unsigned long long)s.transfers,
+            (unsigned long long)s.barriers, (unsigned long long)s.submits,
+            (unsigned long long)s.early_submits, (unsigned long long)s.pipelines,
+            (unsigned long long)s.block_allocs, (unsigned long long)s.block_reuses, s.record_ms,
+            s.wait_ms, s.submit_ms, s.alloc_ms);
+}
+
 static void vulkan_close(chm_backend *be) {
     chm_vk *vk = chm_vk_ctx(be);
     if (vk && vk->dev) {
         if (vk->cmds.pool) chm_vk_flush_wait(vk);
+        print_stats(be);
         vkDeviceWaitIdle(vk->dev);
         chm_vk_commands_destroy(vk);
         chm_vk_pipelines_destroy(vk);
@@ -151,7 +149,6 @@ static void vulkan_close(chm_backend *be) {
         if (vk->status.mem) vkFreeMemory(vk->dev, vk->status.mem, NULL);
         if (vk->dummy_buf) vkDestroyBuffer(vk->dev, vk->dummy_buf, NULL);
         if (vk->dummy_mem) vkFreeMemory(vk->dev, vk->dummy_mem, NULL);
-        chm_vk_buffer_free(be, vk->scratch_spare);
         chm_vk_pool_destroy(vk);
     }
     if (vk) chm_vk_context_free(vk);

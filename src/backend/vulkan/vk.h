@@ -27,6 +27,7 @@
 #ifndef CHIMERA_BACKEND_VK_H
 #define CHIMERA_BACKEND_VK_H
 
+#include <time.h>
 #include <vulkan/vulkan.h>
 
 #include "backend/check.h" /* CHM_TRY */
@@ -64,6 +65,16 @@ static inline void chm_vk_leak_check_resume(void) {}
 #define CHM_VK_FRAMES 3
 /* Dispatches per batch before it is submitted without waiting. */
 #define CHM_VK_BATCH_MAX 1024
+/*
+ * A batch of at least CHM_VK_EARLY_MIN commands is also submitted when the
+ * device has finished everything before it (asked at CHM_VK_EARLY_MIN
+ * commands, then every CHM_VK_EARLY_EVERY): otherwise the device idles while
+ * the host records up to CHM_VK_BATCH_MAX commands after every wait
+ * (vk_commands.c). 4: chimera-1b's optimizer step (4 dispatches after the
+ * gradient norm's wait) runs while the host prepares the next step.
+ */
+#define CHM_VK_EARLY_MIN 4
+#define CHM_VK_EARLY_EVERY 8
 /* Storage-buffer bindings a shader may have (descriptor set 0, bindings 0..N-1). */
 #define CHM_VK_MAX_BINDINGS 16
 /* Push-constant bytes every pipeline layout declares (the guaranteed minimum). */
@@ -95,6 +106,7 @@ typedef struct chm_vk_block {
     chm_vk_span *free;       /* free spans sorted by offset, neighbours merged */
     int nfree, capfree;
     bool dedicated;          /* made for one large allocation */
+    uint64_t stamp;          /* dedicated: pool tick of its last use (the cache keeps the newest) */
 } chm_vk_block;
 
 /* A sub-range of a block: what a chm_buffer's impl points to. */
@@ -109,6 +121,8 @@ typedef struct chm_vk_pool {
     VkDeviceSize block_size; /* size of a shared block; larger requests get their own */
     VkDeviceSize align;      /* offsets and sizes: multiple of this (>= 256) */
     VkDeviceSize in_use, reserved;
+    VkDeviceSize cache_max;  /* bytes of empty dedicated blocks kept for reuse */
+    uint64_t tick;           /* counts dedicated allocations (block stamps) */
 } chm_vk_pool;
 
 /* ---- staging ring (vk_staging.c) ---- */
@@ -171,6 +185,7 @@ typedef struct chm_vk_cmds {
     int cur;                       /* frame being recorded */
     uint64_t next_serial;          /* serial of the next submission */
     uint64_t done_serial;          /* every submission up to this one has finished */
+    int last;                      /* frame submitted last (-1: none yet) */
     chm_vk_range *reads, *writes;  /* touched since the last barrier */
     int nreads, nwrites, capreads, capwrites;
     bool profile;
@@ -219,6 +234,8 @@ typedef struct chm_vk_caps {
      * op(A) and column of op(B) (matmul.c); on unless CHIMERA_VULKAN_COOPMAT_BF16=0 */
     bool coopmat_bf16;
     bool cm_n16, cm_n8;            /* 16x16x16 / 16x8x16 f16 -> f32 matrices listed */
+    bool splitk;                   /* thin A^T B products with a long sum split over K
+                                      (matmul.c); off with CHIMERA_VULKAN_DISABLE=splitk */
     chm_vk_cm_tile cm_tile;        /* tile of the cooperative-matrix matmul (large products) */
     char coopmat_why[160];         /* why coopmat is off, for the log line ("" when on) */
 } chm_vk_caps;
@@ -252,14 +269,19 @@ typedef struct chm_vk {
     chm_vk_cmds cmds;
     chm_vk_status status;
     VkBuffer dummy_buf;            /* bound in place of empty tensors */
-    chm_buffer *scratch_spare;     /* a large freed scratch buffer kept for the next one
-                                      (chm_vk_scratch), or NULL */
     VkDeviceMemory dummy_mem;
     chm_vulkan_stats stats;
     bool quiet;
 } chm_vk;
 
 static inline chm_vk *chm_vk_ctx(chm_backend *be) { return (chm_vk *)be->ctx; }
+
+/* The host's monotonic clock in milliseconds (the host times of chm_vulkan_stats). */
+static inline double chm_vk_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
 
 /* Raise an error for a failed Vulkan call: CHM_ERR_NOMEM for out-of-memory, else CHM_ERR_DEVICE. */
 chm_status chm_vk_fail(chm_vk *vk, VkResult r, const char *what);
@@ -282,7 +304,10 @@ void chm_vk_caps_describe(const chm_vk *vk, char *out, size_t n);
 chm_status chm_vk_pool_init(chm_vk *vk);
 chm_status chm_vk_pool_alloc(chm_vk *vk, size_t bytes, chm_vk_alloc *out);
 void chm_vk_pool_free(chm_vk *vk, chm_vk_alloc *a);
-/* Give empty blocks back to the driver (keeps one spare); only when no work is pending. */
+/*
+ * Give empty blocks back to the driver, keeping one spare shared block and the most recently
+ * used empty dedicated blocks up to pool.cache_max bytes; only when no work is pending.
+ */
 void chm_vk_pool_trim(chm_vk *vk);
 void chm_vk_pool_destroy(chm_vk *vk);
 chm_status chm_vk_buffer_alloc(chm_backend *be, size_t bytes, chm_buffer **out);
@@ -390,6 +415,9 @@ chm_status chm_vk_event_record(chm_backend *be, chm_event *ev);
 chm_status chm_vk_event_elapsed_ms(chm_backend *be, chm_event *start, chm_event *stop,
                                    double *ms);
 void chm_vk_event_destroy(chm_backend *be, chm_event *ev);
+/* Whether the device has reached a recorded event (asked without waiting; the profile's
+ * "late" column). */
+bool chm_vk_event_done(chm_backend *be, chm_event *ev);
 
 /* ---- helpers for op files ---- */
 

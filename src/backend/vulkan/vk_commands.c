@@ -2,10 +2,14 @@
  * vk_commands.c: recording, barriers, submission, sync, events and profiling.
  *
  * Ops are recorded into the current frame's command buffer (a batch). A
- * batch is submitted only by chm_sync, a download, the staging ring running
+ * batch is submitted by chm_sync, a download, the staging ring running
  * full, or CHM_VK_BATCH_MAX commands; frames rotate so that the host records
  * the next batch while the device runs the last one, and a frame is waited
- * for only when it comes round again or at a sync.
+ * for only when it comes round again or at a sync. A batch of at least
+ * CHM_VK_EARLY_MIN commands also goes early when the device has finished
+ * all earlier batches (a fence asked without waiting): after each wait, and
+ * wherever the host records more slowly than the device runs, the device
+ * would otherwise idle until CHM_VK_BATCH_MAX commands were recorded.
  *
  * Barriers: each command declares the byte ranges it reads and writes (a
  * tensor's (VkBuffer, offset, size)). Since the last barrier the batch keeps
@@ -23,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "vk.h"
 
@@ -89,6 +92,7 @@ chm_status chm_vk_commands_init(chm_vk *vk) {
     const char *env = getenv("CHIMERA_VULKAN_PROFILE");
     c->profile = env && strcmp(env, "1") == 0 && vk->caps.timestamps;
     c->next_serial = 1;
+    c->last = -1;
     return CHM_OK;
 }
 
@@ -130,7 +134,9 @@ static void read_profile(chm_vk *vk, chm_vk_frame *f) {
 /* Wait for a submitted frame and make it reusable. */
 static chm_status frame_retire(chm_vk *vk, chm_vk_frame *f) {
     if (!f->submitted) return CHM_OK;
+    double t0 = chm_vk_now_ms();
     VkResult r = vkWaitForFences(vk->dev, 1, &f->fence, VK_TRUE, UINT64_MAX);
+    vk->stats.wait_ms += chm_vk_now_ms() - t0;
     if (r != VK_SUCCESS) return chm_vk_fail(vk, r, "vkWaitForFences");
     read_profile(vk, f);
     vkResetFences(vk->dev, 1, &f->fence);
@@ -171,7 +177,8 @@ static chm_status frame_current(chm_vk *vk, chm_vk_frame **out) {
     return CHM_OK;
 }
 
-chm_status chm_vk_submit(chm_vk *vk) {
+/* Submit the current batch; `early`: not because anything waits for it (counted apart). */
+static chm_status submit_batch(chm_vk *vk, bool early) {
     chm_vk_cmds *c = &vk->cmds;
     chm_vk_frame *f = &c->frame[c->cur];
     if (!f->recording) return CHM_OK;
@@ -182,13 +189,37 @@ chm_status chm_vk_submit(chm_vk *vk) {
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                        .commandBufferCount = 1,
                        .pCommandBuffers = &f->cmd};
+    double t0 = chm_vk_now_ms();
     r = vkQueueSubmit(vk->queue, 1, &si, f->fence);
+    vk->stats.submit_ms += chm_vk_now_ms() - t0;
     if (r != VK_SUCCESS) return chm_vk_fail(vk, r, "vkQueueSubmit");
     f->submitted = true;
     f->serial = c->next_serial++;
+    c->last = c->cur;
     c->cur = (c->cur + 1) % CHM_VK_FRAMES;
-    vk->stats.submits++;
+    if (early) vk->stats.early_submits++;
+    else vk->stats.submits++;
     return CHM_OK;
+}
+
+chm_status chm_vk_submit(chm_vk *vk) { return submit_batch(vk, false); }
+
+/*
+ * Whether the device has finished every submitted batch (asked without
+ * waiting). A fence's signal covers all work submitted before it on the
+ * queue, so the last batch's fence answers for all of them.
+ */
+static bool device_idle(chm_vk *vk) {
+    chm_vk_cmds *c = &vk->cmds;
+    if (c->last < 0 || !c->frame[c->last].submitted) return true;
+    return vkGetFenceStatus(vk->dev, c->frame[c->last].fence) == VK_SUCCESS;
+}
+
+/* After a command: submit the batch early when it is long enough and the device ran dry. */
+static chm_status submit_if_idle(chm_vk *vk, const chm_vk_frame *f) {
+    uint32_t n = f->ndispatch;
+    if (n < CHM_VK_EARLY_MIN || (n != CHM_VK_EARLY_MIN && n % CHM_VK_EARLY_EVERY)) return CHM_OK;
+    return device_idle(vk) ? submit_batch(vk, true) : CHM_OK;
 }
 
 chm_status chm_vk_flush_wait(chm_vk *vk) {
@@ -412,7 +443,16 @@ static chm_status dispatch_groups(chm_vk *vk, chm_vk_frame *f, const char *shade
     return CHM_OK;
 }
 
+static chm_status run_dispatch(chm_vk *vk, const chm_vk_dispatch *d);
+
 chm_status chm_vk_run(chm_vk *vk, const chm_vk_dispatch *d) {
+    double t0 = chm_vk_now_ms();
+    chm_status rc = run_dispatch(vk, d);
+    vk->stats.record_ms += chm_vk_now_ms() - t0;
+    return rc;
+}
+
+static chm_status run_dispatch(chm_vk *vk, const chm_vk_dispatch *d) {
     if (d->groups == 0) return CHM_OK;
     if (d->nbind + d->status > CHM_VK_MAX_BINDINGS ||
         (uint32_t)d->nbind * 4 + d->push_size > CHM_VK_PUSH_BYTES || d->push_size % 4)
@@ -449,16 +489,10 @@ chm_status chm_vk_run(chm_vk *vk, const chm_vk_dispatch *d) {
     }
     f->ndispatch++;
     vk->stats.dispatches++;
-    return CHM_OK;
+    return submit_if_idle(vk, f);
 }
 
 /* ---- events ---- */
-
-static double host_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 chm_status chm_vk_event_create(chm_backend *be, chm_event **out) {
     chm_vk *vk = chm_vk_ctx(be);
@@ -483,7 +517,7 @@ chm_status chm_vk_event_record(chm_backend *be, chm_event *ev) {
     chm_vk *vk = chm_vk_ctx(be);
     if (!ev->pool) {
         CHM_TRY(chm_vk_flush_wait(vk));
-        ev->host_ms = host_ms();
+        ev->host_ms = chm_vk_now_ms();
         ev->recorded = true;
         return CHM_OK;
     }
@@ -497,8 +531,10 @@ chm_status chm_vk_event_record(chm_backend *be, chm_event *ev) {
 }
 
 static chm_status event_ticks(chm_vk *vk, chm_event *ev, uint64_t *t) {
+    double t0 = chm_vk_now_ms();
     VkResult r = vkGetQueryPoolResults(vk->dev, ev->pool, 0, 1, sizeof *t, t, sizeof *t,
                                        VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+    vk->stats.wait_ms += chm_vk_now_ms() - t0;
     return r == VK_SUCCESS ? CHM_OK : chm_vk_fail(vk, r, "vkGetQueryPoolResults (event)");
 }
 
@@ -521,6 +557,21 @@ chm_status chm_vk_event_elapsed_ms(chm_backend *be, chm_event *start, chm_event 
                             : -(double)((t0 - t1) & vk->caps.timestamp_mask);
     *ms = ticks * vk->caps.timestamp_ns * 1e-6;
     return CHM_OK;
+}
+
+/*
+ * Whether the device has passed a recorded event, without waiting: never while its batch is
+ * still on the host; then by its timestamp's availability (without timestamps an event is
+ * recorded after a full wait, so it is done).
+ */
+bool chm_vk_event_done(chm_backend *be, chm_event *ev) {
+    chm_vk *vk = chm_vk_ctx(be);
+    if (!ev->recorded) return false;
+    if (!ev->pool || ev->serial <= vk->cmds.done_serial) return true;
+    if (ev->serial >= vk->cmds.next_serial) return false; /* not submitted yet */
+    uint64_t t;
+    return vkGetQueryPoolResults(vk->dev, ev->pool, 0, 1, sizeof t, &t, sizeof t,
+                                 VK_QUERY_RESULT_64_BIT) == VK_SUCCESS;
 }
 
 void chm_vk_event_destroy(chm_backend *be, chm_event *ev) {

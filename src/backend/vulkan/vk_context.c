@@ -103,7 +103,7 @@ static bool disabled(const char *feature) {
 /* Every name in CHIMERA_VULKAN_DISABLE is a known feature (else a config error). */
 static chm_status check_disable_list(chm_err *err) {
     static const char *const known[] = {"subgroup", "16bit", "push_descriptor", "pipeline_cache",
-                                        "timestamps", "coopmat"};
+                                        "timestamps", "coopmat", "splitk"};
     const char *s = getenv("CHIMERA_VULKAN_DISABLE");
     while (s && *s) {
         const char *end = strchr(s, ',');
@@ -115,7 +115,7 @@ static chm_status check_disable_list(chm_err *err) {
             return CHM_ERR(err, CHM_ERR_CONFIG,
                            "CHIMERA_VULKAN_DISABLE names an unknown feature '%.*s'; known: "
                            "subgroup, 16bit, push_descriptor, pipeline_cache, timestamps, "
-                           "coopmat",
+                           "coopmat, splitk",
                            (int)len, s);
         s = end ? end + 1 : NULL;
     }
@@ -534,6 +534,7 @@ static void read_caps(chm_vk *vk, bool *f16_storage, cm_query *cm) {
     c->push_descriptor = has_device_ext(vk->pdev, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME) &&
                          !disabled("push_descriptor");
     c->pipeline_cache = !disabled("pipeline_cache");
+    c->splitk = !disabled("splitk");
     c->timestamp_ns = l->timestampPeriod;
     if (l->timestampPeriod <= 0) c->timestamps = false;
     memcpy(c->max_groups, l->maxComputeWorkGroupCount, sizeof c->max_groups);
@@ -669,12 +670,12 @@ void chm_vk_caps_describe(const chm_vk *vk, char *out, size_t n) {
     snprintf(out, n,
              "vulkan: %s (%s, Vulkan %u.%u.%u): subgroup %u%s, 16-bit storage %s, push "
              "descriptors %s, timestamps %s, pipeline cache %s, workgroups %u/%u, "
-             "bindings up to %llu MiB (larger elementwise work is split), "
-             "cooperative matrices %s",
+             "bindings up to %llu MiB (larger elementwise work is split), split-K thin "
+             "matmuls %s, cooperative matrices %s",
              vk->props.deviceName, type_name(vk->props.deviceType), VK_API_VERSION_MAJOR(c->api),
              VK_API_VERSION_MINOR(c->api), VK_API_VERSION_PATCH(c->api), c->subgroup_size,
              c->subgroup ? " (reductions use it)" : " (not used)", c->storage16 ? "yes" : "no",
              c->push_descriptor ? "yes" : "no", c->timestamps ? "yes" : "no",
              vk->pipes.cache_path[0] ? vk->pipes.cache_path : "off", c->wg_elem, c->wg_row,
-             (unsigned long long)(c->max_range >> 20), cm);
+             (unsigned long long)(c->max_range >> 20), c->splitk ? "on" : "off", cm);
 }

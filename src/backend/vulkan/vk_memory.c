@@ -23,6 +23,16 @@
  * range), so a later command on the same bytes waits behind a barrier. Only
  * whole blocks outlive their users: empty ones go back to the driver in
  * chm_vk_pool_trim, which runs when no work is pending.
+ *
+ * Empty dedicated blocks are kept for reuse up to cache_max bytes (the most
+ * recently used first; 8 shared blocks' worth, at most an eighth of the
+ * heap): a request over half a block takes the smallest empty one that holds
+ * it without wasting more than half, at once, like a freed range. Large
+ * scratch buffers come and go in every step (chimera-1b: the scan backward's
+ * 134 MB, the grouped matmul's 230 MB bf16 operand copies), and each
+ * vkAllocateMemory of that size costs the host milliseconds. When the driver
+ * is out of memory for a new block, the kept ones go back first (after a
+ * wait for the device) and the allocation is tried once more.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,12 +106,16 @@ chm_status chm_vk_pool_init(chm_vk *vk) {
     /* A block is at most an eighth of the heap, so small devices still fit several. */
     if (p->block_size > local_heap(vk) / 8) p->block_size = local_heap(vk) / 8 / MIB * MIB;
     if (p->block_size < 4 * MIB) p->block_size = 4 * MIB;
+    p->cache_max = 8 * p->block_size;
+    if (p->cache_max > local_heap(vk) / 8) p->cache_max = local_heap(vk) / 8;
     return CHM_OK;
 }
 
 static void block_destroy(chm_vk *vk, chm_vk_block *b) {
+    double t0 = chm_vk_now_ms();
     vkDestroyBuffer(vk->dev, b->buf, NULL);
     vkFreeMemory(vk->dev, b->mem, NULL);
+    vk->stats.alloc_ms += chm_vk_now_ms() - t0;
     vk->pool.reserved -= b->size;
     free(b->free);
     free(b);
@@ -125,8 +139,11 @@ static chm_status block_create(chm_vk *vk, VkDeviceSize size, bool dedicated, ch
     }
     VkBufferUsageFlags usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
                                VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    double t0 = chm_vk_now_ms();
     chm_status rc = chm_vk_buffer_create(vk, size, usage, 0, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT,
                                          &b->buf, &b->mem);
+    vk->stats.alloc_ms += chm_vk_now_ms() - t0;
+    vk->stats.block_allocs += rc == CHM_OK;
     if (rc) {
         free(b->free);
         free(b);
@@ -208,10 +225,37 @@ static chm_status check_size(chm_vk *vk, VkDeviceSize size) {
                    (unsigned long long)max, TOO_LARGE_HINT);
 }
 
+/* The smallest kept empty dedicated block that holds `size` bytes with at most half unused. */
+static chm_vk_block *cached_block(chm_vk_pool *p, VkDeviceSize size) {
+    chm_vk_block *best = NULL;
+    for (int i = 0; i < p->nblocks; i++) {
+        chm_vk_block *b = p->blocks[i];
+        if (b->dedicated && b->used == 0 && b->size >= size && b->size / 2 <= size &&
+            (!best || b->size < best->size))
+            best = b;
+    }
+    return best;
+}
+
+/* Give back every empty block but one shared spare (the cache too); when no work is pending. */
+static void drop_empty(chm_vk *vk, VkDeviceSize keep_dedicated);
+
+/* A new dedicated block; out of device memory with empty blocks kept, those go back first. */
+static chm_status dedicated_new(chm_vk *vk, VkDeviceSize size, chm_vk_block **b) {
+    chm_status rc = block_create(vk, size, true, b);
+    if (rc != CHM_ERR_NOMEM) return rc;
+    bool kept = false;
+    for (int i = 0; i < vk->pool.nblocks; i++) kept |= vk->pool.blocks[i]->used == 0;
+    if (!kept) return rc;
+    CHM_TRY(chm_vk_flush_wait(vk)); /* the kept blocks' last users have finished */
+    drop_empty(vk, 0);
+    return block_create(vk, size, true, b);
+}
+
 /* A dedicated block of `size` bytes; past maxMemoryAllocationSize a failure says so. */
 static chm_status dedicated_create(chm_vk *vk, VkDeviceSize size, chm_vk_block **b) {
     CHM_TRY(check_size(vk, size));
-    chm_status rc = block_create(vk, size, true, b);
+    chm_status rc = dedicated_new(vk, size, b);
     if (rc == CHM_OK || size <= vk->caps.max_alloc) return rc;
     char was[sizeof vk->be->err.msg];
     snprintf(was, sizeof was, "%s", vk->be->err.msg);
@@ -228,9 +272,11 @@ chm_status chm_vk_pool_alloc(chm_vk *vk, size_t bytes, chm_vk_alloc *out) {
     chm_vk_block *b = NULL;
     VkDeviceSize off = 0;
     if (size > p->block_size / 2) {
-        chm_status rc = dedicated_create(vk, size, &b);
-        if (rc) return rc;
+        b = cached_block(p, size);
+        if (b) vk->stats.block_reuses++;
+        else CHM_TRY(dedicated_create(vk, size, &b));
         block_take(b, size, &off);
+        b->stamp = ++p->tick;
     } else {
         for (int i = 0; i < p->nblocks && !b; i++)
             if (!p->blocks[i]->dedicated && block_take(p->blocks[i], size, &off)) b = p->blocks[i];
@@ -252,21 +298,42 @@ void chm_vk_pool_free(chm_vk *vk, chm_vk_alloc *a) {
     a->block = NULL;
 }
 
-void chm_vk_pool_trim(chm_vk *vk) {
+/* The stamp of the newest empty dedicated blocks that fit `budget` bytes together: older go. */
+static uint64_t keep_since(const chm_vk_pool *p, VkDeviceSize budget) {
+    uint64_t since = 0, below = UINT64_MAX; /* walk the empty ones from the newest down */
+    VkDeviceSize kept = 0;
+    for (;;) {
+        const chm_vk_block *next = NULL;
+        for (int i = 0; i < p->nblocks; i++) {
+            const chm_vk_block *b = p->blocks[i];
+            bool empty = b->dedicated && b->used == 0;
+            if (empty && b->stamp < below && (!next || b->stamp > next->stamp)) next = b;
+        }
+        if (!next || kept + next->size > budget) return next ? next->stamp + 1 : since;
+        kept += next->size;
+        since = below = next->stamp;
+    }
+}
+
+static void drop_empty(chm_vk *vk, VkDeviceSize keep_dedicated) {
     chm_vk_pool *p = &vk->pool;
+    uint64_t since = keep_dedicated ? keep_since(p, keep_dedicated) : UINT64_MAX;
     bool spare = false; /* keep one empty shared block: the next step will want it */
     int k = 0;
     for (int i = 0; i < p->nblocks; i++) {
         chm_vk_block *b = p->blocks[i];
-        if (b->used == 0 && (b->dedicated || spare)) {
+        bool drop = b->used == 0 && (b->dedicated ? b->stamp < since : spare);
+        if (drop) {
             block_destroy(vk, b);
             continue;
         }
-        if (b->used == 0) spare = true;
+        if (b->used == 0 && !b->dedicated) spare = true;
         p->blocks[k++] = b;
     }
     p->nblocks = k;
 }
+
+void chm_vk_pool_trim(chm_vk *vk) { drop_empty(vk, vk->pool.cache_max); }
 
 void chm_vk_pool_destroy(chm_vk *vk) {
     chm_vk_pool *p = &vk->pool;

@@ -10,7 +10,8 @@
  *   CHIMERA_VULKAN_DEVICE=N        use physical device N (as `chimera info` lists them)
  *   CHIMERA_VULKAN_DISABLE=a,b     switch features off: subgroup, 16bit,
  *                                  push_descriptor, pipeline_cache, timestamps,
- *                                  coopmat (f16 matmul on cooperative matrices)
+ *                                  coopmat (f16 matmul on cooperative matrices),
+ *                                  splitk (thin A^T B products split over K, matmul.c)
  *   CHIMERA_VULKAN_COOPMAT_BF16=1  bf16 matmuls on the cooperative matrices too (through
  *                                  f16: magnitudes below 6.1e-5 are lost; default: plain path)
  *   CHIMERA_VULKAN_COOPMAT_TILE=BMxBNxBK/WMxWN[/16x16|/16x8]  tile (and fragment shape)
@@ -19,6 +20,8 @@
  *   CHIMERA_VULKAN_VALIDATION=1    enable the Khronos validation layer and count its
  *                                  messages (also on when VK_INSTANCE_LAYERS names it)
  *   CHIMERA_VULKAN_PROFILE=1       time every dispatch (see chm_vulkan_profile_report)
+ *   CHIMERA_VULKAN_STATS=1         print the counters and host times of chm_vulkan_stats
+ *                                  to stderr when the backend closes (diagnosis)
  *   CHIMERA_VULKAN_STAGING_KB=n    size of the host staging ring (default 64 MiB)
  *   CHIMERA_VULKAN_BLOCK_MB=n      size of the device memory pool's blocks (default 256)
  *   CHIMERA_VULKAN_MAX_GROUPS_X=n  (tests) pretend maxComputeWorkGroupCount.x is n
@@ -46,11 +49,20 @@ typedef struct chm_vulkan_stats {
     uint64_t dispatches;      /* compute dispatches recorded */
     uint64_t transfers;       /* staging copies recorded (upload/download chunks) */
     uint64_t barriers;        /* pipeline barriers recorded inside batches */
-    uint64_t submits;         /* command buffers submitted */
+    uint64_t submits;         /* command buffers submitted by a sync, a download, a full
+                                 batch or staging ring (early_submits: the others) */
     uint64_t pipelines;       /* pipelines created */
     uint64_t bytes_in_use;    /* device bytes handed out by the memory pool now */
     uint64_t bytes_reserved;  /* device bytes the pool holds from the driver now */
     uint64_t blocks;          /* VkDeviceMemory blocks the pool holds now */
+    uint64_t block_allocs;    /* VkDeviceMemory blocks the pool has made (vkAllocateMemory) */
+    uint64_t block_reuses;    /* large requests served by a kept empty dedicated block */
+    uint64_t early_submits;   /* batches handed to an idle device before they were full
+                                 (not counted in submits: nothing waits for them) */
+    double wait_ms;           /* host time blocked on the device (fences, query results) */
+    double alloc_ms;          /* host time making and freeing the pool's blocks */
+    double submit_ms;         /* host time in vkQueueSubmit */
+    double record_ms;         /* host time in chm_vk_run (recording dispatches, its waits too) */
 } chm_vulkan_stats;
 
 /* Fill *out for a backend opened by chm_vulkan_open (zeros for any other backend). */
