@@ -386,6 +386,8 @@ chm_status chm_model_create(const chm_config_model *cfg, chm_backend *be,
      * existing test or `chimera verify` runs with it (tests/test_model_recompute.c) */
     const char *env = getenv("CHIMERA_DEBUG_RECOMPUTE");
     m->recompute = opt->recompute || (env && !strcmp(env, "1"));
+    env = getenv("CHIMERA_MOE_GROUPED"); /* read once here, not per MoE backward (moe.c) */
+    m->moe_grouped = env && !strcmp(env, "1");
     chm_status rc = mdl_dims(m, cfg, m->T, err);
     if (rc == CHM_OK) rc = host_alloc(m, err);
     if (rc == CHM_OK) rc = mdl_params_build(m, err);

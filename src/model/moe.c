@@ -67,9 +67,8 @@ static chm_tensor grp(const chm_tensor *t, int64_t e, int64_t n) {
  * download mid-step is cheap (CHM_CAP_CHEAP_READBACK: not vulkan, where chimera-1b ran at
  * 10.5k tokens/s this way against 12.1k grouped on an H100). */
 static bool moe_host_counts(const chm_model *m) {
-    const char *v = getenv("CHIMERA_MOE_GROUPED");
-    return m->routing == CHM_ROUTING_TRAIN && m->host_counts &&
-           m->be && (m->be->caps & CHM_CAP_CHEAP_READBACK) && !(v && strcmp(v, "1") == 0);
+    return m->routing == CHM_ROUTING_TRAIN && m->host_counts && m->be &&
+           (m->be->caps & CHM_CAP_CHEAP_READBACK) && !m->moe_grouped;
 }
 
 /* gW [E,M,N] += A[e][:n_e]^T B[e][:n_e]: chm_matmul_grouped's trans_a form with beta 1, one
