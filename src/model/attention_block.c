@@ -81,7 +81,7 @@ chm_status mdl_attn_bwd(chm_model *m, const mdl_layer *ly, const mdl_attn_act *a
     MDL_TRY(mdl_linear_bwd(m, mdl_w(m, ly->o), mdl_g(m, ly->o), &dout2, &att2, &datt2, 0));
     MDL_TRY(attn_core_bwd(m, a, &g));
     chm_tensor dk2 = MDL_VIEW(&g.dkp, 0, R, KD), dv2 = MDL_VIEW(&g.dv, 0, R, KD);
-    MDL_TRY(mdl_linear_bwd(m, mdl_w(m, ly->q), mdl_g(m, ly->q), &datt2, &x2, &dx2, 1));
+    MDL_TRY(mdl_linear_bwd(m, mdl_w(m, ly->q), mdl_g(m, ly->q), &datt2, &x2, &dx2, 0)); /* writes */
     MDL_TRY(mdl_linear_bwd(m, mdl_w(m, ly->k), mdl_g(m, ly->k), &dk2, &x2, &dx2, 1));
     MDL_TRY(mdl_linear_bwd(m, mdl_w(m, ly->v), mdl_g(m, ly->v), &dv2, &x2, &dx2, 1));
     mdl_release(m, mark);

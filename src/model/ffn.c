@@ -29,7 +29,7 @@ chm_status mdl_ffn_bwd(chm_model *m, const mdl_layer *ly, const mdl_ffn_act *a,
     chm_tensor dout2 = MDL_VIEW(dout, 0, R, m->C);
     MDL_TRY(mdl_linear_bwd(m, mdl_w(m, ly->w2), mdl_g(m, ly->w2), &dout2, &a->a, &da, 0));
     MDL_OP(m, chm_swiglu_bwd(m->be, &dg, &du, &da, &a->g, &a->u, false)); /* written */
-    MDL_TRY(mdl_linear_bwd(m, mdl_w(m, ly->w1), mdl_g(m, ly->w1), &dg, &x2, &dx2, 1));
+    MDL_TRY(mdl_linear_bwd(m, mdl_w(m, ly->w1), mdl_g(m, ly->w1), &dg, &x2, &dx2, 0)); /* writes */
     MDL_TRY(mdl_linear_bwd(m, mdl_w(m, ly->w3), mdl_g(m, ly->w3), &du, &x2, &dx2, 1));
     mdl_release(m, mark);
     return CHM_OK;

@@ -59,14 +59,14 @@ chm_status mdl_layer_core_bwd(chm_model *m, const mdl_layer *ly, mdl_layer_act *
     size_t mark = mdl_mark(m);
     chm_tensor dxn; /* [B,T,C] gradient of a norm's output, used by both branches */
     MDL_TRY(MDL_ALLOC(m, &dxn, B, T, m->C));
-    MDL_OP(m, chm_fill(be, &dxn, 0));
-    if (ly->moe)
+    if (ly->moe) { /* the MoE backward accumulates; the others write (model_internal.h) */
+        MDL_OP(m, chm_fill(be, &dxn, 0));
         MDL_TRY(mdl_moe_bwd(m, ly, &act->moe, &act->xn2, dres, &dxn, B * T));
-    else
+    } else {
         MDL_TRY(mdl_ffn_bwd(m, ly, &act->ffn, &act->xn2, dres, &dxn, B * T));
+    }
     MDL_OP(m, chm_rmsnorm_bwd(be, dres, mdl_g(m, ly->norm2), &dxn, &act->h, mdl_w(m, ly->norm2),
                               &act->rstd2));
-    MDL_OP(m, chm_fill(be, &dxn, 0));
     if (ly->mixer == 'A')
         MDL_TRY(mdl_attn_bwd(m, ly, &act->attn, &act->xn1, dres, &dxn, B, T));
     else

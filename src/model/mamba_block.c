@@ -155,7 +155,7 @@ chm_status mdl_mamba_bwd(chm_model *m, const mdl_layer *ly, const mdl_mamba_act 
            chm_causal_conv1d_bwd(m->be, &g.dxin, mdl_g(m, ly->conv_w), mdl_g(m, ly->conv_b), &g.dxc,
                                  &a->xin, mdl_w(m, ly->conv_w), mdl_w(m, ly->conv_b), true));
     chm_tensor x2 = V2(xn, C), dx2 = V2(dxn, C), dxin2 = V2(&g.dxin, Di), dz2 = V2(&g.dz, Di);
-    MDL_TRY(mdl_linear_bwd(m, &w.in_x, &gw.in_x, &dxin2, &x2, &dx2, 1));
+    MDL_TRY(mdl_linear_bwd(m, &w.in_x, &gw.in_x, &dxin2, &x2, &dx2, 0)); /* writes dxn */
     MDL_TRY(mdl_linear_bwd(m, &w.in_z, &gw.in_z, &dz2, &x2, &dx2, 1));
 #undef V2
     mdl_release(m, mark);

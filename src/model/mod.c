@@ -27,7 +27,9 @@
 #include "model_internal.h"
 
 /* The first n rows of t as a 2-D [n,c] view. */
-static chm_tensor rows_of(const chm_tensor *t, int64_t n, int64_t c) { return MDL_VIEW(t, 0, n, c); }
+static chm_tensor rows_of(const chm_tensor *t, int64_t n, int64_t c) {
+    return MDL_VIEW(t, 0, n, c);
+}
 
 static chm_status mod_alloc(chm_model *m, mdl_mod_act *a, int64_t B, int64_t T, int64_t k) {
     int64_t R = B * T, M = B * k, C = m->C;
@@ -202,7 +204,8 @@ chm_status mdl_mod_bwd(chm_model *m, const mdl_layer *ly, mdl_layer_act *act,
     MDL_OP(m, chm_axpy(be, &g.dres, &g.ddelta, -1.0));
     MDL_OP(m, chm_copy(be, &g.dr, &a->dscore));
     int64_t M = B * k;
-    chm_tensor idx = MDL_VIEW(&a->idx, 0, M), dx2 = rows_of(dres, R, C), gd = rows_of(&g.dres, M, C);
+    chm_tensor idx = MDL_VIEW(&a->idx, 0, M), dx2 = rows_of(dres, R, C);
+    chm_tensor gd = rows_of(&g.dres, M, C);
     chm_tensor dr2 = rows_of(&g.dr, R, 1), drs = rows_of(&g.drs, M, 1);
     MDL_OP(m, chm_scatter_add_rows(be, &dx2, &gd, &idx, NULL));
     MDL_OP(m, chm_scatter_add_rows(be, &dr2, &drs, &idx, NULL));

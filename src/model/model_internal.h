@@ -271,6 +271,10 @@ chm_status mdl_linear_bwd(chm_model *m, const chm_tensor *W, const chm_tensor *g
                           const chm_tensor *dy, const chm_tensor *x, const chm_tensor *dx,
                           double dx_beta);
 
+/* The mixers' and the dense FFN's backwards WRITE dxn (its old contents are not read: their
+ * first input-gradient product has beta 0, which saves a fill and a read per layer); the MoE
+ * backward ACCUMULATES into it (a scatter). */
+
 /* ---- attention_block.c ---- */
 chm_status mdl_attn_fwd(chm_model *m, const mdl_layer *ly, mdl_attn_act *a, const chm_tensor *xn,
                         const chm_tensor *out, int64_t B, int64_t T);
