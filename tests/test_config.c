@@ -387,6 +387,11 @@ Test(config, error_inconsistent) {
     const char *sets4[] = {"model.vocab=100"};
     expect_fixture_error("good.yaml", sets4, 1, CHM_ERR_CONFIG, "--set model.vocab",
                          "expected an integer >= 256", "data.tokenizer is \"byte\"");
+    /* a derived head_dim past model.head_dim's own range (the config fuzzer: the written config
+     * did not load back) */
+    const char *sets5[] = {"model.d_model=1000000", "model.heads=2"};
+    expect_fixture_error("good.yaml", sets5, 2, CHM_ERR_CONFIG, "model.heads",
+                         "derived model.head_dim", "head_dim 500000");
 }
 
 Test(config, error_document_shape) {

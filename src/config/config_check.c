@@ -35,7 +35,17 @@ static chm_status check_shape(cfg_ctx *c) {
                                  "expected a divisor of model.heads (%d) for grouped-query "
                                  "attention, found %d",
                                  m->heads, m->kv_heads);
-    if (!given(c, "model.head_dim")) m->head_dim = m->d_model / m->heads;
+    if (!given(c, "model.head_dim")) {
+        /* the derived width obeys the key's own range, so that a written config loads back */
+        if (m->d_model / m->heads > 1 << 16)
+            return chm_cfg_fail_path(c, "model.heads",
+                                     "expected at least %d heads so that the derived "
+                                     "model.head_dim (d_model / heads) stays within 65536, "
+                                     "found %d (head_dim %d); or set model.head_dim",
+                                     (m->d_model + (1 << 16) - 1) / (1 << 16), m->heads,
+                                     m->d_model / m->heads);
+        m->head_dim = m->d_model / m->heads;
+    }
     return CHM_OK;
 }
 
