@@ -81,13 +81,14 @@ static chm_status mamba_step(chm_model *m, const mdl_layer *ly, dec_layer *st, c
     chm_backend *be = m->be;
     int64_t Di = m->Di, N = m->N, C = m->C, s0 = t - m->W + 1 < 0 ? 0 : t - m->W + 1,
             nw = t - s0 + 1;
-    mdl_mamba_w w = mdl_mamba_views(m, mdl_w(m, ly->in_proj), mdl_w(m, ly->x_proj));
+    mdl_mamba_w w = mdl_mamba_views(m, mdl_w(m, ly->in_proj));
     mdl_mamba_act a;
     MDL_TRY(MDL_ALLOC(m, &a.z, 1, 1, Di));
     MDL_TRY(MDL_ALLOC(m, &a.xc, 1, nw, Di)); /* conv of the window; its last row is this step's */
-    MDL_TRY(MDL_ALLOC(m, &a.dtl, 1, m->Rk));
-    MDL_TRY(MDL_ALLOC(m, &a.bm, 1, 1, N));
-    MDL_TRY(MDL_ALLOC(m, &a.cm, 1, 1, N));
+    /* one row: x_proj's output [1,Rk+2N] is its own transpose; dt, B, C are views of it */
+    MDL_TRY(MDL_ALLOC(m, &a.xpT, 1, m->Rk + 2 * N));
+    a.bm = MDL_VIEW(&a.xpT, m->Rk, 1, 1, N);
+    a.cm = MDL_VIEW(&a.xpT, m->Rk + N, 1, 1, N);
     MDL_TRY(MDL_ALLOC(m, &a.delta, 1, 1, Di));
     MDL_TRY(MDL_ALLOC(m, &a.A, Di, N));
     MDL_TRY(MDL_ALLOC(m, &a.y, 1, 1, Di));
@@ -98,12 +99,9 @@ static chm_status mamba_step(chm_model *m, const mdl_layer *ly, dec_layer *st, c
     MDL_OP(m, chm_causal_conv1d_fwd(be, &a.xc, &win, mdl_w(m, ly->conv_w), mdl_w(m, ly->conv_b),
                                     true));
     chm_tensor xc3 = MDL_VIEW(&a.xc, (nw - 1) * Di, 1, 1, Di), xc2 = MDL_VIEW(&xc3, 0, 1, Di);
-    chm_tensor bm2 = MDL_VIEW(&a.bm, 0, 1, N), cm2 = MDL_VIEW(&a.cm, 0, 1, N);
-    chm_tensor d2 = MDL_VIEW(&a.delta, 0, 1, Di);
-    MDL_TRY(mdl_linear_fwd(m, &a.dtl, &xc2, &w.xp_dt, 0));
-    MDL_TRY(mdl_linear_fwd(m, &bm2, &xc2, &w.xp_b, 0));
-    MDL_TRY(mdl_linear_fwd(m, &cm2, &xc2, &w.xp_c, 0));
-    MDL_TRY(mdl_linear_fwd(m, &d2, &a.dtl, mdl_w(m, ly->dt_w), 0));
+    chm_tensor d2 = MDL_VIEW(&a.delta, 0, 1, Di), dtl = MDL_VIEW(&a.xpT, 0, 1, m->Rk);
+    MDL_TRY(mdl_linear_fwd(m, &a.xpT, &xc2, mdl_w(m, ly->x_proj), 0));
+    MDL_TRY(mdl_linear_fwd(m, &d2, &dtl, mdl_w(m, ly->dt_w), 0));
     MDL_OP(m, chm_exp_fwd(be, &a.A, mdl_w(m, ly->A_log), -1.0));
     chm_scan_args s = {&xc3, &a.delta,           &a.A, &a.bm, &a.cm, mdl_w(m, ly->D),
                        &a.z, mdl_w(m, ly->dt_b), true, NULL, 0};

@@ -5,25 +5,32 @@
  * and the z rows, x_proj [Rk+2N,Di] viewed as its dt, B and C rows:
  *   xin = xn Wx^T, z = xn Wz^T               [B,T,Di]
  *   xc  = SiLU(causal depthwise conv1d(xin)) [B,T,Di]  (width d_conv, with bias)
- *   dtl = xc Wdt^T [B,T,Rk], Bm = xc WB^T, Cm = xc WC^T [B,T,N]
+ *   xp  = x_proj xc^T [Rk+2N, R], one product: rows dtl^T [Rk,R], Bm^T, Cm^T [N,R]
+ *   Bm = (Bm^T)^T, Cm = (Cm^T)^T [B,T,N]  (products with the [N,N] identity m->eye)
  *   delta = dtl dt_proj^T [B,T,Di]   (dt_proj.bias and softplus are applied in the scan)
  *   A = -exp(A_log) [Di,N]
  *   y = scan(u=xc, delta, A, Bm, Cm, D, z gate, delta_bias=dt_proj.bias, softplus) [B,T,Di]
  *   out += y out_proj^T   (accumulated into the residual)
  * The backward reverses it: D and dt_proj.bias gradients come straight out of
  * the scan's backward into the gradient buffer.
+ *
+ * Why x_proj's output is kept transposed: its three blocks (dt, B, C) are one
+ * product of K = Di (2048 at chimera-1b) with a thin output (96 columns), so
+ * three separate products read xc three times and, in the backward, read and
+ * wrote dxc [R,Di] three times (beta 1 each) for a 96-column sum; transposed,
+ * the blocks are contiguous row ranges, so one product serves all three in
+ * each direction, and only B and C ([R,N], small) pass through the identity.
  */
+#include <stdlib.h>
+#include <string.h>
+#include "core/half.h"
 #include "model_internal.h"
 
-mdl_mamba_w mdl_mamba_views(const chm_model *m, const chm_tensor *in_proj,
-                            const chm_tensor *x_proj) {
-    int64_t Di = m->Di, C = m->C, Rk = m->Rk, N = m->N;
+mdl_mamba_w mdl_mamba_views(const chm_model *m, const chm_tensor *in_proj) {
+    int64_t Di = m->Di, C = m->C;
     mdl_mamba_w w = {
         .in_x = MDL_VIEW(in_proj, 0, Di, C),
         .in_z = MDL_VIEW(in_proj, Di * C, Di, C),
-        .xp_dt = MDL_VIEW(x_proj, 0, Rk, Di),
-        .xp_b = MDL_VIEW(x_proj, Rk * Di, N, Di),
-        .xp_c = MDL_VIEW(x_proj, (Rk + N) * Di, N, Di),
     };
     return w;
 }
@@ -38,7 +45,7 @@ static chm_status mamba_alloc(chm_model *m, mdl_mamba_act *a, int64_t B, int64_t
     MDL_TRY(MDL_ALLOC(m, &a->xin, B, T, Di));
     MDL_TRY(MDL_ALLOC(m, &a->z, B, T, Di));
     MDL_TRY(MDL_ALLOC(m, &a->xc, B, T, Di));
-    MDL_TRY(MDL_ALLOC(m, &a->dtl, B, T, m->Rk));
+    MDL_TRY(MDL_ALLOC(m, &a->xpT, m->Rk + 2 * N, B * T));
     MDL_TRY(MDL_ALLOC(m, &a->bm, B, T, N));
     MDL_TRY(MDL_ALLOC(m, &a->cm, B, T, N));
     MDL_TRY(MDL_ALLOC(m, &a->delta, B, T, Di));
@@ -63,24 +70,62 @@ static chm_scan_args scan_args(const chm_model *m, const mdl_layer *ly, const md
     return s;
 }
 
+/* Row blocks of the transposed x_proj output xpT [Rk+2N, R] (or of its gradient). */
+typedef struct xp_rows {
+    chm_tensor dt, b, c; /* [Rk,R], [N,R], [N,R] */
+} xp_rows;
+
+static xp_rows xp_views(const chm_model *m, const chm_tensor *xpT, int64_t R) {
+    xp_rows v = {
+        .dt = MDL_VIEW(xpT, 0, m->Rk, R),
+        .b = MDL_VIEW(xpT, m->Rk * R, m->N, R),
+        .c = MDL_VIEW(xpT, (m->Rk + m->N) * R, m->N, R),
+    };
+    return v;
+}
+
+chm_status mdl_mamba_pass_begin(chm_model *m) {
+    int64_t N = m->N;
+    MDL_TRY(MDL_ALLOC(m, &m->eye, N, N));
+    if (m->dry) return CHM_OK;
+    size_t es = chm_dtype_size(m->dt);
+    unsigned char *h = calloc((size_t)(N * N), es);
+    if (!h) return CHM_ERR(&m->be->err, CHM_ERR_NOMEM, "model: no memory for a %lldx%lld identity",
+                           (long long)N, (long long)N);
+    for (int64_t i = 0; i < N; i++) {
+        unsigned char *e = h + (size_t)(i * N + i) * es;
+        switch (m->dt) {
+        case CHM_F64: { double one = 1.0; memcpy(e, &one, es); } break;
+        case CHM_BF16: { uint16_t one = chm_f32_to_bf16(1.0f); memcpy(e, &one, es); } break;
+        case CHM_F16: { uint16_t one = chm_f32_to_f16(1.0f); memcpy(e, &one, es); } break;
+        default: { float one = 1.0f; memcpy(e, &one, es); } break;
+        }
+    }
+    chm_status rc = chm_upload(m->be, &m->eye, h);
+    free(h);
+    return rc;
+}
+
 chm_status mdl_mamba_fwd(chm_model *m, const mdl_layer *ly, mdl_mamba_act *a, const chm_tensor *xn,
                          const chm_tensor *out, int64_t B, int64_t T) {
     chm_backend *be = m->be;
     int64_t R = B * T, Di = m->Di, N = m->N, C = m->C;
     MDL_TRY(mamba_alloc(m, a, B, T));
-    mdl_mamba_w w = mdl_mamba_views(m, mdl_w(m, ly->in_proj), mdl_w(m, ly->x_proj));
+    mdl_mamba_w w = mdl_mamba_views(m, mdl_w(m, ly->in_proj));
     chm_tensor x2 = MDL_VIEW(xn, 0, R, C), xin2 = MDL_VIEW(&a->xin, 0, R, Di);
     chm_tensor z2 = MDL_VIEW(&a->z, 0, R, Di), xc2 = MDL_VIEW(&a->xc, 0, R, Di);
-    chm_tensor dtl2 = MDL_VIEW(&a->dtl, 0, R, m->Rk), bm2 = MDL_VIEW(&a->bm, 0, R, N);
-    chm_tensor cm2 = MDL_VIEW(&a->cm, 0, R, N), delta2 = MDL_VIEW(&a->delta, 0, R, Di);
+    chm_tensor bm2 = MDL_VIEW(&a->bm, 0, R, N), cm2 = MDL_VIEW(&a->cm, 0, R, N);
+    chm_tensor delta2 = MDL_VIEW(&a->delta, 0, R, Di);
+    xp_rows xp = xp_views(m, &a->xpT, R);
     MDL_TRY(mdl_linear_fwd(m, &xin2, &x2, &w.in_x, 0));
     MDL_TRY(mdl_linear_fwd(m, &z2, &x2, &w.in_z, 0));
     MDL_OP(m, chm_causal_conv1d_fwd(be, &a->xc, &a->xin, mdl_w(m, ly->conv_w), mdl_w(m, ly->conv_b),
                                     true));
-    MDL_TRY(mdl_linear_fwd(m, &dtl2, &xc2, &w.xp_dt, 0));
-    MDL_TRY(mdl_linear_fwd(m, &bm2, &xc2, &w.xp_b, 0));
-    MDL_TRY(mdl_linear_fwd(m, &cm2, &xc2, &w.xp_c, 0));
-    MDL_TRY(mdl_linear_fwd(m, &delta2, &dtl2, mdl_w(m, ly->dt_w), 0));
+    /* xp [Rk+2N,R] = x_proj xc^T; Bm = (Bm^T)^T I, Cm likewise; delta = dtl dt_w^T */
+    MDL_OP(m, chm_matmul(be, &a->xpT, mdl_w(m, ly->x_proj), &xc2, NULL, false, true, 1.0, 0.0));
+    MDL_OP(m, chm_matmul(be, &bm2, &xp.b, &m->eye, NULL, true, false, 1.0, 0.0));
+    MDL_OP(m, chm_matmul(be, &cm2, &xp.c, &m->eye, NULL, true, false, 1.0, 0.0));
+    MDL_OP(m, chm_matmul(be, &delta2, &xp.dt, mdl_w(m, ly->dt_w), NULL, true, true, 1.0, 0.0));
     MDL_OP(m, chm_exp_fwd(be, &a->A, mdl_w(m, ly->A_log), -1.0));
     chm_scan_args s = scan_args(m, ly, a, 0);
     MDL_OP(m, chm_selective_scan_fwd(be, &a->y, &s));
@@ -91,7 +136,7 @@ chm_status mdl_mamba_fwd(chm_model *m, const mdl_layer *ly, mdl_mamba_act *a, co
 /* Scratch of the backward, all [R,.] except dA. */
 typedef struct mamba_grads {
     chm_tensor dy, dxc, ddelta, dz, dxin; /* [B,T,Di] */
-    chm_tensor ddtl;                      /* [B,T,Rk] */
+    chm_tensor dxpT;                      /* [Rk+2N,R] gradient of xpT */
     chm_tensor dbm, dcm;                  /* [B,T,N] */
     chm_tensor dA;                        /* [Di,N] */
 } mamba_grads;
@@ -103,7 +148,7 @@ static chm_status mamba_grads_alloc(chm_model *m, mamba_grads *g, int64_t B, int
     MDL_TRY(MDL_ALLOC(m, &g->ddelta, B, T, Di));
     MDL_TRY(MDL_ALLOC(m, &g->dz, B, T, Di));
     MDL_TRY(MDL_ALLOC(m, &g->dxin, B, T, Di));
-    MDL_TRY(MDL_ALLOC(m, &g->ddtl, B, T, m->Rk));
+    MDL_TRY(MDL_ALLOC(m, &g->dxpT, m->Rk + 2 * N, B * T));
     MDL_TRY(MDL_ALLOC(m, &g->dbm, B, T, N));
     MDL_TRY(MDL_ALLOC(m, &g->dcm, B, T, N));
     return MDL_ALLOC(m, &g->dA, Di, N);
@@ -130,26 +175,31 @@ static chm_status mamba_scan_bwd(chm_model *m, const mdl_layer *ly, const mdl_ma
 chm_status mdl_mamba_bwd(chm_model *m, const mdl_layer *ly, const mdl_mamba_act *a,
                          const chm_tensor *xn, const chm_tensor *dout, const chm_tensor *dxn,
                          int64_t B, int64_t T) {
-    int64_t R = B * T, Di = m->Di, N = m->N, C = m->C, Rk = m->Rk;
+    int64_t R = B * T, Di = m->Di, N = m->N, C = m->C;
     size_t mark = mdl_mark(m);
     mamba_grads g;
     MDL_TRY(mamba_grads_alloc(m, &g, B, T));
-    mdl_mamba_w w = mdl_mamba_views(m, mdl_w(m, ly->in_proj), mdl_w(m, ly->x_proj));
-    mdl_mamba_w gw = mdl_mamba_views(m, mdl_g(m, ly->in_proj), mdl_g(m, ly->x_proj));
+    mdl_mamba_w w = mdl_mamba_views(m, mdl_w(m, ly->in_proj));
+    mdl_mamba_w gw = mdl_mamba_views(m, mdl_g(m, ly->in_proj));
 #define V2(t, c) MDL_VIEW(t, 0, R, c)
     chm_tensor dout2 = V2(dout, C), y2 = V2(&a->y, Di), dy2 = V2(&g.dy, Di);
     MDL_TRY(
         mdl_linear_bwd(m, mdl_w(m, ly->out_proj), mdl_g(m, ly->out_proj), &dout2, &y2, &dy2, 0));
     MDL_TRY(mamba_scan_bwd(m, ly, a, &g));
-    /* delta = dtl dt_w^T */
-    chm_tensor dd2 = V2(&g.ddelta, Di), dtl2 = V2(&a->dtl, Rk), ddtl2 = V2(&g.ddtl, Rk);
-    MDL_TRY(mdl_linear_bwd(m, mdl_w(m, ly->dt_w), mdl_g(m, ly->dt_w), &dd2, &dtl2, &ddtl2, 0));
-    /* the x_proj blocks read xc; the scan's du already sits in dxc */
-    chm_tensor xc2 = V2(&a->xc, Di), dxc2 = V2(&g.dxc, Di);
+    /* delta = dtl dt_w^T: dt_w's gradient += ddelta^T dtl, ddtl^T = dt_w^T ddelta^T */
+    chm_backend *be = m->be;
+    chm_tensor dd2 = V2(&g.ddelta, Di);
+    xp_rows xp = xp_views(m, &a->xpT, R), dxp = xp_views(m, &g.dxpT, R);
+    MDL_OP(m, chm_matmul(be, mdl_g(m, ly->dt_w), &dd2, &xp.dt, NULL, true, true, 1.0, 1.0));
+    MDL_OP(m, chm_matmul(be, &dxp.dt, mdl_w(m, ly->dt_w), &dd2, NULL, true, true, 1.0, 0.0));
+    /* dBm^T = I dBm^T, dCm^T likewise: the x_proj gradient rows in one tensor */
     chm_tensor dbm2 = V2(&g.dbm, N), dcm2 = V2(&g.dcm, N);
-    MDL_TRY(mdl_linear_bwd(m, &w.xp_dt, &gw.xp_dt, &ddtl2, &xc2, &dxc2, 1));
-    MDL_TRY(mdl_linear_bwd(m, &w.xp_b, &gw.xp_b, &dbm2, &xc2, &dxc2, 1));
-    MDL_TRY(mdl_linear_bwd(m, &w.xp_c, &gw.xp_c, &dcm2, &xc2, &dxc2, 1));
+    MDL_OP(m, chm_matmul(be, &dxp.b, &m->eye, &dbm2, NULL, false, true, 1.0, 0.0));
+    MDL_OP(m, chm_matmul(be, &dxp.c, &m->eye, &dcm2, NULL, false, true, 1.0, 0.0));
+    /* x_proj's gradient += dxp xc; dxc += dxp^T x_proj (the scan's du already sits in dxc) */
+    chm_tensor xc2 = V2(&a->xc, Di), dxc2 = V2(&g.dxc, Di);
+    MDL_OP(m, chm_matmul(be, mdl_g(m, ly->x_proj), &g.dxpT, &xc2, NULL, false, false, 1.0, 1.0));
+    MDL_OP(m, chm_matmul(be, &dxc2, &g.dxpT, mdl_w(m, ly->x_proj), NULL, true, false, 1.0, 1.0));
     MDL_OP(m, chm_fill(m->be, &g.dxin, 0));
     MDL_OP(m,
            chm_causal_conv1d_bwd(m->be, &g.dxin, mdl_g(m, ly->conv_w), mdl_g(m, ly->conv_b), &g.dxc,

@@ -106,6 +106,7 @@ static chm_status pass_begin(chm_model *m, int64_t B, int64_t T) {
     MDL_TRY(MDL_ALLOC(m, &m->hn, B, T, C));
     MDL_TRY(MDL_ALLOC_STATS(m, &m->rstd_f, R));
     MDL_TRY(MDL_ALLOC(m, &m->logits, rows, m->V));
+    if (m->cfg.n_mamba > 0) MDL_TRY(mdl_mamba_pass_begin(m));
     return MDL_ALLOC_STATS(m, &m->ce_loss, rows);
 }
 

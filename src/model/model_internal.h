@@ -84,7 +84,7 @@ typedef struct mdl_attn_act {
 typedef struct mdl_mamba_act {
     chm_tensor xin, z; /* [B,T,Di] in_proj halves */
     chm_tensor xc;     /* [B,T,Di] conv1d + SiLU */
-    chm_tensor dtl;    /* [B,T,Rk] low-rank dt */
+    chm_tensor xpT;    /* [Rk+2N, B*T] x_proj output, transposed: dtl^T, Bm^T, Cm^T rows */
     chm_tensor bm, cm; /* [B,T,N] */
     chm_tensor delta;  /* [B,T,Di] dt_proj output (before bias and softplus) */
     chm_tensor A;      /* [Di,N] = -exp(A_log) */
@@ -213,6 +213,7 @@ struct chm_model {
     chm_tensor hn, rstd_f;      /* [B,T,C] final norm output, [R] */
     chm_tensor logits, ce_loss; /* [ce_rows,V], [ce_rows] chunk scratch */
     chm_tensor loss;            /* [MDL_LOSS_SLOTS] stats dtype */
+    chm_tensor eye;             /* [N,N] identity (Mamba: B and C out of x_proj's transposed rows) */
     mdl_ids ids;
     /* host scratch */
     int32_t *host_ids; /* [(2 + 2*depth) * B*T] */
@@ -288,13 +289,13 @@ chm_status mdl_mamba_fwd(chm_model *m, const mdl_layer *ly, mdl_mamba_act *a, co
 chm_status mdl_mamba_bwd(chm_model *m, const mdl_layer *ly, const mdl_mamba_act *a,
                          const chm_tensor *xn, const chm_tensor *dout, const chm_tensor *dxn,
                          int64_t B, int64_t T);
-/* Weight views of a Mamba layer's fused matrices (values or gradients). */
+/* Allocate and upload the pass's [N,N] identity (pass start, models with Mamba layers). */
+chm_status mdl_mamba_pass_begin(chm_model *m);
+/* Weight views of a Mamba layer's in_proj halves (values or gradients); x_proj is used whole. */
 typedef struct mdl_mamba_w {
-    chm_tensor in_x, in_z;        /* [Di,C] */
-    chm_tensor xp_dt, xp_b, xp_c; /* [Rk,Di], [N,Di], [N,Di] */
+    chm_tensor in_x, in_z; /* [Di,C] */
 } mdl_mamba_w;
-mdl_mamba_w mdl_mamba_views(const chm_model *m, const chm_tensor *in_proj,
-                            const chm_tensor *x_proj);
+mdl_mamba_w mdl_mamba_views(const chm_model *m, const chm_tensor *in_proj);
 
 /* ---- ffn.c ---- */
 chm_status mdl_ffn_fwd(chm_model *m, const mdl_layer *ly, mdl_ffn_act *a, const chm_tensor *xn,
