@@ -346,11 +346,13 @@ static void case_elementwise(oc_ctx *x) {
 /* ---- normalisation, position, activation, embedding ---- */
 
 static void case_rmsnorm(oc_ctx *x) {
-    /* odd C (scalar path), even C (pairs) at 1, 2 and 8 chunks per thread, T = 1, and
-       C = 4098 (too wide for the fused backward: the generic path) */
-    static const int64_t shapes[][3] = {{1, 7, 13}, {2, 37, 1024}, {1, 1, 515}, {3, 50, 2050},
-                                        {1, 3, 4098}};
-    for (int s = 0; s < (x->quick ? 3 : 5); s++) {
+    /* odd C (scalar path), even C (pairs) at 1, 2 and 8 chunks per thread, T = 1, C = 4098
+       (too wide for the fused backward: the generic path); C % 8 == 0 up to 1536 takes the
+       16-byte warp backward (520: a partial last chunk; 1536: its widest row, f32 falls back) */
+    static const int64_t shapes[][3] = {{1, 7, 13},  {2, 37, 1024}, {1, 1, 515},  {3, 50, 2050},
+                                        {1, 3, 4098}, {2, 45, 520},  {4, 300, 1024}, {1, 70, 1536}};
+    int n = (int)(sizeof shapes / sizeof shapes[0]);
+    for (int s = 0; s < (x->quick ? 3 : n); s++) {
         int64_t B = shapes[s][0], T = shapes[s][1], C = shapes[s][2];
         oc_t in = oc_rand(x, 3, DIMS(B, T, C), -2, 2), w = oc_rand(x, 1, DIMS(C), 0.5, 1.5);
         oc_t out = oc_new(x, 3, DIMS(B, T, C)), rstd = oc_new2(x, CHM_F32, CHM_F32, 2, DIMS(B, T));
@@ -675,6 +677,8 @@ static void case_conv1d(oc_ctx *x) {
     conv_case(x, 3, 9, 6, 5, true, true);      /* W = 5: the generic kernels */
     conv_case(x, 1, 4, 5, 4, false, true);     /* T < W, odd C */
     if (!x->quick) conv_case(x, 2, 300, 130, 4, true, true); /* several time and channel blocks */
+    conv_case(x, 2, 150, 64, 4, false, false);                 /* quads (C % 4 == 0) */
+    if (!x->quick) conv_case(x, 2, 300, 520, 4, true, true);  /* quads, a partial channel block */
 }
 
 /* ---- routing and row moves ---- */
