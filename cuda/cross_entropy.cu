@@ -10,7 +10,8 @@
 // Rows whose bytes are whole 16-byte vectors (chimera-1b: V 50304 in bf16) move
 // 16 bytes per access, and the exponentials are exp2 of pre-scaled values: the
 // 256-thread scalar version took 166 us per 333-row chunk on an H100, 7.5x the
-// bytes' time at 3 TB/s.
+// bytes' time at 3 TB/s. Such rows up to 16 vectors a thread take the register
+// path (ce_kernel_reg): one read of each logit instead of two.
 #include "perf.cuh"
 
 #define CE_THREADS 512
@@ -76,6 +77,25 @@ __device__ void ce_row_grad(T *dr, const T *zr, int64_t V, int64_t t, float lse,
     }
 }
 
+// Rows whose target lies outside [0, V): loss 0 and a zero row (t < 0), or flagged with loss
+// NaN and no row (t >= V). True when the row is done.
+template <typename T>
+__device__ bool ce_odd_row(float *losses, T *dr, int64_t r, int64_t t, int64_t V, int *flag) {
+    if (t < 0) {
+        if (threadIdx.x == 0) losses[r] = 0.0f;
+        for (int64_t j = threadIdx.x; dr && j < V; j += blockDim.x) dr[j] = from_f<T>(0.0f);
+        return true;
+    }
+    if (t >= V) {
+        if (threadIdx.x == 0) {
+            flag_error(flag, CHM_CU_FLAG_CROSS_ENTROPY, r, t, V);
+            losses[r] = NAN;
+        }
+        return true;
+    }
+    return false;
+}
+
 template <typename T, bool VEC>
 __global__ void ce_kernel(float *losses, T *dz, const T *z, const int32_t *targets, int64_t V,
                           float scale, int *flag) {
@@ -85,18 +105,7 @@ __global__ void ce_kernel(float *losses, T *dz, const T *z, const int32_t *targe
     const T *zr = z + r * V;
     T *dr = dz ? dz + r * V : NULL;
     int64_t t = targets[r];
-    if (t < 0) {
-        if (threadIdx.x == 0) losses[r] = 0.0f;
-        for (int64_t j = threadIdx.x; dr && j < V; j += blockDim.x) dr[j] = from_f<T>(0.0f);
-        return;
-    }
-    if (t >= V) {
-        if (threadIdx.x == 0) {
-            flag_error(flag, CHM_CU_FLAG_CROSS_ENTROPY, r, t, V);
-            losses[r] = NAN;
-        }
-        return;
-    }
+    if (ce_odd_row<T>(losses, dr, r, t, V, flag)) return;
     if (threadIdx.x == 0) zt_s = to_f(zr[t]);
     float m, s;
     ce_row_stats<T, VEC>(zr, V, m, s);
@@ -109,6 +118,83 @@ __global__ void ce_kernel(float *losses, T *dz, const T *z, const int32_t *targe
     ce_row_grad<T, VEC>(dr, zr, V, t, lse, scale);
 }
 
+// Mark the packed row as rewritten (an empty asm on each 32-bit word), so that the compiler
+// converts it to f32 again in the next pass instead of keeping every converted value live
+// across the block reduction (bf16 at 16 vectors a thread: 128 floats, spilled).
+template <typename T, int W, int NV>
+__device__ __forceinline__ void ce_opaque(vec_t<T, W> (&x)[NV]) {
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        uint32_t *u = reinterpret_cast<uint32_t *>(&x[i]);
+#pragma unroll
+        for (int k = 0; k < 4; k++) asm volatile("" : "+r"(u[k]));
+    }
+}
+
+// Register path, rows of at most NV*CE_THREADS 16-byte vectors (chimera-1b's 50304-column
+// bf16 rows: 13 a thread): the row is loaded once into registers, and its max, its sum and
+// the gradient all come from there, so each logit is read from memory once. (The two-pass
+// kernel re-read each row in pass two; with ~530 rows of 100 KB in flight the re-reads
+// missed the 50 MB L2: 137 us a 1280-row chunk on an H100 against 86 us for the bytes.)
+template <typename T, int NV>
+__global__ void __launch_bounds__(CE_THREADS, 1)
+    ce_kernel_reg(float *losses, T *dz, const T *z, const int32_t *targets, int64_t V,
+                  float scale, int *flag) {
+    constexpr int W = 16 / sizeof(T);
+    __shared__ float red[32];
+    int64_t r = blockIdx.x;
+    const T *zr = z + r * V;
+    T *dr = dz ? dz + r * V : NULL;
+    int64_t t = targets[r];
+    if (ce_odd_row<T>(losses, dr, r, t, V, flag)) return;
+    vec_t<T, W> x[NV];
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int64_t j = ((int64_t)i * CE_THREADS + threadIdx.x) * W;
+        if (j < V) x[i] = vload<T, W>(zr + j);
+    }
+    float zt = threadIdx.x == 0 ? to_f(zr[t]) : 0.0f;  // read before the barriers below
+    float vmax = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < NV; i++)
+        if (((int64_t)i * CE_THREADS + threadIdx.x) * W < V)
+#pragma unroll
+            for (int k = 0; k < W; k++) vmax = fmaxf(vmax, to_f(x[i].v[k]));
+    ce_opaque<T, W, NV>(x);
+    float M = block_max(vmax, red), s = 0.0f;
+    if (M != -INFINITY)
+#pragma unroll
+        for (int i = 0; i < NV; i++)
+            if (((int64_t)i * CE_THREADS + threadIdx.x) * W < V)
+#pragma unroll
+                for (int k = 0; k < W; k++) s += exp2f((to_f(x[i].v[k]) - M) * CE_LOG2E);
+    float lse = M + logf(block_sum(s, red));
+    if (threadIdx.x == 0) losses[r] = lse - zt;
+    if (!dr) return;
+    float l2 = lse * CE_LOG2E;
+    ce_opaque<T, W, NV>(x);
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int64_t j = ((int64_t)i * CE_THREADS + threadIdx.x) * W;
+        if (j >= V) continue;
+        vec_t<T, W> y;
+#pragma unroll
+        for (int k = 0; k < W; k++) {
+            float p = exp2f(fmaf(to_f(x[i].v[k]), CE_LOG2E, -l2));
+            y.v[k] = from_f<T>(scale * (p - (j + k == t ? 1.0f : 0.0f)));
+        }
+        vstore<T, W>(dr + j, y);
+    }
+}
+
+// Vectors per thread of the register path for V columns of `size`-byte elements (0: wider).
+static int ce_reg_vectors(int64_t V, size_t size) {
+    int64_t nvec = V * (int64_t)size / 16;
+    for (int nv = 4; nv <= 16; nv *= 2)
+        if (nvec <= (int64_t)nv * CE_THREADS) return nv;
+    return 0;
+}
+
 extern "C" cudaError_t chm_cu_cross_entropy(float *losses, void *dlogits, const void *logits,
                                             const int32_t *targets, int64_t R, int64_t V,
                                             double grad_scale, chm_dtype dt, int *flag,
@@ -117,7 +203,20 @@ extern "C" cudaError_t chm_cu_cross_entropy(float *losses, void *dlogits, const 
     // rows of whole 16-byte vectors: V a multiple of 16 bytes' worth and both bases aligned
     bool vec = (V * (int64_t)chm_dtype_size(dt)) % 16 == 0 && ptr_aligned(logits, 16) &&
                ptr_aligned(dlogits, 16);
-    if (vec) {
+    int nv = vec ? ce_reg_vectors(V, chm_dtype_size(dt)) : 0;
+    if (nv > 0) {
+        CHM_CU_DISPATCH(dt, T, {
+            if (nv == 4)
+                ce_kernel_reg<T, 4><<<(unsigned)R, CE_THREADS, 0, s>>>(
+                    losses, (T *)dlogits, (const T *)logits, targets, V, (float)grad_scale, flag);
+            else if (nv == 8)
+                ce_kernel_reg<T, 8><<<(unsigned)R, CE_THREADS, 0, s>>>(
+                    losses, (T *)dlogits, (const T *)logits, targets, V, (float)grad_scale, flag);
+            else
+                ce_kernel_reg<T, 16><<<(unsigned)R, CE_THREADS, 0, s>>>(
+                    losses, (T *)dlogits, (const T *)logits, targets, V, (float)grad_scale, flag);
+        });
+    } else if (vec) {
         CHM_CU_DISPATCH(dt, T,
                         ce_kernel<T, true><<<(unsigned)R, CE_THREADS, 0, s>>>(
                             losses, (T *)dlogits, (const T *)logits, targets, V,
