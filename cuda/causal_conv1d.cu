@@ -9,8 +9,8 @@
 //
 // Tiled path (W <= 4, the Mamba case): block (CONV_TX, CONV_TY) covers
 // CONV_TX*V channels of one batch row b and CONV_TY*CONV_TT time steps; each
-// thread owns V channels (V = 4: one 8/16-byte access, when C % 4 == 0 and the
-// pointers allow; else V = 2 when C is even; else V = 1) and walks its CONV_TT steps in order, keeping
+// thread owns V channels (V = 2: one 4/8-byte access, when C is even and the
+// pointers allow; else V = 1) and walks its CONV_TT steps in order, keeping
 // the last W inputs (and in the backward the last W values of g) in
 // registers, so every element is loaded once (plus a W-1 step halo) and g is
 // computed once. Loads run CONV_U steps ahead. The backward's dw/dbias sums go
@@ -332,37 +332,33 @@ __global__ void conv_finish_kernel(T *dw, T *dbias, const float *part, int S, in
     else if (dbias) dbias[c] = from_f<T>(to_f(dbias[c]) + acc);
 }
 
-// The widest V in {4, 2, 1} whose accesses suit C and every [B,T,C] pointer.
+// Whether the pair (V = 2) accesses suit C and every [B,T,C] pointer.
 template <typename T>
-static int conv_vec(int64_t C, const void *a, const void *b, const void *c, const void *d) {
-    for (int v = 4; v > 1; v /= 2) {
-        size_t n = (size_t)v * sizeof(T);
-        if (C % v == 0 && ptr_aligned(a, n) && ptr_aligned(b, n) && ptr_aligned(c, n) &&
-            ptr_aligned(d, n))
-            return v;
-    }
-    return 1;
+static bool conv_pairs(int64_t C, const void *a, const void *b, const void *c, const void *d) {
+    size_t n = 2 * sizeof(T);
+    return C % 2 == 0 && ptr_aligned(a, n) && ptr_aligned(b, n) && ptr_aligned(c, n) &&
+           ptr_aligned(d, n);
 }
 
-// Run BODY with the compile-time tap count WW = W (1..4) and vector width VV = vw (1, 2, 4).
-#define CONV_SWITCH_W(W, ...)                                                    \
-    switch (W) {                                                                 \
-    case 1: { const int WW = 1; __VA_ARGS__; } break;                            \
-    case 2: { const int WW = 2; __VA_ARGS__; } break;                            \
-    case 3: { const int WW = 3; __VA_ARGS__; } break;                            \
-    default: { const int WW = 4; __VA_ARGS__; } break;                           \
-    }
-#define CONV_DISPATCH_WV(W, vw, ...)                                             \
+// Run BODY with the compile-time tap count WW = W (1..4) and pair width VV.
+#define CONV_DISPATCH_WV(W, pairs, ...)                                          \
     do {                                                                         \
-        if ((vw) == 4) {                                                         \
-            const int VV = 4;                                                    \
-            CONV_SWITCH_W(W, __VA_ARGS__)                                        \
-        } else if ((vw) == 2) {                                                  \
+        if (pairs) {                                                             \
             const int VV = 2;                                                    \
-            CONV_SWITCH_W(W, __VA_ARGS__)                                        \
+            switch (W) {                                                         \
+            case 1: { const int WW = 1; __VA_ARGS__; } break;                    \
+            case 2: { const int WW = 2; __VA_ARGS__; } break;                    \
+            case 3: { const int WW = 3; __VA_ARGS__; } break;                    \
+            default: { const int WW = 4; __VA_ARGS__; } break;                   \
+            }                                                                    \
         } else {                                                                 \
             const int VV = 1;                                                    \
-            CONV_SWITCH_W(W, __VA_ARGS__)                                        \
+            switch (W) {                                                         \
+            case 1: { const int WW = 1; __VA_ARGS__; } break;                    \
+            case 2: { const int WW = 2; __VA_ARGS__; } break;                    \
+            case 3: { const int WW = 3; __VA_ARGS__; } break;                    \
+            default: { const int WW = 4; __VA_ARGS__; } break;                   \
+            }                                                                    \
         }                                                                        \
     } while (0)
 
@@ -380,7 +376,7 @@ static void conv_fwd_launch(T *out, const T *x, const T *w, const T *bias, int64
         return;
     }
     dim3 blk(CONV_TX, CONV_TY);
-    CONV_DISPATCH_WV(W, (conv_vec<T>(C, out, x, x, out)),
+    CONV_DISPATCH_WV(W, (conv_pairs<T>(C, out, x, x, out)),
                      conv_fwd_tiled<T, VV, WW><<<conv_grid(B, nT, C, VV), blk, 0, s>>>(
                          out, x, w, bias, (int)nT, C, silu));
 }
@@ -398,7 +394,7 @@ static void conv_bwd_launch(T *dx, float *part, const T *dout, const T *x, const
         return;
     }
     dim3 blk(CONV_TX, CONV_TY);
-    CONV_DISPATCH_WV(W, (conv_vec<T>(C, dx, dout, x, dx)),
+    CONV_DISPATCH_WV(W, (conv_pairs<T>(C, dx, dout, x, dx)),
                      conv_bwd_tiled<T, VV, WW><<<conv_grid(B, nT, C, VV), blk, 0, s>>>(
                          dx, part, dout, x, w, bias, (int)nT, C, silu));
 }

@@ -11,10 +11,10 @@
 // w and dw partials in registers (V = 2 columns per access when C is even and
 // the pointers allow), walks the slab's rows with the next row's g and x
 // loaded ahead, and one block sum per row gives the row's dot product; g and x
-// are read from memory once. Warp path (rows of whole 16-byte vectors up to
-// RMS_WARP_MAX_C, chimera-1b's norms): as the fused path but one warp per row,
-// so no block barrier per row. Generic path (wider rows): one warp per row for
-// dx, one thread per (slab, column) for dw.
+// are read from memory once. Generic path (wider rows): one warp per row for
+// dx, one thread per (slab, column) for dw. (A warp-per-row backward with
+// 16-byte accesses, no block barrier per row, ran no faster on an H100: 68 vs
+// 66 us at chimera-1b's [16384,1024] in bf16, session 7.)
 #include "perf.cuh"
 
 #define RMS_WARPS 8
@@ -171,86 +171,6 @@ __global__ void __launch_bounds__(RMS_BT, RMS_MIN_BLOCKS(T, V, NP))
     }
 }
 
-// Widest row the warp path takes: its block's dw partials sit in shared memory ([RMS_WARPS][C]
-// floats, at most 48 KiB).
-#define RMS_WARP_MAX_C (48 * 1024 / (RMS_WARPS * (int)sizeof(float)))
-
-// Warp path (16-byte accesses): grid S (slabs of rows), block RMS_WARPS warps; warp w of a slab
-// takes its rows r0+w, r0+w+RMS_WARPS, ... with one warp sum per row (the fused kernel's block
-// sum per row put two barriers on every row's critical path), each lane keeping NP*V columns'
-// w and dw partials in registers. The block's warps add their partials in shared memory in
-// warp order, so part[slab, C] is deterministic.
-template <typename T, int NP>
-__global__ void __launch_bounds__(RMS_WARPS * 32, (NP) * 16 / (int)sizeof(T) <= 8 ? 2 : 1)
-    rmsnorm_bwd_warp(T *__restrict__ dx, float *__restrict__ part, const T *__restrict__ g,
-                     const T *__restrict__ x, const T *__restrict__ w,
-                     const float *__restrict__ rstd, int64_t R, int64_t C) {
-    constexpr int V = 16 / sizeof(T);
-    extern __shared__ float sacc[];  // [RMS_WARPS][C]
-    int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
-    int64_t per = (R + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * per;
-    int64_t r1 = r0 + per < R ? r0 + per : R;
-    vec_t<T, V> wv[NP];
-    float acc[NP][V];
-#pragma unroll
-    for (int k = 0; k < NP; k++) {
-        int64_t c = ((int64_t)k * 32 + lane) * V;
-        if (c < C) wv[k] = vload<T, V>(w + c);
-#pragma unroll
-        for (int v = 0; v < V; v++) acc[k][v] = 0.0f;
-    }
-    for (int64_t r = r0 + wp; r < r1; r += RMS_WARPS) {
-        vec_t<T, V> gv[NP], xv[NP], dv[NP];
-#pragma unroll
-        for (int k = 0; k < NP; k++) {
-            int64_t c = ((int64_t)k * 32 + lane) * V;
-            if (c < C) {
-                gv[k] = vload<T, V>(g + r * C + c);
-                xv[k] = vload<T, V>(x + r * C + c);
-                dv[k] = vload<T, V>(dx + r * C + c);
-            }
-        }
-        float rs = rstd[r], dot = 0.0f;
-#pragma unroll
-        for (int k = 0; k < NP; k++) {
-            if (((int64_t)k * 32 + lane) * V >= C) continue;
-#pragma unroll
-            for (int v = 0; v < V; v++) {
-                float gf = to_f(gv[k].v[v]), xf = to_f(xv[k].v[v]);
-                dot += gf * to_f(wv[k].v[v]) * xf;
-                acc[k][v] += gf * xf * rs;
-            }
-        }
-        dot = warp_sum(dot);
-        float coef = rs * rs * rs * dot / (float)C;
-#pragma unroll
-        for (int k = 0; k < NP; k++) {
-            int64_t c = ((int64_t)k * 32 + lane) * V;
-            if (c >= C) continue;
-            vec_t<T, V> o;
-#pragma unroll
-            for (int v = 0; v < V; v++)
-                o.v[v] = from_f<T>(to_f(dv[k].v[v]) + rs * to_f(wv[k].v[v]) * to_f(gv[k].v[v]) -
-                                   coef * to_f(xv[k].v[v]));
-            vstore<T, V>(dx + r * C + c, o);
-        }
-    }
-#pragma unroll
-    for (int k = 0; k < NP; k++) {
-        int64_t c = ((int64_t)k * 32 + lane) * V;
-        if (c < C)
-#pragma unroll
-            for (int v = 0; v < V; v++) sacc[wp * C + c + v] = acc[k][v];
-    }
-    __syncthreads();
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-        float sum = 0.0f;
-#pragma unroll
-        for (int i = 0; i < RMS_WARPS; i++) sum += sacc[i * C + c];
-        part[(int64_t)blockIdx.x * C + c] = sum;
-    }
-}
-
 // grid ceil(C/FIN_X), block (FIN_X, FIN_Y): dw [C] += the slab sums of part [S,C].
 template <typename T>
 __global__ void rmsnorm_finish_kernel(T *dw, const float *part, int S, int64_t C) {
@@ -279,15 +199,6 @@ template <typename T>
 static void rmsnorm_bwd_launch(T *dx, float *part, const T *g, const T *x, const T *w,
                                const float *rstd, int64_t R, int64_t C, cudaStream_t s) {
     int S = chm_cu_rmsnorm_slabs(R);
-    const int V16 = 16 / (int)sizeof(T);
-    int np16 = rms_chunks(C * (RMS_BT / 32), V16);  // chunks of 32 lanes x V16 columns
-    if (np16 > 0 && C % V16 == 0 && C <= RMS_WARP_MAX_C && ptr_aligned(dx, 16) &&
-        ptr_aligned(g, 16) && ptr_aligned(x, 16) && ptr_aligned(w, 16)) {
-        size_t sh = (size_t)RMS_WARPS * (size_t)C * sizeof(float);
-        RMS_DISPATCH_NP(np16, rmsnorm_bwd_warp<T, NN><<<S, RMS_WARPS * 32, sh, s>>>(
-                                dx, part, g, x, w, rstd, R, C));
-        return;
-    }
     size_t pb = 2 * sizeof(T);
     bool pairs = C % 2 == 0 && ptr_aligned(dx, pb) && ptr_aligned(g, pb) && ptr_aligned(x, pb);
     int np = rms_chunks(C, pairs ? 2 : 1);

@@ -677,8 +677,8 @@ static void case_conv1d(oc_ctx *x) {
     conv_case(x, 3, 9, 6, 5, true, true);      /* W = 5: the generic kernels */
     conv_case(x, 1, 4, 5, 4, false, true);     /* T < W, odd C */
     if (!x->quick) conv_case(x, 2, 300, 130, 4, true, true); /* several time and channel blocks */
-    conv_case(x, 2, 150, 64, 4, false, false);                 /* quads (C % 4 == 0) */
-    if (!x->quick) conv_case(x, 2, 300, 520, 4, true, true);  /* quads, a partial channel block */
+    conv_case(x, 2, 150, 64, 4, false, false);                 /* no bias, no SiLU */
+    if (!x->quick) conv_case(x, 2, 300, 520, 4, true, true);  /* a partial channel block */
 }
 
 /* ---- routing and row moves ---- */
