@@ -390,18 +390,30 @@ static void case_rope(oc_ctx *x) {
     }
 }
 
-static void case_swiglu(oc_ctx *x) {
-    const int64_t *d = DIMS(7, 143);
-    oc_t g = oc_rand(x, 2, d, -4, 4), u = oc_rand(x, 2, d, -2, 2), out = oc_new(x, 2, d);
+/* SwiGLU on [R,C] with gates in [-gmax, gmax]; the backward accumulates or writes. */
+static void swiglu_at(oc_ctx *x, int64_t R, int64_t C, double gmax, bool acc) {
+    const int64_t *d = DIMS(R, C);
+    oc_t g = oc_rand(x, 2, d, -gmax, gmax), u = oc_rand(x, 2, d, -2, 2), out = oc_new(x, 2, d);
     oc_poison(x, &out);
     OC_BOTH(x, chm_swiglu_fwd(BE, OC_T(out), OC_T(g), OC_T(u)));
     oc_check(x, "swiglu_fwd", &out, 1);
     oc_t dout = oc_rand(x, 2, d, -1, 1), dg = oc_grad0(x, 2, d), du = oc_grad0(x, 2, d);
-    OC_BOTH(x, chm_swiglu_bwd(BE, OC_T(dg), OC_T(du), OC_T(dout), OC_T(g), OC_T(u), true));
-    oc_check(x, "swiglu_bwd dgate", &dg, 1);
-    oc_check(x, "swiglu_bwd dup", &du, 1);
+    if (!acc) {
+        oc_poison(x, &dg);
+        oc_poison(x, &du);
+    }
+    OC_BOTH(x, chm_swiglu_bwd(BE, OC_T(dg), OC_T(du), OC_T(dout), OC_T(g), OC_T(u), acc));
+    oc_check(x, acc ? "swiglu_bwd dgate" : "swiglu_bwd dgate (written)", &dg, 1);
+    oc_check(x, acc ? "swiglu_bwd dup" : "swiglu_bwd dup (written)", &du, 1);
     oc_t *all[] = {&g, &u, &out, &dout, &dg, &du};
     for (int i = 0; i < 6; i++) oc_free(all[i]);
+}
+
+static void case_swiglu(oc_ctx *x) {
+    swiglu_at(x, 7, 143, 4, true);   /* odd n: one element per access */
+    swiglu_at(x, 7, 144, 4, true);   /* 16-byte accesses */
+    swiglu_at(x, 3, 130, 4, false);  /* pairs (n % 8 != 0), gradients written */
+    swiglu_at(x, 5, 96, 20, false);  /* saturated sigmoids */
 }
 
 static void case_embedding(oc_ctx *x) {
