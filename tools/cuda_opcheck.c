@@ -513,6 +513,50 @@ static void case_matmul_grouped(oc_ctx *x) {
 
 /* ---- attention ---- */
 
+/*
+ * The cuda backward twice on the same inputs, gradients from zero: the bytes must match
+ * (the kernels are deterministic by contract: one writer per gradient element, fixed
+ * summation orders; issue 7 asks that no change trade this for speed).
+ */
+static void attn_repeat(oc_ctx *x, const char *name, const oc_t *q, const oc_t *k, const oc_t *v,
+                        const oc_t *out, const oc_t *lse, const oc_t *dout, double scale) {
+    oc_t g[2][3];
+    double *h[2][3];
+    for (int r = 0; r < 2; r++) {
+        g[r][0] = oc_new(x, 4, q->g.shape);
+        g[r][1] = oc_new(x, 4, k->g.shape);
+        g[r][2] = oc_new(x, 4, k->g.shape);
+        for (int i = 0; i < 3; i++)
+            if (chm_fill(x->gpu, &g[r][i].g, 0.0)) oc_fail(x, "fill: %s", x->gpu->err.msg);
+        if (chm_attention_bwd(x->gpu, &g[r][0].g, &g[r][1].g, &g[r][2].g, &dout->g, &q->g,
+                              &k->g, &v->g, &out->g, &lse->g, scale))
+            oc_fail(x, "attention_bwd on cuda: %s", x->gpu->err.msg);
+        for (int i = 0; i < 3; i++) {
+            h[r][i] = oc_dalloc(g[r][i].n);
+            oc_download(x, x->gpu, &g[r][i].g, h[r][i]);
+        }
+    }
+    int64_t bad = -1;
+    for (int i = 0; i < 3; i++) {
+        for (int64_t e = 0; e < g[0][i].n && bad < 0; e++)
+            if (memcmp(&h[0][i][e], &h[1][i][e], sizeof(double))) bad = e;
+        if (bad >= 0) {
+            oc_fail(x, "%s d%c element %lld differs between two runs (not deterministic)", name,
+                    "qkv"[i], (long long)bad);
+            break;
+        }
+    }
+    x->checks++;
+    if (bad < 0 && !x->quiet)
+        printf("PASS  %-28s %-4s dq dk dv bitwise the same in two runs\n", name,
+               chm_dtype_name(x->dt));
+    for (int r = 0; r < 2; r++)
+        for (int i = 0; i < 3; i++) {
+            free(h[r][i]);
+            oc_free(&g[r][i]);
+        }
+}
+
 /* One forward + backward at q [B,T,H,D], k/v [B,T,Hk,D]; tol scales the dtype tolerance. */
 static void attn_case(oc_ctx *x, int64_t B, int64_t T, int64_t H, int64_t Hk, int64_t D,
                       double tol) {
@@ -547,6 +591,7 @@ static void attn_case(oc_ctx *x, int64_t B, int64_t T, int64_t H, int64_t Hk, in
     oc_check(x, n2, &dk, gtol);
     snprintf(n2, sizeof n2, "%s dv", name);
     oc_check(x, n2, &dv, gtol);
+    attn_repeat(x, name, &q, &k, &v, &out, &lse, &dout, scale);
     oc_t *all[] = {&q, &k, &v, &out, &lse, &dout, &dq, &dk, &dv};
     for (int i = 0; i < 9; i++) oc_free(all[i]);
 }
