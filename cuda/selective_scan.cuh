@@ -58,8 +58,9 @@
 // accumulated: the finish kernel stores instead of adding; du, ddelta, dz take the
 // main kernel's SET variant, which neither stages nor adds their old values (when
 // only some of them are named, those are zeroed first and all accumulate).
-// Resources: the backward kernel is capped at 128 registers (the stash is 64 of them; 0-8
-// bytes of loop-invariant spills, reloaded once a chunk) so that 16 warps fit an SM; the
+// Resources: the backward kernel is capped at 128 registers (the stash is 64 of them; 8
+// bytes of spills as chimera-1b calls it, up to 48 in the Di % 4 != 0 accumulating kernel,
+// all outside the steps, once a chunk) so that 16 warps fit an SM; the
 // chunk's start state is loaded twice (for the recompute, and halfway through the reverse
 // for its last step) rather than held through the steps. Shared memory per block: backward
 // 102.5 KiB in bf16 (two blocks an SM; 98.5 KiB without the fdd tile on devices with less
@@ -85,8 +86,25 @@
 // backward 1.083 -> 0.930 ms, fwd+bwd 1.480 -> 1.239 ms = 4.70x -> 3.94x the 3 TB/s
 // memory floor (issue 7 wants 3x). Earlier: the session-2 kernels took 1.394 / 5.193 ms
 // (H200); this design 0.421 / 1.487 ms (H200) before the select-free reductions.
+// Session 7 (H100, same call): the chunk loops' integer work cut (each thread's tile offsets
+// computed once a kernel, int chunk indices, the dBm/dCm partials' loop unrolled, the element
+// math masked instead of branched, the forward's delta_bias and D held in registers): SASS per
+// lane-step forward 50.3 -> 47.1, backward 138.8 -> 130.2 (static counts of the bf16 vector
+// kernels' chunk loops); timed forward 0.309 -> 0.292 ms, backward 0.930 -> 0.900, fwd+bwd
+// 1.239 -> 1.192 = 3.94x -> 3.79x the floor. ncu (before the forward's registers for
+// delta_bias and D): besides issue (forward 64%, backward 62%), the shared-memory/shuffle pipe
+// bounds both (L1 throughput 84% and 72%). Counting a warp's 128-bit shared load as 4
+// wavefronts even when it broadcasts, a 64-bit one as 2 and a shuffle as 1 reproduces those
+// figures (79% and 71%): the forward's Bm and Cm quads are 8 of a step's 11 wavefronts, the
+// backward's steps take ~29 a lane-step (17 loaded floats, 2 stores, 10 shuffles). Tried and
+// reverted: two channels a forward lane (128-thread blocks sharing the Bm/Cm loads): L1
+// 84% -> 53% and 5% fewer instructions, but at 7.6 warps an SM it turned latency-bound
+// (0.292 -> 0.313 ms). The backward has no such way out: its stash (64 of the 128 registers
+// that 16 warps an SM allow) rules out more states or channels a lane.
 #ifndef CHIMERA_CUDA_SELECTIVE_SCAN_CUH
 #define CHIMERA_CUDA_SELECTIVE_SCAN_CUH
+
+#include <limits.h>
 
 #include "common.cuh"
 
@@ -125,6 +143,7 @@ struct scan_k {
     const void *z;         /* [B,T,Di] */
     const void *db;        /* [Di] delta_bias */
     int64_t B, T, Di, N;
+    int64_t DiN; /* Di * N: the saved states' stride between chunks */
     int softplus;
     int hvec; /* the saved states' rows are float4s: N == 16 and 16-byte aligned */
 };
@@ -335,6 +354,22 @@ __device__ __forceinline__ int quad_valid(int64_t c0, int64_t Di) {
     return n < 0 ? 0 : n > 4 ? 4 : (int)n;
 }
 
+// The thread's tile quad and where it lies in the [B,T,Di] tensors, computed once a kernel
+// (per chunk, that 64-bit address arithmetic was a good part of the chunk's integer work).
+struct scan_pos {
+    int row, col, at; /* tile_row, tile_col; at = row * SCAN_CB + col */
+    int nv;           /* the quad's channels inside Di (quad_valid) */
+    int64_t g;        /* offset of element (b, row, c0 + col) of a [B,T,Di] tensor: + t0 Di */
+};
+
+__device__ __forceinline__ scan_pos pos_of(const scan_k &k, int64_t b, int64_t c0) {
+    scan_pos p;
+    p.row = tile_row(), p.col = tile_col(), p.at = p.row * SCAN_CB + p.col;
+    p.nv = quad_valid(c0, k.Di);
+    p.g = (b * k.T + p.row) * k.Di + c0 + p.col;
+    return p;
+}
+
 // The block's delta_bias and D into shared memory (0 when absent or past Di); the
 // first barrier of the chunk loop publishes them.
 template <typename T>
@@ -361,16 +396,17 @@ __device__ __forceinline__ void state_step(float *h, const float *A2, const scan
 
 // ---- saved states: [B, K, Di, N] f32, entry ck the state after chunk ck ----
 
-// The lane's entries of chunk ck's saved state (states 4q.. of channel l.c; nck = K).
-__device__ __forceinline__ int64_t hs_index(const scan_k &k, int64_t nck, int64_t b, int64_t ck,
-                                            const scan_lane &l) {
-    return ((b * nck + ck) * k.Di + l.c) * k.N + 4 * l.q;
+// The lane's entries of chunk 0's saved state (states 4q.. of channel l.c; nck = K); chunk
+// ck's are k.DiN * ck further.
+__device__ __forceinline__ int64_t hs_base(const scan_k &k, int64_t nck, int64_t b,
+                                           const scan_lane &l) {
+    return (b * nck * k.Di + l.c) * k.N + 4 * l.q;
 }
 
-// Store the lane's four states h (state order), those below N.
-__device__ __forceinline__ void hs_store(float *hs, const float *h, const scan_k &k, int64_t nck,
-                                         int64_t b, int64_t ck, const scan_lane &l) {
-    float *p = hs + hs_index(k, nck, b, ck, l);
+// Store the lane's four states h (state order), those below N, at hs + hb + ck k.DiN.
+__device__ __forceinline__ void hs_store(float *hs, const float *h, const scan_k &k, int64_t hb,
+                                         int ck, const scan_lane &l) {
+    float *p = hs + hb + ck * k.DiN;
     if (k.hvec) {
         *(float4 *)p = make_float4(h[0], h[1], h[2], h[3]);
         return;
@@ -384,9 +420,9 @@ __device__ __forceinline__ void hs_store(float *hs, const float *h, const scan_k
 // addresses follow the order, so the loads need no select after them: a select (or a
 // conversion) placed right after a load waits for it (its latency showed as the top stall),
 // while the backward's first reads of h come after the chunk's barrier or 8 steps later.
-__device__ __forceinline__ void hs_load(float *h, const float *hs, const scan_k &k, int64_t nck,
-                                        int64_t b, int64_t ck, const scan_lane &l) {
-    const float *p = hs + hs_index(k, nck, b, ck, l);
+__device__ __forceinline__ void hs_load(float *h, const float *hs, const scan_k &k, int64_t hb,
+                                        int ck, const scan_lane &l) {
+    const float *p = hs + hb + ck * k.DiN;
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         h[j] = 0.0f;
@@ -409,25 +445,25 @@ __device__ __forceinline__ void tile_copy_elem(T *dst, const T *src, const scan_
     for (int e = 0; e < 4; e++) d[e] = (row < steps && c + e < k.Di) ? s[e] : from_f<T>(0.0f);
 }
 
-// Start the copies of chunk t0 into the nraw tiles at raw (absent tensors skipped). VEC:
-// one async vector copy per tile, its source offset, size and shared address computed once
-// for all the tiles (per tile, that address arithmetic was most of the chunk's integer work).
-template <typename T, bool VEC>
+// Start the copies of chunk t0 into the nraw tiles at raw (absent tensors skipped; bit r of
+// REQ: src[r] is never NULL, no test). VEC: one async vector copy per tile, its source offset,
+// size and shared address computed once for all the tiles (per tile, that address arithmetic
+// was most of the chunk's integer work).
+template <typename T, bool VEC, unsigned REQ>
 __device__ __forceinline__ void chunk_issue(T *raw, const void *const *src, int nraw,
-                                            const scan_k &k, int64_t b, int64_t c0, int64_t t0,
-                                            int steps) {
+                                            const scan_k &k, const scan_pos &p, int64_t b,
+                                            int64_t c0, int64_t t0, int steps) {
     if (VEC) {
-        int row = tile_row(), col = tile_col();
-        bool ok = row < steps && c0 + col < k.Di;  // Di % 4 == 0: a quad is wholly in or out
-        int64_t off = ok ? (b * k.T + t0 + row) * k.Di + c0 + col : 0;
-        unsigned d = (unsigned)__cvta_generic_to_shared(raw + row * SCAN_CB + col);
+        bool ok = p.row < steps && p.nv > 0;  // Di % 4 == 0: a quad is wholly in or out
+        int64_t off = ok ? p.g + t0 * k.Di : 0;
+        unsigned d = (unsigned)__cvta_generic_to_shared(raw + p.at);
         for (int r = 0; r < nraw; r++)
-            if (src[r])
+            if ((REQ >> r & 1u) || src[r])
                 scan_cp_async<4 * sizeof(T)>(d + r * SCAN_TILE * (unsigned)sizeof(T),
                                              (const T *)src[r] + off, ok ? 4 * (int)sizeof(T) : 0);
     } else {
         for (int r = 0; r < nraw; r++)
-            if (src[r])
+            if ((REQ >> r & 1u) || src[r])
                 tile_copy_elem<T>(raw + r * SCAN_TILE, (const T *)src[r], k, b, c0, t0, steps);
     }
     scan_cp_commit();
@@ -475,23 +511,26 @@ __device__ __forceinline__ void bc_put(const scan_sm<T> &sm, const T *bv, const 
 // dy*silu(z), dd/ddelta and dz/yraw = dy s (1 + z (1 - s)) with s = sigmoid(z). All loads
 // come first: a shared load after a shared store cannot move above it (the compiler cannot
 // tell the tiles apart), and each such round trip showed as stalls in the profile.
+// bq: delta_bias of the quad's channels (sm.cbias; the forward keeps it in registers).
 template <typename T, bool BWD, bool FDD = true>
 __device__ __forceinline__ void pre_phase(const scan_sm<T> &sm, const T *raw, const scan_k &k,
-                                          int64_t c0, int steps) {
-    int row = tile_row(), col = tile_col(), at = row * SCAN_CB + col;
-    int nv = row < steps ? quad_valid(c0, k.Di) : 0;
-    float dl[4], uu[4], bias[4], dy[4], zz[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dv[4], dsig[4];
+                                          const scan_pos &p, int steps, float4 bq) {
+    int at = p.at, nv = p.row < steps ? p.nv : 0;
+    float dl[4], uu[4], bias[4] = {bq.x, bq.y, bq.z, bq.w}, dy[4];
+    float zz[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dv[4], dsig[4];
     scan_load4(raw + RAW_DELTA * SCAN_TILE + at, dl);
     scan_load4(raw + RAW_U * SCAN_TILE + at, uu);
-    scan_load4(sm.cbias + col, bias);
     if (BWD) scan_load4(raw + RAW_DY * SCAN_TILE + at, dy);
     if (BWD && k.z) scan_load4(raw + RAW_Z * SCAN_TILE + at, zz);
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-        bool ok = e < nv;
+        // Computed for every element and masked by a product, not a branch around each
+        // element's math: okf is 1 on the tensor's elements, and the padding holds zeros
+        // (x is the channel's delta_bias there: finite where the channel's y can be).
+        float okf = e < nv ? 1.0f : 0.0f;
         float x = dl[e] + bias[e], ex = scan_enabs(x);
-        dv[e] = ok ? (k.softplus ? scan_softplus(x, ex) : x) : 0.0f;
-        dsig[e] = ok ? (k.softplus ? scan_sigmoid(x, ex) : 1.0f) : 0.0f;
+        dv[e] = (k.softplus ? scan_softplus(x, ex) : x) * okf;
+        dsig[e] = (k.softplus ? scan_sigmoid(x, ex) : 1.0f) * okf;
     }
     float4 *fd = (float4 *)(sm.fdu + at);
     fd[0] = make_float4(dv[0], dv[0] * uu[0], dv[1], dv[1] * uu[1]);
@@ -532,7 +571,7 @@ __device__ __forceinline__ void scan_store4(T *p, const float *v, int64_t c, int
 static inline scan_k scan_consts(const chm_cu_scan *a, const float *hs) {
     bool hvec = a->N == SCAN_NMAX && (uintptr_t)hs % 16 == 0;
     scan_k k = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias,
-                a->B, a->T, a->Di, a->N, a->softplus ? 1 : 0, hvec ? 1 : 0};
+                a->B, a->T, a->Di, a->N, a->Di * a->N, a->softplus ? 1 : 0, hvec ? 1 : 0};
     return k;
 }
 

@@ -68,8 +68,8 @@ __device__ __forceinline__ float sqy_reduce(float S, float Q, float Y) {
 template <typename T>
 __device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const float *A2,
                                             const scan_sm<T> &sm, const scan_lane &l,
-                                            const scan_k &k, const scan_g &g, int64_t nck,
-                                            int64_t b, int64_t ck) {
+                                            const scan_k &k, const scan_g &g, int64_t hb,
+                                            int ck) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     int slot = ((lane >> 2) & 1) * SCAN_NMAX + 4 * l.q + l.perm;
     const float4 *B4 = lane_rows(sm.Bs, l), *C4 = lane_rows(sm.Cs, l);
@@ -78,7 +78,7 @@ __device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const
     float h0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, pv[SCAN_BATCH], rv[SCAN_BATCH];
 #pragma unroll
     for (int tt = SCAN_L - 1; tt >= 0; tt--) {
-        if (tt == SCAN_L / 2 && ck > 0) hs_load(h0, g.ckpt, k, nck, b, ck - 1, l);
+        if (tt == SCAN_L / 2 && ck > 0) hs_load(h0, g.ckpt, k, hb, ck - 1, l);
         float2 p = sm.fdu[tt * SCAN_CB + l.cl];
         float dyr = sm.fdyr[tt * SCAN_CB + l.cl];
         float4 bq = B4[tt * 4], cq = C4[tt * 4];
@@ -111,16 +111,16 @@ __device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const
 // gradient row (old: its raw tile).
 template <typename T, bool VEC>
 __device__ __forceinline__ void grad_add4(void *g, const T *old, bool add, float *v,
-                                          const scan_k &k, int64_t b, int64_t c0, int64_t t0,
-                                          int row, int col) {
+                                          const scan_k &k, const scan_pos &ps, int64_t c0,
+                                          int64_t off) {
     if (!g) return;
     if (add) {
         float o[4];
-        scan_load4(old + row * SCAN_CB + col, o);
+        scan_load4(old + ps.at, o);
 #pragma unroll
         for (int e = 0; e < 4; e++) v[e] += o[e];
     }
-    scan_store4<T, VEC>((T *)g + (b * k.T + t0 + row) * k.Di + c0 + col, v, c0 + col, k.Di);
+    scan_store4<T, VEC>((T *)g + off, v, c0 + ps.col, k.Di);
 }
 
 // Per element of the thread's quad: du, ddelta, dz from the lanes' sums (added to the
@@ -129,9 +129,9 @@ __device__ __forceinline__ void grad_add4(void *g, const T *old, bool add, float
 // 32-byte stride between threads: 8-way bank conflicts).
 template <typename T, bool VEC, bool SET, bool FDD>
 __device__ __forceinline__ void bwd_out(const scan_sm<T> &sm, const T *raw, const scan_k &k,
-                                        const scan_g &g, int64_t b, int64_t c0, int64_t t0,
-                                        int steps) {
-    int row = tile_row(), col = tile_col(), at = row * SCAN_CB + col;
+                                        const scan_g &g, const scan_pos &ps, int64_t c0,
+                                        int64_t t0, int steps) {
+    int row = ps.row, col = ps.col, at = ps.at;
     if (row >= steps) return;
     float uu[4], Dc[4], S[4], Q[4], Y[4], dv[4], dyr[4], dsig[4], dzf[4], aD[4], aB[4];
     float gu[4], gd[4], gz[4];
@@ -162,21 +162,26 @@ __device__ __forceinline__ void bwd_out(const scan_sm<T> &sm, const T *raw, cons
     }
     scan_put4(sm.accD + at, aD);
     scan_put4(sm.accB + at, aB);
-    grad_add4<T, VEC>(g.du, raw + RAW_GU * SCAN_TILE, !SET, gu, k, b, c0, t0, row, col);
-    grad_add4<T, VEC>(g.ddelta, raw + RAW_GD * SCAN_TILE, !SET, gd, k, b, c0, t0, row, col);
-    if (k.z) grad_add4<T, VEC>(g.dz, raw + RAW_GZ * SCAN_TILE, !SET, gz, k, b, c0, t0, row, col);
+    int64_t off = ps.g + t0 * k.Di;
+    grad_add4<T, VEC>(g.du, raw + RAW_GU * SCAN_TILE, !SET, gu, k, ps, c0, off);
+    grad_add4<T, VEC>(g.ddelta, raw + RAW_GD * SCAN_TILE, !SET, gd, k, ps, c0, off);
+    if (k.z) grad_add4<T, VEC>(g.dz, raw + RAW_GZ * SCAN_TILE, !SET, gz, k, ps, c0, off);
 }
 
-// The chunk's dBm/dCm partials: the warps' sums added in warp order.
-__device__ __forceinline__ void bc_partials(const float *red, float *pbc, int64_t row0,
-                                            int steps) {
-    for (int o = threadIdx.x; o < SCAN_L * 32; o += SCAN_THREADS) {
-        int tt = o / 32, s = o % 32;
-        if (tt >= steps) continue;
-        float sum = 0.0f;
+// The chunk's dBm/dCm partials ([steps][32] at pbc): the warps' sums added in warp order.
+// A fixed count of entries a thread, unrolled (as a loop over threadIdx.x, the compiler
+// kept three copies of its body and the 64-bit index arithmetic of each).
+static_assert(SCAN_L * 32 % SCAN_THREADS == 0, "whole rounds of the partials");
+__device__ __forceinline__ void bc_partials(const float *red, float *pbc, int steps) {
 #pragma unroll
-        for (int w = 0; w < SCAN_WARPS; w++) sum += red[(tt * SCAN_WARPS + w) * 32 + s];
-        pbc[(row0 + tt) * 32 + s] = sum;
+    for (int i = 0; i < SCAN_L * 32 / SCAN_THREADS; i++) {
+        int o = threadIdx.x + i * SCAN_THREADS, tt = o / 32, s = o % 32;
+        if (tt >= steps) continue;
+        const float *r = red + tt * SCAN_WARPS * 32 + s;
+        float sum = r[0];
+#pragma unroll
+        for (int w = 1; w < SCAN_WARPS; w++) sum += r[w * 32];
+        pbc[o] = sum;
     }
 }
 
@@ -212,8 +217,11 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
     extern __shared__ __align__(16) unsigned char scan_raw_sm[];
     scan_sm<T> sm = scan_carve<T>(scan_raw_sm, true, FDD);
     int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
-    int64_t nck = (k.T + SCAN_L - 1) / SCAN_L, row0 = (b * gridDim.x + blockIdx.x) * k.T;
+    int64_t row0 = (b * gridDim.x + blockIdx.x) * k.T;
+    int nck = (int)((k.T + SCAN_L - 1) / SCAN_L);  // the host checks < 2^31
     scan_lane l = lane_of<true>(c0, k.Di);
+    scan_pos ps = pos_of(k, b, c0);
+    int64_t hb = hs_base(k, nck, b, l);
     scan_acc acc;
     float A2[4];
     T bv[SCAN_BCPT], cv[SCAN_BCPT];
@@ -226,13 +234,15 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
     // The gradients' old values are staged only where they accumulate.
     const void *src[RAW_BWD] = {k.delta, k.u, k.z, g.dy, SET ? NULL : g.du,
                                 SET ? NULL : g.ddelta, k.z && !SET ? g.dz : NULL};
-    int64_t tl = (nck - 1) * SCAN_L;
-    chunk_issue<T, VEC>(sm.raw, src, RAW_BWD, k, b, c0, tl, (int)(k.T - tl));
+    // delta, u, dy are always given (bits 0, 1, 3 of REQ)
+    const unsigned REQ = 1u << RAW_DELTA | 1u << RAW_U | 1u << RAW_DY;
+    int64_t tl = (int64_t)(nck - 1) * SCAN_L;
+    chunk_issue<T, VEC, REQ>(sm.raw, src, RAW_BWD, k, ps, b, c0, tl, (int)(k.T - tl));
     bc_fetch<T>(bv, cv, k, b, tl, (int)(k.T - tl), true);
-    for (int64_t ck = nck - 1; ck >= 0; ck--) {
-        int64_t t0 = ck * SCAN_L;
+    for (int ck = nck - 1; ck >= 0; ck--) {
+        int64_t t0 = (int64_t)ck * SCAN_L;
         int steps = (int)(k.T - t0 < SCAN_L ? k.T - t0 : SCAN_L);
-        int buf = (int)((nck - 1 - ck) & 1);
+        int buf = (nck - 1 - ck) & 1;
         T *raw = sm.raw + buf * RAW_BWD * SCAN_TILE;
         // The thread's own quads of the chunk's tiles are in (one quad per thread in
         // chunk_issue, pre_phase and bwd_out: the raw tiles need no barrier); the last
@@ -240,20 +250,20 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
         scan_cp_wait();
         bc_put<T, SCAN_NPERM>(sm, bv, cv);
         if (ck > 0) {
-            chunk_issue<T, VEC>(sm.raw + (buf ^ 1) * RAW_BWD * SCAN_TILE, src, RAW_BWD, k, b,
-                                c0, t0 - SCAN_L, SCAN_L);
+            chunk_issue<T, VEC, REQ>(sm.raw + (buf ^ 1) * RAW_BWD * SCAN_TILE, src, RAW_BWD, k,
+                                     ps, b, c0, t0 - SCAN_L, SCAN_L);
             bc_fetch<T>(bv, cv, k, b, t0 - SCAN_L, SCAN_L, true);
         }
         float h0[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (ck > 0) hs_load(h0, g.ckpt, k, nck, b, ck - 1, l);
-        pre_phase<T, true, FDD>(sm, raw, k, c0, steps);
+        if (ck > 0) hs_load(h0, g.ckpt, k, hb, ck - 1, l);
+        pre_phase<T, true, FDD>(sm, raw, k, ps, steps, *(const float4 *)(sm.cbias + ps.col));
         __syncthreads();  // Bs, Cs and the f32 tiles of the chunk are in
         float hs[SCAN_L][4];
         bwd_recompute<T>(hs, h0, A2, sm, l);
-        bwd_reverse<T>(acc, hs, A2, sm, l, k, g, nck, b, ck);
+        bwd_reverse<T>(acc, hs, A2, sm, l, k, g, hb, ck);
         __syncthreads();  // part, red are in; the reverse's reads of the tiles are done
-        bwd_out<T, VEC, SET, FDD>(sm, raw, k, g, b, c0, t0, steps);
-        bc_partials(sm.red, g.pbc, row0 + t0, steps);
+        bwd_out<T, VEC, SET, FDD>(sm, raw, k, g, ps, c0, t0, steps);
+        bc_partials(sm.red, g.pbc + (row0 + t0) * 32, steps);
     }
     bwd_final<T>(sm, acc, k, g, b, c0, l);
 }
@@ -423,6 +433,7 @@ extern "C" cudaError_t chm_cu_scan_bwd(const chm_cu_scan_grads *g, const void *d
                                        const chm_cu_scan *a, void *scratch, cudaStream_t s) {
     if (a->B * a->T * a->Di <= 0) return cudaSuccess;
     if (a->N > SCAN_NMAX) return cudaErrorInvalidValue;
+    if ((a->T + SCAN_L - 1) / SCAN_L > INT_MAX) return cudaErrorInvalidValue;  // int chunk indices
     CHM_CU_DISPATCH2(a->dt, T, return scan_bwd_launch<T>(g, dy, a, (float *)scratch, s));
     return cudaSuccess;
 }

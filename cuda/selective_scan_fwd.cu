@@ -27,17 +27,17 @@ __device__ __forceinline__ void fwd_steps(float *h, const float *A2, const scan_
         if (!CKPT) sm.part[(tt * 4 + l.q) * SCAN_PSTRIDE + l.cl] = y[tt];
 }
 
-// y of the thread's quad of row `row`: the lanes' parts, the skip term, the gate.
+// y of the thread's quad of row `row`: the lanes' parts, the skip term (dq: D of the quad's
+// channels), the gate.
 template <typename T, bool VEC>
 __device__ __forceinline__ void fwd_out(T *y, const scan_sm<T> &sm, const T *raw,
-                                        const scan_k &k, int64_t b, int64_t c0, int64_t t0,
-                                        int steps) {
-    int row = tile_row(), col = tile_col(), at = row * SCAN_CB + col;
+                                        const scan_k &k, const scan_pos &ps, int64_t c0,
+                                        int64_t t0, int steps, float4 dq) {
+    int row = ps.row, col = ps.col, at = ps.at;
     if (row >= steps) return;
-    float uu[4], zz[4], Dc[4], out[4], p[4][4];
+    float uu[4], zz[4], Dc[4] = {dq.x, dq.y, dq.z, dq.w}, out[4], p[4][4];
     scan_load4(raw + RAW_U * SCAN_TILE + at, uu);
     if (k.z) scan_load4(raw + RAW_Z * SCAN_TILE + at, zz);
-    scan_load4(sm.cD + col, Dc);
 #pragma unroll
     for (int q = 0; q < 4; q++) scan_load4(sm.part + (row * 4 + q) * SCAN_PSTRIDE + col, p[q]);
 #pragma unroll
@@ -45,7 +45,7 @@ __device__ __forceinline__ void fwd_out(T *y, const scan_sm<T> &sm, const T *raw
         float v = fmaf(Dc[e], uu[e], (p[0][e] + p[1][e]) + (p[2][e] + p[3][e]));
         out[e] = k.z ? v * zz[e] * scan_sigmoid(zz[e], scan_enabs(zz[e])) : v;
     }
-    scan_store4<T, VEC>(y + (b * k.T + t0 + row) * k.Di + c0 + col, out, c0 + col, k.Di);
+    scan_store4<T, VEC>(y + ps.g + t0 * k.Di, out, c0 + col, k.Di);
 }
 
 // Buffer i (0, 1) of fdu, part, Bs, Cs (scan_nbuf) as a view the helpers take.
@@ -57,9 +57,9 @@ template <typename T> __device__ __forceinline__ scan_sm<T> fwd_buf(scan_sm<T> s
     return s;
 }
 
-// Raw tiles of chunk ck (three buffers, scan_nrawbuf).
-template <typename T> __device__ __forceinline__ T *fwd_raw(const scan_sm<T> &s, int64_t ck) {
-    return s.raw + (int)(ck % 3) * RAW_FWD * SCAN_TILE;
+// Raw tiles of buffer i (three, scan_nrawbuf: chunk ck is in buffer ck % 3).
+template <typename T> __device__ __forceinline__ T *fwd_raw(const scan_sm<T> &s, int i) {
+    return s.raw + i * RAW_FWD * SCAN_TILE;
 }
 
 // Steps of the chunk at t0 (SCAN_L, or fewer in the last chunk).
@@ -79,48 +79,59 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsa
     extern __shared__ __align__(16) unsigned char scan_raw_sm[];
     scan_sm<T> sm = scan_carve<T>(scan_raw_sm, false);
     int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
-    int64_t nck = (k.T + SCAN_L - 1) / SCAN_L, last = CKPT ? nck - 1 : nck;
+    int nck = (int)((k.T + SCAN_L - 1) / SCAN_L), last = CKPT ? nck - 1 : nck;  // host: < 2^31
     if (last <= 0) return;  // the whole block: no chunk
     scan_lane l = lane_of<false>(c0, k.Di);
+    scan_pos ps = pos_of(k, b, c0);
+    int64_t hb = hs_base(k, nck, b, l);
     float A2[4], h[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     T bv[SCAN_BCPT], cv[SCAN_BCPT];
     lane_A2<T>(A2, k, l);
     block_consts<T>(sm, k, c0);
     const void *src[RAW_FWD] = {k.delta, k.u, CKPT ? NULL : k.z};
-    chunk_issue<T, VEC>(fwd_raw(sm, 0), src, RAW_FWD, k, b, c0, 0, chunk_steps(k, 0));
+    chunk_issue<T, VEC, 3u>(fwd_raw(sm, 0), src, RAW_FWD, k, ps, b, c0, 0, chunk_steps(k, 0));
     bc_fetch<T>(bv, cv, k, b, 0, chunk_steps(k, 0), !CKPT);
-    __syncthreads();  // cbias, cD in (pre_phase reads other threads' entries)
+    __syncthreads();  // cbias, cD in (other threads wrote them)
+    // The quad's delta_bias and D, in registers for the whole kernel: read from shared memory
+    // every chunk, they were 8 of the ~220 shared-memory wavefronts of a warp's chunk (the
+    // shared-memory pipe is the forward's busiest: 84% in the session-7 profile).
+    float4 bq = *(const float4 *)(sm.cbias + ps.col), dq = *(const float4 *)(sm.cD + ps.col);
     scan_cp_wait();   // this thread's quads of chunk 0 (one quad per thread: no barrier)
     bc_put<T, 1>(sm, bv, cv);
-    pre_phase<T, false>(sm, fwd_raw(sm, 0), k, c0, chunk_steps(k, 0));
+    pre_phase<T, false>(sm, fwd_raw(sm, 0), k, ps, chunk_steps(k, 0), bq);
     __syncthreads();  // chunk 0's Bs, Cs, fdu are in
-    for (int64_t ck = 0; ck < last; ck++) {
-        int64_t t1 = (ck + 1) * SCAN_L;
+    // rb: chunk ck's raw buffer (ck % 3), rn chunk ck + 1's, rp chunk ck - 1's.
+    int rb = 0, rn = 1, rp = 2;
+    for (int ck = 0; ck < last; ck++) {
+        int64_t t1 = (int64_t)(ck + 1) * SCAN_L;
         bool more = ck + 1 < last;
         if (more) {
             // Buffer (ck + 1) % 3 last held chunk ck - 2, whose output this thread wrote
             // in the previous round (its own quads only).
-            chunk_issue<T, VEC>(fwd_raw(sm, ck + 1), src, RAW_FWD, k, b, c0, t1,
-                                chunk_steps(k, t1));
+            chunk_issue<T, VEC, 3u>(fwd_raw(sm, rn), src, RAW_FWD, k, ps, b, c0, t1,
+                                    chunk_steps(k, t1));
             bc_fetch<T>(bv, cv, k, b, t1, chunk_steps(k, t1), !CKPT);
         }
         fwd_steps<T, CKPT>(h, A2, fwd_buf(sm, (int)(ck & 1)), l);
-        if (hsave && l.live) hs_store(hsave, h, k, nck, b, ck, l);
+        if (hsave && l.live) hs_store(hsave, h, k, hb, ck, l);
         if (more) {
             // The other buffers were last read by chunk ck - 1's steps, before the barrier.
             scan_sm<T> nx = fwd_buf(sm, (int)((ck + 1) & 1));
             scan_cp_wait();
             bc_put<T, 1>(nx, bv, cv);
-            pre_phase<T, false>(nx, fwd_raw(sm, ck + 1), k, c0, chunk_steps(k, t1));
+            pre_phase<T, false>(nx, fwd_raw(sm, rn), k, ps, chunk_steps(k, t1), bq);
         }
         if (!CKPT && ck > 0)  // chunk ck - 1: whole (only the last chunk is partial)
-            fwd_out<T, VEC>(y, fwd_buf(sm, (int)((ck - 1) & 1)), fwd_raw(sm, ck - 1), k, b, c0,
-                            (ck - 1) * SCAN_L, SCAN_L);
+            fwd_out<T, VEC>(y, fwd_buf(sm, (ck - 1) & 1), fwd_raw(sm, rp), k, ps, c0,
+                            (int64_t)(ck - 1) * SCAN_L, SCAN_L, dq);
         __syncthreads();  // chunk ck's part and chunk ck + 1's inputs are in
+        rp = rb, rb = rn, rn = rn == 2 ? 0 : rn + 1;
     }
-    if (!CKPT)
-        fwd_out<T, VEC>(y, fwd_buf(sm, (int)((last - 1) & 1)), fwd_raw(sm, last - 1), k, b, c0,
-                        (last - 1) * SCAN_L, chunk_steps(k, (last - 1) * SCAN_L));
+    if (!CKPT) {
+        int64_t tl = (int64_t)(last - 1) * SCAN_L;
+        fwd_out<T, VEC>(y, fwd_buf(sm, (last - 1) & 1), fwd_raw(sm, rp), k, ps, c0, tl,
+                        chunk_steps(k, tl), dq);
+    }
 }
 
 // ---- host side ----
@@ -139,6 +150,7 @@ extern "C" cudaError_t chm_cu_scan_fwd(void *y, float *hsave, const chm_cu_scan 
                                        cudaStream_t s) {
     if (a->B * a->T * a->Di <= 0) return cudaSuccess;
     if (a->N > SCAN_NMAX) return cudaErrorInvalidValue;
+    if ((a->T + SCAN_L - 1) / SCAN_L > INT_MAX) return cudaErrorInvalidValue;  // int chunk indices
     const void *p[] = {y, a->u, a->delta, a->z};
     bool vec = scan_vec_ok(a, p, 4);
     CHM_CU_DISPATCH2(a->dt, T, return scan_fwd_launch<T, false>((T *)y, hsave, a, vec, s));
