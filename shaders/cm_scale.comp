@@ -24,6 +24,11 @@
  * of its columns within one chunk of `chunk` stored rows, into parts
  * [batch, chunks, lines] (binding 3); phase 2, one invocation a line, the
  * largest over the chunks, and the exponent.
+ * Phase 3, stored rows fused with APPLY's work (issue 6): each workgroup
+ * finds its 8 rows' exponents as phase 0 does, then writes the rows scaled
+ * into Y (binding 3), re-reading them while they are still in the caches:
+ * one pass over X from memory instead of two, and one dispatch (matmul.c
+ * takes phase 3 for stored rows; phase 0 gives their exponents alone).
  * Variant APPLY: y = f16(x * 2^-e[line]) for every element (exact for every
  * x within 2^28 of its line's largest; round to nearest below that), one
  * element per invocation, or 8 with `vec`.
@@ -32,7 +37,7 @@
  *
  * Bindings: EXP 0 X (bf16), 1 counts (i32; a dummy unless `live`),
  * 2 exponents (i32, written at out_base + b * lines; phase 1: the parts it
- * writes), 3 parts (i32, read by phase 2; else a dummy); APPLY 0 X (bf16),
+ * writes), 3 parts (i32, read by phase 2), Y (phase 3) or a dummy; APPLY 0 X (bf16),
  * 1 exponents, 2 Y (f16, X's shape). Spec constant 0: workgroup size 256.
  */
 #version 450
@@ -47,6 +52,8 @@ layout(binding = 1) readonly buffer Counts { int counts[]; };
 layout(binding = 2) buffer Exps { int exps[]; };
 layout(binding = 2) buffer PartsOut { uint parts_out[]; }; /* phase 1 writes parts there */
 layout(binding = 3) readonly buffer Parts { uint parts[]; };
+layout(binding = 3) buffer Y3_ { uint16_t y3[]; };  /* phase 3 writes the scaled rows there */
+layout(binding = 3) buffer Y3v_ { uvec4 y3v[]; };
 #else
 layout(binding = 1) readonly buffer Exps { int exps[]; };
 layout(binding = 2) buffer Y_ { uint16_t y[]; };
@@ -64,13 +71,31 @@ layout(push_constant) uniform Push {
     uint out_base;            /* exponents of entry b start at out_base + b * lines */
     uint live;                /* EXP: only the first counts[b] terms of a line count */
     uint vec;                 /* X and Y as uvec4 words (see the top) */
-    uint phase;               /* EXP: 0 rows (one pass), 1 and 2 columns (see the top) */
+    uint phase;               /* EXP: 0 rows, 1 and 2 columns, 3 rows and values (the top) */
     uint chunk;               /* EXP phase 1 and 2: stored rows a chunk */
 } p;
+
+/* 2^-e for a line's exponent e (in [-126, 113]: a normal f32, built from its bits). */
+float factor(int e) { return uintBitsToFloat(uint(127 - e) << 23); }
+
+/*
+ * Two bf16 values (the halves of w) times their lines' factors f0 and f1 (exact
+ * in f32), as two f16 in one word: the device's conversion (round to nearest),
+ * one instruction for the pair where half.glsl's integer rounding took a dozen
+ * an element (the pass is then bound by memory, not by its arithmetic).
+ */
+uint scaled2(uint w, float f0, float f1) {
+    return packHalf2x16(vec2(uintBitsToFloat(w << 16) * f0,
+                             uintBitsToFloat(w & 0xffff0000u) * f1));
+}
+
+/* One bf16 value h (low 16 bits) times f, as f16 bits. */
+uint scaled(uint h, float f) { return scaled2(h, f, 0.0) & 0xffffu; }
 
 #ifdef EXP
 #define WG 256u
 shared uint red[8u * WG];
+shared int row_e[8];
 
 /* The exponent of a line whose largest magnitude has bf16 bits mb (sign cleared). */
 int line_exponent(uint mb) {
@@ -139,6 +164,36 @@ void cols_finish(uint chunks) {
     exps[p.off[2] + p.out_base + i] = line_exponent(mb);
 }
 
+/*
+ * Phase 3, after rows_max and a barrier: invocations 0-7 finish the 8 rows'
+ * exponents (into exps and row_e), then every row's 32 invocations write it
+ * scaled into Y, all its terms (the dead ones too, as APPLY does).
+ */
+void rows_fused(uint line0, uint b) {
+    uint t = gl_LocalInvocationID.x;
+    if (t < 8u) {
+        uint mb = 0u;
+        for (uint j = 0u; j < 32u; j++) mb = max(mb, red[t * 32u + j]);
+        row_e[t] = line_exponent(mb);
+        if (line0 + t < p.rows) exps[p.off[2] + p.out_base + b * p.rows + line0 + t] = row_e[t];
+    }
+    barrier();
+    uint line = line0 + t / 32u, s = t % 32u;
+    if (line >= p.rows) return;
+    float f = factor(row_e[t / 32u]);
+    uint row = (b * p.rows + line) * p.cols; /* element index from X's (and Y's) start */
+    if (p.vec != 0u) { /* the columns are whole words (the host checks) */
+        for (uint k = s * 8u; k < p.cols; k += 256u) {
+            uvec4 v = x4[(p.off[0] + row + k) / 8u];
+            y3v[(p.off[3] + row + k) / 8u] = uvec4(scaled2(v.x, f, f), scaled2(v.y, f, f),
+                                                   scaled2(v.z, f, f), scaled2(v.w, f, f));
+        }
+    } else {
+        for (uint k = s; k < p.cols; k += 32u)
+            y3[p.off[3] + row + k] = uint16_t(scaled(uint(x[p.off[0] + row + k]), f));
+    }
+}
+
 void main() {
     bool rows = p.rowmode != 0u;
     uint lines = rows ? p.rows : p.cols, terms = rows ? p.cols : p.rows;
@@ -156,6 +211,10 @@ void main() {
     if (rows) rows_max(line0 + t / 32u, t % 32u, terms, base);
     else cols_max(line0, t / 32u, chunk * p.chunk, min(terms, (chunk + 1u) * p.chunk), base);
     barrier();
+    if (p.phase == 3u) {
+        rows_fused(line0, b);
+        return;
+    }
     /* invocation t < per finishes line line0 + t: its partials at 32 t + j (rows), j WG + t */
     uint q = rows ? t * 32u : t, step = rows ? 1u : WG, n = rows ? 32u : 8u;
     uint line = line0 + t;
@@ -166,15 +225,11 @@ void main() {
     else parts_out[p.off[2] + (b * chunks + chunk) * lines + line] = mb;
 }
 #else
-/* f16(x * 2^-e) for the bf16 bits h of one element, e its line's exponent. */
-uint scaled(uint h, int e) {
-    return chm_f32_to_f16(chm_bf16_to_f32(h) * uintBitsToFloat(uint(127 - e) << 23));
-}
 
-/* The exponent of element (b, r, c). */
-int exp_of(uint b, uint r, uint c) {
+/* Where the exponent of element (b, r, c) lies (the next columns' follow it when !rowmode). */
+uint exp_at(uint b, uint r, uint c) {
     uint lines = p.rowmode != 0u ? p.rows : p.cols;
-    return exps[p.off[1] + p.out_base + b * lines + (p.rowmode != 0u ? r : c)];
+    return p.off[1] + p.out_base + b * lines + (p.rowmode != 0u ? r : c);
 }
 
 void main() {
@@ -182,15 +237,16 @@ void main() {
     if (p.vec != 0u) { /* 8 elements of one row (Cc is a multiple of 8) */
         if (i * 8u >= per * p.batch) return;
         uint b = (i * 8u) / per, r = ((i * 8u) % per) / p.cols, c = (i * 8u) % p.cols;
+        uint e0 = exp_at(b, r, c), step = p.rowmode != 0u ? 0u : 1u;
         uvec4 v = x4[p.off[0] / 8u + i], o;
         for (uint j = 0u; j < 4u; j++)
-            o[j] = scaled(v[j] & 0xffffu, exp_of(b, r, c + 2u * j)) |
-                   (scaled(v[j] >> 16, exp_of(b, r, c + 2u * j + 1u)) << 16);
+            o[j] = scaled2(v[j], factor(exps[e0 + 2u * j * step]),
+                           factor(exps[e0 + (2u * j + 1u) * step]));
         y4[p.off[2] / 8u + i] = o;
         return;
     }
     if (i >= per * p.batch) return;
     uint b = i / per, r = (i % per) / p.cols, c = i % p.cols;
-    y[p.off[2] + i] = uint16_t(scaled(uint(x[p.off[0] + i]), exp_of(b, r, c)));
+    y[p.off[2] + i] = uint16_t(scaled(uint(x[p.off[0] + i]), factor(exps[exp_at(b, r, c)])));
 }
 #endif

@@ -20,9 +20,10 @@
  * matrices (caps.coopmat_bf16: the default where f16 ones exist;
  * CHIMERA_VULKAN_COOPMAT_BF16=0 keeps it on the plain path) is scaled into
  * f16's range first (cm_scale.comp: one power of two per row of op(A) and
- * per column of op(B), into f16 scratch copies), and matmul_cm.comp scales
- * each product back: bf16's whole range survives (f16's alone flushed the
- * small magnitudes gradients have). f32 never takes the cooperative-matrix
+ * per column of op(B), into f16 scratch copies; an operand whose lines are
+ * stored rows in one pass that finds and applies them), and matmul_cm.comp
+ * scales each product back: bf16's whole range survives (f16's alone
+ * flushed the small magnitudes gradients have). f32 never takes the cooperative-matrix
  * path: no silent change of precision. Deterministic: each element of C is
  * summed in one fixed order.
  *
@@ -196,6 +197,8 @@ typedef struct cs_push {
 /*
  * The exponents of X's stored columns in cm_scale.comp's two phases: each
  * chunk's largest magnitudes into a scratch, then the largest of the chunks.
+ * Binding 3 counts as written in both (the shader declares it writable for
+ * phase 3's rows, and synchronisation validation goes by the declaration).
  */
 static chm_status cm_scale_cols(chm_vk *vk, const chm_tensor *X, const chm_tensor *counts,
                                 const chm_tensor *exps, cs_push *pc) {
@@ -205,7 +208,7 @@ static chm_status cm_scale_cols(chm_vk *vk, const chm_tensor *X, const chm_tenso
     pc->phase = 1;
     chm_vk_dispatch e = {
         .shader = "cm_scale_exp", .nbind = 4, .bind = {X, counts, &parts, NULL},
-        .writes = 1u << 2, .push = pc, .push_size = sizeof *pc, .wg = 256,
+        .writes = 1u << 2 | 1u << 3, .push = pc, .push_size = sizeof *pc, .wg = 256,
         .groups = pc->batch * chm_vk_groups(pc->cols, per) * chunks,
     };
     chm_status rc = chm_vk_run(vk, &e);
@@ -220,8 +223,11 @@ static chm_status cm_scale_cols(chm_vk *vk, const chm_tensor *X, const chm_tenso
 /*
  * Scale stored operand X [.., rows, cols] into Y (f16, X's shape): the
  * exponents of its lines (stored rows when rowmode, else stored columns)
- * into exps from out_base, then the values. counts: grouped with trans_a
- * (only the live terms count), else NULL.
+ * into exps from out_base, then the values. Stored rows take one dispatch
+ * (phase 3: each workgroup scales the rows it has just read, from the
+ * caches); stored columns need their maxima over all rows first (two
+ * phases), then cm_scale_apply. counts: grouped with trans_a (only the
+ * live terms count), else NULL.
  */
 static chm_status cm_scale_operand(chm_vk *vk, const chm_tensor *X, bool rowmode,
                                    uint32_t out_base, const chm_tensor *counts,
@@ -232,15 +238,15 @@ static chm_status cm_scale_operand(chm_vk *vk, const chm_tensor *X, bool rowmode
     cs_push pc = {(uint32_t)rows_of(X), (uint32_t)cols_of(X), (uint32_t)batch_of(X), rowmode,
                   out_base, counts != NULL, vec, 0, CS_CHUNK};
     if (rowmode) {
+        pc.phase = 3;
         chm_vk_dispatch e = {
-            .shader = "cm_scale_exp", .nbind = 4, .bind = {X, counts, exps, NULL},
-            .writes = 1u << 2, .push = &pc, .push_size = sizeof pc, .wg = 256,
+            .shader = "cm_scale_exp", .nbind = 4, .bind = {X, counts, exps, Y},
+            .writes = 1u << 2 | 1u << 3, .push = &pc, .push_size = sizeof pc, .wg = 256,
             .groups = pc.batch * chm_vk_groups(pc.rows, 8),
         };
-        CHM_TRY(chm_vk_run(vk, &e));
-    } else {
-        CHM_TRY(cm_scale_cols(vk, X, counts, exps, &pc));
+        return chm_vk_run(vk, &e);
     }
+    CHM_TRY(cm_scale_cols(vk, X, counts, exps, &pc));
     chm_vk_dispatch a = {
         .shader = "cm_scale_apply", .nbind = 3, .bind = {X, exps, Y}, .writes = 1u << 2,
         .push = &pc, .push_size = sizeof pc, .wg = 256,
