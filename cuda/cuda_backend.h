@@ -115,6 +115,9 @@ void chm_cuda_lt_free(chm_backend *be);
 chm_status chm_cuda_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                            const chm_tensor *B, const chm_tensor *bias, bool trans_a,
                            bool trans_b, double alpha, double beta);
+chm_status chm_cuda_matmul_from(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                                const chm_tensor *B, const chm_tensor *S, bool trans_a,
+                                bool trans_b, double alpha, double beta);
 chm_status chm_cuda_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                    const chm_tensor *B, const chm_tensor *counts, bool trans_a,
                                    bool trans_b, double alpha, double beta);

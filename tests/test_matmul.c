@@ -6,7 +6,8 @@
  * broadcast, 4-D batches, bias, alpha/beta accumulation, beta = 0 over a C
  * full of NaN, K = 0, and grouped products with per-group live counts
  * (0, partial, full) in both the plain and the trans_a (weight-gradient)
- * form. A linear layer Y = X W^T + b is differentiated with matmul and
+ * form; matmul_from with its beta term read from another tensor (and from C
+ * itself), and its argument checks. A linear layer Y = X W^T + b is differentiated with matmul and
  * sum_rows and checked against central finite differences in f64.
  */
 #include "testutil.h"
@@ -135,6 +136,79 @@ Test(matmul, beta_zero_ignores_nan_and_k_zero_scales) {
     run_all(be, (mm_case){2, 2, 2, 7, 13, 5, 0, 0, 0, 1, 0}, &r); /* C poisoned, beta 0 */
     run_all(be, (mm_case){2, 2, 2, 7, 0, 5, 0, 0, 1, 1, 0}, &r);  /* K = 0: zeros + bias */
     run_all(be, (mm_case){2, 2, 1, 7, 0, 5, 0, 0, 0, 1, -2}, &r); /* K = 0: beta*C */
+    chm_backend_close(be);
+}
+
+/* chm_matmul_from: C = alpha op(A)op(B) + beta S with S another tensor (C poisoned first, S
+   unchanged after), or S = C itself (plain accumulate). */
+static void run_from_case(chm_backend *be, chm_dtype dt, const mm_case *c, bool s_is_c,
+                          tt_rng *r) {
+    tt_tensor A =
+        c->ta ? alloc_mat(be, dt, c->ab, c->K, c->M) : alloc_mat(be, dt, c->ab, c->M, c->K);
+    tt_tensor B =
+        c->tb ? alloc_mat(be, dt, c->bb, c->N, c->K) : alloc_mat(be, dt, c->bb, c->K, c->N);
+    tt_tensor C = alloc_mat(be, dt, c->batch, c->M, c->N), S = alloc_mat(be, dt, c->batch, c->M, c->N);
+    double *ha = rand_upload(be, r, &A), *hb = rand_upload(be, r, &B);
+    double *hs = rand_upload(be, r, s_is_c ? &C : &S);
+    if (!s_is_c) tt_poison(be, &C);
+    int64_t n = chm_tensor_numel(&C.t);
+    double *want = tt_dalloc(n), *got = tt_dalloc(n);
+    ref_matmul(want, hs, ha, hb, NULL, c);
+    const tt_tensor *src = s_is_c ? &C : &S;
+    cr_assert_eq(chm_matmul_from(be, &C.t, &A.t, &B.t, &src->t, c->ta, c->tb, c->alpha, c->beta),
+                 CHM_OK, "%s", be->err.msg);
+    tt_download(be, &C, got);
+    char what[160];
+    snprintf(what, sizeof what, "matmul_from %s S%s M%lld K%lld N%lld ta%d tb%d",
+             chm_dtype_name(dt), s_is_c ? "=C" : "", (long long)c->M, (long long)c->K,
+             (long long)c->N, c->ta, c->tb);
+    tt_assert_close(what, got, want, n, TT_ATOL(dt) * 10, TT_RTOL(dt));
+    if (!s_is_c) {
+        tt_download(be, &S, got);
+        tt_assert_close("matmul_from leaves S alone", got, hs, n, 0, 0);
+    }
+    free(ha), free(hb), free(hs), free(want), free(got);
+    tt_free(&A), tt_free(&B), tt_free(&C), tt_free(&S);
+}
+
+Test(matmul, from_reads_the_beta_term_from_S) {
+    chm_backend *be = tt_open_cpu();
+    tt_rng r = tt_rng_make(8);
+    const mm_case cases[] = {{1, 1, 1, 7, 13, 5, 0, 0, 0, 1, 1},
+                             {3, 3, 1, 4, 3, 6, 0, 0, 0, -0.5, 1.5},
+                             {2, 1, 2, 5, 9, 3, 0, 0, 0, 2, 0}};
+    for (int i = 0; i < 3; i++)
+        for (int d = 0; d < 2; d++)
+            for (int t = 0; t < 4; t++) {
+                mm_case c = cases[i];
+                c.ta = t & 1;
+                c.tb = t & 2;
+                run_from_case(be, DTYPES[d], &c, false, &r);
+                run_from_case(be, DTYPES[d], &c, true, &r);
+            }
+    chm_backend_close(be);
+}
+
+Test(matmul, from_rejects_a_bad_S) {
+    chm_backend *be = tt_open_cpu();
+    tt_tensor A = tt_alloc(be, CHM_F32, 2, (int64_t[]){7, 13}),
+              B = tt_alloc(be, CHM_F32, 2, (int64_t[]){13, 5});
+    tt_tensor C = tt_alloc(be, CHM_F32, 2, (int64_t[]){7, 5}),
+              S6 = tt_alloc(be, CHM_F32, 2, (int64_t[]){7, 6}),
+              Sd = tt_alloc(be, CHM_F64, 2, (int64_t[]){7, 5});
+    cr_assert_eq(chm_matmul_from(be, &C.t, &A.t, &B.t, &S6.t, false, false, 1, 1),
+                 CHM_ERR_INVALID_ARG);
+    cr_assert(strstr(be->err.msg, "matmul_from: S must have C's dtype and shape"), "%s",
+              be->err.msg);
+    cr_assert_eq(chm_matmul_from(be, &C.t, &A.t, &B.t, &Sd.t, false, false, 1, 1),
+                 CHM_ERR_INVALID_ARG);
+    tt_tensor big = tt_alloc(be, CHM_F32, 1, (int64_t[]){40});
+    chm_tensor Cv = chm_tensor_2d(big.buf, 0, CHM_F32, 7, 5);
+    chm_tensor Sv = chm_tensor_2d(big.buf, 4 * sizeof(float), CHM_F32, 7, 5); /* shifted 4 */
+    cr_assert_eq(chm_matmul_from(be, &Cv, &A.t, &B.t, &Sv, false, false, 1, 1),
+                 CHM_ERR_INVALID_ARG);
+    cr_assert(strstr(be->err.msg, "matmul_from: S overlaps C"), "%s", be->err.msg);
+    tt_free(&A), tt_free(&B), tt_free(&C), tt_free(&S6), tt_free(&Sd), tt_free(&big);
     chm_backend_close(be);
 }
 

@@ -479,6 +479,33 @@ static void case_matmul(oc_ctx *x) {
     }
 }
 
+/* matmul_from: the beta term read from S (C poisoned), batched, and a residual-add shape. */
+static void case_matmul_from(oc_ctx *x) {
+    static const oc_mm cases[] = {
+        {1, 1, 1, 33, 65, 17, false, true, false, 1, 1},
+        {3, 3, 1, 16, 32, 24, true, false, false, -0.5, 1.5},
+        {1, 1, 1, 5, 0, 4, false, false, false, 1, 0.5},   /* K = 0: beta*S */
+        {1, 1, 1, 512, 256, 384, false, true, false, 1, 1}, /* out = resid + y W^T */
+    };
+    size_t n = sizeof cases / sizeof cases[0];
+    for (size_t i = 0; i < (x->quick ? n - 1 : n); i++) {
+        const oc_mm *m = &cases[i];
+        oc_t A = m->ta ? oc_mat(x, m->ab, m->K, m->M) : oc_mat(x, m->ab, m->M, m->K);
+        oc_t B = m->tb ? oc_mat(x, m->bb, m->N, m->K) : oc_mat(x, m->bb, m->K, m->N);
+        oc_t C = oc_mat(x, m->batch, m->M, m->N), S = oc_mat(x, m->batch, m->M, m->N);
+        oc_poison(x, &C);
+        OC_BOTH(x, chm_matmul_from(BE, OC_T(C), OC_T(A), OC_T(B), OC_T(S), m->ta, m->tb, m->alpha,
+                                   m->beta));
+        char name[64];
+        snprintf(name, sizeof name, "matmul_from %lldx%lldx%lld%s%s b%.1f", (long long)m->M,
+                 (long long)m->K, (long long)m->N, m->ta ? " tA" : "", m->tb ? " tB" : "",
+                 m->beta);
+        oc_check(x, name, &C, 1);
+        oc_t *all[] = {&A, &B, &C, &S};
+        for (int k = 0; k < 4; k++) oc_free(all[k]);
+    }
+}
+
 static void case_matmul_grouped(oc_ctx *x) {
     int64_t E = 3, cap = 8, K = 13, N = 7, M = 6;
     int32_t counts[3] = {0, 5, 8};
@@ -1169,6 +1196,7 @@ static const oc_case oc_cases[] = {
     {"swiglu", case_swiglu, false},
     {"embedding", case_embedding, false},
     {"matmul", case_matmul, false},
+    {"matmul_from", case_matmul_from, false},
     {"matmul_grouped", case_matmul_grouped, false},
     {"attention", case_attention, false},
     {"selective_scan", case_scan, false},

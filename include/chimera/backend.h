@@ -129,6 +129,11 @@ typedef struct chm_backend_ops {
     chm_status (*matmul)(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                          const chm_tensor *B, const chm_tensor *bias, bool trans_a,
                          bool trans_b, double alpha, double beta);
+    /* Optional (NULL: the wrapper copies S into C first): C = alpha*op(A)op(B) + beta*S, S
+     * another tensor of C's shape (never C itself, never overlapping it); see chm_matmul_from. */
+    chm_status (*matmul_from)(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                              const chm_tensor *B, const chm_tensor *S, bool trans_a, bool trans_b,
+                              double alpha, double beta);
     /* Per-group matmul with a row count per group, see chm_matmul_grouped. */
     chm_status (*matmul_grouped)(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                  const chm_tensor *B, const chm_tensor *counts, bool trans_a,
@@ -349,6 +354,17 @@ void chm_profile_restart(chm_backend *be);
 chm_status chm_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                       const chm_tensor *B, const chm_tensor *bias, bool trans_a, bool trans_b,
                       double alpha, double beta);
+
+/*
+ * C = alpha*op(A)op(B) + beta*S: chm_matmul (no bias) whose beta term reads S, a tensor of
+ * C's dtype and shape, instead of C's old contents (a residual add without a copy first:
+ * cuBLASLt reads C and writes D). S may be C itself (then it is chm_matmul) but must not
+ * overlap C otherwise, nor may C overlap A or B. Same results as copying S into C, then
+ * chm_matmul; backends without a fused form do exactly that.
+ */
+chm_status chm_matmul_from(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                           const chm_tensor *B, const chm_tensor *S, bool trans_a, bool trans_b,
+                           double alpha, double beta);
 
 /*
  * Grouped matmul for experts: A, B, C are [E, ., .] and counts[E] (I32) says

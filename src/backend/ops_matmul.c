@@ -4,7 +4,9 @@
  * Both ops view A, B and C as [batch, rows, cols]. With op(A) [M,K] (A stored
  * [K,M] when trans_a) and op(B) [K,N] (B stored [N,K] when trans_b), C must be
  * [M,N] per batch entry. matmul: batch of A and of B is 1 (broadcast) or C's;
- * bias is [N]. matmul_grouped: all three are [E, ., .] and counts is [E] I32.
+ * bias is [N]. matmul_from: matmul whose beta term reads S (C's shape), a copy
+ * and matmul where the backend has no fused form. matmul_grouped: all three are
+ * [E, ., .] and counts is [E] I32.
  */
 #include <math.h>
 
@@ -83,6 +85,39 @@ chm_status chm_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
     if (be->profile) label = chm_profile_gemm_label(be, label, d.M, d.N, d.K, cb, trans_a, trans_b);
     return chm_fault_after(be, label, C,
                            be->ops->matmul(be, C, A, B, bias, trans_a, trans_b, alpha, beta));
+}
+
+/* Same dtype, rank and shape. */
+static bool same_shape(const chm_tensor *a, const chm_tensor *b) {
+    if (a->dtype != b->dtype || a->ndim != b->ndim) return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
+
+chm_status chm_matmul_from(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                           const chm_tensor *B, const chm_tensor *S, bool trans_a, bool trans_b,
+                           double alpha, double beta) {
+    const char *op = "matmul_from";
+    CHM_TRY(chm_check_tensor(be, op, "S", S));
+    CHM_TRY(chm_check_float(be, op, "C", C));
+    CHM_TRY(chm_check_arg(be, op, same_shape(S, C), "S must have C's dtype and shape"));
+    bool same = S->buf == C->buf && S->offset == C->offset;
+    CHM_TRY(chm_check_arg(be, op, same || !chm_tensors_overlap(S, C),
+                          "S overlaps C without being C"));
+    if (same || be->ops->matmul_from == NULL) {
+        if (!same) CHM_TRY(chm_copy(be, C, S));
+        return chm_matmul(be, C, A, B, NULL, trans_a, trans_b, alpha, beta);
+    }
+    mm_dims d;
+    CHM_TRY(check_product(be, op, C, A, B, trans_a, trans_b, alpha, beta, &d));
+    int64_t cb = batch_of(C);
+    CHM_TRY(check_batch(be, "A", A, cb));
+    CHM_TRY(check_batch(be, "B", B, cb));
+    const char *label = "matmul";
+    if (be->profile) label = chm_profile_gemm_label(be, label, d.M, d.N, d.K, cb, trans_a, trans_b);
+    return chm_fault_after(be, label, C,
+                           be->ops->matmul_from(be, C, A, B, S, trans_a, trans_b, alpha, beta));
 }
 
 chm_status chm_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,

@@ -15,7 +15,7 @@
 #include "model_internal.h"
 
 chm_status mdl_attn_fwd(chm_model *m, const mdl_layer *ly, mdl_attn_act *a, const chm_tensor *xn,
-                        const chm_tensor *out, int64_t B, int64_t T) {
+                        const chm_tensor *resid, const chm_tensor *out, int64_t B, int64_t T) {
     chm_backend *be = m->be;
     int64_t R = B * T, H = m->H, Hk = m->Hk, D = m->Dh, C = m->C;
     MDL_TRY(MDL_ALLOC(m, &a->q, B, T, H, D));
@@ -32,7 +32,8 @@ chm_status mdl_attn_fwd(chm_model *m, const mdl_layer *ly, mdl_attn_act *a, cons
     MDL_OP(m, chm_rope_fwd(be, &a->k, &a->k, m->cfg.rope_theta, 0));
     MDL_OP(m, chm_attention_fwd(be, &a->att, &a->lse, &a->q, &a->k, &a->v, 1.0 / sqrt((double)D)));
     chm_tensor att2 = MDL_VIEW(&a->att, 0, R, H * D), out2 = MDL_VIEW(out, 0, R, C);
-    return mdl_linear_fwd(m, &out2, &att2, mdl_w(m, ly->o), 1);
+    chm_tensor res2 = MDL_VIEW(resid, 0, R, C);
+    return mdl_linear_fwd_from(m, &out2, &att2, mdl_w(m, ly->o), &res2);
 }
 
 /* Scratch of the backward. */

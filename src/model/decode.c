@@ -131,7 +131,7 @@ static chm_status core_step(chm_model *m, const mdl_layer *ly, dec_layer *st, co
     MDL_OP(m, chm_rmsnorm_fwd(be, &act.xn2, &act.rstd2, &act.h, mdl_w(m, ly->norm2), eps));
     MDL_OP(m, chm_copy(be, out, &act.h));
     if (ly->moe) return mdl_moe_fwd(m, ly, &act.moe, &act.xn2, out, 1);
-    return mdl_ffn_fwd(m, ly, &act.ffn, &act.xn2, out, 1);
+    return mdl_ffn_fwd(m, ly, &act.ffn, &act.xn2, out, out, 1);
 }
 
 /* A MoD layer for one token: run the layer when the score is > 0 (a host read), scaled. */

@@ -1,12 +1,12 @@
 /*
  * ffn.c: the dense SwiGLU feed-forward block, forward and backward.
  *
- * xn [R,C]: g = xn W1^T, u = xn W3^T [R,F]; a = silu(g) * u; out += a W2^T [R,C].
+ * xn [R,C]: g = xn W1^T, u = xn W3^T [R,F]; a = silu(g) * u; out = resid + a W2^T [R,C].
  */
 #include "model_internal.h"
 
 chm_status mdl_ffn_fwd(chm_model *m, const mdl_layer *ly, mdl_ffn_act *a, const chm_tensor *xn,
-                       const chm_tensor *out, int64_t R) {
+                       const chm_tensor *resid, const chm_tensor *out, int64_t R) {
     MDL_TRY(MDL_ALLOC(m, &a->g, R, m->F));
     MDL_TRY(MDL_ALLOC(m, &a->u, R, m->F));
     MDL_TRY(MDL_ALLOC(m, &a->a, R, m->F));
@@ -14,7 +14,8 @@ chm_status mdl_ffn_fwd(chm_model *m, const mdl_layer *ly, mdl_ffn_act *a, const 
     MDL_TRY(mdl_linear_fwd(m, &a->g, &x2, mdl_w(m, ly->w1), 0));
     MDL_TRY(mdl_linear_fwd(m, &a->u, &x2, mdl_w(m, ly->w3), 0));
     MDL_OP(m, chm_swiglu_fwd(m->be, &a->a, &a->g, &a->u));
-    return mdl_linear_fwd(m, &out2, &a->a, mdl_w(m, ly->w2), 1);
+    chm_tensor res2 = MDL_VIEW(resid, 0, R, m->C);
+    return mdl_linear_fwd_from(m, &out2, &a->a, mdl_w(m, ly->w2), &res2);
 }
 
 chm_status mdl_ffn_bwd(chm_model *m, const mdl_layer *ly, const mdl_ffn_act *a,

@@ -17,6 +17,12 @@ chm_status mdl_linear_fwd(chm_model *m, const chm_tensor *y, const chm_tensor *x
     return CHM_OK;
 }
 
+chm_status mdl_linear_fwd_from(chm_model *m, const chm_tensor *y, const chm_tensor *x,
+                               const chm_tensor *W, const chm_tensor *base) {
+    MDL_OP(m, chm_matmul_from(m->be, y, x, W, base, false, true, 1.0, 1.0));
+    return CHM_OK;
+}
+
 chm_status mdl_linear_bwd(chm_model *m, const chm_tensor *W, const chm_tensor *gW,
                           const chm_tensor *dy, const chm_tensor *x, const chm_tensor *dx,
                           double dx_beta) {
@@ -41,15 +47,16 @@ chm_status mdl_layer_core_fwd(chm_model *m, const mdl_layer *ly, mdl_layer_act *
     double eps = m->cfg.norm_eps;
     MDL_TRY(core_alloc(m, act, B, T));
     MDL_OP(m, chm_rmsnorm_fwd(be, &act->xn1, &act->rstd1, &act->x, mdl_w(m, ly->norm1), eps));
-    MDL_OP(m, chm_copy(be, &act->h, &act->x));
+    /* h = x + mixer(xn1), out = h + ffn(xn2): the output products read the residual (no
+       copies first); the MoE FFN adds its experts' rows into a copy of h (a scatter) */
     if (ly->mixer == 'A')
-        MDL_TRY(mdl_attn_fwd(m, ly, &act->attn, &act->xn1, &act->h, B, T));
+        MDL_TRY(mdl_attn_fwd(m, ly, &act->attn, &act->xn1, &act->x, &act->h, B, T));
     else
-        MDL_TRY(mdl_mamba_fwd(m, ly, &act->mamba, &act->xn1, &act->h, B, T));
+        MDL_TRY(mdl_mamba_fwd(m, ly, &act->mamba, &act->xn1, &act->x, &act->h, B, T));
     MDL_OP(m, chm_rmsnorm_fwd(be, &act->xn2, &act->rstd2, &act->h, mdl_w(m, ly->norm2), eps));
+    if (!ly->moe) return mdl_ffn_fwd(m, ly, &act->ffn, &act->xn2, &act->h, &act->out, B * T);
     MDL_OP(m, chm_copy(be, &act->out, &act->h));
-    if (ly->moe) return mdl_moe_fwd(m, ly, &act->moe, &act->xn2, &act->out, B * T);
-    return mdl_ffn_fwd(m, ly, &act->ffn, &act->xn2, &act->out, B * T);
+    return mdl_moe_fwd(m, ly, &act->moe, &act->xn2, &act->out, B * T);
 }
 
 chm_status mdl_layer_core_bwd(chm_model *m, const mdl_layer *ly, mdl_layer_act *act,

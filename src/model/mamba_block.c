@@ -10,7 +10,7 @@
  *   delta = dtl dt_proj^T [B,T,Di]   (dt_proj.bias and softplus are applied in the scan)
  *   A = -exp(A_log) [Di,N]
  *   y = scan(u=xc, delta, A, Bm, Cm, D, z gate, delta_bias=dt_proj.bias, softplus) [B,T,Di]
- *   out += y out_proj^T   (accumulated into the residual)
+ *   out = resid + y out_proj^T   (the residual add inside the product)
  * The backward reverses it: D and dt_proj.bias gradients come straight out of
  * the scan's backward into the gradient buffer.
  *
@@ -107,7 +107,7 @@ chm_status mdl_mamba_pass_begin(chm_model *m) {
 }
 
 chm_status mdl_mamba_fwd(chm_model *m, const mdl_layer *ly, mdl_mamba_act *a, const chm_tensor *xn,
-                         const chm_tensor *out, int64_t B, int64_t T) {
+                         const chm_tensor *resid, const chm_tensor *out, int64_t B, int64_t T) {
     chm_backend *be = m->be;
     int64_t R = B * T, Di = m->Di, N = m->N, C = m->C;
     MDL_TRY(mamba_alloc(m, a, B, T));
@@ -130,7 +130,8 @@ chm_status mdl_mamba_fwd(chm_model *m, const mdl_layer *ly, mdl_mamba_act *a, co
     chm_scan_args s = scan_args(m, ly, a, 0);
     MDL_OP(m, chm_selective_scan_fwd(be, &a->y, &s));
     chm_tensor y2 = MDL_VIEW(&a->y, 0, R, Di), out2 = MDL_VIEW(out, 0, R, C);
-    return mdl_linear_fwd(m, &out2, &y2, mdl_w(m, ly->out_proj), 1);
+    chm_tensor res2 = MDL_VIEW(resid, 0, R, C);
+    return mdl_linear_fwd_from(m, &out2, &y2, mdl_w(m, ly->out_proj), &res2);
 }
 
 /* Scratch of the backward, all [R,.] except dA. */

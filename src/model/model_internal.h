@@ -267,6 +267,10 @@ chm_tensor mdl_view(const chm_tensor *t, int64_t off, int ndim, const int64_t *s
 /* y [R,out] = x [R,in] W^T + beta*y. */
 chm_status mdl_linear_fwd(chm_model *m, const chm_tensor *y, const chm_tensor *x,
                           const chm_tensor *W, double beta);
+/* y [R,out] = base [R,out] + x [R,in] W^T (base may be y itself): a residual add with no copy
+ * first where the backend reads the beta term from another tensor (chm_matmul_from). */
+chm_status mdl_linear_fwd_from(chm_model *m, const chm_tensor *y, const chm_tensor *x,
+                               const chm_tensor *W, const chm_tensor *base);
 /* gW [out,in] += dy^T x; dx [R,in] = dy W + dx_beta*dx (dx may be NULL). */
 chm_status mdl_linear_bwd(chm_model *m, const chm_tensor *W, const chm_tensor *gW,
                           const chm_tensor *dy, const chm_tensor *x, const chm_tensor *dx,
@@ -276,16 +280,18 @@ chm_status mdl_linear_bwd(chm_model *m, const chm_tensor *W, const chm_tensor *g
  * first input-gradient product has beta 0, which saves a fill and a read per layer); the MoE
  * backward ACCUMULATES into it (a scatter). */
 
+/* The forwards write out = resid + block(xn) (resid [B,T,C] the residual stream, may be out). */
+
 /* ---- attention_block.c ---- */
 chm_status mdl_attn_fwd(chm_model *m, const mdl_layer *ly, mdl_attn_act *a, const chm_tensor *xn,
-                        const chm_tensor *out, int64_t B, int64_t T);
+                        const chm_tensor *resid, const chm_tensor *out, int64_t B, int64_t T);
 chm_status mdl_attn_bwd(chm_model *m, const mdl_layer *ly, const mdl_attn_act *a,
                         const chm_tensor *xn, const chm_tensor *dout, const chm_tensor *dxn,
                         int64_t B, int64_t T);
 
 /* ---- mamba_block.c ---- */
 chm_status mdl_mamba_fwd(chm_model *m, const mdl_layer *ly, mdl_mamba_act *a, const chm_tensor *xn,
-                         const chm_tensor *out, int64_t B, int64_t T);
+                         const chm_tensor *resid, const chm_tensor *out, int64_t B, int64_t T);
 chm_status mdl_mamba_bwd(chm_model *m, const mdl_layer *ly, const mdl_mamba_act *a,
                          const chm_tensor *xn, const chm_tensor *dout, const chm_tensor *dxn,
                          int64_t B, int64_t T);
@@ -299,7 +305,7 @@ mdl_mamba_w mdl_mamba_views(const chm_model *m, const chm_tensor *in_proj);
 
 /* ---- ffn.c ---- */
 chm_status mdl_ffn_fwd(chm_model *m, const mdl_layer *ly, mdl_ffn_act *a, const chm_tensor *xn,
-                       const chm_tensor *out, int64_t R);
+                       const chm_tensor *resid, const chm_tensor *out, int64_t R);
 chm_status mdl_ffn_bwd(chm_model *m, const mdl_layer *ly, const mdl_ffn_act *a,
                        const chm_tensor *xn, const chm_tensor *dout, const chm_tensor *dxn,
                        int64_t R);

@@ -34,6 +34,7 @@ static const chm_backend_ops cuda_ops = {
     .event_destroy = chm_cuda_event_destroy,
     .event_done = chm_cuda_event_done,
     .matmul = chm_cuda_matmul,
+    .matmul_from = chm_cuda_matmul_from,
     .matmul_grouped = chm_cuda_matmul_grouped,
     .attention_fwd = chm_cuda_attention_fwd,
     .attention_bwd = chm_cuda_attention_bwd,

@@ -82,7 +82,11 @@ typedef struct lt_problem {
     const void *A, *B, *bias;
     void *C;
     float alpha, beta;
+    const void *S; /* the beta term's source (matmul_from); NULL: C itself */
 } lt_problem;
+
+/* The tensor the beta term reads: S, or C itself. */
+static const void *lt_src(const lt_problem *p) { return p->S ? p->S : p->C; }
 
 /* The trace of CHIMERA_CUDA_GEMM_LOG=2, or NULL. */
 static lt_trace *lt_trace_open(void) {
@@ -252,6 +256,12 @@ static int64_t lt_bucket(int64_t n) {
     return b;
 }
 
+/* The alignment both C and S (the beta term's source) share. */
+static uint32_t lt_align_c(const lt_problem *p, size_t es) {
+    uint32_t c = align_of(p->C, p->sc, es), src = align_of(lt_src(p), p->sc, es);
+    return c < src ? c : src;
+}
+
 /* The cache key of a problem. */
 static lt_key lt_key_of(const lt_problem *p) {
     lt_key k;
@@ -265,15 +275,16 @@ static lt_key lt_key_of(const lt_problem *p) {
     k.sa = p->sa, k.sb = p->sb, k.sc = p->sc;
     k.align[0] = align_of(p->A, p->sa, es);
     k.align[1] = align_of(p->B, p->sb, es);
-    k.align[2] = align_of(p->C, p->sc, es);
+    k.align[2] = lt_align_c(p, es);
     return k;
 }
 
 /* Candidates to time: LT_TRIALS (CHIMERA_CUDA_GEMM_TRIALS overrides, 1..LT_TRIALS_MAX); 1 (no
- * timing) when C is read (timing overwrites it) or CHIMERA_CUDA_GEMM_TUNE=0. */
+ * timing) when the output is read (C += ...: each timed run would add again) or
+ * CHIMERA_CUDA_GEMM_TUNE=0. A beta term read from another tensor (matmul_from) repeats. */
 static int lt_trials(const lt_problem *p) {
     const char *v = getenv("CHIMERA_CUDA_GEMM_TUNE");
-    if (p->beta != 0.0f || (v && strcmp(v, "0") == 0)) return 1;
+    if ((p->beta != 0.0f && !p->S) || (v && strcmp(v, "0") == 0)) return 1;
     /* a bucket is timed only at its own sizes, so that an odd size (one expert's rows) never
      * pays for a timing that a whole bucket would share */
     if (lt_bucket(p->M) != p->M || lt_bucket(p->N) != p->N || lt_bucket(p->K) != p->K) return 1;
@@ -288,7 +299,7 @@ static float lt_time(chm_cuda_ctx *cx, const lt_problem *p, const lt_descs *d,
     float ms = -1.0f;
     cudaEventRecord(e0, cx->stream);
     cublasStatus_t s = cublasLtMatmul(cx->lt, d->op, &p->alpha, p->B, d->a, p->A, d->b, &p->beta,
-                                      p->C, d->c, p->C, d->c, algo, cx->lt_ws->ptr,
+                                      lt_src(p), d->c, p->C, d->c, algo, cx->lt_ws->ptr,
                                       cx->lt_ws->size, cx->stream);
     cudaEventRecord(e1, cx->stream);
     if (s == CUBLAS_STATUS_SUCCESS && cudaEventSynchronize(e1) == cudaSuccess &&
@@ -383,8 +394,7 @@ static cublasStatus_t lt_heuristic(chm_cuda_ctx *cx, const lt_problem *p, const 
     if (s) return s;
     size_t ws = cx->lt_ws->size, es = chm_dtype_size(p->dt);
     /* cuBLASLt's A is our B and its B our A: their alignments swap too */
-    uint32_t al[3] = {align_of(p->B, p->sb, es), align_of(p->A, p->sa, es),
-                      align_of(p->C, p->sc, es)};
+    uint32_t al[3] = {align_of(p->B, p->sb, es), align_of(p->A, p->sa, es), lt_align_c(p, es)};
     s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                              sizeof ws);
     if (!s)
@@ -441,29 +451,29 @@ static cublasStatus_t lt_run(chm_cuda_ctx *cx, const lt_problem *p) {
     if (!s) s = lt_algo(cx, p, &d, &algo, &cached);
     int tr = s ? -1 : lt_trace_begin(cx->lt_cache->trace, p, cx->stream);
     if (!s)
-        s = cublasLtMatmul(cx->lt, d.op, &p->alpha, p->B, d.a, p->A, d.b, &p->beta, p->C, d.c,
-                           p->C, d.c, &algo, cx->lt_ws->ptr, cx->lt_ws->size, cx->stream);
+        s = cublasLtMatmul(cx->lt, d.op, &p->alpha, p->B, d.a, p->A, d.b, &p->beta, lt_src(p),
+                           d.c, p->C, d.c, &algo, cx->lt_ws->ptr, cx->lt_ws->size, cx->stream);
     if (s != CUBLAS_STATUS_SUCCESS && cached) { /* the bucket's algorithm refused p */
         cublasLtMatmulHeuristicResult_t res;
         int found = 0;
         s = lt_heuristic(cx, p, &d, 1, &res, &found);
         if (!s)
-            s = cublasLtMatmul(cx->lt, d.op, &p->alpha, p->B, d.a, p->A, d.b, &p->beta, p->C,
-                               d.c, p->C, d.c, &res.algo, cx->lt_ws->ptr, cx->lt_ws->size,
-                               cx->stream);
+            s = cublasLtMatmul(cx->lt, d.op, &p->alpha, p->B, d.a, p->A, d.b, &p->beta,
+                               lt_src(p), d.c, p->C, d.c, &res.algo, cx->lt_ws->ptr,
+                               cx->lt_ws->size, cx->stream);
     }
     if (tr >= 0) cudaEventRecord(cx->lt_cache->trace->e1[tr], cx->stream);
     lt_descs_free(&d);
     return s;
 }
 
-/* C = beta*C (+ bias) for an empty sum (K = 0 or alpha = 0); beta = 0 writes zeros. */
+/* C = beta*S (+ bias) for an empty sum (K = 0 or alpha = 0); beta = 0 writes zeros. */
 static chm_status empty_product(chm_backend *be, const char *op, const lt_problem *p) {
     chm_cuda_ctx *cx = chm_cuda_ctx_of(be);
     int64_t n = p->batch * p->M * p->N;
     cudaError_t e = p->beta == 0.0f
                         ? chm_cu_fill(p->C, n, (int)chm_dtype_size(p->dt), 0, cx->stream)
-                        : chm_cu_scale(p->C, p->C, p->beta, n, p->dt, cx->stream);
+                        : chm_cu_scale(p->C, lt_src(p), p->beta, n, p->dt, cx->stream);
     if (e == cudaSuccess && p->bias)
         e = chm_cu_bias_add(p->C, p->bias, p->batch * p->M, p->N, p->dt, cx->stream);
     return chm_cuda_check(be, op, e);
@@ -482,6 +492,7 @@ static cublasStatus_t lt_run_batch(chm_cuda_ctx *cx, const lt_problem *p) {
         q.A = (const char *)p->A + (size_t)(i * p->sa) * es;
         q.B = (const char *)p->B + (size_t)(i * p->sb) * es;
         q.C = (char *)p->C + (size_t)(i * p->sc) * es;
+        if (p->S) q.S = (const char *)p->S + (size_t)(i * p->sc) * es;
         s = lt_run(cx, &q);
     }
     return s;
@@ -518,9 +529,10 @@ static void dims3(const chm_tensor *t, int64_t *batch, int64_t *rows, int64_t *c
     *cols = t->shape[t->ndim - 1];
 }
 
-chm_status chm_cuda_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
-                           const chm_tensor *B, const chm_tensor *bias, bool trans_a,
-                           bool trans_b, double alpha, double beta) {
+/* matmul and matmul_from: the beta term reads S (NULL: C). */
+static chm_status matmul_any(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                             const chm_tensor *B, const chm_tensor *bias, const chm_tensor *S,
+                             bool trans_a, bool trans_b, double alpha, double beta) {
     chm_status rc = chm_cuda_dtype(be, "matmul", C->dtype, CHM_CUDA_FLOATS);
     if (rc) return rc;
     int64_t cb, M, N, ab, ar, ac, bb, br, bc;
@@ -530,7 +542,7 @@ chm_status chm_cuda_matmul(chm_backend *be, const chm_tensor *C, const chm_tenso
     lt_problem p = {C->dtype, trans_a, trans_b, M, N, trans_a ? ar : ac, cb,
                     ab == 1 ? 0 : ar * ac, bb == 1 ? 0 : br * bc, M * N,
                     chm_cuda_ptr(A), chm_cuda_ptr(B), chm_cuda_ptr(bias), chm_cuda_ptr(C),
-                    (float)alpha, (float)beta};
+                    (float)alpha, (float)beta, S ? chm_cuda_ptr(S) : NULL};
     /* a shared B and a stacked, untransposed A fold the batch into M: one plain GEMM */
     if (bb == 1 && ab == cb && !trans_a) {
         p.M *= cb;
@@ -541,6 +553,18 @@ chm_status chm_cuda_matmul(chm_backend *be, const chm_tensor *C, const chm_tenso
         return CHM_ERR(&be->err, CHM_ERR_UNSUPPORTED, "matmul: batch %lld exceeds cuBLASLt's range",
                        (long long)p.batch);
     return product(be, "matmul", p);
+}
+
+chm_status chm_cuda_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                           const chm_tensor *B, const chm_tensor *bias, bool trans_a,
+                           bool trans_b, double alpha, double beta) {
+    return matmul_any(be, C, A, B, bias, NULL, trans_a, trans_b, alpha, beta);
+}
+
+chm_status chm_cuda_matmul_from(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                                const chm_tensor *B, const chm_tensor *S, bool trans_a,
+                                bool trans_b, double alpha, double beta) {
+    return matmul_any(be, C, A, B, NULL, S, trans_a, trans_b, alpha, beta);
 }
 
 /* Plain grouped form: C [E,cap,N]; rows >= counts[e] end as beta*C. */
@@ -575,7 +599,8 @@ static chm_status grouped_plain(chm_backend *be, const chm_tensor *C, const chm_
                     NULL,
                     chm_cuda_ptr(C),
                     (float)alpha,
-                    (float)beta};
+                    (float)beta,
+                    NULL};
     chm_status rc = product(be, op, p);
     if (rc) return rc;
     return chm_cuda_check(be, op,
@@ -604,7 +629,7 @@ static chm_status grouped_trans(chm_backend *be, const chm_tensor *C, const chm_
                                 cx->flag, cx->stream);
     if ((rc = chm_cuda_check(be, op, e))) return rc;
     lt_problem p = {C->dtype, true, trans_b, M, N, cap, E, cap * M, br * bc, M * N,
-                    am, bm, NULL, chm_cuda_ptr(C), (float)alpha, (float)beta};
+                    am, bm, NULL, chm_cuda_ptr(C), (float)alpha, (float)beta, NULL};
     return product(be, op, p);
 }
 
