@@ -294,9 +294,10 @@ Test(vulkan_coopmat, deep_sums) {
 }
 
 /*
- * Thin A^T B products with a long sum take the split-K path (matmul_splitk.comp) in f16 and
- * bf16: M or N small (1 to 64, both of its variants), K past and off the slice size, alpha,
- * beta, unaligned views; the profile must name the split-K shaders.
+ * Thin products with a long sum take the split-K path (matmul_splitk.comp) in f16 and bf16:
+ * every transpose combination, M or N small (1 to 64: both variants; 96 and 200: blocks of
+ * 64 columns), K past and off the slice size, alpha, beta, unaligned views; the profile must
+ * name the split-K shaders.
  */
 Test(vulkan_coopmat, thin_products_split_over_k) {
     static const mm_case cases[] = {
@@ -305,6 +306,10 @@ Test(vulkan_coopmat, thin_products_split_over_k) {
         {.M = 17, .K = 1024, .N = 64, .ta = true, .alpha = 1, .beta = 0.5, .lead = 1},
         {.M = 100, .K = 2000, .N = 64, .ta = true, .alpha = 2, .beta = 0},
         {.M = 1, .K = 1300, .N = 200, .ta = true, .alpha = 1, .beta = 0, .lead = 1},
+        {.M = 96, .K = 2048, .N = 300, .alpha = 1, .beta = 1},               /* x_proj's dW */
+        {.M = 300, .K = 1500, .N = 64, .ta = true, .tb = true, .alpha = 1, .beta = 1},
+        {.M = 130, .K = 1100, .N = 20, .tb = true, .alpha = 0.5, .beta = 0, .lead = 1},
+        {.M = 200, .K = 1200, .N = 250, .alpha = 1, .beta = 0.25},            /* 4 blocks */
     };
     ctx x = ctx_open();
     chm_vulkan_set_profile(x.vk, true);

@@ -27,12 +27,14 @@
  * path: no silent change of precision. Deterministic: each element of C is
  * summed in one fixed order.
  *
- * Thin products with a long sum, C = alpha*A^T B + beta*C with one of M and
- * N at most 64 and K at least 1024 and 4x the other (chimera-1b's weight
- * gradients of narrow projections: [16,2048], [64,2048], [2048,64], [8,1024]
- * and [1,1024] over K = 16384 tokens), take matmul_splitk.comp in every
- * dtype: the tiled shaders give them a few dozen workgroups that each walk
- * all of K (16x2048x16384 bf16: 1.2 ms on an H100). Split-K sums slices of K
+ * Thin products with a long sum, any transposes, one of M and N at most
+ * SK_MAX_SMALL and K at least 1024 and 4x the other (chimera-1b's weight
+ * gradients of narrow projections: x_proj's [96,2048] = dxp xc, dt_proj's
+ * [2048,64] = ddelta^T dtl, the routers' [8,1024] and [1,1024], over K =
+ * 16384 tokens), take matmul_splitk.comp in every dtype: the tiled shaders
+ * give them a few dozen workgroups that each walk all of K (16x2048x16384
+ * bf16: 1.2 ms on an H100; session 7's transposed x_proj gradient cost ~23 ms
+ * a step there until split-K took every orientation). Split-K sums slices of K
  * on hundreds of workgroups into f32 partials, then adds the slices in order
  * (f32 products of the stored values: exact for 16-bit operands, no scaling
  * pass). CHIMERA_VULKAN_DISABLE=splitk keeps them on the tiled shaders.
@@ -356,19 +358,25 @@ static mm_tile plan_tile(const mm_plan *pl) { return (mm_tile){pl->bm, pl->bn, 0
 #define SK_MIN_ROWS 256
 /* Workgroups to aim for over all slices: enough to fill a large GPU several times. */
 #define SK_GROUPS 1024
+/* Widest small dim: blocks of 64 columns (each block reads the large operand once more). */
+#define SK_MAX_SMALL 256
 
-/* Whether C = alpha*A^T B + beta*C takes the split-K path (see the file comment). */
+/* K of C = op(A) op(B): A's rows when trans_a (A stored [K,M]), else its columns. */
+static int64_t splitk_depth(const chm_tensor *A, bool trans_a) {
+    return trans_a ? A->shape[0] : A->shape[1];
+}
+
+/* Whether C = alpha*op(A)op(B) + beta*C takes the split-K path (see the file comment). */
 static bool splitk_fits(const chm_vk *vk, const chm_tensor *C, const chm_tensor *A,
-                        const chm_tensor *B, const chm_tensor *bias, bool trans_a, bool trans_b) {
+                        const chm_tensor *B, const chm_tensor *bias, bool trans_a) {
     /* f64, and 16-bit tensors without 16-bit storage: mm_plan_make refuses them */
     chm_dtype dt = C->dtype;
     bool dt_ok = dt == CHM_F32 || ((dt == CHM_BF16 || dt == CHM_F16) && vk->caps.storage16);
-    if (!dt_ok || !vk->caps.splitk || !trans_a || trans_b || bias || C->ndim != 2 ||
-        A->ndim != 2 || B->ndim != 2)
+    if (!dt_ok || !vk->caps.splitk || bias || C->ndim != 2 || A->ndim != 2 || B->ndim != 2)
         return false;
-    int64_t M = C->shape[0], N = C->shape[1], K = A->shape[0];
+    int64_t M = C->shape[0], N = C->shape[1], K = splitk_depth(A, trans_a);
     int64_t small = M < N ? M : N, large = M < N ? N : M;
-    if (small < 1 || small > 64 || K < 1024 || K < 4 * large) return false;
+    if (small < 1 || small > SK_MAX_SMALL || K < 1024 || K < 4 * large) return false;
     const chm_tensor *all[] = {A, B, C};
     for (int i = 0; i < 3; i++) { /* each binds whole */
         chm_vk_range r = chm_vk_tensor_range(all[i]);
@@ -381,19 +389,23 @@ static bool splitk_fits(const chm_vk *vk, const chm_tensor *C, const chm_tensor 
 
 /* The partial pass: slices x tiles workgroups into part [slices, small, L]. */
 static chm_status splitk_part(chm_vk *vk, const chm_tensor *C, const chm_tensor *A,
-                              const chm_tensor *B, const chm_tensor *part, uint32_t ks,
-                              uint32_t slices, uint32_t tiles) {
+                              const chm_tensor *B, bool trans_a, bool trans_b,
+                              const chm_tensor *part, uint32_t ks, uint32_t slices,
+                              uint32_t tiles) {
     uint32_t M = (uint32_t)C->shape[0], N = (uint32_t)C->shape[1];
-    uint32_t small = M < N ? M : N;
+    uint32_t K = (uint32_t)splitk_depth(A, trans_a), small = M < N ? M : N;
+    uint32_t width = small <= 16 ? 16 : 64, jblocks = (small + width - 1) / width;
+    /* element (k, m) of op(A) and (k, n) of op(B) in their stored layouts */
     struct {
-        uint32_t M, N, K, ks, tiles, small_m;
-    } pc = {M, N, (uint32_t)A->shape[0], ks, tiles, M <= N};
-    const char *base = small <= 16 ? "matmul_splitk_part16" : "matmul_splitk_part64";
+        uint32_t M, N, K, ks, tiles, small_m, jblocks, a_sk, a_sm, b_sk, b_sn;
+    } pc = {M, N, K, ks, tiles, M <= N, jblocks,
+            trans_a ? M : 1, trans_a ? 1 : K, trans_b ? 1 : N, trans_b ? K : 1};
+    const char *base = width == 16 ? "matmul_splitk_part16" : "matmul_splitk_part64";
     char name[48];
     chm_vk_dispatch d = {
         .shader = chm_vk_variant_dt(vk, base, C->dtype, false, name, sizeof name),
         .nbind = 3, .bind = {A, B, part}, .writes = 1u << 2, .push = &pc, .push_size = sizeof pc,
-        .groups = slices * tiles, .wg = vk->caps.wg_elem,
+        .groups = slices * jblocks * tiles, .wg = vk->caps.wg_elem,
     };
     return chm_vk_run(vk, &d);
 }
@@ -416,8 +428,9 @@ static chm_status splitk_sum(chm_vk *vk, const chm_tensor *C, const chm_tensor *
 }
 
 static chm_status matmul_splitk(chm_vk *vk, const chm_tensor *C, const chm_tensor *A,
-                                const chm_tensor *B, double alpha, double beta) {
-    int64_t M = C->shape[0], N = C->shape[1], K = A->shape[0];
+                                const chm_tensor *B, bool trans_a, bool trans_b, double alpha,
+                                double beta) {
+    int64_t M = C->shape[0], N = C->shape[1], K = splitk_depth(A, trans_a);
     int64_t small = M < N ? M : N, large = M < N ? N : M;
     uint32_t tiles = chm_vk_groups(large, vk->caps.wg_elem);
     int64_t want = (SK_GROUPS + tiles - 1) / tiles, most = K / SK_MIN_ROWS;
@@ -428,7 +441,8 @@ static chm_status matmul_splitk(chm_vk *vk, const chm_tensor *C, const chm_tenso
     slices = (K + ks - 1) / ks;
     chm_tensor part;
     CHM_TRY(chm_vk_scratch(vk->be, CHM_F32, slices * small * large, &part));
-    chm_status rc = splitk_part(vk, C, A, B, &part, (uint32_t)ks, (uint32_t)slices, tiles);
+    chm_status rc =
+        splitk_part(vk, C, A, B, trans_a, trans_b, &part, (uint32_t)ks, (uint32_t)slices, tiles);
     if (!rc) rc = splitk_sum(vk, C, &part, (uint32_t)slices, alpha, beta);
     chm_vk_scratch_free(vk->be, &part);
     return rc;
@@ -438,8 +452,8 @@ chm_status chm_vk_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor 
                          const chm_tensor *B, const chm_tensor *bias, bool trans_a, bool trans_b,
                          double alpha, double beta) {
     chm_vk *vk = chm_vk_ctx(be);
-    if (splitk_fits(vk, C, A, B, bias, trans_a, trans_b))
-        return matmul_splitk(vk, C, A, B, alpha, beta);
+    if (splitk_fits(vk, C, A, B, bias, trans_a))
+        return matmul_splitk(vk, C, A, B, trans_a, trans_b, alpha, beta);
     mm_plan pl;
     CHM_TRY(mm_plan_make(vk, "matmul", C, trans_a ? rows_of(A) : cols_of(A), false, &pl));
     mm_push pc = push_make(C, A, B, trans_a, trans_b, alpha, beta, plan_tile(&pl));
