@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(FB_THREADS, 1)
     }
     // The epilogue through shared memory (the K/V tiles take the old dK/dV
     // rows): with the dQ kernel's alike, the D 64 backward ran 4-6% faster on
-    // an H100 than with load_rows/store_rows.
+    // an H100 than with the old rows loaded into registers.
     bf16 *dkb = dk + ((int64_t)b * T * Hk + g) * D, *dvb = dv + ((int64_t)b * T * Hk + g) * D;
     __syncthreads();
     tile_load<BK, D, FB_THREADS>(Ks, dkb, kld, k0, T);
@@ -252,6 +252,13 @@ static cudaError_t flash_dkdv_launch(bf16 *dk, bf16 *dv, const bf16 *dout, const
 // fragment read from shared memory feeds 2*MT mma, where one warp holding
 // both dK and dV is limited to half the keys (D 128: 16; ncu on an H100:
 // 80 ldmatrix per 128 mma, short-scoreboard stalls 19%).
+// The warps write back through shared memory without a block barrier
+// (attention_flash_bwd.cuh: epi_warp; only the role-0 warp reads its K rows
+// and the role-1 warp its V rows). The old epilogue in registers (load_rows/
+// store_rows) spilled 76 bytes at D 128 (ptxas: 255 registers; 240 now);
+// on an H100 the backward ran 0.816-0.822 ms against 0.833-0.840 at B8
+// T2048 H8 and the same (2.80 ms) at B2 T8192. The block-wide shared-memory
+// epilogue was slower (2.95 vs 2.79 ms at T8192, session 6).
 
 // dpt (dP^T) becomes dS^T = P^T (dP^T - Delta), P^T from the partner's tiles at pp.
 template <int MT, int BQ>
@@ -336,10 +343,9 @@ __global__ void __launch_bounds__(FB_THREADS, 1)
         if (NS == 2) __syncthreads();
         cb = nb;
     }
+    // The epilogue through the warp's own K (role 0) or V rows: its old dV or dK rows.
     bf16 *gb = (role ? dk : dv) + ((int64_t)b * T * Hk + g) * D;
-    uint32_t old[2 * MT][D / 8];
-    load_rows<MT, D / 8>(old, gb, kld, krow, T);
-    store_rows<MT, D / 8>(gb, kld, krow, T, old, acc, role ? scale : 1.0f);
+    epi_warp<MT, D>(role ? Vs : Ks, pkey, gb, kld, w0, T, acc, role ? scale : 1.0f);
 }
 
 template <int D, int MT, int BQ, int NS>
@@ -362,8 +368,10 @@ static cudaError_t flash_dkdv_pairs_launch(bf16 *dk, bf16 *dv, const bf16 *dout,
 // 0.96-0.98 at B8 T2048, 3.17-3.24 vs 3.28-3.35 at B2 T8192. Slower: D 64
 // split-role with 64 keys a pair (1.00-1.05 vs 0.89 at T2048: MT 4 spills,
 // and the exponentials all fall on one warp of each pair), D 128 split-role
-// with the shared-memory epilogue (2.95 vs 2.79 at T8192), D 64 with one m16
-// tile and 64-query tiles (3 blocks an SM: 3% slower). No faster: D 128 with
+// with the block-wide shared-memory epilogue (2.95 vs 2.79 at T8192), D 64
+// with one m16 tile and 64-query tiles (3 blocks an SM: 3% slower), D 64 with
+// one barrier a tile as in the dQ kernel (bwd 0.793-0.798 vs 0.769-0.781 ms
+// at B8 T2048, 2.73 vs 2.63-2.65 at B2 T8192). No faster: D 128 with
 // 64-query tiles.
 static cudaError_t flash_dkdv(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
                               const bf16 *k, const bf16 *v, const float *lse, const float *delta,

@@ -1,7 +1,8 @@
 // attention_flash_bwd.cuh: what the flash-attention backward kernels
 // (attention_flash_bwd.cu: dK/dV, attention_flash_dq.cu: dQ) share: the
-// S/dP products, the accumulate-into-bf16 epilogues (in registers and through
-// shared memory), the shared-memory opt-in and the dQ launcher's declaration.
+// S/dP products, the accumulate-into-bf16 epilogues through shared memory
+// (block-wide and per warp), the shared-memory opt-in and the dQ launcher's
+// declaration.
 #ifndef CHIMERA_CUDA_ATTENTION_FLASH_BWD_CUH
 #define CHIMERA_CUDA_ATTENTION_FLASH_BWD_CUH
 
@@ -9,53 +10,14 @@
 
 #define FB_THREADS 128
 
-// The accumulate-into-bf16 epilogue in registers (D 128: the split-role dK/dV
-// and the two-tile dQ kernels; else epi_add), in two steps so that every load
-// of a block's gradient rows is in flight before the first store: compiled as one
-// loop the stores could alias the next rows' loads, and each row cost a global
-// round trip (ncu, H100: 7-9% of the dK/dV and dQ kernels' time).
-// Old values of the MT m16 tiles of rows from rowA: fragment row k (0..2MT-1)
-// is row rowA + 8k, i.e. m16 tile k/2, half k%2 (rows >= T read as zero).
-template <int MT, int DT>
-__device__ __forceinline__ void load_rows(uint32_t old[2 * MT][DT], const bf16 *base, int64_t ld,
-                                          int rowA, int T) {
-    const bf16 *col = base + (threadIdx.x & 3) * 2;
-#pragma unroll
-    for (int k = 0; k < 2 * MT; k++) {
-        int row = rowA + k * 8;
-        const bf16 *p = col + (int64_t)(row < T ? row : 0) * ld;
-#pragma unroll
-        for (int i = 0; i < DT; i++) old[k][i] = row < T ? *(const uint32_t *)(p + i * 8) : 0u;
-    }
-}
-
-// Rows from rowA = old + scale * acc (bf16); rows >= T are not written.
-template <int MT, int DT>
-__device__ __forceinline__ void store_rows(bf16 *base, int64_t ld, int rowA, int T,
-                                           const uint32_t old[2 * MT][DT],
-                                           const float acc[MT][DT][4], float scale) {
-#pragma unroll
-    for (int k = 0; k < 2 * MT; k++) {
-        int row = rowA + k * 8, h = 2 * (k & 1);
-        if (row >= T) continue;
-        bf16 *p = base + (int64_t)row * ld + (threadIdx.x & 3) * 2;
-#pragma unroll
-        for (int i = 0; i < DT; i++) {
-            __nv_bfloat162 o = *(const __nv_bfloat162 *)&old[k][i];
-            float x = __low2float(o) + scale * acc[k >> 1][i][h];
-            float y = __high2float(o) + scale * acc[k >> 1][i][h + 1];
-            *(uint32_t *)(p + i * 8) = pack_bf16(x, y);
-        }
-    }
-}
-
 // The accumulate epilogue through shared memory: the block's old gradient
 // rows come into a free [ROWS][D+FA_PAD] tile by cp.async (16-byte chunks,
 // rows >= T as zeros), each warp adds scale * acc at its fragment positions
 // (conflict-free 4-byte accesses: row stride D+FA_PAD), and the block writes
-// the rows < T back in 16-byte chunks. Against load_rows/store_rows: full
-// 32-byte sectors instead of 16 bytes of 8 rows per access, and no registers
-// holding the old rows (those spilled). Callers: barrier, tile_load per
+// the rows < T back in 16-byte chunks. Against old rows loaded into registers
+// at fragment positions: full 32-byte sectors instead of 16 bytes of 8 rows
+// per access, and no registers holding the old rows (at D 128 those spilled:
+// 76 bytes in the dK/dV, 38 in the dQ kernel). Callers: barrier, tile_load per
 // tensor, cp_async_commit, cp_async_wait<0>, barrier, epi_add, barrier,
 // tile_store.
 template <int MT, int D>
@@ -76,6 +38,27 @@ __device__ __forceinline__ void epi_add(bf16 *sm, int wrow, const float acc[MT][
             *e = pack_bf16(x, y);
         }
     }
+}
+
+// The accumulate epilogue of one warp through shared rows that only it reads
+// (its Q rows in the dQ kernel, its K or V rows in the split-role dK/dV
+// kernel): the warp's 16*MT rows from wrow of the tile sm take the old
+// gradient rows from r0 of g (cp.async, rows >= T as zeros), epi_add adds
+// scale * acc, and the rows < T go back in 16-byte chunks. Only warp-level
+// syncs: no block barrier, and no registers holding the old rows.
+template <int MT, int D>
+__device__ __forceinline__ void epi_warp(bf16 *sm, int wrow, bf16 *g, int64_t ld, int r0, int T,
+                                         const float acc[MT][D / 8][4], float scale) {
+    constexpr int LD = D + FA_PAD, ROWS = 16 * MT;
+    int lane = threadIdx.x & 31;
+    bf16 *ws = sm + wrow * LD;
+    tile_load<ROWS, D, 32>(ws, g, ld, r0, T, lane);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncwarp();
+    epi_add<MT, D>(sm, wrow, acc, scale);
+    __syncwarp();
+    tile_store<ROWS, D, 32>(g, ld, ws, r0, T, lane);
 }
 
 // The two products every backward tile starts with, for this warp's MT m16

@@ -5,9 +5,10 @@
 // query rows (MT m16 tiles: every K/V fragment read from shared memory feeds
 // 2*MT mma) and walks the key tiles up to the diagonal: S = Q K^T,
 // P = exp2(S*scale*log2e - lse), dP = dO V^T, dS = P (dP - Delta),
-// dQ += dS K. K/V tiles are double-buffered with cp.async; Q and dO stay in
-// shared memory. The causal mask runs only on tiles that cross the diagonal,
-// and a warp skips the tiles wholly after its rows. Query tiles launch
+// dQ += dS K. K/V tiles are double-buffered with cp.async behind one block
+// barrier a tile (mma.cuh: kv_next_1bar); Q and dO stay in shared memory.
+// The causal mask runs only on tiles that cross the diagonal, and a warp
+// skips the tiles wholly after its rows. Query tiles launch
 // last-first across all heads (mma.cuh: fa_grid). dq ACCUMULATES (one
 // writer per element: deterministic).
 #include "attention_flash_bwd.cuh"
@@ -36,7 +37,9 @@ __device__ __forceinline__ void dq_ds(float s[MT][BN / 8][4], const float dp[MT]
 // Launch bounds with an explicit minimum of one block an SM: this is the
 // build that was checked and timed on the H100 (ptxas schedules the bare
 // bound differently).
-template <int D, int MT, int BN, bool EPI>
+// WEPI: the epilogue through the warp's own Q rows (epi_warp), else through
+// the block's Q tile (epi_add between block barriers).
+template <int D, int MT, int BN, bool WEPI>
 __global__ void __launch_bounds__(FB_THREADS, 1)
     flash_dq_kernel(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                     const float *lse, const float *delta, int T, int H, int Hk, float scale,
@@ -76,8 +79,7 @@ __global__ void __launch_bounds__(FB_THREADS, 1)
     }
     for (int kt = 0, cb = 0; kt < nkt; kt++) {
         int nb = next_buf<2>(cb);
-        kv_next<BN, D, FB_THREADS>(Ks, Vs, kb, vb, kld, kt, nkt, T, nb);
-        __syncthreads();
+        kv_next_1bar<BN, D, FB_THREADS>(Ks, Vs, kb, vb, kld, kt, nkt, T, nb);
         int key0 = kt * BN;
         if (key0 <= w0 + 16 * MT - 1) {  // some key of the tile is visible to this warp
             const bf16 *Kc = Ks + cb * BN * LD, *Vc = Vs + cb * BN * LD;
@@ -89,40 +91,37 @@ __global__ void __launch_bounds__(FB_THREADS, 1)
                 dq_ds<MT, BN, false>(s, dp, l2, dl, row0, key0, sl2);
             mma_c_kn<D, MT, BN>(dqa, s, Kc);
         }
-        __syncthreads();  // the next prefetch overwrites this buffer
         cb = nb;
     }
     bf16 *dqb = dq + ((int64_t)b * T * H + h) * D;
-    if (EPI) {  // the epilogue through shared memory: the Q tile takes the old dQ rows
-        __syncthreads();
-        tile_load<BM, D, FB_THREADS>(Qs, dqb, qld, q0, T);
-        cp_async_commit();
-        cp_async_wait<0>();
-        __syncthreads();
-        epi_add<MT, D>(Qs, wrow, dqa, scale);
-        __syncthreads();
-        tile_store<BM, D, FB_THREADS>(dqb, qld, Qs, q0, T);
+    if (WEPI) {
+        epi_warp<MT, D>(Qs, wrow, dqb, qld, q0 + wrow, T, dqa, scale);
         return;
     }
-    uint32_t old[2 * MT][D / 8];
-    load_rows<MT, D / 8>(old, dqb, qld, row0, T);
-    store_rows<MT, D / 8>(dqb, qld, row0, T, old, dqa, scale);
+    __syncthreads();  // the Q tile takes the old dQ rows
+    tile_load<BM, D, FB_THREADS>(Qs, dqb, qld, q0, T);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    epi_add<MT, D>(Qs, wrow, dqa, scale);
+    __syncthreads();
+    tile_store<BM, D, FB_THREADS>(dqb, qld, Qs, q0, T);
 }
 
-template <int D, int MT, int BN, bool EPI>
+template <int D, int MT, int BN, bool WEPI>
 static cudaError_t flash_dq_launch(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
                                    const bf16 *v, const float *lse, const float *delta,
                                    const chm_cu_attn *a, cudaStream_t s) {
     constexpr int LD = D + FA_PAD, BM = 64 * MT;
     size_t smem = (size_t)(2 * BM + 4 * BN) * LD * sizeof(bf16);
     static bool set = false;
-    cudaError_t e = fb_smem_optin(flash_dq_kernel<D, MT, BN, EPI>, smem, &set);
+    cudaError_t e = fb_smem_optin(flash_dq_kernel<D, MT, BN, WEPI>, smem, &set);
     if (e != cudaSuccess) return e;
     unsigned tiles = (unsigned)((a->T + BM - 1) / BM);
-    flash_dq_kernel<D, MT, BN, EPI><<<fa_grid(tiles, (unsigned)a->H, (unsigned)a->B),
-                                      FB_THREADS, smem, s>>>(dq, dout, q, k, v, lse, delta,
-                                                             (int)a->T, (int)a->H, (int)a->Hk,
-                                                             a->scale, a->scale * FA_LOG2E);
+    flash_dq_kernel<D, MT, BN, WEPI>
+        <<<fa_grid(tiles, (unsigned)a->H, (unsigned)a->B), FB_THREADS, smem, s>>>(
+            dq, dout, q, k, v, lse, delta, (int)a->T, (int)a->H, (int)a->Hk, a->scale,
+            a->scale * FA_LOG2E);
     return cudaGetLastError();
 }
 
@@ -130,16 +129,21 @@ static cudaError_t flash_dq_launch(bf16 *dq, const bf16 *dout, const bf16 *q, co
 // without spilling. D 128 needs 104 KB of shared memory that way: devices
 // that allow less (sm_86/sm_89) take one m16 tile per warp. One m16 tile per
 // warp was slower on an H100 at both head dims (D 64: 128 registers and 4
-// blocks an SM, 3-5%; D 128: 4-6%). The epilogue through shared memory
-// (EPI) at D 64 and on the one-tile path (checked on an H100 only by forcing
-// it); at D 128 the backward with it was no faster at T2048 and 6% slower at
-// T8192 (H100, with the D 128 dK/dV epilogue changed alike).
+// blocks an SM, 3-5%; D 128: 4-6%). The epilogue through the block's Q
+// tile at D 64 and on the one-tile path (checked on an H100 only by forcing
+// it, with two barriers a key tile); at D 128 it was no faster at T2048 and
+// 6% slower at T8192 (session 6), and the warp's own rows (WEPI) replace the
+// old epilogue in registers, which spilled 38 bytes (H100, bwd: 0.815-0.824
+// vs 0.833-0.840 ms at B8 T2048 H8, 2.764 vs 2.79-2.82 at B2 T8192). One
+// barrier a key tile instead of two: bwd -1.3% at D 64 and D 128, T2048 (0.822
+// vs 0.836 ms at D 128); with both and the dK/dV kernel's warp epilogue the D
+// 128 backward took 0.794-0.796 ms against 0.833-0.840 (H100, one lease).
 cudaError_t chm_cu_flash_dq(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
                             const bf16 *v, const float *lse, const float *delta,
                             const chm_cu_attn *a, cudaStream_t s) {
-    if (a->D == 64) return flash_dq_launch<64, 2, 64, true>(dq, dout, q, k, v, lse, delta, a, s);
+    if (a->D == 64) return flash_dq_launch<64, 2, 64, false>(dq, dout, q, k, v, lse, delta, a, s);
     if (a->D != 128) return cudaErrorInvalidValue;
     if (fa_smem_max() < (size_t)(2 * 128 + 4 * 32) * (128 + FA_PAD) * 2)
-        return flash_dq_launch<128, 1, 64, true>(dq, dout, q, k, v, lse, delta, a, s);
-    return flash_dq_launch<128, 2, 32, false>(dq, dout, q, k, v, lse, delta, a, s);
+        return flash_dq_launch<128, 1, 64, false>(dq, dout, q, k, v, lse, delta, a, s);
+    return flash_dq_launch<128, 2, 32, true>(dq, dout, q, k, v, lse, delta, a, s);
 }
