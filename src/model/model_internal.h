@@ -214,6 +214,7 @@ struct chm_model {
     chm_tensor logits, ce_loss; /* [ce_rows,V], [ce_rows] chunk scratch */
     chm_tensor loss;            /* [MDL_LOSS_SLOTS] stats dtype */
     chm_tensor eye;             /* [N,N] identity (Mamba: B and C out of x_proj's transposed rows) */
+    chm_tensor eye_x;           /* [Rk+2N,Rk+2N] identity (Mamba: x_proj's output transposed) */
     mdl_ids ids;
     /* host scratch */
     int32_t *host_ids; /* [(2 + 2*depth) * B*T] */
@@ -295,7 +296,8 @@ chm_status mdl_mamba_fwd(chm_model *m, const mdl_layer *ly, mdl_mamba_act *a, co
 chm_status mdl_mamba_bwd(chm_model *m, const mdl_layer *ly, const mdl_mamba_act *a,
                          const chm_tensor *xn, const chm_tensor *dout, const chm_tensor *dxn,
                          int64_t B, int64_t T);
-/* Allocate and upload the pass's [N,N] identity (pass start, models with Mamba layers). */
+/* Allocate and upload the pass's identities, [N,N] and [Rk+2N,Rk+2N] (pass start, models with
+ * Mamba layers). */
 chm_status mdl_mamba_pass_begin(chm_model *m);
 /* Weight views of a Mamba layer's in_proj halves (values or gradients); x_proj is used whole. */
 typedef struct mdl_mamba_w {
