@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# tools/gpu_ab.sh: on the GPU machine, compare the two builds tools/gpu_ab_pack.sh packed into
+# .gpu-ab/ in one lease, and check the new one; ends with a short table.
+#
+#   bash tools/gpu_ab.sh                  # from the device tool (carry .gpu-ab and .gl)
+#
+# Steps (each under a time limit; logs in /tmp/ab, packed into $OUT/ab.tgz after every step):
+#   checks   cuda_opcheck --check at seeds 1 and 7, memcheck and racecheck on the quick check,
+#            chimera verify --backends cpu,cuda, Criterion cuda/* (when packed);
+#   bench    cuda_opcheck --bench of both builds (attention, scan, bandwidth-bound ops);
+#   train    chimera-1b `chimera plan --config training_dolma --set train.grad_accum=1
+#            --steps 8`, base and new alternated REPS times (default 2), then a profile of the
+#            new build (CHIMERA_PROFILE=shapes);
+#   vulkan   (VULKAN=1) the same plan on the Vulkan backend, new build only (VULKAN=2: both);
+#   torch    (TORCH=1) tools/bench/torch_bench.py --only attention,scan,model in the same lease
+#            (about 4 minutes; the device's 10-minute call limit may need CHECKS=0).
+# CHECKS=0 skips the checks, REPS=n sets the alternations.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+G=$PWD/.gpu-ab
+B=$G/bin
+L=/tmp/ab
+rm -rf "$L" && mkdir -p "$L"
+export LD_LIBRARY_PATH="$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PYTHONUNBUFFERED=1
+# the Vulkan loader (the binaries link it), on the GPU machine only (it unpacks into /)
+if command -v nvidia-smi >/dev/null && ls .gl/*.deb >/dev/null 2>&1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+    icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+fi
+pack_logs() { [ -n "${OUT:-}" ] && tar czf "$OUT/ab.tgz" -C /tmp ab 2>/dev/null; }
+trap pack_logs EXIT
+declare -a ROWS=()
+# step NAME SECONDS CMD...: run with a limit into $L/NAME.txt, record a row with its last
+# summary line.
+step() {
+    local name=$1 secs=$2 t0=$SECONDS
+    shift 2
+    timeout "$secs" "$@" >"$L/$name.txt" 2>&1
+    local rc=$? what
+    what=$(grep -E 'checks,|Synthesis|verdict|SUMMARY|bf16 \(|tokens/s' "$L/$name.txt" | head -1 |
+        sed 's/  */ /g' | cut -c1-90)
+    ROWS+=("$(printf '%-16s rc %-3s %4ss  %s' "$name" "$rc" "$((SECONDS - t0))" "$what")")
+    echo "${ROWS[-1]}"
+    pack_logs
+}
+cat "$G/REVISIONS" 2>/dev/null
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$L/card.txt"
+CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+if [ "${CHECKS:-1}" = 1 ]; then
+    step check-seed1 120 "$B/cuda_opcheck" --check --seed 1
+    step check-seed7 120 "$B/cuda_opcheck" --check --seed 7
+    step memcheck 120 "$CS" --tool memcheck --leak-check no "$B/cuda_opcheck" --check --quick --quiet
+    step racecheck 120 "$CS" --tool racecheck "$B/cuda_opcheck" --check --quick --quiet
+    step verify 90 "$B/chimera" verify --backends cpu,cuda
+    [ -x "$B/chimera_tests" ] && step criterion 90 "$B/chimera_tests" --jobs 4 --filter 'cuda/*'
+fi
+step bench-new 60 "$B/cuda_opcheck" --bench --only none
+step bench-base 60 "$B/cuda_opcheck_base" --bench --only none
+P=(plan --config training_dolma --set train.grad_accum=1 --steps 8)
+VP=(plan --config training_dolma --set train.grad_accum=1 --backend vulkan --steps 4)
+for i in $(seq 1 "${REPS:-2}"); do
+    step "train-base.$i" 90 "$B/chimera_base" "${P[@]}"
+    step "train-new.$i" 90 "$B/chimera" "${P[@]}"
+done
+step profile 90 env CHIMERA_PROFILE=shapes "$B/chimera" plan --config training_dolma \
+    --set train.grad_accum=1 --steps 4 --profile
+case ${VULKAN:-0} in
+2) step vulkan-base 150 "$B/chimera_base" "${VP[@]}" ;&
+1) step vulkan-new 150 "$B/chimera" "${VP[@]}" ;;
+esac
+if [ "${TORCH:-0}" = 1 ]; then
+    step torch 300 python3 tools/bench/torch_bench.py --chimera "$B/chimera" --json "$L/torch.json"
+fi
+echo
+echo "== gpu_ab summary ($(cat "$L/card.txt"))"
+printf '%s\n' "${ROWS[@]}"
+grep -h "bf16 (" "$L"/train-*.txt "$L"/vulkan-*.txt 2>/dev/null | sed 's/  */ /g'
+grep -hE "fwd\+bwd" "$L/bench-new.txt" | sed 's/^/new  /'
+grep -hE "fwd\+bwd" "$L/bench-base.txt" | sed 's/^/base /'
