@@ -20,9 +20,17 @@
 // next prefetch overwrites the buffer just read); with NS 3 the buffer written
 // at iteration it was last read at it-2, which every warp finished before it
 // passed iteration it-1's barrier, so one barrier an iteration suffices (D 128:
-// 2-5% faster on an H100; D 64 no faster). lse and Delta are f32 [B,H,T].
+// 2-5% faster on an H100; D 64 no faster). The D 128 kernel takes NS 4 where
+// the shared memory allows (111 KiB a block; NS 3 elsewhere): as fast, and
+// compute-sanitizer's racecheck, which reported WAR hazards whenever a single
+// barrier separates a buffer's last ldmatrix reads from the cp.async that
+// refills it (even for NS 2 with a barrier after every tile), is then clean
+// (RESULTS.md, session 8 run 2). lse and Delta are f32 [B,H,T].
 // Blocks launch key tile 0 first across all heads (mma.cuh: fa_grid).
-// dq, dk, dv ACCUMULATE (bf16 read-modify-write).
+// dq, dk, dv ACCUMULATE (bf16 read-modify-write). At D 128 on compute
+// capability 9.0 both kernels have wgmma versions (attention_flash_*_sm90.cu,
+// where CMake builds them): on an H100 the D 128 backward took 0.587 ms
+// against 0.793 at B8 T2048 H8 and 1.874 against 2.769 at B2 T8192.
 #include "attention_flash_bwd.cuh"
 
 // dkdv: stage the query tile at row i0 of q head h into buffer buf, all by
@@ -348,17 +356,20 @@ __global__ void __launch_bounds__(FB_THREADS, 1)
     epi_warp<MT, D>(role ? Vs : Ks, pkey, gb, kld, w0, T, acc, role ? scale : 1.0f);
 }
 
+// Shared memory of the split-role kernel: K, V, NS Q and dO tiles, the pairs' P^T, lse, Delta.
+template <int D, int MT, int BQ, int NS> static constexpr size_t pairs_smem() {
+    return (size_t)(2 * (2 * 16 * MT) + 2 * NS * BQ) * (D + FA_PAD) * sizeof(bf16) +
+           (size_t)(2 * 16 * MT) * BQ * sizeof(float) + 2 * NS * BQ * sizeof(float);
+}
+
 template <int D, int MT, int BQ, int NS>
 static cudaError_t flash_dkdv_pairs_launch(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
                                            const bf16 *k, const bf16 *v, const float *lse,
                                            const float *delta, const chm_cu_attn *a,
                                            cudaStream_t s) {
-    constexpr int LD = D + FA_PAD, BK = 2 * 16 * MT;
-    size_t smem = (size_t)(2 * BK + 2 * NS * BQ) * LD * sizeof(bf16) +
-                  (size_t)BK * BQ * sizeof(float) + 2 * NS * BQ * sizeof(float);
     static bool set = false;
-    return dkdv_run(flash_dkdv_pairs_kernel<D, MT, BQ, NS>, &set, smem, BK, dk, dv, dout, q, k,
-                    v, lse, delta, a, s);
+    return dkdv_run(flash_dkdv_pairs_kernel<D, MT, BQ, NS>, &set, pairs_smem<D, MT, BQ, NS>(),
+                    2 * 16 * MT, dk, dv, dout, q, k, v, lse, delta, a, s);
 }
 
 // D 64: flash_dkdv_kernel, two m16 tiles of keys per warp and 32-query tiles
@@ -378,6 +389,15 @@ static cudaError_t flash_dkdv(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *
                               const chm_cu_attn *a, cudaStream_t s) {
     if (a->D == 64)
         return flash_dkdv_launch<64, 2, 32, 2>(dk, dv, dout, q, k, v, lse, delta, a, s);
+#ifdef CHIMERA_HAVE_SM90A
+    if (a->D == 128 && (a->wgmma & CHM_CU_WGMMA_DKDV)) {
+        bool taken;
+        cudaError_t e = chm_cu_flash_dkdv_sm90(dk, dv, dout, q, k, v, lse, delta, a, s, &taken);
+        if (e != cudaSuccess || taken) return e;
+    }
+#endif
+    if (a->D == 128 && fa_smem_max() >= pairs_smem<128, 2, 32, 4>())
+        return flash_dkdv_pairs_launch<128, 2, 32, 4>(dk, dv, dout, q, k, v, lse, delta, a, s);
     if (a->D == 128)
         return flash_dkdv_pairs_launch<128, 2, 32, 3>(dk, dv, dout, q, k, v, lse, delta, a, s);
     return cudaErrorInvalidValue;
