@@ -34,6 +34,16 @@ macro(chimera_vk_variant name src)
   set(CHIMERA_VK_SRC_${name} ${src})
   set(CHIMERA_VK_DEFS_${name} ${ARGN})
 endmacro()
+# Variants written for the modern glslang (CMakeLists.txt: CHIMERA_GLSLC_MODERN; GLSL that
+# Debian's glslang 12 rejects: KHR/NV2 cooperative matrices, bf16): in the table only where that
+# toolchain was found (or where CHIMERA_SPIRV_DIR holds them); the backend looks every variant
+# up by name and takes its older path when one is absent. Compiled for vulkan1.3 (SPIR-V 1.6).
+macro(chimera_vk_variant_new name src)
+  if(CHIMERA_GLSLC_MODERN OR (CHIMERA_SPIRV_DIR AND EXISTS ${CHIMERA_SPIRV_DIR}/${name}.spv))
+    chimera_vk_variant(${name} ${src} ${ARGN})
+    set(CHIMERA_VK_NEW_${name} ON)
+  endif()
+endmacro()
 macro(chimera_vk_variant_sg name src)
   chimera_vk_variant(${name} ${src} ${ARGN})
   chimera_vk_variant(${name}_nosg ${src} ${ARGN} CHM_NO_SUBGROUP)
@@ -240,7 +250,7 @@ endfunction()
 function(chimera_vk_spv_rule v spv)
   set(_src ${CMAKE_SOURCE_DIR}/shaders/${CHIMERA_VK_SRC_${v}})
   set(_val "")
-  if(CHIMERA_SPIRV_VAL)
+  if(CHIMERA_SPIRV_VAL AND NOT CHIMERA_VK_NEW_${v})
     set(_val COMMAND ${CHIMERA_SPIRV_VAL} --target-env vulkan1.2 ${spv})
   endif()
   if(CHIMERA_SPIRV_DIR)
@@ -255,6 +265,18 @@ function(chimera_vk_spv_rule v spv)
     list(APPEND _defs -D${d})
   endforeach()
   file(GLOB _includes ${CMAKE_SOURCE_DIR}/shaders/*.glsl)
+  if(CHIMERA_VK_NEW_${v})
+    # tools/glslc_dl.c validates with the library's own (current) SPIRV-Tools: Debian's
+    # spirv-val does not know these instructions.
+    add_custom_command(OUTPUT ${spv}
+      COMMAND ${CHIMERA_GLSLC_MODERN} --lib ${CHIMERA_GLSLANG_LIB_USED} -O
+              --target-env=vulkan1.3 -fshader-stage=compute -I${CMAKE_SOURCE_DIR}/shaders
+              ${_defs} -o ${spv} ${_src}
+      DEPENDS ${_src} ${_includes} ${CMAKE_SOURCE_DIR}/cmake/vk_shaders.cmake
+              ${CMAKE_SOURCE_DIR}/tools/glslc_dl.c
+      COMMENT "glslc (modern glslang) ${v}" VERBATIM)
+    return()
+  endif()
   add_custom_command(OUTPUT ${spv}
     COMMAND ${CHIMERA_GLSLC} -O --target-env=vulkan1.2 -fshader-stage=compute
             -I${CMAKE_SOURCE_DIR}/shaders ${_defs} -o ${spv} ${_src}
