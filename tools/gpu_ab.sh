@@ -13,7 +13,8 @@
 #            new build (CHIMERA_PROFILE=shapes);
 #   vulkan   (VULKAN=1) the same plan on the Vulkan backend, new build only (VULKAN=2: both);
 #   torch    (TORCH=1) tools/bench/torch_bench.py --only attention,scan,model in the same lease
-#            (about 4 minutes; the device's 10-minute call limit may need CHECKS=0).
+#            (about 4 minutes; the device's 10-minute call limit may need CHECKS=0);
+#            TORCH_ONLY=attention,scan limits it to those sections (about 2 minutes).
 # CHECKS=0 skips the checks, REPS=n sets the alternations.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +53,7 @@ if [ "${CHECKS:-1}" = 1 ]; then
     step check-seed1 120 "$B/cuda_opcheck" --check --seed 1
     step check-seed7 120 "$B/cuda_opcheck" --check --seed 7
     step memcheck 120 "$CS" --tool memcheck --leak-check no "$B/cuda_opcheck" --check --quick --quiet
-    step racecheck 120 "$CS" --tool racecheck "$B/cuda_opcheck" --check --quick --quiet
+    step racecheck 120 "$CS" --tool racecheck --check-warpgroup-mma yes "$B/cuda_opcheck" --check --quick --quiet
     step verify 90 "$B/chimera" verify --backends cpu,cuda
     [ -x "$B/chimera_tests" ] && step criterion 90 "$B/chimera_tests" --jobs 4 --filter 'cuda/*'
 fi
@@ -71,7 +72,8 @@ case ${VULKAN:-0} in
 1) step vulkan-new 150 "$B/chimera" "${VP[@]}" ;;
 esac
 if [ "${TORCH:-0}" = 1 ]; then
-    step torch 300 python3 tools/bench/torch_bench.py --chimera "$B/chimera" --json "$L/torch.json"
+    step torch 300 python3 tools/bench/torch_bench.py --chimera "$B/chimera" --json "$L/torch.json" \
+        ${TORCH_ONLY:+--only "$TORCH_ONLY"}
 fi
 echo
 echo "== gpu_ab summary ($(cat "$L/card.txt"))"
