@@ -672,7 +672,9 @@ static void bench_attention(chm_backend *be, chm_dtype dt, int64_t B, int64_t T,
 /*
  * Attention at chimera-1b's shape (d64) and at d128: f32, then bf16 and f16 on the default path
  * (cooperative matrices where the device has them), on the plain 16-bit shaders
- * (CHIMERA_VULKAN_ATTN_CM=0), and bf16 d64 at each cooperative-matrix tile.
+ * (CHIMERA_VULKAN_ATTN_CM=0: the plain forward and backward), and bf16 d64 at each
+ * cooperative-matrix tile (forward and backward; a tile that does not fit one of them falls
+ * back to the first of attention.c's list that does).
  */
 static void bench_attention_all(chm_backend *be) {
     if (quick) {
@@ -681,7 +683,7 @@ static void bench_attention_all(chm_backend *be) {
         return;
     }
     static const char *modes[] = {NULL, "0"};
-    static const char *tiles[] = {"4x32", "2x64", "2x32"};
+    static const char *tiles[] = {"4x32", "2x64", "2x32", "4x16", "2x16"};
     for (int d = 0; d < 2; d++) {
         int64_t H = d ? 8 : 16, D = d ? 128 : 64;
         bench_attention(be, CHM_F32, 8, 2048, H, D);
@@ -693,7 +695,7 @@ static void bench_attention_all(chm_backend *be) {
             unsetenv("CHIMERA_VULKAN_ATTN_CM");
         }
     }
-    for (int t = 0; t < 3; t++) {
+    for (int t = 0; t < 5; t++) {
         setenv("CHIMERA_VULKAN_ATTN_CM", tiles[t], 1);
         printf("  (CHIMERA_VULKAN_ATTN_CM=%s)\n", tiles[t]);
         bench_attention(be, CHM_BF16, 8, 2048, 16, 64);

@@ -19,7 +19,10 @@
  * f16 and bf16 forwards run on cooperative matrices (attention_cm.comp:
  * Q K^T and P V on the tensor cores, bf16 tiles scaled into f16's range)
  * where the device has them (or emulates them, tests) and D is a multiple of
- * 16 up to 128; attn_cm_plan_make says when and picks the tile.
+ * 16 up to 128; attn_cm_plan_make says when and picks the tile. Their
+ * backwards' dq and dk/dv passes too, under the same conditions except that
+ * bf16 goes up to d128 there (attention_bwd_cm.comp; Delta stays
+ * attention_bwd.comp's).
  *
  * q, k, v, out, dout and the gradients are f32, or all bf16 or all f16 (the
  * shaders' native variants: loaded into f32, rounded once on store or, for
@@ -106,50 +109,74 @@ static uint64_t attn_cm_bytes(const attn_cm_plan *pl, uint32_t D) {
                  5ull * pl->warps);
 }
 
-/* Whether plan pl runs on this device for head dim D. */
-static bool attn_cm_fits(const chm_vk *vk, const attn_cm_plan *pl, uint32_t D) {
+/*
+ * Bytes of attention_bwd_cm.comp's shared array S (its layout comment):
+ * owner and walk tiles, scratch and P rows, lse and Delta of max(BR, BC)
+ * rows (the dq pass indexes them by owner row, the dk/dv pass by walk row:
+ * one plan serves both), tile maxima.
+ */
+static uint64_t attn_bwd_cm_bytes(const attn_cm_plan *pl, uint32_t D) {
+    uint64_t qw = D / 8 + 1, br = 16ull * pl->warps, sw = pl->bc / 4 + pl->pad;
+    uint64_t pw = pl->bc / 8 + pl->pad, nl = br > pl->bc ? br : pl->bc;
+    return 16 * (2 * br * qw + 2ull * pl->bc * qw + br * (sw + pw) + nl / 2 + pl->warps);
+}
+
+/*
+ * Whether plan pl runs on this device for head dim D: the forward's
+ * (attention_cm.comp) or the backward's (attention_bwd_cm.comp, whose lanes
+ * hold at most 8 words of a warp's 16 x BC P rows).
+ */
+static bool attn_cm_fits(const chm_vk *vk, const attn_cm_plan *pl, uint32_t D, bool bwd) {
     uint32_t sg = vk->caps.subgroup_size, lpr = sg >= 16 ? sg / 16 : 1, wg = pl->warps * sg;
     const VkPhysicalDeviceLimits *lim = &vk->props.limits;
-    return pl->bc % 16 == 0 && pl->bc <= 64 && (pl->bc / lpr) % 8 == 0 &&
-           wg <= lim->maxComputeWorkGroupSize[0] && wg <= lim->maxComputeWorkGroupInvocations &&
-           attn_cm_bytes(pl, D) <= lim->maxComputeSharedMemorySize;
+    bool lanes = bwd ? 2 * pl->bc <= 8 * sg : (pl->bc / lpr) % 8 == 0;
+    uint64_t bytes = bwd ? attn_bwd_cm_bytes(pl, D) : attn_cm_bytes(pl, D);
+    return pl->bc % 16 == 0 && pl->bc <= 64 && lanes && wg <= lim->maxComputeWorkGroupSize[0] &&
+           wg <= lim->maxComputeWorkGroupInvocations && bytes <= lim->maxComputeSharedMemorySize;
 }
 
 /* Tile warps x bc with padded rows where they fit, else unpadded; false when neither fits. */
-static bool attn_cm_try(const chm_vk *vk, uint32_t warps, uint32_t bc, uint32_t D,
+static bool attn_cm_try(const chm_vk *vk, uint32_t warps, uint32_t bc, uint32_t D, bool bwd,
                         attn_cm_plan *pl) {
     for (int pad = 1; pad >= 0; pad--) {
         *pl = (attn_cm_plan){warps, bc, pl->fn, (uint32_t)pad};
-        if (attn_cm_fits(vk, pl, D)) return true;
+        if (attn_cm_fits(vk, pl, D, bwd)) return true;
     }
     return false;
 }
 
 /*
- * The cooperative-matrix plan for a forward of q's dtype and head dim, or
- * false: f32 tensors, no cooperative matrices (real or emulated), bf16 ones
- * switched off (CHIMERA_VULKAN_COOPMAT_BF16=0), D not a multiple of 16 up to
- * 128, subgroups outside 8..64, or CHIMERA_VULKAN_ATTN_CM=0. The variable
- * may also give the tile as WARPSxBC (e.g. 4x32; benchmarks). Four warps
- * first: on the H100 (d64, bf16) 4x32 ran in 4.4 ms, 2x32 in 9.0, 2x64 in 13.7.
- * bf16 only up to d64 on the tensor cores: its staging (tile maxima, scaling)
- * made d128 slower than the plain shader there (10.2 ms against 7.7; f16 d128
- * 2.4 ms). Emulated (tests), every D runs.
+ * The cooperative-matrix plan for a forward (bwd false) or a backward of
+ * q's dtype and head dim, or false: f32 tensors, no cooperative matrices
+ * (real or emulated), bf16 ones switched off (CHIMERA_VULKAN_COOPMAT_BF16=0),
+ * D not a multiple of 16 up to 128, subgroups outside 8..64, or
+ * CHIMERA_VULKAN_ATTN_CM=0. The variable may also give the tile as WARPSxBC
+ * (e.g. 4x32; benchmarks). Four warps first: on the H100 (d64, bf16) 4x32
+ * ran in 4.4 ms, 2x32 in 9.0, 2x64 in 13.7; the backward 14.8, 26.1, 34.1
+ * (2x16 20.1; 4x16 35.5 in one run, 13.7 in another: to measure again). The
+ * forward runs bf16 only up to d64 on the tensor cores: its staging (tile
+ * maxima, scaling) made d128 slower than the plain shader there (10.2 ms
+ * against 7.7; f16 d128 2.4 ms); the backward's bf16 d128 ran in 30.9 ms
+ * against the plain 34.9 (B8 T2048 H8), so it goes up to d128. Emulated
+ * (tests), every D runs. The backward takes the first tile of the list that
+ * fits its larger footprint.
  */
-static bool attn_cm_plan_make(const chm_vk *vk, const chm_tensor *q, attn_cm_plan *pl) {
+static bool attn_cm_plan_make(const chm_vk *vk, const chm_tensor *q, bool bwd, attn_cm_plan *pl) {
     const chm_vk_caps *c = &vk->caps;
     uint32_t D = (uint32_t)q->shape[3], sg = c->subgroup_size;
     const char *env = getenv("CHIMERA_VULKAN_ATTN_CM");
     if ((env && !strcmp(env, "0")) || !c->coopmat || q->dtype == CHM_F32 ||
-        (q->dtype == CHM_BF16 && (!c->coopmat_bf16 || (D > 64 && !c->coopmat_emulated))) ||
+        (q->dtype == CHM_BF16 &&
+         (!c->coopmat_bf16 || (D > 64 && !bwd && !c->coopmat_emulated))) ||
         D % 16 || D > 128 || sg < 8 || sg > 64)
         return false;
     pl->fn = c->coopmat_emulated || !c->cm_n8 ? 16 : 8;
     unsigned w = 0, bc = 0;
-    if (env && sscanf(env, "%ux%u", &w, &bc) == 2 && attn_cm_try(vk, w, bc, D, pl)) return true;
+    if (env && sscanf(env, "%ux%u", &w, &bc) == 2 && attn_cm_try(vk, w, bc, D, bwd, pl))
+        return true;
     static const uint32_t tiles[][2] = {{4, 64}, {4, 32}, {2, 64}, {2, 32}, {2, 16}};
     for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++)
-        if (attn_cm_try(vk, tiles[i][0], tiles[i][1], D, pl)) return true;
+        if (attn_cm_try(vk, tiles[i][0], tiles[i][1], D, bwd, pl)) return true;
     return false;
 }
 
@@ -183,7 +210,8 @@ static chm_status attn_forward(chm_backend *be, const char *op, const chm_tensor
     chm_vk *vk = chm_vk_ctx(be);
     if (chm_tensor_numel(q) == 0) return CHM_OK;
     attn_cm_plan cm;
-    if (lse && attn_cm_plan_make(vk, q, &cm)) return attn_forward_cm(vk, &cm, out, lse, q, k, v, scale);
+    if (lse && attn_cm_plan_make(vk, q, false, &cm))
+        return attn_forward_cm(vk, &cm, out, lse, q, k, v, scale);
     attn_plan pl = {0};
     CHM_TRY(attn_plan_make(vk, op, COST_FWD, (uint32_t)q->shape[3], &pl));
     uint32_t B = (uint32_t)q->shape[0], Tq = (uint32_t)q->shape[1], H = (uint32_t)q->shape[2];
@@ -264,6 +292,33 @@ static chm_status attn_grads(chm_vk *vk, bool dq_pass, const attn_dims *s,
     return chm_vk_run(vk, &d);
 }
 
+/*
+ * The dq pass (grads = {dq}) or the dk/dv pass (grads = {dk, dv}) on
+ * cooperative matrices (attention_bwd_cm.comp) with plan pl; same bindings
+ * as attn_grads.
+ */
+static chm_status attn_grads_cm(chm_vk *vk, const attn_cm_plan *pl, bool dq_pass,
+                                const attn_dims *s, const chm_tensor *const in[6],
+                                const chm_tensor *g0, const chm_tensor *g1, double scale) {
+    struct {
+        uint32_t B, Tq, Tk, H, Hk, ntiles;
+        float scale;
+    } pc = {s->B, s->T, s->T, s->H, s->Hk, chm_vk_groups(s->T, 16 * pl->warps), (float)scale};
+    char name[48];
+    snprintf(name, sizeof name, "attention_bwd_cm_%s_%s_%s", dq_pass ? "dq" : "dkv",
+             vk->caps.coopmat_emulated ? "emu" : "nv",
+             in[0]->dtype == CHM_BF16 ? "bf16" : "f16");
+    chm_vk_dispatch d = {
+        .shader = name, .nbind = dq_pass ? 7 : 8,
+        .bind = {in[0], in[1], in[2], in[3], in[4], in[5], g0, g1},
+        .writes = dq_pass ? 1u << 6 : 3u << 6, .push = &pc, .push_size = sizeof pc,
+        .groups = s->B * (dq_pass ? s->H : s->Hk) * pc.ntiles,
+        .wg = pl->warps * vk->caps.subgroup_size,
+        .spec = {pl->bc, s->D, pl->fn, pl->pad}, .nspec = 4,
+    };
+    return chm_vk_run(vk, &d);
+}
+
 chm_status chm_vk_attention_bwd(chm_backend *be, const chm_tensor *dq, const chm_tensor *dk,
                                 const chm_tensor *dv, const chm_tensor *dout,
                                 const chm_tensor *q, const chm_tensor *k, const chm_tensor *v,
@@ -276,9 +331,13 @@ chm_status chm_vk_attention_bwd(chm_backend *be, const chm_tensor *dq, const chm
     chm_tensor delta;
     CHM_TRY(chm_vk_scratch(be, CHM_F32, (int64_t)s.B * s.H * s.T, &delta));
     const chm_tensor *in[6] = {q, k, v, dout, lse, &delta};
+    attn_cm_plan cm;
+    bool on_cm = attn_cm_plan_make(vk, q, true, &cm);
     chm_status rc = attn_delta(vk, &s, &delta, dout, out);
-    if (!rc) rc = attn_grads(vk, true, &s, in, dq, NULL, scale);
-    if (!rc) rc = attn_grads(vk, false, &s, in, dk, dv, scale);
+    if (!rc && on_cm) rc = attn_grads_cm(vk, &cm, true, &s, in, dq, NULL, scale);
+    if (!rc && on_cm) rc = attn_grads_cm(vk, &cm, false, &s, in, dk, dv, scale);
+    if (!rc && !on_cm) rc = attn_grads(vk, true, &s, in, dq, NULL, scale);
+    if (!rc && !on_cm) rc = attn_grads(vk, false, &s, in, dk, dv, scale);
     chm_vk_scratch_free(be, &delta);
     return rc;
 }
