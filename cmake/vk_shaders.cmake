@@ -132,6 +132,13 @@ foreach(_t f16 bf16)
     chimera_vk_variant(matmul_grouped_cm_nv_${_t} matmul_cm.comp DT_${_T} GROUPED)
   endif()
 endforeach()
+# Cooperative matrices 2 (NV, workgroup scope; KHR cooperative matrices, bf16 types): f16 and
+# bf16 operands read as stored, no scaling pass. Only where the modern glslang is found.
+foreach(_t f16 bf16)
+  string(TOUPPER ${_t} _T)
+  chimera_vk_variant_new(matmul_cm2_${_t}         matmul_cm2.comp DT_${_T})
+  chimera_vk_variant_new(matmul_grouped_cm2_${_t} matmul_cm2.comp DT_${_T} GROUPED)
+endforeach()
 # Thin products with a long sum (A^T B, one side at most 16 or 64 wide), split over K.
 chimera_vk_variant_dt(matmul_splitk_part16  matmul_splitk.comp  PART SMALL=16)
 chimera_vk_variant_dt(matmul_splitk_part64  matmul_splitk.comp  PART SMALL=64)

@@ -1,7 +1,7 @@
 /*
  * test_vk_coopmat.c: f16 and bf16 matmul on the vulkan backend (suite
  * vulkan_coopmat): on cooperative matrices where the device has them (the
- * H100: matmul_cm.comp), else on the plain 16-bit path (lavapipe:
+ * H100: matmul_cm.comp and matmul_cm2.comp), else on the plain 16-bit path (lavapipe:
  * matmul.comp's _f16/_bf16 variants); every test prints which path it ran.
  *
  * Inputs are random values already rounded to the 16-bit dtype; the cpu
@@ -22,7 +22,15 @@
  * also summed over 600 terms, whose stored columns are scaled in chunks;
  * grouped dead terms that must not set the scales), and the errors: mixed
  * dtypes (the shared wrapper), no 16-bit storage, a malformed
- * CHIMERA_VULKAN_COOPMAT_TILE. The validation layer must stay silent.
+ * CHIMERA_VULKAN_COOPMAT_TILE or CHIMERA_VULKAN_COOPMAT2_TILE. The validation
+ * layer must stay silent.
+ *
+ * Those tests run matmul_cm.comp with matmul_cm2.comp switched off; the
+ * cm2_* tests run matmul_cm2.comp (NV cooperative matrices 2: f16 and bf16
+ * operands read directly) on every transpose and size above, tile edges,
+ * the epilogue, batches, deep sums, the grouped variant, bf16's whole range
+ * without scaling, every tile vk_bench sweeps and the coopmat2 switch; they
+ * skip, saying so, where the device or build lacks cm2 (lavapipe).
  */
 #include <math.h>
 #include <stdio.h>
@@ -125,7 +133,23 @@ typedef struct ctx {
     chm_backend *cpu, *vk;
 } ctx;
 
+/*
+ * The tests before the "cooperative matrices 2" section check matmul_cm.comp
+ * (or the plain path): they open the backend with matmul_cm2.comp switched
+ * off (CHIMERA_VULKAN_DISABLE gains coopmat2); the cm2 tests set with_cm2.
+ */
+static bool with_cm2;
+
+static void cm2_switch(void) {
+    const char *d = getenv("CHIMERA_VULKAN_DISABLE");
+    if (with_cm2 || (d && strstr(d, "coopmat2"))) return;
+    char list[256];
+    snprintf(list, sizeof list, "%s%scoopmat2", d ? d : "", d && *d ? "," : "");
+    setenv("CHIMERA_VULKAN_DISABLE", list, 1);
+}
+
 static ctx ctx_open(void) {
+    cm2_switch();
     ctx x = {tt_open_cpu(), vk_open()};
     return x;
 }
@@ -218,23 +242,27 @@ static void check_case(ctx *x, chm_dtype dt, const mm_case *c, const int32_t *co
 }
 
 /* Every transpose at sizes that are no multiple of 16, and across several tiles. */
-static void transposes_and_sizes(chm_dtype dt, const char *test) {
+static void transposes_and_sizes(ctx *x, chm_dtype dt) {
     static const int64_t sizes[][3] = {{1, 1, 1},    {13, 7, 19},   {16, 16, 16}, {17, 33, 31},
                                        {70, 45, 129}, {150, 40, 130}, {129, 72, 200}};
-    ctx x = ctx_open();
-    say_path(&x, dt, test);
     uint64_t seed = 100;
     for (int s = 0; s < (int)(sizeof sizes / sizeof sizes[0]); s++)
         for (int t = 0; t < 4; t++) {
             mm_case c = {.M = sizes[s][0], .K = sizes[s][1], .N = sizes[s][2], .ta = t & 1,
                          .tb = (t >> 1) & 1, .alpha = 1, .beta = 0};
-            check_case(&x, dt, &c, NULL, seed++);
+            check_case(x, dt, &c, NULL, seed++);
         }
+}
+
+static void transposes_test(chm_dtype dt, const char *test) {
+    ctx x = ctx_open();
+    say_path(&x, dt, test);
+    transposes_and_sizes(&x, dt);
     ctx_close(&x);
 }
 
-Test(vulkan_coopmat, f16_transposes_and_odd_sizes) { transposes_and_sizes(CHM_F16, "f16"); }
-Test(vulkan_coopmat, bf16_transposes_and_odd_sizes) { transposes_and_sizes(CHM_BF16, "bf16"); }
+Test(vulkan_coopmat, f16_transposes_and_odd_sizes) { transposes_test(CHM_F16, "f16"); }
+Test(vulkan_coopmat, bf16_transposes_and_odd_sizes) { transposes_test(CHM_BF16, "bf16"); }
 
 /* Whole aligned slices (word loads) and the same shapes from unaligned views (element gathers). */
 Test(vulkan_coopmat, aligned_and_unaligned_operands) {
@@ -432,6 +460,7 @@ Test(vulkan_coopmat, every_benchmarked_tile) {
     bool cm = real_or_emulated();
     const char **tiles = cm ? real : emulated;
     int ntiles = cm ? (int)(sizeof real / sizeof *real) : (int)(sizeof emulated / sizeof *emulated);
+    cm2_switch();
     for (int i = 0; i < ntiles; i++) {
         setenv("CHIMERA_VULKAN_COOPMAT_TILE", tiles[i], 1);
         chm_backend_options o = {.device_index = -1, .quiet = true};
@@ -634,6 +663,128 @@ Test(vulkan_coopmat, bf16_scaled_grouped_dead_terms) {
     ctx_close(&x);
 }
 
+/* ---- cooperative matrices 2 (matmul_cm2.comp: NV workgroup-scope matrices) ---- */
+
+/*
+ * Open with matmul_cm2.comp on; skip where f16 does not take it (lavapipe,
+ * a driver without VK_NV_cooperative_matrix2, a build without the modern
+ * glslang). *bf16: bf16 takes it too (VK_KHR_shader_bfloat16).
+ */
+static ctx cm2_open(const char *test, bool *bf16) {
+    with_cm2 = true;
+    ctx x = ctx_open();
+    if (strcmp(chm_vulkan_matmul_path(x.vk, CHM_F16), "coopmat2") != 0) {
+        fprintf(stderr, "vulkan_coopmat/%s: SKIP: %s has no cooperative matrices 2 (needs "
+                "VK_NV_cooperative_matrix2 and a build with the modern glslang; `chimera info` "
+                "says why)\n", test, x.vk->device);
+        ctx_close(&x);
+        cr_skip_test("no cooperative matrices 2 on this device or build");
+    }
+    *bf16 = strcmp(chm_vulkan_matmul_path(x.vk, CHM_BF16), "coopmat2") == 0;
+    say_path(&x, CHM_BF16, test);
+    return x;
+}
+
+/* Both dtypes where bf16 takes cm2 too, else f16 only. */
+static int cm2_dtypes(bool bf16, chm_dtype dts[2]) {
+    dts[0] = CHM_F16, dts[1] = CHM_BF16;
+    return bf16 ? 2 : 1;
+}
+
+Test(vulkan_coopmat, cm2_transposes_and_odd_sizes) {
+    bool bf16;
+    ctx x = cm2_open("cm2_transposes", &bf16);
+    chm_dtype dts[2];
+    for (int i = 0; i < cm2_dtypes(bf16, dts); i++) transposes_and_sizes(&x, dts[i]);
+    ctx_close(&x);
+}
+
+/*
+ * Edges of several tiles (M, N past 128 and 256, K past and off BK),
+ * unaligned views, alpha/beta/bias (beta 0 over a NaN-poisoned C), batches
+ * with a broadcast operand, a deep sum (split-K off) and the grouped variant.
+ */
+Test(vulkan_coopmat, cm2_edges_epilogue_batch_grouped) {
+    setenv("CHIMERA_VULKAN_DISABLE", "splitk", 1);
+    bool bf16;
+    ctx x = cm2_open("cm2_edges", &bf16);
+    static const mm_case cases[] = {
+        {.M = 300, .K = 70, .N = 520, .alpha = 1, .beta = 0},
+        {.M = 257, .K = 33, .N = 129, .ta = true, .tb = true, .alpha = 1, .beta = 0, .lead = 1},
+        {.M = 130, .K = 45, .N = 270, .tb = true, .alpha = -0.5, .beta = 0.75, .bias = true},
+        {.M = 37, .K = 19, .N = 45, .ta = true, .alpha = 0, .beta = 0.5, .bias = true},
+        {.M = 35, .K = 33, .N = 70, .ba = 5, .bb = 0, .bc = 5, .ta = true, .alpha = 1,
+         .beta = 0, .bias = true},
+        {.M = 13, .K = 9, .N = 11, .ba = 1, .bb = 4, .bc = 4, .tb = true, .alpha = 1,
+         .beta = 0.5, .lead = 1},
+        {.M = 40, .K = 3000, .N = 136, .ta = true, .alpha = 1, .beta = 1},
+    };
+    chm_dtype dts[2];
+    int nd = cm2_dtypes(bf16, dts);
+    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++)
+        for (int d = 0; d < nd; d++) check_case(&x, dts[d], &cases[i], NULL, 1500 + 2 * i + d);
+    static const int32_t counts[4] = {0, 7, 24, 13};
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1;
+        mm_case c = {.M = ta ? 21 : 24, .K = ta ? 24 : 19, .N = 33, .ba = 4, .bb = 4, .bc = 4,
+                     .ta = ta, .tb = (t >> 1) & 1, .alpha = 1, .beta = t == 3 ? 0.5 : 0};
+        for (int d = 0; d < nd; d++) check_case(&x, dts[d], &c, counts, 1530 + 2 * t + d);
+    }
+    ctx_close(&x);
+}
+
+/*
+ * bf16 read directly keeps bf16's range with no scaling pass: products from
+ * 1e-35 to 1e35 within the bound of bf16_wide_range_scaled in every
+ * transpose. CHIMERA_VULKAN_DISABLE=coopmat2 leaves the cm2 path.
+ */
+Test(vulkan_coopmat, cm2_bf16_wide_range_and_switch) {
+    bool bf16;
+    ctx x = cm2_open("cm2_bf16_wide_range", &bf16);
+    for (int t = 0; bf16 && t < 4; t++) {
+        int64_t miss = wide_misses(&x, CHM_BF16, 37, 45, 29, t & 1, t >> 1, 1600 + t);
+        cr_assert_eq(miss, 0, "cm2 bf16 ta%d tb%d: %lld of %d elements off", t & 1, t >> 1,
+                     (long long)miss, 37 * 29);
+    }
+    ctx_close(&x);
+    with_cm2 = false;
+    x = ctx_open();
+    cr_assert_str_neq(chm_vulkan_matmul_path(x.vk, CHM_F16), "coopmat2");
+    cr_assert_str_neq(chm_vulkan_matmul_path(x.vk, CHM_BF16), "coopmat2");
+    ctx_close(&x);
+}
+
+/* Every tile tools/vk_bench sweeps for cm2 runs correctly (two transposes each, both dtypes). */
+Test(vulkan_coopmat, cm2_every_benchmarked_tile) {
+    static const char *tiles[] = {"128x256x32",   "128x256x32/p", "128x128x32",
+                                  "128x128x32/p", "256x128x32/p", "128x256x16",
+                                  "128x256x16/p", "128x128x16/p", "64x128x32/p",
+                                  "64x256x32/p"};
+    bool bf16;
+    ctx probe = cm2_open("cm2_tiles", &bf16);
+    ctx_close(&probe);
+    for (int i = 0; i < (int)(sizeof tiles / sizeof *tiles); i++) {
+        setenv("CHIMERA_VULKAN_COOPMAT2_TILE", tiles[i], 1);
+        chm_backend_options o = {.device_index = -1, .quiet = true};
+        chm_err err = {0};
+        chm_backend *vk = NULL;
+        if (chm_vulkan_open(&o, &vk, &err) != CHM_OK) {
+            fprintf(stderr, "vulkan_coopmat: cm2 tile %s does not run here: %s\n", tiles[i],
+                    err.msg);
+            continue;
+        }
+        ctx x = {tt_open_cpu(), vk};
+        cr_assert_str_eq(chm_vulkan_matmul_path(vk, CHM_F16), "coopmat2");
+        for (int t = 0; t < 4; t++) {
+            mm_case c = {.M = 300, .K = 100, .N = 280, .ta = t & 1, .tb = (t >> 1) & 1,
+                         .alpha = 1, .beta = 0};
+            if ((t + i) % 2 == 0) check_case(&x, CHM_F16, &c, NULL, 1700 + t);
+            else if (bf16) check_case(&x, CHM_BF16, &c, NULL, 1710 + t);
+        }
+        ctx_close(&x);
+    }
+}
+
 Test(vulkan_coopmat, refusals) {
     /* a malformed tile is a config error on every device */
     setenv("CHIMERA_VULKAN_COOPMAT_TILE", "128x128", 1);
@@ -645,6 +796,10 @@ Test(vulkan_coopmat, refusals) {
     cr_assert_eq(rc, CHM_ERR_CONFIG, "%s", err.msg);
     cr_assert(strstr(err.msg, "CHIMERA_VULKAN_COOPMAT_TILE") != NULL, "%s", err.msg);
     unsetenv("CHIMERA_VULKAN_COOPMAT_TILE");
+    setenv("CHIMERA_VULKAN_COOPMAT2_TILE", "128x128x", 1); /* likewise the cm2 tile */
+    cr_assert_eq(chm_vulkan_open(&o, &be, &err), CHM_ERR_CONFIG, "%s", err.msg);
+    cr_assert(strstr(err.msg, "CHIMERA_VULKAN_COOPMAT2_TILE") != NULL, "%s", err.msg);
+    unsetenv("CHIMERA_VULKAN_COOPMAT2_TILE");
     /* the shared wrapper: one dtype for A, B and C */
     chm_backend *vk = vk_open();
     tt_tensor a = tt_alloc(vk, CHM_F16, 2, (int64_t[]){4, 4});

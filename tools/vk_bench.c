@@ -21,7 +21,13 @@
  *    cooperative-matrix tile of a short list (CHIMERA_VULKAN_COOPMAT_TILE),
  *    to pick the default, and bf16 at the best of them; then chimera-1b's
  *    dense GEMM shapes (M = 16384 tokens; forward A B^T, input gradient A B,
- *    weight gradient A^T B) in f16 and bf16 at the default tile.
+ *    weight gradient A^T B) in f16 and bf16 at the default tile. Where the
+ *    device has cooperative matrices 2 (matmul_cm2.comp, the default path
+ *    there), sections 1 and 2 also check and time the v1 path beside it
+ *    (CHIMERA_VULKAN_DISABLE=coopmat2; chimera-1b's shapes at its default
+ *    tile, without the v1 tile sweep), then sweep cm2's tiles
+ *    (CHIMERA_VULKAN_COOPMAT2_TILE, f16 and bf16 at 4096^3 A B^T) and time
+ *    chimera-1b's shapes on cm2 too.
  * 2b. the cooperative-matrix probe (issue 6; on a device with NV cooperative
  *    matrices, and not with --quick): its matrix list, then TFLOP/s of
  *    coopMatMulAddNV with fragments in registers (16x16x16, 16x8x16, f32 and
@@ -152,11 +158,11 @@ typedef struct row {
     char rate[96];
 } row;
 
-static row rows[128];
+static row rows[192];
 static int nrows;
 
 static void add_row(const char *what, double ms, const char *fmt, ...) {
-    if (nrows >= 128) return;
+    if (nrows >= (int)(sizeof rows / sizeof *rows)) return;
     row *r = &rows[nrows++];
     snprintf(r->what, sizeof r->what, "%s", what);
     r->ms = ms;
@@ -386,17 +392,20 @@ static const struct {
     {2048, 16384, 1024, true, false},  {2816, 16384, 1024, true, false},
 };
 
-/* The chimera-1b shapes in f16 and bf16 at the device's default tile. */
-static void bench_1b_shapes(void) {
+/* The chimera-1b shapes in f16 and bf16 at the default tile, with `disable` switched off. */
+static void bench_1b_shapes(const char *disable) {
     chm_backend *vk = NULL;
     chm_err err = {0};
-    if (open_vk(NULL, NULL, &vk, &err) != CHM_OK) return;
+    if (open_vk(disable, NULL, &vk, &err) != CHM_OK) return;
     int64_t div = quick ? 32 : 1; /* lavapipe: 512 x 32..88 x 32..88 */
     static const chm_dtype dts[] = {CHM_F16, CHM_BF16};
-    for (int d = 0; d < 2; d++)
+    for (int d = 0; d < 2; d++) {
+        char label[48];
+        snprintf(label, sizeof label, "1b %s", chm_vulkan_matmul_path(vk, dts[d]));
         for (int i = 0; i < (int)(sizeof shapes_1b / sizeof *shapes_1b); i++)
-            bench_form(vk, "1b", dts[d], shapes_1b[i].M / div, shapes_1b[i].K / div,
+            bench_form(vk, label, dts[d], shapes_1b[i].M / div, shapes_1b[i].K / div,
                        shapes_1b[i].N / div, shapes_1b[i].ta, shapes_1b[i].tb);
+    }
     chm_backend_close(vk);
 }
 
@@ -404,7 +413,7 @@ static void bench_1b_shapes(void) {
 static void bench_tile_bf16(const char *tile, int64_t n) {
     chm_backend *vk = NULL;
     chm_err err = {0};
-    if (open_vk(NULL, tile, &vk, &err) != CHM_OK) return;
+    if (open_vk("coopmat2", tile, &vk, &err) != CHM_OK) return;
     char label[64];
     snprintf(label, sizeof label, "%s %s", chm_vulkan_matmul_path(vk, CHM_BF16), tile);
     bench_matmul(vk, label, CHM_BF16, n, n, n, true);
@@ -420,7 +429,7 @@ static void bench_tiles(void) {
     for (int i = 0; i < (int)(sizeof sweep_tiles / sizeof *sweep_tiles); i++) {
         chm_backend *vk = NULL;
         chm_err err = {0};
-        if (open_vk(NULL, tiles[i], &vk, &err) != CHM_OK) {
+        if (open_vk("coopmat2", tiles[i], &vk, &err) != CHM_OK) {
             printf("  tile %-18s does not run here: %s\n", tiles[i], err.msg);
             continue;
         }
@@ -433,7 +442,59 @@ static void bench_tiles(void) {
     if (best_tile) bench_tile_bf16(best_tile, n);
     unsetenv("CHIMERA_VULKAN_COOPMAT_TILE");
     if (best_tile) add_row("best coopmat tile (f16 A B^T)", 0, "%s: %.1f TFLOP/s", best_tile, best);
-    bench_1b_shapes();
+    bench_1b_shapes("coopmat2");
+}
+
+/*
+ * The tiles of matmul_cm2.comp's sweep (CHIMERA_VULKAN_COOPMAT2_TILE; tests/
+ * test_vk_coopmat.c checks each): BM x BN x BK on the device's listed
+ * workgroup size (or CHIMERA_VULKAN_COOPMAT2_WG's), "/p": the next slice
+ * prefetched. Session 8 on an H100, f16 4096^3 A B^T: 128x256x32 50.6
+ * TFLOP/s, /p 126 (the default), 256x128x32/p 129, 128x128x32/p 103,
+ * 128x256x16/p 113; BK 64, 256x256 and 128 invocations 7-51.
+ */
+static const struct {
+    const char *tile;
+    const char *wg; /* CHIMERA_VULKAN_COOPMAT2_WG, NULL: the device's preferred */
+} sweep_tiles_cm2[] = {
+    {"128x256x32", NULL},   {"128x256x32/p", NULL}, {"128x128x32", NULL},
+    {"128x128x32/p", NULL}, {"256x128x32/p", NULL}, {"128x256x16", NULL},
+    {"128x256x16/p", NULL}, {"128x128x16/p", NULL}, {"64x128x32/p", NULL},
+    {"64x256x32/p", NULL},  {"128x128x32", "128"},  {"128x256x32/p", "128"}};
+
+/* Each cm2 tile on f16 and bf16 4096^3 A B^T, the best last; then chimera-1b's shapes. */
+static void bench_tiles_cm2(void) {
+    int64_t n = quick ? 256 : 4096;
+    double best = 0;
+    const char *best_tile = NULL;
+    for (int i = 0; i < (int)(sizeof sweep_tiles_cm2 / sizeof *sweep_tiles_cm2); i++) {
+        const char *tile = sweep_tiles_cm2[i].tile, *wg = sweep_tiles_cm2[i].wg;
+        chm_backend *vk = NULL;
+        chm_err err = {0};
+        setenv("CHIMERA_VULKAN_COOPMAT2_TILE", tile, 1);
+        if (wg) setenv("CHIMERA_VULKAN_COOPMAT2_WG", wg, 1);
+        chm_status rc = open_vk(NULL, NULL, &vk, &err);
+        unsetenv("CHIMERA_VULKAN_COOPMAT2_TILE");
+        unsetenv("CHIMERA_VULKAN_COOPMAT2_WG");
+        if (rc == CHM_OK && strcmp(chm_vulkan_matmul_path(vk, CHM_F16), "coopmat2") != 0) {
+            snprintf(err.msg, sizeof err.msg, "not on the cm2 path");
+            chm_backend_close(vk);
+            rc = CHM_ERR_UNSUPPORTED;
+        }
+        if (rc != CHM_OK) {
+            printf("  cm2 tile %s wg %s does not run here: %s\n", tile, wg ? wg : "-", err.msg);
+            continue;
+        }
+        char label[64];
+        snprintf(label, sizeof label, "coopmat2 %s wg %s", tile, wg ? wg : "dev");
+        double t = bench_matmul(vk, label, CHM_F16, n, n, n, true);
+        if (!strcmp(chm_vulkan_matmul_path(vk, CHM_BF16), "coopmat2"))
+            t = fmax(t, bench_matmul(vk, label, CHM_BF16, n, n, n, true));
+        if (t > best) best = t, best_tile = tile;
+        chm_backend_close(vk);
+    }
+    if (best_tile) add_row("best coopmat2 tile (A B^T)", 0, "%s: %.1f TFLOP/s", best_tile, best);
+    bench_1b_shapes(NULL);
 }
 
 /* ---- 2b. the cooperative-matrix probe (issue 6) ---- */
@@ -909,6 +970,7 @@ int main(int argc, char **argv) {
     const char *p16 = chm_vulkan_matmul_path(vk, CHM_F16);
     bool coopmat = p16 && strncmp(p16, "coopmat", 7) == 0;
     bool nv = p16 && strcmp(p16, "coopmat-nv") == 0;
+    bool cm2 = p16 && strcmp(p16, "coopmat2") == 0;
     char device[128];
     snprintf(device, sizeof device, "%s", vk->device);
     printf("vk_bench on %s: matmul paths f32 %s, f16 %s, bf16 %s%s\n", device,
@@ -919,19 +981,29 @@ int main(int argc, char **argv) {
         chm_backend_close(cpu);
         return profile_training();
     }
-    if (coopmat && !probe_only && open_vk("coopmat", NULL, &plain, &err))
+    if (coopmat && !probe_only && open_vk("coopmat,coopmat2", NULL, &plain, &err))
         die(vk, "opening without coopmat");
+    /* where cm2 is the default: matmul_cm.comp (v1) beside it */
+    chm_backend *v1 = NULL;
+    if (cm2 && !probe_only && !attention_only && open_vk("coopmat2", NULL, &v1, &err))
+        die(vk, "opening without coopmat2");
 
     if (attention_only) matmul_only = false, train = false;
     if (!probe_only && !attention_only) {
         printf("\n== check: each matmul path against the cpu backend\n");
         check_paths(cpu, vk, false);
+        if (v1) check_paths(cpu, v1, true);
         if (plain) check_paths(cpu, plain, true);
         printf("\n== matmul\n");
         bench_paths(vk, false);
+        if (v1) bench_paths(v1, true);
         if (plain) bench_paths(plain, true);
         if (plain) chm_backend_close(plain);
-        if (coopmat) bench_tiles();
+        if (v1) chm_backend_close(v1);
+        /* with cm2 the default: v1 at its default tile on chimera-1b's shapes, no v1 sweep */
+        if (coopmat && !cm2) bench_tiles();
+        if (cm2 && v1) bench_1b_shapes("coopmat2");
+        if (cm2) bench_tiles_cm2();
     }
     if (probe_only || (nv && !quick && !matmul_only && !attention_only)) {
         printf("\n== cooperative-matrix probe (issue 6) on %s\n", device);

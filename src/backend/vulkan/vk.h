@@ -203,6 +203,15 @@ typedef struct chm_vk_cm_tile {
     uint32_t bm, bn, bk, wm, wn, fn;
 } chm_vk_cm_tile;
 
+/*
+ * matmul_cm2.comp's tile: bm x bn of C per workgroup of wg invocations,
+ * bk-deep slices; prefetch: the next slice's loads issued before the product.
+ */
+typedef struct chm_vk_cm2_tile {
+    uint32_t bm, bn, bk, wg;
+    bool prefetch;
+} chm_vk_cm2_tile;
+
 /* Capabilities found at open, after CHIMERA_VULKAN_DISABLE. */
 typedef struct chm_vk_caps {
     uint32_t api;                  /* device API version */
@@ -238,6 +247,15 @@ typedef struct chm_vk_caps {
                                       (matmul.c); off with CHIMERA_VULKAN_DISABLE=splitk */
     chm_vk_cm_tile cm_tile;        /* tile of the cooperative-matrix matmul (large products) */
     char coopmat_why[160];         /* why coopmat is off, for the log line ("" when on) */
+    /* VK_NV_cooperative_matrix2 (workgroup scope, flexible dimensions, tensor addressing,
+     * per-element operations) with VK_KHR_cooperative_matrix and the matmul_cm2_* shaders
+     * built: f16 matmuls read their operands directly on workgroup-scope matrices
+     * (matmul_cm2.comp), and bf16 ones too where VK_KHR_shader_bfloat16 has bf16 cooperative
+     * matrices (coopmat2_bf16; no scaling pass); off with CHIMERA_VULKAN_DISABLE=coopmat2 */
+    bool coopmat2, coopmat2_bf16;
+    chm_vk_cm2_tile cm2_tile;      /* its tile (CHIMERA_VULKAN_COOPMAT2_TILE overrides) */
+    uint32_t cm2_gran[3];          /* M, N, K granularity of its flexible dimensions */
+    char coopmat2_why[160];        /* why coopmat2 is off ("" when on) */
 } chm_vk_caps;
 
 /* Device-side status words a shader raises on bad data (e.g. an id out of range). */
@@ -494,6 +512,8 @@ chm_status chm_vk_adamw_step(chm_backend *be, const chm_tensor *param, const chm
 /* matmul.c */
 /* Why tile t cannot run on this device ("" when it can): limits of matmul_cm.comp and the device. */
 void chm_vk_cm_tile_check(const chm_vk *vk, chm_vk_cm_tile t, char *why, size_t n);
+/* Why tile t cannot run matmul_cm2.comp here ("" when it can): granularity and device limits. */
+void chm_vk_cm2_tile_check(const chm_vk *vk, chm_vk_cm2_tile t, char *why, size_t n);
 chm_status chm_vk_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                          const chm_tensor *B, const chm_tensor *bias, bool trans_a, bool trans_b,
                          double alpha, double beta);

@@ -22,6 +22,19 @@
  * of large products (a tuning knob for tools/vk_bench; checked here).
  * bf16 matmuls use them too (scaled into f16's range, matmul.c) unless
  * CHIMERA_VULKAN_COOPMAT_BF16=0.
+ *
+ * Cooperative matrices 2 (matmul_cm2.comp, preferred where present):
+ * VK_NV_cooperative_matrix2 with workgroup scope, flexible dimensions,
+ * tensor addressing and per-element operations, VK_KHR_cooperative_matrix,
+ * shaderFloat16, vulkanMemoryModel, 16-bit storage, a listed flexible-
+ * dimension f16 x f16 + f32 -> f32 workgroup-scope entry (its invocation
+ * count is the shader's workgroup size), and the shaders in this build (a
+ * modern glslang compiled them); bf16 too where VK_KHR_shader_bfloat16 has
+ * shaderBFloat16Type and shaderBFloat16CooperativeMatrix and lists the bf16
+ * entry. The structures are vk_ext.h's copies (our headers predate them).
+ * CHIMERA_VULKAN_DISABLE=coopmat2 turns it off; CHIMERA_VULKAN_COOPMAT2_TILE
+ * =BMxBNxBK[/p] sets its tile ("/p": prefetching) and CHIMERA_VULKAN_COOPMAT2_WG
+ * one of the listed workgroup sizes (tools/vk_bench sweeps both).
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,6 +42,7 @@
 #include <string.h>
 
 #include "vk.h"
+#include "vk_ext.h"
 
 #define VALIDATION_LAYER "VK_LAYER_KHRONOS_validation"
 
@@ -103,7 +117,7 @@ static bool disabled(const char *feature) {
 /* Every name in CHIMERA_VULKAN_DISABLE is a known feature (else a config error). */
 static chm_status check_disable_list(chm_err *err) {
     static const char *const known[] = {"subgroup", "16bit", "push_descriptor", "pipeline_cache",
-                                        "timestamps", "coopmat", "splitk"};
+                                        "timestamps", "coopmat", "coopmat2", "splitk"};
     const char *s = getenv("CHIMERA_VULKAN_DISABLE");
     while (s && *s) {
         const char *end = strchr(s, ',');
@@ -115,7 +129,7 @@ static chm_status check_disable_list(chm_err *err) {
             return CHM_ERR(err, CHM_ERR_CONFIG,
                            "CHIMERA_VULKAN_DISABLE names an unknown feature '%.*s'; known: "
                            "subgroup, 16bit, push_descriptor, pipeline_cache, timestamps, "
-                           "coopmat, splitk",
+                           "coopmat, coopmat2, splitk",
                            (int)len, s);
         s = end ? end + 1 : NULL;
     }
@@ -351,6 +365,11 @@ typedef struct cm_query {
     bool ext;            /* VK_NV_cooperative_matrix */
     bool feature;        /* cooperativeMatrix, with compute among the supported stages */
     bool memory_model;   /* vulkanMemoryModel */
+    /* VK_KHR_cooperative_matrix, VK_NV_cooperative_matrix2, VK_KHR_shader_bfloat16 */
+    bool khr, nv2, bf16;
+    chm_vk_coopmat_features_khr khr_f;
+    chm_vk_coopmat2_features_nv nv2_f;
+    chm_vk_bf16_features_khr bf16_f;
 } cm_query;
 
 /* Whether one NV matrix type is 16 x n x 16 f16 x f16 + f32 -> f32 at subgroup scope. */
@@ -487,6 +506,139 @@ static chm_status coopmat_decide(chm_vk *vk, const cm_query *q, chm_err *err) {
     return coopmat_tile_pick(vk, tile_set, err);
 }
 
+/* ---- cooperative matrices 2 (matmul_cm2.comp) ---- */
+
+/* Put the cm2 feature structures of the extensions the device has in front of *head. */
+static void cm2_chain(VkPhysicalDevice pd, cm_query *q, void **head) {
+    q->khr = has_device_ext(pd, CHM_VK_KHR_COOPMAT_NAME);
+    q->nv2 = has_device_ext(pd, CHM_VK_NV_COOPMAT2_NAME);
+    q->bf16 = has_device_ext(pd, CHM_VK_KHR_BF16_NAME);
+    q->khr_f = (chm_vk_coopmat_features_khr){.sType = CHM_VK_STYPE_COOPMAT_FEATURES_KHR};
+    q->nv2_f = (chm_vk_coopmat2_features_nv){.sType = CHM_VK_STYPE_COOPMAT2_FEATURES_NV};
+    q->bf16_f = (chm_vk_bf16_features_khr){.sType = CHM_VK_STYPE_BF16_FEATURES_KHR};
+    if (q->khr) q->khr_f.pNext = *head, *head = &q->khr_f;
+    if (q->nv2) q->nv2_f.pNext = *head, *head = &q->nv2_f;
+    if (q->bf16) q->bf16_f.pNext = *head, *head = &q->bf16_f;
+}
+
+/*
+ * The flexible-dimension entry for workgroup-scope A x B of component type
+ * `type` + f32 -> f32 with `wg` invocations (0: prefer 256, else the largest
+ * the device runs); false when none is listed.
+ */
+static bool cm2_flex(chm_vk *vk, uint32_t type, uint32_t *wg, uint32_t gran[3]) {
+    chm_vk_flex_fn get = (chm_vk_flex_fn)vkGetInstanceProcAddr(
+        vk->instance, "vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
+    uint32_t n = 0, want = *wg;
+    if (!get || get(vk->pdev, &n, NULL) != VK_SUCCESS || n == 0) return false;
+    chm_vk_coopmat_flex_nv *p = calloc(n, sizeof *p);
+    if (!p) return false;
+    for (uint32_t i = 0; i < n; i++) p[i].sType = CHM_VK_STYPE_COOPMAT_FLEX_PROPERTIES_NV;
+    bool found = false;
+    if (get(vk->pdev, &n, p) >= VK_SUCCESS)
+        for (uint32_t i = 0; i < n; i++) {
+            const chm_vk_coopmat_flex_nv *e = &p[i];
+            uint32_t inv = e->workgroupInvocations;
+            bool fits = e->AType == type && e->BType == type &&
+                        e->CType == CHM_VK_COMPONENT_FLOAT32 &&
+                        e->ResultType == CHM_VK_COMPONENT_FLOAT32 && !e->saturatingAccumulation &&
+                        e->scope == CHM_VK_SCOPE_WORKGROUP && inv && inv <= vk->caps.max_wg &&
+                        inv % vk->caps.subgroup_size == 0 && (!want || inv == want);
+            bool better = !found || (*wg != 256 && (inv == 256 || inv > *wg));
+            if (fits && better) {
+                found = true;
+                *wg = inv;
+                gran[0] = e->MGranularity, gran[1] = e->NGranularity, gran[2] = e->KGranularity;
+            }
+        }
+    free(p);
+    return found;
+}
+
+/* Why matmul_cm2.comp cannot run here (NULL: it can for f16; the flexible entry is read). */
+static const char *coopmat2_missing(chm_vk *vk, const cm_query *q) {
+    chm_vk_caps *c = &vk->caps;
+    const chm_vk_coopmat2_features_nv *f = &q->nv2_f;
+    if (disabled("coopmat2")) return "switched off by CHIMERA_VULKAN_DISABLE=coopmat2";
+    if (!q->khr || !q->nv2)
+        return "the device lacks VK_KHR_cooperative_matrix or VK_NV_cooperative_matrix2";
+    if (chm_vk_shader_find("matmul_cm2_f16") < 0)
+        return "not built: this build's glslang cannot compile GL_NV_cooperative_matrix2";
+    if (!q->khr_f.cooperativeMatrix || !f->cooperativeMatrixWorkgroupScope ||
+        !f->cooperativeMatrixFlexibleDimensions || !f->cooperativeMatrixTensorAddressing ||
+        !f->cooperativeMatrixPerElementOperations)
+        return "it needs workgroup scope, flexible dimensions, tensor addressing and "
+               "per-element operations";
+    if (!c->shader_f16 || !q->memory_model || !c->storage16)
+        return "it needs shaderFloat16, vulkanMemoryModel and 16-bit storage";
+    /* CHIMERA_VULKAN_COOPMAT2_WG (tools/vk_bench): one of the listed invocation counts */
+    const char *wg = getenv("CHIMERA_VULKAN_COOPMAT2_WG");
+    c->cm2_tile.wg = wg ? (uint32_t)atoi(wg) : 0;
+    if (!cm2_flex(vk, CHM_VK_COMPONENT_FLOAT16, &c->cm2_tile.wg, c->cm2_gran))
+        return "no workgroup-scope f16 x f16 + f32 -> f32 flexible dimensions listed (for "
+               "CHIMERA_VULKAN_COOPMAT2_WG, where set)";
+    return NULL;
+}
+
+/*
+ * CHIMERA_VULKAN_COOPMAT2_TILE=BMxBNxBK[/p] into *t (its wg kept; "/p": prefetch);
+ * *set: the variable is there.
+ */
+static chm_status coopmat2_tile_env(chm_vk_cm2_tile *t, bool *set, chm_err *err) {
+    const char *s = getenv("CHIMERA_VULKAN_COOPMAT2_TILE");
+    *set = s && *s;
+    if (!*set) return CHM_OK;
+    unsigned v[3] = {0};
+    int end = 0;
+    bool ok = sscanf(s, "%ux%ux%u%n", &v[0], &v[1], &v[2], &end) == 3;
+    bool pre = ok && strcmp(s + end, "/p") == 0;
+    if (!ok || (s[end] && !pre))
+        return CHM_ERR(err, CHM_ERR_CONFIG, "CHIMERA_VULKAN_COOPMAT2_TILE=%.40s is not "
+                       "BMxBNxBK[/p] (e.g. 128x128x32, or 128x256x32/p to prefetch)", s);
+    t->bm = v[0], t->bn = v[1], t->bk = v[2], t->prefetch = pre;
+    return CHM_OK;
+}
+
+/*
+ * Decide the cm2 path (caps.coopmat2 / coopmat2_bf16, or coopmat2_why).
+ * The default tile, 128x256x32 prefetching, on the listed 256 invocations:
+ * on an H100 (driver 580.159.04, session 8) 126 TFLOP/s at f16 4096^3
+ * A B^T against 50.6 without the prefetch (256x128x32 prefetching: 129;
+ * BK 64, 256x256 or 128 invocations: 7-51), and chimera-1b's bf16 step at
+ * 25.0k tokens/s against 24.1k on matmul_cm.comp (13.7k without the
+ * prefetch). The variable's tile must run (a config error otherwise).
+ */
+static chm_status coopmat2_decide(chm_vk *vk, const cm_query *q, chm_err *err) {
+    chm_vk_caps *c = &vk->caps;
+    bool set = false;
+    chm_vk_cm2_tile t = {128, 256, 32, 0, true};
+    CHM_TRY(coopmat2_tile_env(&t, &set, err));
+    const char *why = coopmat2_missing(vk, q);
+    if (why) {
+        snprintf(c->coopmat2_why, sizeof c->coopmat2_why, "%s", why);
+        return CHM_OK;
+    }
+    t.wg = c->cm2_tile.wg;
+    char msg[160];
+    chm_vk_cm2_tile_check(vk, t, msg, sizeof msg);
+    if (msg[0] && set)
+        return CHM_ERR(err, CHM_ERR_CONFIG, "CHIMERA_VULKAN_COOPMAT2_TILE=%ux%ux%u cannot run "
+                       "on %s: %s", t.bm, t.bn, t.bk, vk->props.deviceName, msg);
+    if (msg[0]) {
+        snprintf(c->coopmat2_why, sizeof c->coopmat2_why, "tile: %.150s", msg);
+        return CHM_OK;
+    }
+    c->cm2_tile = t;
+    c->coopmat2 = true;
+    uint32_t wg = t.wg, gran[3];
+    c->coopmat2_bf16 = q->bf16 && q->bf16_f.shaderBFloat16Type &&
+                       q->bf16_f.shaderBFloat16CooperativeMatrix &&
+                       chm_vk_shader_find("matmul_cm2_bf16") >= 0 &&
+                       cm2_flex(vk, CHM_VK_COMPONENT_BFLOAT16, &wg, gran) &&
+                       t.bm % gran[0] == 0 && t.bn % gran[1] == 0 && t.bk % gran[2] == 0;
+    return CHM_OK;
+}
+
 /* Capabilities from properties and features (before the device exists). */
 static void read_caps(chm_vk *vk, bool *f16_storage, cm_query *cm) {
     /* maxBufferSize: core in 1.3, else VK_KHR_maintenance4 (the same structure) */
@@ -502,9 +654,10 @@ static void read_caps(chm_vk *vk, bool *f16_storage, cm_query *cm) {
     cm->ext = has_device_ext(vk->pdev, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
     VkPhysicalDeviceCooperativeMatrixFeaturesNV fcm = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+    void *head = cm->ext ? &fcm : NULL;
+    cm2_chain(vk->pdev, cm, &head);
     VkPhysicalDeviceVulkan12Features f12 = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-        .pNext = cm->ext ? &fcm : NULL};
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, .pNext = head};
     VkPhysicalDeviceVulkan11Features f11 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &f12};
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
@@ -585,15 +738,42 @@ static chm_status range_env(chm_vk *vk, chm_err *err) {
     return CHM_OK;
 }
 
+/*
+ * The cm2 extensions and features at device creation, in front of *head
+ * (only when matmul_cm2.comp will run); names appended to exts.
+ */
+static void cm2_enable(const chm_vk *vk, cm_query *q, void **head, const char **exts,
+                       uint32_t *nexts) {
+    if (!vk->caps.coopmat2) return;
+    exts[(*nexts)++] = CHM_VK_KHR_COOPMAT_NAME;
+    exts[(*nexts)++] = CHM_VK_NV_COOPMAT2_NAME;
+    q->khr_f = (chm_vk_coopmat_features_khr){.sType = CHM_VK_STYPE_COOPMAT_FEATURES_KHR,
+                                             .pNext = *head, .cooperativeMatrix = VK_TRUE};
+    q->nv2_f = (chm_vk_coopmat2_features_nv){
+        .sType = CHM_VK_STYPE_COOPMAT2_FEATURES_NV, .pNext = &q->khr_f,
+        .cooperativeMatrixWorkgroupScope = VK_TRUE, .cooperativeMatrixFlexibleDimensions = VK_TRUE,
+        .cooperativeMatrixPerElementOperations = VK_TRUE,
+        .cooperativeMatrixTensorAddressing = VK_TRUE};
+    *head = &q->nv2_f;
+    if (!vk->caps.coopmat2_bf16) return;
+    exts[(*nexts)++] = CHM_VK_KHR_BF16_NAME;
+    q->bf16_f = (chm_vk_bf16_features_khr){.sType = CHM_VK_STYPE_BF16_FEATURES_KHR,
+                                           .pNext = *head, .shaderBFloat16Type = VK_TRUE,
+                                           .shaderBFloat16CooperativeMatrix = VK_TRUE};
+    *head = &q->bf16_f;
+}
+
 static chm_status create_device(chm_vk *vk, chm_err *err) {
     bool has16 = false;
     cm_query cm = {0};
     read_caps(vk, &has16, &cm);
     CHM_TRY(range_env(vk, err));
     CHM_TRY(coopmat_decide(vk, &cm, err));
+    CHM_TRY(coopmat2_decide(vk, &cm, err));
     bool coopmat = vk->caps.coopmat && !vk->caps.coopmat_emulated;
-    bool f16 = vk->caps.coopmat; /* the emulation converts bf16 -> f16 with f16 arithmetic too */
-    const char *exts[3];
+    /* the emulation converts bf16 -> f16 with f16 arithmetic too */
+    bool f16 = vk->caps.coopmat || vk->caps.coopmat2;
+    const char *exts[6];
     uint32_t nexts = 0;
     if (vk->caps.push_descriptor) exts[nexts++] = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;
     /* Portability implementations (MoltenVK) must be told that we know they are one. */
@@ -603,11 +783,13 @@ static chm_status create_device(chm_vk *vk, chm_err *err) {
     VkPhysicalDeviceCooperativeMatrixFeaturesNV fcm = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
         .cooperativeMatrix = VK_TRUE};
+    void *head = coopmat ? &fcm : NULL;
+    cm2_enable(vk, &cm, &head, exts, &nexts);
     VkPhysicalDeviceVulkan12Features f12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-        .pNext = coopmat ? &fcm : NULL,
+        .pNext = head,
         .shaderFloat16 = f16,
-        .vulkanMemoryModel = coopmat};
+        .vulkanMemoryModel = coopmat || vk->caps.coopmat2};
     VkPhysicalDeviceVulkan11Features f11 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
         .pNext = &f12,
@@ -667,15 +849,24 @@ void chm_vk_caps_describe(const chm_vk *vk, char *out, size_t n) {
                  c->cm_tile.bm, c->cm_tile.bn, c->cm_tile.bk, c->cm_tile.wm, c->cm_tile.wn);
     else
         snprintf(cm, sizeof cm, "off (%s; f16/bf16 matmul computes in f32)", c->coopmat_why);
+    char cm2[224];
+    if (c->coopmat2)
+        snprintf(cm2, sizeof cm2, "NV2 workgroup scope for %s matmul (tile %ux%ux%u%s on %u "
+                 "invocations, granularity %ux%ux%u)", c->coopmat2_bf16 ? "f16/bf16" : "f16",
+                 c->cm2_tile.bm, c->cm2_tile.bn, c->cm2_tile.bk,
+                 c->cm2_tile.prefetch ? " prefetching" : "", c->cm2_tile.wg,
+                 c->cm2_gran[0], c->cm2_gran[1], c->cm2_gran[2]);
+    else
+        snprintf(cm2, sizeof cm2, "off (%s)", c->coopmat2_why);
     snprintf(out, n,
              "vulkan: %s (%s, Vulkan %u.%u.%u): subgroup %u%s, 16-bit storage %s, push "
              "descriptors %s, timestamps %s, pipeline cache %s, workgroups %u/%u, "
              "bindings up to %llu MiB (larger elementwise work is split), split-K thin "
-             "matmuls %s, cooperative matrices %s",
+             "matmuls %s, cooperative matrices %s, cooperative matrices 2 %s",
              vk->props.deviceName, type_name(vk->props.deviceType), VK_API_VERSION_MAJOR(c->api),
              VK_API_VERSION_MINOR(c->api), VK_API_VERSION_PATCH(c->api), c->subgroup_size,
              c->subgroup ? " (reductions use it)" : " (not used)", c->storage16 ? "yes" : "no",
              c->push_descriptor ? "yes" : "no", c->timestamps ? "yes" : "no",
              vk->pipes.cache_path[0] ? vk->pipes.cache_path : "off", c->wg_elem, c->wg_row,
-             (unsigned long long)(c->max_range >> 20), c->splitk ? "on" : "off", cm);
+             (unsigned long long)(c->max_range >> 20), c->splitk ? "on" : "off", cm, cm2);
 }
