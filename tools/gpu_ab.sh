@@ -15,6 +15,8 @@
 #   torch    (TORCH=1) tools/bench/torch_bench.py --only attention,scan,model in the same lease
 #            (about 4 minutes; the device's 10-minute call limit may need CHECKS=0);
 #            TORCH_ONLY=attention,scan limits it to those sections (about 2 minutes).
+#   vkchecks (VKCHECKS=1) Criterion's vulkan*/* and vk_*/* suites on the NVIDIA driver, `chimera
+#            verify --backends cpu,vulkan,cuda`, and `vk_bench --matmul` when packed (VK_BENCH=1).
 # CHECKS=0 skips the checks, REPS=n sets the alternations.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -58,7 +60,11 @@ if [ "${CHECKS:-1}" = 1 ]; then
     [ -x "$B/chimera_tests" ] && step criterion 90 "$B/chimera_tests" --jobs 4 --filter 'cuda/*'
 fi
 step bench-new 60 "$B/cuda_opcheck" --bench --only none
-step bench-base 60 "$B/cuda_opcheck_base" --bench --only none
+if [ -x "$B/cuda_opcheck_base" ]; then
+    step bench-base 60 "$B/cuda_opcheck_base" --bench --only none
+fi
+# the Hopper (wgmma) attention kernels off: the mma.sync path in the same lease
+step bench-nowgmma 60 env CHIMERA_CUDA_DISABLE=wgmma "$B/cuda_opcheck" --bench --only none
 P=(plan --config training_dolma --set train.grad_accum=1 --steps 8)
 VP=(plan --config training_dolma --set train.grad_accum=1 --backend vulkan --steps 4)
 for i in $(seq 1 "${REPS:-2}"); do
@@ -67,6 +73,14 @@ for i in $(seq 1 "${REPS:-2}"); do
 done
 step profile 90 env CHIMERA_PROFILE=shapes "$B/chimera" plan --config training_dolma \
     --set train.grad_accum=1 --steps 4 --profile
+if [ "${VKCHECKS:-0}" = 1 ]; then
+    if [ -x "$B/chimera_tests" ]; then
+        step criterion-vulkan 240 "$B/chimera_tests" --jobs 4 --filter 'vulkan*/*'
+        step criterion-vk 240 "$B/chimera_tests" --jobs 4 --filter 'vk_*/*'
+    fi
+    step verify-all 120 "$B/chimera" verify --backends cpu,vulkan,cuda
+    [ -x "$B/vk_bench" ] && step vk-bench 240 "$B/vk_bench" --matmul --no-train
+fi
 case ${VULKAN:-0} in
 2) step vulkan-base 150 "$B/chimera_base" "${VP[@]}" ;&
 1) step vulkan-new 150 "$B/chimera" "${VP[@]}" ;;
@@ -80,4 +94,7 @@ echo "== gpu_ab summary ($(cat "$L/card.txt"))"
 printf '%s\n' "${ROWS[@]}"
 grep -h "bf16 (" "$L"/train-*.txt "$L"/vulkan-*.txt 2>/dev/null | sed 's/  */ /g'
 grep -hE "fwd\+bwd" "$L/bench-new.txt" | sed 's/^/new  /'
+grep -hE "fwd\+bwd T" "$L/bench-nowgmma.txt" | sed 's/^/no-wgmma  /'
 grep -hE "fwd\+bwd" "$L/bench-base.txt" | sed 's/^/base /'
+grep -h "4096^3" "$L/bench-new.txt" 2>/dev/null | head -1 | sed 's/^/cuda /'
+grep -h "4096^3" "$L/vk-bench.txt" 2>/dev/null | head -16 | sed 's/^/vk   /'

@@ -12,7 +12,8 @@
 # The build directories stay under /tmp (chimera-ab-<rev>), so a later pack of the same
 # revision only relinks. Then, from the device tool: carry [".gpu-ab", ".gl"] and run
 # `bash tools/gpu_ab.sh` (its header lists the knobs). The carry limit is 64 MiB: the pack
-# prints its size; NO_TESTS=1 leaves chimera_tests out.
+# prints its size; NO_TESTS=1 leaves chimera_tests out, NO_OPCHECK_BASE=1 the base's
+# cuda_opcheck; VK_BENCH=1 adds the new build's vk_bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -44,10 +45,14 @@ cp -r "$tmp/new/lib" "$out/"
 cp -n "$tmp/base/lib/"* "$out/lib/" 2>/dev/null || true
 for b in chimera cuda_opcheck; do
     cp "$tmp/new/bin/$b" "$out/bin/$b"
+    [ "$b" = cuda_opcheck ] && [ -n "${NO_OPCHECK_BASE:-}" ] && continue
     cp "$tmp/base/bin/$b" "$out/bin/${b}_base"
 done
 if [ -z "${NO_TESTS:-}" ] && [ -x "$tmp/new/bin/chimera_tests" ]; then
     cp "$tmp/new/bin/chimera_tests" "$out/bin/"
+fi
+if [ -n "${VK_BENCH:-}" ] && [ -x "$tmp/new/bin/vk_bench" ]; then
+    cp "$tmp/new/bin/vk_bench" "$out/bin/"
 fi
 rm -rf "$tmp"
 printf '%s\n%s\n' "base $(git rev-parse --short "$base")" \
