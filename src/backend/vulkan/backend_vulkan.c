@@ -187,8 +187,10 @@ chm_status chm_vulkan_open(const chm_backend_options *opts, chm_backend **out, c
         return rc;
     }
     be->caps = vk->caps.storage16 ? CHM_CAP_BF16 | CHM_CAP_F16 : 0;
-    /* bf16 matmuls on real (not emulated) cooperative matrices: auto precision trains in bf16 */
-    if (vk->caps.storage16 && vk->caps.coopmat && !vk->caps.coopmat_emulated && vk->caps.coopmat_bf16)
+    /* bf16 matmuls on real (not emulated) cooperative matrices, v1 or 2: auto precision trains
+       in bf16 */
+    bool cm_bf16 = vk->caps.coopmat && !vk->caps.coopmat_emulated && vk->caps.coopmat_bf16;
+    if (vk->caps.storage16 && (cm_bf16 || (vk->caps.coopmat2 && vk->caps.coopmat2_bf16)))
         be->caps |= CHM_CAP_FAST_BF16;
     snprintf(be->device, sizeof be->device, "%s", vk->props.deviceName);
     static atomic_bool logged; /* one line per process, however often the backend opens */

@@ -76,7 +76,9 @@ uint64_t chm_vulkan_validation_messages(void);
 
 /*
  * The kernel family chm_matmul runs for tensors of dtype dt on this backend:
- * "coopmat-nv" (f16/bf16 on NV cooperative matrices, f32 accumulation),
+ * "coopmat2" (f16/bf16 read as stored on NV cooperative matrices 2: workgroup
+ * scope, f32 accumulation), "coopmat-nv" (f16/bf16 on NV cooperative
+ * matrices, bf16 through scaled f16 copies, f32 accumulation),
  * "coopmat-emulated" (the same shader, matrix operations in plain GLSL: tests),
  * "plain" (shared-memory tiles, f32 math), or NULL when dt is not supported.
  */
