@@ -148,6 +148,15 @@ static void cm2_switch(void) {
     setenv("CHIMERA_VULKAN_DISABLE", list, 1);
 }
 
+/* matmul_cm.comp off (CHIMERA_VULKAN_DISABLE gains coopmat), so that f16 takes matmul_cm2.comp
+   too: where both exist, f16 prefers matmul_cm.comp (matmul.c: cm2_takes). */
+static void cm1_off(void) {
+    const char *d = getenv("CHIMERA_VULKAN_DISABLE");
+    char list[256];
+    snprintf(list, sizeof list, "%s%scoopmat", d ? d : "", d && *d ? "," : "");
+    setenv("CHIMERA_VULKAN_DISABLE", list, 1);
+}
+
 static ctx ctx_open(void) {
     cm2_switch();
     ctx x = {tt_open_cpu(), vk_open()};
@@ -666,12 +675,13 @@ Test(vulkan_coopmat, bf16_scaled_grouped_dead_terms) {
 /* ---- cooperative matrices 2 (matmul_cm2.comp: NV workgroup-scope matrices) ---- */
 
 /*
- * Open with matmul_cm2.comp on; skip where f16 does not take it (lavapipe,
+ * Open with matmul_cm2.comp on and matmul_cm.comp off; skip where f16 does not take it (lavapipe,
  * a driver without VK_NV_cooperative_matrix2, a build without the modern
  * glslang). *bf16: bf16 takes it too (VK_KHR_shader_bfloat16).
  */
 static ctx cm2_open(const char *test, bool *bf16) {
     with_cm2 = true;
+    cm1_off();
     ctx x = ctx_open();
     if (strcmp(chm_vulkan_matmul_path(x.vk, CHM_F16), "coopmat2") != 0) {
         fprintf(stderr, "vulkan_coopmat/%s: SKIP: %s has no cooperative matrices 2 (needs "

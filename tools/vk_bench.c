@@ -473,7 +473,7 @@ static void bench_tiles_cm2(void) {
         chm_err err = {0};
         setenv("CHIMERA_VULKAN_COOPMAT2_TILE", tile, 1);
         if (wg) setenv("CHIMERA_VULKAN_COOPMAT2_WG", wg, 1);
-        chm_status rc = open_vk(NULL, NULL, &vk, &err);
+        chm_status rc = open_vk("coopmat", NULL, &vk, &err); /* f16 on cm2 too */
         unsetenv("CHIMERA_VULKAN_COOPMAT2_TILE");
         unsetenv("CHIMERA_VULKAN_COOPMAT2_WG");
         if (rc == CHM_OK && strcmp(chm_vulkan_matmul_path(vk, CHM_F16), "coopmat2") != 0) {
@@ -970,7 +970,8 @@ int main(int argc, char **argv) {
     const char *p16 = chm_vulkan_matmul_path(vk, CHM_F16);
     bool coopmat = p16 && strncmp(p16, "coopmat", 7) == 0;
     bool nv = p16 && strcmp(p16, "coopmat-nv") == 0;
-    bool cm2 = p16 && strcmp(p16, "coopmat2") == 0;
+    /* bf16 on cm2 (f16 stays on matmul_cm.comp where both exist: matmul.c's cm2_takes) */
+    bool cm2 = p16 && strcmp(chm_vulkan_matmul_path(vk, CHM_BF16), "coopmat2") == 0;
     char device[128];
     snprintf(device, sizeof device, "%s", vk->device);
     printf("vk_bench on %s: matmul paths f32 %s, f16 %s, bf16 %s%s\n", device,
@@ -984,22 +985,28 @@ int main(int argc, char **argv) {
     if (coopmat && !probe_only && open_vk("coopmat,coopmat2", NULL, &plain, &err))
         die(vk, "opening without coopmat");
     /* where cm2 is the default: matmul_cm.comp (v1) beside it */
-    chm_backend *v1 = NULL;
+    chm_backend *v1 = NULL, *cm2all = NULL;
     if (cm2 && !probe_only && !attention_only && open_vk("coopmat2", NULL, &v1, &err))
         die(vk, "opening without coopmat2");
+    /* and cm2 for both dtypes (matmul_cm.comp off) */
+    if (cm2 && !probe_only && !attention_only && open_vk("coopmat", NULL, &cm2all, &err))
+        die(vk, "opening without coopmat");
 
     if (attention_only) matmul_only = false, train = false;
     if (!probe_only && !attention_only) {
         printf("\n== check: each matmul path against the cpu backend\n");
         check_paths(cpu, vk, false);
         if (v1) check_paths(cpu, v1, true);
+        if (cm2all) check_paths(cpu, cm2all, true);
         if (plain) check_paths(cpu, plain, true);
         printf("\n== matmul\n");
         bench_paths(vk, false);
         if (v1) bench_paths(v1, true);
+        if (cm2all) bench_paths(cm2all, true);
         if (plain) bench_paths(plain, true);
         if (plain) chm_backend_close(plain);
         if (v1) chm_backend_close(v1);
+        if (cm2all) chm_backend_close(cm2all);
         /* with cm2 the default: v1 at its default tile on chimera-1b's shapes, no v1 sweep */
         if (coopmat && !cm2) bench_tiles();
         if (cm2 && v1) bench_1b_shapes("coopmat2");

@@ -40,7 +40,8 @@
  * pass). CHIMERA_VULKAN_DISABLE=splitk keeps them on the tiled shaders.
  *
  * Cooperative matrices 2 (caps.coopmat2, vk_context.c) come before all of
- * the above for f16, and for bf16 where caps.coopmat2_bf16: matmul_cm2.comp
+ * the above for bf16 where caps.coopmat2_bf16, and for f16 where
+ * matmul_cm.comp has no real cooperative matrices (cm2_takes): matmul_cm2.comp
  * reads the 16-bit operands as they are stored (workgroup-scope matrices,
  * tensor-layout loads clamped at the edges), so bf16 needs no scaling pass;
  * products are summed in f32 and C rounded once. Its tile is caps.cm2_tile
@@ -343,9 +344,14 @@ static chm_vk_cm2_tile cm2_tile_for(const chm_vk *vk, int64_t M, int64_t N) {
     return why[0] ? t : small;
 }
 
-/* Whether a product of C's dtype runs on matmul_cm2.comp. */
+/* Whether a product of C's dtype runs on matmul_cm2.comp: bf16 where the device has bf16
+   cooperative matrices 2 (no scaling pass); f16 only where matmul_cm.comp does not run it on
+   real cooperative matrices, which are faster for f16 on an H100 (4096^3 A B^T: 153.5 against
+   127.0 TFLOP/s, session 8 run 5; CHIMERA_VULKAN_DISABLE=coopmat sends f16 to cm2). */
 static bool cm2_takes(const chm_vk *vk, chm_dtype dt) {
-    return vk->caps.coopmat2 && (dt == CHM_F16 || (dt == CHM_BF16 && vk->caps.coopmat2_bf16));
+    bool v1_f16 = vk->caps.coopmat && !vk->caps.coopmat_emulated;
+    return vk->caps.coopmat2 &&
+           ((dt == CHM_F16 && !v1_f16) || (dt == CHM_BF16 && vk->caps.coopmat2_bf16));
 }
 
 /*
