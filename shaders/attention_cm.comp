@@ -55,7 +55,10 @@
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
 #extension GL_KHR_shader_subgroup_vote : require
-#ifndef CM_EMULATE
+#if defined(CM_KHR)
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_KHR_cooperative_matrix : require
+#elif !defined(CM_EMULATE)
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_NV_cooperative_matrix : require
 #endif
@@ -174,6 +177,17 @@ cm_acc cm_load_acc(uint elem, uint stride) {
 #define CM_MULADD(x, y, acc) cm_muladd(x, y, acc)
 #define CM_STORE(acc, e, s) cm_store(acc, e, s)
 #define CM_LOAD_ACC(f, e, s) f = cm_load_acc(e, s)
+#elif defined(CM_KHR)
+/* VK_KHR_cooperative_matrix (AMD, Intel; NVIDIA too): the same fragments, typed by use */
+#define CM_IN_A coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA>
+#define CM_IN_B coopmat<float16_t, gl_ScopeSubgroup, 16, FRAG_N, gl_MatrixUseB>
+#define CM_ACC coopmat<float, gl_ScopeSubgroup, 16, FRAG_N, gl_MatrixUseAccumulator>
+#define CM_ZERO CM_ACC(0.0)
+#define CM_LAYOUT(col) ((col) ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor)
+#define CM_LOAD(f, elem, stride, col) coopMatLoad(f, S, elem, stride, CM_LAYOUT(col))
+#define CM_LOAD_ACC(f, elem, stride) coopMatLoad(f, S, elem, stride, gl_CooperativeMatrixLayoutRowMajor)
+#define CM_MULADD(x, y, acc) coopMatMulAdd(x, y, acc)
+#define CM_STORE(acc, elem, stride) coopMatStore(acc, S, elem, stride, gl_CooperativeMatrixLayoutRowMajor)
 #else
 #define CM_IN_A fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define CM_IN_B fcoopmatNV<16, gl_ScopeSubgroup, 16, FRAG_N>

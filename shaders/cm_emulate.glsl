@@ -35,11 +35,15 @@ struct cm_acc {
     float v[CM_LANE_MAX];
 };
 
-/* f16 value number `pos` counted from word `word` of S. */
+/* f16 (bf16 with CM_BF16_NATIVE) value number `pos` counted from word `word` of S. */
 float cm_half(uint word, uint pos) {
     uint h = word * 8u + pos;
     uint w = S[h / 8u][(h % 8u) / 2u];
+#ifdef CM_BF16_NATIVE
+    return chm_bf16_to_f32((w >> ((h % 2u) * 16u)) & 0xffffu);
+#else
     return chm_f16_to_f32((w >> ((h % 2u) * 16u)) & 0xffffu);
+#endif
 }
 
 /* Element (r, c) of fragment f, as coopMatLoadNV defines it. */

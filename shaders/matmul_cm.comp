@@ -61,7 +61,11 @@
  * order of additions: deterministic.
  *
  * Variants (-D): DT_F16 or DT_BF16 (the dtype of C and bias; A and B are
- * f16, scaled as above for DT_BF16), GROUPED,
+ * f16, scaled as above for DT_BF16), GROUPED, CM_KHR (the matrices of
+ * VK_KHR_cooperative_matrix instead of NVIDIA's: AMD, Intel), CM_BF16_NATIVE
+ * (with DT_BF16 and CM_KHR or CM_EMULATE: A and B are the bf16 tensors
+ * themselves, on bf16 matrices (VK_KHR_shader_bfloat16): no scaling pass, no
+ * exponents binding; the staging moves 16-bit words either way),
  * and CM_EMULATE: the same shader with the four cooperative-matrix
  * operations done in plain GLSL (cm_emulate.glsl), so that devices without
  * them (lavapipe in CI) run and test every index of this file; matmul.c
@@ -79,12 +83,23 @@
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_KHR_shader_subgroup_basic : require
-#ifndef CM_EMULATE
+#if defined(CM_KHR)
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_KHR_cooperative_matrix : require
+#ifdef CM_BF16_NATIVE
+#extension GL_EXT_bfloat16 : require
+#endif
+#elif !defined(CM_EMULATE)
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_NV_cooperative_matrix : require
 #endif
 #include "common.glsl"
 #include "half.glsl"
+
+/* bf16 operands on the matrices as stored (CM_BF16_NATIVE), or scaled f16 copies (CM_SCALED). */
+#if defined(DT_BF16) && !defined(CM_BF16_NATIVE)
+#define CM_SCALED
+#endif
 
 layout(constant_id = 2) const uint BM = 128;
 layout(constant_id = 3) const uint BN = 128;
@@ -120,7 +135,7 @@ layout(binding = 2) readonly buffer Bias { uint16_t bias[]; };
 #endif
 layout(binding = 3) buffer C_ { uint16_t c[]; };
 layout(binding = 3) buffer C4_ { uvec4 c4[]; };
-#ifdef DT_BF16
+#ifdef CM_SCALED
 /* cm_scale.comp's exponents: ea[batch of A][M], then eb[batch of B][N] */
 layout(binding = 4) readonly buffer Exps { int exps[]; };
 #define NBIND 5
@@ -172,6 +187,21 @@ shared uvec4 S[2u * (A_WORDS + B_WORDS)];
  */
 #ifdef CM_EMULATE
 #include "cm_emulate.glsl"
+#elif defined(CM_KHR)
+/* VK_KHR_cooperative_matrix (AMD, Intel; NVIDIA too): the same fragments, typed by use */
+#ifdef CM_BF16_NATIVE
+#define CM_T16 bfloat16_t
+#else
+#define CM_T16 float16_t
+#endif
+#define CM_IN_A coopmat<CM_T16, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA>
+#define CM_IN_B coopmat<CM_T16, gl_ScopeSubgroup, 16, FRAG_N, gl_MatrixUseB>
+#define CM_ACC coopmat<float, gl_ScopeSubgroup, 16, FRAG_N, gl_MatrixUseAccumulator>
+#define CM_ZERO CM_ACC(0.0)
+#define CM_LAYOUT(col) ((col) ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor)
+#define CM_LOAD(f, elem, stride, col) coopMatLoad(f, S, elem, stride, CM_LAYOUT(col))
+#define CM_MULADD(x, y, acc) coopMatMulAdd(x, y, acc)
+#define CM_STORE(acc, elem, stride) coopMatStore(acc, S, elem, stride, gl_CooperativeMatrixLayoutRowMajor)
 #else
 #define CM_IN_A fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define CM_IN_B fcoopmatNV<16, gl_ScopeSubgroup, 16, FRAG_N>
@@ -277,7 +307,7 @@ uint staged(slice s, uint w, uint wide) {
     MULTIPLY_STEP(ast, bst, 32u) MULTIPLY_STEP(ast, bst, 48u)
 #endif
 
-#ifdef DT_BF16
+#ifdef CM_SCALED
 /* 2^e for e in [-126, 127]: exact, built from its bits. */
 float pow2(int e) { return uintBitsToFloat(uint(e + 127) << 23); }
 
@@ -290,7 +320,7 @@ float unscale(float v, int e) {
 
 /* The exponent sum of element (m, n) of batch entry bat (0 without the scaled operands). */
 int scale_of(uint bat, uint m, uint n) {
-#ifdef DT_BF16
+#ifdef CM_SCALED
     uint ea = p.off[4] + (p.sa == 0u ? 0u : bat) * p.M + m;
     uint eb = p.off[4] + (p.sa == 0u ? 1u : p.batch) * p.M + (p.sb == 0u ? 0u : bat) * p.N + n;
     return exps[ea] + exps[eb];
@@ -304,7 +334,7 @@ int scale_of(uint bat, uint m, uint n) {
  * (of scaled operands for DT_BF16: 2^-e times the product of A and B).
  */
 float epilogue_value(float v, int e, uint ci, uint n) {
-#ifdef DT_BF16
+#ifdef CM_SCALED
     v = unscale(v, e);
 #endif
     v = p.alpha == 0.0 ? 0.0 : p.alpha * v;

@@ -140,6 +140,11 @@ typedef struct ctx {
  */
 static bool with_cm2;
 
+/* p itself when it names real cooperative matrices (NV or KHR), else NULL. */
+static const char *real_cm(const char *p) {
+    return p && (strcmp(p, "coopmat-nv") == 0 || strcmp(p, "coopmat-khr") == 0) ? p : NULL;
+}
+
 static void cm2_switch(void) {
     const char *d = getenv("CHIMERA_VULKAN_DISABLE");
     if (with_cm2 || (d && strstr(d, "coopmat2"))) return;
@@ -428,7 +433,7 @@ Test(vulkan_coopmat, emulated_coopmat_shader) {
     unsetenv("CHIMERA_VULKAN_COOPMAT_BF16"); /* bf16 scaled onto the shader's f16 too */
     ctx x = ctx_open();
     const char *path = chm_vulkan_matmul_path(x.vk, CHM_F16);
-    if (strcmp(path, "coopmat-nv") == 0) {
+    if (real_cm(path)) {
         ctx_close(&x);
         cr_skip_test("real cooperative matrices here: the other tests run them");
     }
@@ -439,10 +444,12 @@ Test(vulkan_coopmat, emulated_coopmat_shader) {
     ctx_close(&x);
 }
 
-/* Whether this device has real cooperative matrices; else ask for the emulated shader. */
-static bool real_or_emulated(void) {
+/* The path name of this device's real cooperative matrices ("coopmat-nv", or "coopmat-khr"
+   where only VK_KHR_cooperative_matrix runs them, as with CHIMERA_VULKAN_DISABLE=coopmat_nv on
+   NVIDIA), or NULL; with NULL it asks for the emulated shader. */
+static const char *real_or_emulated(void) {
     ctx probe = ctx_open();
-    bool cm = strcmp(chm_vulkan_matmul_path(probe.vk, CHM_F16), "coopmat-nv") == 0;
+    const char *p = chm_vulkan_matmul_path(probe.vk, CHM_F16), *cm = real_cm(p);
     ctx_close(&probe);
     if (!cm) setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
     return cm;
@@ -466,7 +473,7 @@ Test(vulkan_coopmat, every_benchmarked_tile) {
         "128x256x16/64x64/16x8", "256x128x16/64x64/16x8", "256x128x32/64x64/16x8",
         "128x256x32/64x64/16x8", "128x256x16/64x64/16x16"};
     static const char *emulated[] = {"32x32x32/16x16", "32x32x16/16x32/16x8"};
-    bool cm = real_or_emulated();
+    const char *cm = real_or_emulated();
     const char **tiles = cm ? real : emulated;
     int ntiles = cm ? (int)(sizeof real / sizeof *real) : (int)(sizeof emulated / sizeof *emulated);
     cm2_switch();
@@ -484,8 +491,7 @@ Test(vulkan_coopmat, every_benchmarked_tile) {
         ctx x = {tt_open_cpu(), vk};
         fprintf(stderr, "vulkan_coopmat: tile %s (%s)\n", tiles[i],
                 chm_vulkan_matmul_path(vk, CHM_F16));
-        cr_assert_str_eq(chm_vulkan_matmul_path(vk, CHM_F16),
-                         cm ? "coopmat-nv" : "coopmat-emulated");
+        cr_assert_str_eq(chm_vulkan_matmul_path(vk, CHM_F16), cm ? cm : "coopmat-emulated");
         /* each transpose is a pipeline of its own on real matrices: half of them per dtype */
         for (int t = 0; t < 4; t++) {
             mm_case c = {.M = cm ? 200 : 70, .K = 72, .N = cm ? 264 : 40, .ta = t & 1,
@@ -499,17 +505,28 @@ Test(vulkan_coopmat, every_benchmarked_tile) {
 }
 
 /*
- * bf16 takes the cooperative matrices by default (scaled into f16's range);
- * CHIMERA_VULKAN_COOPMAT_BF16=0 keeps it on the plain path. f16 keeps the
- * cooperative matrices either way.
+ * bf16 takes the cooperative matrices by default (scaled into f16's range, as
+ * =scaled says too); CHIMERA_VULKAN_COOPMAT_BF16=0 keeps it on the plain path.
+ * f16 keeps the cooperative matrices either way. A value it does not know is
+ * refused.
  */
 Test(vulkan_coopmat, bf16_coopmat_unless_switched_off) {
-    bool cm = real_or_emulated();
-    const char *want = cm ? "coopmat-nv" : "coopmat-emulated";
+    const char *cm = real_or_emulated();
+    const char *want = cm ? cm : "coopmat-emulated";
     unsetenv("CHIMERA_VULKAN_COOPMAT_BF16");
     ctx x = ctx_open();
     cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_BF16), want);
     ctx_close(&x);
+    setenv("CHIMERA_VULKAN_COOPMAT_BF16", "scaled", 1);
+    x = ctx_open();
+    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_BF16), want);
+    ctx_close(&x);
+    setenv("CHIMERA_VULKAN_COOPMAT_BF16", "yes", 1);
+    chm_backend_options o = {.device_index = -1, .quiet = true};
+    chm_err err = {0};
+    chm_backend *bad = NULL;
+    cr_assert_eq(chm_vulkan_open(&o, &bad, &err), CHM_ERR_CONFIG);
+    cr_assert(strstr(err.msg, "CHIMERA_VULKAN_COOPMAT_BF16=yes"), "%s", err.msg);
     setenv("CHIMERA_VULKAN_COOPMAT_BF16", "0", 1);
     x = ctx_open();
     cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_F16), want);
@@ -596,11 +613,10 @@ static int64_t wide_misses(ctx *x, chm_dtype dt, int64_t M, int64_t K, int64_t N
  * bound: the test can tell.
  */
 Test(vulkan_coopmat, bf16_wide_range_scaled) {
-    bool cm = real_or_emulated();
-    unsetenv("CHIMERA_VULKAN_COOPMAT_BF16");
+    const char *cm = real_or_emulated();
+    setenv("CHIMERA_VULKAN_COOPMAT_BF16", "scaled", 1);
     ctx x = ctx_open();
-    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_BF16),
-                     cm ? "coopmat-nv" : "coopmat-emulated");
+    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_BF16), cm ? cm : "coopmat-emulated");
     /* the last, A^T B summed over 600 terms: stored columns scaled in chunks (cm_scale.comp) */
     static const int64_t mkn[5][3] = {
         {37, 48, 32}, {40, 45, 29}, {37, 45, 29}, {40, 48, 29}, {24, 600, 16}};
@@ -626,7 +642,7 @@ Test(vulkan_coopmat, bf16_wide_range_scaled) {
  */
 Test(vulkan_coopmat, bf16_scaled_grouped_dead_terms) {
     real_or_emulated();
-    unsetenv("CHIMERA_VULKAN_COOPMAT_BF16");
+    setenv("CHIMERA_VULKAN_COOPMAT_BF16", "scaled", 1);
     ctx x = ctx_open();
     static const int32_t counts[3] = {9, 0, 24};
     mm_case c = {.M = 24, .K = 24, .N = 19, .ba = 3, .bb = 3, .bc = 3, .ta = true, .tb = true,
@@ -669,6 +685,61 @@ Test(vulkan_coopmat, bf16_scaled_grouped_dead_terms) {
             }
     tt_free(&A), tt_free(&B), tt_free(&C), tt_free(&cnt);
     free(a), free(b), free(got);
+    ctx_close(&x);
+}
+
+/* ---- bf16 as stored on bf16 matrices (matmul_cm.comp's CM_BF16_NATIVE variants) ---- */
+
+/*
+ * Open with bf16 products on bf16 matrices: the KHR ones (VK_KHR_shader_bfloat16) where the
+ * device has them, else emulated (CHIMERA_VULKAN_COOPMAT_BF16=native asks for those); skip on a
+ * device with cooperative matrices but none of bf16.
+ */
+static ctx native_open(const char *test) {
+    const char *cm = real_or_emulated();
+    setenv("CHIMERA_VULKAN_COOPMAT_BF16", "native", 1);
+    ctx x = ctx_open();
+    const char *p = chm_vulkan_matmul_path(x.vk, CHM_BF16);
+    if (cm && strcmp(p, "coopmat-khr-bf16") != 0) {
+        ctx_close(&x);
+        cr_skip_test("%s has cooperative matrices but no bf16 ones (bf16 runs %s)", test, p);
+    }
+    cr_assert_str_eq(p, cm ? "coopmat-khr-bf16" : "coopmat-emulated-bf16");
+    say_path(&x, CHM_BF16, test);
+    return x;
+}
+
+/* Every transpose and odd size, alpha/beta/bias, a batch, a deep sum and grouped counts. */
+Test(vulkan_coopmat, bf16_native_matches_cpu) {
+    ctx x = native_open("bf16_native_matches_cpu");
+    transposes_and_sizes(&x, CHM_BF16);
+    mm_case full = {.M = 37, .K = 19, .N = 45, .ba = 3, .bb = 0, .bc = 3, .tb = true,
+                    .bias = true, .alpha = -0.5, .beta = 0.75};
+    check_case(&x, CHM_BF16, &full, NULL, 1500);
+    mm_case deep = {.M = 40, .K = 1000, .N = 24, .ta = true, .alpha = 1, .beta = 1};
+    check_case(&x, CHM_BF16, &deep, NULL, 1501);
+    static const int32_t counts[3] = {5, 0, 24};
+    mm_case grouped = {.M = 24, .K = 19, .N = 33, .ba = 3, .bb = 3, .bc = 3, .alpha = 1,
+                       .beta = 0.5};
+    check_case(&x, CHM_BF16, &grouped, counts, 1502);
+    mm_case grouped_t = {.M = 24, .K = 24, .N = 19, .ba = 3, .bb = 3, .bc = 3, .ta = true,
+                         .tb = true, .alpha = 1, .beta = 0};
+    check_case(&x, CHM_BF16, &grouped_t, counts, 1503);
+    ctx_close(&x);
+}
+
+/* bf16 matrices hold bf16's whole range without scaling: the wide-range bound holds. */
+Test(vulkan_coopmat, bf16_native_wide_range) {
+    ctx x = native_open("bf16_native_wide_range");
+    static const int64_t mkn[3][3] = {{37, 48, 32}, {40, 45, 29}, {24, 600, 16}};
+    for (int t = 0; t < 3; t++) {
+        const int64_t *d = mkn[t];
+        bool ta = t != 0, tb = t == 1;
+        int64_t miss = wide_misses(&x, CHM_BF16, d[0], d[1], d[2], ta, tb, 1600 + t);
+        cr_assert_eq(miss, 0, "bf16 %lldx%lldx%lld ta%d tb%d: %lld of %lld elements off",
+                     (long long)d[0], (long long)d[1], (long long)d[2], ta, tb, (long long)miss,
+                     (long long)(d[0] * d[2]));
+    }
     ctx_close(&x);
 }
 

@@ -191,7 +191,7 @@ static chm_status attn_forward_cm(chm_vk *vk, const attn_cm_plan *pl, const chm_
     } pc = {B, Tq, (uint32_t)k->shape[1], H, (uint32_t)k->shape[2],
             chm_vk_groups(Tq, 16 * pl->warps), (float)scale};
     char name[48];
-    snprintf(name, sizeof name, "attention_cm_%s_%s", vk->caps.coopmat_emulated ? "emu" : "nv",
+    snprintf(name, sizeof name, "attention_cm_%s_%s", chm_vk_cm_flavor(vk),
              q->dtype == CHM_BF16 ? "bf16" : "f16");
     chm_vk_dispatch d = {
         .shader = name, .nbind = 5, .bind = {q, k, v, out, lse}, .writes = 3u << 3,
@@ -306,8 +306,7 @@ static chm_status attn_grads_cm(chm_vk *vk, const attn_cm_plan *pl, bool dq_pass
     } pc = {s->B, s->T, s->T, s->H, s->Hk, chm_vk_groups(s->T, 16 * pl->warps), (float)scale};
     char name[48];
     snprintf(name, sizeof name, "attention_bwd_cm_%s_%s_%s", dq_pass ? "dq" : "dkv",
-             vk->caps.coopmat_emulated ? "emu" : "nv",
-             in[0]->dtype == CHM_BF16 ? "bf16" : "f16");
+             chm_vk_cm_flavor(vk), in[0]->dtype == CHM_BF16 ? "bf16" : "f16");
     chm_vk_dispatch d = {
         .shader = name, .nbind = dq_pass ? 7 : 8,
         .bind = {in[0], in[1], in[2], in[3], in[4], in[5], g0, g1},

@@ -51,6 +51,12 @@
  * chimera-1b's bf16 step 4% faster than on matmul_cm.comp (25.0k against
  * 24.1k tokens/s): the scaling passes go. CHIMERA_VULKAN_DISABLE=coopmat2
  * falls back to the paths above.
+ *
+ * With CHIMERA_VULKAN_COOPMAT_BF16=native, where the device has bf16
+ * cooperative matrices (VK_KHR_shader_bfloat16 with VK_KHR_cooperative_matrix;
+ * caps.coopmat_bf16_native), bf16 products take matmul_cm.comp's KHR bf16
+ * variant before all of the above: the operands as stored on bf16 matrices,
+ * no scaling pass (slower than the scaled operands on the H100: vk_context.c).
  */
 #include <stdio.h>
 #include <string.h>
@@ -345,13 +351,17 @@ static chm_vk_cm2_tile cm2_tile_for(const chm_vk *vk, int64_t M, int64_t N) {
 }
 
 /* Whether a product of C's dtype runs on matmul_cm2.comp: bf16 where the device has bf16
-   cooperative matrices 2 (no scaling pass); f16 only where matmul_cm.comp does not run it on
-   real cooperative matrices, which are faster for f16 on an H100 (4096^3 A B^T: 153.5 against
-   127.0 TFLOP/s, session 8 run 5; CHIMERA_VULKAN_DISABLE=coopmat sends f16 to cm2). */
+   cooperative matrices 2 (no scaling pass) and matmul_cm.comp runs on NVIDIA's matrices; f16
+   only where matmul_cm.comp does not run it on real cooperative matrices, which are faster
+   for f16 on an H100 (4096^3 A B^T: 153.5 against 127.0 TFLOP/s, session 8 run 5;
+   CHIMERA_VULKAN_DISABLE=coopmat sends f16 to cm2). On KHR matrices matmul_cm.comp beats cm2
+   for bf16 too, scaling passes included (190.5 against 126.2 TFLOP/s; chimera-1b 26.0k
+   against 24.8k tokens/s; session 9). */
 static bool cm2_takes(const chm_vk *vk, chm_dtype dt) {
-    bool v1_f16 = vk->caps.coopmat && !vk->caps.coopmat_emulated;
-    return vk->caps.coopmat2 &&
-           ((dt == CHM_F16 && !v1_f16) || (dt == CHM_BF16 && vk->caps.coopmat2_bf16));
+    bool v1 = vk->caps.coopmat && !vk->caps.coopmat_emulated;
+    return vk->caps.coopmat2 && ((dt == CHM_F16 && !v1) ||
+                                 (dt == CHM_BF16 && vk->caps.coopmat2_bf16 &&
+                                  !(v1 && vk->caps.coopmat_khr)));
 }
 
 /*
@@ -379,7 +389,8 @@ static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, 
     const char *suffix = dt == CHM_BF16 ? "bf16" : "f16";
     int64_t M = C->shape[C->ndim - 2], N = C->shape[C->ndim - 1];
     bool empty = M == 0 || N == 0 || K == 0;
-    if (cm2_takes(vk, dt) && !empty) {
+    bool native = dt == CHM_BF16 && vk->caps.coopmat && vk->caps.coopmat_bf16_native && !empty;
+    if (!native && cm2_takes(vk, dt) && !empty) {
         chm_vk_cm2_tile t = cm2_tile_for(vk, M, N);
         *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = t.wg,
                         .spec = {t.bm, t.bn, t.bk | (t.prefetch ? 1024u : 0u)}, .nspec = 3,
@@ -389,12 +400,18 @@ static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, 
     }
     if (vk->caps.coopmat && (dt == CHM_F16 || (vk->caps.coopmat_bf16 && !empty))) {
         chm_vk_cm_tile t = cm_tile_for(vk, M, N);
+        if (native) t.fn = vk->caps.cm_bf16_fn; /* the warp tiles hold either (vk_context.c) */
         uint32_t warps = (t.bm / t.wm) * (t.bn / t.wn);
         *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = warps * vk->caps.subgroup_size,
                         .spec = {t.bm, t.bn, t.bk, t.wm, t.wn, t.fn}, .nspec = 6,
-                        .scaled = dt == CHM_BF16, .trans_spec = !vk->caps.coopmat_emulated};
-        snprintf(pl->shader, sizeof pl->shader, "%s_cm_%s_%s", base,
-                 vk->caps.coopmat_emulated ? "emu" : "nv", suffix);
+                        .scaled = dt == CHM_BF16 && !native,
+                        .trans_spec = !vk->caps.coopmat_emulated};
+        if (native) /* KHR bf16 matrices, also beside NVIDIA's extension (f16's) */
+            snprintf(pl->shader, sizeof pl->shader, "%s_cm_%s_bf16n", base,
+                     vk->caps.coopmat_emulated ? "emu" : "khr");
+        else
+            snprintf(pl->shader, sizeof pl->shader, "%s_cm_%s_%s", base, chm_vk_cm_flavor(vk),
+                     suffix);
         return CHM_OK;
     }
     mm_tile t = pick_tile(vk);
@@ -531,7 +548,11 @@ const char *chm_vulkan_matmul_path(const chm_backend *be, chm_dtype dt) {
     const chm_vk *vk = be->ctx;
     if (dt == CHM_F32) return "plain";
     if ((dt != CHM_F16 && dt != CHM_BF16) || !vk->caps.storage16) return NULL;
+    bool native = dt == CHM_BF16 && vk->caps.coopmat && vk->caps.coopmat_bf16_native;
+    if (native) return vk->caps.coopmat_emulated ? "coopmat-emulated-bf16" : "coopmat-khr-bf16";
     if (cm2_takes(vk, dt)) return "coopmat2";
     if (!vk->caps.coopmat || (dt == CHM_BF16 && !vk->caps.coopmat_bf16)) return "plain";
-    return vk->caps.coopmat_emulated ? "coopmat-emulated" : "coopmat-nv";
+    return vk->caps.coopmat_emulated ? "coopmat-emulated"
+           : vk->caps.coopmat_khr    ? "coopmat-khr"
+                                     : "coopmat-nv";
 }

@@ -235,18 +235,26 @@ typedef struct chm_vk_caps {
     uint32_t wg_row;               /* workgroup size of row reductions */
     uint32_t shared_bytes;         /* maxComputeSharedMemorySize */
     bool shader_f16;               /* shaderFloat16 (f16 arithmetic in shaders) */
-    /* VK_NV_cooperative_matrix with 16x16x16 (or 16x8x16) f16 x f16 -> f32 subgroup
-     * matrices and the matmul_cm_nv_* shaders built: f16/bf16 matmuls use them (matmul.c) */
+    /* VK_KHR_cooperative_matrix (coopmat_khr) or VK_NV_cooperative_matrix with 16x16x16 (or
+     * 16x8x16) f16 x f16 -> f32 subgroup matrices and the matmul_cm_khr_* (_nv_*) shaders
+     * built: f16/bf16 matmuls use them (matmul.c), attention too (attention.c) */
     bool coopmat;
     bool coopmat_emulated;         /* tests: the CM_EMULATE shaders stand in (vk_context.c) */
+    /* the matrices come from VK_KHR_cooperative_matrix (the *_cm_khr_* shaders, built by the
+     * modern glslang; preferred), else from VK_NV_cooperative_matrix (*_cm_nv_*) */
+    bool coopmat_khr;
     /* bf16 matmuls on the cooperative matrices too, scaled into f16's range per row of
      * op(A) and column of op(B) (matmul.c); on unless CHIMERA_VULKAN_COOPMAT_BF16=0 */
     bool coopmat_bf16;
+    /* ... as stored, on bf16 matrices (VK_KHR_shader_bfloat16; matmul_cm_khr_bf16n, no
+     * scaling pass), where the device has them and CHIMERA_VULKAN_COOPMAT_BF16=native */
+    bool coopmat_bf16_native;
+    uint32_t cm_bf16_fn;           /* ... their fragments' N (16 or 8; the tile's where listed) */
     bool cm_n16, cm_n8;            /* 16x16x16 / 16x8x16 f16 -> f32 matrices listed */
     bool splitk;                   /* thin A^T B products with a long sum split over K
                                       (matmul.c); off with CHIMERA_VULKAN_DISABLE=splitk */
     chm_vk_cm_tile cm_tile;        /* tile of the cooperative-matrix matmul (large products) */
-    char coopmat_why[160];         /* why coopmat is off, for the log line ("" when on) */
+    char coopmat_why[256];         /* why coopmat is off, for the log line ("" when on) */
     /* VK_NV_cooperative_matrix2 (workgroup scope, flexible dimensions, tensor addressing,
      * per-element operations) with VK_KHR_cooperative_matrix and the matmul_cm2_* shaders
      * built: f16 matmuls read their operands directly on workgroup-scope matrices
@@ -317,6 +325,8 @@ chm_status chm_vk_context_init(chm_vk *vk, const chm_backend_options *opts, chm_
 void chm_vk_context_free(chm_vk *vk);
 /* One line describing the device and its features (logged once at open). */
 void chm_vk_caps_describe(const chm_vk *vk, char *out, size_t n);
+/* The cooperative-matrix shaders' name part: "emu", "khr" or "nv" (matmul_cm_<it>_f16, ...). */
+const char *chm_vk_cm_flavor(const chm_vk *vk);
 
 /* ---- vk_memory.c ---- */
 chm_status chm_vk_pool_init(chm_vk *vk);

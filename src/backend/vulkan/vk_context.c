@@ -11,19 +11,23 @@
  * lower for tests; maxMemoryAllocationSize; maxBufferSize) are read here
  * for vk_split.c and vk_memory.c.
  *
- * Cooperative matrices (the tensor cores behind f16/bf16 matmuls): the NV
- * extension is used when the device offers it with the cooperativeMatrix
- * feature for compute shaders, lists 16x16x16 f16 x f16 + f32 -> f32
- * subgroup matrices, has shaderFloat16, vulkanMemoryModel (glslang's
- * cooperative-matrix SPIR-V uses the Vulkan memory model) and 16-bit
- * storage, and this build embeds the shaders (glslc knew
- * GL_NV_cooperative_matrix). Those features are enabled at device creation
- * only then. CHIMERA_VULKAN_COOPMAT_TILE=BMxBNxBK/WMxWN overrides the tile
+ * Cooperative matrices (the tensor cores behind f16/bf16 matmuls):
+ * VK_KHR_cooperative_matrix (AMD, Intel, NVIDIA; the shaders' KHR variants,
+ * built by the modern glslang) is used when the device offers it with its
+ * cooperativeMatrix feature for compute shaders, lists 16x16x16 (or
+ * 16x8x16) f16 x f16 + f32 -> f32 subgroup matrices, has shaderFloat16,
+ * vulkanMemoryModel (glslang's cooperative-matrix SPIR-V uses the Vulkan
+ * memory model) and 16-bit storage; else NVIDIA's VK_NV_cooperative_matrix
+ * under the same conditions (its variants need only Debian's glslc). On the
+ * H100 KHR ran the same shader 37% faster (coopmat_missing).
+ * CHIMERA_VULKAN_DISABLE=coopmat_khr (or coopmat_nv) switches one off. The
+ * features are enabled at device creation only for what will run.
+ * CHIMERA_VULKAN_COOPMAT_TILE=BMxBNxBK/WMxWN overrides the tile
  * of large products (a tuning knob for tools/vk_bench; checked here).
  * bf16 matmuls use them too (scaled into f16's range, matmul.c) unless
- * CHIMERA_VULKAN_COOPMAT_BF16=0.
+ * CHIMERA_VULKAN_COOPMAT_BF16=0; =native puts bf16 on KHR bf16 matrices.
  *
- * Cooperative matrices 2 (matmul_cm2.comp, preferred where present):
+ * Cooperative matrices 2 (matmul_cm2.comp: bf16 where the matrices above are NVIDIA's):
  * VK_NV_cooperative_matrix2 with workgroup scope, flexible dimensions,
  * tensor addressing and per-element operations, VK_KHR_cooperative_matrix,
  * shaderFloat16, vulkanMemoryModel, 16-bit storage, a listed flexible-
@@ -117,7 +121,8 @@ static bool disabled(const char *feature) {
 /* Every name in CHIMERA_VULKAN_DISABLE is a known feature (else a config error). */
 static chm_status check_disable_list(chm_err *err) {
     static const char *const known[] = {"subgroup", "16bit", "push_descriptor", "pipeline_cache",
-                                        "timestamps", "coopmat", "coopmat2", "splitk"};
+                                        "timestamps", "coopmat", "coopmat_khr", "coopmat_nv",
+                                        "coopmat2", "splitk"};
     const char *s = getenv("CHIMERA_VULKAN_DISABLE");
     while (s && *s) {
         const char *end = strchr(s, ',');
@@ -129,7 +134,7 @@ static chm_status check_disable_list(chm_err *err) {
             return CHM_ERR(err, CHM_ERR_CONFIG,
                            "CHIMERA_VULKAN_DISABLE names an unknown feature '%.*s'; known: "
                            "subgroup, 16bit, push_descriptor, pipeline_cache, timestamps, "
-                           "coopmat, coopmat2, splitk",
+                           "coopmat, coopmat_khr, coopmat_nv, coopmat2, splitk",
                            (int)len, s);
         s = end ? end + 1 : NULL;
     }
@@ -368,6 +373,7 @@ typedef struct cm_query {
     /* VK_KHR_cooperative_matrix, VK_NV_cooperative_matrix2, VK_KHR_shader_bfloat16 */
     bool khr, nv2, bf16;
     chm_vk_coopmat_features_khr khr_f;
+    chm_vk_coopmat_device_props_khr khr_p; /* the stages that run KHR matrices */
     chm_vk_coopmat2_features_nv nv2_f;
     chm_vk_bf16_features_khr bf16_f;
 } cm_query;
@@ -399,6 +405,30 @@ static void coopmat_nv_shapes(chm_vk *vk) {
     free(p);
 }
 
+/* Whether one KHR matrix type is 16 x n x 16 type x type + f32 -> f32 at subgroup scope. */
+static bool khr_is(const chm_vk_coopmat_props_khr *p, uint32_t type, uint32_t n) {
+    return p->MSize == 16 && p->NSize == n && p->KSize == 16 && p->AType == type &&
+           p->BType == type && p->CType == CHM_VK_COMPONENT_FLOAT32 &&
+           p->ResultType == CHM_VK_COMPONENT_FLOAT32 && !p->saturatingAccumulation &&
+           p->scope == CHM_VK_SCOPE_SUBGROUP;
+}
+
+/* Whether the device's KHR matrix list has 16 x n x 16 type x type + f32 -> f32. */
+static bool khr_lists(chm_vk *vk, uint32_t type, uint32_t n) {
+    chm_vk_coopmat_props_fn get = (chm_vk_coopmat_props_fn)vkGetInstanceProcAddr(
+        vk->instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
+    uint32_t count = 0;
+    if (!get || get(vk->pdev, &count, NULL) != VK_SUCCESS || count == 0) return false;
+    chm_vk_coopmat_props_khr *p = calloc(count, sizeof *p);
+    if (!p) return false;
+    for (uint32_t i = 0; i < count; i++) p[i].sType = CHM_VK_STYPE_COOPMAT_PROPERTIES_KHR;
+    bool found = false;
+    if (get(vk->pdev, &count, p) >= VK_SUCCESS)
+        for (uint32_t i = 0; i < count; i++) found |= khr_is(&p[i], type, n);
+    free(p);
+    return found;
+}
+
 /*
  * The tile from CHIMERA_VULKAN_COOPMAT_TILE ("BMxBNxBK/WMxWN", optionally
  * "/16x16" or "/16x8" for the fragment shape; fn = 0: the device's best);
@@ -424,9 +454,9 @@ static chm_status coopmat_tile_env(chm_vk_cm_tile *t, bool *set, chm_err *err) {
 }
 
 /* Why the NV cooperative matrices cannot be used (NULL: they can; the shapes are read). */
-static const char *coopmat_missing(chm_vk *vk, const cm_query *q) {
+static const char *coopmat_nv_missing(chm_vk *vk, const cm_query *q) {
     const chm_vk_caps *c = &vk->caps;
-    if (disabled("coopmat")) return "switched off by CHIMERA_VULKAN_DISABLE=coopmat";
+    if (disabled("coopmat_nv")) return "switched off by CHIMERA_VULKAN_DISABLE=coopmat_nv";
     if (!q->ext) return "the device lacks VK_NV_cooperative_matrix";
     if (chm_vk_shader_find("matmul_cm_nv_f16") < 0)
         return "not built: the glslc of this build cannot compile GL_NV_cooperative_matrix";
@@ -436,6 +466,50 @@ static const char *coopmat_missing(chm_vk *vk, const cm_query *q) {
     coopmat_nv_shapes(vk);
     if (!c->cm_n16 && !c->cm_n8) return "no 16x16x16 or 16x8x16 f16 -> f32 subgroup matrices";
     return NULL;
+}
+
+/* Whether VK_KHR_cooperative_matrix is there with its feature for compute shaders. */
+static bool khr_usable(const cm_query *q) {
+    return q->khr && q->khr_f.cooperativeMatrix &&
+           (q->khr_p.cooperativeMatrixSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
+}
+
+/* Why the KHR cooperative matrices cannot be used (NULL: they can; the shapes are read). */
+static const char *coopmat_khr_missing(chm_vk *vk, const cm_query *q) {
+    const chm_vk_caps *c = &vk->caps;
+    if (!khr_usable(q)) return "the device lacks VK_KHR_cooperative_matrix for compute shaders";
+    if (chm_vk_shader_find("matmul_cm_khr_f16") < 0)
+        return "not built: no modern glslang for GL_KHR_cooperative_matrix (tools/"
+               "fetch_glslang.sh)";
+    if (!c->shader_f16 || !q->memory_model || !c->storage16)
+        return "it needs shaderFloat16, vulkanMemoryModel and 16-bit storage";
+    vk->caps.cm_n16 = khr_lists(vk, CHM_VK_COMPONENT_FLOAT16, 16);
+    vk->caps.cm_n8 = khr_lists(vk, CHM_VK_COMPONENT_FLOAT16, 8);
+    if (!c->cm_n16 && !c->cm_n8)
+        return "no 16x16x16 or 16x8x16 f16 -> f32 subgroup matrices";
+    return NULL;
+}
+
+/*
+ * Why no cooperative matrices can be used (NULL: KHR's, caps.coopmat_khr, or
+ * NVIDIA's where KHR's cannot). why holds the reasons for both. KHR first:
+ * on the H100 (driver 580.159.04, session 9) the same shader ran f16 4096^3
+ * A B^T at 207.7 TFLOP/s on KHR matrices against 151.1 on NV ones, and
+ * chimera-1b's bf16 step at 26.0k tokens/s against 24.8k.
+ */
+static const char *coopmat_missing(chm_vk *vk, const cm_query *q, char *why, size_t n) {
+    if (disabled("coopmat")) return "switched off by CHIMERA_VULKAN_DISABLE=coopmat";
+    const char *khr = disabled("coopmat_khr")
+                          ? "switched off by CHIMERA_VULKAN_DISABLE=coopmat_khr"
+                          : coopmat_khr_missing(vk, q);
+    if (!khr) {
+        vk->caps.coopmat_khr = true;
+        return NULL;
+    }
+    const char *nv = coopmat_nv_missing(vk, q);
+    if (!nv) return NULL;
+    snprintf(why, n, "KHR: %s; NV: %s", khr, nv);
+    return why;
 }
 
 /*
@@ -484,16 +558,60 @@ static chm_status coopmat_tile_pick(chm_vk *vk, bool tile_set, chm_err *err) {
                        "cannot run%s on %s: %s", t->bm, t->bn, t->bk, t->wm, t->wn, t->fn,
                        c->coopmat_emulated ? " emulated" : "", vk->props.deviceName, why);
     snprintf(c->coopmat_why, sizeof c->coopmat_why, "no tile fits: %.140s", why);
-    c->coopmat_emulated = false;
+    c->coopmat_emulated = c->coopmat_khr = false;
     return CHM_OK;
+}
+
+/*
+ * bf16 products on bf16 matrices as stored (caps.coopmat_bf16_native, no
+ * scaling pass), when CHIMERA_VULKAN_COOPMAT_BF16=native asks for them:
+ * matmul_cm.comp's KHR bf16 variants where VK_KHR_shader_bfloat16 gives
+ * cooperative matrices of bf16 (in the tile's fragment shape, else the
+ * other), or emulated (tests). Not the default: on the H100 (session 9) they
+ * ran 4096^3 A B^T at 143.5 TFLOP/s against 190.5 for the scaled operands on
+ * KHR f16 matrices, scaling passes included (its bf16 matrices seem to be
+ * 16x16 only; 16x16 f16 fragments ran 137.7 against 207.7 for 16x8).
+ */
+static void coopmat_bf16_native_decide(chm_vk *vk, const cm_query *q) {
+    chm_vk_caps *c = &vk->caps;
+    const char *bf = getenv("CHIMERA_VULKAN_COOPMAT_BF16");
+    if (!c->coopmat || !c->coopmat_bf16 || !bf || strcmp(bf, "native") != 0) return;
+    c->cm_bf16_fn = c->cm_tile.fn;
+    if (c->coopmat_emulated) {
+        c->coopmat_bf16_native = true;
+        return;
+    }
+    if (!khr_usable(q) || !q->bf16 || !q->bf16_f.shaderBFloat16Type ||
+        !q->bf16_f.shaderBFloat16CooperativeMatrix ||
+        chm_vk_shader_find("matmul_cm_khr_bf16n") < 0)
+        return;
+    /* the tile's fragment shape, else the other one where the warp tiles hold it */
+    uint32_t other = c->cm_tile.fn == 8 ? 16 : 8;
+    if (!khr_lists(vk, CHM_VK_COMPONENT_BFLOAT16, c->cm_bf16_fn))
+        c->cm_bf16_fn = c->cm_tile.wn % other == 0 &&
+                                khr_lists(vk, CHM_VK_COMPONENT_BFLOAT16, other) ? other : 0;
+    c->coopmat_bf16_native = c->cm_bf16_fn != 0;
+}
+
+/* CHIMERA_VULKAN_COOPMAT_BF16 is unset or one of its values (else a config error). */
+static chm_status coopmat_bf16_env(chm_err *err) {
+    const char *bf = getenv("CHIMERA_VULKAN_COOPMAT_BF16");
+    if (!bf || !strcmp(bf, "0") || !strcmp(bf, "1") || !strcmp(bf, "native") ||
+        !strcmp(bf, "scaled"))
+        return CHM_OK;
+    return CHM_ERR(err, CHM_ERR_CONFIG, "CHIMERA_VULKAN_COOPMAT_BF16=%.40s is not 0 (bf16 "
+                   "matmuls on the plain path), 1 (default), native (on bf16 matrices) or "
+                   "scaled (never on bf16 matrices)", bf);
 }
 
 /* Decide the cooperative-matrix path (caps.coopmat, or caps.coopmat_why says why not). */
 static chm_status coopmat_decide(chm_vk *vk, const cm_query *q, chm_err *err) {
     chm_vk_caps *c = &vk->caps;
     bool tile_set = false;
+    CHM_TRY(coopmat_bf16_env(err));
     CHM_TRY(coopmat_tile_env(&c->cm_tile, &tile_set, err));
-    const char *why = coopmat_missing(vk, q);
+    char both[256];
+    const char *why = coopmat_missing(vk, q, both, sizeof both);
     if (why) {
         snprintf(c->coopmat_why, sizeof c->coopmat_why, "%s", why);
         const char *emu_why = coopmat_emulation_missing(vk);
@@ -503,7 +621,9 @@ static chm_status coopmat_decide(chm_vk *vk, const cm_query *q, chm_err *err) {
         }
         c->coopmat_emulated = c->cm_n16 = c->cm_n8 = true;
     }
-    return coopmat_tile_pick(vk, tile_set, err);
+    CHM_TRY(coopmat_tile_pick(vk, tile_set, err));
+    coopmat_bf16_native_decide(vk, q);
+    return CHM_OK;
 }
 
 /* ---- cooperative matrices 2 (matmul_cm2.comp) ---- */
@@ -665,9 +785,11 @@ static void read_caps(chm_vk *vk, bool *f16_storage, cm_query *cm) {
     vkGetPhysicalDeviceFeatures2(vk->pdev, &f2);
     VkPhysicalDeviceCooperativeMatrixPropertiesNV pcm = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_PROPERTIES_NV};
-    if (cm->ext) {
+    cm->khr_p = (chm_vk_coopmat_device_props_khr){
+        .sType = CHM_VK_STYPE_COOPMAT_DEVICE_PROPERTIES_KHR, .pNext = cm->ext ? &pcm : NULL};
+    if (cm->ext || cm->khr) {
         VkPhysicalDeviceProperties2 q2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
-                                          .pNext = &pcm};
+                                          .pNext = cm->khr ? (void *)&cm->khr_p : (void *)&pcm};
         vkGetPhysicalDeviceProperties2(vk->pdev, &q2);
     }
     cm->feature = fcm.cooperativeMatrix &&
@@ -739,23 +861,32 @@ static chm_status range_env(chm_vk *vk, chm_err *err) {
 }
 
 /*
- * The cm2 extensions and features at device creation, in front of *head
- * (only when matmul_cm2.comp will run); names appended to exts.
+ * The KHR and cm2 cooperative-matrix extensions and features at device
+ * creation, in front of *head (only for the shaders that will run: the KHR
+ * matrices of matmul_cm.comp's KHR variants, or matmul_cm2.comp); names
+ * appended to exts.
  */
-static void cm2_enable(const chm_vk *vk, cm_query *q, void **head, const char **exts,
-                       uint32_t *nexts) {
-    if (!vk->caps.coopmat2) return;
+static void cm_khr_enable(const chm_vk *vk, cm_query *q, void **head, const char **exts,
+                          uint32_t *nexts) {
+    const chm_vk_caps *c = &vk->caps;
+    bool real = c->coopmat && !c->coopmat_emulated;
+    bool bf16_v1 = real && c->coopmat_bf16_native, khr_v1 = real && (c->coopmat_khr || bf16_v1);
+    if (!khr_v1 && !c->coopmat2) return;
     exts[(*nexts)++] = CHM_VK_KHR_COOPMAT_NAME;
-    exts[(*nexts)++] = CHM_VK_NV_COOPMAT2_NAME;
     q->khr_f = (chm_vk_coopmat_features_khr){.sType = CHM_VK_STYPE_COOPMAT_FEATURES_KHR,
                                              .pNext = *head, .cooperativeMatrix = VK_TRUE};
-    q->nv2_f = (chm_vk_coopmat2_features_nv){
-        .sType = CHM_VK_STYPE_COOPMAT2_FEATURES_NV, .pNext = &q->khr_f,
-        .cooperativeMatrixWorkgroupScope = VK_TRUE, .cooperativeMatrixFlexibleDimensions = VK_TRUE,
-        .cooperativeMatrixPerElementOperations = VK_TRUE,
-        .cooperativeMatrixTensorAddressing = VK_TRUE};
-    *head = &q->nv2_f;
-    if (!vk->caps.coopmat2_bf16) return;
+    *head = &q->khr_f;
+    if (c->coopmat2) {
+        exts[(*nexts)++] = CHM_VK_NV_COOPMAT2_NAME;
+        q->nv2_f = (chm_vk_coopmat2_features_nv){
+            .sType = CHM_VK_STYPE_COOPMAT2_FEATURES_NV, .pNext = *head,
+            .cooperativeMatrixWorkgroupScope = VK_TRUE,
+            .cooperativeMatrixFlexibleDimensions = VK_TRUE,
+            .cooperativeMatrixPerElementOperations = VK_TRUE,
+            .cooperativeMatrixTensorAddressing = VK_TRUE};
+        *head = &q->nv2_f;
+    }
+    if (!bf16_v1 && !(c->coopmat2 && c->coopmat2_bf16)) return;
     exts[(*nexts)++] = CHM_VK_KHR_BF16_NAME;
     q->bf16_f = (chm_vk_bf16_features_khr){.sType = CHM_VK_STYPE_BF16_FEATURES_KHR,
                                            .pNext = *head, .shaderBFloat16Type = VK_TRUE,
@@ -771,6 +902,7 @@ static chm_status create_device(chm_vk *vk, chm_err *err) {
     CHM_TRY(coopmat_decide(vk, &cm, err));
     CHM_TRY(coopmat2_decide(vk, &cm, err));
     bool coopmat = vk->caps.coopmat && !vk->caps.coopmat_emulated;
+    bool coopmat_nv = coopmat && !vk->caps.coopmat_khr;
     /* the emulation converts bf16 -> f16 with f16 arithmetic too */
     bool f16 = vk->caps.coopmat || vk->caps.coopmat2;
     const char *exts[6];
@@ -778,13 +910,13 @@ static chm_status create_device(chm_vk *vk, chm_err *err) {
     if (vk->caps.push_descriptor) exts[nexts++] = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;
     /* Portability implementations (MoltenVK) must be told that we know they are one. */
     if (has_device_ext(vk->pdev, "VK_KHR_portability_subset")) exts[nexts++] = "VK_KHR_portability_subset";
-    if (coopmat) exts[nexts++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
+    if (coopmat_nv) exts[nexts++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
     /* The cooperative-matrix shaders' features, enabled only when they will run. */
     VkPhysicalDeviceCooperativeMatrixFeaturesNV fcm = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
         .cooperativeMatrix = VK_TRUE};
-    void *head = coopmat ? &fcm : NULL;
-    cm2_enable(vk, &cm, &head, exts, &nexts);
+    void *head = coopmat_nv ? &fcm : NULL;
+    cm_khr_enable(vk, &cm, &head, exts, &nexts);
     VkPhysicalDeviceVulkan12Features f12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
         .pNext = head,
@@ -834,6 +966,10 @@ void chm_vk_context_free(chm_vk *vk) {
     if (vk->instance) vkDestroyInstance(vk->instance, NULL);
 }
 
+const char *chm_vk_cm_flavor(const chm_vk *vk) {
+    return vk->caps.coopmat_emulated ? "emu" : vk->caps.coopmat_khr ? "khr" : "nv";
+}
+
 static const char *type_name(VkPhysicalDeviceType t) {
     static const char *const names[] = {"other", "integrated", "discrete", "virtual", "cpu"};
     return (unsigned)t < 5 ? names[t] : "other";
@@ -841,11 +977,14 @@ static const char *type_name(VkPhysicalDeviceType t) {
 
 void chm_vk_caps_describe(const chm_vk *vk, char *out, size_t n) {
     const chm_vk_caps *c = &vk->caps;
-    char cm[256];
+    char cm[320];
     if (c->coopmat)
         snprintf(cm, sizeof cm, "%s 16x%ux16 f16->f32 for %s matmul (tile %ux%ux%u/%ux%u)",
-                 c->coopmat_emulated ? "EMULATED (tests only)" : "NV", c->cm_tile.fn,
-                 c->coopmat_bf16 ? "f16/bf16 (bf16 scaled)" : "f16 (bf16: plain path)",
+                 c->coopmat_emulated ? "EMULATED (tests only)" : c->coopmat_khr ? "KHR" : "NV",
+                 c->cm_tile.fn,
+                 !c->coopmat_bf16         ? "f16 (bf16: plain path)"
+                 : c->coopmat_bf16_native ? "f16/bf16 (bf16 on bf16 matrices)"
+                                          : "f16/bf16 (bf16 scaled)",
                  c->cm_tile.bm, c->cm_tile.bn, c->cm_tile.bk, c->cm_tile.wm, c->cm_tile.wn);
     else
         snprintf(cm, sizeof cm, "off (%s; f16/bf16 matmul computes in f32)", c->coopmat_why);

@@ -11,9 +11,13 @@
  *   CHIMERA_VULKAN_DISABLE=a,b     switch features off: subgroup, 16bit,
  *                                  push_descriptor, pipeline_cache, timestamps,
  *                                  coopmat (f16 matmul on cooperative matrices),
+ *                                  coopmat_khr / coopmat_nv (one of the two extensions
+ *                                  that give them: KHR's is preferred), coopmat2,
  *                                  splitk (thin A^T B products split over K, matmul.c)
- *   CHIMERA_VULKAN_COOPMAT_BF16=1  bf16 matmuls on the cooperative matrices too (through
- *                                  f16: magnitudes below 6.1e-5 are lost; default: plain path)
+ *   CHIMERA_VULKAN_COOPMAT_BF16=0  bf16 matmuls on the plain path (default 1: on the
+ *                                  cooperative matrices, scaled into f16's range); =native:
+ *                                  as stored on KHR bf16 matrices where the device has them
+ *                                  (or emulated ones, tests); =scaled: the default
  *   CHIMERA_VULKAN_COOPMAT_TILE=BMxBNxBK/WMxWN[/16x16|/16x8]  tile (and fragment shape)
  *                                  of the cooperative-matrix matmul for large products
  *                                  (default 128x128x32/64x64, else the first that fits; tuning)
@@ -79,7 +83,10 @@ uint64_t chm_vulkan_validation_messages(void);
  * "coopmat2" (f16/bf16 read as stored on NV cooperative matrices 2: workgroup
  * scope, f32 accumulation), "coopmat-nv" (f16/bf16 on NV cooperative
  * matrices, bf16 through scaled f16 copies, f32 accumulation),
- * "coopmat-emulated" (the same shader, matrix operations in plain GLSL: tests),
+ * "coopmat-khr" (the same on VK_KHR_cooperative_matrix), "coopmat-khr-bf16" (bf16
+ * as stored on KHR bf16 matrices, VK_KHR_shader_bfloat16: no scaling pass),
+ * "coopmat-emulated" (the same shader, matrix operations in plain GLSL: tests;
+ * "coopmat-emulated-bf16" for the emulated bf16 matrices),
  * "plain" (shared-memory tiles, f32 math), or NULL when dt is not supported.
  */
 const char *chm_vulkan_matmul_path(const chm_backend *be, chm_dtype dt);
