@@ -27,26 +27,8 @@ pack_logs() { [ -n "${OUT:-}" ] && tar czf "$OUT/gpu_check_logs.tgz" -C "$LOG" .
 trap pack_logs EXIT
 mkdir -p "$LOG"
 export LD_LIBRARY_PATH="$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-declare -a STEPS=()
-
 # step NAME SECONDS CMD...: run with a time limit, log to $LOG/NAME.txt, record the verdict.
-step() {
-    local name=$1 secs=$2
-    shift 2
-    echo
-    echo "== $name (limit ${secs}s): $*"
-    local t0=$SECONDS
-    timeout "$secs" "$@" 2>&1 | tee "$LOG/$name.txt"
-    local rc=${PIPESTATUS[0]}
-    local verdict=PASS
-    case $rc in
-    0) ;;
-    77) verdict=SKIP ;;
-    124 | 137) verdict="TIMEOUT" ;;
-    *) verdict="FAIL (exit $rc)" ;;
-    esac
-    STEPS+=("$(printf '%-12s %-16s %4ss' "$name" "$verdict" "$((SECONDS - t0))")")
-}
+source tools/gpu_steps.sh
 
 if [ ! -x "$G/bin/cuda_opcheck" ]; then
     echo "no $G/bin/cuda_opcheck: run tools/gpu_pack.sh on the build machine and carry .gpu"

@@ -176,9 +176,18 @@ static void add_row(const char *what, double ms, const char *fmt, ...) {
 
 /* ---- opening ---- */
 
-/* The vulkan backend with `disable` in CHIMERA_VULKAN_DISABLE and `tile` as the coopmat tile. */
+/* CHIMERA_VULKAN_DISABLE as the caller gave it (main keeps it: open_vk adds to it). */
+static char user_disable[256];
+
+/*
+ * The vulkan backend with `disable` added to the caller's CHIMERA_VULKAN_DISABLE (e.g.
+ * coopmat_nv: every path then measured on the KHR matrices) and `tile` as the coopmat tile.
+ */
 static chm_status open_vk(const char *disable, const char *tile, chm_backend **be, chm_err *err) {
-    if (disable) setenv("CHIMERA_VULKAN_DISABLE", disable, 1);
+    char list[512];
+    snprintf(list, sizeof list, "%s%s%s", user_disable, user_disable[0] && disable ? "," : "",
+             disable ? disable : "");
+    if (list[0]) setenv("CHIMERA_VULKAN_DISABLE", list, 1);
     else unsetenv("CHIMERA_VULKAN_DISABLE");
     if (tile) setenv("CHIMERA_VULKAN_COOPMAT_TILE", tile, 1);
     else unsetenv("CHIMERA_VULKAN_COOPMAT_TILE");
@@ -955,6 +964,8 @@ int main(int argc, char **argv) {
     bool train = true, matmul_only = false, probe_only = false;
     if (!parse_args(argc, argv, &train, &matmul_only, &probe_only)) return 2;
     if (emulate) setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
+    const char *ud = getenv("CHIMERA_VULKAN_DISABLE");
+    snprintf(user_disable, sizeof user_disable, "%s", ud ? ud : "");
     chm_err err = {0};
     chm_backend *cpu = NULL, *vk = NULL, *plain = NULL;
     if (chm_backend_open("cpu", NULL, &cpu, &err)) {
