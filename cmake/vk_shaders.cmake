@@ -180,6 +180,21 @@ if(CHIMERA_GLSLC_COOPMAT_NV OR (CHIMERA_SPIRV_DIR AND EXISTS ${CHIMERA_SPIRV_DIR
   chimera_vk_variant(cm_probe_load_gl_u4_rr    cm_probe_load.comp  GLOBAL B_ROW)
   chimera_vk_variant(cm_probe_load_gl_h_rc     cm_probe_load.comp  GLOBAL HALF)
 endif()
+# The same on KHR matrices (`_khr`; vk_bench runs the flavour the backend opened with).
+foreach(_p "mma;cm_probe_mma.comp;" "mma_dyn;cm_probe_mma.comp;DYNAMIC"
+           "load_sh_u4_rc;cm_probe_load.comp;" "load_sh_u4_rc_n8;cm_probe_load.comp;FRAG_N=8u"
+           "load_sh_u4_rr;cm_probe_load.comp;B_ROW" "load_sh_u4_rr_n8;cm_probe_load.comp;B_ROW FRAG_N=8u"
+           "load_sh_u4_cr;cm_probe_load.comp;A_COL B_ROW" "load_sh_u4_cc;cm_probe_load.comp;A_COL"
+           "load_sh_h_rc;cm_probe_load.comp;HALF" "load_sh_h_rc_n8;cm_probe_load.comp;HALF FRAG_N=8u"
+           "load_sh_h_rr;cm_probe_load.comp;HALF B_ROW" "load_gl_u4_rc;cm_probe_load.comp;GLOBAL"
+           "load_gl_u4_rc_n8;cm_probe_load.comp;GLOBAL FRAG_N=8u"
+           "load_gl_u4_rr;cm_probe_load.comp;GLOBAL B_ROW" "load_gl_h_rc;cm_probe_load.comp;GLOBAL HALF")
+  list(GET _p 0 _n)
+  list(GET _p 1 _src)
+  list(GET _p 2 _defs)
+  separate_arguments(_defs)
+  chimera_vk_variant_new(cm_probe_${_n}_khr ${_src} CM_KHR ${_defs})
+endforeach()
 chimera_vk_variant_dt(exp_fwd               exp.comp)
 chimera_vk_variant_dt(exp_bwd               exp.comp            BWD)
 chimera_vk_variant_dt(row_scale_fwd         row_scale.comp      FWD)

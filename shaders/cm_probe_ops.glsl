@@ -8,6 +8,8 @@
  * operations by plain arithmetic: no result worth reading, but the probe's
  * plumbing (pipelines, bindings, timing) then runs on devices without
  * cooperative matrices (lavapipe), where the real variants cannot.
+ * -DCM_KHR: the matrices of GL_KHR_cooperative_matrix instead of NVIDIA's
+ * (typed by use; f32 accumulators only).
  * Offsets and strides count elements of the array they address.
  */
 #ifdef PLAIN
@@ -28,6 +30,18 @@ float plain_val(float16_t h) { return float(h); }
 #else
 #define ACC_BITS 32
 #endif
+#ifdef CM_KHR
+#define CM_IN_A coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA>
+#define CM_IN_B coopmat<float16_t, gl_ScopeSubgroup, 16, FRAG_N, gl_MatrixUseB>
+#define CM_ACC coopmat<float, gl_ScopeSubgroup, 16, FRAG_N, gl_MatrixUseAccumulator>
+#define CM_ACC_ZERO CM_ACC(0.0)
+#define CM_LAYOUT(col) \
+    ((col) ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor)
+#define CM_LOAD(f, buf, elem, stride, col) coopMatLoad(f, buf, elem, stride, CM_LAYOUT(col))
+#define CM_MULADD(x, y, acc) coopMatMulAdd(x, y, acc)
+#define CM_STORE(acc, buf, elem, stride) \
+    coopMatStore(acc, buf, elem, stride, gl_CooperativeMatrixLayoutRowMajor)
+#else
 #define CM_IN_A fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define CM_IN_B fcoopmatNV<16, gl_ScopeSubgroup, 16, FRAG_N>
 #define CM_ACC fcoopmatNV<ACC_BITS, gl_ScopeSubgroup, 16, FRAG_N>
@@ -35,6 +49,7 @@ float plain_val(float16_t h) { return float(h); }
 #define CM_LOAD(f, buf, elem, stride, col) coopMatLoadNV(f, buf, elem, stride, col)
 #define CM_MULADD(x, y, acc) coopMatMulAddNV(x, y, acc)
 #define CM_STORE(acc, buf, elem, stride) coopMatStoreNV(acc, buf, elem, stride, false)
+#endif
 #endif
 
 /* uvec4 words of one stored accumulator row, and of one accumulator (room for 16 x FRAG_N f32). */

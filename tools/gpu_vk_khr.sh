@@ -10,7 +10,8 @@
 #   bash tools/gpu_vk_khr.sh           # on the GPU machine
 # Steps: `chimera info`; Criterion vulkan_coopmat/* on KHR and on NV, vk_attention/* and
 # vk_lowp/* on KHR; chimera-1b's step (`chimera plan`) on KHR and on NV (with cm2 for bf16:
-# session 8's default); vk_bench --matmul on both; 30 steps of configs/tiny.yaml on both.
+# session 8's default); vk_bench --matmul and --coopmat-probe on both; 30 steps of
+# configs/tiny.yaml on both.
 # Same binary, same lease: the comparisons RESULTS.md reports. A table ends it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,10 @@ if [ -x "$B/vk_bench" ]; then
     step bench-khr 100 "$B/vk_bench" --matmul --no-train
     step bench-nv 100 env CHIMERA_VULKAN_DISABLE=$NV "$B/vk_bench" --matmul --no-train
 fi
+if [ -x "$B/vk_bench" ]; then # the tensor-core ceilings of each flavour, and the KHR list
+    step probe-khr 120 "$B/vk_bench" --coopmat-probe
+    step probe-nv 120 env CHIMERA_VULKAN_DISABLE=$NV "$B/vk_bench" --coopmat-probe
+fi
 step tiny-khr 60 "$B/chimera" "${TINY[@]}" /tmp/khr_tiny_khr
 step tiny-nv 60 env CHIMERA_VULKAN_DISABLE=$NV "$B/chimera" "${TINY[@]}" /tmp/khr_tiny_nv
 
@@ -67,6 +72,9 @@ for t in tiny-khr tiny-nv; do
 done
 for t in 1b-khr 1b-nv; do
     echo "$t: $(grep -h -E "bf16 \(cooperative" "$LOG/$t.txt" | tail -n 1)"
+done
+for b in probe-khr probe-nv; do
+    echo "$b: $(grep -h -E "KHR matrices|coopmat probe: best" "$LOG/$b.txt" 2>/dev/null | tr '\n' ' ')"
 done
 for b in bench-khr bench-nv; do
     echo "$b:"

@@ -65,6 +65,7 @@
 #include <string.h>
 
 #include "backend/vulkan/vk.h" /* the probe dispatches its shaders directly */
+#include "backend/vulkan/vk_ext.h" /* the KHR matrix list */
 #include "backend/vulkan/vulkan_backend.h"
 #include "chimera/backend.h"
 #include "chimera/trainer.h"
@@ -596,6 +597,30 @@ static void cm_list_nv(chm_backend *be, bool *h16, bool *h8) {
     free(p);
 }
 
+/* Print the device's KHR matrix list (subgroup scope; M x N x K: A B C result). */
+static void cm_list_khr(chm_backend *be) {
+    chm_vk *vk = chm_vk_ctx(be);
+    chm_vk_coopmat_props_fn get = (chm_vk_coopmat_props_fn)vkGetInstanceProcAddr(
+        vk->instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
+    uint32_t n = 0;
+    if (!get || get(vk->pdev, &n, NULL) != VK_SUCCESS || n == 0) {
+        printf("  KHR matrices: none listed\n");
+        return;
+    }
+    chm_vk_coopmat_props_khr *p = xmalloc(n * sizeof *p);
+    for (uint32_t i = 0; i < n; i++)
+        p[i] = (chm_vk_coopmat_props_khr){.sType = CHM_VK_STYPE_COOPMAT_PROPERTIES_KHR};
+    if (get(vk->pdev, &n, p) < VK_SUCCESS) n = 0;
+    printf("  KHR matrices (M x N x K: A B C result, subgroup scope):");
+    for (uint32_t i = 0, k = 0; i < n; i++)
+        if (p[i].scope == CHM_VK_SCOPE_SUBGROUP)
+            printf("%s %ux%ux%u: %s %s %s %s", k++ ? "," : "", p[i].MSize, p[i].NSize,
+                   p[i].KSize, component_name(p[i].AType), component_name(p[i].BType),
+                   component_name(p[i].CType), component_name(p[i].ResultType));
+    printf("\n");
+    free(p);
+}
+
 /* One timed dispatch of probe pr (iters rounds over `warps` warps); false when it does not run. */
 static bool cm_probe_run(chm_backend *be, const cm_probe *pr, const chm_tensor *src,
                          const chm_tensor *dst, uint32_t warps, uint32_t iters, double *ms) {
@@ -637,10 +662,15 @@ static double cm_probe_one(chm_backend *be, const cm_probe *pr, const chm_tensor
     return tflops;
 }
 
-/* The probe table; real matrices where the device has them, else the PLAIN stand-ins. */
+/*
+ * The probe table; real matrices where the device has them (the flavour the backend opened
+ * with: the `_khr` variants on KHR matrices, NV's accumulators of f16 skipped there), else
+ * the PLAIN stand-ins.
+ */
 static void cm_probe_all(chm_backend *be, bool real) {
-    bool h16 = false, h8 = false;
-    if (real) cm_list_nv(be, &h16, &h8);
+    bool h16 = false, h8 = false, khr = real && chm_vk_ctx(be)->caps.coopmat_khr;
+    if (real && khr) cm_list_khr(be);
+    else if (real) cm_list_nv(be, &h16, &h8);
     const cm_probe *list = real ? cm_probes : cm_probes_plain;
     int n = real ? (int)(sizeof cm_probes / sizeof *cm_probes)
                  : (int)(sizeof cm_probes_plain / sizeof *cm_probes_plain);
@@ -649,13 +679,19 @@ static void cm_probe_all(chm_backend *be, bool real) {
     fill_random(be, &src, -0.03, 0.03);
     double best_reg = 0, best_shared = 0;
     for (int i = 0; i < n; i++) {
-        const cm_probe *pr = &list[i];
+        cm_probe pk = list[i];
+        char name[64];
+        snprintf(name, sizeof name, "%s%s", pk.shader, khr ? "_khr" : "");
+        pk.shader = name;
+        const cm_probe *pr = &pk;
         if (chm_vk_shader_find(pr->shader) < 0) {
-            printf("  %-52s not built (this glslc lacks GL_NV_cooperative_matrix)\n", pr->what);
+            printf("  %-52s not built (%s)\n", pr->what,
+                   khr ? "no KHR variant of it" : "this glslc lacks GL_NV_cooperative_matrix");
             continue;
         }
-        if (pr->acc16 && !(pr->fn == 16 ? h16 : h8)) {
-            printf("  %-52s skipped: 16x%ux16 f16 -> f16 not listed\n", pr->what, pr->fn);
+        if (pr->acc16 && (khr || !(pr->fn == 16 ? h16 : h8))) {
+            if (khr) printf("  %-52s skipped: f16 accumulators (NV variants only)\n", pr->what);
+            else printf("  %-52s skipped: 16x%ux16 f16 -> f16 not listed\n", pr->what, pr->fn);
             continue;
         }
         double t = cm_probe_one(be, pr, &src, &dst);
@@ -980,7 +1016,7 @@ int main(int argc, char **argv) {
     }
     const char *p16 = chm_vulkan_matmul_path(vk, CHM_F16);
     bool coopmat = p16 && strncmp(p16, "coopmat", 7) == 0;
-    bool nv = p16 && strcmp(p16, "coopmat-nv") == 0;
+    bool real_cm = p16 && (!strcmp(p16, "coopmat-nv") || !strcmp(p16, "coopmat-khr"));
     /* bf16 on cm2 (f16 stays on matmul_cm.comp where both exist: matmul.c's cm2_takes) */
     bool cm2 = p16 && strcmp(chm_vulkan_matmul_path(vk, CHM_BF16), "coopmat2") == 0;
     char device[128];
@@ -1023,9 +1059,9 @@ int main(int argc, char **argv) {
         if (cm2 && v1) bench_1b_shapes("coopmat2");
         if (cm2) bench_tiles_cm2();
     }
-    if (probe_only || (nv && !quick && !matmul_only && !attention_only)) {
+    if (probe_only || (real_cm && !quick && !matmul_only && !attention_only)) {
         printf("\n== cooperative-matrix probe (issue 6) on %s\n", device);
-        cm_probe_all(vk, nv);
+        cm_probe_all(vk, real_cm);
     }
     if (!probe_only && !matmul_only) {
         printf("\n== attention and selective scan\n");
