@@ -398,6 +398,27 @@ Test(vulkan_coopmat, plain_path_behind_the_switch) {
     ctx_close(&x);
 }
 
+/*
+ * Each extension switched off alone leaves the other one (where the device has it) and never
+ * runs the one switched off; both off is the plain path. A product checks each opening.
+ */
+Test(vulkan_coopmat, flavour_switches) {
+    static const char *const off[3] = {"coopmat_khr", "coopmat_nv", "coopmat_khr,coopmat_nv"};
+    static const char *const never[3] = {"coopmat-khr", "coopmat-nv", NULL};
+    for (int i = 0; i < 3; i++) {
+        setenv("CHIMERA_VULKAN_DISABLE", off[i], 1);
+        ctx x = ctx_open();
+        const char *p = chm_vulkan_matmul_path(x.vk, CHM_F16);
+        fprintf(stderr, "vulkan_coopmat/flavour_switches: %s off: f16 runs %s\n", off[i], p);
+        if (never[i]) cr_assert(strcmp(p, never[i]) != 0, "%s off, yet f16 runs %s", off[i], p);
+        else cr_assert_str_eq(p, "plain");
+        mm_case c = {.M = 70, .K = 33, .N = 40, .ta = i == 1, .alpha = 1, .beta = 0};
+        check_case(&x, CHM_F16, &c, NULL, 950 + (uint64_t)i);
+        ctx_close(&x);
+        unsetenv("CHIMERA_VULKAN_DISABLE");
+    }
+}
+
 /* A short battery of every kind of case (small: sizes for the emulated shader on lavapipe). */
 static void battery(ctx *x, uint64_t seed) {
     static const int64_t sizes[][3] = {{13, 7, 19}, {70, 45, 29}, {129, 40, 72}};
