@@ -322,9 +322,15 @@ chm_status chm_vk_buffer_create(chm_vk *vk, VkDeviceSize size, VkBufferUsageFlag
 
 /* ---- vk_context.c ---- */
 chm_status chm_vk_context_init(chm_vk *vk, const chm_backend_options *opts, chm_err *err);
+/* Whether the comma list in CHIMERA_VULKAN_DISABLE names `feature`. */
+bool chm_vk_disabled(const char *feature);
+/* Whether physical device pd offers device extension `name`. */
+bool chm_vk_has_device_ext(VkPhysicalDevice pd, const char *name);
 void chm_vk_context_free(chm_vk *vk);
 /* One line describing the device and its features (logged once at open). */
 void chm_vk_caps_describe(const chm_vk *vk, char *out, size_t n);
+
+/* ---- vk_coopmat.c (the rest of its interface: vk_coopmat.h) ---- */
 /* The cooperative-matrix shaders' name part: "emu", "khr" or "nv" (matmul_cm_<it>_f16, ...). */
 const char *chm_vk_cm_flavor(const chm_vk *vk);
 
