@@ -4,7 +4,7 @@
  * (GL_NV_cooperative_matrix2 with GL_KHR_cooperative_matrix and, for bf16,
  * GL_EXT_bfloat16): the operands are read as they are stored (bf16 x bf16
  * or f16 x f16 products summed in f32 on the tensor cores), with no scaling
- * pass. matmul.c runs it where vk_context.c found the extensions and their
+ * pass. matmul.c runs it where vk_coopmat.c found the extensions and their
  * features (caps.coopmat2); matmul_cm.comp (NV v1, f16 operands) stays for
  * devices without them.
  *

@@ -15,7 +15,7 @@
  * (pick_tile). f16 and bf16 (A, B, C and bias of one dtype, as the shared
  * wrapper requires): f16 on cooperative matrices (matmul_cm.comp, tensor
  * cores: f16 products summed in f32) when the device has them (caps.coopmat,
- * vk_context.c), else matmul.comp's 16-bit variants (exact widening, f32
+ * vk_coopmat.c), else matmul.comp's 16-bit variants (exact widening, f32
  * math); either way C is rounded once to its dtype. bf16 on cooperative
  * matrices (caps.coopmat_bf16: the default where f16 ones exist;
  * CHIMERA_VULKAN_COOPMAT_BF16=0 keeps it on the plain path) is scaled into
@@ -39,7 +39,7 @@
  * (f32 products of the stored values: exact for 16-bit operands, no scaling
  * pass). CHIMERA_VULKAN_DISABLE=splitk keeps them on the tiled shaders.
  *
- * Cooperative matrices 2 (caps.coopmat2, vk_context.c) come before all of
+ * Cooperative matrices 2 (caps.coopmat2, vk_coopmat.c) come before all of
  * the above for bf16 where caps.coopmat2_bf16, and for f16 where
  * matmul_cm.comp has no real cooperative matrices (cm2_takes): matmul_cm2.comp
  * reads the 16-bit operands as they are stored (workgroup-scope matrices,
@@ -56,7 +56,7 @@
  * cooperative matrices (VK_KHR_shader_bfloat16 with VK_KHR_cooperative_matrix;
  * caps.coopmat_bf16_native), bf16 products take matmul_cm.comp's KHR bf16
  * variant before all of the above: the operands as stored on bf16 matrices,
- * no scaling pass (slower than the scaled operands on the H100: vk_context.c).
+ * no scaling pass (slower than the scaled operands on the H100: vk_coopmat.c).
  */
 #include <stdio.h>
 #include <string.h>
@@ -400,7 +400,7 @@ static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, 
     }
     if (vk->caps.coopmat && (dt == CHM_F16 || (vk->caps.coopmat_bf16 && !empty))) {
         chm_vk_cm_tile t = cm_tile_for(vk, M, N);
-        if (native) t.fn = vk->caps.cm_bf16_fn; /* the warp tiles hold either (vk_context.c) */
+        if (native) t.fn = vk->caps.cm_bf16_fn; /* the warp tiles hold either (vk_coopmat.c) */
         uint32_t warps = (t.bm / t.wm) * (t.bn / t.wn);
         *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = warps * vk->caps.subgroup_size,
                         .spec = {t.bm, t.bn, t.bk, t.wm, t.wn, t.fn}, .nspec = 6,

@@ -239,7 +239,7 @@ typedef struct chm_vk_caps {
      * 16x8x16) f16 x f16 -> f32 subgroup matrices and the matmul_cm_khr_* (_nv_*) shaders
      * built: f16/bf16 matmuls use them (matmul.c), attention too (attention.c) */
     bool coopmat;
-    bool coopmat_emulated;         /* tests: the CM_EMULATE shaders stand in (vk_context.c) */
+    bool coopmat_emulated;         /* tests: the CM_EMULATE shaders stand in (vk_coopmat.c) */
     /* the matrices come from VK_KHR_cooperative_matrix (the *_cm_khr_* shaders, built by the
      * modern glslang; preferred), else from VK_NV_cooperative_matrix (*_cm_nv_*) */
     bool coopmat_khr;

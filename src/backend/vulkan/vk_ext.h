@@ -3,7 +3,7 @@
  * newer than the headers this project builds against (1.3.239):
  * VK_KHR_cooperative_matrix, VK_NV_cooperative_matrix2 and
  * VK_KHR_shader_bfloat16 (the device features and matrix lists of the
- * cooperative-matrix shaders, vk_context.c).
+ * cooperative-matrix shaders, vk_coopmat.c).
  *
  * Our own names (chm_vk_*), so that they never clash with a newer
  * vulkan_core.h; the layouts and numbers are vulkan_core.h's (checked
