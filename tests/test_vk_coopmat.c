@@ -709,6 +709,26 @@ Test(vulkan_coopmat, bf16_scaled_grouped_dead_terms) {
     ctx_close(&x);
 }
 
+/*
+ * CHIMERA_VULKAN_PIN_SUBGROUP=1: the cooperative-matrix pipelines require the device's subgroup
+ * size (what AMD and Intel get, whose sizes vary, for the SPIR-V 1.6 KHR variants). On lavapipe
+ * (one size) this runs the same pipelines with the requirement chained, under validation.
+ */
+Test(vulkan_coopmat, pinned_subgroup_size) {
+    setenv("CHIMERA_VULKAN_PIN_SUBGROUP", "1", 1);
+    const char *cm = real_or_emulated();
+    ctx x = ctx_open();
+    cr_assert_str_eq(chm_vulkan_matmul_path(x.vk, CHM_F16), cm ? cm : "coopmat-emulated");
+    mm_case c = {.M = 70, .K = 45, .N = 29, .tb = true, .alpha = 1, .beta = 0.5, .bias = true};
+    check_case(&x, CHM_F16, &c, NULL, 960);
+    check_case(&x, CHM_BF16, &c, NULL, 961);
+    static const int32_t counts[3] = {5, 0, 24};
+    mm_case grouped = {.M = 24, .K = 19, .N = 33, .ba = 3, .bb = 3, .bc = 3, .alpha = 1,
+                       .beta = 0};
+    check_case(&x, CHM_F16, &grouped, counts, 962);
+    ctx_close(&x);
+}
+
 /* ---- bf16 as stored on bf16 matrices (matmul_cm.comp's CM_BF16_NATIVE variants) ---- */
 
 /*

@@ -243,6 +243,8 @@ typedef struct chm_vk_caps {
     /* the matrices come from VK_KHR_cooperative_matrix (the *_cm_khr_* shaders, built by the
      * modern glslang; preferred), else from VK_NV_cooperative_matrix (*_cm_nv_*) */
     bool coopmat_khr;
+    /* their pipelines require subgroup_size (where the device's size may vary: vk_coopmat.c) */
+    bool cm_pin_subgroup;
     /* bf16 matmuls on the cooperative matrices too, scaled into f16's range per row of
      * op(A) and column of op(B) (matmul.c); on unless CHIMERA_VULKAN_COOPMAT_BF16=0 */
     bool coopmat_bf16;
@@ -333,6 +335,9 @@ void chm_vk_caps_describe(const chm_vk *vk, char *out, size_t n);
 /* ---- vk_coopmat.c (the rest of its interface: vk_coopmat.h) ---- */
 /* The cooperative-matrix shaders' name part: "emu", "khr" or "nv" (matmul_cm_<it>_f16, ...). */
 const char *chm_vk_cm_flavor(const chm_vk *vk);
+/* Whether shader `name`'s pipelines must require the subgroup size caps.subgroup_size (the
+   cooperative-matrix shaders assume it; vk_pipeline.c chains the requirement). */
+bool chm_vk_cm_pins(const chm_vk *vk, const char *name);
 
 /* ---- vk_memory.c ---- */
 chm_status chm_vk_pool_init(chm_vk *vk);

@@ -431,7 +431,7 @@ static chm_status create_device(chm_vk *vk, chm_err *err) {
     bool coopmat = vk->caps.coopmat && !vk->caps.coopmat_emulated;
     /* the emulation converts bf16 -> f16 with f16 arithmetic too */
     bool f16 = vk->caps.coopmat || vk->caps.coopmat2;
-    const char *exts[6];
+    const char *exts[8];
     uint32_t nexts = 0;
     if (vk->caps.push_descriptor) exts[nexts++] = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;
     /* Portability implementations (MoltenVK) must be told that we know they are one. */
@@ -498,13 +498,14 @@ void chm_vk_caps_describe(const chm_vk *vk, char *out, size_t n) {
     const chm_vk_caps *c = &vk->caps;
     char cm[320];
     if (c->coopmat)
-        snprintf(cm, sizeof cm, "%s 16x%ux16 f16->f32 for %s matmul (tile %ux%ux%u/%ux%u)",
+        snprintf(cm, sizeof cm, "%s 16x%ux16 f16->f32 for %s matmul (tile %ux%ux%u/%ux%u%s)",
                  c->coopmat_emulated ? "EMULATED (tests only)" : c->coopmat_khr ? "KHR" : "NV",
                  c->cm_tile.fn,
                  !c->coopmat_bf16         ? "f16 (bf16: plain path)"
                  : c->coopmat_bf16_native ? "f16/bf16 (bf16 on bf16 matrices)"
                                           : "f16/bf16 (bf16 scaled)",
-                 c->cm_tile.bm, c->cm_tile.bn, c->cm_tile.bk, c->cm_tile.wm, c->cm_tile.wn);
+                 c->cm_tile.bm, c->cm_tile.bn, c->cm_tile.bk, c->cm_tile.wm, c->cm_tile.wn,
+                 c->cm_pin_subgroup ? ", subgroup size pinned" : "");
     else
         snprintf(cm, sizeof cm, "off (%s; f16/bf16 matmul computes in f32)", c->coopmat_why);
     char cm2[224];

@@ -130,6 +130,30 @@ static const char *coopmat_nv_missing(chm_vk *vk, const chm_vk_cm_query *q) {
     return NULL;
 }
 
+/*
+ * The KHR variants are SPIR-V 1.6, whose subgroup size a driver may choose per
+ * pipeline (where the device's sizes range, e.g. 32..64 on AMD); the
+ * cooperative-matrix shaders assume caps.subgroup_size (their warps and
+ * lanes). So where the size may vary, their pipelines require it
+ * (caps.cm_pin_subgroup: VK_EXT_subgroup_size_control with compute among its
+ * stages and the size in its range); false when that cannot be done.
+ * CHIMERA_VULKAN_PIN_SUBGROUP=1 pins wherever it can (tests: lavapipe's one
+ * size then takes the same path).
+ */
+static bool subgroup_pin_decide(chm_vk *vk, const chm_vk_cm_query *q) {
+    const VkPhysicalDeviceSubgroupSizeControlPropertiesEXT *p = &q->sgc_p;
+    const char *force = getenv("CHIMERA_VULKAN_PIN_SUBGROUP");
+    uint32_t sg = vk->caps.subgroup_size;
+    bool fixed = q->sgc && p->minSubgroupSize == p->maxSubgroupSize;
+    bool forced = force && strcmp(force, "1") == 0;
+    bool can = q->sgc && q->sgc_f.subgroupSizeControl &&
+               (p->requiredSubgroupSizeStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+               p->minSubgroupSize <= sg && sg <= p->maxSubgroupSize &&
+               (uint64_t)p->maxComputeWorkgroupSubgroups * sg >= 256;
+    vk->caps.cm_pin_subgroup = can && (forced || !fixed);
+    return fixed || can;
+}
+
 /* Whether VK_KHR_cooperative_matrix is there with its feature for compute shaders. */
 static bool khr_usable(const chm_vk_cm_query *q) {
     return q->khr && q->khr_f.cooperativeMatrix &&
@@ -149,6 +173,9 @@ static const char *coopmat_khr_missing(chm_vk *vk, const chm_vk_cm_query *q) {
     vk->caps.cm_n8 = khr_lists(vk, CHM_VK_COMPONENT_FLOAT16, 8);
     if (!c->cm_n16 && !c->cm_n8)
         return "no 16x16x16 or 16x8x16 f16 -> f32 subgroup matrices";
+    if (!subgroup_pin_decide(vk, q))
+        return "its subgroup size may vary (AMD, Intel) and cannot be pinned for compute "
+               "shaders (VK_EXT_subgroup_size_control)";
     return NULL;
 }
 
@@ -282,6 +309,7 @@ static chm_status coopmat_decide(chm_vk *vk, const chm_vk_cm_query *q, chm_err *
             return CHM_OK;
         }
         c->coopmat_emulated = c->cm_n16 = c->cm_n8 = true;
+        subgroup_pin_decide(vk, q); /* the emulated shaders assume the size too */
     }
     CHM_TRY(coopmat_tile_pick(vk, tile_set, err));
     coopmat_bf16_native_decide(vk, q);
@@ -458,6 +486,10 @@ static void cm_khr_enable(const chm_vk *vk, chm_vk_cm_query *q, void **head,
 /* ---- the interface (vk_coopmat.h) ---- */
 
 void chm_vk_cm_query_features(chm_vk *vk, chm_vk_cm_query *q, void **head) {
+    q->sgc = chm_vk_has_device_ext(vk->pdev, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
+    q->sgc_f = (VkPhysicalDeviceSubgroupSizeControlFeaturesEXT){
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES_EXT};
+    if (q->sgc) q->sgc_f.pNext = *head, *head = &q->sgc_f;
     q->ext = chm_vk_has_device_ext(vk->pdev, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
     q->nv_f = (VkPhysicalDeviceCooperativeMatrixFeaturesNV){
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
@@ -468,9 +500,16 @@ void chm_vk_cm_query_features(chm_vk *vk, chm_vk_cm_query *q, void **head) {
 void chm_vk_cm_query_props(chm_vk *vk, chm_vk_cm_query *q, bool memory_model) {
     q->nv_p = (VkPhysicalDeviceCooperativeMatrixPropertiesNV){
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_PROPERTIES_NV};
+    q->sgc_p = (VkPhysicalDeviceSubgroupSizeControlPropertiesEXT){
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES_EXT};
     q->khr_p = (chm_vk_coopmat_device_props_khr){
         .sType = CHM_VK_STYPE_COOPMAT_DEVICE_PROPERTIES_KHR, .pNext = q->ext ? &q->nv_p : NULL};
-    if (q->ext || q->khr) {
+    if (q->sgc) { /* in front of the others: read whenever the extension is there */
+        q->sgc_p.pNext = q->khr ? (void *)&q->khr_p : q->ext ? (void *)&q->nv_p : NULL;
+        VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                                          .pNext = &q->sgc_p};
+        vkGetPhysicalDeviceProperties2(vk->pdev, &p2);
+    } else if (q->ext || q->khr) {
         VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
                                           .pNext = q->khr ? (void *)&q->khr_p : (void *)&q->nv_p};
         vkGetPhysicalDeviceProperties2(vk->pdev, &p2);
@@ -496,6 +535,18 @@ void chm_vk_cm_enable(const chm_vk *vk, chm_vk_cm_query *q, void **head, const c
         *head = &q->nv_f;
     }
     cm_khr_enable(vk, q, head, exts, nexts);
+    if (c->cm_pin_subgroup && c->coopmat) {
+        exts[(*nexts)++] = VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME;
+        q->sgc_f = (VkPhysicalDeviceSubgroupSizeControlFeaturesEXT){
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES_EXT,
+            .pNext = *head, .subgroupSizeControl = VK_TRUE};
+        *head = &q->sgc_f;
+    }
+}
+
+bool chm_vk_cm_pins(const chm_vk *vk, const char *name) {
+    return vk->caps.cm_pin_subgroup && vk->caps.coopmat &&
+           (strstr(name, "_cm_") || strncmp(name, "cm_probe", 8) == 0);
 }
 
 const char *chm_vk_cm_flavor(const chm_vk *vk) {

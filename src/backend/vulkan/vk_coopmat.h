@@ -22,6 +22,9 @@ typedef struct chm_vk_cm_query {
     chm_vk_coopmat_device_props_khr khr_p; /* the stages that run KHR matrices */
     chm_vk_coopmat2_features_nv nv2_f;
     chm_vk_bf16_features_khr bf16_f;
+    bool sgc; /* VK_EXT_subgroup_size_control (core in 1.3): a pipeline may pin its size */
+    VkPhysicalDeviceSubgroupSizeControlFeaturesEXT sgc_f;
+    VkPhysicalDeviceSubgroupSizeControlPropertiesEXT sgc_p;
 } chm_vk_cm_query;
 
 /* Put q's feature structures of the extensions the device has in front of *head (for
@@ -30,7 +33,8 @@ void chm_vk_cm_query_features(chm_vk *vk, chm_vk_cm_query *q, void **head);
 /* After the features are read: the properties, and q's summary bits (memory_model: the
    device's vulkanMemoryModel). */
 void chm_vk_cm_query_props(chm_vk *vk, chm_vk_cm_query *q, bool memory_model);
-/* Decide every cooperative-matrix path into vk->caps; a config error for a bad variable. */
+/* Decide every cooperative-matrix path into vk->caps (caps.cm_pin_subgroup: their pipelines
+   pin the subgroup size, chm_vk_cm_pins); a config error for a bad variable. */
 chm_status chm_vk_cm_decide(chm_vk *vk, chm_vk_cm_query *q, chm_err *err);
 /* The extensions (appended to exts) and features (in front of *head, kept in q) that the
    decided paths need at device creation. */

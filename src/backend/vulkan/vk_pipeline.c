@@ -265,9 +265,14 @@ static chm_status pipeline_create(chm_vk *vk, chm_vk_pipe *q) {
     for (int i = 0; i < q->nspec; i++)
         map[i] = (VkSpecializationMapEntry){(uint32_t)i, (uint32_t)(i * 4), 4};
     VkSpecializationInfo spec = {(uint32_t)q->nspec, map, (size_t)q->nspec * 4, q->spec};
+    /* the cooperative-matrix shaders' subgroup size, where it could vary (vk_coopmat.c) */
+    VkPipelineShaderStageRequiredSubgroupSizeCreateInfoEXT pin = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO_EXT,
+        .requiredSubgroupSize = vk->caps.subgroup_size};
     VkComputePipelineCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                  .pNext = chm_vk_cm_pins(vk, s->name) ? &pin : NULL,
                   .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                   .module = mod,
                   .pName = "main",

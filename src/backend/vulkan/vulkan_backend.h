@@ -32,6 +32,9 @@
  *   CHIMERA_VULKAN_MAX_RANGE=n     (tests, debugging) bind at most n bytes (>= 1024) per
  *                                  storage buffer, below maxStorageBufferRange, so that small
  *                                  tensors take the split paths of large ones (logged once)
+ *   CHIMERA_VULKAN_PIN_SUBGROUP=1  (tests) the cooperative-matrix pipelines require the
+ *                                  device's subgroup size even where it cannot vary (done
+ *                                  anyway where it can: AMD, Intel)
  *   CHIMERA_VULKAN_COOPMAT_EMULATE=1  (tests) on a device without cooperative matrices,
  *                                  run the cooperative-matrix matmul shader with its
  *                                  matrix operations emulated in plain GLSL
