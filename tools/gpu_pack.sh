@@ -22,35 +22,21 @@ vulkan=${GPU_VULKAN:-ON}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCHIMERA_CUDA=ON \
     "-DCHIMERA_VULKAN=$vulkan" "-DCMAKE_CUDA_ARCHITECTURES=$archs" >/dev/null
 # (file targets: with Ninja the name "chimera" means the CLI binary, not the library)
-cmake --build "$build" --target libchimera.a libchimera_cuda.a
-# The CLI and the Criterion suite are extras: a tree where another part is mid-way
-# still packs the op check.
+cmake --build "$build" --target libchimera.a libchimera_cuda.a cuda_opcheck
+# The CLI, the Criterion suite and the vulkan benchmark (tools/vk_bench.c: its matmul paths
+# against the cpu, TFLOP/s, attention, scan and training throughput) are extras: a tree where
+# another part is mid-way still packs the op check (tools/cuda_opcheck.c).
 extras=(chimera_cli)
 if grep -q '^CHIMERA_TESTS:BOOL=ON' "$build/CMakeCache.txt"; then extras+=(chimera_tests); fi
+if [ "$vulkan" = ON ]; then extras+=(vk_bench); fi
 for t in "${extras[@]}"; do
     cmake --build "$build" --target "$t" >/dev/null 2>&1 || echo "gpu_pack: $t does not build now; packing without it"
 done
 
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
-# The standalone op check: links the static libraries the build made.
-cc -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -Wall -Wextra -Werror -fopenmp -Iinclude -Isrc \
-    tools/cuda_opcheck.c -o "$out/bin/cuda_opcheck" -Wl,--as-needed "$build/libchimera.a" \
-    "$build/libchimera_cuda.a" -L/usr/local/cuda/lib64 -lcudart -lcublasLt -lcublas \
-    $(pkg-config --libs openblas yaml-0.1 jansson libpcre2-8 libzstd zlib) -lutf8proc -lm \
-    -lstdc++ $([ "$vulkan" = ON ] && echo -lvulkan) -Wl,-rpath,'$ORIGIN/../lib'
-# The vulkan benchmark (tools/vk_bench.c): its matmul paths against the cpu, TFLOP/s, attention,
-# scan and training throughput. An extra too: packing goes on without it.
-if [ "$vulkan" = ON ]; then
-    mpi_libs=$(grep -q 'CHIMERA_HAVE_MPI=1' "$build/build.ninja" && pkg-config --libs ompi-c || true)
-    cc -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -Wall -Wextra -Werror -fopenmp -Iinclude -Isrc \
-        tools/vk_bench.c -o "$out/bin/vk_bench" -Wl,--as-needed "$build/libchimera.a" \
-        "$build/libchimera_cuda.a" -L/usr/local/cuda/lib64 -lcudart -lcublasLt -lcublas \
-        $(pkg-config --libs openblas yaml-0.1 jansson libpcre2-8 libzstd zlib) -lutf8proc -lm \
-        -lstdc++ -lvulkan $mpi_libs -Wl,-rpath,'$ORIGIN/../lib' ||
-        echo "gpu_pack: vk_bench does not build now; packing without it"
-fi
-for b in chimera chimera_tests; do
+# (built with the RUNPATH $ORIGIN/../lib: CMakeLists.txt's GPU-machine tools)
+for b in cuda_opcheck vk_bench chimera chimera_tests; do
     if [ -x "$build/$b" ] && [ "$build/$b" -nt "$build/libchimera.a" ]; then cp "$build/$b" "$out/bin/"; fi
 done
 
