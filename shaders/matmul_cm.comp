@@ -72,9 +72,9 @@
  * uses it only when asked to (CHIMERA_VULKAN_COOPMAT_EMULATE=1, tests).
  * Spec constants: 0 workgroup size = warps * subgroup size, 1 subgroup size,
  * 2 BM, 3 BN, 4 BK + 256 trans_a + 512 trans_b, 5 WM, 6 WN, 7 FRAG_N (16 or
- * 8). matmul.c checks the limits: WM a multiple of 16 (at most FMAX
- * fragments), WN a multiple of FRAG_N (at most NMAX fragments), BK a
- * multiple of 16 up to 64, each operand slice at most LMAX uvec4 words per
+ * 8), 8 ABLATE (diagnostics, below). matmul.c checks the limits: WM a
+ * multiple of 16 (at most FMAX fragments), WN a multiple of FRAG_N (at most
+ * NMAX fragments), BK a multiple of 16 up to 64, each operand slice at most LMAX uvec4 words per
  * invocation, both stages in shared memory, and the warps' epilogue
  * scratch inside them.
  */
@@ -109,6 +109,16 @@ const bool TRANS_A = (BK_TRANS & 256u) != 0u, TRANS_B = (BK_TRANS & 512u) != 0u;
 layout(constant_id = 5) const uint WM = 64;
 layout(constant_id = 6) const uint WN = 32;
 layout(constant_id = 7) const uint FRAG_N = 16;
+/*
+ * Ablations for tools/vk_bench (CHIMERA_VULKAN_COOPMAT_ABLATE; 0 in every real
+ * product, and then dead code): 1 no global loads (constant words are staged),
+ * 2 no staging stores, 4 no barrier in the K loop, 8 no multiply (results
+ * wrong: the times say what each part of the K loop costs); and two that keep
+ * results right: 16 the general K loop only (no branch-free steady loop), 32
+ * kfast slices staged row after row (the order before the conflict-free one),
+ * 64 tiles in row order (no groups of 16 tile rows).
+ */
+layout(constant_id = 8) const uint ABLATE = 0;
 /* Literal bounds for register arrays (spec-constant-sized ones may be kept in local memory). */
 #ifdef CM_EMULATE
 /* Emulated accumulators are large: fewer, and loops left rolled, keep lavapipe's compile short. */
@@ -238,10 +248,27 @@ slice slice_make(uint base, uint ld, uint r0, uint c0, uint rows, uint cols, uin
     return s;
 }
 
-/* Row and first column of slice word w, for a slice `wide` elements wide when not kfast. */
+/*
+ * Row and first column of slice word w, for a slice `wide` elements wide when
+ * not kfast. Wide rows go word by word. Rows of BK (kfast, CPR = BK/8 words)
+ * go by groups of 8 rows: the 8 invocations of a wavefront of 16-byte shared
+ * stores (a quarter warp) take 8/CPR whole rows CPR apart, which the odd
+ * staged row stride (CPR + 1 words) spreads over all 32 banks (rows next to
+ * each other met in the same banks: 2-way conflicts); their global loads
+ * still read whole 16-byte-aligned rows of BK elements.
+ */
 uvec2 slice_rc(slice s, uint w, uint wide) {
-    uint r = s.kfast ? w / (BK / 8u) : w / (wide / 8u);
-    return uvec2(r, (w - r * (s.kfast ? BK / 8u : wide / 8u)) * 8u);
+    if (s.kfast) {
+        const uint CPR = BK / 8u;
+        uint g = w / (8u * CPR), i = w - g * (8u * CPR), t = i & 7u;
+        if ((ABLATE & 32u) != 0u) { /* rows next to each other (the conflicting order) */
+            uint r = w / CPR;
+            return uvec2(r, (w - r * CPR) * 8u);
+        }
+        return uvec2(g * 8u + (i >> 3u) + (t / CPR) * CPR, (t % CPR) * 8u);
+    }
+    uint r = w / (wide / 8u);
+    return uvec2(r, (w - r * (wide / 8u)) * 8u);
 }
 
 /* Word w of a whole aligned slice of A (or B) (slice.fast), and of any slice: zeros outside. */
@@ -396,7 +423,20 @@ void main() {
     uint tiles = p.tiles_m * p.tiles_n, g = chm_group();
     uint bat = g / tiles, t = g % tiles;
     if (bat >= p.batch) return; /* whole workgroups only */
-    uint m0 = (t / p.tiles_n) * BM, n0 = (t % p.tiles_n) * BN;
+    /*
+     * Tile order: down columns of 16 tile rows (groups), so that the workgroups
+     * running at once share fewer rows of A and columns of B than whole tile
+     * rows would (L2 reuse); ABLATE bit 64: row by row.
+     */
+    uint tm = t / p.tiles_n, tn = t % p.tiles_n;
+    if ((ABLATE & 64u) == 0u) {
+        const uint GM = 16u;
+        uint per = GM * p.tiles_n, grp = t / per, first = grp * GM;
+        uint rows = min(p.tiles_m - first, GM), i = t - grp * per;
+        tm = first + i % rows;
+        tn = i / rows;
+    }
+    uint m0 = tm * BM, n0 = tn * BN;
 #ifdef CM_EMULATE
     bool ta = (p.flags & 1u) != 0u, tb = (p.flags & 2u) != 0u;
 #else
@@ -424,43 +464,85 @@ void main() {
     uint nslices = (kend + BK - 1u) / BK;
     uvec4 ra[LMAX], rb[LMAX]; /* the next slice, in flight */
     slice sa_, sb_;
-    for (uint ks = 0u; ks <= nslices; ks++) {
-        /* 1. issue the global loads of slice ks (if any) */
-        if (ks < nslices) {
-            uint k0 = ks * BK;
-            sa_ = ta ? slice_make(abase, p.lda, k0, m0, BK, BM, klive, mlive, false)
-                     : slice_make(abase, p.lda, m0, k0, BM, BK, mlive, klive, true);
-            sb_ = tb ? slice_make(bbase, p.ldb, n0, k0, BN, BK, p.N, klive, true)
-                     : slice_make(bbase, p.ldb, k0, n0, BK, BN, klive, p.N, false);
-            if (sa_.fast && sb_.fast) {
-                UNROLL for (uint l = 0u; l < LMAX; l++) {
-                    uint w = lid + l * WG_SIZE;
-                    if (w < BM * BK / 8u) ra[l] = word_a(sa_, w);
-                    if (w < BN * BK / 8u) rb[l] = word_b(sb_, w);
-                }
-            } else {
-                UNROLL for (uint l = 0u; l < LMAX; l++) {
-                    uint w = lid + l * WG_SIZE;
-                    if (w < BM * BK / 8u) ra[l] = gather_a(sa_, w);
-                    if (w < BN * BK / 8u) rb[l] = gather_b(sb_, w);
-                }
-            }
+/* The slices of step ks (k0 = ks*BK) of A and B. */
+#define MAKE_SLICES(ks)                                                                  \
+    {                                                                                    \
+        uint k0 = (ks) * BK;                                                             \
+        sa_ = ta ? slice_make(abase, p.lda, k0, m0, BK, BM, klive, mlive, false)         \
+                 : slice_make(abase, p.lda, m0, k0, BM, BK, mlive, klive, true);         \
+        sb_ = tb ? slice_make(bbase, p.ldb, n0, k0, BN, BK, p.N, klive, true)            \
+                 : slice_make(bbase, p.ldb, k0, n0, BK, BN, klive, p.N, false);          \
+    }
+/* Issue the global loads of the current slices into ra/rb: words (FETCH word_*) or any (gather_*). */
+#define FETCH(ks, FA, FB)                                                                \
+    if ((ABLATE & 1u) != 0u) {                                                           \
+        UNROLL for (uint l = 0u; l < LMAX; l++) ra[l] = rb[l] = uvec4(lid + l + (ks));   \
+    } else {                                                                             \
+        UNROLL for (uint l = 0u; l < LMAX; l++) {                                        \
+            uint w = lid + l * WG_SIZE;                                                  \
+            if (w < BM * BK / 8u) ra[l] = FA(sa_, w);                                    \
+            if (w < BN * BK / 8u) rb[l] = FB(sb_, w);                                    \
+        }                                                                                \
+    }
+/* Multiply slice ks out of its stage. */
+#define MULTIPLY(ks)                                                                     \
+    if ((ABLATE & 8u) == 0u) {                                                           \
+        uint ast = ((ks) & 1u) * A_WORDS, bst = B_STAGES + ((ks) & 1u) * B_WORDS;        \
+        MULTIPLY_SLICE(ast, bst)                                                         \
+    }
+/* Stage slice ks from ra/rb; its stage was last read two slices ago, before the last barrier. */
+#define STAGE(ks)                                                                        \
+    if ((ABLATE & 2u) == 0u) {                                                           \
+        uint ast = ((ks) & 1u) * A_WORDS, bst = B_STAGES + ((ks) & 1u) * B_WORDS;        \
+        UNROLL for (uint l = 0u; l < LMAX; l++) {                                        \
+            uint w = lid + l * WG_SIZE;                                                  \
+            if (w < BM * BK / 8u) S[ast + staged(sa_, w, BM)] = ra[l];                   \
+            if (w < BN * BK / 8u) S[bst + staged(sb_, w, BN)] = rb[l];                   \
+        }                                                                                \
+    }
+#define SLICE_BARRIER                                                                    \
+    if ((ABLATE & 4u) == 0u) barrier();
+
+    /*
+     * Every slice whole and aligned (the first and the last are: those between
+     * lie between them): a loop without branches, so that the compiler may
+     * interleave the staging stores and the next loads with the products.
+     * Otherwise each slice picks words or gathers (one uniform branch a slice).
+     */
+    bool steady = false;
+    if (nslices > 0u && (ABLATE & 16u) == 0u) {
+        MAKE_SLICES(nslices - 1u)
+        steady = sa_.fast && sb_.fast;
+        MAKE_SLICES(0u)
+        steady = steady && sa_.fast && sb_.fast;
+    }
+    if (steady) {
+        FETCH(0u, word_a, word_b)
+        STAGE(0u)
+        SLICE_BARRIER
+        for (uint ks = 1u; ks < nslices; ks++) {
+            MAKE_SLICES(ks)
+            FETCH(ks, word_a, word_b)
+            MULTIPLY(ks - 1u)
+            STAGE(ks)
+            SLICE_BARRIER
         }
-        /* 2. multiply slice ks-1 out of its stage */
-        if (ks > 0u) {
-            uint ast = ((ks - 1u) & 1u) * A_WORDS, bst = B_STAGES + ((ks - 1u) & 1u) * B_WORDS;
-            MULTIPLY_SLICE(ast, bst)
-        }
-        /* 3. stage slice ks; its stage was last read two slices ago, before the last barrier */
-        if (ks < nslices) {
-            uint ast = (ks & 1u) * A_WORDS, bst = B_STAGES + (ks & 1u) * B_WORDS;
-            UNROLL for (uint l = 0u; l < LMAX; l++) {
-                uint w = lid + l * WG_SIZE;
-                if (w < BM * BK / 8u) S[ast + staged(sa_, w, BM)] = ra[l];
-                if (w < BN * BK / 8u) S[bst + staged(sb_, w, BN)] = rb[l];
-            }
-        }
+        MULTIPLY(nslices - 1u)
         barrier();
+    } else {
+        for (uint ks = 0u; ks <= nslices; ks++) {
+            if (ks < nslices) {
+                MAKE_SLICES(ks)
+                if (sa_.fast && sb_.fast) {
+                    FETCH(ks, word_a, word_b)
+                } else {
+                    FETCH(ks, gather_a, gather_b)
+                }
+            }
+            if (ks > 0u) { MULTIPLY(ks - 1u) }
+            if (ks < nslices) { STAGE(ks) }
+            SLICE_BARRIER
+        }
     }
 
     /* Epilogue through 16 x WN f32 of scratch per warp (the K loop ended on a barrier). */

@@ -278,6 +278,24 @@ static void transposes_test(chm_dtype dt, const char *test) {
 Test(vulkan_coopmat, f16_transposes_and_odd_sizes) { transposes_test(CHM_F16, "f16"); }
 Test(vulkan_coopmat, bf16_transposes_and_odd_sizes) { transposes_test(CHM_BF16, "bf16"); }
 
+/*
+ * Tall products: the tiles run down columns of 16 tile rows (matmul_cm.comp's
+ * groups), here over more than 16 tile rows (BM <= 128) with a partial last group;
+ * every transpose, f16 and bf16.
+ */
+static const char *real_or_emulated(void);
+Test(vulkan_coopmat, tile_groups_of_tall_products) {
+    real_or_emulated(); /* the emulated shader where the device has no matrices */
+    ctx x = ctx_open();
+    say_path(&x, CHM_F16, "tile_groups");
+    for (int t = 0; t < 4; t++) {
+        mm_case c = {.M = 17 * 128 + 37, .K = 40, .N = 200, .ta = t & 1, .tb = (t >> 1) & 1,
+                     .alpha = 1, .beta = 0};
+        check_case(&x, t < 2 ? CHM_F16 : CHM_BF16, &c, NULL, 700 + t);
+    }
+    ctx_close(&x);
+}
+
 /* Whole aligned slices (word loads) and the same shapes from unaligned views (element gathers). */
 Test(vulkan_coopmat, aligned_and_unaligned_operands) {
     ctx x = ctx_open();

@@ -40,24 +40,27 @@ VP=(plan --config training_dolma --set train.grad_accum=1 --backend vulkan --ste
 step info 60 "$B/chimera" info
 if [ -x "$B/chimera_tests" ]; then
     step coopmat-khr 150 "$B/chimera_tests" --jobs 4 --filter 'vulkan_coopmat/*'
-    step coopmat-nv 150 env CHIMERA_VULKAN_DISABLE=$NV "$B/chimera_tests" --jobs 4 \
-        --filter 'vulkan_coopmat/*'
 fi
 step 1b-khr 120 "$B/chimera" "${VP[@]}"
-step 1b-nv 120 env CHIMERA_VULKAN_DISABLE=$NV "$B/chimera" "${VP[@]}"
+if [ -x "$B/vk_bench" ]; then # the tensor-core ceilings of each flavour, and the KHR list
+    step probe-khr 120 "$B/vk_bench" --coopmat-probe
+    step bench-khr 100 "$B/vk_bench" --matmul --no-train
+fi
 if [ -x "$B/chimera_tests" ]; then
     step attention-khr 100 "$B/chimera_tests" --jobs 4 --filter 'vk_attention/*'
     step lowp-khr 120 "$B/chimera_tests" --jobs 4 --filter 'vk_lowp/*'
 fi
+step tiny-khr 60 "$B/chimera" "${TINY[@]}" /tmp/khr_tiny_khr
+# The NV flavour (session 9 measured it against KHR: these repeat that comparison)
+step 1b-nv 120 env CHIMERA_VULKAN_DISABLE=$NV "$B/chimera" "${VP[@]}"
 if [ -x "$B/vk_bench" ]; then
-    step bench-khr 100 "$B/vk_bench" --matmul --no-train
+    step probe-nv 120 env CHIMERA_VULKAN_DISABLE=$NV "$B/vk_bench" --coopmat-probe
     step bench-nv 100 env CHIMERA_VULKAN_DISABLE=$NV "$B/vk_bench" --matmul --no-train
 fi
-if [ -x "$B/vk_bench" ]; then # the tensor-core ceilings of each flavour, and the KHR list
-    step probe-khr 120 "$B/vk_bench" --coopmat-probe
-    step probe-nv 120 env CHIMERA_VULKAN_DISABLE=$NV "$B/vk_bench" --coopmat-probe
+if [ -x "$B/chimera_tests" ]; then
+    step coopmat-nv 150 env CHIMERA_VULKAN_DISABLE=$NV "$B/chimera_tests" --jobs 4 \
+        --filter 'vulkan_coopmat/*'
 fi
-step tiny-khr 60 "$B/chimera" "${TINY[@]}" /tmp/khr_tiny_khr
 step tiny-nv 60 env CHIMERA_VULKAN_DISABLE=$NV "$B/chimera" "${TINY[@]}" /tmp/khr_tiny_nv
 
 echo

@@ -4,7 +4,7 @@
  * tools/gpu_pack.sh builds and tools/gpu_check.sh runs on the GPU machine.
  *
  *   vk_bench [--quick] [--emulate] [--no-train] [--matmul] [--coopmat-probe]
- *            [--attention] [--train-profile]
+ *            [--attention] [--train-profile] [--mm-time]
  *
  * 1. check: f32 (plain), f16 and bf16 (cooperative matrices where the device
  *    has them, bf16 scaled into f16's range, and the plain 16-bit path behind
@@ -46,6 +46,9 @@
  *    buffers (4.6 GB) exceed one storage-buffer binding: the elementwise ops
  *    split them (vk_split.c). A run that fails prints FAIL with the error
  *    and a FAILED summary row, and counts as a failed check.
+ * --mm-time: only section 2's f16 and bf16 timings on the default path (no
+ *    checks, no sweep): with CHIMERA_VULKAN_COOPMAT_ABLATE or a tile variable,
+ *    a quick A/B of the cooperative-matrix kernel.
  * --train-profile: only a per-shader profile of chimera-1b's bf16 step at
  *    micro batch 8 (every dispatch timed, CHIMERA_VULKAN_PROFILE's table).
  * Times come from device events (median of repeats after warm-up). Ends
@@ -76,7 +79,7 @@
 
 /* ---- small helpers ---- */
 
-static bool quick, emulate, attention_only, train_profile;
+static bool quick, emulate, attention_only, train_profile, mm_time;
 static int checks, failures;
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -179,10 +182,13 @@ static void add_row(const char *what, double ms, const char *fmt, ...) {
 
 /* CHIMERA_VULKAN_DISABLE as the caller gave it (main keeps it: open_vk adds to it). */
 static char user_disable[256];
+/* CHIMERA_VULKAN_COOPMAT_TILE as the caller gave it (open_vk without a tile restores it). */
+static char user_tile[64];
 
 /*
  * The vulkan backend with `disable` added to the caller's CHIMERA_VULKAN_DISABLE (e.g.
- * coopmat_nv: every path then measured on the KHR matrices) and `tile` as the coopmat tile.
+ * coopmat_nv: every path then measured on the KHR matrices) and `tile` as the coopmat tile
+ * (NULL: the caller's CHIMERA_VULKAN_COOPMAT_TILE, if any).
  */
 static chm_status open_vk(const char *disable, const char *tile, chm_backend **be, chm_err *err) {
     char list[512];
@@ -190,6 +196,7 @@ static chm_status open_vk(const char *disable, const char *tile, chm_backend **b
              disable ? disable : "");
     if (list[0]) setenv("CHIMERA_VULKAN_DISABLE", list, 1);
     else unsetenv("CHIMERA_VULKAN_DISABLE");
+    if (!tile && user_tile[0]) tile = user_tile;
     if (tile) setenv("CHIMERA_VULKAN_COOPMAT_TILE", tile, 1);
     else unsetenv("CHIMERA_VULKAN_COOPMAT_TILE");
     chm_backend_options o = {.device_index = -1, .quiet = true};
@@ -978,6 +985,14 @@ static int profile_training(void) {
 /* ---- main ---- */
 
 /* The command line (see the top of the file); false on an unknown argument. */
+/* The "== summary" block: the check count and every timed row. */
+static void print_summary(const char *device) {
+    printf("\n== summary (vulkan on %s)\n", device);
+    printf("  matmul checks: %d, failed: %d\n", checks, failures);
+    for (int i = 0; i < nrows; i++)
+        printf("  %-46s %10.3f ms  %s\n", rows[i].what, rows[i].ms, rows[i].rate);
+}
+
 static bool parse_args(int argc, char **argv, bool *train, bool *matmul_only, bool *probe_only) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = true;
@@ -987,9 +1002,10 @@ static bool parse_args(int argc, char **argv, bool *train, bool *matmul_only, bo
         else if (!strcmp(argv[i], "--coopmat-probe")) *probe_only = true;
         else if (!strcmp(argv[i], "--attention")) attention_only = true;
         else if (!strcmp(argv[i], "--train-profile")) train_profile = true;
+        else if (!strcmp(argv[i], "--mm-time")) mm_time = true;
         else {
             fprintf(stderr, "usage: %s [--quick] [--emulate] [--no-train] [--matmul] "
-                    "[--coopmat-probe] [--attention] [--train-profile]\n", argv[0]);
+                    "[--coopmat-probe] [--attention] [--train-profile] [--mm-time]\n", argv[0]);
             return false;
         }
     }
@@ -1002,6 +1018,8 @@ int main(int argc, char **argv) {
     if (emulate) setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1);
     const char *ud = getenv("CHIMERA_VULKAN_DISABLE");
     snprintf(user_disable, sizeof user_disable, "%s", ud ? ud : "");
+    const char *ut = getenv("CHIMERA_VULKAN_COOPMAT_TILE");
+    snprintf(user_tile, sizeof user_tile, "%s", ut ? ut : "");
     chm_err err = {0};
     chm_backend *cpu = NULL, *vk = NULL, *plain = NULL;
     if (chm_backend_open("cpu", NULL, &cpu, &err)) {
@@ -1024,6 +1042,14 @@ int main(int argc, char **argv) {
     printf("vk_bench on %s: matmul paths f32 %s, f16 %s, bf16 %s%s\n", device,
            chm_vulkan_matmul_path(vk, CHM_F32), p16 ? p16 : "none",
            p16 ? chm_vulkan_matmul_path(vk, CHM_BF16) : "none", quick ? " (--quick sizes)" : "");
+    if (mm_time) {
+        printf("\n== matmul (default path, no checks)\n");
+        bench_paths(vk, true);
+        chm_backend_close(vk);
+        chm_backend_close(cpu);
+        print_summary(device);
+        return 0;
+    }
     if (train_profile) { /* before open_vk("coopmat") below sets CHIMERA_VULKAN_DISABLE */
         chm_backend_close(vk);
         chm_backend_close(cpu);
@@ -1078,10 +1104,7 @@ int main(int argc, char **argv) {
         printf("\n== training\n");
         bench_training();
     }
-    printf("\n== summary (vulkan on %s)\n", device);
-    printf("  matmul checks: %d, failed: %d\n", checks, failures);
-    for (int i = 0; i < nrows; i++)
-        printf("  %-46s %10.3f ms  %s\n", rows[i].what, rows[i].ms, rows[i].rate);
+    print_summary(device);
     chm_backend_close(cpu);
     return failures ? 1 : 0;
 }

@@ -195,7 +195,7 @@ static mm_push push_make(const chm_tensor *C, const chm_tensor *A, const chm_ten
 typedef struct mm_plan {
     char shader[48];
     uint32_t bm, bn, wg;
-    uint32_t spec[6];
+    uint32_t spec[7];
     int nspec;
     bool scaled, trans_spec;
 } mm_plan;
@@ -403,7 +403,8 @@ static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, 
         if (native) t.fn = vk->caps.cm_bf16_fn; /* the warp tiles hold either (vk_coopmat.c) */
         uint32_t warps = (t.bm / t.wm) * (t.bn / t.wn);
         *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = warps * vk->caps.subgroup_size,
-                        .spec = {t.bm, t.bn, t.bk, t.wm, t.wn, t.fn}, .nspec = 6,
+                        .spec = {t.bm, t.bn, t.bk, t.wm, t.wn, t.fn, vk->caps.cm_ablate},
+                        .nspec = vk->caps.cm_ablate ? 7 : 6,
                         .scaled = dt == CHM_BF16 && !native,
                         .trans_spec = !vk->caps.coopmat_emulated};
         if (native) /* KHR bf16 matrices, also beside NVIDIA's extension (f16's) */

@@ -431,7 +431,7 @@ static chm_status create_device(chm_vk *vk, chm_err *err) {
     bool coopmat = vk->caps.coopmat && !vk->caps.coopmat_emulated;
     /* the emulation converts bf16 -> f16 with f16 arithmetic too */
     bool f16 = vk->caps.coopmat || vk->caps.coopmat2;
-    const char *exts[8];
+    const char *exts[9];
     uint32_t nexts = 0;
     if (vk->caps.push_descriptor) exts[nexts++] = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;
     /* Portability implementations (MoltenVK) must be told that we know they are one. */
@@ -440,6 +440,30 @@ static chm_status create_device(chm_vk *vk, chm_err *err) {
     /* The cooperative-matrix shaders' features, enabled only when they will run. */
     void *head = NULL;
     chm_vk_cm_enable(vk, &cm, &head, exts, &nexts);
+    /* Compiler statistics of each pipeline, when asked for (CHIMERA_VULKAN_PIPELINE_STATS=1) */
+    const char *ps = getenv("CHIMERA_VULKAN_PIPELINE_STATS");
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pef = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+        .pNext = head};
+    if (ps && !strcmp(ps, "1")) {
+        VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR has = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR};
+        VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                        .pNext = &has};
+        bool ext = chm_vk_has_device_ext(vk->pdev,
+                                         VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
+        if (ext) vkGetPhysicalDeviceFeatures2(vk->pdev, &f2);
+        vk->caps.pipeline_stats = ext && has.pipelineExecutableInfo;
+        if (vk->caps.pipeline_stats) {
+            exts[nexts++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
+            pef.pipelineExecutableInfo = VK_TRUE; /* statistics and internal representations */
+            head = &pef;
+        } else {
+            fprintf(stderr, "chimera vulkan: CHIMERA_VULKAN_PIPELINE_STATS=1: %s has no "
+                            "VK_KHR_pipeline_executable_properties; no statistics\n",
+                    vk->props.deviceName);
+        }
+    }
     VkPhysicalDeviceVulkan12Features f12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
         .pNext = head,

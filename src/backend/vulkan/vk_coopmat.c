@@ -115,6 +115,27 @@ static chm_status coopmat_tile_env(chm_vk_cm_tile *t, bool *set, chm_err *err) {
     return CHM_OK;
 }
 
+/*
+ * CHIMERA_VULKAN_COOPMAT_ABLATE: matmul_cm.comp's ABLATE bits (0..127; vk_bench's
+ * diagnostics of what each part of the K loop costs, results wrong under bits 1-8;
+ * 16, 32 and 64 switch off an improvement). Malformed is a config error.
+ */
+static chm_status coopmat_ablate_env(uint32_t *bits, chm_err *err) {
+    const char *s = getenv("CHIMERA_VULKAN_COOPMAT_ABLATE");
+    *bits = 0;
+    if (!s || !*s) return CHM_OK;
+    char *end = NULL;
+    long v = strtol(s, &end, 0);
+    if (*end || v < 0 || v > 127)
+        return CHM_ERR(err, CHM_ERR_CONFIG,
+                       "CHIMERA_VULKAN_COOPMAT_ABLATE=%.40s is not 0..127 (matmul_cm.comp's "
+                       "ABLATE bits; unset it for correct products)", s);
+    *bits = (uint32_t)v;
+    if (v & 15) fprintf(stderr, "chimera vulkan: CHIMERA_VULKAN_COOPMAT_ABLATE=%ld: cooperative-matrix "
+                           "products are WRONG (a diagnostic)\n", v);
+    return CHM_OK;
+}
+
 /* Why the NV cooperative matrices cannot be used (NULL: they can; the shapes are read). */
 static const char *coopmat_nv_missing(chm_vk *vk, const chm_vk_cm_query *q) {
     const chm_vk_caps *c = &vk->caps;
@@ -299,6 +320,7 @@ static chm_status coopmat_decide(chm_vk *vk, const chm_vk_cm_query *q, chm_err *
     bool tile_set = false;
     CHM_TRY(coopmat_bf16_env(err));
     CHM_TRY(coopmat_tile_env(&c->cm_tile, &tile_set, err));
+    CHM_TRY(coopmat_ablate_env(&c->cm_ablate, err));
     char both[256];
     const char *why = coopmat_missing(vk, q, both, sizeof both);
     if (why) {

@@ -253,6 +253,91 @@ void chm_vk_pipelines_destroy(chm_vk *vk) {
 
 /* ---- pipelines ---- */
 
+/* The driver's statistics of a new pipeline (registers, spills...) on stderr, one line. */
+static void pipeline_stats_log(chm_vk *vk, const chm_vk_pipe *q, const char *name) {
+    PFN_vkGetPipelineExecutableStatisticsKHR get = (PFN_vkGetPipelineExecutableStatisticsKHR)
+        vkGetDeviceProcAddr(vk->dev, "vkGetPipelineExecutableStatisticsKHR");
+    if (!get) return;
+    VkPipelineExecutableInfoKHR info = {.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR,
+                                        .pipeline = q->pipeline, .executableIndex = 0};
+    VkPipelineExecutableStatisticKHR st[24];
+    uint32_t n = 24;
+    for (uint32_t i = 0; i < n; i++)
+        st[i] = (VkPipelineExecutableStatisticKHR){
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
+    VkResult r = get(vk->dev, &info, &n, st);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) return;
+    char line[1024];
+    int at = snprintf(line, sizeof line, "chimera vulkan: pipeline %s spec", name);
+    for (int i = 0; i < q->nspec && at < (int)sizeof line; i++)
+        at += snprintf(line + at, sizeof line - (size_t)at, "%s%u", i ? "," : " ", q->spec[i]);
+    for (uint32_t i = 0; i < n && at < (int)sizeof line; i++) {
+        const VkPipelineExecutableStatisticKHR *x = &st[i];
+        at += snprintf(line + at, sizeof line - (size_t)at, "; %s ", x->name);
+        if (at >= (int)sizeof line) break;
+        switch (x->format) {
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+            at += snprintf(line + at, sizeof line - (size_t)at, "%s", x->value.b32 ? "yes" : "no");
+            break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+            at += snprintf(line + at, sizeof line - (size_t)at, "%lld", (long long)x->value.i64);
+            break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+            at += snprintf(line + at, sizeof line - (size_t)at, "%llu",
+                           (unsigned long long)x->value.u64);
+            break;
+        default:
+            at += snprintf(line + at, sizeof line - (size_t)at, "%g", x->value.f64);
+        }
+    }
+    fprintf(stderr, "%s\n", line);
+}
+
+/*
+ * CHIMERA_VULKAN_PIPELINE_DUMP=DIR (with the statistics on): the driver's internal
+ * representations of a new pipeline (what it offers: assembly, IR), one text file each,
+ * DIR/<shader>-<spec constants>-<n>.txt; a line on stderr says what was written.
+ */
+static void pipeline_ir_dump(chm_vk *vk, const chm_vk_pipe *q, const char *name) {
+    const char *dir = getenv("CHIMERA_VULKAN_PIPELINE_DUMP");
+    PFN_vkGetPipelineExecutableInternalRepresentationsKHR get =
+        (PFN_vkGetPipelineExecutableInternalRepresentationsKHR)vkGetDeviceProcAddr(
+            vk->dev, "vkGetPipelineExecutableInternalRepresentationsKHR");
+    if (!dir || !*dir || !get) return;
+    VkPipelineExecutableInfoKHR info = {.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR,
+                                        .pipeline = q->pipeline, .executableIndex = 0};
+    VkPipelineExecutableInternalRepresentationKHR ir[8];
+    uint32_t n = 8;
+    for (uint32_t i = 0; i < n; i++)
+        ir[i] = (VkPipelineExecutableInternalRepresentationKHR){
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INTERNAL_REPRESENTATION_KHR};
+    VkResult r = get(vk->dev, &info, &n, ir); /* first: the sizes */
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) return;
+    if (n == 0) fprintf(stderr, "chimera vulkan: pipeline %s: the driver offers no internal "
+                                "representation\n", name);
+    for (uint32_t i = 0; i < n; i++) ir[i].pData = ir[i].dataSize ? malloc(ir[i].dataSize) : NULL;
+    r = get(vk->dev, &info, &n, ir);
+    char spec[96] = "";
+    int at = 0;
+    for (int i = 0; i < q->nspec && at < (int)sizeof spec; i++)
+        at += snprintf(spec + at, sizeof spec - (size_t)at, "%s%u", i ? "_" : "", q->spec[i]);
+    for (uint32_t i = 0; i < n; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s-%s-%u.txt", dir, name, spec, i);
+        FILE *f = (r == VK_SUCCESS || r == VK_INCOMPLETE) && ir[i].pData ? fopen(path, "w") : NULL;
+        if (f) {
+            fprintf(f, "# %s: %s\n", ir[i].name, ir[i].description);
+            size_t len = ir[i].dataSize;
+            if (ir[i].isText && len && ((char *)ir[i].pData)[len - 1] == 0) len--;
+            fwrite(ir[i].pData, 1, len, f);
+            fclose(f);
+            fprintf(stderr, "chimera vulkan: pipeline %s: %s (%zu bytes) -> %s\n", name,
+                    ir[i].name, ir[i].dataSize, path);
+        }
+        free(ir[i].pData);
+    }
+}
+
 static chm_status pipeline_create(chm_vk *vk, chm_vk_pipe *q) {
     const chm_vk_shader *s = &chm_vk_shaders[q->shader];
     VkShaderModuleCreateInfo mi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
@@ -277,6 +362,12 @@ static chm_status pipeline_create(chm_vk *vk, chm_vk_pipe *q) {
                   .module = mod,
                   .pName = "main",
                   .pSpecializationInfo = &spec},
+        .flags = vk->caps.pipeline_stats
+                     ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR |
+                           (getenv("CHIMERA_VULKAN_PIPELINE_DUMP")
+                                ? VK_PIPELINE_CREATE_CAPTURE_INTERNAL_REPRESENTATIONS_BIT_KHR
+                                : 0)
+                     : 0,
         .layout = vk->pipes.layout[q->nbind]};
     r = vkCreateComputePipelines(vk->dev, vk->pipes.cache, 1, &ci, NULL, &q->pipeline);
     vkDestroyShaderModule(vk->dev, mod, NULL);
@@ -284,6 +375,10 @@ static chm_status pipeline_create(chm_vk *vk, chm_vk_pipe *q) {
         char what[160];
         snprintf(what, sizeof what, "creating the pipeline of shader %s", s->name);
         return chm_vk_fail(vk, r, what);
+    }
+    if (vk->caps.pipeline_stats) {
+        pipeline_stats_log(vk, q, s->name);
+        pipeline_ir_dump(vk, q, s->name);
     }
     vk->pipes.cache_dirty = true;
     vk->stats.pipelines++;
