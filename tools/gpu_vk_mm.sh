@@ -57,6 +57,18 @@ if [ "${MM_DUMP:-0}" = 1 ]; then # the driver's internal representations, if it 
         CHIMERA_VULKAN_COOPMAT_TILE=128x128x32/64x64/16x16 "$B/vk_bench" --mm-time
     ls -la "$LOG/ir" | head -n 20
 fi
+# MM_CASES="name:VAR=v,VAR2=w name2:..." : `vk_bench --mm-time` under those variables (one step
+# each, e.g. t16-mult:CHIMERA_VULKAN_COOPMAT_TILE=128x128x32/64x64/16x16,CHIMERA_VULKAN_COOPMAT_ABLATE=7)
+for c in ${MM_CASES:-}; do
+    IFS=, read -r -a vars <<<"${c#*:}"
+    rm -rf "$XDG_CACHE_HOME"
+    step "case-${c%%:*}" 60 env "${vars[@]}" "$B/vk_bench" --mm-time
+done
+# MM_1B_CASES: the same for chimera-1b's step
+for c in ${MM_1B_CASES:-}; do
+    IFS=, read -r -a vars <<<"${c#*:}"
+    step "1b-case-${c%%:*}" 120 env "${vars[@]}" "$B/chimera" "${VP[@]}"
+done
 for ab in ${MM_ABLATE-0 1 3 5 7 8 4}; do
     rm -rf "$XDG_CACHE_HOME"
     step "ablate-$ab" 60 env CHIMERA_VULKAN_COOPMAT_ABLATE=$ab "$B/vk_bench" --mm-time
@@ -68,10 +80,11 @@ done
 echo
 echo "== summary ($(head -n 1 "$LOG/card.txt"))"
 printf '%s\n' "${STEPS[@]}"
-for f in "$LOG"/*-1b-*.txt; do
+for f in "$LOG"/*-1b-*.txt "$LOG"/1b-case-*.txt; do
     [ -f "$f" ] && echo "$(basename "$f" .txt): $(grep -h -E "bf16 \(cooperative" "$f" | tail -n 1)"
 done
-for f in "$LOG"/base-mm-*.txt "$LOG"/new-mm-*.txt "$LOG"/ablate-*.txt "$LOG"/tile-*.txt; do
+for f in "$LOG"/base-mm-*.txt "$LOG"/new-mm-*.txt "$LOG"/case-*.txt "$LOG"/ablate-*.txt \
+    "$LOG"/tile-*.txt; do
     [ -f "$f" ] || continue
     echo "$(basename "$f" .txt):"
     grep -h "pipeline matmul_cm" "$f" | sort -u | sed 's/^chimera vulkan: /    /' | cut -c1-240

@@ -274,18 +274,22 @@ static chm_status coopmat_tile_pick(chm_vk *vk, bool tile_set, chm_err *err) {
 
 /*
  * bf16 products on bf16 matrices as stored (caps.coopmat_bf16_native, no
- * scaling pass), when CHIMERA_VULKAN_COOPMAT_BF16=native asks for them:
- * matmul_cm.comp's KHR bf16 variants where VK_KHR_shader_bfloat16 gives
- * cooperative matrices of bf16 (in the tile's fragment shape, else the
- * other), or emulated (tests). Not the default: on the H100 (session 9) they
- * ran 4096^3 A B^T at 143.5 TFLOP/s against 190.5 for the scaled operands on
- * KHR f16 matrices, scaling passes included (its bf16 matrices seem to be
- * 16x16 only; 16x16 f16 fragments ran 137.7 against 207.7 for 16x8).
+ * scaling pass): matmul_cm.comp's KHR bf16 variants where
+ * VK_KHR_shader_bfloat16 gives cooperative matrices of bf16 (in the tile's
+ * fragment shape, else the other). The default there (CHIMERA_VULKAN_COOPMAT_BF16
+ * unset or 1; "scaled" keeps the scaled f16 operands): on the H100 (session
+ * 10, after the conflict-free staging made its 16x16 fragments as fast as
+ * 16x8) bf16 4096^3 A B^T ran 0.538 ms against 0.666 scaled, and chimera-1b
+ * 32,961 tokens/s against 26.6k (the scaling passes were ~80 ms a step).
+ * Emulated (tests) only when CHIMERA_VULKAN_COOPMAT_BF16=native asks, so that
+ * lavapipe's default still runs the scaled path.
  */
 static void coopmat_bf16_native_decide(chm_vk *vk, const chm_vk_cm_query *q) {
     chm_vk_caps *c = &vk->caps;
     const char *bf = getenv("CHIMERA_VULKAN_COOPMAT_BF16");
-    if (!c->coopmat || !c->coopmat_bf16 || !bf || strcmp(bf, "native") != 0) return;
+    bool asked = bf && !strcmp(bf, "native");
+    bool by_default = (!bf || !strcmp(bf, "1")) && !c->coopmat_emulated;
+    if (!c->coopmat || !c->coopmat_bf16 || !(asked || by_default)) return;
     c->cm_bf16_fn = c->cm_tile.fn;
     if (c->coopmat_emulated) {
         c->coopmat_bf16_native = true;
@@ -310,8 +314,9 @@ static chm_status coopmat_bf16_env(chm_err *err) {
         !strcmp(bf, "scaled"))
         return CHM_OK;
     return CHM_ERR(err, CHM_ERR_CONFIG, "CHIMERA_VULKAN_COOPMAT_BF16=%.40s is not 0 (bf16 "
-                   "matmuls on the plain path), 1 (default), native (on bf16 matrices) or "
-                   "scaled (never on bf16 matrices)", bf);
+                   "matmuls on the plain path), 1 (default: on bf16 matrices where the device "
+                   "has them, else scaled), native (the same, emulated too) or scaled (never "
+                   "on bf16 matrices)", bf);
 }
 
 /* Decide the cooperative-matrix path (caps.coopmat, or caps.coopmat_why says why not). */
