@@ -72,11 +72,11 @@
  * uses it only when asked to (CHIMERA_VULKAN_COOPMAT_EMULATE=1, tests).
  * Spec constants: 0 workgroup size = warps * subgroup size, 1 subgroup size,
  * 2 BM, 3 BN, 4 BK + 256 trans_a + 512 trans_b, 5 WM, 6 WN, 7 FRAG_N (16 or
- * 8), 8 ABLATE (diagnostics, below). matmul.c checks the limits: WM a
- * multiple of 16 (at most FMAX fragments), WN a multiple of FRAG_N (at most
- * NMAX fragments), BK a multiple of 16 up to 64, each operand slice at most LMAX uvec4 words per
- * invocation, both stages in shared memory, and the warps' epilogue
- * scratch inside them.
+ * 8), 8 ABLATE (diagnostics, below), 9 KSPLIT (below). matmul.c checks the
+ * limits: WM a multiple of 16 (at most FMAX fragments), WN a multiple of
+ * FRAG_N (at most NMAX fragments), BK a multiple of 16 up to 64, each operand
+ * slice at most LMAX uvec4 words per invocation, both stages in shared
+ * memory, and the warps' epilogue scratch inside them.
  */
 #version 450
 #extension GL_EXT_control_flow_attributes : require
@@ -119,6 +119,16 @@ layout(constant_id = 7) const uint FRAG_N = 16;
  * 64 tiles in row order (no groups of 16 tile rows).
  */
 layout(constant_id = 8) const uint ABLATE = 0;
+/*
+ * K split (not GROUPED): KSPLIT > 1 workgroups share each tile, split s summing
+ * terms [s*KPER, s*KPER + KPER) (KPER = K/KSPLIT rounded up to BK), and writes
+ * its f32 sums, unscaled, to binding 3 as part [KSPLIT, M, N] (no alpha, beta,
+ * bias: matmul_splitk.comp's _sum adds the splits in order and applies them).
+ * For products with too few tiles to fill the GPU (chimera-1b's weight
+ * gradients: 64-176 tiles, K = 16384): matmul.c decides.
+ */
+layout(constant_id = 9) const uint KSPLIT = 1;
+uint split_ix; /* this workgroup's split (main) */
 /* Literal bounds for register arrays (spec-constant-sized ones may be kept in local memory). */
 #ifdef CM_EMULATE
 /* Emulated accumulators are large: fewer, and loops left rolled, keep lavapipe's compile short. */
@@ -145,6 +155,7 @@ layout(binding = 2) readonly buffer Bias { uint16_t bias[]; };
 #endif
 layout(binding = 3) buffer C_ { uint16_t c[]; };
 layout(binding = 3) buffer C4_ { uvec4 c4[]; };
+layout(binding = 3) buffer CF_ { float cf[]; }; /* KSPLIT > 1: the partial sums */
 #ifdef CM_SCALED
 /* cm_scale.comp's exponents: ea[batch of A][M], then eb[batch of B][N] */
 layout(binding = 4) readonly buffer Exps { int exps[]; };
@@ -378,6 +389,17 @@ float epilogue_value(float v, int e, uint ci, uint n) {
  * 8-aligned in C, else element by element inside the bounds.
  */
 void epilogue_store8(uint sw, uint ci, uint bat, uint m, uint n) {
+    if (KSPLIT > 1u) { /* f32 partial sums, 2^e applied (exact) for the scaled operands */
+        uint pi = p.off[3] + (split_ix * p.M + m) * p.N + n;
+        UNROLL for (uint e = 0u; e < 8u; e++) {
+            float v = uintBitsToFloat(S[sw + e / 4u][e % 4u]);
+#ifdef CM_SCALED
+            v = unscale(v, scale_of(bat, m, n + e));
+#endif
+            if (m < p.M && n + e < p.N) cf[pi + e] = v;
+        }
+        return;
+    }
     bool whole = m < p.M && n + 8u <= p.N && ci % 8u == 0u;
     uint h[8];
     UNROLL for (uint e = 0u; e < 8u; e++) {
@@ -421,6 +443,12 @@ void epilogue_piece(uint q, uint scratch, uint cbase, uint bat, uint fm, uint fn
 
 void main() {
     uint tiles = p.tiles_m * p.tiles_n, g = chm_group();
+    split_ix = 0u;
+    if (KSPLIT > 1u) {
+        uint per = p.batch * tiles;
+        split_ix = g / per;
+        g -= split_ix * per;
+    }
     uint bat = g / tiles, t = g % tiles;
     if (bat >= p.batch) return; /* whole workgroups only */
     /*
@@ -461,13 +489,19 @@ void main() {
 
     uint abase = p.off[0] + bat * p.sa, bbase = p.off[1] + bat * p.sb;
     uint kend = m0 < mlive ? klive : 0u; /* a tile of dead rows skips the product */
-    uint nslices = (kend + BK - 1u) / BK;
+    uint kbeg = 0u;
+    if (KSPLIT > 1u) { /* this split's terms (none past K: zero sums) */
+        uint kper = (p.K + KSPLIT * BK - 1u) / (KSPLIT * BK) * BK;
+        kbeg = min(split_ix * kper, kend);
+        kend = min(kbeg + kper, kend);
+    }
+    uint nslices = (kend - kbeg + BK - 1u) / BK;
     uvec4 ra[LMAX], rb[LMAX]; /* the next slice, in flight */
     slice sa_, sb_;
 /* The slices of step ks (k0 = ks*BK) of A and B. */
 #define MAKE_SLICES(ks)                                                                  \
     {                                                                                    \
-        uint k0 = (ks) * BK;                                                             \
+        uint k0 = kbeg + (ks) * BK;                                                      \
         sa_ = ta ? slice_make(abase, p.lda, k0, m0, BK, BM, klive, mlive, false)         \
                  : slice_make(abase, p.lda, m0, k0, BM, BK, mlive, klive, true);         \
         sb_ = tb ? slice_make(bbase, p.ldb, n0, k0, BN, BK, p.N, klive, true)            \

@@ -296,6 +296,32 @@ Test(vulkan_coopmat, tile_groups_of_tall_products) {
     ctx_close(&x);
 }
 
+/*
+ * Products with few tiles and a deep sum run split over K (matmul_cm.comp's
+ * KSPLIT: several workgroups a tile, f32 partial sums, then matmul_splitk.comp's
+ * sum with alpha and beta): every transpose, f16 and bf16 (scaled, then on bf16
+ * matrices), K not a multiple of the splits' lengths; both dims over 256, so
+ * that the thin products' split (matmul_splitk.comp alone) does not take them.
+ */
+Test(vulkan_coopmat, few_tiles_split_over_k) {
+    real_or_emulated();
+    unsetenv("CHIMERA_VULKAN_COOPMAT_BF16");
+    ctx x = ctx_open();
+    say_path(&x, CHM_F16, "ksplit");
+    for (int t = 0; t < 4; t++) {
+        mm_case c = {.M = 264, .K = 2100, .N = 260, .ta = t & 1, .tb = (t >> 1) & 1,
+                     .alpha = 0.5, .beta = 0.75};
+        check_case(&x, CHM_F16, &c, NULL, 800 + t);
+        if (t == 0) check_case(&x, CHM_BF16, &c, NULL, 810 + t);
+    }
+    ctx_close(&x);
+    setenv("CHIMERA_VULKAN_COOPMAT_BF16", "native", 1);
+    x = ctx_open();
+    mm_case c = {.M = 260, .K = 2100, .N = 264, .ta = true, .alpha = 1, .beta = 0};
+    check_case(&x, CHM_BF16, &c, NULL, 820);
+    ctx_close(&x);
+}
+
 /* Whole aligned slices (word loads) and the same shapes from unaligned views (element gathers). */
 Test(vulkan_coopmat, aligned_and_unaligned_operands) {
     ctx x = ctx_open();

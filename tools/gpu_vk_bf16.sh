@@ -28,10 +28,12 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee "$LO
 VP=(plan --config training_dolma --set train.grad_accum=1 --steps 4)
 SC=CHIMERA_VULKAN_COOPMAT_BF16=scaled
 step info 60 "$B/chimera" info
-for r in 1 2; do
+for r in 1 2; do # SCALED=0: without the scaled-operand runs
     step "1b-new-$r" 120 "$B/chimera" "${VP[@]}" --backend vulkan
-    step "1b-scaled-$r" 120 env $SC "$B/chimera" "${VP[@]}" --backend vulkan
-    if [ -x "$B/chimera_base" ] && [ "$r" = 1 ]; then
+    if [ "${SCALED:-1}" = 1 ]; then
+        step "1b-scaled-$r" 120 env $SC "$B/chimera" "${VP[@]}" --backend vulkan
+    fi
+    if [ -x "$B/chimera_base" ]; then
         step "1b-base-$r" 120 "$B/chimera_base" "${VP[@]}" --backend vulkan
     fi
 done
@@ -55,8 +57,8 @@ grep -h -o "cooperative matrices [A-Z]* 16x[0-9]*x16[^)]*)" "$LOG/info.txt" | he
 for t in coopmat lowp attention; do echo "$t: $(grep -h "Synthesis" "$LOG/$t.txt" 2>/dev/null)"; done
 for t in tiny tiny-scaled; do echo "$t: $(grep -h -E "^step 30/" "$LOG/$t.txt" | tail -n 1)"; done
 for f in "$LOG"/1b-*.txt; do
-    echo "$(basename "$f" .txt): $(grep -h -E "tokens/s" "$f" | grep -v "^step" | tail -n 1)"
+    echo "$(basename "$f" .txt): $(grep -h -E "tokens/s" "$f" | grep -v -E "^step|f32" | tail -n 1)"
 done
 grep -h -E "matmul checks|FAIL" "$LOG/bench.txt" 2>/dev/null | head -n 5
-grep -h -E "TFLOP/s" "$LOG/bench.txt" 2>/dev/null | grep -v plain | tail -n 12
+grep -h -E "TFLOP/s" "$LOG/bench.txt" 2>/dev/null | grep -v plain | grep " 1b " | tail -n 16
 sed -n '/^profile of/,/^plan:/p' "$LOG/1b-profile.txt" | head -n 14

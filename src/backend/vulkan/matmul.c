@@ -196,16 +196,17 @@ static mm_push push_make(const chm_tensor *C, const chm_tensor *A, const chm_ten
 typedef struct mm_plan {
     char shader[48];
     uint32_t bm, bn, wg;
-    uint32_t spec[7];
+    uint32_t spec[8];
     int nspec;
     bool scaled, trans_spec;
+    uint32_t ksplit; /* matmul_cm.comp's KSPLIT (workgroups per tile, over K); 0 or 1: none */
 } mm_plan;
 
 /* Record the dispatch; third binding is bias (plain) or counts (grouped); exps: scaled bf16. */
 static chm_status mm_run(chm_vk *vk, const mm_plan *pl, const chm_tensor *C, const chm_tensor *A,
                          const chm_tensor *B, const chm_tensor *third, const chm_tensor *exps,
                          mm_push *pc) {
-    uint64_t groups = (uint64_t)pc->batch * pc->tiles_m * pc->tiles_n;
+    uint64_t groups = (uint64_t)pc->batch * pc->tiles_m * pc->tiles_n * (pl->ksplit ? pl->ksplit : 1);
     if (groups > UINT32_MAX)
         return CHM_ERR(&vk->be->err, CHM_ERR_UNSUPPORTED,
                        "%s: %llu tiles are more than one dispatch holds; split the batch",
@@ -484,14 +485,15 @@ static chm_status splitk_part(chm_vk *vk, const chm_tensor *C, const chm_tensor 
     return chm_vk_run(vk, &d);
 }
 
-/* C = alpha * (the slices of part summed in order) + beta*C. */
+/* C = alpha * (the slices of part summed in order) + beta*C; part [slices, M, N] when small_m,
+   else [slices, N, M]. */
 static chm_status splitk_sum(chm_vk *vk, const chm_tensor *C, const chm_tensor *part,
-                             uint32_t slices, double alpha, double beta) {
+                             uint32_t slices, double alpha, double beta, bool small_m) {
     uint32_t M = (uint32_t)C->shape[0], N = (uint32_t)C->shape[1];
     struct {
         uint32_t M, N, slices, small_m, beta0;
         float alpha, beta;
-    } pc = {M, N, slices, M <= N, beta == 0, (float)alpha, (float)beta};
+    } pc = {M, N, slices, small_m, beta == 0, (float)alpha, (float)beta};
     char name[48];
     chm_vk_dispatch d = {
         .shader = chm_vk_variant_dt(vk, "matmul_splitk_sum", C->dtype, false, name, sizeof name),
@@ -517,7 +519,56 @@ static chm_status matmul_splitk(chm_vk *vk, const chm_tensor *C, const chm_tenso
     CHM_TRY(chm_vk_scratch(vk->be, CHM_F32, slices * small * large, &part));
     chm_status rc =
         splitk_part(vk, C, A, B, trans_a, trans_b, &part, (uint32_t)ks, (uint32_t)slices, tiles);
-    if (!rc) rc = splitk_sum(vk, C, &part, (uint32_t)slices, alpha, beta);
+    if (!rc) rc = splitk_sum(vk, C, &part, (uint32_t)slices, alpha, beta, M <= N);
+    chm_vk_scratch_free(vk->be, &part);
+    return rc;
+}
+
+/* ---- K split of cooperative-matrix products with few tiles (matmul_cm.comp's KSPLIT) ---- */
+
+/* Terms of K a split sums at least, and the most splits. */
+#define KS_MIN_TERMS 1024
+#define KS_MAX 8
+
+/*
+ * How many splits of K a cooperative-matrix product C [M,N] (one batch entry, no
+ * bias) takes: with fewer tiles than the workgroups that run at once, the S of
+ * 1..KS_MAX whose waves, ceil(tiles S / slots) of work 1/S each, take least time
+ * (ties: the fewest), each split summing at least KS_MIN_TERMS terms. chimera-1b's
+ * weight gradients on an H100 (264 slots): 128 tiles -> 2, 176 -> 3, 64 -> 4.
+ * CHIMERA_VULKAN_DISABLE=splitk turns it off with the thin products' split.
+ */
+static uint32_t ksplit_count(const chm_vk *vk, const mm_plan *pl, const mm_push *pc,
+                             const chm_tensor *C, const chm_tensor *bias) {
+    if (pl->nspec < 6 || strstr(pl->shader, "_cm_") == NULL || strstr(pl->shader, "grouped") ||
+        bias || C->ndim != 2 || pc->batch != 1 || !vk->caps.splitk)
+        return 1;
+    uint64_t tiles = (uint64_t)pc->tiles_m * pc->tiles_n, slots = vk->caps.wg_slots;
+    if (slots == 0 || tiles >= slots) return 1;
+    uint32_t best = 1;
+    double best_t = 1.0;
+    for (uint32_t s = 2; s <= KS_MAX && (uint64_t)s * KS_MIN_TERMS <= pc->K; s++) {
+        double t = (double)((tiles * s + slots - 1) / slots) / s;
+        if (t < best_t - 1e-9) best = s, best_t = t;
+    }
+    return best;
+}
+
+/* C = alpha op(A) op(B) + beta C as S splits of K into an f32 scratch, then their sum. */
+static chm_status mm_run_ksplit(chm_vk *vk, const mm_plan *pl, const chm_tensor *C,
+                                const chm_tensor *A, const chm_tensor *B, const mm_push *pc,
+                                uint32_t S, double alpha, double beta) {
+    chm_tensor part;
+    CHM_TRY(chm_vk_scratch(vk->be, CHM_F32, (int64_t)S * pc->M * pc->N, &part));
+    mm_plan sp = *pl;
+    sp.spec[6] = vk->caps.cm_ablate;
+    sp.spec[7] = S;
+    sp.nspec = 8;
+    sp.ksplit = S;
+    mm_push q = *pc;
+    q.alpha = 1.0f, q.beta = 0.0f, q.flags |= MM_BETA0;
+    chm_status rc = mm_dispatch(vk, &sp, &part, A, B, NULL, false, &q);
+    if (!rc) rc = splitk_sum(vk, C, &part, S, alpha, beta, true);
     chm_vk_scratch_free(vk->be, &part);
     return rc;
 }
@@ -531,6 +582,8 @@ chm_status chm_vk_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor 
     mm_plan pl;
     CHM_TRY(mm_plan_make(vk, "matmul", C, trans_a ? rows_of(A) : cols_of(A), false, &pl));
     mm_push pc = push_make(C, A, B, trans_a, trans_b, alpha, beta, plan_tile(&pl));
+    uint32_t S = ksplit_count(vk, &pl, &pc, C, bias);
+    if (S > 1) return mm_run_ksplit(vk, &pl, C, A, B, &pc, S, alpha, beta);
     if (bias) pc.flags |= MM_BIAS;
     return mm_dispatch(vk, &pl, C, A, B, bias, false, &pc);
 }

@@ -372,6 +372,18 @@ static void read_caps(chm_vk *vk, bool *f16_storage, chm_vk_cm_query *cm) {
                          !chm_vk_disabled("push_descriptor");
     c->pipeline_cache = !chm_vk_disabled("pipeline_cache");
     c->splitk = !chm_vk_disabled("splitk");
+    /* Workgroups of the cooperative-matrix tile at once: 2 an SM on NVIDIA (its registers
+       allow two), where VK_NV_shader_sm_builtins counts the SMs; else a guess (matmul.c's
+       K split of products with fewer tiles) */
+    c->wg_slots = 256;
+    if (chm_vk_has_device_ext(vk->pdev, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME)) {
+        VkPhysicalDeviceShaderSMBuiltinsPropertiesNV sm = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV};
+        VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                                          .pNext = &sm};
+        vkGetPhysicalDeviceProperties2(vk->pdev, &p2);
+        if (sm.shaderSMCount) c->wg_slots = 2 * sm.shaderSMCount;
+    }
     c->timestamp_ns = l->timestampPeriod;
     if (l->timestampPeriod <= 0) c->timestamps = false;
     memcpy(c->max_groups, l->maxComputeWorkGroupCount, sizeof c->max_groups);
