@@ -51,7 +51,7 @@
  *    a quick A/B of the cooperative-matrix kernel.
  * --train-profile: only a per-shader profile of chimera-1b's bf16 step at
  *    micro batch 8 (every dispatch timed, CHIMERA_VULKAN_PROFILE's table).
- * Times come from device events (median of repeats after warm-up). Ends
+ * Times come from device events (matmuls: the median of three back-to-back runs). Ends
  * with an "== summary" block. --quick shrinks every size (lavapipe);
  * --emulate runs the cooperative-matrix shader emulated where the device
  * lacks it (CHIMERA_VULKAN_COOPMAT_EMULATE=1: tests the program itself);
@@ -320,26 +320,33 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Median ms of `reps` matmuls C = op(A) op(B) after 2 warm-up runs, timed with device events. */
+/*
+ * Ms per matmul C = op(A) op(B) after 2 warm-up runs: `reps` of them recorded back to back
+ * between two device events, three times, the median of the three. (Events around each
+ * call also counted the device's idle time while the host recorded the next call, e.g. the
+ * scratch of the bf16 scaling passes: 2.5-4x too slow at times on the H100, session 10.)
+ */
 static double time_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                           const chm_tensor *B, bool ta, bool tb, int reps) {
     chm_event *e0, *e1;
-    double ms[32];
-    if (reps > 32) reps = 32;
+    double ms[3];
     if (chm_event_create(be, &e0) || chm_event_create(be, &e1)) die(be, "events");
     for (int i = 0; i < 2; i++)
         if (chm_matmul(be, C, A, B, NULL, ta, tb, 1, 0)) die(be, "matmul");
-    for (int i = 0; i < reps; i++) {
+    for (int r = 0; r < 3; r++) {
+        if (chm_sync(be)) die(be, "matmul");
         chm_event_record(be, e0);
-        chm_matmul(be, C, A, B, NULL, ta, tb, 1, 0);
+        for (int i = 0; i < reps; i++)
+            if (chm_matmul(be, C, A, B, NULL, ta, tb, 1, 0)) die(be, "matmul");
         chm_event_record(be, e1);
-        if (chm_event_elapsed_ms(be, e0, e1, &ms[i])) die(be, "event timing");
+        if (chm_event_elapsed_ms(be, e0, e1, &ms[r])) die(be, "event timing");
+        ms[r] /= reps;
     }
     if (chm_sync(be)) die(be, "matmul");
     chm_event_destroy(be, e0);
     chm_event_destroy(be, e1);
-    qsort(ms, (size_t)reps, sizeof ms[0], cmp_double);
-    return ms[reps / 2];
+    qsort(ms, 3, sizeof ms[0], cmp_double);
+    return ms[1];
 }
 
 /* TFLOP/s of one M x K x N product op(A) op(B) in dt on be; adds a summary row. */
