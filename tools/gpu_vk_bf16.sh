@@ -9,21 +9,10 @@
 #   GPU_OUT=.gpu tools/gpu_pack.sh   # on the build machine; then carry .gpu and .gl
 set -uo pipefail
 cd "$(dirname "$0")/.."
-G=$PWD/.gpu
-B=$G/bin
-LOG=/tmp/gpu_vk_bf16
-rm -rf "$LOG" && mkdir -p "$LOG"
-pack_logs() { [ -n "${OUT:-}" ] && tar czf "$OUT/gpu_vk_bf16_logs.tgz" -C "$LOG" . 2>/dev/null; }
-trap pack_logs EXIT
-export LD_LIBRARY_PATH="$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-if command -v nvidia-smi >/dev/null && ls .gl/*.deb >/dev/null 2>&1; then
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
+source tools/gpu_steps.sh
+gpu_vulkan_setup gpu_vk_bf16
 STEP_TAIL=3
 step_done() { pack_logs; }
-source tools/gpu_steps.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee "$LOG/card.txt"
 VP=(plan --config training_dolma --set train.grad_accum=1 --steps 4)
 SC=CHIMERA_VULKAN_COOPMAT_BF16=scaled

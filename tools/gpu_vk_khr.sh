@@ -15,21 +15,10 @@
 # Same binary, same lease: the comparisons RESULTS.md reports. A table ends it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-G=$PWD/.gpu
-B=$G/bin
-LOG=/tmp/gpu_vk_khr
-rm -rf "$LOG" && mkdir -p "$LOG"
-pack_logs() { [ -n "${OUT:-}" ] && tar czf "$OUT/gpu_vk_khr_logs.tgz" -C "$LOG" . 2>/dev/null; }
-trap pack_logs EXIT
-export LD_LIBRARY_PATH="$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-if command -v nvidia-smi >/dev/null && ls .gl/*.deb >/dev/null 2>&1; then
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
+source tools/gpu_steps.sh
+gpu_vulkan_setup gpu_vk_khr
 STEP_TAIL=15
 step_done() { pack_logs; }
-source tools/gpu_steps.sh
 
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee "$LOG/card.txt"
 NV=coopmat_khr # CHIMERA_VULKAN_DISABLE for the NV flavour

@@ -11,21 +11,10 @@
 #   bash tools/gpu_vk_mm.sh            # on the GPU machine (carry .gpu and .gl)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-G=$PWD/.gpu
-B=$G/bin
-LOG=/tmp/gpu_vk_mm
-rm -rf "$LOG" && mkdir -p "$LOG"
-pack_logs() { [ -n "${OUT:-}" ] && tar czf "$OUT/gpu_vk_mm_logs.tgz" -C "$LOG" . 2>/dev/null; }
-trap pack_logs EXIT
-export LD_LIBRARY_PATH="$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-if command -v nvidia-smi >/dev/null && ls .gl/*.deb >/dev/null 2>&1; then
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
+source tools/gpu_steps.sh
+gpu_vulkan_setup gpu_vk_mm
 STEP_TAIL=4
 step_done() { pack_logs; }
-source tools/gpu_steps.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee "$LOG/card.txt"
 export CHIMERA_VULKAN_PIPELINE_STATS=1
 export XDG_CACHE_HOME=/tmp/gpu_vk_mm_cache # a fresh pipeline cache: statistics of compiled pipelines
