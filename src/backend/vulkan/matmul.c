@@ -199,6 +199,7 @@ typedef struct mm_plan {
     uint32_t spec[8];
     int nspec;
     bool scaled, trans_spec;
+    bool cm;         /* matmul_cm.comp (any flavour, emulated too) */
     uint32_t ksplit; /* matmul_cm.comp's KSPLIT (workgroups per tile, over K); 0 or 1: none */
 } mm_plan;
 
@@ -408,7 +409,7 @@ static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, 
                         .spec = {t.bm, t.bn, t.bk, t.wm, t.wn, t.fn, vk->caps.cm_ablate},
                         .nspec = vk->caps.cm_ablate ? 7 : 6,
                         .scaled = dt == CHM_BF16 && !native,
-                        .trans_spec = !vk->caps.coopmat_emulated};
+                        .trans_spec = !vk->caps.coopmat_emulated, .cm = true};
         if (native) /* KHR bf16 matrices, also beside NVIDIA's extension (f16's) */
             snprintf(pl->shader, sizeof pl->shader, "%s_cm_%s_bf16n", base,
                      vk->caps.coopmat_emulated ? "emu" : "khr");
@@ -540,8 +541,7 @@ static chm_status matmul_splitk(chm_vk *vk, const chm_tensor *C, const chm_tenso
  */
 static uint32_t ksplit_count(const chm_vk *vk, const mm_plan *pl, const mm_push *pc,
                              const chm_tensor *C, const chm_tensor *bias) {
-    if (pl->nspec < 6 || strstr(pl->shader, "_cm_") == NULL || strstr(pl->shader, "grouped") ||
-        bias || C->ndim != 2 || pc->batch != 1 || !vk->caps.splitk)
+    if (!pl->cm || bias || C->ndim != 2 || pc->batch != 1 || !vk->caps.splitk)
         return 1;
     uint64_t tiles = (uint64_t)pc->tiles_m * pc->tiles_n, slots = vk->caps.wg_slots;
     if (slots == 0 || tiles >= slots) return 1;
