@@ -4,7 +4,7 @@
  * tools/gpu_pack.sh builds and tools/gpu_check.sh runs on the GPU machine.
  *
  *   vk_bench [--quick] [--emulate] [--no-train] [--matmul] [--coopmat-probe]
- *            [--attention] [--train-profile] [--mm-time]
+ *            [--attention] [--train-profile] [--mm-time] [--mm-odd]
  *
  * 1. check: f32 (plain), f16 and bf16 (cooperative matrices where the device
  *    has them, bf16 scaled into f16's range, and the plain 16-bit path behind
@@ -49,6 +49,8 @@
  * --mm-time: only section 2's f16 and bf16 timings on the default path (no
  *    checks, no sweep): with CHIMERA_VULKAN_COOPMAT_ABLATE or a tile variable,
  *    a quick A/B of the cooperative-matrix kernel.
+ * --mm-odd: only chimera-1b's small bf16 products (bench_odd_shapes), on the
+ *    default path: thin weight gradients, K of 1 to 96, identity transposes.
  * --train-profile: only a per-shader profile of chimera-1b's bf16 step at
  *    micro batch 8 (every dispatch timed, CHIMERA_VULKAN_PROFILE's table).
  * Times come from device events (matmuls: the median of three back-to-back runs). Ends
@@ -79,7 +81,7 @@
 
 /* ---- small helpers ---- */
 
-static bool quick, emulate, attention_only, train_profile, mm_time;
+static bool quick, emulate, attention_only, train_profile, mm_time, mm_odd;
 static int checks, failures;
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -327,17 +329,17 @@ static int cmp_double(const void *a, const void *b) {
  * scratch of the bf16 scaling passes: 2.5-4x too slow at times on the H100, session 10.)
  */
 static double time_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
-                          const chm_tensor *B, bool ta, bool tb, int reps) {
+                          const chm_tensor *B, bool ta, bool tb, double beta, int reps) {
     chm_event *e0, *e1;
     double ms[3];
     if (chm_event_create(be, &e0) || chm_event_create(be, &e1)) die(be, "events");
     for (int i = 0; i < 2; i++)
-        if (chm_matmul(be, C, A, B, NULL, ta, tb, 1, 0)) die(be, "matmul");
+        if (chm_matmul(be, C, A, B, NULL, ta, tb, 1, beta)) die(be, "matmul");
     for (int r = 0; r < 3; r++) {
         if (chm_sync(be)) die(be, "matmul");
         chm_event_record(be, e0);
         for (int i = 0; i < reps; i++)
-            if (chm_matmul(be, C, A, B, NULL, ta, tb, 1, 0)) die(be, "matmul");
+            if (chm_matmul(be, C, A, B, NULL, ta, tb, 1, beta)) die(be, "matmul");
         chm_event_record(be, e1);
         if (chm_event_elapsed_ms(be, e0, e1, &ms[r])) die(be, "event timing");
         ms[r] /= reps;
@@ -357,7 +359,7 @@ static double bench_form(chm_backend *be, const char *label, chm_dtype dt, int64
     chm_tensor C = alloc_tensor(be, dt, 2, sc);
     fill_random(be, &A, -1, 1);
     fill_random(be, &B, -1, 1);
-    double ms = time_matmul(be, &C, &A, &B, ta, tb, quick ? 3 : 10);
+    double ms = time_matmul(be, &C, &A, &B, ta, tb, 0.0, quick ? 3 : 10);
     double tflops = 2.0 * (double)M * (double)K * (double)N / (ms * 1e9);
     static const char *const forms[] = {"(A B)", "(A^T B)", "(A B^T)", "(A^T B^T)"};
     char what[88];
@@ -431,6 +433,52 @@ static void bench_1b_shapes(const char *disable) {
                        shapes_1b[i].N / div, shapes_1b[i].ta, shapes_1b[i].tb);
     }
     chm_backend_close(vk);
+}
+
+/*
+ * chimera-1b's small products (--mm-odd; profile labels M x N x K): the Mamba mixer's x_proj
+ * (N or M = dt_rank + 2 d_state = 96), dt_proj (K or N = dt_rank = 64), their weight
+ * gradients (K = 16384 tokens, accumulated: beta 1), the identity transposes of Bm/Cm, and
+ * the routers' input gradients (K = 8 experts, K = 1). Most are bound by writing C: each row
+ * prints the time of its bytes (A, B and C read where beta is 1, C written) at 3.0 TB/s.
+ */
+static const struct {
+    int64_t M, N, K;
+    bool ta, tb;
+    double beta;
+} shapes_odd[] = {
+    {96, 2048, 16384, false, false, 1},  {2048, 64, 16384, true, true, 1},
+    {16384, 2048, 96, true, false, 1},   {16384, 96, 2048, false, true, 0},
+    {16384, 2048, 64, true, true, 0},    {64, 16384, 2048, true, true, 0},
+    {96, 16384, 96, false, true, 0},     {16384, 1024, 8, false, false, 0},
+    {16384, 1024, 1, false, false, 0},   {16384, 16, 16, true, false, 0},
+    {16384, 2048, 1024, false, true, 0}, {2048, 1024, 16384, true, false, 1},
+};
+
+static void bench_odd_shapes(chm_backend *vk) {
+    int64_t div = quick ? 32 : 1;
+    for (int i = 0; i < (int)(sizeof shapes_odd / sizeof *shapes_odd); i++) {
+        int64_t M = shapes_odd[i].M, N = shapes_odd[i].N, K = shapes_odd[i].K;
+        bool ta = shapes_odd[i].ta, tb = shapes_odd[i].tb;
+        if (M > 1024) M /= div;
+        if (N > 1024) N /= div;
+        if (K > 1024) K /= div;
+        int64_t sa[2] = {ta ? K : M, ta ? M : K}, sb[2] = {tb ? N : K, tb ? K : N};
+        int64_t sc[2] = {M, N};
+        chm_tensor A = alloc_tensor(vk, CHM_BF16, 2, sa), B = alloc_tensor(vk, CHM_BF16, 2, sb);
+        chm_tensor C = alloc_tensor(vk, CHM_BF16, 2, sc);
+        fill_random(vk, &A, -1, 1);
+        fill_random(vk, &B, -1, 1);
+        fill_random(vk, &C, -1, 1);
+        double ms = time_matmul(vk, &C, &A, &B, ta, tb, shapes_odd[i].beta, quick ? 3 : 10);
+        double bytes = 2.0 * (double)(M * K + K * N + M * N * (shapes_odd[i].beta != 0 ? 2 : 1));
+        char what[88];
+        snprintf(what, sizeof what, "odd bf16 %lldx%lldx%lld%s%s b%g", (long long)M, (long long)N,
+                 (long long)K, ta ? " tA" : "", tb ? " tB" : "", shapes_odd[i].beta);
+        add_row(what, ms, "%.4g TFLOP/s, bytes %.1f us at 3 TB/s",
+                2.0 * (double)M * (double)N * (double)K / (ms * 1e9), bytes / 3.0e6);
+        chm_buffer_free(A.buf), chm_buffer_free(B.buf), chm_buffer_free(C.buf);
+    }
 }
 
 /* bf16 (scaled operands) at the best tile, to set against f16 there. */
@@ -1010,9 +1058,10 @@ static bool parse_args(int argc, char **argv, bool *train, bool *matmul_only, bo
         else if (!strcmp(argv[i], "--attention")) attention_only = true;
         else if (!strcmp(argv[i], "--train-profile")) train_profile = true;
         else if (!strcmp(argv[i], "--mm-time")) mm_time = true;
+        else if (!strcmp(argv[i], "--mm-odd")) mm_odd = true;
         else {
             fprintf(stderr, "usage: %s [--quick] [--emulate] [--no-train] [--matmul] "
-                    "[--coopmat-probe] [--attention] [--train-profile] [--mm-time]\n", argv[0]);
+                    "[--coopmat-probe] [--attention] [--train-profile] [--mm-time] [--mm-odd]\n", argv[0]);
             return false;
         }
     }
@@ -1049,6 +1098,14 @@ int main(int argc, char **argv) {
     printf("vk_bench on %s: matmul paths f32 %s, f16 %s, bf16 %s%s\n", device,
            chm_vulkan_matmul_path(vk, CHM_F32), p16 ? p16 : "none",
            p16 ? chm_vulkan_matmul_path(vk, CHM_BF16) : "none", quick ? " (--quick sizes)" : "");
+    if (mm_odd) {
+        printf("\n== chimera-1b's small bf16 products (default path, no checks)\n");
+        bench_odd_shapes(vk);
+        chm_backend_close(vk);
+        chm_backend_close(cpu);
+        print_summary(device);
+        return 0;
+    }
     if (mm_time) {
         printf("\n== matmul (default path, no checks)\n");
         bench_paths(vk, true);
