@@ -116,7 +116,9 @@ layout(constant_id = 7) const uint FRAG_N = 16;
  * wrong: the times say what each part of the K loop costs); and two that keep
  * results right: 16 the general K loop only (no branch-free steady loop), 32
  * kfast slices staged row after row (the order before the conflict-free one),
- * 64 tiles in row order (no groups of 16 tile rows).
+ * 64 tiles in row order (no groups of 16 tile rows); and in the epilogue: 128 no
+ * accumulator stores into the scratch, 256 no stores of C (both wrong), 512 no epilogue,
+ * 1024 the scratch epilogue for every strip (no direct stores, below: results right).
  */
 layout(constant_id = 8) const uint ABLATE = 0;
 /*
@@ -234,6 +236,48 @@ shared uvec4 S[2u * (A_WORDS + B_WORDS)];
 #endif
 
 /*
+ * Direct stores of C (CM_DIRECT: bf16 C on bf16 matrices, KHR or emulated): a warp whose
+ * 16 x WN strip of C is whole and 8-element aligned writes each accumulator straight into C,
+ * alpha*acc + beta*C in f32 rounded once to bf16 (rounded here, to nearest even: the
+ * conversion of the matrix is then exact, whatever rounding the driver's has), instead of
+ * going through the scratch in shared memory row by row. On the H100 the scratch epilogue
+ * took ~15 us a 128x128 tile (session 11: 120 us of a 352 us 16384x2048x1024 product,
+ * CHIMERA_VULKAN_COOPMAT_ABLATE=15).
+ */
+#if defined(DT_BF16) && defined(CM_BF16_NATIVE) && (defined(CM_KHR) || defined(CM_EMULATE))
+#define CM_DIRECT
+float bf16_rounded(float v) { return chm_bf16_to_f32(chm_f32_to_bf16(v)); }
+#ifdef CM_EMULATE
+/* the emulated accumulator: element e = r*FRAG_N + c in invocation e % SUBGROUP_SIZE */
+void cm_store_c(CM_ACC acc, uint ci, uint ldc) {
+    for (uint t = 0u; t < 16u * FRAG_N / SUBGROUP_SIZE; t++) {
+        uint e = gl_SubgroupInvocationID + t * SUBGROUP_SIZE, r = e / FRAG_N;
+        uint at = ci + r * ldc + e % FRAG_N;
+        float v = acc.v[t];
+        if (p.alpha != 1.0) v = v * p.alpha;
+        if ((p.flags & 8u) == 0u) v = v + ld16(uint(c[at])) * p.beta;
+        if ((ABLATE & 256u) == 0u) c[at] = uint16_t(chm_f32_to_bf16(v));
+    }
+}
+#else
+#define CM_OUT coopmat<bfloat16_t, gl_ScopeSubgroup, 16, FRAG_N, gl_MatrixUseAccumulator>
+/* ci and ldc are multiples of 8: C moves as uvec4 words (offsets and strides in words) */
+void cm_store_c(CM_ACC acc, uint ci, uint ldc) {
+    if (p.alpha != 1.0) acc = acc * p.alpha;
+    if ((p.flags & 8u) == 0u) {
+        CM_OUT old;
+        coopMatLoad(old, c4, ci / 8u, ldc / 8u, gl_CooperativeMatrixLayoutRowMajor);
+        acc = acc + CM_ACC(old) * p.beta;
+    }
+    for (int k = 0; k < acc.length(); k++) acc[k] = bf16_rounded(acc[k]);
+    CM_OUT o = CM_OUT(acc);
+    if ((ABLATE & 256u) == 0u)
+        coopMatStore(o, c4, ci / 8u, ldc / 8u, gl_CooperativeMatrixLayoutRowMajor);
+}
+#endif
+#endif
+
+/*
  * Where one operand slice comes from: rows x cols of the stored layout (cols
  * contiguous), `kfast` when its contiguous dim is k (cols = BK; else cols =
  * the tile's BM or BN, `wide`). The word of an invocation splits into row and
@@ -282,7 +326,11 @@ uvec2 slice_rc(slice s, uint w, uint wide) {
     return uvec2(r, (w - r * (wide / 8u)) * 8u);
 }
 
-/* Word w of a whole aligned slice of A (or B) (slice.fast), and of any slice: zeros outside. */
+/*
+ * Word w of a whole aligned slice of A (or B) (slice.fast), and of any slice: zeros outside,
+ * a dead row without loads, a whole aligned word of a live row in one load (the edge tiles of
+ * thin products, e.g. x_proj's 96 rows, and of the experts' partial counts).
+ */
 #define GATHER(NAME, WORD, BUF, BUF4, WIDE)                                              \
     uvec4 WORD(slice s, uint w) {                                                        \
         uvec2 rc = slice_rc(s, w, WIDE);                                                 \
@@ -291,6 +339,8 @@ uvec2 slice_rc(slice s, uint w, uint wide) {
     uvec4 NAME(slice s, uint w) {                                                        \
         uvec2 rc = slice_rc(s, w, WIDE);                                                 \
         uint i = s.base + rc.x * s.ld + rc.y;                                            \
+        if (rc.x >= s.rlive) return uvec4(0u);                                           \
+        if (rc.y + 8u <= s.clive && i % 8u == 0u) return BUF4[i / 8u];                   \
         uint h[8];                                                                       \
         UNROLL for (uint j = 0u; j < 8u; j++)                                            \
             h[j] = rc.x < s.rlive && rc.y + j < s.clive ? uint(BUF[i + j]) : 0u;         \
@@ -408,7 +458,7 @@ void epilogue_store8(uint sw, uint ci, uint bat, uint m, uint n) {
         h[e] = live ? st16(epilogue_value(v, scale_of(bat, m, n + e), ci + e, n + e)) : 0u;
         if (live && !whole) c[ci + e] = uint16_t(h[e]);
     }
-    if (whole)
+    if (whole && (ABLATE & 256u) == 0u)
         c4[ci / 8u] = uvec4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16),
                             h[6] | (h[7] << 16));
 }
@@ -427,7 +477,8 @@ void epilogue_piece(uint q, uint scratch, uint cbase, uint bat, uint fm, uint fn
 #define EPILOGUE_ROW(i)                                                                  \
     if (i < FM) {                                                                        \
         UNROLL for (uint j = 0u; j < NMAX; j++)                                          \
-            if (j < FN) CM_STORE(acc[i * NMAX + j], scratch + j * FRAG_N / 4u, WN / 4u); \
+            if (j < FN && (ABLATE & 128u) == 0u)                                         \
+                CM_STORE(acc[i * NMAX + j], scratch + j * FRAG_N / 4u, WN / 4u);         \
         subgroupMemoryBarrierShared();                                                   \
         subgroupBarrier();                                                               \
         for (uint q = lane; q < 2u * WN; q += SUBGROUP_SIZE)                             \
@@ -435,10 +486,30 @@ void epilogue_piece(uint q, uint scratch, uint cbase, uint bat, uint fm, uint fn
         subgroupMemoryBarrierShared();                                                   \
         subgroupBarrier();                                                               \
     }
-#ifdef CM_EMULATE
-#define EPILOGUE_ROWS EPILOGUE_ROW(0u) EPILOGUE_ROW(1u)
+/*
+ * Row i of the warp's fragments, each straight into C where `direct` (uniform) and the
+ * warp's 16 x WN strip lies whole inside C (CM_DIRECT), else EPILOGUE_ROW(i).
+ */
+#ifdef CM_DIRECT
+#define EPILOGUE_ROW_ANY(i)                                                              \
+    if (i < FM) {                                                                        \
+        uint fm = m0 + wm0 + i * 16u, fn = n0 + wn0;                                     \
+        if (direct && fm + 16u <= p.M && fn + WN <= p.N) {                               \
+            UNROLL for (uint j = 0u; j < NMAX; j++)                                      \
+                if (j < FN)                                                              \
+                    cm_store_c(acc[i * NMAX + j], cbase + fm * p.N + fn + j * FRAG_N, p.N); \
+        } else {                                                                         \
+            EPILOGUE_ROW(i)                                                              \
+        }                                                                                \
+    }
 #else
-#define EPILOGUE_ROWS EPILOGUE_ROW(0u) EPILOGUE_ROW(1u) EPILOGUE_ROW(2u) EPILOGUE_ROW(3u)
+#define EPILOGUE_ROW_ANY(i) EPILOGUE_ROW(i)
+#endif
+#ifdef CM_EMULATE
+#define EPILOGUE_ROWS EPILOGUE_ROW_ANY(0u) EPILOGUE_ROW_ANY(1u)
+#else
+#define EPILOGUE_ROWS                                                                    \
+    EPILOGUE_ROW_ANY(0u) EPILOGUE_ROW_ANY(1u) EPILOGUE_ROW_ANY(2u) EPILOGUE_ROW_ANY(3u)
 #endif
 
 void main() {
@@ -582,5 +653,8 @@ void main() {
     /* Epilogue through 16 x WN f32 of scratch per warp (the K loop ended on a barrier). */
     uint scratch = warp * 4u * WN, lane = gl_SubgroupInvocationID;
     uint cbase = p.off[3] + bat * p.sc;
-    EPILOGUE_ROWS
+    /* direct stores: no bias, alpha not 0 (0 * a NaN product is 0), C's rows 8-aligned */
+    bool direct = (ABLATE & 1024u) == 0u && KSPLIT == 1u && p.alpha != 0.0 &&
+                  (p.flags & 4u) == 0u && p.N % 8u == 0u && cbase % 8u == 0u;
+    if ((ABLATE & 512u) == 0u) { EPILOGUE_ROWS }
 }

@@ -322,6 +322,40 @@ Test(vulkan_coopmat, few_tiles_split_over_k) {
     ctx_close(&x);
 }
 
+/* Whether the per-dispatch profile so far names a shader containing `name`. */
+static bool ran(chm_backend *vk, const char *name) {
+    static char report[16384];
+    cr_assert_eq(chm_vulkan_profile_report(vk, report, sizeof report), CHM_OK, "%s",
+                 vk->err.msg);
+    return strstr(report, name) != NULL;
+}
+
+/*
+ * Thin products with a long sum (chimera-1b's x_proj [96,2048] and dt_proj [2048,64] weight
+ * gradients, K = 16384 tokens) take matmul_cm.comp's K split, not matmul_splitk.comp's plain
+ * one, on (emulated) cooperative matrices: 40 x 300 and 300 x 40 over K = 4096 (4 splits),
+ * every transpose, accumulating (beta 1); the routers' width (8) keeps the plain split.
+ */
+Test(vulkan_coopmat, thin_products_on_tensor_cores) {
+    real_or_emulated();
+    ctx x = ctx_open();
+    say_path(&x, CHM_BF16, "thin_products_on_tensor_cores");
+    chm_vulkan_set_profile(x.vk, true);
+    for (int t = 0; t < 4; t++) {
+        bool wide = ((t ^ (t >> 1)) & 1) != 0;
+        mm_case c = {.M = wide ? 40 : 300, .K = 4096, .N = wide ? 300 : 40, .ta = t & 1,
+                     .tb = (t >> 1) & 1, .alpha = 1, .beta = 1};
+        check_case(&x, t == 3 ? CHM_F16 : CHM_BF16, &c, NULL, 830 + t);
+    }
+    cr_assert(ran(x.vk, "matmul_cm") && ran(x.vk, "matmul_splitk_sum"),
+              "the thin products did not run on matmul_cm.comp's K split");
+    cr_assert(!ran(x.vk, "matmul_splitk_part"), "a thin product took the plain split");
+    mm_case r = {.M = 8, .K = 4096, .N = 300, .ta = true, .alpha = 1, .beta = 1};
+    check_case(&x, CHM_BF16, &r, NULL, 840);
+    cr_assert(ran(x.vk, "matmul_splitk_part"), "the router-wide product left the plain split");
+    ctx_close(&x);
+}
+
 /* Whole aligned slices (word loads) and the same shapes from unaligned views (element gathers). */
 Test(vulkan_coopmat, aligned_and_unaligned_operands) {
     ctx x = ctx_open();
@@ -813,6 +847,32 @@ Test(vulkan_coopmat, bf16_native_matches_cpu) {
     mm_case grouped_t = {.M = 24, .K = 24, .N = 19, .ba = 3, .bb = 3, .bc = 3, .ta = true,
                          .tb = true, .alpha = 1, .beta = 0};
     check_case(&x, CHM_BF16, &grouped_t, counts, 1503);
+    ctx_close(&x);
+}
+
+/*
+ * The direct stores of C (matmul_cm.comp's CM_DIRECT: warps whose strip of C is whole and
+ * 8-aligned write their accumulators straight into C): strips whole and not (80 x 104 on 32 x
+ * 32 warp tiles), every transpose, alpha and beta (alpha 0 and C's 8-misaligned rows take the
+ * scratch epilogue), a batch, and grouped counts with dead rows.
+ */
+Test(vulkan_coopmat, bf16_native_direct_stores) {
+    ctx x = native_open("bf16_native_direct_stores");
+    static const double ab[][2] = {{1, 0}, {-0.5, 0.75}, {2, 1}, {0, 0.5}};
+    for (int t = 0; t < 4; t++) {
+        mm_case c = {.M = 80, .K = 40, .N = 104, .ta = t & 1, .tb = (t >> 1) & 1,
+                     .alpha = ab[t][0], .beta = ab[t][1]};
+        check_case(&x, CHM_BF16, &c, NULL, 1550 + t);
+    }
+    mm_case odd = {.M = 48, .K = 24, .N = 36, .alpha = 1, .beta = 0.5}; /* rows 36 apart */
+    check_case(&x, CHM_BF16, &odd, NULL, 1554);
+    mm_case batch = {.M = 32, .K = 24, .N = 64, .ba = 2, .bb = 0, .bc = 2, .tb = true,
+                     .alpha = 1, .beta = 0.25};
+    check_case(&x, CHM_BF16, &batch, NULL, 1555);
+    static const int32_t counts[3] = {40, 0, 17};
+    mm_case grouped = {.M = 48, .K = 24, .N = 32, .ba = 3, .bb = 3, .bc = 3, .alpha = 1,
+                       .beta = 0.5};
+    check_case(&x, CHM_BF16, &grouped, counts, 1556);
     ctx_close(&x);
 }
 

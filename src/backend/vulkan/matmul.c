@@ -529,14 +529,17 @@ static chm_status matmul_splitk(chm_vk *vk, const chm_tensor *C, const chm_tenso
 
 /* Terms of K a split sums at least, and the most splits. */
 #define KS_MIN_TERMS 1024
-#define KS_MAX 8
+#define KS_MAX 16
 
 /*
  * How many splits of K a cooperative-matrix product C [M,N] (one batch entry, no
  * bias) takes: with fewer tiles than the workgroups that run at once, the S of
- * 1..KS_MAX whose waves, ceil(tiles S / slots) of work 1/S each, take least time
- * (ties: the fewest), each split summing at least KS_MIN_TERMS terms. chimera-1b's
- * weight gradients on an H100 (264 slots): 128 tiles -> 2, 176 -> 3, 64 -> 4.
+ * 1..KS_MAX whose waves, ceil(tiles S / slots) of work 1/S each, take least time, or the
+ * fewest within 10% of that (more splits, more partials to write and add: chimera-1b's 80-tile
+ * 1280x1024x50304 took 13 splits at 8% less wave time than 3 and ran 22% slower), each split
+ * summing at least KS_MIN_TERMS terms. chimera-1b's
+ * weight gradients on an H100 (264 slots): 128 tiles -> 2, 176 -> 3, 64 -> 4, 80 -> 3; the
+ * thin x_proj and dt_proj weight gradients (16 and 32 tiles, K = 16384) -> 15 and 8.
  * CHIMERA_VULKAN_DISABLE=splitk turns it off with the thin products' split.
  */
 static uint32_t ksplit_count(const chm_vk *vk, const mm_plan *pl, const mm_push *pc,
@@ -545,13 +548,14 @@ static uint32_t ksplit_count(const chm_vk *vk, const mm_plan *pl, const mm_push 
         return 1;
     uint64_t tiles = (uint64_t)pc->tiles_m * pc->tiles_n, slots = vk->caps.wg_slots;
     if (slots == 0 || tiles >= slots) return 1;
-    uint32_t best = 1;
-    double best_t = 1.0;
+    double least = 1.0;
     for (uint32_t s = 2; s <= KS_MAX && (uint64_t)s * KS_MIN_TERMS <= pc->K; s++) {
         double t = (double)((tiles * s + slots - 1) / slots) / s;
-        if (t < best_t - 1e-9) best = s, best_t = t;
+        if (t < least) least = t;
     }
-    return best;
+    for (uint32_t s = 1; s <= KS_MAX; s++) /* the fewest within 10% of the least */
+        if ((double)((tiles * s + slots - 1) / slots) / s <= 1.1 * least + 1e-9) return s;
+    return 1;
 }
 
 /* C = alpha op(A) op(B) + beta C as S splits of K into an f32 scratch, then their sum. */
@@ -577,12 +581,21 @@ chm_status chm_vk_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor 
                          const chm_tensor *B, const chm_tensor *bias, bool trans_a, bool trans_b,
                          double alpha, double beta) {
     chm_vk *vk = chm_vk_ctx(be);
-    if (splitk_fits(vk, C, A, B, bias, trans_a))
-        return matmul_splitk(vk, C, A, B, trans_a, trans_b, alpha, beta);
+    /*
+     * Thin products with a long sum take matmul_splitk.comp's plain split, except where the
+     * product runs on matmul_cm.comp: there its K split (ksplit_count) keeps the tensor cores
+     * (chimera-1b's x_proj and dt_proj weight gradients on an H100: 11-12 TFLOP/s on the plain
+     * split, session 11).
+     */
+    bool thin = splitk_fits(vk, C, A, B, bias, trans_a);
+    if (thin && C->dtype == CHM_F32) return matmul_splitk(vk, C, A, B, trans_a, trans_b, alpha, beta);
     mm_plan pl;
     CHM_TRY(mm_plan_make(vk, "matmul", C, trans_a ? rows_of(A) : cols_of(A), false, &pl));
     mm_push pc = push_make(C, A, B, trans_a, trans_b, alpha, beta, plan_tile(&pl));
-    uint32_t S = ksplit_count(vk, &pl, &pc, C, bias);
+    uint32_t S = ksplit_count(vk, &pl, &pc, C, bias); /* 1 unless on matmul_cm.comp */
+    int64_t small = C->shape[0] < C->shape[1] ? C->shape[0] : C->shape[1];
+    if (thin && !(S > 1 && small >= 32)) /* the routers' [8,1024] and [1,1024] stay plain */
+        return matmul_splitk(vk, C, A, B, trans_a, trans_b, alpha, beta);
     if (S > 1) return mm_run_ksplit(vk, &pl, C, A, B, &pc, S, alpha, beta);
     if (bias) pc.flags |= MM_BIAS;
     return mm_dispatch(vk, &pl, C, A, B, bias, false, &pc);

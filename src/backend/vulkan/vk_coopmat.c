@@ -116,9 +116,10 @@ static chm_status coopmat_tile_env(chm_vk_cm_tile *t, bool *set, chm_err *err) {
 }
 
 /*
- * CHIMERA_VULKAN_COOPMAT_ABLATE: matmul_cm.comp's ABLATE bits (0..127; vk_bench's
- * diagnostics of what each part of the K loop costs, results wrong under bits 1-8;
- * 16, 32 and 64 switch off an improvement). Malformed is a config error.
+ * CHIMERA_VULKAN_COOPMAT_ABLATE: matmul_cm.comp's ABLATE bits (0..2047; vk_bench's
+ * diagnostics of what each part of the K loop and the epilogue costs, results wrong under
+ * bits 1-8 and 128-512; 16, 32, 64 and 1024 switch off an improvement). Malformed is a
+ * config error.
  */
 static chm_status coopmat_ablate_env(uint32_t *bits, chm_err *err) {
     const char *s = getenv("CHIMERA_VULKAN_COOPMAT_ABLATE");
@@ -126,12 +127,12 @@ static chm_status coopmat_ablate_env(uint32_t *bits, chm_err *err) {
     if (!s || !*s) return CHM_OK;
     char *end = NULL;
     long v = strtol(s, &end, 0);
-    if (*end || v < 0 || v > 127)
+    if (*end || v < 0 || v > 2047)
         return CHM_ERR(err, CHM_ERR_CONFIG,
-                       "CHIMERA_VULKAN_COOPMAT_ABLATE=%.40s is not 0..127 (matmul_cm.comp's "
+                       "CHIMERA_VULKAN_COOPMAT_ABLATE=%.40s is not 0..2047 (matmul_cm.comp's "
                        "ABLATE bits; unset it for correct products)", s);
     *bits = (uint32_t)v;
-    if (v & 15) fprintf(stderr, "chimera vulkan: CHIMERA_VULKAN_COOPMAT_ABLATE=%ld: cooperative-matrix "
+    if (v & (15 | 128 | 256 | 512)) fprintf(stderr, "chimera vulkan: CHIMERA_VULKAN_COOPMAT_ABLATE=%ld: cooperative-matrix "
                            "products are WRONG (a diagnostic)\n", v);
     return CHM_OK;
 }
