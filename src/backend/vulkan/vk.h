@@ -261,6 +261,8 @@ typedef struct chm_vk_caps {
                                       (matmul.c); off with CHIMERA_VULKAN_DISABLE=splitk */
     bool conv1d_fused;             /* causal_conv1d_bwd in one fused pass (causal_conv1d.c); off
                                       with CHIMERA_VULKAN_DISABLE=conv1d_fused (three passes) */
+    bool topk_split;               /* select_topk's ranks over many workgroups a row (router.c);
+                                      off with CHIMERA_VULKAN_DISABLE=topk_split (one a row) */
     chm_vk_cm_tile cm_tile;        /* tile of the cooperative-matrix matmul (large products) */
     uint32_t wg_slots;             /* workgroups of the cooperative-matrix matmul's tile that
                                       run at once (2 an SM where the device counts its SMs,
