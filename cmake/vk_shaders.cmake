@@ -257,9 +257,11 @@ chimera_vk_variant_dt(causal_conv1d_bwd_grad causal_conv1d_bwd.comp GRAD)
 chimera_vk_variant_dt(causal_conv1d_bwd_dx  causal_conv1d_bwd.comp DX)
 chimera_vk_variant_dt(causal_conv1d_bwd_dw  causal_conv1d_bwd.comp DW)
 chimera_vk_variant_dt(causal_conv1d_bwd_dw_partial causal_conv1d_bwd.comp DW PARTIAL)
-# 16-bit tensors with g in the f32 scratch of the fused SiLU
+# 16-bit tensors: the fused pass on channel pairs (32-bit words); g in the f32 scratch of
+# the fused SiLU (the three older passes)
 foreach(_d bf16 f16)
   string(TOUPPER ${_d} _D)
+  chimera_vk_variant(causal_conv1d_bwd_fused_pair_${_d} causal_conv1d_bwd.comp FUSED PAIR DT_${_D})
   chimera_vk_variant(causal_conv1d_bwd_dx_gf32_${_d} causal_conv1d_bwd.comp DX G_F32 DT_${_D})
   chimera_vk_variant(causal_conv1d_bwd_dw_gf32_${_d} causal_conv1d_bwd.comp DW G_F32 DT_${_D})
   chimera_vk_variant(causal_conv1d_bwd_dw_partial_gf32_${_d} causal_conv1d_bwd.comp

@@ -159,11 +159,14 @@ static chm_status conv_bwd_from_g(chm_backend *be, const conv_dims *s, const chm
  * dbias that sum_rows adds in slab order. x and dout are read once (plus
  * halos of W-1 rows per chunk), dx read and written once: at chimera-1b's
  * shape (B=8, T=2048, C=2048, bf16) 256 MiB against the three passes'
- * ~700 MiB. `per` aims at 512k invocations (about two waves of an H100's
- * 132 SMs at 2048 threads each), between 16 and 128 steps; at that shape 64,
- * slabs of 512 rows, 32 partial rows.
+ * ~700 MiB. 16-bit tensors with C even go two channels an invocation (one
+ * 32-bit word: a warp's 16-bit loads alone cost twice the memory requests a
+ * byte). `per` aims at 512k invocations (about two waves of an H100's 132
+ * SMs at 2048 threads each), between 16 and 128 steps; at that shape 32 in
+ * bf16 (slabs of 256 rows, 64 partial rows), 64 in f32.
  */
-enum { CONV_CB = 32, CONV_DBIAS = 4 }; /* channels of a workgroup; the flag beside fwd's */
+/* channel units of a workgroup; time steps whose loads go together; the flag beside fwd's */
+enum { CONV_CB = 32, CONV_STEPS = 4, CONV_DBIAS = 4 };
 
 static chm_status conv_bwd_fused(chm_backend *be, const conv_dims *s, const chm_tensor *dx,
                                  const chm_tensor *dw, const chm_tensor *dbias,
@@ -171,7 +174,12 @@ static chm_status conv_bwd_fused(chm_backend *be, const conv_dims *s, const chm_
                                  const chm_tensor *w, const chm_tensor *bias, bool silu) {
     chm_vk *vk = chm_vk_ctx(be);
     uint32_t wg = vk->caps.wg_cap / CONV_CB * CONV_CB;
-    int64_t per = ((int64_t)s->n >> 19) < 16 ? 16 : (int64_t)s->n >> 19;
+    /* 16-bit tensors: two channels an invocation, as 32-bit words, where they line up */
+    bool pair = x->dtype != CHM_F32 && s->C % 2 == 0 && chm_vk_tensor_range(x).lo % 4 == 0 &&
+                chm_vk_tensor_range(dout).lo % 4 == 0 && chm_vk_tensor_range(dx).lo % 4 == 0;
+    uint8_t wu = pair ? 4 : 0; /* x, dout and dx read as words */
+    int64_t units = (int64_t)s->n / (pair ? 2 : 1);
+    int64_t per = (units >> 19) < 16 ? 16 : units >> 19;
     if (per > 128) per = 128;
     int64_t slab = per * (wg / CONV_CB), B = s->n / ((int64_t)s->T * s->C);
     int64_t slabs = (s->T + slab - 1) / slab, K = B * slabs, CW = (int64_t)s->C * s->W;
@@ -185,12 +193,12 @@ static chm_status conv_bwd_fused(chm_backend *be, const conv_dims *s, const chm_
             (bias ? CONV_HAS_BIAS : 0u) | (silu ? CONV_SILU : 0u) | (dbias ? CONV_DBIAS : 0u)};
     char name[48];
     chm_vk_dispatch d = {
-        .shader = chm_vk_variant_dt(vk, "causal_conv1d_bwd_fused", x->dtype, false, name,
-                                    sizeof name),
+        .shader = chm_vk_variant_dt(vk, pair ? "causal_conv1d_bwd_fused_pair" :
+                                    "causal_conv1d_bwd_fused", x->dtype, false, name, sizeof name),
         .nbind = 7, .bind = {x, w, bias, dout, dx, &pw, dbias ? &pb : NULL},
-        .writes = 7u << 4, .push = &pc, .push_size = sizeof pc,
-        .groups = (uint32_t)(K * ((s->C + CONV_CB - 1) / CONV_CB)), .wg = wg,
-        .spec = {s->W}, .nspec = 1,
+        .writes = 7u << 4, .unit = {wu, 0, 0, wu, wu}, .push = &pc, .push_size = sizeof pc,
+        .groups = (uint32_t)(K * ((s->C / (pair ? 2 : 1) + CONV_CB - 1) / CONV_CB)), .wg = wg,
+        .spec = {s->W, CONV_STEPS}, .nspec = 2,
     };
     if (!rc) rc = chm_vk_run(vk, &d);
     if (!rc) rc = chm_vk_colsum_finish(vk, dw, &pw, (uint32_t)K, CW);
