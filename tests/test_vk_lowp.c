@@ -396,6 +396,9 @@ static const lp_case CASES[] = {
     {MAMBA, SCAN_STEP, "selective_scan_step", "xw:1x9x5 xa:1x5x3 " SCAN_IN},
     {MAMBA, CONV_FWD, "causal_conv1d_fwd", "xw:2x7x3 xr:2x7x3 xr:3x4 xr:3"},
     {MAMBA, CONV_BWD, "causal_conv1d_bwd", "xa:2x7x3 xa:3x4 xa:3 xr:2x7x3 xr:2x7x3 xr:3x4 xr:3"},
+    /* C even: the fused backward's channel pairs (35 over two workgroups), two slabs */
+    {MAMBA, CONV_BWD, "causal_conv1d_bwd, channel pairs",
+     "xa:2x150x70 xa:70x4 xa:70 xr:2x150x70 xr:2x150x70 xr:70x4 xr:70"},
     {LAYERS, RMS_FWD, "rmsnorm_fwd", "xw:5x13 fw:5 xr:5x13 xr:13"},
     {LAYERS, RMS_BWD, "rmsnorm_bwd", "xa:5x13 xa:13 xr:5x13 xr:5x13 xr:13 fr[0.5,2]:5"},
     {LAYERS, RMS_BWD, "rmsnorm_bwd chunked dw", "xa:67x3 xa:3 xr:67x3 xr:67x3 xr:3 fr[0.5,2]:67"},

@@ -466,6 +466,41 @@ Test(vulkan, select_topk_matches_cpu) {
     pair_close(&bp);
 }
 
+/*
+ * Scores that the order must get right: NaN (last, lower index first), -0 tied with +0,
+ * infinities, f32 denormals (above zero), repeats; K across the NaN boundary and at C.
+ */
+Test(vulkan, select_topk_orders_special_values) {
+    pair bp = pair_open();
+    static const double special[] = {NAN, -0.0, 0.0, INFINITY, -INFINITY, 1e-40, -1e-40, 1.0,
+                                     -1.0, 0.5};
+    int64_t R = 3, C = 300;
+    double *v = tt_dalloc(R * C);
+    tt_rng rng = tt_rng_make(2800);
+    for (int64_t i = 0; i < R * C; i++)
+        v[i] = special[(int64_t)floor(tt_uniform(&rng, 0, 10)) % 10];
+    static const int64_t ks[] = {1, 150, 270, 299, 300};
+    for (int k = 0; k < 5; k++) {
+        arg a[] = {A2(IN, R, C, 0, 0), A2(OUT_IDS, R, ks[k], 0, 0)};
+        a[0].data = v;
+        check_op(&bp, "select_topk", 2, a, op_select, NULL, 0, 0, 2810 + (uint64_t)k);
+    }
+    free(v);
+    pair_close(&bp);
+}
+
+/* The single pass of one workgroup a row (CHIMERA_VULKAN_DISABLE=topk_split). */
+Test(vulkan, select_topk_one_workgroup_a_row) {
+    setenv("CHIMERA_VULKAN_DISABLE", "topk_split", 1);
+    pair bp = pair_open();
+    double *v = tied_values(4 * 300, 2820);
+    arg a[] = {A2(IN, 4, 300, -1, 1), A2(OUT_IDS, 4, 100, 0, 0)};
+    a[0].data = v;
+    check_op(&bp, "select_topk", 2, a, op_select, NULL, 0, 0, 2821);
+    free(v);
+    pair_close(&bp);
+}
+
 /* ---- cross_entropy ---- */
 
 /* ctx: 0 dlogits separate, 1 no dlogits, 2 dlogits aliasing logits; t = {logits, targets, losses[, dlogits]}. */

@@ -316,9 +316,15 @@ Test(vulkan, selective_scan_bwd_is_deterministic) {
 
 /* ---- causal conv1d ---- */
 
-/* {B, T, C, W}: single element; odd sizes; C over two workgroups; enough rows for chunked dw. */
-static const int64_t CONV[][4] = {{1, 1, 1, 1}, {2, 7, 5, 4}, {3, 37, 70, 4}, {2, 300, 130, 3}};
-#define NCONV 4
+/*
+ * {B, T, C, W}: single element; odd sizes; C over several workgroups of the fused backward
+ * (32 channels each) with a partial last one; enough rows for several slabs of chunks (at
+ * this size 16 steps an invocation, 128 rows a slab), the last slab and chunk partial;
+ * W = 2 with a partial step group (T = 150); more taps than steps (T = 3, W = 6).
+ */
+static const int64_t CONV[][4] = {{1, 1, 1, 1},     {2, 7, 5, 4},    {3, 37, 70, 4},
+                                  {2, 300, 130, 3}, {2, 150, 33, 2}, {2, 3, 9, 6}};
+#define NCONV 6
 
 /* Bias and SiLU: both, neither, bias only, SiLU only. */
 static const bool CONV_CFGS[][2] = {{true, true}, {false, false}, {true, false}, {false, true}};
@@ -362,6 +368,20 @@ Test(vulkan, causal_conv1d_bwd_many_chunks) {
                  A1(IN, C, -1, 1),       A3(ACC, B, T, C, -1, 1), A2(ACC, C, W, -1, 1),
                  A1(ACC, C, -1, 1)};
     check_op(&bp, "causal_conv1d_bwd", 7, bwd, op_conv_bwd, CONV_CFGS[0], 5e-5, 1e-5, 1499);
+    pair_close(&bp);
+}
+
+/* The same with the fused backward off (CHIMERA_VULKAN_DISABLE=conv1d_fused: three passes). */
+Test(vulkan, causal_conv1d_bwd_three_passes) {
+    setenv("CHIMERA_VULKAN_DISABLE", "conv1d_fused", 1);
+    pair bp = pair_open();
+    int64_t B = 2, T = 300, C = 130, W = 3;
+    arg bwd[] = {A3(IN, B, T, C, -1, 1), A3(IN, B, T, C, -2, 2), A2(IN, C, W, -1, 1),
+                 A1(IN, C, -1, 1),       A3(ACC, B, T, C, -1, 1), A2(ACC, C, W, -1, 1),
+                 A1(ACC, C, -1, 1)};
+    for (int c = 0; c < 2; c++)
+        check_op(&bp, "causal_conv1d_bwd", 7, bwd, op_conv_bwd, CONV_CFGS[c], 5e-5, 1e-5,
+                 1600 + (uint64_t)c);
     pair_close(&bp);
 }
 

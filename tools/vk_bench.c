@@ -4,7 +4,7 @@
  * tools/gpu_pack.sh builds and tools/gpu_check.sh runs on the GPU machine.
  *
  *   vk_bench [--quick] [--emulate] [--no-train] [--matmul] [--coopmat-probe]
- *            [--attention] [--train-profile] [--mm-time] [--mm-odd]
+ *            [--attention] [--train-profile] [--mm-time] [--mm-odd] [--seq-ops]
  *
  * 1. check: f32 (plain), f16 and bf16 (cooperative matrices where the device
  *    has them, bf16 scaled into f16's range, and the plain 16-bit path behind
@@ -51,6 +51,10 @@
  *    a quick A/B of the cooperative-matrix kernel.
  * --mm-odd: only chimera-1b's small bf16 products (bench_odd_shapes), on the
  *    default path: thin weight gradients, K of 1 to 96, identity transposes.
+ * --seq-ops: only chimera-1b's causal_conv1d_bwd (B=8 T=2048 C=2048 W=4, SiLU,
+ *    bias) and select_topk (8 x 2048, K=1024) in bf16 and f32, each on the
+ *    default path and on the older one (CHIMERA_VULKAN_DISABLE=conv1d_fused,
+ *    topk_split), with the conv's GB/s of its 4 passes over B*T*C words.
  * --train-profile: only a per-shader profile of chimera-1b's bf16 step at
  *    micro batch 8 (every dispatch timed, CHIMERA_VULKAN_PROFILE's table).
  * Times come from device events (matmuls: the median of three back-to-back runs). Ends
@@ -81,7 +85,7 @@
 
 /* ---- small helpers ---- */
 
-static bool quick, emulate, attention_only, train_profile, mm_time, mm_odd;
+static bool quick, emulate, attention_only, train_profile, mm_time, mm_odd, seq_ops;
 static int checks, failures;
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -770,7 +774,7 @@ static void cm_probe_all(chm_backend *be, bool real) {
 /* ---- 3. attention and scan ---- */
 
 typedef struct job {
-    int kind; /* 0 attention fwd, 1 attention bwd, 2 scan fwd, 3 scan bwd */
+    int kind; /* 0 attention fwd, 1 attention bwd, 2 scan fwd, 3 scan bwd, 4 conv bwd, 5 top-k */
     chm_tensor t[18];
     chm_scan_args sa;
     chm_scan_grads sg;
@@ -785,6 +789,8 @@ static chm_status run_job(chm_backend *be, job *j) {
         return chm_attention_bwd(be, &t[5], &t[6], &t[7], &t[8], &t[0], &t[1], &t[2], &t[3],
                                  &t[4], j->scale);
     case 2: return chm_selective_scan_fwd(be, &t[0], &j->sa);
+    case 4: return chm_causal_conv1d_bwd(be, &t[4], &t[5], &t[6], &t[0], &t[1], &t[2], &t[3], true);
+    case 5: return chm_select_topk(be, &t[1], &t[0], true);
     default: return chm_selective_scan_bwd(be, &j->sg, &t[1], &j->sa);
     }
 }
@@ -869,6 +875,36 @@ static void bench_attention_all(chm_backend *be) {
         bench_attention(be, CHM_BF16, 8, 2048, 16, 64);
     }
     unsetenv("CHIMERA_VULKAN_ATTN_CM");
+}
+
+/* chimera-1b's causal_conv1d_bwd and MoD select_topk on backend be ("default" or "older"). */
+static void bench_seq_ops(chm_backend *be, const char *path) {
+    static const chm_dtype dts[2] = {CHM_BF16, CHM_F32};
+    for (int d = 0; d < 2; d++) {
+        chm_dtype dt = dts[d];
+        const int64_t btc[3] = {8, 2048, 2048}, cw[2] = {2048, 4}, c1[1] = {2048};
+        /* 0 dout, 1 x, 2 w, 3 bias, 4 dx, 5 dw, 6 dbias */
+        job j = {.kind = 4};
+        for (int i = 0; i < 7; i++) {
+            int k = i % 4 == 3 ? 3 : i;
+            j.t[i] = alloc_tensor(be, dt, k == 2 || k == 5 ? 2 : k == 3 || k == 6 ? 1 : 3,
+                                  k == 2 || k == 5 ? cw : k == 3 || k == 6 ? c1 : btc);
+            fill_random(be, &j.t[i], -1, 1);
+        }
+        double ms = time_job(be, &j, 10), bytes = 4.0 * 8 * 2048 * 2048 * chm_dtype_size(dt);
+        char what[72];
+        snprintf(what, sizeof what, "causal_conv1d_bwd %s (%s)", chm_dtype_name(dt), path);
+        add_row(what, ms, "%.0f GB/s", bytes / (ms * 1e6));
+        free_job(&j, 7);
+        const int64_t rc[2] = {8, 2048}, rk[2] = {8, 1024};
+        job k = {.kind = 5};
+        k.t[0] = alloc_tensor(be, dt, 2, rc);
+        k.t[1] = alloc_tensor(be, CHM_I32, 2, rk);
+        fill_random(be, &k.t[0], -1, 1);
+        snprintf(what, sizeof what, "select_topk %s 8x2048 k1024 (%s)", chm_dtype_name(dt), path);
+        add_row(what, time_job(be, &k, 10), "");
+        free_job(&k, 2);
+    }
 }
 
 static void bench_scan(chm_backend *be, int64_t B, int64_t T, int64_t Di, int64_t N) {
@@ -1059,9 +1095,11 @@ static bool parse_args(int argc, char **argv, bool *train, bool *matmul_only, bo
         else if (!strcmp(argv[i], "--train-profile")) train_profile = true;
         else if (!strcmp(argv[i], "--mm-time")) mm_time = true;
         else if (!strcmp(argv[i], "--mm-odd")) mm_odd = true;
+        else if (!strcmp(argv[i], "--seq-ops")) seq_ops = true;
         else {
             fprintf(stderr, "usage: %s [--quick] [--emulate] [--no-train] [--matmul] "
-                    "[--coopmat-probe] [--attention] [--train-profile] [--mm-time] [--mm-odd]\n", argv[0]);
+                    "[--coopmat-probe] [--attention] [--train-profile] [--mm-time] [--mm-odd] "
+                    "[--seq-ops]\n", argv[0]);
             return false;
         }
     }
@@ -1110,6 +1148,21 @@ int main(int argc, char **argv) {
         printf("\n== matmul (default path, no checks)\n");
         bench_paths(vk, true);
         chm_backend_close(vk);
+        chm_backend_close(cpu);
+        print_summary(device);
+        return 0;
+    }
+    if (seq_ops) {
+        chm_backend *old = NULL;
+        printf("\n== causal_conv1d_bwd and select_topk at chimera-1b's shapes\n");
+        bench_seq_ops(vk, "default");
+        chm_backend_close(vk);
+        if (open_vk("conv1d_fused,topk_split", NULL, &old, &err)) {
+            fprintf(stderr, "vk_bench: %s\n", err.msg);
+            return 2;
+        }
+        bench_seq_ops(old, "older");
+        chm_backend_close(old);
         chm_backend_close(cpu);
         print_summary(device);
         return 0;

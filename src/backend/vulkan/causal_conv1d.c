@@ -5,10 +5,14 @@
  * x, out [B,T,C], w [C,W], bias [C] optional:
  *   out[b,t,c] = bias[c] + sum_j w[c,j] * x[b,t-(W-1)+j,c], then SiLU when fused.
  * Forward: one invocation per output element. Backward (ACCUMULATES into dx,
- * dw and dbias): with SiLU, g = dout * silu'(pre) goes to a scratch tensor
- * first (pre recomputed); dx is one invocation per element; dw and dbias
- * sum over the B*T rows in fixed chunks of rows and then over the chunks in
- * order (chm_vk_colsum_plan), so results do not depend on scheduling.
+ * dw and dbias): one fused pass (conv_bwd_fused) that recomputes pre and
+ * g = dout * silu'(pre) in registers, writes dx and per-slab partial sums of
+ * dw and dbias, which sum_rows then adds in slab order, so results do not
+ * depend on scheduling. CHIMERA_VULKAN_DISABLE=conv1d_fused takes the older
+ * three passes instead (for comparison): with SiLU, g goes to a scratch
+ * tensor first; dx is one invocation per element; dw and dbias sum over the
+ * B*T rows in fixed chunks of rows and then over the chunks in order
+ * (chm_vk_colsum_plan).
  *
  * x, w, bias, out, dout and the gradients are f32, or all bf16 or all f16
  * (the shaders' native variants: loaded into f32, rounded once on store or,
@@ -148,6 +152,61 @@ static chm_status conv_bwd_from_g(chm_backend *be, const conv_dims *s, const chm
     return conv_dw_chunked(be, s, dw, dbias, g, x, plan);
 }
 
+/*
+ * The fused backward (causal_conv1d_bwd_fused): each invocation walks `per`
+ * time steps of one channel, a workgroup CONV_CB channels x wg/CONV_CB
+ * consecutive chunks (a slab), each slab one f32 partial row of dw and
+ * dbias that sum_rows adds in slab order. x and dout are read once (plus
+ * halos of W-1 rows per chunk), dx read and written once: at chimera-1b's
+ * shape (B=8, T=2048, C=2048, bf16) 256 MiB against the three passes'
+ * ~700 MiB. 16-bit tensors with C even go two channels an invocation (one
+ * 32-bit word: a warp's 16-bit loads alone cost twice the memory requests a
+ * byte). `per` aims at 512k invocations (about two waves of an H100's 132
+ * SMs at 2048 threads each), between 16 and 128 steps; at that shape 32 in
+ * bf16 (slabs of 256 rows, 64 partial rows), 64 in f32.
+ */
+/* channel units of a workgroup; time steps whose loads go together; the flag beside fwd's */
+enum { CONV_CB = 32, CONV_STEPS = 4, CONV_DBIAS = 4 };
+
+static chm_status conv_bwd_fused(chm_backend *be, const conv_dims *s, const chm_tensor *dx,
+                                 const chm_tensor *dw, const chm_tensor *dbias,
+                                 const chm_tensor *dout, const chm_tensor *x,
+                                 const chm_tensor *w, const chm_tensor *bias, bool silu) {
+    chm_vk *vk = chm_vk_ctx(be);
+    uint32_t wg = vk->caps.wg_cap / CONV_CB * CONV_CB;
+    /* 16-bit tensors: two channels an invocation, as 32-bit words, where they line up */
+    bool pair = x->dtype != CHM_F32 && s->C % 2 == 0 && chm_vk_tensor_range(x).lo % 4 == 0 &&
+                chm_vk_tensor_range(dout).lo % 4 == 0 && chm_vk_tensor_range(dx).lo % 4 == 0;
+    uint8_t wu = pair ? 4 : 0; /* x, dout and dx read as words */
+    int64_t units = (int64_t)s->n / (pair ? 2 : 1);
+    int64_t per = (units >> 19) < 16 ? 16 : units >> 19;
+    if (per > 128) per = 128;
+    int64_t slab = per * (wg / CONV_CB), B = s->n / ((int64_t)s->T * s->C);
+    int64_t slabs = (s->T + slab - 1) / slab, K = B * slabs, CW = (int64_t)s->C * s->W;
+    chm_tensor part, pw, pb;
+    CHM_TRY(chm_vk_scratch(be, CHM_F32, K * (CW + s->C), &part));
+    chm_status rc = chm_tensor_view(&part, 0, 1, (int64_t[]){K * CW}, &pw, &be->err);
+    if (!rc) rc = chm_tensor_view(&part, K * CW, 1, (int64_t[]){K * s->C}, &pb, &be->err);
+    struct {
+        uint32_t T, C, per, slabs, flags;
+    } pc = {s->T, s->C, (uint32_t)per, (uint32_t)slabs,
+            (bias ? CONV_HAS_BIAS : 0u) | (silu ? CONV_SILU : 0u) | (dbias ? CONV_DBIAS : 0u)};
+    char name[48];
+    chm_vk_dispatch d = {
+        .shader = chm_vk_variant_dt(vk, pair ? "causal_conv1d_bwd_fused_pair" :
+                                    "causal_conv1d_bwd_fused", x->dtype, false, name, sizeof name),
+        .nbind = 7, .bind = {x, w, bias, dout, dx, &pw, dbias ? &pb : NULL},
+        .writes = 7u << 4, .unit = {wu, 0, 0, wu, wu}, .push = &pc, .push_size = sizeof pc,
+        .groups = (uint32_t)(K * ((s->C / (pair ? 2 : 1) + CONV_CB - 1) / CONV_CB)), .wg = wg,
+        .spec = {s->W, CONV_STEPS}, .nspec = 2,
+    };
+    if (!rc) rc = chm_vk_run(vk, &d);
+    if (!rc) rc = chm_vk_colsum_finish(vk, dw, &pw, (uint32_t)K, CW);
+    if (!rc && dbias) rc = chm_vk_colsum_finish(vk, dbias, &pb, (uint32_t)K, s->C);
+    chm_vk_scratch_free(be, &part);
+    return rc;
+}
+
 chm_status chm_vk_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
                                     const chm_tensor *dbias, const chm_tensor *dout,
                                     const chm_tensor *x, const chm_tensor *w,
@@ -156,6 +215,8 @@ chm_status chm_vk_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const
     conv_dims s = {(uint32_t)chm_tensor_numel(x), (uint32_t)x->shape[1], (uint32_t)x->shape[2],
                    (uint32_t)w->shape[1]};
     if (s.n == 0) return CHM_OK;
+    if (chm_vk_ctx(be)->caps.conv1d_fused)
+        return conv_bwd_fused(be, &s, dx, dw, dbias, dout, x, w, bias, silu);
     if (!silu) return conv_bwd_from_g(be, &s, dx, dw, dbias, dout, x, w);
     chm_tensor g;
     CHM_TRY(chm_vk_scratch(be, CHM_F32, s.n, &g));

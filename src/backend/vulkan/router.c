@@ -12,7 +12,9 @@
  *   idx entry that names no expert is reported as CHM_ERR_INVALID_ARG by the
  *   next chm_sync or download.
  * select_topk: scores [R,C] -> idx [R,K] in increasing column order (+ r*C when
- *   flat), one workgroup per row.
+ *   flat): each column's selected flag from its rank, many workgroups a row,
+ *   then the flags' prefix sums place the columns (select_topk_split); or,
+ *   with CHIMERA_VULKAN_DISABLE=topk_split, one workgroup per row.
  * All integer and float results are deterministic.
  *
  * logits, probs, gates, dgates, dlogits and scores are f32, or all bf16 or
@@ -87,10 +89,49 @@ chm_status chm_vk_router_topk_bwd(chm_backend *be, const chm_tensor *dlogits,
     return chm_vk_run(vk, &d);
 }
 
+/*
+ * select_topk in two passes (select_topk.comp's RANK and PLACE) through
+ * flags [R,C]: R * C/64 workgroups rank 64 columns each against the row
+ * (chimera-1b's 8 x 2048 scores: 256 workgroups, 512 comparisons an
+ * invocation, against 2048 in each of 8 workgroups before), then R * C/wg
+ * workgroups place them.
+ */
+enum { TOPK_RB = 64 }; /* columns of a rank workgroup (RB in the shader) */
+
+static chm_status select_topk_split(chm_backend *be, const chm_tensor *idx,
+                                    const chm_tensor *scores, bool flat) {
+    chm_vk *vk = chm_vk_ctx(be);
+    uint32_t R = (uint32_t)scores->shape[0], C = (uint32_t)scores->shape[1];
+    uint32_t wg = vk->caps.wg_cap / TOPK_RB * TOPK_RB;
+    chm_tensor flags;
+    CHM_TRY(chm_vk_scratch(be, CHM_I32, (int64_t)R * C, &flags));
+    struct {
+        uint32_t R, C, K, flat;
+    } pc = {R, C, (uint32_t)idx->shape[1], flat ? 1u : 0u};
+    char name[48];
+    chm_vk_dispatch rank = {
+        .shader = chm_vk_variant_dt(vk, "select_topk_rank", scores->dtype, false, name,
+                                    sizeof name),
+        .nbind = 2, .bind = {scores, &flags}, .writes = 1u << 1,
+        .push = &pc, .push_size = 3 * sizeof(uint32_t),
+        .groups = R * ((C + TOPK_RB - 1) / TOPK_RB), .wg = wg,
+    };
+    chm_vk_dispatch place = {
+        .shader = "select_topk_place", .nbind = 2, .bind = {&flags, idx}, .writes = 1u << 1,
+        .push = &pc, .push_size = sizeof pc, .groups = R * ((C + wg - 1) / wg), .wg = wg,
+    };
+    chm_status rc = chm_vk_run(vk, &rank);
+    if (!rc) rc = chm_vk_run(vk, &place);
+    chm_vk_scratch_free(be, &flags);
+    return rc;
+}
+
 chm_status chm_vk_select_topk(chm_backend *be, const chm_tensor *idx, const chm_tensor *scores,
                               bool flat) {
     CHM_TRY(chm_vk_need_float(be, "select_topk", scores));
     chm_vk *vk = chm_vk_ctx(be);
+    if (chm_tensor_numel(scores) == 0 || idx->shape[1] == 0) return CHM_OK;
+    if (vk->caps.topk_split) return select_topk_split(be, idx, scores, flat);
     struct {
         uint32_t R, C, K, flat;
     } pc = {(uint32_t)scores->shape[0], (uint32_t)scores->shape[1], (uint32_t)idx->shape[1],

@@ -236,6 +236,7 @@ typedef struct chm_vk_caps {
     VkDeviceSize bind_align;       /* binding offsets: multiple of this (>= 16) */
     uint32_t wg_elem;              /* workgroup size of elementwise shaders */
     uint32_t wg_row;               /* workgroup size of row reductions */
+    uint32_t wg_cap;               /* the largest 1-D workgroup, at most 256 (>= 128) */
     uint32_t shared_bytes;         /* maxComputeSharedMemorySize */
     bool shader_f16;               /* shaderFloat16 (f16 arithmetic in shaders) */
     /* VK_KHR_cooperative_matrix (coopmat_khr) or VK_NV_cooperative_matrix with 16x16x16 (or
@@ -258,6 +259,10 @@ typedef struct chm_vk_caps {
     bool cm_n16, cm_n8;            /* 16x16x16 / 16x8x16 f16 -> f32 matrices listed */
     bool splitk;                   /* thin A^T B products with a long sum split over K
                                       (matmul.c); off with CHIMERA_VULKAN_DISABLE=splitk */
+    bool conv1d_fused;             /* causal_conv1d_bwd in one fused pass (causal_conv1d.c); off
+                                      with CHIMERA_VULKAN_DISABLE=conv1d_fused (three passes) */
+    bool topk_split;               /* select_topk's ranks over many workgroups a row (router.c);
+                                      off with CHIMERA_VULKAN_DISABLE=topk_split (one a row) */
     chm_vk_cm_tile cm_tile;        /* tile of the cooperative-matrix matmul (large products) */
     uint32_t wg_slots;             /* workgroups of the cooperative-matrix matmul's tile that
                                       run at once (2 an SM where the device counts its SMs,

@@ -94,7 +94,7 @@ bool chm_vk_disabled(const char *feature) {
 static chm_status check_disable_list(chm_err *err) {
     static const char *const known[] = {"subgroup", "16bit", "push_descriptor", "pipeline_cache",
                                         "timestamps", "coopmat", "coopmat_khr", "coopmat_nv",
-                                        "coopmat2", "splitk"};
+                                        "coopmat2", "splitk", "conv1d_fused", "topk_split"};
     const char *s = getenv("CHIMERA_VULKAN_DISABLE");
     while (s && *s) {
         const char *end = strchr(s, ',');
@@ -106,7 +106,8 @@ static chm_status check_disable_list(chm_err *err) {
             return CHM_ERR(err, CHM_ERR_CONFIG,
                            "CHIMERA_VULKAN_DISABLE names an unknown feature '%.*s'; known: "
                            "subgroup, 16bit, push_descriptor, pipeline_cache, timestamps, "
-                           "coopmat, coopmat_khr, coopmat_nv, coopmat2, splitk",
+                           "coopmat, coopmat_khr, coopmat_nv, coopmat2, splitk, conv1d_fused, "
+                           "topk_split",
                            (int)len, s);
         s = end ? end + 1 : NULL;
     }
@@ -372,6 +373,8 @@ static void read_caps(chm_vk *vk, bool *f16_storage, chm_vk_cm_query *cm) {
                          !chm_vk_disabled("push_descriptor");
     c->pipeline_cache = !chm_vk_disabled("pipeline_cache");
     c->splitk = !chm_vk_disabled("splitk");
+    c->conv1d_fused = !chm_vk_disabled("conv1d_fused");
+    c->topk_split = !chm_vk_disabled("topk_split");
     /* Workgroups of the cooperative-matrix tile at once: 2 an SM on NVIDIA (its registers
        allow two), where VK_NV_shader_sm_builtins counts the SMs; else a guess (matmul.c's
        K split of products with fewer tiles) */
@@ -398,6 +401,7 @@ static void read_caps(chm_vk *vk, bool *f16_storage, chm_vk_cm_query *cm) {
     /* 256 invocations keep a GPU's cores busy; a CPU device (lavapipe) prefers fewer. */
     uint32_t cap = clamp_u32(l->maxComputeWorkGroupSize[0] < c->max_wg
                                  ? l->maxComputeWorkGroupSize[0] : c->max_wg, 1, 256);
+    c->wg_cap = cap;
     c->wg_elem = clamp_u32(c->subgroup_size * 8, 64, cap);
     c->wg_row = clamp_u32(c->subgroup_size * 8, 32, cap);
     if (vk->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU) c->wg_elem = c->wg_row = cap;
