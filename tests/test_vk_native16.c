@@ -242,6 +242,9 @@ static const nv_case ROWS_AND_LOSSES[] = {
     /* out, x, idx */
     {"gather_rows", GATHER, 'n', 3,
      {R2('x', 'w', 0, 0, 9, 13), R2('x', 'r', -1, 1, 5, 13), R1('i', 'r', -1, 4, 9)}},
+    /* rows of whole 16-byte words (gather_rows.comp's word copies) */
+    {"gather_rows", GATHER, 'n', 3,
+     {R2('x', 'w', 0, 0, 9, 24), R2('x', 'r', -1, 1, 5, 24), R1('i', 'r', -1, 4, 9)}},
     /* out, x, idx, weights */
     {"scatter_add_rows", SCATTER, 'n', 4,
      {R2('x', 'a', -1, 1, 5, 13), R2('x', 'r', -1, 1, 9, 13), R1('i', 'r', -1, 4, 9),

@@ -349,12 +349,12 @@ static chm_status op_scatter(chm_backend *be, const chm_tensor *const *t, const 
 }
 
 /* {R rows of x (gather) / of out (scatter), M indices, C}: M > R repeats rows. */
-static const int64_t ROW_MOVES[][3] = {{1, 1, 1}, {7, 13, 5}, {50, 300, 70}, {1000, 37, 3},
-                                       {1, 300, 9}};
+static const int64_t ROW_MOVES[][3] = {{1, 1, 1},    {7, 13, 5}, {50, 300, 70}, {1000, 37, 3},
+                                       {1, 300, 9},  {40, 60, 24}};
 
 Test(vulkan, gather_rows_matches_cpu) {
     pair bp = pair_open();
-    for (int s = 0; s < 5; s++) {
+    for (int s = 0; s < 6; s++) { /* 40 x 24: rows of whole 16-byte words */
         int64_t R = ROW_MOVES[s][0], M = ROW_MOVES[s][1], C = ROW_MOVES[s][2];
         arg a[] = {A2(IN, R, C, -1, 1), A1(IDS, M, -1, (double)R), A2(OUT, M, C, 0, 0)};
         check_op(&bp, "gather_rows", 3, a, op_gather, NULL, 0, 0, 2400 + (uint64_t)s);

@@ -24,14 +24,17 @@ chm_status chm_vk_gather_rows(chm_backend *be, const chm_tensor *out, const chm_
     CHM_TRY(chm_vk_need_float(be, "gather_rows", x));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
-        uint32_t M, C, R;
-    } pc = {(uint32_t)out->shape[0], (uint32_t)out->shape[1], (uint32_t)x->shape[0]};
+        uint32_t M, C, R, per;
+    } pc = {(uint32_t)out->shape[0], (uint32_t)out->shape[1], (uint32_t)x->shape[0], 1};
+    uint32_t word = 16 / (uint32_t)chm_dtype_size(x->dtype); /* elements a 16-byte word */
+    if (pc.C % word == 0) pc.per = word; /* the shader moves words where aligned */
     char name[48];
     chm_vk_dispatch d = {
         .shader = chm_vk_variant_dt(vk, "gather_rows", x->dtype, false, name, sizeof name),
         .nbind = 3, .bind = {x, idx, out}, .writes = 1u << 2,
         .status = true, .push = &pc, .push_size = sizeof pc,
-        .groups = chm_vk_groups((int64_t)pc.M * pc.C, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+        .groups = chm_vk_groups((int64_t)pc.M * pc.C / pc.per, vk->caps.wg_elem),
+        .wg = vk->caps.wg_elem,
     };
     return chm_vk_run(vk, &d);
 }
