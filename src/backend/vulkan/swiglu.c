@@ -1,7 +1,8 @@
 /*
  * swiglu.c: the vulkan backend's SwiGLU, forward and backward (shaders
- * swiglu.comp, swiglu_bwd.comp), one invocation per element (split over
- * several dispatches when the tensors exceed one binding: vk_split.c):
+ * swiglu.comp, swiglu_bwd.comp), one invocation per 16-byte word of
+ * elements (split over several dispatches when the tensors exceed one
+ * binding: vk_split.c):
  *   out = silu(gate) * up;   dgate += ..., dup += ... (ACCUMULATE)
  * f32, bf16 or f16 tensors (one dtype per call; 16-bit through the
  * shaders' native variants, vk_dtype.h).
@@ -20,6 +21,7 @@ chm_status chm_vk_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_t
         .shader = chm_vk_variant_dt(vk, "swiglu_fwd", gate->dtype, false, name, sizeof name),
         .nbind = 3, .bind = {gate, up, out}, .writes = 1u << 2,
         .push = &pc, .push_size = sizeof pc, .wg = vk->caps.wg_elem,
+        .per = 16 / (uint32_t)chm_dtype_size(gate->dtype), /* words.glsl's WORD_N */
     };
     return chm_vk_run_elems(vk, &d, chm_tensor_numel(out));
 }
@@ -37,6 +39,7 @@ chm_status chm_vk_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm
         .shader = chm_vk_variant_dt(vk, "swiglu_bwd", gate->dtype, false, name, sizeof name),
         .nbind = 5, .bind = {dout, gate, up, dgate, dup},
         .writes = 3u << 3, .push = &pc, .push_size = sizeof pc, .wg = vk->caps.wg_elem,
+        .per = 16 / (uint32_t)chm_dtype_size(gate->dtype), /* words.glsl's WORD_N */
     };
     return chm_vk_run_elems(vk, &d, chm_tensor_numel(dout));
 }

@@ -412,6 +412,9 @@ typedef struct chm_vk_dispatch {
      */
     uint32_t window;
     int64_t first[CHM_VK_MAX_BINDINGS], count[CHM_VK_MAX_BINDINGS];
+    /* chm_vk_run_elems: elements an invocation (0: 1), a power of two dividing every chunk
+       (e.g. a 16-byte word of the dtype: the shader moves words where the offsets allow) */
+    uint32_t per;
 } chm_vk_dispatch;
 
 chm_status chm_vk_commands_init(chm_vk *vk);

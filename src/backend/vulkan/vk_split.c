@@ -64,7 +64,8 @@ static chm_status run_chunk(chm_vk *vk, const chm_vk_dispatch *d, int64_t first,
     push[0] = (uint32_t)count;
     chm_vk_dispatch c = *d;
     c.push = push;
-    c.groups = chm_vk_groups(count, d->wg);
+    int64_t per = d->per ? d->per : 1;
+    c.groups = chm_vk_groups((count + per - 1) / per, d->wg);
     c.window = 0;
     for (int i = 0; window && i < d->nbind; i++) {
         if (unit_of(d, i) == 0) continue;
@@ -84,6 +85,7 @@ chm_status chm_vk_run_elems(chm_vk *vk, const chm_vk_dispatch *d, int64_t n) {
     if (n <= 0) return CHM_OK;
     if (fits_whole(vk, d, n, &unit)) return run_chunk(vk, d, 0, n, false);
     int64_t chunk = chm_vk_chunk_elems(vk, unit);
+    if (d->per > 1) chunk = chunk / d->per * d->per; /* whole words an invocation */
     if (chunk == 0)
         return CHM_ERR(&vk->be->err, CHM_ERR_UNSUPPORTED,
                        "vulkan: %s: a binding of %llu bytes cannot hold one %u-byte element "
