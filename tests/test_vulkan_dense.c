@@ -511,9 +511,10 @@ static chm_status op_ce(chm_backend *be, const chm_tensor *const *t, const void 
 
 Test(vulkan, cross_entropy_matches_cpu) {
     pair bp = pair_open();
-    /* {R, V}: single entries, odd, long rows (several chunks per invocation), many rows */
-    static const int64_t shapes[][2] = {{1, 1}, {5, 37}, {7, 5003}, {300, 50}};
-    for (int s = 0; s < 4; s++)
+    /* {R, V}: single entries, odd, long rows (several chunks per invocation), many rows,
+       rows of whole 16-byte words (the shader's word loads) */
+    static const int64_t shapes[][2] = {{1, 1}, {5, 37}, {7, 5003}, {300, 50}, {9, 4000}};
+    for (int s = 0; s < 5; s++)
         for (int k = 0; k < 3; k++) {
             int64_t R = shapes[s][0], V = shapes[s][1];
             /* targets include -1 (ignored) */
