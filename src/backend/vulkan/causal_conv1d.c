@@ -29,17 +29,15 @@ chm_status chm_vk_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out, cons
     CHM_TRY(chm_vk_need_float(be, "causal_conv1d_fwd", x));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
-        uint32_t n, T, C, W, flags, per;
+        uint32_t n, T, C, W, flags;
     } pc = {(uint32_t)chm_tensor_numel(x), (uint32_t)x->shape[1], (uint32_t)x->shape[2],
-            (uint32_t)w->shape[1], (bias ? CONV_HAS_BIAS : 0u) | (silu ? CONV_SILU : 0u), 1};
-    uint32_t word = 16 / (uint32_t)chm_dtype_size(x->dtype); /* words.glsl's WORD_N */
-    if (pc.C % word == 0) pc.per = word; /* channels an invocation */
+            (uint32_t)w->shape[1], (bias ? CONV_HAS_BIAS : 0u) | (silu ? CONV_SILU : 0u)};
     char name[48];
     chm_vk_dispatch d = {
         .shader = chm_vk_variant_dt(vk, "causal_conv1d_fwd", x->dtype, false, name, sizeof name),
         .nbind = 4, .bind = {x, w, bias, out},
         .writes = 1u << 3, .push = &pc, .push_size = sizeof pc,
-        .groups = chm_vk_groups(pc.n / pc.per, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
+        .groups = chm_vk_groups(pc.n, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };
     return chm_vk_run(vk, &d);
 }
