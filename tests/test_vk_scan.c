@@ -157,6 +157,29 @@ Test(vk_scan, chimera_1b_channels_many_chunks) {
     pair_close(&bp);
 }
 
+/* The register kernel's chunks of 16 steps (selective_scan_bwd_sg.comp): several with a
+   partial last one, an exact multiple, channels that leave a workgroup partly dead, N = 16
+   and N = 8, with and without the optional inputs; set gradients with z given. */
+static const vscan CHUNKS16[] = {{2, 50, 70, 16, true, 0}, {1, 32, 40, 8, false, 0},
+                                 {1, 17, 33, 16, true, 0}};
+
+Test(vk_scan, backward_chunks_of_16) {
+    pair bp = pair_open();
+    for (int i = 0; i < 3; i++) check_backward(&bp, CHUNKS16[i], 1001 + 10 * (uint64_t)i);
+    check_saved(&bp, CHUNKS16[0], 1051);
+    pair_close(&bp);
+}
+
+/* The older shader (CHIMERA_VULKAN_DISABLE=scan_shuffle: states in shared memory). */
+Test(vk_scan, backward_without_shuffles) {
+    setenv("CHIMERA_VULKAN_DISABLE", "scan_shuffle", 1);
+    pair bp = pair_open();
+    check_backward(&bp, CHUNKS16[0], 1101);
+    check_backward(&bp, SMALL_N[2], 1111);
+    check_saved(&bp, (vscan){1, 20, 8, 16, true, 0}, 1121);
+    pair_close(&bp);
+}
+
 /* ---- timing on a GPU (skipped unless CHIMERA_VK_SCAN_BENCH is set) ---- */
 
 /* Median ms of 5 runs after a warm-up: the backward when g, else the forward into y. */
