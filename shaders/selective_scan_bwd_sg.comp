@@ -12,8 +12,12 @@
  * four adjacent invocations of a subgroup share channel k (invocation
  * 4k + q, counted in subgroup order), lane q holding states 4q..4q+3 as a
  * vec4 (states past N: zero A, B, C, so zero states). Time goes in chunks
- * of L = 16 steps. A first walk stores the state at the start of every
- * chunk (hb, global); then, chunks last to first:
+ * of L = 16 steps (8 in the _l8 variants: half the registers for the states,
+ * twice the checkpoints; in the _half variants the chunk's two halves are
+ * walked back one after the other, each recomputed into 8 registers, the
+ * second from the middle state: half the registers, 1.5 times the recompute). The start state of every chunk comes from the
+ * forward's saved states (HSAVED: h_saved, binding 13, L = 16 only) or else
+ * from a first walk that stores them (hb, global); then, chunks last to first:
  *  - the chunk's [L, WGC] tiles go into shared memory with what depends on
  *    (t, channel) only computed once per element: d, dsig, d*u, dyr, dzf
  *    (steps past T and dead channels: zeros, which leave the states and the
@@ -54,31 +58,44 @@
 
 layout(constant_id = 2) const uint NSTATE = 16;
 layout(constant_id = 3) const uint SGC = 8;
-const uint L = 16u;                 /* steps per chunk */
+#ifdef L8
+const uint L = 8u;                  /* steps per chunk */
+#else
+const uint L = 16u;
+#endif
+#ifdef HALF
+const uint S = L / 2u;              /* states held in registers at once */
+#else
+const uint S = L;
+#endif
 const uint WGC = WG_SIZE / 4u;      /* channels per workgroup */
 const uint NGRP = WGC / SGC;        /* subgroup slices of SGC channels */
 
-layout(binding = 0) readonly buffer U { DT u[]; };
-layout(binding = 1) readonly buffer Delta { DT delta[]; };
-layout(binding = 2) readonly buffer Amat { DT A_[]; };
-layout(binding = 3) readonly buffer Bmat { DT Bm[]; };
-layout(binding = 4) readonly buffer Cmat { DT Cm[]; };
-layout(binding = 5) readonly buffer Dvec { DT Dv[]; };     /* dummy without HAS_D */
-layout(binding = 6) readonly buffer Z { DT z[]; };         /* dummy without HAS_Z */
-layout(binding = 7) readonly buffer Dbias { DT dbias[]; }; /* dummy without HAS_DB */
-layout(binding = 8) readonly buffer Dy { DT dy[]; };
-layout(binding = 9) buffer Scratch { float scr[]; };
-layout(binding = 10) buffer Du { DT du[]; };               /* dummy without WANT_DU */
-layout(binding = 11) buffer Ddelta { DT ddelta[]; };       /* dummy without WANT_DDELTA */
-layout(binding = 12) buffer Dz { DT dz[]; };               /* dummy without WANT_DZ */
+/* restrict: the tensors never alias (backend.h), so that loads may pass stores */
+layout(binding = 0) readonly restrict buffer U { DT u[]; };
+layout(binding = 1) readonly restrict buffer Delta { DT delta[]; };
+layout(binding = 2) readonly restrict buffer Amat { DT A_[]; };
+layout(binding = 3) readonly restrict buffer Bmat { DT Bm[]; };
+layout(binding = 4) readonly restrict buffer Cmat { DT Cm[]; };
+layout(binding = 5) readonly restrict buffer Dvec { DT Dv[]; };     /* dummy without HAS_D */
+layout(binding = 6) readonly restrict buffer Z { DT z[]; };         /* dummy without HAS_Z */
+layout(binding = 7) readonly restrict buffer Dbias { DT dbias[]; }; /* dummy without HAS_DB */
+layout(binding = 8) readonly restrict buffer Dy { DT dy[]; };
+layout(binding = 9) restrict buffer Scratch { float scr[]; };
+layout(binding = 10) restrict buffer Du { DT du[]; };               /* dummy without WANT_DU */
+layout(binding = 11) restrict buffer Ddelta { DT ddelta[]; };       /* dummy without WANT_DDELTA */
+layout(binding = 12) restrict buffer Dz { DT dz[]; };               /* dummy without WANT_DZ */
+/* chm_scan_args.h_saved [B, nch, Di, N] f32 as selective_scan_fwd_save wrote it (dummy without
+   HSAVED): entry kc - 1 is chunk kc's start state, no walk needed */
+layout(binding = 13) readonly restrict buffer Hsaved { float hsv[]; };
 
 /* bits of p.flags (the first eight as selective_scan_bwd.comp's) */
 const uint HAS_D = 1u, HAS_Z = 2u, HAS_DB = 4u, SOFTPLUS = 8u;
 const uint WANT_DU = 16u, WANT_DDELTA = 32u, WANT_DZ = 64u, WANT_BC = 128u;
-const uint SET_DU = 256u, SET_DDELTA = 512u, SET_DZ = 1024u;
+const uint SET_DU = 256u, SET_DDELTA = 512u, SET_DZ = 1024u, HSAVED = 2048u;
 
 layout(push_constant) uniform Push {
-    uint off[13];
+    uint off[14];
     uint B, T, Di;
     uint nch;                    /* number of chunks of L steps */
     uint flags;
@@ -98,7 +115,7 @@ shared float s_red[L * NGRP * 32u];
 uint b, blk, nblk, k, q, c, ninv;
 bool live;
 vec4 A;
-/* The elements: this invocation stages and finishes rows er + 4i of channel ek. */
+/* The elements: this invocation stages and finishes rows er + 4i (i < L/4) of channel ek. */
 uint ek, er, ec;
 bool elive;
 float eD, ebias;
@@ -119,7 +136,7 @@ void step_size(float x, out float d, out float dsig) {
 /* The chunk at t0 (len steps) into the tiles; without grads only d, d*u and the Bm rows. */
 void stage(uint t0, uint len, bool grads) {
     bool zin = grads && (p.flags & HAS_Z) != 0u;
-    [[unroll]] for (uint i = 0; i < 4u; i++) {
+    [[unroll]] for (uint i = 0; i < L / 4u; i++) {
         uint tt = er + 4u * i, e = tt * WGC + ek, ti = (b * p.T + t0 + tt) * p.Di + ec;
         bool ok = elive && tt < len;
         float d = 0.0, dsig = 0.0, uu = 0.0, dyr = 0.0, dzf = 0.0;
@@ -148,6 +165,8 @@ void stage(uint t0, uint len, bool grads) {
 /* Scratch index of state n at the start of chunk kc. */
 uint hb_idx(uint kc, uint n) { return p.hb_at + (kc * NSTATE + n) * ninv + b * p.Di + c; }
 
+vec4 advance(vec4 h, uint tt);
+
 /* The first walk: the state at the start of every chunk kc >= 1 into hb. */
 void checkpoints() {
     vec4 h = vec4(0.0);
@@ -161,7 +180,7 @@ void checkpoints() {
                 if (4u * q + j < NSTATE) scr[hb_idx(kc, 4u * q + j)] = h[j];
         }
         [[unroll]] for (uint tt = 0; tt < L; tt++)
-            h = exp(t_d[tt * WGC + k] * A) * h + t_du[tt * WGC + k] * t_B4[tt * 4u + q];
+            h = advance(h, tt);
     }
 }
 
@@ -212,26 +231,47 @@ void bc_reduce(vec4 vb, vec4 vc, uint row) {
 /* Running sums over the walk: the carried gradient g = dL/dh and dA of the lane's states. */
 vec4 g, dA;
 
-/* Recompute the chunk's states from its start state h0 into registers, then walk them back. */
-void chunk_back(vec4 h0) {
-    vec4 hs[L], h = h0;
-    [[unroll]] for (uint tt = 0; tt < L; tt++) {
-        h = exp(t_d[tt * WGC + k] * A) * h + t_du[tt * WGC + k] * t_B4[tt * 4u + q];
-        hs[tt] = h;
+/* The state after step tt of the staged chunk, from the one before it. */
+vec4 advance(vec4 h, uint tt) {
+    return exp(t_d[tt * WGC + k] * A) * h + t_du[tt * WGC + k] * t_B4[tt * 4u + q];
+}
+
+/*
+ * Steps first..first+S-1 of the chunk: their states recomputed from hstart (the state
+ * before step first) into registers, then walked back.
+ */
+void back_steps(uint first, vec4 hstart) {
+    vec4 hs[S], h = hstart;
+    [[unroll]] for (uint i = 0; i < S; i++) {
+        h = advance(h, first + i);
+        hs[i] = h;
     }
     uint red = (k / SGC) * 32u;
-    [[unroll]] for (uint i = 0; i < L; i++) {
-        uint tt = L - 1u - i, e = tt * WGC + k;
+    [[unroll]] for (uint r = 0; r < S; r++) {
+        uint i = S - 1u - r, tt = first + i, e = tt * WGC + k;
         float d = t_d[e], dyr = t_dyr[e], du_ = t_du[e];
         vec4 bq = t_B4[tt * 4u + q], cq = t_C4[tt * 4u + q];
-        vec4 hp = tt > 0u ? hs[tt > 0u ? tt - 1u : 0u] : h0, dec = exp(d * A);
+        vec4 hp = i > 0u ? hs[i > 0u ? i - 1u : 0u] : hstart, dec = exp(d * A);
         vec4 gn = g + dyr * cq, carry = gn * dec, P = carry * hp;
         g = carry;
         dA += d * P;
-        float r = sqy_reduce(dot(gn, bq), dot(A, P), dot(cq, hs[tt]));
-        if (q < 3u) s_part[(tt * 3u + q) * WGC + k] = r;
-        bc_reduce(gn * du_, dyr * hs[tt], tt * NGRP * 32u + red);
+        float sum = sqy_reduce(dot(gn, bq), dot(A, P), dot(cq, hs[i]));
+        if (q < 3u) s_part[(tt * 3u + q) * WGC + k] = sum;
+        bc_reduce(gn * du_, dyr * hs[i], tt * NGRP * 32u + red);
     }
+}
+
+/*
+ * The chunk walked back from its start state h0: in one stash of L states, or (HALF) the
+ * second half first from the state at the middle (walked to once more), then the first.
+ */
+void chunk_back(vec4 h0) {
+#ifdef HALF
+    vec4 h = h0;
+    [[unroll]] for (uint tt = 0; tt < S; tt++) h = advance(h, tt);
+    back_steps(S, h);
+#endif
+    back_steps(0u, h0);
 }
 
 /* Running per-channel sums of this invocation's elements (dD, ddelta_bias). */
@@ -242,7 +282,7 @@ float dD, ddb;
 
 /* Per element (t, channel) of the chunk: du, ddelta, dz. */
 void finish_elements(uint t0, uint len) {
-    [[unroll]] for (uint i = 0; i < 4u; i++) {
+    [[unroll]] for (uint i = 0; i < L / 4u; i++) {
         uint tt = er + 4u * i, e = tt * WGC + ek;
         if (tt >= len) continue;
         float S = s_part[(tt * 3u) * WGC + ek], Q = s_part[(tt * 3u + 1u) * WGC + ek];
@@ -315,15 +355,17 @@ void main() {
     ebias = elive && (p.flags & HAS_DB) != 0u ? LOAD(dbias[p.off[7] + ec]) : 0.0;
     g = dA = vec4(0.0);
     dD = ddb = 0.0;
-    checkpoints();
+    if ((p.flags & HSAVED) == 0u) checkpoints();
     for (uint kc = p.nch; kc-- > 0u;) {
         uint t0 = kc * L, len = min(L, p.T - t0);
         barrier(); /* the previous chunk's tiles and sums are read */
         stage(t0, len, true);
         vec4 h0 = vec4(0.0);
+        uint hs_at = p.off[13] + ((b * p.nch + kc - 1u) * p.Di + c) * NSTATE + 4u * q;
+        bool saved = (p.flags & HSAVED) != 0u;
         if (kc > 0u && live) {
             [[unroll]] for (uint j = 0; j < 4u; j++)
-                if (4u * q + j < NSTATE) h0[j] = scr[hb_idx(kc, 4u * q + j)];
+                if (4u * q + j < NSTATE) h0[j] = saved ? hsv[hs_at + j] : scr[hb_idx(kc, 4u * q + j)];
         }
         barrier();
         chunk_back(h0);

@@ -22,8 +22,10 @@
  * CHIMERA_VULKAN_DISABLE=scan_shuffle, chunks of 4 steps with the states in
  * shared memory (selective_scan_bwd.comp, no subgroup operations). The other
  * gradients that grads_set names are zeroed first (the shaders accumulate
- * them); h_saved is left untouched by the forward and not read by the
- * backward (the contract in backend.h allows it).
+ * them). Where the register backward runs with chunks of 16 steps, the
+ * forward writes h_saved (when given, f32) and the backward takes the chunks'
+ * start states from it instead of walking the states first; elsewhere
+ * h_saved is left untouched and not read (backend.h allows both).
  *
  * The tensors (h of the step included) are f32, or all bf16 or all f16 (the
  * shaders' native variants: loaded into f32, rounded once on store or, for
@@ -44,7 +46,8 @@ enum {
     SCAN_WANT_DU = 16,
     SCAN_WANT_DDELTA = 32,
     SCAN_WANT_DZ = 64,
-    SCAN_WANT_BC = 128
+    SCAN_WANT_BC = 128,
+    SCAN_HSAVED = 2048 /* selective_scan_bwd_sg.comp's; its SET_* bits are 256 << i */
 };
 
 /* Sizes of one call. */
@@ -126,6 +129,16 @@ static chm_status scan_tile_make(chm_vk *vk, bool bwd, uint32_t N, uint32_t lc_m
                    "shared memory", N, (unsigned long long)budget);
 }
 
+/*
+ * Whether the forward writes a->h_saved and the register backward reads it (the shaders'
+ * variants with SAVE and HSAVED): where that backward runs (N <= 16, subgroup shuffles) and
+ * h_saved is f32 as the contract says. Elsewhere it is left untouched and not read.
+ */
+static bool scan_saves(const chm_vk *vk, const chm_scan_args *a) {
+    return a->h_saved && a->h_saved->dtype == CHM_F32 && vk->caps.scan_shuffle &&
+           a->A->shape[1] <= 16;
+}
+
 /* Forward or step (h != NULL: the state starts at h and is written back). */
 static chm_status scan_forward(chm_backend *be, const char *op, const chm_tensor *y,
                                const chm_tensor *h, const chm_scan_args *a) {
@@ -140,12 +153,16 @@ static chm_status scan_forward(chm_backend *be, const char *op, const chm_tensor
         uint32_t B, T, Di, flags;
     } pc = {s.B, s.T, s.Di, scan_input_flags(a)};
     char name[48];
+    bool save = !h && scan_saves(vk, a);
     chm_vk_dispatch d = {
-        .shader = chm_vk_variant_dt(vk, h ? "selective_scan_step" : "selective_scan_fwd",
+        .shader = chm_vk_variant_dt(vk, h      ? "selective_scan_step"
+                                        : save ? "selective_scan_fwd_save"
+                                               : "selective_scan_fwd",
                                     a->u->dtype, false, name, sizeof name),
-        .nbind = h ? 10 : 9,
-        .bind = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias, y, h},
-        .writes = h ? 3u << 8 : 1u << 8, .push = &pc, .push_size = sizeof pc,
+        .nbind = h || save ? 10 : 9,
+        .bind = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias, y,
+                 h ? h : save ? a->h_saved : NULL},
+        .writes = h || save ? 3u << 8 : 1u << 8, .push = &pc, .push_size = sizeof pc,
         .groups = s.B * chm_vk_groups(s.Di, t.wgc), .wg = t.lanes * t.wgc,
         .spec = {s.N, t.lanes, t.lc}, .nspec = 3,
     };
@@ -168,36 +185,41 @@ chm_status chm_vk_selective_scan_step(chm_backend *be, const chm_tensor *y, cons
 typedef struct scan_plan {
     scan_tile t;
     bool sg;                 /* selective_scan_bwd_sg (else selective_scan_bwd) */
+    bool saved;              /* sg, 16-step chunks: the start states from h_saved (no hb) */
+    bool half;               /* sg, 16-step chunks walked back in halves (the _half variants) */
     uint32_t sgc;            /* sg: channels whose dBm/dCm sums meet in shuffles */
     uint32_t nblk, nch;      /* workgroups per batch row, chunks of t.lc steps */
     uint64_t hb, pbc, pa, total;
 } scan_plan;
 
-/* Shared-memory bytes of selective_scan_bwd_sg.comp (the arrays at its top). */
-static uint64_t scan_sg_shared_bytes(uint32_t wgc, uint32_t sgc) {
-    return 4 * (6 * 16 * (uint64_t)wgc + 2 * 16 * 16 + 3 * 16 * (uint64_t)wgc +
-                16 * (uint64_t)(wgc / sgc) * 32);
+/* Shared-memory bytes of selective_scan_bwd_sg.comp (the arrays at its top), chunks of lc. */
+static uint64_t scan_sg_shared_bytes(uint32_t wgc, uint32_t sgc, uint32_t lc) {
+    return 4 * (uint64_t)lc * (9 * (uint64_t)wgc + 2 * 16 + (uint64_t)(wgc / sgc) * 32);
 }
 
 /*
  * The register kernel's tile: chunks of 16 steps, the most channels (32 down to the
  * subgroup's quarter) whose workgroup the subgroup size divides and whose shared arrays fit;
- * CHIMERA_VULKAN_SCAN_TILE=<wgc>x16 asks for wgc. False where it does not apply (N > 16,
- * no shuffles, nothing fits): the older shader runs.
+ * CHIMERA_VULKAN_SCAN_TILE=<wgc>x<lc> with lc 16 or 8 (the _l8 variants) asks for that tile,
+ * <wgc>x16h for 16-step chunks walked back in halves (the _half variants).
+ * False where it does not apply (N > 16, no shuffles, nothing fits): the older shader runs.
  */
 static bool scan_sg_tile(chm_vk *vk, uint32_t N, scan_plan *pl) {
-    uint32_t sg = vk->caps.subgroup_size, want = 0;
+    uint32_t sg = vk->caps.subgroup_size, want = 0, lc = 16;
     if (!vk->caps.scan_shuffle || N > 16) return false;
     const char *env = getenv("CHIMERA_VULKAN_SCAN_TILE");
     unsigned ew, el;
-    if (env && sscanf(env, "%ux%u", &ew, &el) == 2 && el == 16) want = ew;
+    char h = 0;
+    int nf = env ? sscanf(env, "%ux%u%c", &ew, &el, &h) : 0;
+    pl->half = false;
+    if (nf >= 2 && (el == 16 || el == 8)) want = ew, lc = el, pl->half = nf == 3 && h == 'h';
     for (uint32_t wgc = 32; wgc >= 1; wgc /= 2) {
         uint32_t sgc = sg / 4 < 8 ? sg / 4 : 8;
         if (sgc > wgc) sgc = wgc;
         if ((want && wgc != want) || 4 * wgc % sg || 4 * wgc > vk->caps.max_wg ||
-            scan_sg_shared_bytes(wgc, sgc) > vk->props.limits.maxComputeSharedMemorySize)
+            scan_sg_shared_bytes(wgc, sgc, lc) > vk->props.limits.maxComputeSharedMemorySize)
             continue;
-        pl->t = (scan_tile){4, wgc, 16};
+        pl->t = (scan_tile){4, wgc, lc};
         pl->sgc = sgc;
         return true;
     }
@@ -209,7 +231,8 @@ static bool scan_sg_tile(chm_vk *vk, uint32_t N, scan_plan *pl) {
  * channel); else chunks of 4 steps whose states and gn (2 * 4 * N floats per channel)
  * live in shared memory, hb holding T/4 states per channel.
  */
-static chm_status scan_plan_make(chm_vk *vk, const scan_dims *s, bool want_bc, scan_plan *pl) {
+static chm_status scan_plan_make(chm_vk *vk, const scan_dims *s, const chm_scan_args *a,
+                                 bool want_bc, scan_plan *pl) {
     /* chunks of 4 steps: on an H100 32 channels x 4 steps ran the backward in 2.87 ms against
        4.12 for 32 x 8 (chimera-1b's shape, f32; 16 x 4: 3.14, 16 x 8: 4.47) */
     pl->sg = scan_sg_tile(vk, s->N, pl);
@@ -217,8 +240,9 @@ static chm_status scan_plan_make(chm_vk *vk, const scan_dims *s, bool want_bc, s
     pl->nblk = chm_vk_groups(s->Di, pl->t.wgc);
     pl->nch = chm_vk_groups(s->T, pl->t.lc);
     uint64_t ninv = (uint64_t)s->B * s->Di;
+    pl->saved = pl->sg && pl->t.lc == 16 && scan_saves(vk, a);
     pl->hb = 0;
-    pl->pbc = pl->hb + (uint64_t)pl->nch * s->N * ninv;
+    pl->pbc = pl->hb + (pl->saved ? 0 : (uint64_t)pl->nch * s->N * ninv);
     pl->pa = pl->pbc + (want_bc ? (uint64_t)s->B * pl->nblk * s->T * 2 * s->N : 0);
     pl->total = pl->pa + ninv * (s->N + 2);
     if (pl->total > UINT32_MAX)
@@ -249,15 +273,19 @@ static chm_status scan_walk(chm_vk *vk, const scan_dims *s, const scan_plan *pl,
     } pc = {s->B, s->T, s->Di, pl->nch,
             scan_input_flags(a) | (g->du ? SCAN_WANT_DU : 0u) |
                 (g->ddelta ? SCAN_WANT_DDELTA : 0u) | (g->dz ? SCAN_WANT_DZ : 0u) |
-                (g->dBm || g->dCm ? SCAN_WANT_BC : 0u) | scan_elem_set(pl, a) << 8,
+                (g->dBm || g->dCm ? SCAN_WANT_BC : 0u) | scan_elem_set(pl, a) << 8 |
+                (pl->saved ? SCAN_HSAVED : 0u),
             (uint32_t)pl->hb, (uint32_t)pl->pbc, (uint32_t)pl->pa};
     char name[48];
     chm_vk_dispatch d = {
-        .shader = chm_vk_variant_dt(vk, pl->sg ? "selective_scan_bwd_sg" : "selective_scan_bwd",
+        .shader = chm_vk_variant_dt(vk, !pl->sg              ? "selective_scan_bwd"
+                                        : pl->t.lc == 8 ? "selective_scan_bwd_sg_l8"
+                                        : pl->half      ? "selective_scan_bwd_sg_half"
+                                                        : "selective_scan_bwd_sg",
                                     a->u->dtype, false, name, sizeof name),
-        .nbind = 13,
+        .nbind = pl->sg ? 14 : 13,
         .bind = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias, dy, scr, g->du,
-                 g->ddelta, g->dz},
+                 g->ddelta, g->dz, pl->saved ? a->h_saved : NULL},
         .writes = 0xFu << 9, .push = &pc, .push_size = sizeof pc,
         .groups = s->B * pl->nblk, .wg = pl->t.lanes * pl->t.wgc,
         .spec = {s->N, pl->t.lanes, pl->t.lc}, .nspec = 3,
@@ -322,7 +350,7 @@ chm_status chm_vk_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
     chm_vk *vk = chm_vk_ctx(be);
     scan_dims s = scan_dims_of(a);
     scan_plan pl = {0};
-    CHM_TRY(scan_plan_make(vk, &s, g->dBm || g->dCm, &pl));
+    CHM_TRY(scan_plan_make(vk, &s, a, g->dBm || g->dCm, &pl));
     /* the walk's set bits are du, ddelta, dz; grads_set's are bits 0, 1 and 6 */
     uint32_t ws = scan_elem_set(&pl, a);
     CHM_TRY(scan_zero_set(be, g, a->grads_set & ~((ws & 3u) | (ws & 4u ? CHM_SCAN_SET_DZ : 0u))));
