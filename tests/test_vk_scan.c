@@ -187,6 +187,55 @@ Test(vk_scan, backward_without_shuffles) {
     pair_close(&bp);
 }
 
+/* The register backward twice on the same inputs, gradients set: bit-for-bit the same (no
+   atomics; shuffle partners and sum orders fixed), with and without the saved states. */
+Test(vk_scan, backward_is_deterministic) {
+    chm_backend *vk = vk_open();
+    const int64_t B = 2, T = 70, Di = 100, N = 16, K = (T + 15) / 16;
+    const int64_t btd[3] = {B, T, Di}, btn[3] = {B, T, N}, dn[2] = {Di, N}, d1[1] = {Di};
+    const int64_t hs[4] = {B, K, Di, N};
+    /* u, delta, A, Bm, Cm, D, z, delta_bias, dy, h_saved, y, then the eight gradients */
+    const int64_t *shape[19] = {btd, btd, dn, btn, btn, d1, btd, d1, btd, hs, btd,
+                                btd, btd, dn, btn, btn, d1, btd, d1};
+    const int nd[19] = {3, 3, 2, 3, 3, 1, 3, 1, 3, 4, 3, 3, 3, 2, 3, 3, 1, 3, 1};
+    tt_tensor t[19];
+    tt_rng r = tt_rng_make(1201);
+    for (int i = 0; i < 19; i++) {
+        t[i] = tt_alloc(vk, CHM_F32, nd[i], shape[i]);
+        int64_t n = chm_tensor_numel(&t[i].t);
+        double *x = tt_dalloc(n);
+        tt_fill_uniform(&r, x, n, i == 2 ? -2 : -1, i == 2 ? -0.1 : 1);
+        tt_upload(vk, &t[i], x);
+        free(x);
+    }
+    for (int saved = 0; saved < 2; saved++) {
+        chm_scan_args a = {&t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, &t[5].t, &t[6].t,
+                           &t[7].t, true, saved ? &t[9].t : NULL, 0xFFu};
+        chm_scan_grads g = {&t[11].t, &t[12].t, &t[13].t, &t[14].t,
+                            &t[15].t, &t[16].t, &t[17].t, &t[18].t};
+        cr_assert_eq(chm_selective_scan_fwd(vk, &t[10].t, &a), CHM_OK, "%s", vk->err.msg);
+        double *first[8];
+        for (int run = 0; run < 2; run++) {
+            cr_assert_eq(chm_selective_scan_bwd(vk, &g, &t[8].t, &a), CHM_OK, "%s", vk->err.msg);
+            for (int i = 0; i < 8; i++) {
+                int64_t n = chm_tensor_numel(&t[11 + i].t);
+                double *x = tt_dalloc(n);
+                tt_download(vk, &t[11 + i], x);
+                if (run == 0) {
+                    first[i] = x;
+                    continue;
+                }
+                cr_assert(memcmp(x, first[i], (size_t)n * sizeof *x) == 0,
+                          "gradient %d differs between two runs (saved states: %d)", i, saved);
+                free(x);
+                free(first[i]);
+            }
+        }
+    }
+    for (int i = 0; i < 19; i++) tt_free(&t[i]);
+    vk_close(vk);
+}
+
 /* ---- timing on a GPU (skipped unless CHIMERA_VK_SCAN_BENCH is set) ---- */
 
 /* Median ms of 5 runs after a warm-up: the backward when g, else the forward into y. */
