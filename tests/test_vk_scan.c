@@ -187,9 +187,20 @@ Test(vk_scan, backward_without_shuffles) {
     pair_close(&bp);
 }
 
+/* x (f32 values) into dt's tensor t, or from it into x: through an f32 tensor and chm_cast. */
+static void cast_io(chm_backend *vk, const tt_tensor *t, double *x, bool up) {
+    tt_tensor f = tt_alloc(vk, CHM_F32, t->t.ndim, t->t.shape);
+    if (up) tt_upload(vk, &f, x);
+    cr_assert_eq(up ? chm_cast(vk, &t->t, &f.t) : chm_cast(vk, &f.t, &t->t), CHM_OK, "%s",
+                 vk->err.msg);
+    if (!up) tt_download(vk, &f, x);
+    tt_free(&f);
+}
+
 /* The register backward twice on the same inputs, gradients set: bit-for-bit the same (no
-   atomics; shuffle partners and sum orders fixed), with and without the saved states. */
-Test(vk_scan, backward_is_deterministic) {
+   atomics; shuffle partners and sum orders fixed), with and without the saved states; and
+   with them close to without (f32 and bf16: h_saved is f32 in both). */
+static void check_repeatable(chm_dtype dt, double tol) {
     chm_backend *vk = vk_open();
     const int64_t B = 2, T = 70, Di = 100, N = 16, K = (T + 15) / 16;
     const int64_t btd[3] = {B, T, Di}, btn[3] = {B, T, N}, dn[2] = {Di, N}, d1[1] = {Di};
@@ -201,13 +212,14 @@ Test(vk_scan, backward_is_deterministic) {
     tt_tensor t[19];
     tt_rng r = tt_rng_make(1201);
     for (int i = 0; i < 19; i++) {
-        t[i] = tt_alloc(vk, CHM_F32, nd[i], shape[i]);
+        t[i] = tt_alloc(vk, i == 9 ? CHM_F32 : dt, nd[i], shape[i]);
         int64_t n = chm_tensor_numel(&t[i].t);
         double *x = tt_dalloc(n);
         tt_fill_uniform(&r, x, n, i == 2 ? -2 : -1, i == 2 ? -0.1 : 1);
-        tt_upload(vk, &t[i], x);
+        cast_io(vk, &t[i], x, true);
         free(x);
     }
+    double *ref[8];
     for (int saved = 0; saved < 2; saved++) {
         chm_scan_args a = {&t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, &t[5].t, &t[6].t,
                            &t[7].t, true, saved ? &t[9].t : NULL, 0xFFu};
@@ -220,20 +232,30 @@ Test(vk_scan, backward_is_deterministic) {
             for (int i = 0; i < 8; i++) {
                 int64_t n = chm_tensor_numel(&t[11 + i].t);
                 double *x = tt_dalloc(n);
-                tt_download(vk, &t[11 + i], x);
+                cast_io(vk, &t[11 + i], x, false);
                 if (run == 0) {
                     first[i] = x;
                     continue;
                 }
                 cr_assert(memcmp(x, first[i], (size_t)n * sizeof *x) == 0,
                           "gradient %d differs between two runs (saved states: %d)", i, saved);
+                for (int64_t e = 0; saved && e < n; e++)
+                    cr_assert(fabs(x[e] - ref[i][e]) <= tol * (1 + fabs(ref[i][e])),
+                              "gradient %d [%lld]: %g with saved states, %g without", i,
+                              (long long)e, x[e], ref[i][e]);
                 free(x);
-                free(first[i]);
+                if (saved) free(first[i]), free(ref[i]);
+                else ref[i] = first[i];
             }
         }
     }
     for (int i = 0; i < 19; i++) tt_free(&t[i]);
     vk_close(vk);
+}
+
+Test(vk_scan, backward_is_deterministic) {
+    check_repeatable(CHM_F32, 1e-5);
+    check_repeatable(CHM_BF16, 2e-2);
 }
 
 /* ---- timing on a GPU (skipped unless CHIMERA_VK_SCAN_BENCH is set) ---- */
