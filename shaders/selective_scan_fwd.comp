@@ -17,7 +17,10 @@
  * the LANES parts are added in order, with the skip term and the gate, and
  * y is stored (again consecutive invocations on consecutive channels).
  * Variants: selective_scan_fwd (h starts at 0), selective_scan_step
- * (-DSTEP: h starts at hstate [B,Di,N] and the final state is written back).
+ * (-DSTEP: h starts at hstate [B,Di,N] and the final state is written back),
+ * selective_scan_fwd_save (-DSAVE: also the state after every 16 steps, and
+ * the final one, into hsave [B, ceil(T/16), Di, N] f32: chm_scan_args.h_saved,
+ * which selective_scan_bwd_sg.comp reads instead of walking the states).
  * Each also as _bf16 and _f16 (dt.glsl): every tensor (hstate included)
  * 16-bit, loaded into f32; y and the final state rounded once on store.
  * Specialization constants: 2 NSTATE = N, 3 LANES, 4 LC.
@@ -48,6 +51,9 @@ layout(binding = 7) readonly buffer Dbias { DT dbias[]; }; /* dummy without HAS_
 layout(binding = 8) writeonly buffer Y { DT y[]; };
 #ifdef STEP
 layout(binding = 9) buffer H { DT hstate[]; };
+#define NBIND 10
+#elif defined(SAVE)
+layout(binding = 9) writeonly buffer Hsave { float hsave[]; }; /* f32 whatever DT */
 #define NBIND 10
 #else
 #define NBIND 9
@@ -178,6 +184,14 @@ void main() {
                 acc += cn[s] * h[s];
             }
             s_y[tt * WG_SIZE + gl_LocalInvocationID.x] = acc;
+#ifdef SAVE
+            uint t = t0 + tt; /* entry t / 16 after its last step (or the scan's) */
+            if (live && ((t + 1u) % 16u == 0u || t + 1u == p.T)) {
+                uint at = p.off[9] + ((b * ((p.T + 15u) / 16u) + t / 16u) * p.Di + c) * NSTATE;
+                [[unroll]] for (uint s = 0; s < SPL; s++)
+                    if (lane * SPL + s < NSTATE) hsave[at + lane * SPL + s] = h[s];
+            }
+#endif
         }
         barrier();
         for (uint tt = lane; tt < len && live; tt += LANES) {

@@ -106,9 +106,10 @@ static chm_status vscan_saved(chm_backend *be, const chm_tensor *const *t, const
     return chm_selective_scan_bwd(be, &g, t[8], &a);
 }
 
-/* Saved states and set gradients: each gradient alone (the harness's argument limit). The
-   cpu writes h_saved and vulkan leaves it (backend.h allows both), so it is not compared. */
-static void check_saved(pair *bp, vscan s, uint64_t seed) {
+/* Saved states and set gradients: each gradient alone (the harness's argument limit).
+   h_saved is compared (role OUT) where both backends write it; vulkan leaves it without its
+   register backward (backend.h allows both): role IN, not compared. */
+static void check_saved_as(pair *bp, vscan s, uint64_t seed, int hrole) {
     for (int i = 0; i < (s.opt ? 8 : 5); i++) {
         vscan c = s;
         c.grads = 1u << i;
@@ -116,13 +117,19 @@ static void check_saved(pair *bp, vscan s, uint64_t seed) {
         vscan_inputs(a, &s);
         a[8] = (arg)A3(IN, s.B, s.T, s.Di, -1, 1);    /* dy */
         a[9] = (arg)A3(OUT, s.B, s.T, s.Di, 0, 0);    /* y */
-        a[10] = (arg)A4(IN, s.B, (s.T + CHM_SCAN_SAVE_STRIDE - 1) / CHM_SCAN_SAVE_STRIDE, s.Di,
-                        s.N, -1, 1);                  /* h_saved */
+        a[10] = (arg)A4(hrole, s.B, (s.T + CHM_SCAN_SAVE_STRIDE - 1) / CHM_SCAN_SAVE_STRIDE,
+                        s.Di, s.N, -1, 1);            /* h_saved */
         a[11] = a[i];
         a[11].role = c.grads & 0x55u ? OUT : ACC;
         a[11].lo = -1, a[11].hi = 1;
         check_op(bp, "selective_scan_bwd", 12, a, vscan_saved, &c, 1e-4, 1e-4, seed + i);
     }
+}
+
+/* h_saved compared where vulkan writes it (its register backward: CHM_CAP_SCAN_SAVED, N <= 16). */
+static void check_saved(pair *bp, vscan s, uint64_t seed) {
+    bool writes = (bp->vk->caps & CHM_CAP_SCAN_SAVED) && s.N <= 16;
+    check_saved_as(bp, s, seed, writes ? OUT : IN);
 }
 
 Test(vk_scan, backward_with_saved_states_and_set_gradients) {
@@ -155,6 +162,100 @@ Test(vk_scan, chimera_1b_channels_many_chunks) {
     check_forward(&bp, s, 801);
     check_backward(&bp, s, 811);
     pair_close(&bp);
+}
+
+/* The register kernel's chunks of 16 steps (selective_scan_bwd_sg.comp): several with a
+   partial last one, an exact multiple, channels that leave a workgroup partly dead, N = 16
+   and N = 8, with and without the optional inputs; set gradients with z given. */
+static const vscan CHUNKS16[] = {{2, 50, 70, 16, true, 0}, {1, 32, 40, 8, false, 0},
+                                 {1, 17, 33, 16, true, 0}};
+
+Test(vk_scan, backward_chunks_of_16) {
+    pair bp = pair_open();
+    for (int i = 0; i < 3; i++) check_backward(&bp, CHUNKS16[i], 1001 + 10 * (uint64_t)i);
+    check_saved(&bp, CHUNKS16[0], 1051);
+    pair_close(&bp);
+}
+
+/* The older shader (CHIMERA_VULKAN_DISABLE=scan_shuffle: states in shared memory). */
+Test(vk_scan, backward_without_shuffles) {
+    setenv("CHIMERA_VULKAN_DISABLE", "scan_shuffle", 1);
+    pair bp = pair_open();
+    check_backward(&bp, CHUNKS16[0], 1101);
+    check_backward(&bp, SMALL_N[2], 1111);
+    check_saved_as(&bp, (vscan){1, 20, 8, 16, true, 0}, 1121, IN);
+    pair_close(&bp);
+}
+
+/* x (f32 values) into dt's tensor t, or from it into x: through an f32 tensor and chm_cast. */
+static void cast_io(chm_backend *vk, const tt_tensor *t, double *x, bool up) {
+    tt_tensor f = tt_alloc(vk, CHM_F32, t->t.ndim, t->t.shape);
+    if (up) tt_upload(vk, &f, x);
+    cr_assert_eq(up ? chm_cast(vk, &t->t, &f.t) : chm_cast(vk, &f.t, &t->t), CHM_OK, "%s",
+                 vk->err.msg);
+    if (!up) tt_download(vk, &f, x);
+    tt_free(&f);
+}
+
+/* The register backward twice on the same inputs, gradients set: bit-for-bit the same (no
+   atomics; shuffle partners and sum orders fixed), with and without the saved states; and
+   with them close to without (f32 and bf16: h_saved is f32 in both). */
+static void check_repeatable(chm_dtype dt, double tol) {
+    chm_backend *vk = vk_open();
+    const int64_t B = 2, T = 70, Di = 100, N = 16, K = (T + 15) / 16;
+    const int64_t btd[3] = {B, T, Di}, btn[3] = {B, T, N}, dn[2] = {Di, N}, d1[1] = {Di};
+    const int64_t hs[4] = {B, K, Di, N};
+    /* u, delta, A, Bm, Cm, D, z, delta_bias, dy, h_saved, y, then the eight gradients */
+    const int64_t *shape[19] = {btd, btd, dn, btn, btn, d1, btd, d1, btd, hs, btd,
+                                btd, btd, dn, btn, btn, d1, btd, d1};
+    const int nd[19] = {3, 3, 2, 3, 3, 1, 3, 1, 3, 4, 3, 3, 3, 2, 3, 3, 1, 3, 1};
+    tt_tensor t[19];
+    tt_rng r = tt_rng_make(1201);
+    for (int i = 0; i < 19; i++) {
+        t[i] = tt_alloc(vk, i == 9 ? CHM_F32 : dt, nd[i], shape[i]);
+        int64_t n = chm_tensor_numel(&t[i].t);
+        double *x = tt_dalloc(n);
+        tt_fill_uniform(&r, x, n, i == 2 ? -2 : -1, i == 2 ? -0.1 : 1);
+        cast_io(vk, &t[i], x, true);
+        free(x);
+    }
+    double *ref[8];
+    for (int saved = 0; saved < 2; saved++) {
+        chm_scan_args a = {&t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, &t[5].t, &t[6].t,
+                           &t[7].t, true, saved ? &t[9].t : NULL, 0xFFu};
+        chm_scan_grads g = {&t[11].t, &t[12].t, &t[13].t, &t[14].t,
+                            &t[15].t, &t[16].t, &t[17].t, &t[18].t};
+        cr_assert_eq(chm_selective_scan_fwd(vk, &t[10].t, &a), CHM_OK, "%s", vk->err.msg);
+        double *first[8];
+        for (int run = 0; run < 2; run++) {
+            cr_assert_eq(chm_selective_scan_bwd(vk, &g, &t[8].t, &a), CHM_OK, "%s", vk->err.msg);
+            for (int i = 0; i < 8; i++) {
+                int64_t n = chm_tensor_numel(&t[11 + i].t);
+                double *x = tt_dalloc(n);
+                cast_io(vk, &t[11 + i], x, false);
+                if (run == 0) {
+                    first[i] = x;
+                    continue;
+                }
+                cr_assert(memcmp(x, first[i], (size_t)n * sizeof *x) == 0,
+                          "gradient %d differs between two runs (saved states: %d)", i, saved);
+                for (int64_t e = 0; saved && e < n; e++)
+                    cr_assert(fabs(x[e] - ref[i][e]) <= tol * (1 + fabs(ref[i][e])),
+                              "gradient %d [%lld]: %g with saved states, %g without", i,
+                              (long long)e, x[e], ref[i][e]);
+                free(x);
+                if (saved) free(first[i]), free(ref[i]);
+                else ref[i] = first[i];
+            }
+        }
+    }
+    for (int i = 0; i < 19; i++) tt_free(&t[i]);
+    vk_close(vk);
+}
+
+Test(vk_scan, backward_is_deterministic) {
+    check_repeatable(CHM_F32, 1e-5);
+    check_repeatable(CHM_BF16, 2e-2);
 }
 
 /* ---- timing on a GPU (skipped unless CHIMERA_VK_SCAN_BENCH is set) ---- */

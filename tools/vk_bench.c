@@ -4,7 +4,7 @@
  * tools/gpu_pack.sh builds and tools/gpu_check.sh runs on the GPU machine.
  *
  *   vk_bench [--quick] [--emulate] [--no-train] [--matmul] [--coopmat-probe]
- *            [--attention] [--train-profile] [--mm-time] [--mm-odd] [--seq-ops]
+ *            [--attention] [--train-profile] [--mm-time] [--mm-odd] [--seq-ops] [--scan]
  *
  * 1. check: f32 (plain), f16 and bf16 (cooperative matrices where the device
  *    has them, bf16 scaled into f16's range, and the plain 16-bit path behind
@@ -55,6 +55,11 @@
  *    bias) and select_topk (8 x 2048, K=1024) in bf16 and f32, each on the
  *    default path and on the older one (CHIMERA_VULKAN_DISABLE=conv1d_fused,
  *    topk_split), with the conv's GB/s of its 4 passes over B*T*C words.
+ * --scan: only the selective scan at chimera-1b's shape, bf16 and f32, called
+ *    as the model calls it (gradients set, saved states where the backend
+ *    reads them), bf16 also without the saved states and f32 accumulated, on
+ *    the default path and on the older one (CHIMERA_VULKAN_DISABLE=scan_shuffle),
+ *    twice.
  * --train-profile: only a per-shader profile of chimera-1b's bf16 step at
  *    micro batch 8 (every dispatch timed, CHIMERA_VULKAN_PROFILE's table).
  * Times come from device events (matmuls: the median of three back-to-back runs). Ends
@@ -85,7 +90,7 @@
 
 /* ---- small helpers ---- */
 
-static bool quick, emulate, attention_only, train_profile, mm_time, mm_odd, seq_ops;
+static bool quick, emulate, attention_only, train_profile, mm_time, mm_odd, seq_ops, scan_only;
 static int checks, failures;
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -775,7 +780,7 @@ static void cm_probe_all(chm_backend *be, bool real) {
 
 typedef struct job {
     int kind; /* 0 attention fwd, 1 attention bwd, 2 scan fwd, 3 scan bwd, 4 conv bwd, 5 top-k */
-    chm_tensor t[18];
+    chm_tensor t[19];
     chm_scan_args sa;
     chm_scan_grads sg;
     double scale;
@@ -907,7 +912,15 @@ static void bench_seq_ops(chm_backend *be, const char *path) {
     }
 }
 
-static void bench_scan(chm_backend *be, int64_t B, int64_t T, int64_t Di, int64_t N) {
+/* How bench_scan calls the backward: gradients accumulated; written (set); written as the
+   model calls it (mamba_block.c), with the saved states where the backend reads them. */
+enum { SCAN_ACC, SCAN_SET, SCAN_MODEL };
+
+/* The scan's forward and backward in dtype dt, the backward as `mode` says; `path` names the
+   shader path in the rows. */
+static void bench_scan(chm_backend *be, chm_dtype dt, int mode, const char *path, int64_t B,
+                       int64_t T, int64_t Di, int64_t N) {
+    bool set = mode != SCAN_ACC;
     const int64_t btd[3] = {B, T, Di}, btn[3] = {B, T, N}, dn[2] = {Di, N}, d1[1] = {Di};
     /* 0 y, 1 dy, 2 u, 3 delta, 4 A, 5 Bm, 6 Cm, 7 D, 8 z, 9 delta_bias, 10.. their gradients */
     static const double lo[10] = {0, -1, -1, -4, -4, -1, -1, -1, -2, -2};
@@ -917,28 +930,39 @@ static void bench_scan(chm_backend *be, int64_t B, int64_t T, int64_t Di, int64_
     job j = {.kind = 2};
     for (int i = 0; i < 18; i++) {
         int s = i < 10 ? i : i - 8;
-        j.t[i] = alloc_tensor(be, CHM_F32, nd[s], shape[s]);
+        j.t[i] = alloc_tensor(be, dt, nd[s], shape[s]);
         if (i > 0 && i < 10) fill_random(be, &j.t[i], lo[i], hi[i]);
         else if (chm_fill(be, &j.t[i], 0)) die(be, "fill");
     }
     chm_tensor *t = j.t;
     j.sa = (chm_scan_args){&t[2], &t[3], &t[4], &t[5], &t[6],
-                           &t[7], &t[8], &t[9], true,  NULL, 0};
+                           &t[7], &t[8], &t[9], true,  NULL,
+                           set ? CHM_SCAN_SET_DU | CHM_SCAN_SET_DDELTA | CHM_SCAN_SET_DZ |
+                                     CHM_SCAN_SET_DBM | CHM_SCAN_SET_DCM | CHM_SCAN_SET_DA
+                               : 0u};
+    bool saved = mode == SCAN_MODEL && (be->caps & CHM_CAP_SCAN_SAVED);
+    if (saved) {
+        const int64_t hs[4] = {B, (T + CHM_SCAN_SAVE_STRIDE - 1) / CHM_SCAN_SAVE_STRIDE, Di, N};
+        t[18] = alloc_tensor(be, CHM_F32, 4, hs);
+        j.sa.h_saved = &t[18];
+    }
     j.sg = (chm_scan_grads){&t[10], &t[11], &t[12], &t[13], &t[14], &t[15], &t[16], &t[17]};
     int reps = quick ? 3 : 10;
     double f = time_job(be, &j, reps);
     j.kind = 3;
     double bw = time_job(be, &j, reps);
-    double btd4 = (double)(B * T * Di) * 4, btn4 = (double)(B * T * N) * 4;
+    double w = (double)chm_dtype_size(dt);
+    double btd4 = (double)(B * T * Di) * w, btn4 = (double)(B * T * N) * w;
     double fb = 4 * btd4 + 2 * btn4, bb = 10 * btd4 + 6 * btn4; /* bytes read + written once */
-    char what[72];
-    snprintf(what, sizeof what, "scan fwd f32 B%lld T%lld Di%lld N%lld", (long long)B,
-             (long long)T, (long long)Di, (long long)N);
+    char what[96];
+    snprintf(what, sizeof what, "scan fwd %s B%lld T%lld Di%lld N%lld%s%s", chm_dtype_name(dt),
+             (long long)B, (long long)T, (long long)Di, (long long)N, path[0] ? " " : "", path);
     add_row(what, f, "%.4g GB/s (each tensor once)", fb / (f * 1e6));
-    snprintf(what, sizeof what, "scan bwd f32 B%lld T%lld Di%lld N%lld", (long long)B,
-             (long long)T, (long long)Di, (long long)N);
+    snprintf(what, sizeof what, "scan bwd %s B%lld T%lld Di%lld N%lld%s%s%s", chm_dtype_name(dt),
+             (long long)B, (long long)T, (long long)Di, (long long)N,
+             set ? saved ? " set saved" : " set" : "", path[0] ? " " : "", path);
     add_row(what, bw, "%.4g GB/s (each tensor once)", bb / (bw * 1e6));
-    free_job(&j, 18);
+    free_job(&j, saved ? 19 : 18);
 }
 
 /* ---- 4. training throughput ---- */
@@ -1096,10 +1120,11 @@ static bool parse_args(int argc, char **argv, bool *train, bool *matmul_only, bo
         else if (!strcmp(argv[i], "--mm-time")) mm_time = true;
         else if (!strcmp(argv[i], "--mm-odd")) mm_odd = true;
         else if (!strcmp(argv[i], "--seq-ops")) seq_ops = true;
+        else if (!strcmp(argv[i], "--scan")) scan_only = true;
         else {
             fprintf(stderr, "usage: %s [--quick] [--emulate] [--no-train] [--matmul] "
                     "[--coopmat-probe] [--attention] [--train-profile] [--mm-time] [--mm-odd] "
-                    "[--seq-ops]\n", argv[0]);
+                    "[--seq-ops] [--scan]\n", argv[0]);
             return false;
         }
     }
@@ -1167,6 +1192,29 @@ int main(int argc, char **argv) {
         print_summary(device);
         return 0;
     }
+    if (scan_only) {
+        chm_backend *old = NULL;
+        printf("\n== selective scan at chimera-1b's shape (B8 T2048 Di2048 N16)\n");
+        for (int r = 0; r < 2; r++) { /* twice: a slow process shows in both paths */
+            bench_scan(vk, CHM_BF16, SCAN_MODEL, "(default)", 8, 2048, 2048, 16);
+            bench_scan(vk, CHM_F32, SCAN_MODEL, "(default)", 8, 2048, 2048, 16);
+            bench_scan(vk, CHM_BF16, SCAN_SET, "(default)", 8, 2048, 2048, 16);
+            if (r == 0) bench_scan(vk, CHM_F32, SCAN_ACC, "(default)", 8, 2048, 2048, 16);
+        }
+        chm_backend_close(vk);
+        if (open_vk("scan_shuffle", NULL, &old, &err)) {
+            fprintf(stderr, "vk_bench: %s\n", err.msg);
+            return 2;
+        }
+        for (int r = 0; r < 2; r++) {
+            bench_scan(old, CHM_BF16, SCAN_MODEL, "(older)", 8, 2048, 2048, 16);
+            bench_scan(old, CHM_F32, SCAN_MODEL, "(older)", 8, 2048, 2048, 16);
+        }
+        chm_backend_close(old);
+        chm_backend_close(cpu);
+        print_summary(device);
+        return 0;
+    }
     if (train_profile) { /* before open_vk("coopmat") below sets CHIMERA_VULKAN_DISABLE */
         chm_backend_close(vk);
         chm_backend_close(cpu);
@@ -1211,9 +1259,9 @@ int main(int argc, char **argv) {
         bench_attention_all(vk);
         if (attention_only) {
         } else if (quick) {
-            bench_scan(vk, 1, 64, 64, 16);
+            bench_scan(vk, CHM_F32, SCAN_ACC, "", 1, 64, 64, 16);
         } else {
-            bench_scan(vk, 8, 2048, 2048, 16);
+            bench_scan(vk, CHM_F32, SCAN_ACC, "", 8, 2048, 2048, 16);
         }
     }
     chm_backend_close(vk);

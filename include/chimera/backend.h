@@ -54,7 +54,8 @@ typedef struct chm_scan_args {
     /* [B, ceil(T/CHM_SCAN_SAVE_STRIDE), Di, N] f32, optional (NULL: none). Entry k holds
      * the state after chunk k, h[min(S (k+1), T) - 1] (S = CHM_SCAN_SAVE_STRIDE), so the
      * last entry is the final state. The forward either writes every entry or leaves the
-     * tensor untouched (cpu and cuda write it; vulkan leaves it); the backward, given
+     * tensor untouched (cpu and cuda write it; vulkan where its register backward runs,
+     * N <= 16 with subgroup shuffles, else leaves it); the backward, given
      * it, may read it instead of recomputing the chunk-boundary states, so it must hold
      * what this backend's forward wrote for the same inputs. Results are the same with
      * or without it. The step (selective_scan_step) ignores it. */
@@ -251,7 +252,8 @@ enum {
     CHM_CAP_HOST_MEMORY = 1u << 3, /* buffers are host memory (chm_buffer.host set) */
     CHM_CAP_FAST_BF16 = 1u << 4,   /* bf16 matmuls run on matrix units (tensor cores), so bf16
                                       trains faster than f32: precision auto picks it */
-    CHM_CAP_SCAN_SAVED = 1u << 5,  /* the scan's backward reads chm_scan_args.h_saved (cuda), so
+    CHM_CAP_SCAN_SAVED = 1u << 5,  /* the scan's backward reads chm_scan_args.h_saved (cuda,
+                                      vulkan with subgroup shuffles), so
                                       the model keeps the saved states only on such a backend */
     CHM_CAP_CHEAP_READBACK = 1u << 6 /* a small download mid-step costs little (cpu: host memory;
                                         cuda: the host waits while far ahead), so the model may

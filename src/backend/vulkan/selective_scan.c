@@ -11,14 +11,21 @@
  * chunk length are specialization constants 2..4, so each N gets its own
  * pipelines). The shaders' header comments give the layout.
  *
- * Backward (ACCUMULATES into every gradient that is not NULL): one dispatch
- * stores the state at the start of every chunk of 4 steps, then walks the
- * chunks last to first, recomputing each chunk's states into shared memory
- * and walking them back; fixed-order sums finish the reductions: dBm and
- * dCm over the workgroups of channels, dA, dD and ddelta_bias over the batch.
- * No float atomics, no subgroup operations. Gradients that grads_set names are
- * zeroed first (the shaders only accumulate); h_saved is left untouched by the
- * forward and not read by the backward (the contract in backend.h allows it).
+ * Backward: one dispatch stores the state at the start of every chunk, then
+ * walks the chunks last to first, recomputing each chunk's states and walking
+ * them back; fixed-order sums finish the reductions: dBm and dCm over the
+ * workgroups of channels, dA, dD and ddelta_bias over the batch. No float
+ * atomics. Where the device has subgroup shuffles (caps.scan_shuffle), chunks
+ * of 16 steps with the states in registers and the sums over lanes and
+ * channels in shuffles (selective_scan_bwd_sg.comp, the CUDA kernel's design;
+ * it writes du, ddelta, dz directly where grads_set names them); else, or with
+ * CHIMERA_VULKAN_DISABLE=scan_shuffle, chunks of 4 steps with the states in
+ * shared memory (selective_scan_bwd.comp, no subgroup operations). The other
+ * gradients that grads_set names are zeroed first (the shaders accumulate
+ * them). Where the register backward runs with chunks of 16 steps, the
+ * forward writes h_saved (when given, f32) and the backward takes the chunks'
+ * start states from it instead of walking the states first; elsewhere
+ * h_saved is left untouched and not read (backend.h allows both).
  *
  * The tensors (h of the step included) are f32, or all bf16 or all f16 (the
  * shaders' native variants: loaded into f32, rounded once on store or, for
@@ -39,7 +46,8 @@ enum {
     SCAN_WANT_DU = 16,
     SCAN_WANT_DDELTA = 32,
     SCAN_WANT_DZ = 64,
-    SCAN_WANT_BC = 128
+    SCAN_WANT_BC = 128,
+    SCAN_HSAVED = 2048 /* selective_scan_bwd_sg.comp's; its SET_* bits are 256 << i */
 };
 
 /* Sizes of one call. */
@@ -121,6 +129,16 @@ static chm_status scan_tile_make(chm_vk *vk, bool bwd, uint32_t N, uint32_t lc_m
                    "shared memory", N, (unsigned long long)budget);
 }
 
+/*
+ * Whether the forward writes a->h_saved and the register backward reads it (the shaders'
+ * variants with SAVE and HSAVED): where that backward runs (N <= 16, subgroup shuffles) and
+ * h_saved is f32 as the contract says. Elsewhere it is left untouched and not read.
+ */
+static bool scan_saves(const chm_vk *vk, const chm_scan_args *a) {
+    return a->h_saved && a->h_saved->dtype == CHM_F32 && vk->caps.scan_shuffle &&
+           a->A->shape[1] <= 16;
+}
+
 /* Forward or step (h != NULL: the state starts at h and is written back). */
 static chm_status scan_forward(chm_backend *be, const char *op, const chm_tensor *y,
                                const chm_tensor *h, const chm_scan_args *a) {
@@ -135,12 +153,16 @@ static chm_status scan_forward(chm_backend *be, const char *op, const chm_tensor
         uint32_t B, T, Di, flags;
     } pc = {s.B, s.T, s.Di, scan_input_flags(a)};
     char name[48];
+    bool save = !h && scan_saves(vk, a);
     chm_vk_dispatch d = {
-        .shader = chm_vk_variant_dt(vk, h ? "selective_scan_step" : "selective_scan_fwd",
+        .shader = chm_vk_variant_dt(vk, h      ? "selective_scan_step"
+                                        : save ? "selective_scan_fwd_save"
+                                               : "selective_scan_fwd",
                                     a->u->dtype, false, name, sizeof name),
-        .nbind = h ? 10 : 9,
-        .bind = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias, y, h},
-        .writes = h ? 3u << 8 : 1u << 8, .push = &pc, .push_size = sizeof pc,
+        .nbind = h || save ? 10 : 9,
+        .bind = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias, y,
+                 h ? h : save ? a->h_saved : NULL},
+        .writes = h || save ? 3u << 8 : 1u << 8, .push = &pc, .push_size = sizeof pc,
         .groups = s.B * chm_vk_groups(s.Di, t.wgc), .wg = t.lanes * t.wgc,
         .spec = {s.N, t.lanes, t.lc}, .nspec = 3,
     };
@@ -162,23 +184,65 @@ chm_status chm_vk_selective_scan_step(chm_backend *be, const chm_tensor *y, cons
 /* How the backward is laid out: the tile, workgroups per batch row, scratch sections (floats). */
 typedef struct scan_plan {
     scan_tile t;
+    bool sg;                 /* selective_scan_bwd_sg (else selective_scan_bwd) */
+    bool saved;              /* sg, 16-step chunks: the start states from h_saved (no hb) */
+    bool half;               /* sg, 16-step chunks walked back in halves (the _half variants) */
+    uint32_t sgc;            /* sg: channels whose dBm/dCm sums meet in shuffles */
     uint32_t nblk, nch;      /* workgroups per batch row, chunks of t.lc steps */
     uint64_t hb, pbc, pa, total;
 } scan_plan;
 
+/* Shared-memory bytes of selective_scan_bwd_sg.comp (the arrays at its top), chunks of lc. */
+static uint64_t scan_sg_shared_bytes(uint32_t wgc, uint32_t sgc, uint32_t lc) {
+    return 4 * (uint64_t)lc * (9 * (uint64_t)wgc + 2 * 16 + (uint64_t)(wgc / sgc) * 32);
+}
+
 /*
- * Chunks of 4 steps: the chunk's states and gn (2 * 4 * N floats per channel)
- * live in shared memory; hb then holds T/4 states per channel.
+ * The register kernel's tile: chunks of 16 steps, the most channels (32 down to the
+ * subgroup's quarter) whose workgroup the subgroup size divides and whose shared arrays fit;
+ * CHIMERA_VULKAN_SCAN_TILE=<wgc>x<lc> with lc 16 or 8 (the _l8 variants) asks for that tile,
+ * <wgc>x16h for 16-step chunks walked back in halves (the _half variants).
+ * False where it does not apply (N > 16, no shuffles, nothing fits): the older shader runs.
  */
-static chm_status scan_plan_make(chm_vk *vk, const scan_dims *s, bool want_bc, scan_plan *pl) {
+static bool scan_sg_tile(chm_vk *vk, uint32_t N, scan_plan *pl) {
+    uint32_t sg = vk->caps.subgroup_size, want = 0, lc = 16;
+    if (!vk->caps.scan_shuffle || N > 16) return false;
+    const char *env = getenv("CHIMERA_VULKAN_SCAN_TILE");
+    unsigned ew, el;
+    char h = 0;
+    int nf = env ? sscanf(env, "%ux%u%c", &ew, &el, &h) : 0;
+    pl->half = false;
+    if (nf >= 2 && (el == 16 || el == 8)) want = ew, lc = el, pl->half = nf == 3 && h == 'h';
+    for (uint32_t wgc = 32; wgc >= 1; wgc /= 2) {
+        uint32_t sgc = sg / 4 < 8 ? sg / 4 : 8;
+        if (sgc > wgc) sgc = wgc;
+        if ((want && wgc != want) || 4 * wgc % sg || 4 * wgc > vk->caps.max_wg ||
+            scan_sg_shared_bytes(wgc, sgc, lc) > vk->props.limits.maxComputeSharedMemorySize)
+            continue;
+        pl->t = (scan_tile){4, wgc, lc};
+        pl->sgc = sgc;
+        return true;
+    }
+    return false;
+}
+
+/*
+ * The register kernel where it applies (chunks of 16 steps: hb holds T/16 states per
+ * channel); else chunks of 4 steps whose states and gn (2 * 4 * N floats per channel)
+ * live in shared memory, hb holding T/4 states per channel.
+ */
+static chm_status scan_plan_make(chm_vk *vk, const scan_dims *s, const chm_scan_args *a,
+                                 bool want_bc, scan_plan *pl) {
     /* chunks of 4 steps: on an H100 32 channels x 4 steps ran the backward in 2.87 ms against
        4.12 for 32 x 8 (chimera-1b's shape, f32; 16 x 4: 3.14, 16 x 8: 4.47) */
-    CHM_TRY(scan_tile_make(vk, true, s->N, 4, &pl->t));
+    pl->sg = scan_sg_tile(vk, s->N, pl);
+    if (!pl->sg) CHM_TRY(scan_tile_make(vk, true, s->N, 4, &pl->t));
     pl->nblk = chm_vk_groups(s->Di, pl->t.wgc);
     pl->nch = chm_vk_groups(s->T, pl->t.lc);
     uint64_t ninv = (uint64_t)s->B * s->Di;
+    pl->saved = pl->sg && pl->t.lc == 16 && scan_saves(vk, a);
     pl->hb = 0;
-    pl->pbc = pl->hb + (uint64_t)pl->nch * s->N * ninv;
+    pl->pbc = pl->hb + (pl->saved ? 0 : (uint64_t)pl->nch * s->N * ninv);
     pl->pa = pl->pbc + (want_bc ? (uint64_t)s->B * pl->nblk * s->T * 2 * s->N : 0);
     pl->total = pl->pa + ninv * (s->N + 2);
     if (pl->total > UINT32_MAX)
@@ -187,6 +251,17 @@ static chm_status scan_plan_make(chm_vk *vk, const scan_dims *s, bool want_bc, s
                        "scratch, more than 32-bit indices reach; split the batch",
                        s->B, s->T, s->Di, s->N, (unsigned long long)pl->total);
     return CHM_OK;
+}
+
+/*
+ * Which of du, ddelta, dz the walk writes rather than adds to (bits 0..2: du, ddelta, dz as
+ * in grads_set): those grads_set names, with the register kernel only, and dz only when z is
+ * given (else its gradient is zero: zeroed with the others).
+ */
+static uint32_t scan_elem_set(const scan_plan *pl, const chm_scan_args *a) {
+    if (!pl->sg) return 0;
+    uint32_t set = a->grads_set & (CHM_SCAN_SET_DU | CHM_SCAN_SET_DDELTA);
+    return set | (a->z && (a->grads_set & CHM_SCAN_SET_DZ) ? 4u : 0u);
 }
 
 /* The walk back in time: du, ddelta, dz in place; partial sums into the scratch. */
@@ -198,19 +273,24 @@ static chm_status scan_walk(chm_vk *vk, const scan_dims *s, const scan_plan *pl,
     } pc = {s->B, s->T, s->Di, pl->nch,
             scan_input_flags(a) | (g->du ? SCAN_WANT_DU : 0u) |
                 (g->ddelta ? SCAN_WANT_DDELTA : 0u) | (g->dz ? SCAN_WANT_DZ : 0u) |
-                (g->dBm || g->dCm ? SCAN_WANT_BC : 0u),
+                (g->dBm || g->dCm ? SCAN_WANT_BC : 0u) | scan_elem_set(pl, a) << 8 |
+                (pl->saved ? SCAN_HSAVED : 0u),
             (uint32_t)pl->hb, (uint32_t)pl->pbc, (uint32_t)pl->pa};
     char name[48];
     chm_vk_dispatch d = {
-        .shader = chm_vk_variant_dt(vk, "selective_scan_bwd", a->u->dtype, false, name,
-                                    sizeof name),
-        .nbind = 13,
+        .shader = chm_vk_variant_dt(vk, !pl->sg              ? "selective_scan_bwd"
+                                        : pl->t.lc == 8 ? "selective_scan_bwd_sg_l8"
+                                        : pl->half      ? "selective_scan_bwd_sg_half"
+                                                        : "selective_scan_bwd_sg",
+                                    a->u->dtype, false, name, sizeof name),
+        .nbind = pl->sg ? 14 : 13,
         .bind = {a->u, a->delta, a->A, a->Bm, a->Cm, a->D, a->z, a->delta_bias, dy, scr, g->du,
-                 g->ddelta, g->dz},
+                 g->ddelta, g->dz, pl->saved ? a->h_saved : NULL},
         .writes = 0xFu << 9, .push = &pc, .push_size = sizeof pc,
         .groups = s->B * pl->nblk, .wg = pl->t.lanes * pl->t.wgc,
         .spec = {s->N, pl->t.lanes, pl->t.lc}, .nspec = 3,
     };
+    if (pl->sg) d.spec[1] = pl->sgc, d.nspec = 2;
     return chm_vk_run(vk, &d);
 }
 
@@ -251,7 +331,7 @@ static chm_status scan_sums(chm_vk *vk, const scan_dims *s, const scan_plan *pl,
     return scan_sum_run(vk, g->ddelta_bias, scr, &ddb);
 }
 
-/* Zero the gradients that a->grads_set says are written, not accumulated. */
+/* Zero the gradients that `set` (grads_set less what the walk writes) says are written. */
 static chm_status scan_zero_set(chm_backend *be, const chm_scan_grads *g, unsigned set) {
     chm_tensor *t[8] = {g->du, g->ddelta, g->dA, g->dBm, g->dCm, g->dD, g->dz, g->ddelta_bias};
     for (int i = 0; i < 8; i++)
@@ -264,14 +344,16 @@ chm_status chm_vk_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
                                      const chm_tensor *dy, const chm_scan_args *a) {
     bool empty;
     CHM_TRY(scan_prepare(be, "selective_scan_bwd", a, &empty));
-    CHM_TRY(scan_zero_set(be, g, a->grads_set));
     bool none = !g->du && !g->ddelta && !g->dA && !g->dBm && !g->dCm && !g->dD && !g->dz &&
                 !g->ddelta_bias;
-    if (empty || none) return CHM_OK;
+    if (empty || none) return scan_zero_set(be, g, a->grads_set);
     chm_vk *vk = chm_vk_ctx(be);
     scan_dims s = scan_dims_of(a);
     scan_plan pl = {0};
-    CHM_TRY(scan_plan_make(vk, &s, g->dBm || g->dCm, &pl));
+    CHM_TRY(scan_plan_make(vk, &s, a, g->dBm || g->dCm, &pl));
+    /* the walk's set bits are du, ddelta, dz; grads_set's are bits 0, 1 and 6 */
+    uint32_t ws = scan_elem_set(&pl, a);
+    CHM_TRY(scan_zero_set(be, g, a->grads_set & ~((ws & 3u) | (ws & 4u ? CHM_SCAN_SET_DZ : 0u))));
     chm_tensor scr;
     CHM_TRY(chm_vk_scratch(be, CHM_F32, (int64_t)pl.total, &scr));
     chm_status rc = scan_walk(vk, &s, &pl, g, dy, a, &scr);

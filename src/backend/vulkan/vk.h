@@ -263,6 +263,9 @@ typedef struct chm_vk_caps {
                                       with CHIMERA_VULKAN_DISABLE=conv1d_fused (three passes) */
     bool topk_split;               /* select_topk's ranks over many workgroups a row (router.c);
                                       off with CHIMERA_VULKAN_DISABLE=topk_split (one a row) */
+    bool scan_shuffle;             /* selective_scan_bwd with its states in registers and shuffle
+                                      sums (selective_scan.c); off with
+                                      CHIMERA_VULKAN_DISABLE=scan_shuffle (the older shader) */
     chm_vk_cm_tile cm_tile;        /* tile of the cooperative-matrix matmul (large products) */
     uint32_t wg_slots;             /* workgroups of the cooperative-matrix matmul's tile that
                                       run at once (2 an SM where the device counts its SMs,

@@ -94,7 +94,8 @@ bool chm_vk_disabled(const char *feature) {
 static chm_status check_disable_list(chm_err *err) {
     static const char *const known[] = {"subgroup", "16bit", "push_descriptor", "pipeline_cache",
                                         "timestamps", "coopmat", "coopmat_khr", "coopmat_nv",
-                                        "coopmat2", "splitk", "conv1d_fused", "topk_split"};
+                                        "coopmat2", "splitk", "conv1d_fused", "topk_split",
+                                        "scan_shuffle"};
     const char *s = getenv("CHIMERA_VULKAN_DISABLE");
     while (s && *s) {
         const char *end = strchr(s, ',');
@@ -107,7 +108,7 @@ static chm_status check_disable_list(chm_err *err) {
                            "CHIMERA_VULKAN_DISABLE names an unknown feature '%.*s'; known: "
                            "subgroup, 16bit, push_descriptor, pipeline_cache, timestamps, "
                            "coopmat, coopmat_khr, coopmat_nv, coopmat2, splitk, conv1d_fused, "
-                           "topk_split",
+                           "topk_split, scan_shuffle",
                            (int)len, s);
         s = end ? end + 1 : NULL;
     }
@@ -375,6 +376,14 @@ static void read_caps(chm_vk *vk, bool *f16_storage, chm_vk_cm_query *cm) {
     c->splitk = !chm_vk_disabled("splitk");
     c->conv1d_fused = !chm_vk_disabled("conv1d_fused");
     c->topk_split = !chm_vk_disabled("topk_split");
+    /* The scan's backward with its states in registers and shuffle sums wants 4-lane groups
+       of a subgroup whose size is a power of two (selective_scan_bwd_sg.comp) */
+    VkSubgroupFeatureFlags shuffle = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+    uint32_t sg = c->subgroup_size;
+    c->scan_shuffle = (p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                      (p11.subgroupSupportedOperations & shuffle) == shuffle && sg >= 4 &&
+                      (sg & (sg - 1)) == 0 && !chm_vk_disabled("subgroup") &&
+                      !chm_vk_disabled("scan_shuffle");
     /* Workgroups of the cooperative-matrix tile at once: 2 an SM on NVIDIA (its registers
        allow two), where VK_NV_shader_sm_builtins counts the SMs; else a guess (matmul.c's
        K split of products with fewer tiles) */
