@@ -37,7 +37,7 @@
  *
  * bf16, two ways. CM_BF16_NATIVE (VK_KHR_shader_bfloat16; or emulated):
  * the tiles stay bf16 on bf16 matrices (products exact in f32), P and dS are
- * rounded to bf16 (relative 2^-9; dS written over P in place), the
+ * rounded to bf16 (relative 2^-8; dS written over P in place), the
  * accumulators are in true units throughout. Otherwise (CM_SCALED) bf16
  * tiles are staged as f16 with one power-of-two scale per tile, as in
  * attention_cm.comp (whose comment bounds the error), staged after each
@@ -97,6 +97,7 @@ layout(constant_id = 5) const uint SPAD = 1;
 layout(constant_id = 6) const uint ABLATE = 0;
 const uint WARPS = WG_SIZE / SUBGROUP_SIZE;
 const uint BR = 16u * WARPS; /* owner rows per workgroup */
+const float LOG2E = 1.4426950408889634;
 #ifdef CM_EMULATE
 #define SMAX 4 /* accumulators of a 16 x BC product: BC / FRAG_N (emulated FRAG_N is 16) */
 #define OMAX 8 /* gradient accumulators: HD / FRAG_N */
@@ -404,11 +405,14 @@ int stage(uint t, uint pos0, uint n, uint dst, uint hq) {
     return e;
 }
 
-/* Value x of n rows' stats from row i0 (queries of head hq): lse (x < n), then Delta; 0 past Tq. */
+/*
+ * Value x of n rows' stats from row i0 (queries of head hq): lse (x < n; in
+ * units of log2: probs takes powers of 2), then Delta; 0 past Tq.
+ */
 float stat_value(uint i0, uint n, uint x, uint hq) {
     uint i = i0 + x % n, at = (b * p.H + hq) * p.Tq + i;
     float v = 0.0;
-    if (i < p.Tq) v = x < n ? lse[p.off[4] + at] : delta[p.off[5] + at];
+    if (i < p.Tq) v = x < n ? lse[p.off[4] + at] * LOG2E : delta[p.off[5] + at];
     return v;
 }
 
@@ -461,25 +465,34 @@ void put(uint st) {
 }
 #endif
 
-/* Element (r, c) of the warp's 16 x BC block: its stats slot, whether the query sees the key. */
-uint stat_slot(uint r, uint c) {
+/*
+ * Columns [clo, chi) of row r of the warp's 16 x BC block that are visible
+ * pairs (DQ: the keys query orow0 + r sees; DKV: the queries that see key
+ * orow0 + r).
+ */
+void visible_cols(uint r, out uint clo, out uint chi) {
 #ifdef DQ
-    return warp * 16u + r;
+    uint i = orow0 + r, lim = min(p.Tk, i + shift + 1u);
+    clo = 0u;
+    chi = i < p.Tq && lim > wrow0 ? lim - wrow0 : 0u;
 #else
-    return c;
+    uint j = orow0 + r, ilo = j > shift ? j - shift : 0u;
+    clo = ilo > wrow0 ? ilo - wrow0 : 0u;
+    chi = j < p.Tk && p.Tq > wrow0 ? p.Tq - wrow0 : 0u;
 #endif
 }
-bool visible(uint r, uint c) {
+
+/* lse (which 0; times log2(e)) or Delta (1) of elements (r, c..c+7): per row (DQ), column (DKV). */
+void stats8(uint r, uint c, uint which, out float v[8]) {
 #ifdef DQ
-    uint i = orow0 + r, j = wrow0 + c;
+    uint x = warp * 16u + r;
+    float y = uintBitsToFloat(S[l_at + which * (NL / 4u) + x / 4u][x % 4u]);
+    [[unroll]] for (uint z = 0u; z < 8u; z++) v[z] = y;
 #else
-    uint j = orow0 + r, i = wrow0 + c;
+    vec4 a = uintBitsToFloat(S[l_at + which * (NL / 4u) + c / 4u]);
+    vec4 d = uintBitsToFloat(S[l_at + which * (NL / 4u) + c / 4u + 1u]);
+    [[unroll]] for (uint z = 0u; z < 4u; z++) v[z] = a[z], v[z + 4u] = d[z];
 #endif
-    return i < p.Tq && j < p.Tk && j <= i + shift;
-}
-float stat(uint r, uint c, uint which) {
-    uint x = stat_slot(r, c);
-    return uintBitsToFloat(S[l_at + which * (NL / 4u) + x / 4u][x % 4u]);
 }
 
 /* Elements (r, c..c+7) of the warp's f32 scratch (c a multiple of 8). */
@@ -489,12 +502,18 @@ void scratch8(uint xw, uint r, uint c, out float x[8]) {
     [[unroll]] for (uint z = 0u; z < 4u; z++) x[z] = a[z], x[z + 4u] = d[z];
 }
 
+/* f's bf16 bits rounded to nearest even (f finite: no NaN case, unlike chm_f32_to_bf16). */
+uint bf16_rne(float f) {
+    uint u = floatBitsToUint(f);
+    return (u + 0x7fffu + ((u >> 16u) & 1u)) >> 16u;
+}
+
 /* 8 values as 16-bit words of the P rows (bf16 when native, else f16) and back. */
 uvec4 pack8(float v[8]) {
     uvec4 w;
     [[unroll]] for (uint i = 0u; i < 4u; i++) {
 #ifdef CM_BF16_NATIVE
-        w[i] = chm_f32_to_bf16(v[2u * i]) | (chm_f32_to_bf16(v[2u * i + 1u]) << 16u);
+        w[i] = bf16_rne(v[2u * i]) | (bf16_rne(v[2u * i + 1u]) << 16u);
 #else
         w[i] = packHalf2x16(vec2(v[2u * i], v[2u * i + 1u]));
 #endif
@@ -511,15 +530,21 @@ float unpack1(uvec4 w, uint z) {
 #endif
 }
 
-/* P = exp(X * sf - lse) (0 where masked) into the warp's P rows; lanes take 8 columns. */
-void probs(uint xw, uint pw, float sf) {
+/*
+ * P = exp(X * sf - lse) = 2^(X * sf2 - lse2) (sf2 = sf * log2(e), lse2 in
+ * units of log2; 0 where masked) into the warp's P rows; lanes take 8
+ * columns.
+ */
+void probs(uint xw, uint pw, float sf2) {
     if ((ABLATE & 4u) != 0u) return;
     for (uint w = lane; w < 16u * (BC / 8u); w += SUBGROUP_SIZE) {
-        uint r = w / (BC / 8u), c = (w % (BC / 8u)) * 8u;
-        float pj[8];
+        uint r = w / (BC / 8u), c = (w % (BC / 8u)) * 8u, clo, chi;
+        float pj[8], st[8];
         scratch8(xw, r, c, pj);
+        stats8(r, c, 0u, st);
+        visible_cols(r, clo, chi);
         [[unroll]] for (uint z = 0u; z < 8u; z++)
-            pj[z] = visible(r, c + z) ? exp(pj[z] * sf - stat(r, c + z, 0u)) : 0.0;
+            pj[z] = c + z >= clo && c + z < chi ? exp2(pj[z] * sf2 - st[z]) : 0.0;
         S[pw + r * PW + c / 8u] = pack8(pj);
     }
 }
@@ -527,9 +552,10 @@ void probs(uint xw, uint pw, float sf) {
 /* dS = P (X * sdp - Delta) of the 8 columns from c of row r (P from the warp's P rows). */
 void dscores(uint xw, uint pw, float sdp, uint r, uint c, out float ds[8]) {
     uvec4 pwd = S[pw + r * PW + c / 8u];
+    float st[8];
     scratch8(xw, r, c, ds);
-    [[unroll]] for (uint z = 0u; z < 8u; z++)
-        ds[z] = unpack1(pwd, z) * (ds[z] * sdp - stat(r, c + z, 1u));
+    stats8(r, c, 1u, st);
+    [[unroll]] for (uint z = 0u; z < 8u; z++) ds[z] = unpack1(pwd, z) * (ds[z] * sdp - st[z]);
 }
 
 #ifdef CM_BF16_NATIVE
@@ -755,7 +781,7 @@ void main() {
         if (warp_sees()) {
             PRODUCT_T(fo1, w1, xw) /* S */
             warp_sync();
-            probs(xw, pw, scale1(scale1(p.scale, -eo1), -ew1));
+            probs(xw, pw, scale1(scale1(p.scale * LOG2E, -eo1), -ew1));
             warp_sync();
 #ifndef DQ
             GRAD_ADD(g2, pw, w2, ew2) /* dv += P^T dout */

@@ -22,7 +22,8 @@
  *     fewer than 16 lanes) read the row (4 floats a load), update its
  *     running max m and sum l (in registers: a lane keeps its rows for the
  *     whole walk), and write P = exp(s - m) to the warp's P rows and the
- *     row's factor alpha = exp(m_old - m_new) to shared memory;
+ *     row's factor alpha = exp(m_old - m_new) to shared memory (scores,
+ *     m and the exponents in units of log2, powers of 2 taken);
  *   O *= alpha: only when some row's factor is not 1 (subgroupAny), in
  *     registers: each accumulator element is scaled by its row's factor
  *     (every lane knows its elements' rows and columns from the start:
@@ -43,8 +44,9 @@
  *
  * bf16 inputs, three ways. CM_BF16_NATIVE (VK_KHR_shader_bfloat16; or
  * emulated): the tiles stay bf16 on bf16 matrices, products exact in f32;
- * P is split into two bf16 parts, hi = bf16(p) and lo = bf16(p - hi), and
- * P V is summed from both (P to 2^-17 relative, finer than f16's 2^-11).
+ * P is split into two bf16 parts, hi = bf16(p) and lo = bf16(p - hi), both
+ * rounded to nearest, and P V is summed from both (P to 2^-16 relative,
+ * finer than f16's 2^-11).
  * Otherwise (CM_SCALED) each tile is converted to f16 at staging with one
  * power-of-two scale 2^e per tile (its largest |value| lands in [2^14,
  * 2^15), as cm_scale.comp does per row): exact for every value within 2^28
@@ -115,6 +117,7 @@ const uint LPR = SUBGROUP_SIZE >= 16u ? SUBGROUP_SIZE / 16u : 1u;  /* lanes per 
 const uint RPL = SUBGROUP_SIZE >= 16u ? 1u : 16u / SUBGROUP_SIZE;  /* rows per lane */
 const uint CPL = BC / LPR;                                         /* columns per lane */
 const float MASKED = -1.0e30;
+const float LOG2E = 1.4426950408889634, LN2 = 0.6931471805599453;
 /* Literal bounds of the register arrays (spec constants guard the bodies), as in matmul_cm.comp. */
 #ifdef CM_EMULATE
 #define SMAX 4 /* S accumulators: BC / FRAG_N (emulated FRAG_N is 16) */
@@ -128,6 +131,7 @@ const float MASKED = -1.0e30;
 #define QMAX 8   /* A fragments of q: HD / 16 */
 #define PMAX 4   /* A fragments of P: BC / 16 */
 #define RPL_MAX 2 /* subgroups of 8 lanes or more */
+#define CPL_MAX 64 /* columns per lane: BC / LPR */
 #ifdef CM_EMULATE
 #define ELMAX 32 /* accumulator elements per lane: 16 * FRAG_N / SUBGROUP_SIZE */
 #else
@@ -401,53 +405,64 @@ void put(uint stage_at) {
 float row_factor(uint r) { return uintBitsToFloat(S[F_AT + warp * 4u + r / 4u][r % 4u]); }
 void set_row_factor(uint r, float f) { S[F_AT + warp * 4u + r / 4u][r % 4u] = floatBitsToUint(f); }
 
-/* 8 probabilities as 16-bit words: f16, or bf16 hi (lo: false) or lo parts (CM_BF16_NATIVE). */
-uvec4 pack_p(float pj[8], bool lo) {
-    uvec4 w;
-    [[unroll]] for (uint i = 0u; i < 4u; i++) {
-#ifdef CM_BF16_NATIVE
-        uint a = chm_f32_to_bf16(pj[2u * i]), c = chm_f32_to_bf16(pj[2u * i + 1u]);
-        if (lo) {
-            a = chm_f32_to_bf16(pj[2u * i] - uintBitsToFloat(a << 16u));
-            c = chm_f32_to_bf16(pj[2u * i + 1u] - uintBitsToFloat(c << 16u));
-        }
-        w[i] = a | (c << 16u);
-#else
-        w[i] = packHalf2x16(vec2(pj[2u * i], pj[2u * i + 1u]));
-#endif
-    }
-    return w;
+/* f's bf16 bits rounded to nearest even (f finite: no NaN case, unlike chm_f32_to_bf16). */
+uint bf16_rne(float f) {
+    uint u = floatBitsToUint(f);
+    return (u + 0x7fffu + ((u >> 16u) & 1u)) >> 16u;
 }
 
 /*
+ * 8 (4) probabilities as 16-bit words: f16, or (CM_BF16_NATIVE) bf16 hi
+ * parts (lo false) or lo parts p - hi (lo true), each rounded to nearest.
+ */
+uvec2 pack_p4(vec4 x, bool lo) {
+#ifdef CM_BF16_NATIVE
+    uvec4 hi = uvec4(bf16_rne(x.x), bf16_rne(x.y), bf16_rne(x.z), bf16_rne(x.w));
+    if (lo) {
+        vec4 rest = x - uintBitsToFloat(hi << 16u);
+        hi = uvec4(bf16_rne(rest.x), bf16_rne(rest.y), bf16_rne(rest.z), bf16_rne(rest.w));
+    }
+    return uvec2(hi.x | (hi.y << 16u), hi.z | (hi.w << 16u));
+#else
+    return uvec2(packHalf2x16(x.xy), packHalf2x16(x.zw));
+#endif
+}
+uvec4 pack_p(vec4 a, vec4 b, bool lo) { return uvec4(pack_p4(a, lo), pack_p4(b, lo)); }
+
+/*
  * The online softmax of row r of the warp's scratch (its scores = products
- * * sf; columns c < lim of the tile are keys the row sees): the lane's
- * columns from c0 update the running max m and sum l, P goes to the warp's
- * P rows at pw, the row factor exp(m_old - m_new) * 2^dev to shared memory
- * (by the first of the row's lanes); returns whether the factor is not 1.
+ * * sf, in units of log2: sf holds log2(e); columns c < lim of the tile are
+ * keys the row sees): the lane's CPL columns from c0, read once into
+ * registers, update the running max m and sum l, P = 2^(s - m) goes to the
+ * warp's P rows at pw, the row factor 2^(m_old - m_new) * 2^dev to shared
+ * memory (by the first of the row's lanes); returns whether the factor is
+ * not 1.
  */
 bool softmax_row(uint xw, uint pw, uint r, uint c0, uint lim, float sf, int dev, inout float m,
                  inout float l) {
+    vec4 sv[CPL_MAX / 4];
     float mx = MASKED;
-    for (uint c = c0; c < c0 + CPL; c += 4u) {
-        vec4 s4 = uintBitsToFloat(S[xw + r * SW + c / 4u]) * sf;
-        [[unroll]] for (uint z = 0u; z < 4u; z++) mx = c + z < lim ? max(mx, s4[z]) : mx;
-    }
+    UNROLL for (uint w = 0u; w < CPL_MAX / 4u; w++)
+        if (4u * w < CPL) sv[w] = uintBitsToFloat(S[xw + r * SW + c0 / 4u + w]) * sf;
+    UNROLL for (uint c = 0u; c < CPL_MAX; c++)
+        if (c < CPL && c0 + c < lim) mx = max(mx, sv[c / 4u][c % 4u]);
     for (uint x = 1u; x < LPR; x <<= 1u) mx = max(mx, subgroupShuffleXor(mx, x));
-    float mn = max(m, mx), alpha = exp(m - mn), ls = 0.0;
-    for (uint c = c0; c < c0 + CPL; c += 8u) {
-        float pj[8];
-        vec4 s4 = uintBitsToFloat(S[xw + r * SW + c / 4u]) * sf;
-        vec4 t4 = uintBitsToFloat(S[xw + r * SW + c / 4u + 1u]) * sf;
-        [[unroll]] for (uint z = 0u; z < 4u; z++) {
-            pj[z] = c + z < lim ? exp(s4[z] - mn) : 0.0;
-            pj[z + 4u] = c + z + 4u < lim ? exp(t4[z] - mn) : 0.0;
+    float mn = max(m, mx), alpha = exp2(m - mn), ls = 0.0;
+    UNROLL for (uint c = 0u; c < CPL_MAX; c++) {
+        if (c < CPL) {
+            float pc = c0 + c < lim ? exp2(sv[c / 4u][c % 4u] - mn) : 0.0;
+            sv[c / 4u][c % 4u] = pc;
+            ls += pc;
         }
-        [[unroll]] for (uint z = 0u; z < 8u; z++) ls += pj[z];
-        S[pw + r * PW + c / 8u] = pack_p(pj, false);
+    }
+    UNROLL for (uint w = 0u; w < CPL_MAX / 8u; w++) {
+        if (8u * w < CPL) {
+            S[pw + r * PW + c0 / 8u + w] = pack_p(sv[2u * w], sv[2u * w + 1u], false);
 #ifdef CM_BF16_NATIVE
-        S[pw + WARPS * 16u * PW + r * PW + c / 8u] = pack_p(pj, true);
+            uint lo_at = pw + WARPS * 16u * PW + r * PW + c0 / 8u + w;
+            S[lo_at] = pack_p(sv[2u * w], sv[2u * w + 1u], true);
 #endif
+        }
     }
     for (uint x = 1u; x < LPR; x <<= 1u) ls += subgroupShuffleXor(ls, x);
     l = l * alpha + ls;
@@ -525,7 +540,8 @@ void main() {
         uint k_at = st * STAGE_W, v_at = k_at + BC * QW;
         /* warps whose rows all lie past Tq, or all before this tile, skip it (uniform per warp) */
         if (wrow0 < p.Tq && j0 <= wrow0 + 15u + shift) {
-            float sf = scale1(scale1(p.scale, -eq), -ek); /* score = product * sf */
+            /* score = product * sf, in units of log2 (the softmax takes powers of 2) */
+            float sf = scale1(scale1(p.scale * LOG2E, -eq), -ek);
             CM_ACC sacc[SMAX];
             UNROLL for (uint j = 0u; j < SMAX; j++) if (j < BC / FRAG_N) sacc[j] = CM_ZERO;
             UNROLL for (uint kk = 0u; kk < QMAX; kk++) {
@@ -602,7 +618,7 @@ void main() {
         float l = u == 0u ? l0 : l1, m = u == 0u ? m0 : m1;
         if (u < RPL && lane % LPR == 0u) set_row_factor(r, i < p.Tq ? scale1(1.0 / l, -ev_o) : 0.0);
         if (u < RPL && lane % LPR == 0u && i < p.Tq)
-            lse[p.off[4] + (b * p.H + h) * p.Tq + i] = m + log(l);
+            lse[p.off[4] + (b * p.H + h) * p.Tq + i] = (m + log2(l)) * LN2;
     }
     warp_sync();
     /* each element of O to its place in out (er, ec: its row and column) */
