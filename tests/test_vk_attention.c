@@ -14,7 +14,9 @@
  * products). Cases: T of 1 to 130 (tails, several key tiles), D 16, 64, 128,
  * GQA (H/Hk of 1, 2, 3), unaligned tensors (the shader's element gathers),
  * bf16 beyond f16's range (the per-tile scales), every tile the host may
- * pick, bit-identical reruns, and CHIMERA_VULKAN_ATTN_CM=0 (the plain path).
+ * pick, bit-identical reruns, and CHIMERA_VULKAN_ATTN_CM=0 (the plain path);
+ * bf16 both on the device's default path and on bf16 matrices (_bf16n; P
+ * as two bf16 parts in the forward, P and dS as bf16 in the backward).
  * The backward: the same cases and checks on dq, dk, dv accumulated into
  * random starting values, against the cpu's f64 backward of the same q, k,
  * v, dout, out (the cpu forward's, rounded to the dtype) and lse (rounded to
@@ -34,10 +36,18 @@ typedef struct att_case {
     int64_t lead;      /* q, k, v start this many elements into their buffers */
 } att_case;
 
+/*
+ * bf16 on bf16 matrices asked for (the _bf16n variants, emulated too:
+ * CHIMERA_VULKAN_COOPMAT_BF16=native); else the device's default (scaled
+ * into f16 on lavapipe, native where the device has bf16 matrices).
+ */
+static bool want_native;
+
 /* The vulkan backend with cooperative matrices, real or emulated; skips the test without them. */
 static chm_backend *open_cm(void) {
     setenv("CHIMERA_VULKAN_COOPMAT_EMULATE", "1", 1); /* only where the device lacks them */
-    unsetenv("CHIMERA_VULKAN_COOPMAT_BF16");
+    if (want_native) setenv("CHIMERA_VULKAN_COOPMAT_BF16", "native", 1);
+    else unsetenv("CHIMERA_VULKAN_COOPMAT_BF16");
     chm_backend *vk = vk_open();
     const char *path = chm_vulkan_matmul_path(vk, CHM_F16);
     if (!path || strncmp(path, "coopmat", 7) != 0) {
@@ -292,6 +302,7 @@ static void check_every_tile(check_fn check, uint64_t seed) {
         check(vk, cpu, CHM_BF16, &c128, seed + 100 + i, NULL);
     }
     unsetenv("CHIMERA_VULKAN_ATTN_CM");
+    cr_assert(!want_native || ran(vk, "_bf16n"), "no _bf16n shader ran");
     chm_backend_close(cpu);
     vk_close(vk);
 }
@@ -357,4 +368,35 @@ Test(vk_attention, bwd_is_deterministic) {
 
 Test(vk_attention, bwd_switched_off_runs_plain) {
     check_plain(check_bwd, CHM_BF16, 12, "attention_bwd_cm_", "attention_bwd_dq_bf16");
+}
+
+/* bf16 on bf16 matrices (attention_cm.comp's and attention_bwd_cm.comp's CM_BF16_NATIVE). */
+Test(vk_attention, fwd_bf16_native_matches_cpu) {
+    want_native = true;
+    check_all(check_case, CHM_BF16, 910, "_bf16n");
+}
+
+Test(vk_attention, fwd_bf16_native_wide_range) {
+    want_native = true;
+    check_wide(check_case, 79, "_bf16n");
+}
+
+Test(vk_attention, fwd_every_tile_native) {
+    want_native = true;
+    check_every_tile(check_case, 320);
+}
+
+Test(vk_attention, bwd_bf16_native_matches_cpu) {
+    want_native = true;
+    check_all(check_bwd, CHM_BF16, 710, "_bf16n");
+}
+
+Test(vk_attention, bwd_bf16_native_wide_range) {
+    want_native = true;
+    check_wide(check_bwd, 80, "_bf16n");
+}
+
+Test(vk_attention, bwd_every_tile_native) {
+    want_native = true;
+    check_every_tile(check_bwd, 520);
 }

@@ -4,7 +4,8 @@
  * tools/gpu_pack.sh builds and tools/gpu_check.sh runs on the GPU machine.
  *
  *   vk_bench [--quick] [--emulate] [--no-train] [--matmul] [--coopmat-probe]
- *            [--attention] [--train-profile] [--mm-time] [--mm-odd] [--seq-ops] [--scan]
+ *            [--attention] [--attention-1b] [--train-profile] [--mm-time] [--mm-odd]
+ *            [--seq-ops] [--scan]
  *
  * 1. check: f32 (plain), f16 and bf16 (cooperative matrices where the device
  *    has them, bf16 scaled into f16's range, and the plain 16-bit path behind
@@ -60,6 +61,11 @@
  *    reads them), bf16 also without the saved states and f32 accumulated, on
  *    the default path and on the older one (CHIMERA_VULKAN_DISABLE=scan_shuffle),
  *    twice.
+ * --attention-1b: only bf16 attention at chimera-1b's shape (B8 T1024 H16 D64,
+ *    mixture-of-depths keeps half of 2048 tokens) and at B8 T2048, fwd and bwd
+ *    ms, then a per-shader profile of 4 fwd+bwd calls at B8 T1024 (each pass:
+ *    Delta, dq, dk/dv); quick A/Bs of the attention shaders (tile variables,
+ *    CHIMERA_VULKAN_ATTN_ABLATE).
  * --train-profile: only a per-shader profile of chimera-1b's bf16 step at
  *    micro batch 8 (every dispatch timed, CHIMERA_VULKAN_PROFILE's table).
  * Times come from device events (matmuls: the median of three back-to-back runs). Ends
@@ -90,7 +96,8 @@
 
 /* ---- small helpers ---- */
 
-static bool quick, emulate, attention_only, train_profile, mm_time, mm_odd, seq_ops, scan_only;
+static bool quick, emulate, attention_only, attention_1b, train_profile, mm_time, mm_odd, seq_ops;
+static bool scan_only;
 static int checks, failures;
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -882,6 +889,34 @@ static void bench_attention_all(chm_backend *be) {
     unsetenv("CHIMERA_VULKAN_ATTN_CM");
 }
 
+/*
+ * --attention-1b: bf16 fwd and bwd at chimera-1b's shape and at T2048, then the per-shader
+ * profile of 4 more calls each at chimera-1b's shape (dispatches serialised and timed).
+ */
+static void bench_attention_1b(chm_backend *be) {
+    bench_attention(be, CHM_BF16, 8, 1024, 16, 64);
+    bench_attention(be, CHM_BF16, 8, 2048, 16, 64);
+    const int64_t q[4] = {8, 1024, 16, 64}, l[3] = {8, 16, 1024};
+    job j = {.kind = 0, .scale = 0.125};
+    for (int i = 0; i < 9; i++)
+        j.t[i] = alloc_tensor(be, i == 4 ? CHM_F32 : CHM_BF16, i == 4 ? 3 : 4, i == 4 ? l : q);
+    for (int i = 0; i < 9; i++)
+        if (i < 3 || i == 8) fill_random(be, &j.t[i], -1, 1);
+    for (int i = 5; i < 8; i++)
+        if (chm_fill(be, &j.t[i], 0)) die(be, "fill");
+    chm_vulkan_set_profile(be, true);
+    for (int r = 0; r < 8; r++) {
+        j.kind = r % 2;
+        if (run_job(be, &j)) die(be, "profiled run");
+    }
+    static char report[1 << 14];
+    if (chm_vulkan_profile_report(be, report, sizeof report)) die(be, "profile");
+    chm_vulkan_set_profile(be, false);
+    printf("per-shader device time of 4 fwd + 4 bwd, bf16 B8 T1024 H16 D64:\n%s", report);
+    free_job(&j, 9);
+}
+
+
 /* chimera-1b's causal_conv1d_bwd and MoD select_topk on backend be ("default" or "older"). */
 static void bench_seq_ops(chm_backend *be, const char *path) {
     static const chm_dtype dts[2] = {CHM_BF16, CHM_F32};
@@ -1116,6 +1151,7 @@ static bool parse_args(int argc, char **argv, bool *train, bool *matmul_only, bo
         else if (!strcmp(argv[i], "--matmul")) *matmul_only = true;
         else if (!strcmp(argv[i], "--coopmat-probe")) *probe_only = true;
         else if (!strcmp(argv[i], "--attention")) attention_only = true;
+        else if (!strcmp(argv[i], "--attention-1b")) attention_only = attention_1b = true;
         else if (!strcmp(argv[i], "--train-profile")) train_profile = true;
         else if (!strcmp(argv[i], "--mm-time")) mm_time = true;
         else if (!strcmp(argv[i], "--mm-odd")) mm_odd = true;
@@ -1123,8 +1159,8 @@ static bool parse_args(int argc, char **argv, bool *train, bool *matmul_only, bo
         else if (!strcmp(argv[i], "--scan")) scan_only = true;
         else {
             fprintf(stderr, "usage: %s [--quick] [--emulate] [--no-train] [--matmul] "
-                    "[--coopmat-probe] [--attention] [--train-profile] [--mm-time] [--mm-odd] "
-                    "[--seq-ops] [--scan]\n", argv[0]);
+                    "[--coopmat-probe] [--attention] [--attention-1b] [--train-profile] "
+                    "[--mm-time] [--mm-odd] [--seq-ops] [--scan]\n", argv[0]);
             return false;
         }
     }
@@ -1256,7 +1292,8 @@ int main(int argc, char **argv) {
     }
     if (!probe_only && !matmul_only) {
         printf("\n== attention and selective scan\n");
-        bench_attention_all(vk);
+        if (attention_1b) bench_attention_1b(vk);
+        else bench_attention_all(vk);
         if (attention_only) {
         } else if (quick) {
             bench_scan(vk, CHM_F32, SCAN_ACC, "", 1, 64, 64, 16);

@@ -17,7 +17,8 @@
  * when it fits, so any head_dim works).
  *
  * f16 and bf16 forwards run on cooperative matrices (attention_cm.comp:
- * Q K^T and P V on the tensor cores, bf16 tiles scaled into f16's range)
+ * Q K^T and P V on the tensor cores; bf16 on bf16 matrices where the device
+ * has them, else its tiles scaled into f16's range)
  * where the device has them (or emulates them, tests) and D is a multiple of
  * 16 up to 128; attn_cm_plan_make says when and picks the tile. Their
  * backwards' dq and dk/dv passes too, under the same conditions except that
@@ -97,52 +98,75 @@ static uint32_t attn_rows(const attn_plan *pl) { return pl->wg / pl->tpr; }
 
 /* ---- the forward on cooperative matrices (attention_cm.comp) ---- */
 
-/* Its tiles: WARPS subgroups of 16 query rows, BC keys per step, FRAG_N, row padding SPAD. */
+/*
+ * Its tiles: WARPS subgroups of 16 query rows, BC keys per step, FRAG_N, row
+ * padding SPAD; and the variant: bf16 on bf16 matrices (native, the _bf16n
+ * shaders), and whether the walked tiles are prefetched into registers and
+ * staged in two stages (every variant but bf16 scaled into f16).
+ */
 typedef struct attn_cm_plan {
     uint32_t warps, bc, fn, pad;
+    bool native, prefetch;
 } attn_cm_plan;
 
-/* Bytes of the shader's shared array S (its layout comment): q, k, v tiles, scratch, P, factors. */
-static uint64_t attn_cm_bytes(const attn_cm_plan *pl, uint32_t D) {
+/*
+ * The most words of a walked tile pair one invocation prefetches (the
+ * shaders' FETCH_MAX: registers; emulated, small subgroups, more).
+ */
+static uint32_t attn_fetch_max(const chm_vk *vk) { return vk->caps.coopmat_emulated ? 64 : 16; }
+
+/*
+ * Bytes of attention_cm.comp's shared array S (its layout comment): two
+ * stages of k and v tiles (emulated: one), the q tile (in the second stage
+ * where it fits, not emulated),
+ * scratch, P rows (hi and lo parts when native), factors, tile maxima.
+ */
+static uint64_t attn_cm_bytes(const attn_cm_plan *pl, uint32_t D, bool emulated) {
     uint64_t qw = D / 8 + 1, sw = pl->bc / 4 + pl->pad, pw = pl->bc / 8 + pl->pad;
-    return 16 * (16ull * pl->warps * qw + 2ull * pl->bc * qw + 16ull * pl->warps * (sw + pw) +
-                 5ull * pl->warps);
+    uint64_t br = 16ull * pl->warps, stage = 2ull * pl->bc * qw, np = pl->native ? 2 : 1;
+    bool q_in_stage = br <= 2ull * pl->bc && !emulated;
+    uint64_t stages = (emulated ? 1 : 2) * stage + (q_in_stage ? 0 : br * qw);
+    return 16 * (stages + br * (sw + np * pw) + 5ull * pl->warps);
 }
 
 /*
  * Bytes of attention_bwd_cm.comp's shared array S (its layout comment):
- * owner and walk tiles, scratch and P rows, lse and Delta of max(BR, BC)
+ * owner tiles and two stages of walk tiles over them (emulated: one stage,
+ * apart), scratch and P rows, the stages of lse and Delta of max(BR, BC)
  * rows (the dq pass indexes them by owner row, the dk/dv pass by walk row:
  * one plan serves both), tile maxima.
  */
-static uint64_t attn_bwd_cm_bytes(const attn_cm_plan *pl, uint32_t D) {
+static uint64_t attn_bwd_cm_bytes(const attn_cm_plan *pl, uint32_t D, bool emulated) {
     uint64_t qw = D / 8 + 1, br = 16ull * pl->warps, sw = pl->bc / 4 + pl->pad;
     uint64_t pw = pl->bc / 8 + pl->pad, nl = br > pl->bc ? br : pl->bc;
-    return 16 * (2 * br * qw + 2ull * pl->bc * qw + br * (sw + pw) + nl / 2 + pl->warps);
+    uint64_t own = 2 * br * qw, stage = 2ull * pl->bc * qw, nst = emulated ? 1 : 2;
+    uint64_t tiles = emulated ? own + stage : (own > 2 * stage ? own : 2 * stage);
+    return 16 * (tiles + br * (sw + pw) + nst * nl / 2 + pl->warps);
 }
 
 /*
  * Whether plan pl runs on this device for head dim D: the forward's
- * (attention_cm.comp) or the backward's (attention_bwd_cm.comp, whose lanes
- * hold at most 8 words of a warp's 16 x BC P rows).
+ * (attention_cm.comp) or the backward's (attention_bwd_cm.comp): shared
+ * memory, workgroup size, the words an invocation prefetches, and the
+ * elements of an accumulator a lane holds (the shaders' ELMAX, 16).
  */
 static bool attn_cm_fits(const chm_vk *vk, const attn_cm_plan *pl, uint32_t D, bool bwd) {
     uint32_t sg = vk->caps.subgroup_size, lpr = sg >= 16 ? sg / 16 : 1, wg = pl->warps * sg;
     const VkPhysicalDeviceLimits *lim = &vk->props.limits;
-    bool lanes = bwd ? 2 * pl->bc <= 8 * sg : (pl->bc / lpr) % 8 == 0;
-    uint64_t bytes = bwd ? attn_bwd_cm_bytes(pl, D) : attn_cm_bytes(pl, D);
+    /* the forward's softmax lanes take 8 columns a time; a lane holds <= 16 accumulator elements */
+    bool lanes = (bwd || (pl->bc / lpr) % 8 == 0) && (vk->caps.coopmat_emulated || sg >= pl->fn);
+    if (pl->prefetch && (2 * pl->bc * (D / 8) + wg - 1) / wg > attn_fetch_max(vk)) return false;
+    bool emu = vk->caps.coopmat_emulated;
+    uint64_t bytes = bwd ? attn_bwd_cm_bytes(pl, D, emu) : attn_cm_bytes(pl, D, emu);
     return pl->bc % 16 == 0 && pl->bc <= 64 && lanes && wg <= lim->maxComputeWorkGroupSize[0] &&
            wg <= lim->maxComputeWorkGroupInvocations && bytes <= lim->maxComputeSharedMemorySize;
 }
 
-/* Tile warps x bc with padded rows where they fit, else unpadded; false when neither fits. */
-static bool attn_cm_try(const chm_vk *vk, uint32_t warps, uint32_t bc, uint32_t D, bool bwd,
-                        attn_cm_plan *pl) {
-    for (int pad = 1; pad >= 0; pad--) {
-        *pl = (attn_cm_plan){warps, bc, pl->fn, (uint32_t)pad};
-        if (attn_cm_fits(vk, pl, D, bwd)) return true;
-    }
-    return false;
+/* Tile warps x bc with padded rows (pad 1) or not (0); false when it does not fit. */
+static bool attn_cm_try(const chm_vk *vk, uint32_t warps, uint32_t bc, uint32_t pad, uint32_t D,
+                        bool bwd, attn_cm_plan *pl) {
+    *pl = (attn_cm_plan){warps, bc, pl->fn, pad, pl->native, pl->prefetch};
+    return attn_cm_fits(vk, pl, D, bwd);
 }
 
 /*
@@ -151,33 +175,61 @@ static bool attn_cm_try(const chm_vk *vk, uint32_t warps, uint32_t bc, uint32_t 
  * (real or emulated), bf16 ones switched off (CHIMERA_VULKAN_COOPMAT_BF16=0),
  * D not a multiple of 16 up to 128, subgroups outside 8..64, or
  * CHIMERA_VULKAN_ATTN_CM=0. The variable may also give the tile as WARPSxBC
- * (e.g. 4x32; benchmarks). Four warps first: on the H100 (d64, bf16) 4x32
- * ran in 4.4 ms, 2x32 in 9.0, 2x64 in 13.7; the backward 14.8, 26.1, 34.1
- * (2x16 20.1; 4x16 35.5 in one run, 13.7 in another: to measure again). The
- * forward runs bf16 only up to d64 on the tensor cores: its staging (tile
- * maxima, scaling) made d128 slower than the plain shader there (10.2 ms
- * against 7.7; f16 d128 2.4 ms); the backward's bf16 d128 ran in 30.9 ms
- * against the plain 34.9 (B8 T2048 H8), so it goes up to d128. Emulated
- * (tests), every D runs. The backward takes the first tile of the list that
- * fits its larger footprint.
+ * (e.g. 4x32; benchmarks). bf16 runs on bf16 matrices where the device
+ * has them (caps.coopmat_bf16_native: the _bf16n shaders, any D), else
+ * scaled into f16, the forward then only up to d64 (its staging, tile
+ * maxima and scaling, made d128 slower than the plain shader on the H100:
+ * 10.2 ms against 7.7). Four warps first. On the H100 (48 KiB of shared
+ * memory a workgroup; session 11, bf16 d64, B8 T1024 H16, fwd/bwd us):
+ * 4x32 327/844, 4x16 317/910, 2x64 330/850, 2x32 440/1202, 2x16 339/984;
+ * 4x64 does not fit. Emulated (tests), every D runs. The backward takes the
+ * first tile of the list that fits its larger footprint. At d128 4x32 fits
+ * only unpadded (B8 T2048 H8, ms): the forward takes 2x32 padded first
+ * (f16 3.63 -> 1.18), the backward keeps 4x32 unpadded (bf16 12.0 against
+ * 23.5 on 2x32 padded, f16 20.1 against 28.6).
  */
 static bool attn_cm_plan_make(const chm_vk *vk, const chm_tensor *q, bool bwd, attn_cm_plan *pl) {
     const chm_vk_caps *c = &vk->caps;
     uint32_t D = (uint32_t)q->shape[3], sg = c->subgroup_size;
     const char *env = getenv("CHIMERA_VULKAN_ATTN_CM");
+    bool native = q->dtype == CHM_BF16 && c->coopmat_bf16_native;
     if ((env && !strcmp(env, "0")) || !c->coopmat || q->dtype == CHM_F32 ||
         (q->dtype == CHM_BF16 &&
-         (!c->coopmat_bf16 || (D > 64 && !bwd && !c->coopmat_emulated))) ||
+         (!c->coopmat_bf16 || (D > 64 && !bwd && !native && !c->coopmat_emulated))) ||
         D % 16 || D > 128 || sg < 8 || sg > 64)
         return false;
-    pl->fn = c->coopmat_emulated || !c->cm_n8 ? 16 : 8;
+    /* 16x16 fragments where listed: half the fragment loads (H100 f16 d64 fwd 2.19 -> 0.63 ms) */
+    pl->fn = c->coopmat_emulated || c->cm_n16 || !c->cm_n8 ? 16 : 8;
+    if (native && !c->coopmat_emulated) pl->fn = c->cm_bf16_fn;
+    pl->native = native;
+    pl->prefetch = q->dtype != CHM_BF16 || native;
     unsigned w = 0, bc = 0;
-    if (env && sscanf(env, "%ux%u", &w, &bc) == 2 && attn_cm_try(vk, w, bc, D, bwd, pl))
+    if (env && sscanf(env, "%ux%u", &w, &bc) == 2 &&
+        (attn_cm_try(vk, w, bc, 1, D, bwd, pl) || attn_cm_try(vk, w, bc, 0, D, bwd, pl)))
         return true;
+    /*
+     * The forward: every tile with padded rows first (unpadded ones conflict
+     * on the banks); the backward: each tile padded, then unpadded (fewer
+     * warps cost it more than the conflicts).
+     */
     static const uint32_t tiles[][2] = {{4, 64}, {4, 32}, {2, 64}, {2, 32}, {2, 16}};
-    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++)
-        if (attn_cm_try(vk, tiles[i][0], tiles[i][1], D, bwd, pl)) return true;
+    const size_t n = sizeof tiles / sizeof tiles[0];
+    for (size_t k = 0; k < 2 * n; k++) {
+        size_t i = bwd ? k / 2 : k % n;
+        uint32_t pad = bwd ? k % 2 == 0 : k < n;
+        if (attn_cm_try(vk, tiles[i][0], tiles[i][1], pad, D, bwd, pl)) return true;
+    }
     return false;
+}
+
+/*
+ * CHIMERA_VULKAN_ATTN_ABLATE=N (tools/vk_bench; results wrong): the shaders' ABLATE
+ * spec constant, which skips parts of the cooperative-matrix kernels (their comments);
+ * 0 or unset in every real run.
+ */
+static uint32_t attn_cm_ablate(void) {
+    const char *env = getenv("CHIMERA_VULKAN_ATTN_ABLATE");
+    return env ? (uint32_t)strtoul(env, NULL, 0) : 0;
 }
 
 /* attention_fwd on cooperative matrices with plan pl (same push block as attention_fwd.comp). */
@@ -191,14 +243,19 @@ static chm_status attn_forward_cm(chm_vk *vk, const attn_cm_plan *pl, const chm_
     } pc = {B, Tq, (uint32_t)k->shape[1], H, (uint32_t)k->shape[2],
             chm_vk_groups(Tq, 16 * pl->warps), (float)scale};
     char name[48];
-    snprintf(name, sizeof name, "attention_cm_%s_%s", chm_vk_cm_flavor(vk),
-             q->dtype == CHM_BF16 ? "bf16" : "f16");
+    if (pl->native) /* KHR bf16 matrices, also beside NVIDIA's extension (f16's) */
+        snprintf(name, sizeof name, "attention_cm_%s_bf16n",
+                 vk->caps.coopmat_emulated ? "emu" : "khr");
+    else
+        snprintf(name, sizeof name, "attention_cm_%s_%s", chm_vk_cm_flavor(vk),
+                 q->dtype == CHM_BF16 ? "bf16" : "f16");
     chm_vk_dispatch d = {
         .shader = name, .nbind = 5, .bind = {q, k, v, out, lse}, .writes = 3u << 3,
         .push = &pc, .push_size = sizeof pc, .groups = B * H * pc.nqt,
         .wg = pl->warps * vk->caps.subgroup_size,
-        .spec = {pl->bc, (uint32_t)q->shape[3], pl->fn, pl->pad}, .nspec = 4,
+        .spec = {pl->bc, (uint32_t)q->shape[3], pl->fn, pl->pad, attn_cm_ablate()},
     };
+    d.nspec = d.spec[4] ? 5 : 4;
     return chm_vk_run(vk, &d);
 }
 
@@ -305,16 +362,21 @@ static chm_status attn_grads_cm(chm_vk *vk, const attn_cm_plan *pl, bool dq_pass
         float scale;
     } pc = {s->B, s->T, s->T, s->H, s->Hk, chm_vk_groups(s->T, 16 * pl->warps), (float)scale};
     char name[48];
-    snprintf(name, sizeof name, "attention_bwd_cm_%s_%s_%s", dq_pass ? "dq" : "dkv",
-             chm_vk_cm_flavor(vk), in[0]->dtype == CHM_BF16 ? "bf16" : "f16");
+    if (pl->native)
+        snprintf(name, sizeof name, "attention_bwd_cm_%s_%s_bf16n", dq_pass ? "dq" : "dkv",
+                 vk->caps.coopmat_emulated ? "emu" : "khr");
+    else
+        snprintf(name, sizeof name, "attention_bwd_cm_%s_%s_%s", dq_pass ? "dq" : "dkv",
+                 chm_vk_cm_flavor(vk), in[0]->dtype == CHM_BF16 ? "bf16" : "f16");
     chm_vk_dispatch d = {
         .shader = name, .nbind = dq_pass ? 7 : 8,
         .bind = {in[0], in[1], in[2], in[3], in[4], in[5], g0, g1},
         .writes = dq_pass ? 1u << 6 : 3u << 6, .push = &pc, .push_size = sizeof pc,
         .groups = s->B * (dq_pass ? s->H : s->Hk) * pc.ntiles,
         .wg = pl->warps * vk->caps.subgroup_size,
-        .spec = {pl->bc, s->D, pl->fn, pl->pad}, .nspec = 4,
+        .spec = {pl->bc, s->D, pl->fn, pl->pad, attn_cm_ablate()},
     };
+    d.nspec = d.spec[4] ? 5 : 4;
     return chm_vk_run(vk, &d);
 }
 
