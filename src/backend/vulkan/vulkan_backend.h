@@ -13,7 +13,10 @@
  *                                  coopmat (f16 matmul on cooperative matrices),
  *                                  coopmat_khr / coopmat_nv (one of the two extensions
  *                                  that give them: KHR's is preferred), coopmat2,
- *                                  splitk (thin A^T B products split over K, matmul.c)
+ *                                  splitk (thin A^T B products split over K, matmul.c),
+ *                                  conv1d_fused (causal_conv1d_bwd in three passes),
+ *                                  topk_split (select_topk one workgroup a row),
+ *                                  scan_shuffle (the selective scan's older backward)
  *   CHIMERA_VULKAN_COOPMAT_BF16=0  bf16 matmuls on the plain path (default 1: on the
  *                                  cooperative matrices, scaled into f16's range); =native:
  *                                  as stored on KHR bf16 matrices where the device has them
