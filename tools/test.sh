@@ -15,18 +15,33 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=use_tls=0:suppressions=$PWD/tests/lsan.supp
 
 jobs=$(nproc)
-echo "== gcc build (-Werror) =="
+# Each phase with the seconds since this script started, so that CI logs say where the time goes.
+phase() { echo "== $* (at $SECONDS s) =="; }
+phase "gcc build (-Werror)"
 CC=gcc bash tools/build.sh build
-echo "== gcc tests =="
-./build/chimera_tests --jobs "$jobs"
-echo "== chimera verify: vulkan (lavapipe) against the cpu reference =="
+phase "gcc tests"
+./build/chimera_tests --jobs "$jobs" --xml=build/criterion.xml
+bash tools/test_times.sh build/criterion.xml
+phase "chimera verify: vulkan (lavapipe) against the cpu reference"
 ./build/chimera verify --backends cpu,vulkan
 
-echo "== clang + ASan/UBSan build (-Werror) =="
-CC=clang bash tools/build.sh build-asan -DCHIMERA_SANITIZE=ON -DCHIMERA_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug
-echo "== clang + ASan/UBSan tests =="
-./build-asan/chimera_tests --jobs "$jobs"
+phase "clang + ASan/UBSan build (-Werror)"
+# The shaders are the same SPIR-V in both builds: the sanitized one imports the gcc build's set
+# (checked against this tree's sources by its manifest) instead of running glslc on ~300
+# variants again. -O1, as the sanitizers' documentation advises: -O0 made the CPU-bound tests
+# several times slower without finding more.
+spirv=
+if [ -d build/spirv ]; then  # the gcc build compiled shaders (Vulkan found)
+    cmake --build build --target chimera_spirv_export >/dev/null
+    spirv=-DCHIMERA_SPIRV_DIR=$PWD/build/spirv-export
+fi
+CC=clang bash tools/build.sh build-asan -DCHIMERA_SANITIZE=ON -DCHIMERA_CUDA=OFF \
+    -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS_DEBUG=-g -O1" ${spirv:+"$spirv"}
+phase "clang + ASan/UBSan tests"
+./build-asan/chimera_tests --jobs "$jobs" --xml=build-asan/criterion.xml
+bash tools/test_times.sh build-asan/criterion.xml
 
 # libFuzzer targets of tests/fuzz (the parsers of outside input), ~60 s each, two at a time.
-echo "== fuzzing (tools/fuzz.sh) =="
+phase "fuzzing (tools/fuzz.sh)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-60} FUZZ_JOBS=${FUZZ_JOBS:-2} bash tools/fuzz.sh
+phase "done"
