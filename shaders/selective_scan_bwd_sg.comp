@@ -56,7 +56,11 @@
  * stores). The pipeline took 170 registers: 12 warps an SM, so chimera-1b's
  * 2048 warps (B Di 4 lanes) ran in two waves; at <= 128 (CUDA's cap) one
  * wave would hold them all. That, and the first walk (gone with the saved
- * states), are what the variants and HSAVED address; not yet timed.
+ * states), are what the variants and HSAVED address. Timed (session 12, bf16,
+ * gradients set): 16-step chunks from the saved states 2.07 ms (174
+ * registers); _l8 1.90 ms with its first walk (121 registers: one wave), the
+ * default since (selective_scan.c); _half 2.43 ms (134 registers, its halves
+ * a loop: 172 written out).
  */
 #version 450
 #extension GL_EXT_control_flow_attributes : require
@@ -273,14 +277,20 @@ void back_steps(uint first, vec4 hstart) {
 /*
  * The chunk walked back from its start state h0: in one stash of L states, or (HALF) the
  * second half first from the state at the middle (walked to once more), then the first.
+ * The halves are a loop the compiler is asked not to unroll: with the two written out, the
+ * driver interleaved them and the pipeline took 172 registers (H100), as many as the whole
+ * stash; one copy of back_steps keeps the registers near the _l8 variant's 121.
  */
 void chunk_back(vec4 h0) {
 #ifdef HALF
-    vec4 h = h0;
-    [[unroll]] for (uint tt = 0; tt < S; tt++) h = advance(h, tt);
-    back_steps(S, h);
-#endif
+    [[dont_unroll]] for (uint hf = 2u; hf-- > 0u;) {
+        vec4 h = h0;
+        [[dont_unroll]] for (uint tt = 0; tt < hf * S; tt++) h = advance(h, tt);
+        back_steps(hf * S, h);
+    }
+#else
     back_steps(0u, h0);
+#endif
 }
 
 /* Running per-channel sums of this invocation's elements (dD, ddelta_bias). */

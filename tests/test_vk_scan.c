@@ -164,16 +164,35 @@ Test(vk_scan, chimera_1b_channels_many_chunks) {
     pair_close(&bp);
 }
 
-/* The register kernel's chunks of 16 steps (selective_scan_bwd_sg.comp): several with a
-   partial last one, an exact multiple, channels that leave a workgroup partly dead, N = 16
-   and N = 8, with and without the optional inputs; set gradients with z given. */
+/* The register kernel's chunks of 16 steps (selective_scan_bwd_sg.comp, asked for by tile:
+   the default is 8): several with a partial last one, an exact multiple, channels that leave a
+   workgroup partly dead, N = 16 and N = 8, with and without the optional inputs; set gradients
+   with z given, from the forward's saved states (the backend says it reads them). */
 static const vscan CHUNKS16[] = {{2, 50, 70, 16, true, 0}, {1, 32, 40, 8, false, 0},
                                  {1, 17, 33, 16, true, 0}};
 
 Test(vk_scan, backward_chunks_of_16) {
+    setenv("CHIMERA_VULKAN_SCAN_TILE", "0x16", 1);
     pair bp = pair_open();
     for (int i = 0; i < 3; i++) check_backward(&bp, CHUNKS16[i], 1001 + 10 * (uint64_t)i);
     check_saved(&bp, CHUNKS16[0], 1051);
+    unsetenv("CHIMERA_VULKAN_SCAN_TILE");
+    pair_close(&bp);
+}
+
+/* The register kernel's other variants, asked for by tile: chunks of 8 steps (_l8: the
+   chunk starts from the first walk, h_saved is not read) and 16-step chunks walked back in two
+   halves (_half, from the saved states too), 8 channels a workgroup. */
+Test(vk_scan, backward_chunks_of_8_and_halves) {
+    pair bp = pair_open();
+    setenv("CHIMERA_VULKAN_SCAN_TILE", "8x8", 1);
+    check_backward(&bp, CHUNKS16[0], 1201);
+    check_saved(&bp, CHUNKS16[2], 1211);
+    setenv("CHIMERA_VULKAN_SCAN_TILE", "8x16h", 1);
+    check_backward(&bp, CHUNKS16[0], 1221);
+    check_backward(&bp, SMALL_N[3], 1231);
+    check_saved(&bp, CHUNKS16[0], 1241);
+    unsetenv("CHIMERA_VULKAN_SCAN_TILE");
     pair_close(&bp);
 }
 

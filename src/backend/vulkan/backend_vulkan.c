@@ -192,8 +192,9 @@ chm_status chm_vulkan_open(const chm_backend_options *opts, chm_backend **out, c
     bool cm_bf16 = vk->caps.coopmat && !vk->caps.coopmat_emulated && vk->caps.coopmat_bf16;
     if (vk->caps.storage16 && (cm_bf16 || (vk->caps.coopmat2 && vk->caps.coopmat2_bf16)))
         be->caps |= CHM_CAP_FAST_BF16;
-    /* the register scan backward reads the forward's saved states (selective_scan.c) */
-    if (vk->caps.scan_shuffle) be->caps |= CHM_CAP_SCAN_SAVED;
+    /* the scan backward reads the forward's saved states only with 16-step chunks
+       (selective_scan.c: not the default), for the model's N = 16 */
+    if (chm_vk_scan_reads_saved(vk, 16)) be->caps |= CHM_CAP_SCAN_SAVED;
     snprintf(be->device, sizeof be->device, "%s", vk->props.deviceName);
     static atomic_bool logged; /* one line per process, however often the backend opens */
     if (!vk->quiet && !atomic_exchange(&logged, true)) {

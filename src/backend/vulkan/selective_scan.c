@@ -131,12 +131,13 @@ static chm_status scan_tile_make(chm_vk *vk, bool bwd, uint32_t N, uint32_t lc_m
 
 /*
  * Whether the forward writes a->h_saved and the register backward reads it (the shaders'
- * variants with SAVE and HSAVED): where that backward runs (N <= 16, subgroup shuffles) and
- * h_saved is f32 as the contract says. Elsewhere it is left untouched and not read.
+ * variants with SAVE and HSAVED): where that backward runs with 16-step chunks
+ * (chm_vk_scan_reads_saved: not by default) and h_saved is f32 as the contract says.
+ * Elsewhere it is left untouched and not read.
  */
 static bool scan_saves(const chm_vk *vk, const chm_scan_args *a) {
-    return a->h_saved && a->h_saved->dtype == CHM_F32 && vk->caps.scan_shuffle &&
-           a->A->shape[1] <= 16;
+    return a->h_saved && a->h_saved->dtype == CHM_F32 &&
+           chm_vk_scan_reads_saved(vk, (uint32_t)a->A->shape[1]);
 }
 
 /* Forward or step (h != NULL: the state starts at h and is written back). */
@@ -198,14 +199,19 @@ static uint64_t scan_sg_shared_bytes(uint32_t wgc, uint32_t sgc, uint32_t lc) {
 }
 
 /*
- * The register kernel's tile: chunks of 16 steps, the most channels (32 down to the
- * subgroup's quarter) whose workgroup the subgroup size divides and whose shared arrays fit;
- * CHIMERA_VULKAN_SCAN_TILE=<wgc>x<lc> with lc 16 or 8 (the _l8 variants) asks for that tile,
- * <wgc>x16h for 16-step chunks walked back in halves (the _half variants).
+ * The register kernel's tile: chunks of 8 steps (the _l8 variants) by default, the most
+ * channels (32 down to the subgroup's quarter) whose workgroup the subgroup size divides and
+ * whose shared arrays fit. CHIMERA_VULKAN_SCAN_TILE=<wgc>x<lc> with lc 16 or 8 asks for that
+ * tile (wgc 0: the most channels that fit), <wgc>x16h for 16-step chunks walked back in halves
+ * (the _half variants). Why 8 (H100, chimera-1b's bf16 scan, session 12): 16-step chunks hold
+ * 16 states in registers (174 a pipeline: 12 warps an SM, so its 2048 warps run in two waves)
+ * and start from the forward's saved states, 2.07 ms a backward; 8-step chunks take 121
+ * registers (one wave) and a first walk of the states, 1.90 ms, and their forward saves
+ * nothing (0.51 ms against 0.61); halves of 16, 134 registers, 2.43.
  * False where it does not apply (N > 16, no shuffles, nothing fits): the older shader runs.
  */
-static bool scan_sg_tile(chm_vk *vk, uint32_t N, scan_plan *pl) {
-    uint32_t sg = vk->caps.subgroup_size, want = 0, lc = 16;
+static bool scan_sg_tile(const chm_vk *vk, uint32_t N, scan_plan *pl) {
+    uint32_t sg = vk->caps.subgroup_size, want = 0, lc = 8;
     if (!vk->caps.scan_shuffle || N > 16) return false;
     const char *env = getenv("CHIMERA_VULKAN_SCAN_TILE");
     unsigned ew, el;
@@ -224,6 +230,12 @@ static bool scan_sg_tile(chm_vk *vk, uint32_t N, scan_plan *pl) {
         return true;
     }
     return false;
+}
+
+/* Whether the backward reads saved states: the register kernel with 16-step chunks (N <= 16). */
+bool chm_vk_scan_reads_saved(const chm_vk *vk, uint32_t N) {
+    scan_plan pl;
+    return scan_sg_tile(vk, N, &pl) && pl.t.lc == 16;
 }
 
 /*

@@ -645,6 +645,9 @@ chm_status chm_vk_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
                                      const chm_tensor *dy, const chm_scan_args *a);
 chm_status chm_vk_selective_scan_step(chm_backend *be, const chm_tensor *y, const chm_tensor *h,
                                       const chm_scan_args *a);
+/* Whether the backward of N states reads chm_scan_args.h_saved (16-step register chunks, asked
+   for by CHIMERA_VULKAN_SCAN_TILE; the default 8-step chunks walk the states instead). */
+bool chm_vk_scan_reads_saved(const chm_vk *vk, uint32_t N);
 
 /* causal_conv1d.c */
 chm_status chm_vk_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
