@@ -6,11 +6,10 @@
  * four operations below differ from the tensor-core build.
  *
  * An A (16x16) or B (16 x FRAG_N) fragment is where its f16 values lie in
- * matmul_cm.comp's shared array S, or in its operand buffers a4/b4 (the
- * direct K loop: CM_LOAD_A/CM_LOAD_B), as (first word, row or column stride
- * in words, layout, source), as coopMatLoadNV would read them; the multiply
- * reads them there (the stage does not change between a load and its
- * multiply: matmul_cm.comp writes the other stage; the operands never do).
+ * matmul_cm.comp's shared array S (first word, row or column stride in
+ * words, layout), as coopMatLoadNV would read them; the multiply reads them
+ * there (the stage does not change between a load and its multiply:
+ * matmul_cm.comp writes the other stage).
  * An accumulator holds the 16 x FRAG_N f32 values, element e = r*FRAG_N + c
  * in invocation e % SUBGROUP_SIZE of the warp. Products of f16 values are
  * exact in f32 and summed in f32, in order of k: the sums may differ from
@@ -30,31 +29,26 @@
 struct cm_in {
     uint elem, stride;  /* words: row (or column) i starts at elem + i*stride */
     bool col;           /* column-major */
-    uint src;           /* 0: S, 1: the A buffer (a4), 2: the B buffer (b4) */
 };
 
 struct cm_acc {
     float v[CM_LANE_MAX];
 };
 
-/* f16 (bf16 with CM_BF16_NATIVE) value number `pos` (0..15) counted from word `word` of src. */
-float cm_half(uint src, uint word, uint pos) {
-    uint at = word + pos / 8u, i = (pos % 8u) / 2u, w;
-    /* each index clamped to its own array: a compiler may read all three and select */
-    if (src == 0u) w = S[min(at, uint(S.length()) - 1u)][i];
-    else if (src == 1u) w = a4[min(at, uint(a4.length()) - 1u)][i];
-    else w = b4[min(at, uint(b4.length()) - 1u)][i];
+/* f16 (bf16 with CM_BF16_NATIVE) value number `pos` counted from word `word` of S. */
+float cm_half(uint word, uint pos) {
+    uint h = word * 8u + pos;
+    uint w = S[h / 8u][(h % 8u) / 2u];
 #ifdef CM_BF16_NATIVE
-    return chm_bf16_to_f32((w >> ((pos % 2u) * 16u)) & 0xffffu);
+    return chm_bf16_to_f32((w >> ((h % 2u) * 16u)) & 0xffffu);
 #else
-    return chm_f16_to_f32((w >> ((pos % 2u) * 16u)) & 0xffffu);
+    return chm_f16_to_f32((w >> ((h % 2u) * 16u)) & 0xffffu);
 #endif
 }
 
 /* Element (r, c) of fragment f, as coopMatLoadNV defines it. */
 float cm_at(cm_in f, uint r, uint c) {
-    return f.col ? cm_half(f.src, f.elem + c * f.stride, r)
-                 : cm_half(f.src, f.elem + r * f.stride, c);
+    return f.col ? cm_half(f.elem + c * f.stride, r) : cm_half(f.elem + r * f.stride, c);
 }
 
 cm_acc cm_zero() {
@@ -85,8 +79,6 @@ void cm_store(cm_acc acc, uint elem, uint stride) {
 #define CM_IN_B cm_in
 #define CM_ACC cm_acc
 #define CM_ZERO cm_zero()
-#define CM_LOAD(f, e, s, cm) f = cm_in(e, s, cm, 0u)
-#define CM_LOAD_A(f, e, s, cm) f = cm_in(e, s, cm, 1u)
-#define CM_LOAD_B(f, e, s, cm) f = cm_in(e, s, cm, 2u)
+#define CM_LOAD(f, e, s, cm) f = cm_in(e, s, cm)
 #define CM_MULADD(x, y, acc) cm_muladd(x, y, acc)
 #define CM_STORE(acc, e, s) cm_store(acc, e, s)

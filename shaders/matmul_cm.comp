@@ -72,8 +72,7 @@
  * uses it only when asked to (CHIMERA_VULKAN_COOPMAT_EMULATE=1, tests).
  * Spec constants: 0 workgroup size = warps * subgroup size, 1 subgroup size,
  * 2 BM, 3 BN, 4 BK + 256 trans_a + 512 trans_b, 5 WM, 6 WN, 7 FRAG_N (16 or
- * 8), 8 ABLATE (diagnostics, below), 9 KSPLIT (below), 10 GDIRECT (below: the
- * fragments of whole tiles straight from the buffers). matmul.c checks the
+ * 8), 8 ABLATE (diagnostics, below), 9 KSPLIT (below). matmul.c checks the
  * limits: WM a multiple of 16 (at most FMAX fragments), WN a multiple of
  * FRAG_N (at most NMAX fragments), BK a multiple of 16 up to 64, each operand
  * slice at most LMAX uvec4 words per invocation, both stages in shared
@@ -131,16 +130,6 @@ layout(constant_id = 8) const uint ABLATE = 0;
  * gradients: 64-176 tiles, K = 16384): matmul.c decides.
  */
 layout(constant_id = 9) const uint KSPLIT = 1;
-/*
- * Direct K loop (GDIRECT = 1, CHIMERA_VULKAN_COOPMAT_DIRECT; issue 6): in a tile whose
- * slices are all whole and aligned (the steady loop's condition), each warp loads its
- * fragments straight from the operand buffers (coopMatLoad on a4/b4, L1 serving the
- * warps that share them) instead of staging slices through shared memory: DK terms of
- * fragments (BK, at most 32) in flight in registers while the previous DK are multiplied,
- * no barriers. Other tiles take the staged loops below.
- */
-layout(constant_id = 10) const uint GDIRECT = 0;
-const uint DK = BK > 32u ? 32u : BK;
 uint split_ix; /* this workgroup's split (main) */
 /* Literal bounds for register arrays (spec-constant-sized ones may be kept in local memory). */
 #ifdef CM_EMULATE
@@ -234,8 +223,6 @@ shared uvec4 S[2u * (A_WORDS + B_WORDS)];
 #define CM_ZERO CM_ACC(0.0)
 #define CM_LAYOUT(col) ((col) ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor)
 #define CM_LOAD(f, elem, stride, col) coopMatLoad(f, S, elem, stride, CM_LAYOUT(col))
-#define CM_LOAD_A(f, elem, stride, col) coopMatLoad(f, a4, elem, stride, CM_LAYOUT(col))
-#define CM_LOAD_B(f, elem, stride, col) coopMatLoad(f, b4, elem, stride, CM_LAYOUT(col))
 #define CM_MULADD(x, y, acc) coopMatMulAdd(x, y, acc)
 #define CM_STORE(acc, elem, stride) coopMatStore(acc, S, elem, stride, gl_CooperativeMatrixLayoutRowMajor)
 #else
@@ -244,8 +231,6 @@ shared uvec4 S[2u * (A_WORDS + B_WORDS)];
 #define CM_ACC fcoopmatNV<32, gl_ScopeSubgroup, 16, FRAG_N>
 #define CM_ZERO CM_ACC(0.0)
 #define CM_LOAD(f, elem, stride, col) coopMatLoadNV(f, S, elem, stride, col)
-#define CM_LOAD_A(f, elem, stride, col) coopMatLoadNV(f, a4, elem, stride, col)
-#define CM_LOAD_B(f, elem, stride, col) coopMatLoadNV(f, b4, elem, stride, col)
 #define CM_MULADD(x, y, acc) coopMatMulAddNV(x, y, acc)
 #define CM_STORE(acc, elem, stride) coopMatStoreNV(acc, S, elem, stride, false)
 #endif
@@ -527,39 +512,6 @@ void epilogue_piece(uint q, uint scratch, uint cbase, uint bat, uint fm, uint fn
     EPILOGUE_ROW_ANY(0u) EPILOGUE_ROW_ANY(1u) EPILOGUE_ROW_ANY(2u) EPILOGUE_ROW_ANY(3u)
 #endif
 
-/*
- * The direct K loop's fragments of terms [k, k + DK): FA[st * FMAX + i] the A fragment of
- * rows wm0 + 16i at terms k + 16st, FB[st * NMAX + j] the B fragment of columns wn0 +
- * j*FRAG_N; offsets and strides in words of the operand buffers (the tile's operands are
- * 8-aligned: slice.fast). Stored [M,K] A reads row-major, [K,M] column-major; likewise B.
- */
-#define DLOAD(FA, FB, k)                                                                 \
-    UNROLL for (uint st = 0u; st < 2u; st++) {                                           \
-        uint kk = (k) + st * 16u;                                                        \
-        UNROLL for (uint i = 0u; i < FMAX; i++) {                                        \
-            uint m = m0 + wm0 + i * 16u;                                                 \
-            if (st * 16u < DK && i < FM && ta)                                           \
-                CM_LOAD_A(FA[st * FMAX + i], (abase + kk * p.lda + m) / 8u, p.lda / 8u, true); \
-            if (st * 16u < DK && i < FM && !ta)                                          \
-                CM_LOAD_A(FA[st * FMAX + i], (abase + m * p.lda + kk) / 8u, p.lda / 8u, false); \
-        }                                                                                \
-        UNROLL for (uint j = 0u; j < NMAX; j++) {                                        \
-            uint n = n0 + wn0 + j * FRAG_N;                                              \
-            if (st * 16u < DK && j < FN && tb)                                           \
-                CM_LOAD_B(FB[st * NMAX + j], (bbase + n * p.ldb + kk) / 8u, p.ldb / 8u, true); \
-            if (st * 16u < DK && j < FN && !tb)                                          \
-                CM_LOAD_B(FB[st * NMAX + j], (bbase + kk * p.ldb + n) / 8u, p.ldb / 8u, false); \
-        }                                                                                \
-    }
-/* The products of DLOAD's fragments into the accumulators (ABLATE bit 8: none). */
-#define DMMA(FA, FB)                                                                     \
-    UNROLL for (uint st = 0u; st < 2u; st++)                                             \
-        UNROLL for (uint i = 0u; i < FMAX; i++)                                          \
-            UNROLL for (uint j = 0u; j < NMAX; j++)                                      \
-                if (st * 16u < DK && i < FM && j < FN && (ABLATE & 8u) == 0u)            \
-                    acc[i * NMAX + j] = CM_MULADD(FA[st * FMAX + i], FB[st * NMAX + j],  \
-                                                  acc[i * NMAX + j]);
-
 void main() {
     uint tiles = p.tiles_m * p.tiles_n, g = chm_group();
     split_ix = 0u;
@@ -669,34 +621,7 @@ void main() {
         MAKE_SLICES(0u)
         steady = steady && sa_.fast && sb_.fast;
     }
-    if (steady && GDIRECT != 0u) {
-        CM_IN_A fa0[2u * FMAX], fa1[2u * FMAX];
-        CM_IN_B fb0[2u * NMAX], fb1[2u * NMAX];
-#ifdef CM_EMULATE
-        /* one multiply site (lavapipe's compile of each grows large): same loads and products */
-        for (uint k = kbeg; k < kend; k += DK) {
-            DLOAD(fa0, fb0, k)
-            DMMA(fa0, fb0)
-        }
-#else
-        /* groups of DK terms, two sets of fragments in turn: one loading, one multiplied */
-        DLOAD(fa0, fb0, kbeg)
-        uint k = kbeg + DK;
-        for (; k + DK < kend; k += 2u * DK) {
-            DLOAD(fa1, fb1, k)
-            DMMA(fa0, fb0)
-            DLOAD(fa0, fb0, k + DK)
-            DMMA(fa1, fb1)
-        }
-        if (k < kend) {
-            DLOAD(fa1, fb1, k)
-            DMMA(fa0, fb0)
-            DMMA(fa1, fb1)
-        } else {
-            DMMA(fa0, fb0)
-        }
-#endif
-    } else if (steady) {
+    if (steady) {
         FETCH(0u, word_a, word_b)
         STAGE(0u)
         SLICE_BARRIER
@@ -725,8 +650,7 @@ void main() {
         }
     }
 
-    /* Epilogue through 16 x WN f32 of scratch per warp (a staged K loop ended on a barrier;
-       the direct one left S untouched). */
+    /* Epilogue through 16 x WN f32 of scratch per warp (the K loop ended on a barrier). */
     uint scratch = warp * 4u * WN, lane = gl_SubgroupInvocationID;
     uint cbase = p.off[3] + bat * p.sc;
     /* direct stores: no bias, alpha not 0 (0 * a NaN product is 0), C's rows 8-aligned */

@@ -876,58 +876,6 @@ Test(vulkan_coopmat, bf16_native_direct_stores) {
     ctx_close(&x);
 }
 
-/*
- * matmul_cm.comp's direct K loop (CHIMERA_VULKAN_COOPMAT_DIRECT=1: tiles whose slices are
- * all whole and aligned load their fragments straight from the buffers): on real matrices
- * where the device has them, else emulated; f16 and bf16 on bf16 matrices, every
- * transpose, at two tiles (BK 16 and 32: one and two 16-deep steps a group), whole tiles
- * with 1 to 4 groups of terms (the loop takes two a turn: both of its ends), whole tiles
- * beside edge tiles in one product, then K's edge, unaligned operands and a batch with
- * alpha and beta (the staged loops, same pipeline). A value the switch does not know is
- * refused.
- */
-Test(vulkan_coopmat, direct_fragment_loads) {
-    const char *cm = real_or_emulated();
-    static const char *real[] = {"128x128x32/64x64", "128x128x16/64x64"};
-    static const char *emulated[] = {"64x64x16/32x32", "32x32x32/16x16/16x8"};
-    static const int64_t bk[] = {32, 16}, bk_emu[] = {16, 32}, tm_emu[] = {64, 32};
-    setenv("CHIMERA_VULKAN_COOPMAT_DIRECT", "1", 1);
-    setenv("CHIMERA_VULKAN_COOPMAT_BF16", "native", 1);
-    uint64_t seed = 1600;
-    for (int i = 0; i < 2; i++) {
-        setenv("CHIMERA_VULKAN_COOPMAT_TILE", cm ? real[i] : emulated[i], 1);
-        ctx x = ctx_open();
-        int64_t tm = cm ? 128 : tm_emu[i], k = cm ? bk[i] : bk_emu[i];
-        fprintf(stderr, "vulkan_coopmat/direct_fragment_loads: tile %s, bf16 on %s\n",
-                cm ? real[i] : emulated[i], chm_vulkan_matmul_path(x.vk, CHM_BF16));
-        say_path(&x, CHM_F16, "direct_fragment_loads");
-        for (int t = 0; t < 4; t++) {
-            mm_case c = {.M = 2 * tm, .K = (t + 1) * k, .N = tm, .ta = t & 1,
-                         .tb = (t >> 1) & 1, .alpha = 1, .beta = 0};
-            check_case(&x, CHM_F16, &c, NULL, seed++);
-            c.K = (4 - t) * k;
-            check_case(&x, CHM_BF16, &c, NULL, seed++);
-            /* even t: whole tiles (direct) beside edge tiles (staged); odd t: K's edge */
-            mm_case edge = {.M = 2 * tm + 36, .K = 2 * k + (t % 2) * 8, .N = tm + 8, .ta = t & 1,
-                            .tb = (t >> 1) & 1, .alpha = 1, .beta = 0};
-            check_case(&x, t % 2 ? CHM_F16 : CHM_BF16, &edge, NULL, seed++);
-        }
-        mm_case unaligned = {.M = tm, .K = 2 * k, .N = tm, .tb = true, .alpha = 1, .lead = 1};
-        check_case(&x, CHM_BF16, &unaligned, NULL, seed++);
-        mm_case batch = {.M = tm, .K = 3 * k, .N = tm, .ba = 2, .bb = 0, .bc = 2, .ta = true,
-                         .alpha = -0.5, .beta = 0.75};
-        check_case(&x, CHM_F16, &batch, NULL, seed++);
-        ctx_close(&x);
-    }
-    unsetenv("CHIMERA_VULKAN_COOPMAT_TILE");
-    setenv("CHIMERA_VULKAN_COOPMAT_DIRECT", "yes", 1);
-    chm_backend_options o = {.device_index = -1, .quiet = true};
-    chm_err err = {0};
-    chm_backend *be = NULL;
-    cr_assert_eq(chm_vulkan_open(&o, &be, &err), CHM_ERR_CONFIG, "%s", err.msg);
-    cr_assert(strstr(err.msg, "CHIMERA_VULKAN_COOPMAT_DIRECT") != NULL, "%s", err.msg);
-}
-
 /* bf16 matrices hold bf16's whole range without scaling: the wide-range bound holds. */
 Test(vulkan_coopmat, bf16_native_wide_range) {
     ctx x = native_open("bf16_native_wide_range");

@@ -196,7 +196,7 @@ static mm_push push_make(const chm_tensor *C, const chm_tensor *A, const chm_ten
 typedef struct mm_plan {
     char shader[48];
     uint32_t bm, bn, wg;
-    uint32_t spec[9];
+    uint32_t spec[8];
     int nspec;
     bool scaled, trans_spec;
     bool cm;         /* matmul_cm.comp (any flavour, emulated too) */
@@ -406,9 +406,8 @@ static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, 
         if (native) t.fn = vk->caps.cm_bf16_fn; /* the warp tiles hold either (vk_coopmat.c) */
         uint32_t warps = (t.bm / t.wm) * (t.bn / t.wn);
         *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = warps * vk->caps.subgroup_size,
-                        .spec = {t.bm, t.bn, t.bk, t.wm, t.wn, t.fn, vk->caps.cm_ablate, 1,
-                                 vk->caps.cm_direct},
-                        .nspec = vk->caps.cm_direct ? 9 : vk->caps.cm_ablate ? 7 : 6,
+                        .spec = {t.bm, t.bn, t.bk, t.wm, t.wn, t.fn, vk->caps.cm_ablate},
+                        .nspec = vk->caps.cm_ablate ? 7 : 6,
                         .scaled = dt == CHM_BF16 && !native,
                         .trans_spec = !vk->caps.coopmat_emulated, .cm = true};
         if (native) /* KHR bf16 matrices, also beside NVIDIA's extension (f16's) */
@@ -568,7 +567,7 @@ static chm_status mm_run_ksplit(chm_vk *vk, const mm_plan *pl, const chm_tensor 
     mm_plan sp = *pl;
     sp.spec[6] = vk->caps.cm_ablate;
     sp.spec[7] = S;
-    sp.nspec = sp.nspec > 8 ? sp.nspec : 8;
+    sp.nspec = 8;
     sp.ksplit = S;
     mm_push q = *pc;
     q.alpha = 1.0f, q.beta = 0.0f, q.flags |= MM_BETA0;

@@ -16,8 +16,6 @@
  * features are enabled at device creation only for what will run.
  * CHIMERA_VULKAN_COOPMAT_TILE=BMxBNxBK/WMxWN overrides the tile
  * of large products (a tuning knob for tools/vk_bench; checked here).
- * CHIMERA_VULKAN_COOPMAT_DIRECT=1 switches matmul_cm.comp's whole tiles to
- * fragments loaded straight from the buffers (its GDIRECT; off by default).
  * bf16 matmuls use them too (scaled into f16's range, matmul.c) unless
  * CHIMERA_VULKAN_COOPMAT_BF16=0; =native puts bf16 on KHR bf16 matrices.
  *
@@ -136,24 +134,6 @@ static chm_status coopmat_ablate_env(uint32_t *bits, chm_err *err) {
     *bits = (uint32_t)v;
     if (v & (15 | 128 | 256 | 512)) fprintf(stderr, "chimera vulkan: CHIMERA_VULKAN_COOPMAT_ABLATE=%ld: cooperative-matrix "
                            "products are WRONG (a diagnostic)\n", v);
-    return CHM_OK;
-}
-
-/*
- * CHIMERA_VULKAN_COOPMAT_DIRECT=1: matmul_cm.comp's direct K loop (spec constant GDIRECT:
- * tiles whose operand slices are all whole and aligned load their fragments straight from
- * the buffers, no shared-memory staging); 0 or unset: the staged loop. Off by default: on
- * the H100 (session 12, tools/bench/RESULTS.md) it did not beat the staged loop. Another
- * value is a config error.
- */
-static chm_status coopmat_direct_env(bool *on, chm_err *err) {
-    const char *s = getenv("CHIMERA_VULKAN_COOPMAT_DIRECT");
-    *on = false;
-    if (!s || !*s || !strcmp(s, "0")) return CHM_OK;
-    if (strcmp(s, "1") != 0)
-        return CHM_ERR(err, CHM_ERR_CONFIG, "CHIMERA_VULKAN_COOPMAT_DIRECT=%.40s is not 0 (the "
-                       "staged K loop) or 1 (fragments loaded straight from the buffers)", s);
-    *on = true;
     return CHM_OK;
 }
 
@@ -347,7 +327,6 @@ static chm_status coopmat_decide(chm_vk *vk, const chm_vk_cm_query *q, chm_err *
     CHM_TRY(coopmat_bf16_env(err));
     CHM_TRY(coopmat_tile_env(&c->cm_tile, &tile_set, err));
     CHM_TRY(coopmat_ablate_env(&c->cm_ablate, err));
-    CHM_TRY(coopmat_direct_env(&c->cm_direct, err));
     char both[256];
     const char *why = coopmat_missing(vk, q, both, sizeof both);
     if (why) {
