@@ -339,39 +339,19 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Wall-clock milliseconds (the host's side of a timing). */
-static double wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
 /*
- * How long a timing first keeps the device busy (ms of wall time, at least one run): a GPU
- * lowers its clocks within a second or two of idling (the H100 went 1980 -> 345 MHz while
- * the host compiled the next row's pipelines) and a timing of a few tens of ms right after
- * ran at the low clock: the intermittent 2-5x slow rows of sessions 10-12 (nvidia-smi
- * sampled beside vk_bench, session 12). --quick (lavapipe, tests) skips it.
- */
-#define WARM_MS 400.0
-static bool warm_due(double t0, int runs) { return runs == 0 || (!quick && wall_ms() - t0 < WARM_MS); }
-
-/*
- * Ms per matmul C = op(A) op(B) after warm-up runs (2, and WARM_MS of them): `reps` of
- * them recorded back to back between two device events, three times, the median of the
- * three. (Events around each call also counted the device's idle time while the host
- * recorded the next call, e.g. the scratch of the bf16 scaling passes, session 10.)
+ * Ms per matmul C = op(A) op(B) after 2 warm-up runs: `reps` of them recorded back to back
+ * between two device events, three times, the median of the three. (Events around each
+ * call also counted the device's idle time while the host recorded the next call, e.g. the
+ * scratch of the bf16 scaling passes: 2.5-4x too slow at times on the H100, session 10.)
  */
 static double time_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                           const chm_tensor *B, bool ta, bool tb, double beta, int reps) {
     chm_event *e0, *e1;
     double ms[3];
     if (chm_event_create(be, &e0) || chm_event_create(be, &e1)) die(be, "events");
-    double t0 = wall_ms();
-    for (int i = 0; i < 2 || warm_due(t0, i); i++) {
+    for (int i = 0; i < 2; i++)
         if (chm_matmul(be, C, A, B, NULL, ta, tb, 1, beta)) die(be, "matmul");
-        if (i % 8 == 7 && chm_sync(be)) die(be, "matmul"); /* the host stays a few calls ahead */
-    }
     for (int r = 0; r < 3; r++) {
         if (chm_sync(be)) die(be, "matmul");
         chm_event_record(be, e0);
@@ -828,9 +808,16 @@ static chm_status run_job(chm_backend *be, job *j) {
     }
 }
 
+/* Wall-clock milliseconds (the host's side of a timing). */
+static double wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
 /*
- * Ms per run of a job after WARM_MS of warm-up runs: `reps` runs recorded back to back
- * between two device events, three times, the median of the three (as time_matmul: events around each run also
+ * Ms per run of a job after one warm-up: `reps` runs recorded back to back between two device
+ * events, three times, the median of the three (as time_matmul: events around each run also
  * counted the device idling while the host recorded the next). *host (unless NULL): the
  * host's ms per run spent recording them, the least of the three: near the device time, the
  * figure is the host's, not the kernels'.
@@ -839,11 +826,7 @@ static double time_job_host(chm_backend *be, job *j, int reps, double *host) {
     chm_event *e0, *e1;
     double ms[3], hmin = 0;
     if (chm_event_create(be, &e0) || chm_event_create(be, &e1)) die(be, "events");
-    double t0 = wall_ms();
-    for (int i = 0; warm_due(t0, i); i++) {
-        if (run_job(be, j)) die(be, "warm-up");
-        if (i % 8 == 7 && chm_sync(be)) die(be, "sync"); /* the host stays a few runs ahead */
-    }
+    if (run_job(be, j)) die(be, "warm-up");
     for (int r = 0; r < 3; r++) {
         if (chm_sync(be)) die(be, "sync");
         chm_event_record(be, e0);
