@@ -48,7 +48,7 @@ static void load_small(const char *pattern, bool tied, chm_config *cfg) {
 }
 
 static chm_model *make(chm_backend *be, const chm_config *cfg, chm_dtype dt, uint64_t seed) {
-    chm_model_options o = {dt, cfg->train.micro_batch, cfg->train.seq_len, 7, false};
+    chm_model_options o = {dt, cfg->train.micro_batch, cfg->train.seq_len, 7, false, 0};
     chm_model *m = NULL;
     chm_err err = {0};
     cr_assert_eq(chm_model_create(&cfg->model, be, &o, &m, &err), CHM_OK, "%s", err.msg);
@@ -228,7 +228,7 @@ Test(model, chimera_1b_parameter_counts) {
 Test(model, table_names_shapes_and_regions) {
     chm_config cfg;
     load_small("MA", false, &cfg);
-    chm_model_options o = {CHM_F32, 2, 12, 0, false};
+    chm_model_options o = {CHM_F32, 2, 12, 0, false, 0};
     chm_model *m = NULL;
     chm_err err = {0};
     cr_assert_eq(chm_model_create(&cfg.model, NULL, &o, &m, &err), CHM_OK, "%s", err.msg);
@@ -444,9 +444,9 @@ Test(model, bad_arguments_are_refused) {
     load_small("MA", true, &cfg);
     chm_err err = {0};
     chm_model *m = NULL;
-    chm_model_options bad = {CHM_I32, 2, 12, 0, false};
+    chm_model_options bad = {CHM_I32, 2, 12, 0, false, 0};
     cr_assert_eq(chm_model_create(&cfg.model, be, &bad, &m, &err), CHM_ERR_INVALID_ARG);
-    chm_model_options shortseq = {CHM_F32, 2, 2, 0, false}; /* mtp depth 2 needs T > 2 */
+    chm_model_options shortseq = {CHM_F32, 2, 2, 0, false, 0}; /* mtp depth 2 needs T > 2 */
     cr_assert_eq(chm_model_create(&cfg.model, be, &shortseq, &m, &err), CHM_ERR_CONFIG);
     cr_assert(strstr(err.msg, "mtp.depth") != NULL, "%s", err.msg);
     m = make(be, &cfg, CHM_F32, 1);
@@ -458,7 +458,7 @@ Test(model, bad_arguments_are_refused) {
     cr_assert_eq(chm_model_logits(m, ids, 13, CHM_ROUTING_CAUSAL, logits, &err),
                  CHM_ERR_INVALID_ARG);
     chm_model *desc = NULL;
-    chm_model_options o = {CHM_F32, 2, 12, 0, false};
+    chm_model_options o = {CHM_F32, 2, 12, 0, false, 0};
     cr_assert_eq(chm_model_create(&cfg.model, NULL, &o, &desc, &err), CHM_OK);
     cr_assert_eq(chm_model_init_params(desc, 1, &err), CHM_ERR_INVALID_ARG);
     chm_model_free(desc);

@@ -56,6 +56,32 @@ Test(plan, arena_size_without_backend_matches_real_model) {
     chm_config_free(&cfg);
 }
 
+/* A model without a backend counts the scan's saved states when told the backend it stands for
+   reads them (chm_model_options.caps): exactly what a model on such a backend allocates. */
+Test(plan, arena_counts_saved_scan_states_for_backends_that_read_them) {
+    chm_config cfg;
+    chm_err err = {0};
+    cr_assert_eq(chm_config_load("tiny", NULL, 0, &cfg, &err), CHM_OK, "%s", err.msg);
+    chm_backend *be = tt_open_cpu();
+    be->caps |= CHM_CAP_SCAN_SAVED; /* the cpu ignores h_saved; its model then holds them */
+    chm_model_options mo = {.dtype = CHM_BF16, .batch = 2, .seq_len = 96};
+    chm_model *plain, *desc, *real;
+    cr_assert_eq(chm_model_create(&cfg.model, NULL, &mo, &plain, &err), CHM_OK, "%s", err.msg);
+    mo.caps = CHM_CAP_SCAN_SAVED;
+    cr_assert_eq(chm_model_create(&cfg.model, NULL, &mo, &desc, &err), CHM_OK, "%s", err.msg);
+    mo.caps = 0; /* ignored with a backend: its own caps count */
+    cr_assert_eq(chm_model_create(&cfg.model, be, &mo, &real, &err), CHM_OK, "%s", err.msg);
+    size_t a = chm_model_arena_bytes(plain), b = chm_model_arena_bytes(desc);
+    cr_expect_gt(b, a, "the saved states add to the arena (%zu -> %zu bytes)", a, b);
+    cr_expect_eq(b, chm_model_arena_bytes(real), "planned %zu, allocated %zu", b,
+                 chm_model_arena_bytes(real));
+    chm_model_free(plain);
+    chm_model_free(desc);
+    chm_model_free(real);
+    chm_backend_close(be);
+    chm_config_free(&cfg);
+}
+
 Test(plan, benchmark_and_budget_on_cpu) {
     plan_run r;
     run_plan("--config test --backend cpu --steps 3 --tokens 10M", &r);

@@ -98,6 +98,10 @@ typedef struct chm_model_options {
     int64_t ce_chunk_rows; /* rows per cross-entropy chunk (logits [rows,V] at a time); 0 = auto */
     bool recompute;        /* per-layer activation recomputation (see the top of this file);
                               false: on only under CHIMERA_DEBUG_RECOMPUTE=1 (runs any test so) */
+    unsigned caps;         /* a model without a backend (`chimera plan` counting its memory):
+                              the CHM_CAP_* of the backend it stands for, so that the arena holds
+                              what that backend's model would (the scan's saved states with
+                              CHM_CAP_SCAN_SAVED); ignored with a backend, whose caps count */
 } chm_model_options;
 
 /* One parameter tensor of the table. */

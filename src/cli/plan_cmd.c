@@ -186,13 +186,28 @@ static double workspace_bytes(const char *be_name) {
     return 16.0 * 1048576;
 }
 
-/* The memory of cfg at micro batch B in dtype dt on backend be_name, with or without
+/* The backend a memory plan is for: its name and the CHM_CAP_* that change what its model
+   holds (the scan's saved states). */
+typedef struct plan_target {
+    const char *name;
+    unsigned caps;
+} plan_target;
+
+/* be's target, or (be NULL: a backend not on this machine) its defaults by name: cuda's scan
+   backward reads saved states, Vulkan's does not by default (selective_scan.c). */
+static plan_target plan_target_of(const chm_backend *be, const char *name) {
+    if (be) return (plan_target){be->name, be->caps};
+    return (plan_target){name, !strcmp(name, "cuda") ? CHM_CAP_SCAN_SAVED : 0u};
+}
+
+/* The memory of cfg at micro batch B in dtype dt on backend tg, with or without
  * per-layer recomputation. */
-static chm_status plan_memory_of(const chm_config *cfg, int64_t B, chm_dtype dt, const char *be_name,
+static chm_status plan_memory_of(const chm_config *cfg, int64_t B, chm_dtype dt,
+                                 const plan_target *tg,
                                  bool recompute, plan_memory *pm, chm_err *err) {
     chm_model *m;
     chm_model_options mo = {.dtype = dt, .batch = B, .seq_len = cfg->train.seq_len,
-                            .recompute = recompute};
+                            .recompute = recompute, .caps = tg->caps};
     chm_status rc = chm_model_create(&cfg->model, NULL, &mo, &m, err);
     if (rc) return rc;
     chm_model_stats st;
@@ -209,7 +224,7 @@ static chm_status plan_memory_of(const chm_config *cfg, int64_t B, chm_dtype dt,
     pm->moments = 2 * P * (mixed ? 4 : cs);
     pm->grads = P * cs;
     pm->activations = (double)chm_model_arena_bytes(m);
-    pm->workspace = workspace_bytes(be_name);
+    pm->workspace = workspace_bytes(tg->name);
     pm->total = pm->weights + pm->master + pm->moments + pm->grads + pm->activations + pm->workspace;
     chm_model_free(m);
     return CHM_OK;
@@ -250,11 +265,12 @@ static void print_memory(const plan_memory *pm, double device, chm_dtype dt, boo
 
 /* The largest micro batch below cfg's that fits in `usable` bytes with per-layer
  * recomputation; 0 when none does. */
-static int64_t fitting_batch(const chm_config *cfg, chm_dtype dt, const char *be_name, double usable,
+static int64_t fitting_batch(const chm_config *cfg, chm_dtype dt, const plan_target *tg,
+                             double usable,
                              chm_err *err) {
     for (int64_t b = cfg->train.micro_batch - 1; b >= 1; b = b > 8 ? b * 3 / 4 : b - 1) {
         plan_memory pm;
-        if (plan_memory_of(cfg, b, dt, be_name, true, &pm, err)) return 0;
+        if (plan_memory_of(cfg, b, dt, tg, true, &pm, err)) return 0;
         if (pm.total <= usable) return b;
     }
     return 0;
@@ -264,11 +280,11 @@ static int64_t fitting_batch(const chm_config *cfg, chm_dtype dt, const char *be
  * Recomputation off: print what it would need and whether that fits (then true). A
  * failure to size it (it cannot fail where the plain plan did not) just skips the advice.
  */
-static bool suggest_recompute(const chm_config *cfg, chm_dtype dt, const char *be_name,
+static bool suggest_recompute(const chm_config *cfg, chm_dtype dt, const plan_target *tg,
                               const plan_memory *pm, double device, double usable) {
     chm_err err = {0};
     plan_memory pr;
-    if (plan_memory_of(cfg, cfg->train.micro_batch, dt, be_name, true, &pr, &err)) return false;
+    if (plan_memory_of(cfg, cfg->train.micro_batch, dt, tg, true, &pr, &err)) return false;
     char t[32], x[32], y[32];
     bool ok = pr.total <= usable;
     printf("  DOES NOT FIT. Per-layer recomputation (--set train.recompute=true; each layer's "
@@ -283,12 +299,12 @@ static bool suggest_recompute(const chm_config *cfg, chm_dtype dt, const char *b
 }
 
 /* The config does not fit: recomputation first, then a smaller micro batch with it. */
-static void suggest(const chm_config *cfg, chm_dtype dt, const char *be_name,
+static void suggest(const chm_config *cfg, chm_dtype dt, const plan_target *tg,
                     const plan_memory *pm, double device, double usable) {
     bool rc = cfg->train.recompute;
-    if (!rc && suggest_recompute(cfg, dt, be_name, pm, device, usable)) return;
+    if (!rc && suggest_recompute(cfg, dt, tg, pm, device, usable)) return;
     chm_err err = {0};
-    int64_t b = fitting_batch(cfg, dt, be_name, usable, &err);
+    int64_t b = fitting_batch(cfg, dt, tg, usable, &err);
     int64_t global = (int64_t)cfg->train.micro_batch * cfg->train.grad_accum;
     if (b > 0)
         printf("  %s --set train.micro_batch=%lld --set train.grad_accum=%lld "
@@ -305,12 +321,12 @@ static void suggest(const chm_config *cfg, chm_dtype dt, const char *be_name,
 }
 
 /* Print the memory plan; *fits says whether the config's micro batch fits. */
-static int memory_section(const chm_config *cfg, const chm_backend *be, const char *be_name,
+static int memory_section(const chm_config *cfg, const chm_backend *be, const plan_target *tg,
                           const plan_args *a, chm_dtype dt, bool *fits) {
     chm_err err = {0};
     plan_memory pm;
     bool rc = cfg->train.recompute;
-    if (plan_memory_of(cfg, cfg->train.micro_batch, dt, be_name, rc, &pm, &err)) {
+    if (plan_memory_of(cfg, cfg->train.micro_batch, dt, tg, rc, &pm, &err)) {
         chm_cli_error(err.msg, NULL);
         return 2;
     }
@@ -323,7 +339,7 @@ static int memory_section(const chm_config *cfg, const chm_backend *be, const ch
         if (device > 0) printf("  fits: %.0f%% of the device\n", 100 * pm.total / device);
         return 0;
     }
-    suggest(cfg, dt, be_name, &pm, device, usable);
+    suggest(cfg, dt, tg, &pm, device, usable);
     return 0;
 }
 
@@ -419,6 +435,7 @@ static int bench_section(const chm_config *cfg, chm_backend *be, const plan_args
     printf("\nbenchmark on %s (%s), %d steps of micro batch %d x %d x grad_accum %d:\n", be->name,
            be->device, a->steps, cfg->train.micro_batch, cfg->train.seq_len, cfg->train.grad_accum);
     chm_dtype variants[2] = {dt, CHM_F32};
+    plan_target tg = plan_target_of(be, be->name);
     /* With --profile only the fast path runs, so that the table is of one configuration. */
     int nv = dt == CHM_F32 || be->profile ? 1 : 2, code = 0;
     for (int i = 0; i < nv; i++) {
@@ -427,7 +444,7 @@ static int bench_section(const chm_config *cfg, chm_backend *be, const plan_args
         plan_memory pm;
         double usable = device_bytes(a, be) * PLAN_USABLE;
         if (i > 0 && usable > 0 &&
-            plan_memory_of(cfg, cfg->train.micro_batch, variants[i], be->name,
+            plan_memory_of(cfg, cfg->train.micro_batch, variants[i], &tg,
                            cfg->train.recompute, &pm, &err) == CHM_OK &&
             pm.total > usable) {
             char b[32];
@@ -484,7 +501,8 @@ static int run(plan_args *a) {
            be ? be->device : "not on this machine",
            dt == CHM_F32 ? "f32" : "bf16 mixed precision (fp32 master)", tokens);
     bool fits = false;
-    int code = memory_section(&cfg, be, be_name, a, dt, &fits);
+    plan_target tg = plan_target_of(be, be_name);
+    int code = memory_section(&cfg, be, &tg, a, dt, &fits);
     if (code == 0 && !fits) code = 1;
     if (code == 0 && a->bench && be) code = bench_section(&cfg, be, a, dt, tokens);
     else if (code == 0) printf("\n(no benchmark: %s)\n", be ? "--no-bench" : "backend not available here");

@@ -36,10 +36,9 @@ mdl_mamba_w mdl_mamba_views(const chm_model *m, const chm_tensor *in_proj) {
     return w;
 }
 
-/* Whether the backend's scan backward reads saved states (none when only counting). */
-static bool keep_saved(const chm_model *m) {
-    return m->be && (m->be->caps & CHM_CAP_SCAN_SAVED);
-}
+/* Whether the backend's scan backward reads saved states (when only counting: whether the
+   backend the model stands for does, chm_model_options.caps). */
+static bool keep_saved(const chm_model *m) { return (m->caps & CHM_CAP_SCAN_SAVED) != 0; }
 
 static chm_status mamba_alloc(chm_model *m, mdl_mamba_act *a, int64_t B, int64_t T) {
     int64_t Di = m->Di, N = m->N;

@@ -387,6 +387,7 @@ chm_status chm_model_create(const chm_config_model *cfg, chm_backend *be,
      * existing test or `chimera verify` runs with it (tests/test_model_recompute.c) */
     const char *env = getenv("CHIMERA_DEBUG_RECOMPUTE");
     m->recompute = opt->recompute || (env && !strcmp(env, "1"));
+    m->caps = be ? be->caps : opt->caps;
     env = getenv("CHIMERA_MOE_GROUPED"); /* read once here, not per MoE backward (moe.c) */
     m->moe_grouped = env && !strcmp(env, "1");
     chm_status rc = mdl_dims(m, cfg, m->T, err);

@@ -202,6 +202,7 @@ struct chm_model {
     double gscale;              /* grad_scale of the pass */
     bool routed;                /* the last pass was a training-routing pass over B x T */
     bool recompute;             /* per-layer recomputation (chm_model_options.recompute) */
+    unsigned caps;              /* the backend's CHM_CAP_* (chm_model_options.caps without one) */
     bool moe_grouped;           /* CHIMERA_MOE_GROUPED=1: no host counts in the MoE backward */
     bool replay;                /* re-running a layer's forward in the backward: add no loss */
     size_t mtp_mark;            /* arena mark below the MTP modules' activations */
