@@ -134,8 +134,15 @@ void main() {
 #endif
     uint TR = BM / TM, TC = BN / TN, lid = gl_LocalInvocationID.x;
     uint tr = lid / TC, tc = lid % TC;
-    float acc[TMAX * TMAX]; /* registers: every loop over it is unrolled */
-    [[unroll]] for (uint i = 0; i < TM * TN; i++) acc[i] = 0.0;
+    /*
+     * Registers: every loop over acc, av, bv has the literal bound TMAX (TM and TN only guard
+     * its body), so glslc unrolls it and every index is a constant. The epilogue's loops, with
+     * `continue`s, reached the driver rolled; NVIDIA's unrolled them for bf16 but not for f16
+     * (its longer rounding), kept acc in local memory (256 bytes) and ran the f16 product at a
+     * tenth of bf16's speed (issue 6, session 13).
+     */
+    float acc[TMAX * TMAX];
+    [[unroll]] for (uint i = 0; i < TMAX * TMAX; i++) acc[i] = 0.0;
     uint abase = p.off[0] + bat * p.sa, bbase = p.off[1] + bat * p.sb;
     uint kend = m0 < mlive ? klive : 0u; /* a tile of dead rows skips the product */
     for (uint k0 = 0; k0 < kend; k0 += BK) {
@@ -144,28 +151,31 @@ void main() {
         barrier();
         [[unroll]] for (uint kk = 0; kk < BK; kk++) {
             float av[TMAX], bv[TMAX];
-            [[unroll]] for (uint i = 0; i < TM; i++) av[i] = As[kk * SA + tr + i * TR];
-            [[unroll]] for (uint j = 0; j < TN; j++) bv[j] = Bs[kk * SB + tc + j * TC];
-            [[unroll]] for (uint i = 0; i < TM; i++)
-                [[unroll]] for (uint j = 0; j < TN; j++)
-                    acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
+            [[unroll]] for (uint i = 0; i < TMAX; i++)
+                if (i < TM) av[i] = As[kk * SA + tr + i * TR];
+            [[unroll]] for (uint j = 0; j < TMAX; j++)
+                if (j < TN) bv[j] = Bs[kk * SB + tc + j * TC];
+            [[unroll]] for (uint i = 0; i < TMAX; i++)
+                [[unroll]] for (uint j = 0; j < TMAX; j++)
+                    if (i < TM && j < TN) acc[i * TMAX + j] = fma(av[i], bv[j], acc[i * TMAX + j]);
         }
         barrier();
     }
     uint cbase = p.off[3] + bat * p.sc;
-    [[unroll]] for (uint i = 0; i < TM; i++) {
+    /* (a guard, not `continue`: glslc's unroller leaves a loop with a continue rolled) */
+    [[unroll]] for (uint i = 0; i < TMAX; i++) {
         uint m = m0 + tr + i * TR;
-        if (m >= p.M) continue;
-        [[unroll]] for (uint j = 0; j < TN; j++) {
+        [[unroll]] for (uint j = 0; j < TMAX; j++) {
             uint n = n0 + tc + j * TC;
-            if (n >= p.N) continue;
-            uint ci = cbase + m * p.N + n;
-            float v = p.alpha == 0.0 ? 0.0 : p.alpha * acc[i * TN + j];
-            if ((p.flags & 8u) == 0u) v += p.beta * LD(c[ci]);
+            if (i < TM && j < TN && m < p.M && n < p.N) {
+                uint ci = cbase + m * p.N + n;
+                float v = p.alpha == 0.0 ? 0.0 : p.alpha * acc[i * TMAX + j];
+                if ((p.flags & 8u) == 0u) v += p.beta * LD(c[ci]);
 #ifndef GROUPED
-            if ((p.flags & 4u) != 0u) v += LD(bias[p.off[2] + n]);
+                if ((p.flags & 4u) != 0u) v += LD(bias[p.off[2] + n]);
 #endif
-            c[ci] = ST(v);
+                c[ci] = ST(v);
+            }
         }
     }
 }
