@@ -59,6 +59,12 @@ layout(constant_id = 4) const uint DC = 64;
 layout(constant_id = 5) const uint HD = 64;
 const uint BR = WG_SIZE / TPR;
 const uint SPT = BC / TPR;
+/*
+ * The score arrays get the literal size SMAX (BC / TPR is 2, 4 or 8: attention.c's tiles) and
+ * every loop over them the literal bound, so that each index is a constant: sized and walked
+ * by SPT, the backward's kept 64-96 bytes of local memory on NVIDIA (session 13).
+ */
+#define SMAX 8
 const uint DPER = (HD + TPR - 1u) / TPR;
 const uint NCH = (HD + DC - 1u) / DC;
 const uint DS = DC + 1u;
@@ -127,22 +133,23 @@ void load2(bool kv, bool to_rows, uint n0, uint nrows, uint head, uint d0) {
     }
 }
 
-/* Scores of invocation (r, t): sc1 += R1[r].C1[c], sc2 += R2[r].C2[c] for its columns. */
-void scores(uint r, uint t, inout float sc1[SPT], inout float sc2[SPT]) {
-    for (uint s = 0; s < SPT; s++) {
-        uint c = t + TPR * s;
-        float a1 = 0.0, a2 = 0.0;
-        /* 4 columns per trip (DC is a multiple of TPR >= 4): enough for a GPU to
-           overlap loads, and a loop short enough for lavapipe's compiler */
-        [[dont_unroll]] for (uint d = 0; d < DC; d += 4u) {
-            uint x = r * DS + d, y = c * DS + d;
-            a1 += sR1[x] * sC1[y] + sR1[x + 1u] * sC1[y + 1u] + sR1[x + 2u] * sC1[y + 2u] +
-                  sR1[x + 3u] * sC1[y + 3u];
-            a2 += sR2[x] * sC2[y] + sR2[x + 1u] * sC2[y + 1u] + sR2[x + 2u] * sC2[y + 2u] +
-                  sR2[x + 3u] * sC2[y + 3u];
+/*
+ * Scores of invocation (r, t): sc1 += R1[r].C1[c], sc2 += R2[r].C2[c] for its columns c,
+ * 4 terms of D a trip (DC is a multiple of TPR >= 4: enough for a GPU to overlap loads, and a
+ * loop short enough for lavapipe's compiler), the columns inside a trip (unrolled).
+ */
+void scores(uint r, uint t, inout float sc1[SMAX], inout float sc2[SMAX]) {
+    [[dont_unroll]] for (uint d = 0; d < DC; d += 4u) {
+        uint x = r * DS + d;
+        [[unroll]] for (uint s = 0; s < SMAX; s++) {
+            uint y = (t + TPR * s) * DS + d;
+            if (s < SPT) {
+                sc1[s] += sR1[x] * sC1[y] + sR1[x + 1u] * sC1[y + 1u] +
+                          sR1[x + 2u] * sC1[y + 2u] + sR1[x + 3u] * sC1[y + 3u];
+                sc2[s] += sR2[x] * sC2[y] + sR2[x + 1u] * sC2[y + 1u] +
+                          sR2[x + 2u] * sC2[y + 2u] + sR2[x + 3u] * sC2[y + 3u];
+            }
         }
-        sc1[s] += a1;
-        sc2[s] += a2;
     }
 }
 
@@ -161,8 +168,8 @@ void main() {
     uint jend = min(p.T, q0 + BR);
     for (uint j0 = 0; j0 < jend; j0 += BC) {
         barrier();
-        float sc1[SPT], sc2[SPT];
-        for (uint s = 0; s < SPT; s++) sc1[s] = sc2[s] = 0.0;
+        float sc1[SMAX], sc2[SMAX];
+        [[unroll]] for (uint s = 0; s < SMAX; s++) sc1[s] = sc2[s] = 0.0;
         for (uint d0 = 0; d0 < HD; d0 += DC) {
             if (NCH > 1u && d0 > 0u) barrier();
             if (NCH > 1u || j0 == 0u) load2(false, true, q0, BR, h, d0);
@@ -170,10 +177,12 @@ void main() {
             barrier();
             scores(r, t, sc1, sc2);
         }
-        for (uint s = 0; s < SPT; s++) {
+        [[unroll]] for (uint s = 0; s < SMAX; s++) {
             uint c = t + TPR * s, j = j0 + c;
-            float pr = row_in && j <= i ? exp(sc1[s] * p.scale - lse_i) : 0.0;
-            sS[r * BC + c] = pr * (sc2[s] - del_i) * p.scale;
+            if (s < SPT) {
+                float pr = row_in && j <= i ? exp(sc1[s] * p.scale - lse_i) : 0.0;
+                sS[r * BC + c] = pr * (sc2[s] - del_i) * p.scale;
+            }
         }
         barrier();
         for (uint d0 = 0; d0 < HD; d0 += DC) {
@@ -211,8 +220,8 @@ void main() {
     for (uint h = kvh * rep; h < (kvh + 1u) * rep; h++) {
         for (uint i0 = k0 / BC * BC; i0 < p.T; i0 += BC) {
             barrier();
-            float sc1[SPT], sc2[SPT];
-            for (uint s = 0; s < SPT; s++) sc1[s] = sc2[s] = 0.0;
+            float sc1[SMAX], sc2[SMAX];
+            [[unroll]] for (uint s = 0; s < SMAX; s++) sc1[s] = sc2[s] = 0.0;
             for (uint d0 = 0; d0 < HD; d0 += DC) {
                 if (NCH > 1u && d0 > 0u) barrier();
                 if (NCH > 1u || first) load2(true, true, k0, BR, kvh, d0);
@@ -227,11 +236,13 @@ void main() {
                 scores(r, t, sc1, sc2);
             }
             first = false;
-            for (uint s = 0; s < SPT; s++) {
+            [[unroll]] for (uint s = 0; s < SMAX; s++) {
                 uint c = t + TPR * s, i = i0 + c;
-                float pr = j < p.T && i < p.T && i >= j ? exp(sc1[s] * p.scale - sLse[c]) : 0.0;
-                sP[r * BC + c] = pr;
-                sS[r * BC + c] = pr * (sc2[s] - sDelta[c]) * p.scale;
+                if (s < SPT) {
+                    float pr = j < p.T && i < p.T && i >= j ? exp(sc1[s] * p.scale - sLse[c]) : 0.0;
+                    sP[r * BC + c] = pr;
+                    sS[r * BC + c] = pr * (sc2[s] - sDelta[c]) * p.scale;
+                }
             }
             barrier();
             for (uint d0 = 0; d0 < HD; d0 += DC) {

@@ -65,7 +65,8 @@ static uint32_t round_up(uint32_t x, uint32_t m) { return (x + m - 1) / m * m; }
 static chm_status attn_plan_make(chm_vk *vk, const char *op, attn_cost cost, uint32_t D,
                                  attn_plan *pl) {
     uint64_t budget = vk->props.limits.maxComputeSharedMemorySize;
-    static const uint32_t shapes[][2] = {{4, 32}, {4, 16}, {8, 32}, {8, 16}}; /* {TPR, BC} */
+    /* {TPR, BC}: BC / TPR is at most 8 (attention_bwd.comp's SMAX) */
+    static const uint32_t shapes[][2] = {{4, 32}, {4, 16}, {8, 32}, {8, 16}};
     for (uint32_t wg = vk->caps.wg_row; wg >= 32 && wg >= vk->caps.wg_row / 2; wg /= 2)
         for (int s = 0; s < 4; s++) {
             uint32_t tpr = shapes[s][0], bc = shapes[s][1], dc = round_up(D, tpr);
