@@ -155,6 +155,8 @@ chimera_vk_variant_dt(matmul_splitk_sum     matmul_splitk.comp  SUM)
 # bf16 operands scaled into f16's range for matmul_cm.comp's bf16 variants (exponents, then values).
 chimera_vk_variant(cm_scale_exp             cm_scale.comp       EXP)
 chimera_vk_variant(cm_scale_apply           cm_scale.comp)
+# tools/vk_bench's read-bandwidth probe (issue 6: what bounds matmul_cm.comp's staging).
+chimera_vk_variant(l2_probe                 l2_probe.comp)
 # tools/vk_bench's cooperative-matrix probe (issue 6), never used by the backend:
 # PLAIN stand-ins everywhere (they test the probe's plumbing), the real ones where
 # this glslc compiles GL_NV_cooperative_matrix. Load variants: sh(ared) or gl(obal)

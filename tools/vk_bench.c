@@ -5,7 +5,7 @@
  *
  *   vk_bench [--quick] [--emulate] [--no-train] [--matmul] [--coopmat-probe]
  *            [--attention] [--attention-1b] [--train-profile] [--mm-time] [--mm-odd]
- *            [--seq-ops] [--scan]
+ *            [--seq-ops] [--scan] [--l2-probe]
  *
  * 1. check: f32 (plain), f16 and bf16 (cooperative matrices where the device
  *    has them, bf16 scaled into f16's range, and the plain 16-bit path behind
@@ -35,7 +35,9 @@
  *    f16 accumulators, and an accumulator array walked by a spec-constant
  *    loop), and with fragments loaded each round from shared memory (uvec4
  *    or f16 arrays, row- or column-major, padded rows or not) or from
- *    global memory: which part of the tensor-core path costs what.
+ *    global memory: which part of the tensor-core path costs what. With it
+ *    (and alone, --l2-probe), l2_probe.comp's read bandwidth from regions that
+ *    fit the L2 cache and from one that does not: what bounds the staging.
  * 3. attention fwd/bwd at B=8 T=2048 H=16 D=64 and H=8 D=128 in f32, bf16
  *    and f16 (--attention: this section alone), and the selective scan
  *    fwd/bwd at chimera-1b sizes (B=8 T=2048 Di=2048 N=16), f32.
@@ -98,6 +100,7 @@
 /* ---- small helpers ---- */
 
 static bool quick, emulate, attention_only, attention_1b, train_profile, mm_time, mm_odd, seq_ops;
+static bool l2_only;
 static bool scan_only;
 static int checks, failures;
 
@@ -811,6 +814,69 @@ static void cm_probe_all(chm_backend *be, bool real) {
         add_row("coopmat probe: best, loads from shared memory", 0, "%.1f TFLOP/s", best_shared);
 }
 
+/* ---- 2c. read bandwidth (issue 6) ---- */
+
+/* Device ms of one l2_probe.comp dispatch: `groups` workgroups of 256, iters x loads words each. */
+static bool l2_probe_run(chm_backend *be, const chm_tensor *src, const chm_tensor *dst,
+                         uint32_t words, uint32_t groups, uint32_t loads, uint32_t iters,
+                         double *ms) {
+    uint32_t push[2] = {words, iters};
+    chm_vk_dispatch d = {
+        .shader = "l2_probe", .nbind = 2, .bind = {src, dst}, .writes = 1u << 1, .push = push,
+        .push_size = sizeof push, .groups = groups, .wg = 256, .spec = {loads}, .nspec = 1,
+    };
+    chm_event *e0 = NULL, *e1 = NULL;
+    if (chm_event_create(be, &e0) || chm_event_create(be, &e1)) die(be, "events");
+    bool ok = chm_event_record(be, e0) == CHM_OK && chm_vk_run(chm_vk_ctx(be), &d) == CHM_OK &&
+              chm_event_record(be, e1) == CHM_OK && chm_event_elapsed_ms(be, e0, e1, ms) == CHM_OK;
+    chm_event_destroy(be, e0);
+    chm_event_destroy(be, e1);
+    return ok;
+}
+
+/*
+ * GB/s of 16-byte loads read over and over from regions that fit an H100's 50 MiB L2 and
+ * from one that does not (the memory's rate), 1 and 4 loads in flight an invocation, 4096
+ * workgroups of 256 (16 an SM of an H100's 132: as many as the SMs hold). matmul_cm.comp's
+ * staging reads A and B from L2 at (BM + BN) * 2 bytes per BM * BN * 2 FLOPs a term: a
+ * 128x128 tile needs 1 byte of L2 for 64 FLOPs, so L2's rate caps it at 64 FLOPs a byte.
+ */
+static void l2_probe_all(chm_backend *be) {
+    static const int64_t mib[] = {8, 16, 32, 1024};
+    int64_t most = quick ? 1 : mib[3], words = most * 65536, four = words * 4;
+    uint32_t groups = quick ? 8 : 4096, total = quick ? 8 : 256; /* loads an invocation */
+    int64_t nd = (int64_t)groups * 256 * 4;
+    chm_tensor src = alloc_tensor(be, CHM_F32, 1, &four), dst = alloc_tensor(be, CHM_F32, 1, &nd);
+    fill_random(be, &src, -1, 1);
+    double best_l2 = 0;
+    for (int r = 0; r < (int)(sizeof mib / sizeof *mib); r++) {
+        int64_t w = quick ? (int64_t)4096 << r : mib[r] * 65536; /* words: powers of two */
+        for (uint32_t loads = 1; loads <= 4; loads += 3) {
+            double ms[5];
+            bool ok = true;
+            for (int i = 0; ok && i < 5; i++)
+                ok = l2_probe_run(be, &src, &dst, (uint32_t)w, groups, loads, total / loads, &ms[i]);
+            if (!ok) {
+                printf("  l2_probe does not run: %s\n", be->err.msg);
+                be->err.msg[0] = '\0';
+                goto done;
+            }
+            qsort(ms + 1, 4, sizeof ms[0], cmp_double); /* the first run warms up */
+            double gbs = (double)groups * 256 * total * 16 / (ms[2] * 1e6);
+            char what[88];
+            snprintf(what, sizeof what, "read bandwidth, %lld KiB region, %u load%s in flight",
+                     (long long)(w * 16 / 1024), loads, loads > 1 ? "s" : "");
+            add_row(what, ms[2], "%.0f GB/s", gbs);
+            if (w * 16 <= 32 * 1048576 && gbs > best_l2) best_l2 = gbs;
+        }
+    }
+    if (best_l2 > 0)
+        add_row("L2 bound of 128x128 coopmat tiles", 0, "%.0f TFLOP/s (64 FLOPs an L2 byte)",
+                best_l2 * 64 / 1e3);
+done:
+    chm_buffer_free(src.buf), chm_buffer_free(dst.buf);
+}
+
 /* ---- 3. attention and scan ---- */
 
 typedef struct job {
@@ -1208,10 +1274,11 @@ static bool parse_args(int argc, char **argv, bool *train, bool *matmul_only, bo
         else if (!strcmp(argv[i], "--mm-odd")) mm_odd = true;
         else if (!strcmp(argv[i], "--seq-ops")) seq_ops = true;
         else if (!strcmp(argv[i], "--scan")) scan_only = true;
+        else if (!strcmp(argv[i], "--l2-probe")) l2_only = true;
         else {
             fprintf(stderr, "usage: %s [--quick] [--emulate] [--no-train] [--matmul] "
                     "[--coopmat-probe] [--attention] [--attention-1b] [--train-profile] "
-                    "[--mm-time] [--mm-odd] [--seq-ops] [--scan]\n", argv[0]);
+                    "[--mm-time] [--mm-odd] [--seq-ops] [--scan] [--l2-probe]\n", argv[0]);
             return false;
         }
     }
@@ -1248,6 +1315,14 @@ int main(int argc, char **argv) {
     printf("vk_bench on %s: matmul paths f32 %s, f16 %s, bf16 %s%s\n", device,
            chm_vulkan_matmul_path(vk, CHM_F32), p16 ? p16 : "none",
            p16 ? chm_vulkan_matmul_path(vk, CHM_BF16) : "none", quick ? " (--quick sizes)" : "");
+    if (l2_only) {
+        printf("\n== read bandwidth (issue 6)\n");
+        l2_probe_all(vk);
+        chm_backend_close(vk);
+        chm_backend_close(cpu);
+        print_summary(device);
+        return 0;
+    }
     if (mm_odd) {
         printf("\n== chimera-1b's small bf16 products (default path, no checks)\n");
         bench_odd_shapes(vk);
@@ -1340,6 +1415,10 @@ int main(int argc, char **argv) {
     if (probe_only || (real_cm && !quick && !matmul_only && !attention_only)) {
         printf("\n== cooperative-matrix probe (issue 6) on %s\n", device);
         cm_probe_all(vk, real_cm);
+    }
+    if (probe_only || (real_cm && !quick && !matmul_only && !attention_only)) {
+        printf("\n== read bandwidth (issue 6) on %s\n", device);
+        l2_probe_all(vk);
     }
     if (!probe_only && !matmul_only) {
         printf("\n== attention and selective scan\n");
