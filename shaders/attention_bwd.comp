@@ -15,7 +15,8 @@
  *     walking the key tiles of BC keys it sees;
  *   attention_bwd_dkv (-DDKV): one workgroup per (b, kv head, tile of BR
  *     keys), walking, for each q head of its group in order, the query tiles
- *     of BC queries that see its keys.
+ *     of BC queries that see its keys; attention_bwd_dkv_reg (-DDKV -DDKV_EREG)
+ *     the same with its accumulators in registers, for D / TPR <= 32.
  * Each also as _bf16 and _f16 (dt.glsl): q, k, v, dout, out, dq, dk, dv
  * 16-bit, loaded into f32, gradients rounded once when their sum is added;
  * lse and Delta stay f32.
@@ -209,13 +210,28 @@ void main() {
 
 #else /* DKV */
 
+/*
+ * The dk/dv accumulators, DPER a invocation. With DKV_EREG (attention.c takes that variant where
+ * DPER <= 32: head dims up to 128 at 4 invocations a row) they are arrays of the literal size 32
+ * walked by unrolled loops, so that every index is a constant and they stay in registers (sized
+ * and walked by DPER, NVIDIA's driver kept them in 64 bytes of local memory at d64, session 13);
+ * otherwise arrays of DPER.
+ */
+#ifdef DKV_EREG
+#define EMAX 32u
+#define EACH_E [[unroll]] for (uint e = 0; e < EMAX; e++) if (e < DPER)
+#else
+#define EMAX DPER
+#define EACH_E for (uint e = 0; e < DPER; e++)
+#endif
+
 void main() {
     uint g = chm_group(), lid = gl_LocalInvocationID.x;
     uint kt = g % p.ntiles, kvh = (g / p.ntiles) % p.Hk, rep = p.H / p.Hk;
     b = g / (p.ntiles * p.Hk);
     uint k0 = kt * BR, r = lid / TPR, t = lid % TPR, j = k0 + r;
-    float ak[DPER], av[DPER];
-    for (uint e = 0; e < DPER; e++) ak[e] = av[e] = 0.0;
+    float ak[EMAX], av[EMAX];
+    EACH_E ak[e] = av[e] = 0.0;
     bool first = true;
     for (uint h = kvh * rep; h < (kvh + 1u) * rep; h++) {
         for (uint i0 = k0 / BC * BC; i0 < p.T; i0 += BC) {
@@ -253,7 +269,7 @@ void main() {
                 }
                 for (uint c = 0; c < BC; c++) {
                     float pr = sP[r * BC + c], ds = sS[r * BC + c];
-                    for (uint e = 0; e < DPER; e++) {
+                    EACH_E {
                         uint d = t + TPR * e;
                         if (d >= d0 && d < d0 + DC && d < HD) {
                             av[e] += pr * sC2[c * DS + d - d0];
@@ -265,11 +281,12 @@ void main() {
         }
     }
     if (j >= p.T) return;
-    for (uint e = 0; e < DPER; e++) {
+    EACH_E {
         uint d = t + TPR * e;
-        if (d >= HD) continue;
-        ACC(dk[p.off[6] + at(j, p.Hk, kvh, d)], ak[e]);
-        ACC(dv[p.off[7] + at(j, p.Hk, kvh, d)], av[e]);
+        if (d < HD) { /* no `continue`: glslc leaves a loop with one rolled */
+            ACC(dk[p.off[6] + at(j, p.Hk, kvh, d)], ak[e]);
+            ACC(dv[p.off[7] + at(j, p.Hk, kvh, d)], av[e]);
+        }
     }
 }
 #endif

@@ -338,9 +338,13 @@ static chm_status attn_grads(chm_vk *vk, bool dq_pass, const attn_dims *s,
         float scale;
     } pc = {s->B, s->T, s->H, s->Hk, chm_vk_groups(s->T, attn_rows(&pl)), (float)scale};
     char name[48];
+    /* the dk/dv accumulators in registers where a invocation holds at most 32 of each
+       (attention_bwd.comp's DKV_EREG) */
+    const char *base = dq_pass                                 ? "attention_bwd_dq"
+                       : (s->D + pl.tpr - 1) / pl.tpr <= 32 ? "attention_bwd_dkv_reg"
+                                                             : "attention_bwd_dkv";
     chm_vk_dispatch d = {
-        .shader = chm_vk_variant_dt(vk, dq_pass ? "attention_bwd_dq" : "attention_bwd_dkv",
-                                    in[0]->dtype, false, name, sizeof name),
+        .shader = chm_vk_variant_dt(vk, base, in[0]->dtype, false, name, sizeof name),
         .nbind = dq_pass ? 7 : 8,
         .bind = {in[0], in[1], in[2], in[3], in[4], in[5], g0, g1},
         .writes = dq_pass ? 1u << 6 : 3u << 6, .push = &pc, .push_size = sizeof pc,
