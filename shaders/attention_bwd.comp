@@ -211,7 +211,7 @@ void main() {
 #else /* DKV */
 
 /*
- * The dk/dv accumulators, DPER a invocation. With DKV_EREG (attention.c takes that variant where
+ * The dk/dv accumulators, DPER an invocation. With DKV_EREG (attention.c takes that variant where
  * DPER <= 32: head dims up to 128 at 4 invocations a row) they are arrays of the literal size 32
  * walked by unrolled loops, so that every index is a constant and they stay in registers (sized
  * and walked by DPER, NVIDIA's driver kept them in 64 bytes of local memory at d64, session 13);

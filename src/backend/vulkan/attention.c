@@ -338,7 +338,7 @@ static chm_status attn_grads(chm_vk *vk, bool dq_pass, const attn_dims *s,
         float scale;
     } pc = {s->B, s->T, s->H, s->Hk, chm_vk_groups(s->T, attn_rows(&pl)), (float)scale};
     char name[48];
-    /* the dk/dv accumulators in registers where a invocation holds at most 32 of each
+    /* the dk/dv accumulators in registers where an invocation holds at most 32 of each
        (attention_bwd.comp's DKV_EREG) */
     const char *base = dq_pass                                 ? "attention_bwd_dq"
                        : (s->D + pl.tpr - 1) / pl.tpr <= 32 ? "attention_bwd_dkv_reg"
