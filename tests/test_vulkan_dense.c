@@ -102,6 +102,56 @@ Test(vulkan, matmul_batch_and_broadcast) {
     pair_close(&bp);
 }
 
+/*
+ * matmul.comp's tiles: whole tiles whose operands load as vectors beside edge tiles and a
+ * partial last K slice (scalar loads) in one product, every transpose, batches, at the
+ * device's tile and at others (CHIMERA_VULKAN_MATMUL_TILE, read on every call; Criterion runs
+ * each test in its own process): the GPUs' 128x128 of 8x8 and 64x64 of 4x4, and two with
+ * several loads per invocation and slice (BK 12: three loads of four terms a row).
+ */
+Test(vulkan, matmul_plain_tiles_vector_and_edge_loads) {
+    static const char *tiles[] = {"", "128x128x8/8x8", "64x64x16/4x4", "32x64x12/4x8",
+                                  "64x32x4/8x4"};
+    static const int64_t sizes[][3] = {{160, 44, 136}, {64, 24, 96}};
+    pair bp = pair_open();
+    uint64_t seed = 1500;
+    for (int t = 0; t < (int)(sizeof tiles / sizeof *tiles); t++) {
+        setenv("CHIMERA_VULKAN_MATMUL_TILE", tiles[t], 1);
+        for (int s = 0; s < 2; s++)
+            for (int tr = 0; tr < 4; tr++) {
+                mm_case c = {tr & 1, tr >> 1, tr == 3, 1.0, tr == 2 ? 0.5 : 0.0};
+                check_matmul(&bp, sizes[s][0], sizes[s][1], sizes[s][2], 0, 0, 0, &c, seed++);
+            }
+        mm_case d = {false, true, false, 1.0, 0.0}, e = {true, false, true, -0.5, 1.0};
+        check_matmul(&bp, 64, 32, 64, 3, 3, 3, &d, seed++);
+        check_matmul(&bp, 32, 16, 64, 0, 2, 2, &e, seed++);
+    }
+    pair_close(&bp);
+}
+
+/* A malformed tile, or one the device cannot run, is a config error naming the variable. */
+Test(vulkan, matmul_tile_variable_is_checked) {
+    chm_backend *vk = vk_open();
+    tt_tensor A = tt_alloc(vk, CHM_F32, 2, (int64_t[]){8, 8});
+    tt_tensor B = tt_alloc(vk, CHM_F32, 2, (int64_t[]){8, 8});
+    tt_tensor C = tt_alloc(vk, CHM_F32, 2, (int64_t[]){8, 8});
+    cr_assert_eq(chm_fill(vk, &A.t, 1), CHM_OK);
+    cr_assert_eq(chm_fill(vk, &B.t, 1), CHM_OK);
+    static const char *bad[] = {"128x128", "128x128x8/8x8x", "128x128x8/6x8", "64x64x6/4x4",
+                                "4096x4096x8/8x8"};
+    for (int i = 0; i < 5; i++) {
+        setenv("CHIMERA_VULKAN_MATMUL_TILE", bad[i], 1);
+        cr_expect_eq(chm_matmul(vk, &C.t, &A.t, &B.t, NULL, false, false, 1.0, 0.0),
+                     CHM_ERR_CONFIG, "%s", bad[i]);
+        cr_expect(strstr(vk->err.msg, "CHIMERA_VULKAN_MATMUL_TILE") != NULL, "%s", vk->err.msg);
+    }
+    unsetenv("CHIMERA_VULKAN_MATMUL_TILE");
+    cr_expect_eq(chm_matmul(vk, &C.t, &A.t, &B.t, NULL, false, false, 1.0, 0.0), CHM_OK);
+    cr_assert_eq(chm_sync(vk), CHM_OK, "%s", vk->err.msg);
+    tt_free(&A), tt_free(&B), tt_free(&C);
+    vk_close(vk);
+}
+
 /* beta = 0 ignores NaN in C even where the product adds nothing (K = 0). */
 Test(vulkan, matmul_beta0_ignores_nan_and_empty_k) {
     pair bp = pair_open();

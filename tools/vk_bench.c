@@ -5,7 +5,7 @@
  *
  *   vk_bench [--quick] [--emulate] [--no-train] [--matmul] [--coopmat-probe]
  *            [--attention] [--attention-1b] [--train-profile] [--mm-time] [--mm-odd]
- *            [--seq-ops] [--scan] [--l2-probe]
+ *            [--seq-ops] [--scan] [--l2-probe] [--mm-plain]
  *
  * 1. check: f32 (plain), f16 and bf16 (cooperative matrices where the device
  *    has them, bf16 scaled into f16's range, and the plain 16-bit path behind
@@ -52,6 +52,10 @@
  * --mm-time: only section 2's f16 and bf16 timings on the default path (no
  *    checks, no sweep): with CHIMERA_VULKAN_COOPMAT_ABLATE or a tile variable,
  *    a quick A/B of the cooperative-matrix kernel.
+ * --mm-plain: only the plain path (matmul.comp; cooperative matrices switched off):
+ *    section 1's checks in f32, f16 and bf16, then TFLOP/s at 4096^3 (A B^T, A B), at
+ *    8192x2048x8192 and at chimera-1b's dense shapes in f32, and 4096^3 A B^T in f16 and
+ *    bf16 (CHIMERA_VULKAN_MATMUL_TILE picks another tile).
  * --mm-odd: only chimera-1b's small bf16 products (bench_odd_shapes), on the
  *    default path: thin weight gradients, K of 1 to 96, identity transposes.
  * --seq-ops: only chimera-1b's causal_conv1d_bwd (B=8 T=2048 C=2048 W=4, SiLU,
@@ -102,6 +106,7 @@
 static bool quick, emulate, attention_only, attention_1b, train_profile, mm_time, mm_odd, seq_ops;
 static bool l2_only;
 static bool scan_only;
+static bool mm_plain;
 static int checks, failures;
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -464,6 +469,35 @@ static const struct {
     {16384, 2048, 1024, false, false}, {16384, 2816, 1024, false, false},
     {2048, 16384, 1024, true, false},  {2816, 16384, 1024, true, false},
 };
+
+/* --mm-plain: matmul.comp alone (devices without cooperative matrices, and f32 everywhere). */
+static void bench_plain(chm_backend *cpu) {
+    chm_backend *vk = NULL;
+    chm_err err = {0};
+    if (open_vk("coopmat,coopmat2", NULL, &vk, &err) != CHM_OK) {
+        fprintf(stderr, "vk_bench: %s\n", err.msg);
+        exit(2);
+    }
+    const char *tile = getenv("CHIMERA_VULKAN_MATMUL_TILE");
+    char label[48];
+    snprintf(label, sizeof label, "plain%s%s", tile && *tile ? " " : "", tile ? tile : "");
+    printf("\n== check: the plain path against the cpu backend\n");
+    check_paths(cpu, vk, false);
+    printf("\n== matmul, plain path\n");
+    int64_t big = quick ? 256 : 4096, wide = quick ? 384 : 8192, deep = quick ? 128 : 2048;
+    bench_matmul(vk, label, CHM_F32, big, big, big, true);
+    bench_matmul(vk, label, CHM_F32, big, big, big, false);
+    bench_matmul(vk, label, CHM_F32, wide, deep, wide, true);
+    int64_t div = quick ? 32 : 1;
+    for (int i = 0; i < (int)(sizeof shapes_1b / sizeof *shapes_1b); i++)
+        bench_form(vk, label, CHM_F32, shapes_1b[i].M / div, shapes_1b[i].K / div,
+                   shapes_1b[i].N / div, shapes_1b[i].ta, shapes_1b[i].tb);
+    if (chm_vulkan_matmul_path(vk, CHM_F16)) {
+        bench_matmul(vk, label, CHM_F16, big, big, big, true);
+        bench_matmul(vk, label, CHM_BF16, big, big, big, true);
+    }
+    chm_backend_close(vk);
+}
 
 /* The chimera-1b shapes in f16 and bf16 at the default tile, with `disable` switched off. */
 static void bench_1b_shapes(const char *disable) {
@@ -1275,10 +1309,11 @@ static bool parse_args(int argc, char **argv, bool *train, bool *matmul_only, bo
         else if (!strcmp(argv[i], "--seq-ops")) seq_ops = true;
         else if (!strcmp(argv[i], "--scan")) scan_only = true;
         else if (!strcmp(argv[i], "--l2-probe")) l2_only = true;
+        else if (!strcmp(argv[i], "--mm-plain")) mm_plain = true;
         else {
             fprintf(stderr, "usage: %s [--quick] [--emulate] [--no-train] [--matmul] "
                     "[--coopmat-probe] [--attention] [--attention-1b] [--train-profile] "
-                    "[--mm-time] [--mm-odd] [--seq-ops] [--scan] [--l2-probe]\n", argv[0]);
+                    "[--mm-time] [--mm-odd] [--seq-ops] [--scan] [--l2-probe] [--mm-plain]\n", argv[0]);
             return false;
         }
     }
@@ -1322,6 +1357,13 @@ int main(int argc, char **argv) {
         chm_backend_close(cpu);
         print_summary(device);
         return 0;
+    }
+    if (mm_plain) {
+        chm_backend_close(vk);
+        bench_plain(cpu);
+        chm_backend_close(cpu);
+        print_summary(device);
+        return failures ? 1 : 0;
     }
     if (mm_odd) {
         printf("\n== chimera-1b's small bf16 products (default path, no checks)\n");

@@ -11,9 +11,10 @@
  * their range and reports a bad one as CHM_ERR_INVALID_ARG at the next sync.
  *
  * One dispatch per call. f32: a tiled shared-memory GEMM (matmul.comp)
- * whose tile sizes are specialization constants picked from the device
- * (pick_tile). f16 and bf16 (A, B, C and bias of one dtype, as the shared
- * wrapper requires): f16 on cooperative matrices (matmul_cm.comp, tensor
+ * whose tile sizes are specialization constants picked from the device and
+ * the product (pick_tile: 128x128 on a GPU, 64x64 where that leaves it
+ * idle, 32x32 on a CPU device). f16 and bf16 (A, B, C and bias of one
+ * dtype, as the shared wrapper requires): f16 on cooperative matrices (matmul_cm.comp, tensor
  * cores: f16 products summed in f32) when the device has them (caps.coopmat,
  * vk_coopmat.c), else matmul.comp's 16-bit variants (exact widening, f32
  * math); either way C is rounded once to its dtype. bf16 on cooperative
@@ -60,6 +61,7 @@
  * the scaled operands: vk_coopmat.c).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vk_dtype.h"
@@ -69,16 +71,65 @@ typedef struct mm_tile {
     uint32_t bm, bn, bk, tm, tn;
 } mm_tile;
 
+/* matmul.comp's VMAX: 4-element loads per invocation and operand slice. */
+#define MM_VMAX 4
+
+/* Why matmul.comp cannot run tile t on this device ("" when it can). */
+static void mm_tile_check(const chm_vk *vk, mm_tile t, char *why, size_t n) {
+    why[0] = '\0';
+    if ((t.tm != 4 && t.tm != 8) || (t.tn != 4 && t.tn != 8) || !t.bm || !t.bn ||
+        t.bm % t.tm || t.bn % t.tn || !t.bk || t.bk % 4) {
+        snprintf(why, n, "TM and TN must be 4 or 8 and divide BM and BN, BK a multiple of 4");
+        return;
+    }
+    uint64_t wg = (uint64_t)(t.bm / t.tm) * (t.bn / t.tn);
+    uint64_t shared = 2ull * t.bk * (t.bm / 4 + 1 + t.bn / 4 + 1) * 16;
+    if (wg > vk->caps.max_wg || wg > vk->props.limits.maxComputeWorkGroupSize[0])
+        snprintf(why, n, "%llu invocations make a workgroup larger than the device's %u",
+                 (unsigned long long)wg, vk->caps.max_wg);
+    else if ((uint64_t)t.bm * t.bk / 4 > MM_VMAX * wg || (uint64_t)t.bn * t.bk / 4 > MM_VMAX * wg)
+        snprintf(why, n, "a slice needs more than %d loads per invocation", MM_VMAX);
+    else if (shared > vk->caps.shared_bytes)
+        snprintf(why, n, "%llu bytes of shared memory, the device has %u",
+                 (unsigned long long)shared, vk->caps.shared_bytes);
+}
+
 /*
- * A CPU device (lavapipe) or a small workgroup limit: 32x32 tiles of 64
- * invocations. A GPU: 64x64 tiles of 256 invocations, 4x4 each (17-19
- * TFLOP/s in f32 at 4096^3 on an H100; 128x128 tiles of 8x8 measured ten
- * times slower there).
+ * The plain tile for a product of batch x M x N (matmul.comp):
+ *  - CHIMERA_VULKAN_MATMUL_TILE=BMxBNxBK/TMxTN where given (a tuning knob; a config error
+ *    when malformed or when the device cannot run it);
+ *  - a CPU device (lavapipe) or a small workgroup limit: 32x32 tiles of 8x8 per invocation
+ *    (16 invocations; lavapipe runs them 2.3x as fast as 4x4 per invocation, session 15);
+ *  - a GPU: 128x128 tiles of 8x8 per invocation (256 invocations) where they make at least
+ *    wg_slots workgroups, else 64x64 tiles of 4x4 (four times as many workgroups).
  */
-static mm_tile pick_tile(const chm_vk *vk) {
-    static const mm_tile small = {32, 32, 8, 4, 4}, medium = {64, 64, 16, 4, 4};
-    if (vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU || vk->caps.max_wg < 256) return small;
-    return medium;
+static chm_status pick_tile(chm_vk *vk, int64_t batch, int64_t M, int64_t N, mm_tile *out) {
+    static const mm_tile small = {32, 32, 8, 8, 8}, medium = {64, 64, 16, 4, 4},
+                         large = {128, 128, 8, 8, 8};
+    const char *s = getenv("CHIMERA_VULKAN_MATMUL_TILE");
+    char why[160] = "";
+    if (s && *s) {
+        unsigned v[5];
+        int end = 0;
+        if (sscanf(s, "%ux%ux%u/%ux%u%n", &v[0], &v[1], &v[2], &v[3], &v[4], &end) != 5 || s[end])
+            return CHM_ERR(&vk->be->err, CHM_ERR_CONFIG,
+                           "CHIMERA_VULKAN_MATMUL_TILE=%.40s is not BMxBNxBK/TMxTN "
+                           "(e.g. 128x128x8/8x8)", s);
+        *out = (mm_tile){v[0], v[1], v[2], v[3], v[4]};
+        mm_tile_check(vk, *out, why, sizeof why);
+        if (why[0])
+            return CHM_ERR(&vk->be->err, CHM_ERR_CONFIG,
+                           "CHIMERA_VULKAN_MATMUL_TILE=%.40s cannot run on %s: %s", s,
+                           vk->props.deviceName, why);
+        return CHM_OK;
+    }
+    *out = small;
+    if (vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU || vk->caps.max_wg < 256) return CHM_OK;
+    int64_t tiles = batch * ((M + 127) / 128) * ((N + 127) / 128);
+    mm_tile pick = tiles >= (int64_t)vk->caps.wg_slots ? large : medium;
+    mm_tile_check(vk, pick, why, sizeof why);
+    if (!why[0]) *out = pick;
+    return CHM_OK;
 }
 
 /* Limits of matmul_cm.comp: its FMAX and NMAX (2 and 4 when emulated), LMAX, and the deepest BK. */
@@ -378,7 +429,8 @@ static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, 
     const char *base = grouped ? "matmul_grouped" : "matmul";
     if (dt == CHM_F32 || dt == CHM_F64) {
         CHM_TRY(chm_vk_need_f32(vk->be, op, C));
-        mm_tile t = pick_tile(vk);
+        mm_tile t;
+        CHM_TRY(pick_tile(vk, batch_of(C), rows_of(C), cols_of(C), &t));
         *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = (t.bm / t.tm) * (t.bn / t.tn),
                         .spec = {t.bm, t.bn, t.bk, t.tm, t.tn}, .nspec = 5};
         snprintf(pl->shader, sizeof pl->shader, "%s", base);
@@ -418,7 +470,8 @@ static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, 
                      suffix);
         return CHM_OK;
     }
-    mm_tile t = pick_tile(vk);
+    mm_tile t;
+    CHM_TRY(pick_tile(vk, batch_of(C), M, N, &t));
     *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = (t.bm / t.tm) * (t.bn / t.tn),
                     .spec = {t.bm, t.bn, t.bk, t.tm, t.tn}, .nspec = 5};
     snprintf(pl->shader, sizeof pl->shader, "%s_%s", base, suffix);
