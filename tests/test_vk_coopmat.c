@@ -494,6 +494,24 @@ Test(vulkan_coopmat, plain_path_behind_the_switch) {
     ctx_close(&x);
 }
 
+/* The plain 16-bit path at the GPUs' tiles too (CHIMERA_VULKAN_MATMUL_TILE): vector loads of
+ * four 16-bit values where a tile is whole and aligned, element loads from unaligned views. */
+Test(vulkan_coopmat, plain_path_at_gpu_tiles) {
+    setenv("CHIMERA_VULKAN_DISABLE", "coopmat", 1);
+    static const char *tiles[] = {"128x128x8/8x8", "128x64x8/8x8"};
+    ctx x = ctx_open();
+    for (int i = 0; i < 2; i++) {
+        setenv("CHIMERA_VULKAN_MATMUL_TILE", tiles[i], 1);
+        for (int t = 0; t < 4; t++) {
+            mm_case c = {.M = 256, .K = 96, .N = 136, .ta = t & 1, .tb = (t >> 1) & 1,
+                         .alpha = 1, .beta = t == 3 ? 0.5 : 0, .lead = t == 2};
+            check_case(&x, CHM_F16, &c, NULL, 920 + 8 * i + t);
+            check_case(&x, CHM_BF16, &c, NULL, 924 + 8 * i + t);
+        }
+    }
+    ctx_close(&x);
+}
+
 /*
  * Each extension switched off alone leaves the other one (where the device has it) and never
  * runs the one switched off; both off is the plain path. A product checks each opening.

@@ -106,12 +106,12 @@ Test(vulkan, matmul_batch_and_broadcast) {
  * matmul.comp's tiles: whole tiles whose operands load as vectors beside edge tiles and a
  * partial last K slice (scalar loads) in one product, every transpose, batches, at the
  * device's tile and at others (CHIMERA_VULKAN_MATMUL_TILE, read on every call; Criterion runs
- * each test in its own process): the GPUs' 128x128 of 8x8 and 64x64 of 4x4, and two with
- * several loads per invocation and slice (BK 12: three loads of four terms a row).
+ * each test in its own process): the GPUs' (128x64, 128x128 and 64x64 of 8x8), 4x4 blocks,
+ * and two with several loads per invocation and slice (BK 12: three loads of four terms a row).
  */
 Test(vulkan, matmul_plain_tiles_vector_and_edge_loads) {
-    static const char *tiles[] = {"", "128x128x8/8x8", "64x64x16/4x4", "32x64x12/4x8",
-                                  "64x32x4/8x4"};
+    static const char *tiles[] = {"", "128x64x8/8x8", "128x128x8/8x8", "64x64x8/8x8",
+                                  "64x64x16/4x4", "32x64x12/4x8", "64x32x4/8x4"};
     static const int64_t sizes[][3] = {{160, 44, 136}, {64, 24, 96}};
     pair bp = pair_open();
     uint64_t seed = 1500;

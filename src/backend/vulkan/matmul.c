@@ -12,8 +12,8 @@
  *
  * One dispatch per call. f32: a tiled shared-memory GEMM (matmul.comp)
  * whose tile sizes are specialization constants picked from the device and
- * the product (pick_tile: 128x128 on a GPU, 64x64 where that leaves it
- * idle, 32x32 on a CPU device). f16 and bf16 (A, B, C and bias of one
+ * the product (pick_tile: 128x64 or 128x128 on a GPU, 64x64 where that
+ * leaves it idle, 32x32 on a CPU device). f16 and bf16 (A, B, C and bias of one
  * dtype, as the shared wrapper requires): f16 on cooperative matrices (matmul_cm.comp, tensor
  * cores: f16 products summed in f32) when the device has them (caps.coopmat,
  * vk_coopmat.c), else matmul.comp's 16-bit variants (exact widening, f32
@@ -95,17 +95,19 @@ static void mm_tile_check(const chm_vk *vk, mm_tile t, char *why, size_t n) {
 }
 
 /*
- * The plain tile for a product of batch x M x N (matmul.comp):
+ * The plain tile for a product of batch x M x N in dtype dt (matmul.comp):
  *  - CHIMERA_VULKAN_MATMUL_TILE=BMxBNxBK/TMxTN where given (a tuning knob; a config error
  *    when malformed or when the device cannot run it);
  *  - a CPU device (lavapipe) or a small workgroup limit: 32x32 tiles of 8x8 per invocation
  *    (16 invocations; lavapipe runs them 2.3x as fast as 4x4 per invocation, session 15);
- *  - a GPU: 128x128 tiles of 8x8 per invocation (256 invocations) where they make at least
- *    wg_slots workgroups, else 64x64 tiles of 4x4 (four times as many workgroups).
+ *  - a GPU: 8x8 per invocation in 128x64 tiles for f32, 128x128 for 16-bit tensors (the
+ *    faster of each on an H100: f32 31-36 TFLOP/s at 4096^3 and chimera-1b's shapes, 16-bit
+ *    30-33), where they make at least half of wg_slots workgroups; else 64x64 (more of them).
  */
-static chm_status pick_tile(chm_vk *vk, int64_t batch, int64_t M, int64_t N, mm_tile *out) {
-    static const mm_tile small = {32, 32, 8, 8, 8}, medium = {64, 64, 16, 4, 4},
-                         large = {128, 128, 8, 8, 8};
+static chm_status pick_tile(chm_vk *vk, chm_dtype dt, int64_t batch, int64_t M, int64_t N,
+                            mm_tile *out) {
+    static const mm_tile small = {32, 32, 8, 8, 8}, few = {64, 64, 8, 8, 8},
+                         f32 = {128, 64, 8, 8, 8}, half = {128, 128, 8, 8, 8};
     const char *s = getenv("CHIMERA_VULKAN_MATMUL_TILE");
     char why[160] = "";
     if (s && *s) {
@@ -114,7 +116,7 @@ static chm_status pick_tile(chm_vk *vk, int64_t batch, int64_t M, int64_t N, mm_
         if (sscanf(s, "%ux%ux%u/%ux%u%n", &v[0], &v[1], &v[2], &v[3], &v[4], &end) != 5 || s[end])
             return CHM_ERR(&vk->be->err, CHM_ERR_CONFIG,
                            "CHIMERA_VULKAN_MATMUL_TILE=%.40s is not BMxBNxBK/TMxTN "
-                           "(e.g. 128x128x8/8x8)", s);
+                           "(e.g. 128x64x8/8x8)", s);
         *out = (mm_tile){v[0], v[1], v[2], v[3], v[4]};
         mm_tile_check(vk, *out, why, sizeof why);
         if (why[0])
@@ -125,8 +127,9 @@ static chm_status pick_tile(chm_vk *vk, int64_t batch, int64_t M, int64_t N, mm_
     }
     *out = small;
     if (vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU || vk->caps.max_wg < 256) return CHM_OK;
-    int64_t tiles = batch * ((M + 127) / 128) * ((N + 127) / 128);
-    mm_tile pick = tiles >= (int64_t)vk->caps.wg_slots ? large : medium;
+    mm_tile big = dt == CHM_F32 ? f32 : half;
+    int64_t tiles = batch * ((M + big.bm - 1) / big.bm) * ((N + big.bn - 1) / big.bn);
+    mm_tile pick = 2 * tiles >= (int64_t)vk->caps.wg_slots ? big : few;
     mm_tile_check(vk, pick, why, sizeof why);
     if (!why[0]) *out = pick;
     return CHM_OK;
@@ -430,7 +433,7 @@ static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, 
     if (dt == CHM_F32 || dt == CHM_F64) {
         CHM_TRY(chm_vk_need_f32(vk->be, op, C));
         mm_tile t;
-        CHM_TRY(pick_tile(vk, batch_of(C), rows_of(C), cols_of(C), &t));
+        CHM_TRY(pick_tile(vk, CHM_F32, batch_of(C), rows_of(C), cols_of(C), &t));
         *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = (t.bm / t.tm) * (t.bn / t.tn),
                         .spec = {t.bm, t.bn, t.bk, t.tm, t.tn}, .nspec = 5};
         snprintf(pl->shader, sizeof pl->shader, "%s", base);
@@ -471,7 +474,7 @@ static chm_status mm_plan_make(chm_vk *vk, const char *op, const chm_tensor *C, 
         return CHM_OK;
     }
     mm_tile t;
-    CHM_TRY(pick_tile(vk, batch_of(C), M, N, &t));
+    CHM_TRY(pick_tile(vk, dt, batch_of(C), M, N, &t));
     *pl = (mm_plan){.bm = t.bm, .bn = t.bn, .wg = (t.bm / t.tm) * (t.bn / t.tn),
                     .spec = {t.bm, t.bn, t.bk, t.tm, t.tn}, .nspec = 5};
     snprintf(pl->shader, sizeof pl->shader, "%s_%s", base, suffix);
