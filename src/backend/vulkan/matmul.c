@@ -129,9 +129,15 @@ static chm_status pick_tile(chm_vk *vk, chm_dtype dt, int64_t batch, int64_t M, 
     if (vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU || vk->caps.max_wg < 256) return CHM_OK;
     mm_tile big = dt == CHM_F32 ? f32 : half;
     int64_t tiles = batch * ((M + big.bm - 1) / big.bm) * ((N + big.bn - 1) / big.bn);
-    mm_tile pick = 2 * tiles >= (int64_t)vk->caps.wg_slots ? big : few;
-    mm_tile_check(vk, pick, why, sizeof why);
-    if (!why[0]) *out = pick;
+    /* the first that the device can run (shared memory, workgroup size) of these */
+    const mm_tile order[2] = {2 * tiles >= (int64_t)vk->caps.wg_slots ? big : few, few};
+    for (int i = 0; i < 2; i++) {
+        mm_tile_check(vk, order[i], why, sizeof why);
+        if (!why[0]) {
+            *out = order[i];
+            break;
+        }
+    }
     return CHM_OK;
 }
 
