@@ -222,10 +222,13 @@ typedef struct chm_cu_scan_grads {
     void *du, *ddelta, *dA, *dBm, *dCm, *dD, *dz, *ddelta_bias;
     unsigned set;
     const float *hsaved; /* [B, ceil(T/16), Di, N] f32 (chm_scan_args.h_saved) */
+    const void *ysaved;  /* [B,T,Di] the forward's pre-gate output (chm_scan_args.y_saved) */
 } chm_cu_scan_grads;
 
-/* y [B,T,Di]; hsave [B, ceil(T/16), Di, N] f32 (the state after every 16 steps) or NULL. */
-cudaError_t chm_cu_scan_fwd(void *y, float *hsave, const chm_cu_scan *a, cudaStream_t s);
+/* y [B,T,Di]; hsave [B, ceil(T/16), Di, N] f32 (the state after every 16 steps) or NULL;
+   ysave [B,T,Di] (written with a gate z only: the output before it) or NULL. */
+cudaError_t chm_cu_scan_fwd(void *y, float *hsave, void *ysave, const chm_cu_scan *a,
+                            cudaStream_t s);
 /* Bytes of scratch the backward needs. */
 size_t chm_cu_scan_bwd_scratch(const chm_cu_scan *a);
 /* The gradients given dy [B,T,Di]; states recomputed per chunk from g->hsaved or a pass. */

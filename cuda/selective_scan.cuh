@@ -54,6 +54,11 @@
 //  3. the finish kernel adds the partials in a fixed order (over channel blocks for
 //     dBm/dCm, over b for dA/dD/ddelta_bias). No float atomics anywhere: the
 //     result depends only on the shapes and data.
+// The pre-gate output: with a gate and chm_scan_args.y_saved, the forward also stores
+// sum_n Cm h + D u (in u's dtype), and the backward that writes du, ddelta and dz (the model's
+// call: the YS kernel) stages it for dz instead of summing Y = sum C h in its steps: 4 FFMAs
+// and a third of the S/Q/Y reduce a lane-step, 5% of the main kernel's instructions (SASS:
+// 2084 -> 1976 a chunk and thread), for one more [B,T,Di] tensor written and read.
 // Gradients the caller asks to be written (chm_scan_args.grads_set) rather than
 // accumulated: the finish kernel stores instead of adding; du, ddelta, dz take the
 // main kernel's SET variant, which neither stages nor adds their old values (when
@@ -131,7 +136,9 @@ static_assert(SCAN_L == SCAN_SAVE, "a saved state at every chunk boundary");
 static_assert(SCAN_TILE == 4 * SCAN_THREADS, "one channel quad of each tile per thread");
 
 // The [B,T,Di] tensors a chunk stages, in their tile order (the forward uses the first 3).
-enum { RAW_DELTA, RAW_U, RAW_Z, RAW_DY, RAW_GU, RAW_GD, RAW_GZ, RAW_BWD };
+// RAW_YS, the forward's pre-gate output (chm_cu_scan_grads.ysaved), takes dz's slot: the
+// backward reads it only where the gradients are set, which stages no old dz.
+enum { RAW_DELTA, RAW_U, RAW_Z, RAW_DY, RAW_GU, RAW_GD, RAW_GZ, RAW_BWD, RAW_YS = RAW_GZ };
 #define RAW_FWD 3
 
 // The per-call constants every scan kernel reads (storage type T; D, z, db may be NULL).
@@ -152,6 +159,7 @@ struct scan_k {
 struct scan_g {
     void *du, *ddelta, *dz; /* [B,T,Di], each optional, accumulated into (or set: SET) */
     const void *dy;         /* [B,T,Di] */
+    const void *ys;         /* [B,T,Di] the forward's pre-gate output (the YS kernel) */
     const float *ckpt;    /* [B, nck, Di, N]: the state after chunk ck (hs_store) */
     float *pbc;           /* [B, nblk, T, 32]: dBm (0..15) and dCm (16..31) partials */
     float *pA, *pD, *pdb; /* [B, Di, 16], [B, Di], [B, Di] */

@@ -53,19 +53,28 @@ __device__ __forceinline__ float sqy_reduce(float S, float Q, float Y) {
     return (odd ? b : a) + __shfl_xor_sync(SCAN_FULL, odd ? a : b, 1);
 }
 
+// The same for S and Q alone (the YS kernel, whose Y the forward saved): lanes q = 0, 2 get
+// S and q = 1, 3 get Q, so that rows 0 and 1 of part hold S and Q as sqy_reduce leaves them.
+__device__ __forceinline__ float sq_reduce(float S, float Q) {
+    bool odd = (threadIdx.x & 1) != 0;
+    float a = (odd ? Q : S) + __shfl_xor_sync(SCAN_FULL, odd ? S : Q, 1);
+    return a + __shfl_xor_sync(SCAN_FULL, a, 2);
+}
+
 // Steps whose sums are stored together (see bwd_reverse): 2 measured fastest on the H100
 // (1 and 4 slower; at 4 and 8 the kernel spills).
 #define SCAN_BATCH 2
 
 // The reverse recurrence over the chunk. Per step: the lane's parts of S = sum dh B,
-// Q = sum A2 dh exp(dA) h[t-1] and Y = sum C h meet in sqy_reduce into sm.part; the
+// Q = sum A2 dh exp(dA) h[t-1] and Y = sum C h (not with YS: bwd_out reads the forward's)
+// meet in sqy_reduce (sq_reduce) into sm.part; the
 // dBm and dCm terms of the warp's 8 channels in bc_reduce into sm.red. The sums are stored
 // SCAN_BATCH steps at a time: a shared store keeps the next step's shared loads from moving
 // above it (the compiler cannot tell part and red from the tiles the steps read).
 // The chunk's start state h0 (its checkpoint ck - 1; 0 for chunk 0) is loaded again
 // halfway, where the stash's late rows are dead, rather than held in registers through the
 // steps (holding it cost the kernel spills inside the chunk loop).
-template <typename T>
+template <typename T, bool YS>
 __device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const float *A2,
                                             const scan_sm<T> &sm, const scan_lane &l,
                                             const scan_k &k, const scan_g &g, int64_t hb,
@@ -93,9 +102,9 @@ __device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const
             acc.dA[j] = fmaf(p.x, P, acc.dA[j]);
             S = fmaf(dh[j], bb[j], S);
             Q = fmaf(A2[j], P, Q);
-            Y = fmaf(cc[j], hs[tt][j], Y);
+            if (!YS) Y = fmaf(cc[j], hs[tt][j], Y);
         }
-        pv[tt % SCAN_BATCH] = sqy_reduce(S, Q, Y);
+        pv[tt % SCAN_BATCH] = YS ? sq_reduce(S, Q) : sqy_reduce(S, Q, Y);
         rv[tt % SCAN_BATCH] = bc_reduce(dh, hs[tt], p.y, dyr);
         if (tt % SCAN_BATCH == 0) {
 #pragma unroll
@@ -124,10 +133,11 @@ __device__ __forceinline__ void grad_add4(void *g, const T *old, bool add, float
 }
 
 // Per element of the thread's quad: du, ddelta, dz from the lanes' sums (added to the
-// tensors, or written with SET), and the running dD, ddelta_bias. The shared loads come
+// tensors, or written with SET; dz's pre-gate y from the forward's, staged, with YS), and
+// the running dD, ddelta_bias. The shared loads come
 // before the stores (see pre_phase), as float4s; d from fdd, or without FDD from fdu (a
 // 32-byte stride between threads: 8-way bank conflicts).
-template <typename T, bool VEC, bool SET, bool FDD>
+template <typename T, bool VEC, bool SET, bool FDD, bool YS>
 __device__ __forceinline__ void bwd_out(const scan_sm<T> &sm, const T *raw, const scan_k &k,
                                         const scan_g &g, const scan_pos &ps, int64_t c0,
                                         int64_t t0, int steps) {
@@ -140,7 +150,8 @@ __device__ __forceinline__ void bwd_out(const scan_sm<T> &sm, const T *raw, cons
     scan_load4(sm.cD + col, Dc);
     scan_load4(pr, S);
     scan_load4(pr + SCAN_PSTRIDE, Q);
-    scan_load4(pr + 2 * SCAN_PSTRIDE, Y);
+    if (YS) scan_load4(raw + RAW_YS * SCAN_TILE + at, Y);
+    else scan_load4(pr + 2 * SCAN_PSTRIDE, Y);
     if (FDD) {
         scan_load4(sm.fdd + at, dv);
     } else {
@@ -156,7 +167,7 @@ __device__ __forceinline__ void bwd_out(const scan_sm<T> &sm, const T *raw, cons
     for (int e = 0; e < 4; e++) {
         gu[e] = fmaf(dyr[e], Dc[e], dv[e] * S[e]);
         gd[e] = fmaf(Q[e], SCAN_LN2, uu[e] * S[e]) * dsig[e];
-        gz[e] = dzf[e] * fmaf(Dc[e], uu[e], Y[e]);
+        gz[e] = dzf[e] * (YS ? Y[e] : fmaf(Dc[e], uu[e], Y[e]));
         aD[e] = fmaf(dyr[e], uu[e], aD[e]);
         aB[e] += gd[e];
     }
@@ -211,9 +222,11 @@ __device__ __forceinline__ void bwd_final(const scan_sm<T> &sm, const scan_acc &
 
 // SET: du, ddelta, dz are written, not accumulated (their old values are not staged). A
 // template flag: tested at run time, it cost the kernel spills. FDD: with the fdd tile
-// (scan_bwd_main says when not).
-template <typename T, bool VEC, bool SET, bool FDD>
+// (scan_bwd_main says when not). YS (with SET, z and g.ys only): dz's pre-gate y is the
+// forward's, staged in dz's slot, instead of summed again in the steps (7% fewer instructions).
+template <typename T, bool VEC, bool SET, bool FDD, bool YS>
 __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_k k, scan_g g) {
+    static_assert(!YS || SET, "the saved y takes the slot of dz's old values");
     extern __shared__ __align__(16) unsigned char scan_raw_sm[];
     scan_sm<T> sm = scan_carve<T>(scan_raw_sm, true, FDD);
     int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
@@ -233,9 +246,10 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
     __syncthreads();  // cbias, cD, accD, accB in (read with other thread mappings)
     // The gradients' old values are staged only where they accumulate.
     const void *src[RAW_BWD] = {k.delta, k.u, k.z, g.dy, SET ? NULL : g.du,
-                                SET ? NULL : g.ddelta, k.z && !SET ? g.dz : NULL};
-    // delta, u, dy are always given (bits 0, 1, 3 of REQ)
-    const unsigned REQ = 1u << RAW_DELTA | 1u << RAW_U | 1u << RAW_DY;
+                                SET ? NULL : g.ddelta, YS ? g.ys : k.z && !SET ? g.dz : NULL};
+    // delta, u, dy are always given (bits 0, 1, 3 of REQ); with YS also z and the saved y
+    const unsigned REQ = 1u << RAW_DELTA | 1u << RAW_U | 1u << RAW_DY |
+                         (YS ? 1u << RAW_Z | 1u << RAW_YS : 0u);
     int64_t tl = (int64_t)(nck - 1) * SCAN_L;
     chunk_issue<T, VEC, REQ>(sm.raw, src, RAW_BWD, k, ps, b, c0, tl, (int)(k.T - tl));
     bc_fetch<T>(bv, cv, k, b, tl, (int)(k.T - tl), true);
@@ -260,9 +274,9 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
         __syncthreads();  // Bs, Cs and the f32 tiles of the chunk are in
         float hs[SCAN_L][4];
         bwd_recompute<T>(hs, h0, A2, sm, l);
-        bwd_reverse<T>(acc, hs, A2, sm, l, k, g, hb, ck);
+        bwd_reverse<T, YS>(acc, hs, A2, sm, l, k, g, hb, ck);
         __syncthreads();  // part, red are in; the reverse's reads of the tiles are done
-        bwd_out<T, VEC, SET, FDD>(sm, raw, k, g, ps, c0, t0, steps);
+        bwd_out<T, VEC, SET, FDD, YS>(sm, raw, k, g, ps, c0, t0, steps);
         bc_partials(sm.red, g.pbc + (row0 + t0) * 32, steps);
     }
     bwd_final<T>(sm, acc, k, g, b, c0, l);
@@ -378,17 +392,21 @@ static cudaError_t scan_elem_set(const chm_cu_scan_grads *gr, const chm_cu_scan 
     return cudaSuccess;
 }
 
-// The main kernel for the call (vec: vector tiles; set: SET), with the fdd tile or without.
+// The main kernel for the call (vec: vector tiles; set: SET; ys: YS, only with both, where
+// the model calls it), with the fdd tile or without.
 template <typename T, bool FDD>
-static cudaError_t scan_bwd_main(bool vec, bool set, const chm_cu_scan *a, const scan_k &k,
-                                 const scan_g &g, cudaStream_t s) {
+static cudaError_t scan_bwd_main(bool vec, bool set, bool ys, const chm_cu_scan *a,
+                                 const scan_k &k, const scan_g &g, cudaStream_t s) {
     size_t bytes = scan_sm_bytes(sizeof(T), true, FDD);
     dim3 grid = scan_grid(a);
+    if (set && vec && ys)
+        return scan_launch(scan_bwd_kernel<T, true, true, FDD, true>, grid, bytes, s, k, g);
     if (set)
-        return vec ? scan_launch(scan_bwd_kernel<T, true, true, FDD>, grid, bytes, s, k, g)
-                   : scan_launch(scan_bwd_kernel<T, false, true, FDD>, grid, bytes, s, k, g);
-    return vec ? scan_launch(scan_bwd_kernel<T, true, false, FDD>, grid, bytes, s, k, g)
-               : scan_launch(scan_bwd_kernel<T, false, false, FDD>, grid, bytes, s, k, g);
+        return vec ? scan_launch(scan_bwd_kernel<T, true, true, FDD, false>, grid, bytes, s, k, g)
+                   : scan_launch(scan_bwd_kernel<T, false, true, FDD, false>, grid, bytes, s, k,
+                                 g);
+    return vec ? scan_launch(scan_bwd_kernel<T, true, false, FDD, false>, grid, bytes, s, k, g)
+               : scan_launch(scan_bwd_kernel<T, false, false, FDD, false>, grid, bytes, s, k, g);
 }
 
 // Whether a block may have `bytes` of shared memory on the current device. The bf16 main
@@ -409,18 +427,20 @@ static cudaError_t scan_bwd_launch(const chm_cu_scan_grads *gr, const void *dy,
     scan_layout L = scan_layout_of(a);
     const float *hs = gr->hsaved ? gr->hsaved : sc + L.ckpt;
     scan_k k = scan_consts(a, hs);
-    scan_g g = {gr->du,     gr->ddelta, gr->dz,    dy,        hs,
+    scan_g g = {gr->du,     gr->ddelta, gr->dz,    dy,        gr->ysaved, hs,
                 sc + L.pbc, sc + L.pA,  sc + L.pD, sc + L.pdb};
     const void *p[] = {a->u, a->delta, a->z, dy, gr->du, gr->ddelta, gr->dz};
     bool vec = scan_vec_ok(a, p, 7), set;
     cudaError_t e = scan_elem_set(gr, a, &set, s);
     if (e == cudaSuccess && !gr->hsaved) e = chm_cu_scan_ckpt(sc + L.ckpt, a, vec, s);
     if (e != cudaSuccess) return e;
+    // The forward's pre-gate y replaces the steps' sum where dz is written (the model's call).
+    bool ys = set && vec && a->z && gr->dz && gr->ysaved && scan_vec_ok(a, &gr->ysaved, 1);
     // (f32 instantiates only the kernels with fdd: without, it would not fit either.)
     if (sizeof(T) == 4 || scan_smem_fits(scan_sm_bytes(sizeof(T), true, true)))
-        e = scan_bwd_main<T, true>(vec, set, a, k, g, s);
+        e = scan_bwd_main<T, true>(vec, set, ys, a, k, g, s);
     else
-        e = scan_bwd_main<T, sizeof(T) == 4>(vec, set, a, k, g, s);
+        e = scan_bwd_main<T, sizeof(T) == 4>(vec, set, ys, a, k, g, s);
     if (e != cudaSuccess) return e;
     unsigned nbc = grid_for(a->B * a->T * 32, 256), nch = grid_for(a->Di * SCAN_NMAX, 256);
     scan_fin f = {gr->dBm, gr->dCm, gr->dA, gr->dD, gr->ddelta_bias, sc + L.pbc, sc + L.pA,

@@ -28,24 +28,25 @@ __device__ __forceinline__ void fwd_steps(float *h, const float *A2, const scan_
 }
 
 // y of the thread's quad of row `row`: the lanes' parts, the skip term (dq: D of the quad's
-// channels), the gate.
-template <typename T, bool VEC>
-__device__ __forceinline__ void fwd_out(T *y, const scan_sm<T> &sm, const T *raw,
+// channels), the gate; with YS (a gate and ys given), the output before the gate into ys too.
+template <typename T, bool VEC, bool YS>
+__device__ __forceinline__ void fwd_out(T *y, T *ys, const scan_sm<T> &sm, const T *raw,
                                         const scan_k &k, const scan_pos &ps, int64_t c0,
                                         int64_t t0, int steps, float4 dq) {
     int row = ps.row, col = ps.col, at = ps.at;
     if (row >= steps) return;
-    float uu[4], zz[4], Dc[4] = {dq.x, dq.y, dq.z, dq.w}, out[4], p[4][4];
+    float uu[4], zz[4], Dc[4] = {dq.x, dq.y, dq.z, dq.w}, raw_y[4], out[4], p[4][4];
     scan_load4(raw + RAW_U * SCAN_TILE + at, uu);
     if (k.z) scan_load4(raw + RAW_Z * SCAN_TILE + at, zz);
 #pragma unroll
     for (int q = 0; q < 4; q++) scan_load4(sm.part + (row * 4 + q) * SCAN_PSTRIDE + col, p[q]);
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-        float v = fmaf(Dc[e], uu[e], (p[0][e] + p[1][e]) + (p[2][e] + p[3][e]));
-        out[e] = k.z ? v * zz[e] * scan_sigmoid(zz[e], scan_enabs(zz[e])) : v;
+        raw_y[e] = fmaf(Dc[e], uu[e], (p[0][e] + p[1][e]) + (p[2][e] + p[3][e]));
+        out[e] = k.z ? raw_y[e] * zz[e] * scan_sigmoid(zz[e], scan_enabs(zz[e])) : raw_y[e];
     }
     scan_store4<T, VEC>(y + ps.g + t0 * k.Di, out, c0 + col, k.Di);
+    if (YS) scan_store4<T, VEC>(ys + ps.g + t0 * k.Di, raw_y, c0 + col, k.Di);
 }
 
 // Buffer i (0, 1) of fdu, part, Bs, Cs (scan_nbuf) as a view the helpers take.
@@ -74,8 +75,12 @@ __device__ __forceinline__ int chunk_steps(const scan_k &k, int64_t t0) {
 // go on to the other work instead of waiting at a barrier (profiled, the two-barrier
 // version had 6% of its warps' stall samples at the barriers and 23% in the output phase,
 // which ran alone between the second barrier and the next chunk's).
-template <typename T, bool VEC, bool CKPT>
-__global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsave, scan_k k) {
+// YS: the pre-gate output into ys too (a template flag: as a run-time test the kernel without
+// it ran 2% slower).
+template <typename T, bool VEC, bool CKPT, bool YS>
+__global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsave, T *ys,
+                                                                scan_k k) {
+    static_assert(!YS || !CKPT, "the checkpoint pass writes no output");
     extern __shared__ __align__(16) unsigned char scan_raw_sm[];
     scan_sm<T> sm = scan_carve<T>(scan_raw_sm, false);
     int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
@@ -122,42 +127,49 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsa
             pre_phase<T, false>(nx, fwd_raw(sm, rn), k, ps, chunk_steps(k, t1), bq);
         }
         if (!CKPT && ck > 0)  // chunk ck - 1: whole (only the last chunk is partial)
-            fwd_out<T, VEC>(y, fwd_buf(sm, (ck - 1) & 1), fwd_raw(sm, rp), k, ps, c0,
+            fwd_out<T, VEC, YS>(y, ys, fwd_buf(sm, (ck - 1) & 1), fwd_raw(sm, rp), k, ps, c0,
                             (int64_t)(ck - 1) * SCAN_L, SCAN_L, dq);
         __syncthreads();  // chunk ck's part and chunk ck + 1's inputs are in
         rp = rb, rb = rn, rn = rn == 2 ? 0 : rn + 1;
     }
     if (!CKPT) {
         int64_t tl = (int64_t)(last - 1) * SCAN_L;
-        fwd_out<T, VEC>(y, fwd_buf(sm, (last - 1) & 1), fwd_raw(sm, rp), k, ps, c0, tl,
+        fwd_out<T, VEC, YS>(y, ys, fwd_buf(sm, (last - 1) & 1), fwd_raw(sm, rp), k, ps, c0, tl,
                         chunk_steps(k, tl), dq);
     }
 }
 
 // ---- host side ----
 
+// ys: with CKPT NULL; else the pre-gate output, written where a gate is given.
 template <typename T, bool CKPT>
-static cudaError_t scan_fwd_launch(T *y, float *hsave, const chm_cu_scan *a, bool vec,
+static cudaError_t scan_fwd_launch(T *y, float *hsave, T *ys, const chm_cu_scan *a, bool vec,
                                    cudaStream_t s) {
     size_t bytes = scan_sm_bytes(sizeof(T), false);
     scan_k k = scan_consts(a, hsave);
-    if (vec)
-        return scan_launch(scan_fwd_kernel<T, true, CKPT>, scan_grid(a), bytes, s, y, hsave, k);
-    return scan_launch(scan_fwd_kernel<T, false, CKPT>, scan_grid(a), bytes, s, y, hsave, k);
+    dim3 g = scan_grid(a);
+    if (!CKPT && ys && a->z)
+        return vec ? scan_launch(scan_fwd_kernel<T, true, false, true>, g, bytes, s, y, hsave,
+                                 ys, k)
+                   : scan_launch(scan_fwd_kernel<T, false, false, true>, g, bytes, s, y, hsave,
+                                 ys, k);
+    return vec ? scan_launch(scan_fwd_kernel<T, true, CKPT, false>, g, bytes, s, y, hsave, ys, k)
+               : scan_launch(scan_fwd_kernel<T, false, CKPT, false>, g, bytes, s, y, hsave, ys, k);
 }
 
-extern "C" cudaError_t chm_cu_scan_fwd(void *y, float *hsave, const chm_cu_scan *a,
+extern "C" cudaError_t chm_cu_scan_fwd(void *y, float *hsave, void *ysave, const chm_cu_scan *a,
                                        cudaStream_t s) {
     if (a->B * a->T * a->Di <= 0) return cudaSuccess;
     if (a->N > SCAN_NMAX) return cudaErrorInvalidValue;
     if ((a->T + SCAN_L - 1) / SCAN_L > INT_MAX) return cudaErrorInvalidValue;  // int chunk indices
-    const void *p[] = {y, a->u, a->delta, a->z};
-    bool vec = scan_vec_ok(a, p, 4);
-    CHM_CU_DISPATCH2(a->dt, T, return scan_fwd_launch<T, false>((T *)y, hsave, a, vec, s));
+    const void *p[] = {y, a->u, a->delta, a->z, ysave};
+    bool vec = scan_vec_ok(a, p, 5);
+    CHM_CU_DISPATCH2(a->dt, T,
+                     return scan_fwd_launch<T, false>((T *)y, hsave, (T *)ysave, a, vec, s));
     return cudaSuccess;
 }
 
 cudaError_t chm_cu_scan_ckpt(float *ckpt, const chm_cu_scan *a, bool vec, cudaStream_t s) {
-    CHM_CU_DISPATCH2(a->dt, T, return scan_fwd_launch<T, true>(NULL, ckpt, a, vec, s));
+    CHM_CU_DISPATCH2(a->dt, T, return scan_fwd_launch<T, true>(NULL, ckpt, NULL, a, vec, s));
     return cudaSuccess;
 }

@@ -314,7 +314,7 @@ Test(cpu_lowp, attention) { RUN_TABLE(ATTENTION, 2); }
 /* The scan's inputs from t[at..at+7] (u, delta, A, Bm, Cm, D, z, delta_bias; NULL allowed). */
 static chm_scan_args scan_from(const chm_tensor *const *t, int at, bool softplus) {
     chm_scan_args a = {t[at],     t[at + 1], t[at + 2], t[at + 3], t[at + 4],
-                       t[at + 5], t[at + 6], t[at + 7], softplus, NULL, 0};
+                       t[at + 5], t[at + 6], t[at + 7], softplus, NULL, 0, NULL};
     return a;
 }
 static chm_status scan_fwd(chm_backend *be, const chm_tensor *const *t) {

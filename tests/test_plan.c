@@ -82,6 +82,36 @@ Test(plan, arena_counts_saved_scan_states_for_backends_that_read_them) {
     chm_config_free(&cfg);
 }
 
+/* Likewise the scan's pre-gate outputs (CHM_CAP_SCAN_YSAVED), on top of the saved states. */
+Test(plan, arena_counts_saved_pre_gate_outputs_for_backends_that_read_them) {
+    chm_config cfg;
+    chm_err err = {0};
+    cr_assert_eq(chm_config_load("tiny", NULL, 0, &cfg, &err), CHM_OK, "%s", err.msg);
+    chm_backend *be = tt_open_cpu();
+    be->caps |= CHM_CAP_SCAN_SAVED | CHM_CAP_SCAN_YSAVED;
+    chm_model_options mo = {.dtype = CHM_BF16, .batch = 2, .seq_len = 96,
+                            .caps = CHM_CAP_SCAN_SAVED};
+    chm_model *states, *both, *real;
+    cr_assert_eq(chm_model_create(&cfg.model, NULL, &mo, &states, &err), CHM_OK, "%s", err.msg);
+    mo.caps = CHM_CAP_SCAN_SAVED | CHM_CAP_SCAN_YSAVED;
+    cr_assert_eq(chm_model_create(&cfg.model, NULL, &mo, &both, &err), CHM_OK, "%s", err.msg);
+    mo.caps = 0;
+    cr_assert_eq(chm_model_create(&cfg.model, be, &mo, &real, &err), CHM_OK, "%s", err.msg);
+    size_t a = chm_model_arena_bytes(states), b = chm_model_arena_bytes(both);
+    /* one [B,T,Di] bf16 tensor a Mamba layer */
+    int64_t want = (int64_t)2 * 96 * cfg.model.mamba.d_inner * 2 * cfg.model.n_mamba;
+    cr_assert_gt(cfg.model.n_mamba, 0, "tiny has Mamba layers");
+    cr_expect_geq((int64_t)(b - a), want, "the pre-gate outputs add %lld bytes (%zu -> %zu)",
+                  (long long)want, a, b);
+    cr_expect_eq(b, chm_model_arena_bytes(real), "planned %zu, allocated %zu", b,
+                 chm_model_arena_bytes(real));
+    chm_model_free(states);
+    chm_model_free(both);
+    chm_model_free(real);
+    chm_backend_close(be);
+    chm_config_free(&cfg);
+}
+
 Test(plan, benchmark_and_budget_on_cpu) {
     plan_run r;
     run_plan("--config test --backend cpu --steps 3 --tokens 10M", &r);

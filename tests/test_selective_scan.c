@@ -5,8 +5,9 @@
  * optional input (D, z, delta_bias, softplus), the backward with central
  * finite differences of L = sum(y * R) for every gradient, NULL gradients
  * are skipped, and gradients accumulate onto G0 (or are written, as
- * grads_set says). The forward's saved states (h_saved) are compared with
- * the naive states, and the backward gives the same results with them.
+ * grads_set says). The forward's saved states (h_saved) and pre-gate outputs
+ * (y_saved) are compared with the naive ones, and the backward gives the same
+ * results with them.
  */
 #include "testutil.h"
 
@@ -112,7 +113,7 @@ static chm_scan_args scan_args(chm_backend *be, scan_run *s) {
         if (s->in[i]) tt_upload(be, &s->t[i], s->in[i]);
     }
     return (chm_scan_args){p[IU], p[IDELTA], p[IA], p[IBM], p[ICM], p[ID], p[IZ], p[IDB],
-                           s->c.softplus, NULL, 0};
+                           s->c.softplus, NULL, 0, NULL};
 }
 
 /* Saved-state entries of a case: [B, K, Di, N]. */
@@ -145,8 +146,10 @@ static void scan_run_bwd(chm_backend *be, scan_run *s, const double *dy, const b
 }
 
 /* Naive recurrence in f64, written straight from backend.h; hs (or NULL) receives the
-   states h_saved holds: after every CHM_SCAN_SAVE_STRIDE steps and after the last. */
-static void ref_scan(const scan_case *c, double *const in[NIN], double *y, double *hs) {
+   states h_saved holds: after every CHM_SCAN_SAVE_STRIDE steps and after the last; yraw (or
+   NULL) the outputs before the gate, which y_saved holds. */
+static void ref_scan_raw(const scan_case *c, double *const in[NIN], double *y, double *hs,
+                         double *yraw) {
     int64_t T = c->T, Di = c->Di, N = c->N, S = CHM_SCAN_SAVE_STRIDE, K = saved_k(c);
     double *h = tt_dalloc(N);
     for (int64_t b = 0; b < c->B; b++)
@@ -162,6 +165,7 @@ static void ref_scan(const scan_case *c, double *const in[NIN], double *y, doubl
                     h[n] = exp(d * in[IA][ch * N + n]) * h[n] + d * in[IBM][bt] * in[IU][at];
                     out += in[ICM][bt] * h[n];
                 }
+                if (yraw) yraw[at] = out;
                 if (c->has_z) out *= in[IZ][at] / (1.0 + exp(-in[IZ][at]));
                 y[at] = out;
                 if (hs && ((t + 1) % S == 0 || t == T - 1))
@@ -169,6 +173,10 @@ static void ref_scan(const scan_case *c, double *const in[NIN], double *y, doubl
             }
         }
     free(h);
+}
+
+static void ref_scan(const scan_case *c, double *const in[NIN], double *y, double *hs) {
+    ref_scan_raw(c, in, y, hs, NULL);
 }
 
 static const scan_case fwd_cases[] = {
@@ -410,9 +418,43 @@ Test(selective_scan, forward_writes_saved_states) {
     }
 }
 
-/* Backward after a forward that saved states: with h_saved given and set bits `set`, the
-   gradients (starting at NaN where set, at g0 elsewhere) equal the accumulate-onto-g0
-   results without h_saved, except that set ones lack g0. */
+/* The forward with y_saved (a gate given): the same y, and the outputs before the gate. */
+static void check_pre_gate_outputs(chm_dtype dt, scan_case c, uint64_t seed) {
+    chm_backend *be = tt_open_cpu();
+    scan_run s = scan_open(be, dt, c, seed);
+    int64_t shape[3];
+    in_shape(&c, IU, shape);
+    tt_tensor ys = tt_alloc(be, dt, 3, shape);
+    double *y0 = tt_dalloc(ny(&c)), *y1 = tt_dalloc(ny(&c)), *want = tt_dalloc(ny(&c));
+    double *got = tt_dalloc(ny(&c)), *raw = tt_dalloc(ny(&c));
+    scan_run_fwd(be, &s, y0);
+    chm_scan_args a = scan_args(be, &s);
+    a.y_saved = &ys.t;
+    tt_poison(be, &s.y);
+    tt_poison(be, &ys);
+    cr_assert_eq(chm_selective_scan_fwd(be, &s.y.t, &a), CHM_OK, "%s", be->err.msg);
+    tt_download(be, &s.y, y1);
+    tt_download(be, &ys, got);
+    tt_assert_close("y with y_saved", y1, y0, ny(&c), 0, 0);
+    ref_scan_raw(&c, s.in, want, NULL, raw);
+    tt_assert_close("y_saved", got, raw, ny(&c), TT_ATOL(dt), TT_RTOL(dt));
+    free(y0), free(y1), free(want), free(got), free(raw);
+    tt_free(&ys);
+    scan_close(&s);
+    chm_backend_close(be);
+}
+
+Test(selective_scan, forward_writes_pre_gate_outputs) {
+    chm_dtype dts[2] = {CHM_F32, CHM_F64};
+    for (int k = 0; k < 2; k++) {
+        check_pre_gate_outputs(dts[k], (scan_case){2, 37, 5, 3, true, true, true, true}, 45);
+        check_pre_gate_outputs(dts[k], (scan_case){1, 20, 67, 2, false, true, false, true}, 46);
+    }
+}
+
+/* Backward after a forward that saved states: with h_saved (and y_saved, with a gate) given
+   and set bits `set`, the gradients (starting at NaN where set, at g0 elsewhere) equal the
+   accumulate-onto-g0 results without them, except that set ones lack g0. */
 static void check_saved_and_set(chm_backend *be, chm_dtype dt, scan_case c, unsigned set,
                                 uint64_t seed) {
     scan_run s = scan_open(be, dt, c, seed);
@@ -424,8 +466,10 @@ static void check_saved_and_set(chm_backend *be, chm_dtype dt, scan_case c, unsi
     for (int i = 0; i < NIN; i++) g0[i] = all[i] ? rand_vec(&r, in_numel(&c, i), -1, 1, dt) : NULL;
     scan_run_bwd(be, &s, dy, all, g0, want);
     tt_tensor hs = tt_alloc(be, CHM_F32, 4, (int64_t[]){c.B, saved_k(&c), c.Di, c.N});
+    tt_tensor ys = tt_alloc(be, dt, 3, (int64_t[]){c.B, c.T, c.Di});
     chm_scan_args a = scan_args(be, &s);
     a.h_saved = &hs.t;
+    a.y_saved = c.has_z ? &ys.t : NULL;
     a.grads_set = set;
     cr_assert_eq(chm_selective_scan_fwd(be, &s.y.t, &a), CHM_OK, "%s", be->err.msg);
     chm_tensor *g[NIN];
@@ -447,6 +491,7 @@ static void check_saved_and_set(chm_backend *be, chm_dtype dt, scan_case c, unsi
     for (int i = 0; i < NIN; i++) free(g0[i]), free(want[i]), free(got[i]);
     free(dy);
     tt_free(&hs);
+    tt_free(&ys);
     scan_close(&s);
 }
 
@@ -519,6 +564,49 @@ Test(selective_scan, wrapper_rejects_bad_saved_states) {
     tt_expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &b), CHM_ERR_INVALID_ARG, bw,
                    "du overlaps h_saved");
     tt_free(&k1), tt_free(&h64), tt_free(&ok);
+    scan_close(&s);
+    chm_backend_close(be);
+}
+
+/* y_saved: only with a gate, shaped and typed like u, apart from the forward's other tensors
+   and from the backward's gradients. */
+Test(selective_scan, wrapper_rejects_bad_pre_gate_outputs) {
+    const char *fw = "selective_scan_fwd", *bw = "selective_scan_bwd";
+    chm_backend *be = tt_open_cpu();
+    scan_run s = scan_open(be, CHM_F32, (scan_case){1, 17, 4, 2, true, true, true, true}, 7);
+    tt_tensor t16 = tt_alloc(be, CHM_F32, 3, (int64_t[]){1, 16, 4}),
+              y64 = tt_alloc(be, CHM_F64, 3, (int64_t[]){1, 17, 4}),
+              ok = tt_alloc(be, CHM_F32, 3, (int64_t[]){1, 17, 4}),
+              hs = tt_alloc(be, CHM_F32, 4, (int64_t[]){1, 2, 4, 2});
+    chm_scan_args a = scan_args(be, &s), b = a;
+    b.y_saved = &t16.t;
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_SHAPE, fw, "y_saved");
+    b.y_saved = &y64.t;
+    tt_expect_fail(be, chm_selective_scan_bwd(be, &(chm_scan_grads){0}, &s.dy.t, &b),
+                   CHM_ERR_DTYPE, bw, "y_saved");
+    b = a;
+    b.z = NULL;
+    b.y_saved = &ok.t;
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_INVALID_ARG, fw,
+                   "z is absent");
+    b = a;
+    b.y_saved = &s.y.t;
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_INVALID_ARG, fw,
+                   "y_saved overlaps y");
+    b.y_saved = &s.t[IZ].t;
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &ok.t, &b), CHM_ERR_INVALID_ARG, fw,
+                   "y_saved overlaps z");
+    chm_tensor hv = chm_tensor_make(ok.t.buf, ok.t.offset, CHM_F32, 4, hs.t.shape);
+    b.y_saved = &ok.t;
+    b.h_saved = &hv;
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_INVALID_ARG, fw,
+                   "y_saved overlaps h_saved");
+    b = a;
+    b.y_saved = &s.g[IZ].t;
+    chm_scan_grads g = {.dz = &s.g[IZ].t};
+    tt_expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &b), CHM_ERR_INVALID_ARG, bw,
+                   "dz overlaps y_saved");
+    tt_free(&t16), tt_free(&y64), tt_free(&ok), tt_free(&hs);
     scan_close(&s);
     chm_backend_close(be);
 }

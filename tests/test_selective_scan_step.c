@@ -92,7 +92,7 @@ Test(selective_scan_step, matches_naive_from_a_state) {
                                    opt ? NULL : &db.t,
                                    opt == 0,
                                    NULL,
-                                   0};
+                                   0, NULL};
                 tt_poison(be, &y);
                 cr_assert_eq(chm_selective_scan_step(be, &y.t, &h.t, &a), CHM_OK, "%s",
                              be->err.msg);
@@ -126,7 +126,7 @@ Test(selective_scan_step, token_by_token_equals_the_full_scan) {
     free(rand_upload(be, &rng, &z, -2, 2)), free(rand_upload(be, &rng, &A, -2, -0.1));
     free(rand_upload(be, &rng, &Bm, -1, 1)), free(rand_upload(be, &rng, &Cm, -1, 1));
     free(rand_upload(be, &rng, &D, -1, 1)), free(rand_upload(be, &rng, &db, -1, 1));
-    chm_scan_args a = {&u.t, &dl.t, &A.t, &Bm.t, &Cm.t, &D.t, &z.t, &db.t, true, NULL, 0};
+    chm_scan_args a = {&u.t, &dl.t, &A.t, &Bm.t, &Cm.t, &D.t, &z.t, &db.t, true, NULL, 0, NULL};
     cr_assert_eq(chm_selective_scan_fwd(be, &y.t, &a), CHM_OK, "%s", be->err.msg);
     cr_assert_eq(chm_fill(be, &h.t, 0), CHM_OK);
     for (int64_t t = 0; t < T; t++) {
@@ -137,7 +137,7 @@ Test(selective_scan_step, token_by_token_equals_the_full_scan) {
                    yt = chm_tensor_3d(ys.buf, ox, CHM_F64, 1, 1, Di);
         chm_tensor bt = chm_tensor_3d(Bm.buf, on, CHM_F64, 1, 1, N),
                    ct = chm_tensor_3d(Cm.buf, on, CHM_F64, 1, 1, N);
-        chm_scan_args at = {&ut, &dt, &A.t, &bt, &ct, &D.t, &zt, &db.t, true, NULL, 0};
+        chm_scan_args at = {&ut, &dt, &A.t, &bt, &ct, &D.t, &zt, &db.t, true, NULL, 0, NULL};
         cr_assert_eq(chm_selective_scan_step(be, &yt, &h.t, &at), CHM_OK, "%s", be->err.msg);
     }
     double *a1 = tt_dalloc(T * Di), *a2 = tt_dalloc(T * Di);
@@ -159,7 +159,7 @@ Test(selective_scan_step, wrapper_rejects_bad_arguments) {
     tt_tensor Cm = tt_alloc(be, CHM_F32, 3, ns), h = tt_alloc(be, CHM_F32, 3, (int64_t[]){1, 3, 4});
     tt_tensor h5 = tt_alloc(be, CHM_F32, 3, (int64_t[]){1, 3, 5}),
               hd = tt_alloc(be, CHM_F64, 3, (int64_t[]){1, 3, 4});
-    chm_scan_args a = {&u.t, &dl.t, &A.t, &Bm.t, &Cm.t, NULL, NULL, NULL, true, NULL, 0};
+    chm_scan_args a = {&u.t, &dl.t, &A.t, &Bm.t, &Cm.t, NULL, NULL, NULL, true, NULL, 0, NULL};
     cr_assert_eq(chm_selective_scan_step(be, &y.t, &h5.t, &a), CHM_ERR_SHAPE);
     cr_assert(strstr(be->err.msg, "selective_scan_step: h"), "%s", be->err.msg);
     cr_assert_eq(chm_selective_scan_step(be, &y.t, &hd.t, &a), CHM_ERR_DTYPE);

@@ -184,7 +184,7 @@ typedef struct lp_case {
 /* The scan's inputs from t[at..at+7] (u, delta, A, Bm, Cm, D, z, delta_bias). */
 static chm_scan_args scan_at(const chm_tensor *const *t, int at, bool bare) {
     chm_scan_args a = {t[at], t[at + 1], t[at + 2], t[at + 3], t[at + 4],
-                       NULL,  NULL,      NULL,      !bare,     NULL,      0};
+                       NULL,  NULL,      NULL,      !bare,     NULL,      0, NULL};
     if (!bare) a.D = t[at + 5], a.z = t[at + 6], a.delta_bias = t[at + 7];
     return a;
 }

@@ -35,7 +35,7 @@ static void vscan_inputs(arg *a, const vscan *s) {
 
 static chm_scan_args vscan_args(const chm_tensor *const *t, const vscan *s) {
     return (chm_scan_args){t[0], t[1], t[2], t[3], t[4], s->opt ? t[5] : NULL,
-                           s->opt ? t[6] : NULL, s->opt ? t[7] : NULL, s->opt, NULL, 0};
+                           s->opt ? t[6] : NULL, s->opt ? t[7] : NULL, s->opt, NULL, 0, NULL};
 }
 
 static chm_status vscan_fwd(chm_backend *be, const chm_tensor *const *t, const void *ctx) {
@@ -241,7 +241,7 @@ static void check_repeatable(chm_dtype dt, double tol) {
     double *ref[8];
     for (int saved = 0; saved < 2; saved++) {
         chm_scan_args a = {&t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, &t[5].t, &t[6].t,
-                           &t[7].t, true, saved ? &t[9].t : NULL, 0xFFu};
+                           &t[7].t, true, saved ? &t[9].t : NULL, 0xFFu, NULL};
         chm_scan_grads g = {&t[11].t, &t[12].t, &t[13].t, &t[14].t,
                             &t[15].t, &t[16].t, &t[17].t, &t[18].t};
         cr_assert_eq(chm_selective_scan_fwd(vk, &t[10].t, &a), CHM_OK, "%s", vk->err.msg);
@@ -329,7 +329,7 @@ Test(vk_scan, bench_chimera_1b) {
         cr_assert_eq(chm_fill(vk, &t[i].t, i < 8 ? value[i] : 0.1), CHM_OK, "%s", vk->err.msg);
     }
     chm_scan_args a = {&t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, &t[5].t, &t[6].t, &t[7].t,
-                       true, NULL, 0};
+                       true, NULL, 0, NULL};
     chm_scan_grads g = {&t[9].t,  &t[10].t, &t[11].t, &t[12].t,
                         &t[13].t, &t[14].t, &t[15].t, &t[16].t};
     double f = bench_ms(vk, &a, &t[8].t, NULL), b = bench_ms(vk, &a, &t[8].t, &g);

@@ -157,7 +157,7 @@ typedef struct scan_cfg {
 /* The scan arguments of t[0..7] = u, delta, A, Bm, Cm, D, z, delta_bias. */
 static chm_scan_args scan_args_of(const chm_tensor *const *t, const scan_cfg *c) {
     return (chm_scan_args){t[0], t[1], t[2], t[3], t[4], c->D ? t[5] : NULL, c->z ? t[6] : NULL,
-                           c->delta_bias ? t[7] : NULL, c->softplus, NULL, 0};
+                           c->delta_bias ? t[7] : NULL, c->softplus, NULL, 0, NULL};
 }
 
 /*
@@ -291,7 +291,7 @@ Test(vulkan, selective_scan_bwd_is_deterministic) {
         free(h);
     }
     chm_scan_args a = {&t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, &t[5].t, &t[6].t, &t[7].t,
-                       true, NULL, 0};
+                       true, NULL, 0, NULL};
     chm_scan_grads g = {.dA = &t[9].t, .dBm = &t[10].t, .dCm = &t[11].t, .dD = &t[12].t};
     void *first[4];
     for (int run = 0; run < 2; run++) {
@@ -404,7 +404,7 @@ Test(vulkan, seq_ops_refuse_f64) {
     cr_assert_eq(chm_causal_conv1d_fwd(vk, &y.t, &x.t, &w.t, NULL, true), CHM_ERR_DTYPE);
     cr_assert(strstr(vk->err.msg, "causal_conv1d_fwd") != NULL, "%s", vk->err.msg);
     tt_tensor bm = tt_alloc(vk, CHM_F64, 3, (int64_t[]){1, 3, 2});
-    chm_scan_args a = {&x.t, &x.t, &w.t, &bm.t, &bm.t, NULL, NULL, NULL, true, NULL, 0};
+    chm_scan_args a = {&x.t, &x.t, &w.t, &bm.t, &bm.t, NULL, NULL, NULL, true, NULL, 0, NULL};
     cr_assert_eq(chm_selective_scan_fwd(vk, &y.t, &a), CHM_ERR_DTYPE);
     cr_assert(strstr(vk->err.msg, "selective_scan_fwd") != NULL, "%s", vk->err.msg);
     tt_free(&q), tt_free(&o), tt_free(&l), tt_free(&x), tt_free(&y), tt_free(&w), tt_free(&bm);

@@ -643,7 +643,8 @@ typedef struct oc_scan_case {
     bool D, z, bias, softplus;
 } oc_scan_case;
 
-/* save: the forward writes h_saved (checked) and the backward reads it; the gradients that
+/* save: the forward writes h_saved and, with a gate, y_saved (both checked), and the backward
+   reads them (cuda reads y_saved where it writes du, ddelta, dz: set 0xff); the gradients that
    `set` names (CHM_SCAN_SET_*) start as NaN and are written, the others accumulate. */
 static void scan_case(oc_ctx *x, const oc_scan_case *c, bool save, unsigned set) {
     const int64_t *btd = DIMS(c->B, c->T, c->Di), *btn = DIMS(c->B, c->T, c->N);
@@ -653,18 +654,20 @@ static void scan_case(oc_ctx *x, const oc_scan_case *c, bool save, unsigned set)
     oc_t delta = c->softplus ? oc_rand(x, 3, btd, -3, 1) : oc_rand(x, 3, btd, 0.01, 0.5);
     oc_t Bm = oc_rand(x, 3, btn, -1, 1), Cm = oc_rand(x, 3, btn, -1, 1);
     oc_t D = oc_rand(x, 1, DIMS(c->Di), -1, 1), z = oc_rand(x, 3, btd, -2, 2);
-    oc_t db = oc_rand(x, 1, DIMS(c->Di), -1, 0), y = oc_new(x, 3, btd);
+    oc_t db = oc_rand(x, 1, DIMS(c->Di), -1, 0), y = oc_new(x, 3, btd), ys = oc_new(x, 3, btd);
     double *h = oc_dalloc(A.n);
     for (int64_t i = 0; i < A.n; i++) h[i] = -exp(oc_uniform(x, -1, 1.5));
     oc_set(x, &A, h);
     free(h);
+    bool ysave = save && c->z;
     chm_scan_args a[2];
     for (int s = 0; s < 2; s++) {
         chm_scan_args t = {s ? &u.g : &u.c, s ? &delta.g : &delta.c, s ? &A.g : &A.c,
                            s ? &Bm.g : &Bm.c, s ? &Cm.g : &Cm.c,
                            c->D ? (s ? &D.g : &D.c) : NULL, c->z ? (s ? &z.g : &z.c) : NULL,
                            c->bias ? (s ? &db.g : &db.c) : NULL, c->softplus,
-                           save ? (s ? &hs.g : &hs.c) : NULL, set};
+                           save ? (s ? &hs.g : &hs.c) : NULL, set,
+                           ysave ? (s ? &ys.g : &ys.c) : NULL};
         a[s] = t;
     }
     char name[96], n2[128];
@@ -674,11 +677,14 @@ static void scan_case(oc_ctx *x, const oc_scan_case *c, bool save, unsigned set)
              set == 0xffu ? " set" : set ? " set/acc" : "");
     oc_poison(x, &y);
     oc_poison(x, &hs);
+    oc_poison(x, &ys);
     OC_BOTH(x, chm_selective_scan_fwd(BE, OC_T(y), &a[oc_side]));
     snprintf(n2, sizeof n2, "%s y", name);
     oc_check(x, n2, &y, 1);
     snprintf(n2, sizeof n2, "%s h_saved", name);
     if (save) oc_check(x, n2, &hs, 1);
+    snprintf(n2, sizeof n2, "%s y_saved", name);
+    if (ysave) oc_check(x, n2, &ys, 1);
     oc_t g[8], dy = oc_rand(x, 3, btd, -1, 1);
     const oc_t *like[8] = {&u, &delta, &A, &Bm, &Cm, &D, &z, &db};
     static const char *const gn[8] = {"du", "ddelta", "dA", "dBm", "dCm", "dD", "dz", "ddb"};
@@ -700,8 +706,8 @@ static void scan_case(oc_ctx *x, const oc_scan_case *c, bool save, unsigned set)
         snprintf(n2, sizeof n2, "%s %s", name, gn[i]);
         oc_check(x, n2, &g[i], i == 2 ? 3 : 2);  /* dA sums T*B terms of both signs */
     }
-    oc_t *all[] = {&u, &A, &delta, &Bm, &Cm, &D, &z, &db, &y, &dy, &hs};
-    for (int i = 0; i < 11; i++) oc_free(all[i]);
+    oc_t *all[] = {&u, &A, &delta, &Bm, &Cm, &D, &z, &db, &y, &dy, &hs, &ys};
+    for (int i = 0; i < 12; i++) oc_free(all[i]);
     for (int i = 0; i < 8; i++) oc_free(&g[i]);
 }
 
@@ -715,6 +721,7 @@ static void case_scan(oc_ctx *x) {
         {2, 77, 128, 16, true, true, true, true},
         {1, 300, 68, 12, true, false, false, true},
         {3, 33, 8, 16, false, true, true, true},
+        {2, 50, 64, 7, true, true, true, true}, /* the saved pre-gate y with N < 16 */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         scan_case(x, &cases[i], false, 0);
@@ -1115,7 +1122,7 @@ static void scan_step_case(oc_ctx *x, const oc_scan_case *c) {
         chm_scan_args t = {s ? &u.g : &u.c, s ? &delta.g : &delta.c, s ? &A.g : &A.c,
                            s ? &Bm.g : &Bm.c, s ? &Cm.g : &Cm.c,
                            c->D ? (s ? &D.g : &D.c) : NULL, c->z ? (s ? &z.g : &z.c) : NULL,
-                           c->bias ? (s ? &db.g : &db.c) : NULL, c->softplus, NULL, 0};
+                           c->bias ? (s ? &db.g : &db.c) : NULL, c->softplus, NULL, 0, NULL};
         a[s] = t;
     }
     char name[96], n2[128];
@@ -1359,7 +1366,7 @@ typedef struct bench_row {
     char rate[96];
 } bench_row;
 
-#define BENCH_ROWS 40
+#define BENCH_ROWS 48
 static bench_row rows_[BENCH_ROWS];
 static int nrows_;
 
@@ -1421,9 +1428,9 @@ static void bench_attention(oc_ctx *x, int64_t B, int64_t T, int64_t H, int64_t 
    and read by the backward, scratch gradients set) and, rows marked "acc", without saved
    states and with every gradient accumulated. */
 static void bench_scan(oc_ctx *x, int64_t B, int64_t T, int64_t Di, int64_t N) {
-    chm_buffer *b[19];
+    chm_buffer *b[20];
     const int64_t *btd = DIMS(B, T, Di), *btn = DIMS(B, T, N);
-    chm_tensor t[19];
+    chm_tensor t[20];
     int k = 0;
     t[k] = bench_tensor(x, CHM_BF16, 3, btd, 0, 0, &b[k]), k++;        /* 0 y */
     t[k] = bench_tensor(x, CHM_BF16, 3, btd, -1, 1, &b[k]), k++;       /* 1 dy */
@@ -1438,7 +1445,8 @@ static void bench_scan(oc_ctx *x, int64_t B, int64_t T, int64_t Di, int64_t N) {
     for (int i = 0; i < 8; i++, k++) /* 10.. gradients, like their inputs */
         t[k] = bench_tensor(x, CHM_BF16, t[2 + i].ndim, t[2 + i].shape, 0, 0, &b[k]);
     bench_job j = {.run = run_scan_fwd, .t = {&t[0], &t[1]}};
-    chm_scan_args sa = {&t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &t[9], true, NULL, 0};
+    chm_scan_args sa = {&t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &t[9],
+                        true,  NULL,  0,     NULL};
     chm_scan_grads sg = {&t[10], &t[11], &t[12], &t[13], &t[14], &t[15], &t[16], &t[17]};
     j.sa = sa;
     j.sg = sg;
@@ -1451,13 +1459,19 @@ static void bench_scan(oc_ctx *x, int64_t B, int64_t T, int64_t Di, int64_t N) {
     j.sa.grads_set = CHM_SCAN_SET_DU | CHM_SCAN_SET_DDELTA | CHM_SCAN_SET_DZ | CHM_SCAN_SET_DBM |
                      CHM_SCAN_SET_DCM | CHM_SCAN_SET_DA;
     j.run = run_scan_fwd;
+    double fn = bench_ms(x, &j, 2, 10);
+    j.run = run_scan_bwd;
+    double bn = bench_ms(x, &j, 2, 5);
+    t[k] = bench_tensor(x, CHM_BF16, 3, btd, 0, 0, &b[k]), k++; /* 19 y_saved */
+    j.sa.y_saved = &t[19];
+    j.run = run_scan_fwd;
     double f = bench_ms(x, &j, 2, 10);
     j.run = run_scan_bwd;
     double bw = bench_ms(x, &j, 2, 5);
     /* memory floor: each input read once, each output written once. The backward as the model
        calls it reads u, delta, z, dy, Bm, Cm and writes du, ddelta, dz, dBm, dCm (bb); the
-       accumulating one also reads the old du, ddelta, dz, dBm, dCm (ba_b). Saved states are
-       the kernels' own traffic, not the operation's: not counted. */
+       accumulating one also reads the old du, ddelta, dz, dBm, dCm (ba_b). Saved states and
+       pre-gate outputs are the kernels' own traffic, not the operation's: not counted. */
     double btd2 = (double)(B * T * Di) * 2, btn2 = (double)(B * T * N) * 2;
     double fb = 4 * btd2 + 2 * btn2, bb = 7 * btd2 + 4 * btn2, ba_b = 10 * btd2 + 6 * btn2;
     double tbps = 3.0e12;
@@ -1470,10 +1484,14 @@ static void bench_scan(oc_ctx *x, int64_t B, int64_t T, int64_t Di, int64_t N) {
     bench_add(what, bw, "%.0f GB/s, %.1fx the 3 TB/s floor", bb / (bw * 1e6),
               bw / (bb / tbps * 1e3));
     bench_add("scan fwd+bwd", f + bw, "%.1fx the floor", (f + bw) / ((fb + bb) / tbps * 1e3));
+    bench_add("scan fwd no y_saved", fn, "%.1fx the floor", fn / (fb / tbps * 1e3));
+    bench_add("scan bwd no y_saved", bn, "%.1fx the floor", bn / (bb / tbps * 1e3));
+    bench_add("scan fwd+bwd no y_saved", fn + bn, "%.1fx the floor",
+              (fn + bn) / ((fb + bb) / tbps * 1e3));
     bench_add("scan fwd acc", fa, "%.1fx the floor", fa / (fb / tbps * 1e3));
     bench_add("scan bwd acc", ba, "%.1fx the floor", ba / (ba_b / tbps * 1e3));
     bench_add("scan fwd+bwd acc", fa + ba, "%.1fx the floor", (fa + ba) / ((fb + ba_b) / tbps * 1e3));
-    for (int i = 0; i < 19; i++) chm_buffer_free(b[i]);
+    for (int i = 0; i < 20; i++) chm_buffer_free(b[i]);
 }
 
 static chm_status run_conv_fwd(chm_backend *be, bench_job *j) {

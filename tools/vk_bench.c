@@ -1125,7 +1125,7 @@ static void bench_scan(chm_backend *be, chm_dtype dt, int mode, const char *path
                            &t[7], &t[8], &t[9], true,  NULL,
                            set ? CHM_SCAN_SET_DU | CHM_SCAN_SET_DDELTA | CHM_SCAN_SET_DZ |
                                      CHM_SCAN_SET_DBM | CHM_SCAN_SET_DCM | CHM_SCAN_SET_DA
-                               : 0u};
+                               : 0u, NULL};
     bool saved = mode == SCAN_MODEL && (be->caps & CHM_CAP_SCAN_SAVED);
     if (saved) {
         const int64_t hs[4] = {B, (T + CHM_SCAN_SAVE_STRIDE - 1) / CHM_SCAN_SAVE_STRIDE, Di, N};

@@ -64,6 +64,13 @@ typedef struct chm_scan_args {
      * than accumulated (+=), so that the caller need not zero them first. 0: all
      * accumulate. */
     unsigned grads_set;
+    /* [B,T,Di] in u's dtype, optional, only with z: the output before the gate,
+     * sum_n Cm[t,n]*h[t,n] + D[c]*u[t,c]. The forward writes it or leaves it untouched
+     * (cpu and cuda write it); the backward, given it, may read it for dz instead of
+     * summing it again (cuda does where it writes du, ddelta and dz), so it must hold
+     * what this backend's forward wrote for the same inputs; dz then differs only by the
+     * rounding of the stored sum to u's dtype. The step ignores it. */
+    const chm_tensor *y_saved;
 } chm_scan_args;
 
 /* Steps per saved state of chm_scan_args.h_saved (fixed by the contract). */
@@ -255,10 +262,13 @@ enum {
     CHM_CAP_SCAN_SAVED = 1u << 5,  /* the scan's backward reads chm_scan_args.h_saved (cuda,
                                       vulkan with subgroup shuffles), so
                                       the model keeps the saved states only on such a backend */
-    CHM_CAP_CHEAP_READBACK = 1u << 6 /* a small download mid-step costs little (cpu: host memory;
-                                        cuda: the host waits while far ahead), so the model may
-                                        read routing counts to size per-expert products; on vulkan
-                                        each download submits and waits (14% slower chimera-1b) */
+    CHM_CAP_CHEAP_READBACK = 1u << 6, /* a small download mid-step costs little (cpu: host
+                                        memory; cuda: the host waits while far ahead), so the
+                                        model may read routing counts to size per-expert products;
+                                        on vulkan each download submits and waits (14% slower
+                                        chimera-1b) */
+    CHM_CAP_SCAN_YSAVED = 1u << 7  /* the scan's backward reads chm_scan_args.y_saved (cuda), so
+                                      the model keeps the pre-gate outputs only on such a backend */
 };
 
 /* Options for opening a backend. Zero-initialise, then set what you need. */

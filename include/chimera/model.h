@@ -101,7 +101,8 @@ typedef struct chm_model_options {
     unsigned caps;         /* a model without a backend (`chimera plan` counting its memory):
                               the CHM_CAP_* of the backend it stands for, so that the arena holds
                               what that backend's model would (the scan's saved states with
-                              CHM_CAP_SCAN_SAVED); ignored with a backend, whose caps count */
+                              CHM_CAP_SCAN_SAVED, its pre-gate outputs with
+                              CHM_CAP_SCAN_YSAVED); ignored with a backend, whose caps count */
 } chm_model_options;
 
 /* One parameter tensor of the table. */

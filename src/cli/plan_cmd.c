@@ -194,10 +194,12 @@ typedef struct plan_target {
 } plan_target;
 
 /* be's target, or (be NULL: a backend not on this machine) its defaults by name: cuda's scan
-   backward reads saved states, Vulkan's does not by default (selective_scan.c). */
+   backward reads saved states and pre-gate outputs, Vulkan's does not by default
+   (selective_scan.c). */
 static plan_target plan_target_of(const chm_backend *be, const char *name) {
     if (be) return (plan_target){be->name, be->caps};
-    return (plan_target){name, !strcmp(name, "cuda") ? CHM_CAP_SCAN_SAVED : 0u};
+    return (plan_target){name,
+                         !strcmp(name, "cuda") ? CHM_CAP_SCAN_SAVED | CHM_CAP_SCAN_YSAVED : 0u};
 }
 
 /* The memory of cfg at micro batch B in dtype dt on backend tg, with or without

@@ -104,7 +104,7 @@ static chm_status mamba_step(chm_model *m, const mdl_layer *ly, dec_layer *st, c
     MDL_TRY(mdl_linear_fwd(m, &d2, &dtl, mdl_w(m, ly->dt_w), 0));
     MDL_OP(m, chm_exp_fwd(be, &a.A, mdl_w(m, ly->A_log), -1.0));
     chm_scan_args s = {&xc3, &a.delta,           &a.A, &a.bm, &a.cm, mdl_w(m, ly->D),
-                       &a.z, mdl_w(m, ly->dt_b), true, NULL, 0};
+                       &a.z, mdl_w(m, ly->dt_b), true, NULL, 0, NULL};
     MDL_OP(m, chm_selective_scan_step(be, &a.y, &st->h, &s));
     chm_tensor y2 = MDL_VIEW(&a.y, 0, 1, Di), out2 = MDL_VIEW(out, 0, 1, C);
     return mdl_linear_fwd(m, &out2, &y2, mdl_w(m, ly->out_proj), 1);

@@ -39,6 +39,8 @@ mdl_mamba_w mdl_mamba_views(const chm_model *m, const chm_tensor *in_proj) {
 /* Whether the backend's scan backward reads saved states (when only counting: whether the
    backend the model stands for does, chm_model_options.caps). */
 static bool keep_saved(const chm_model *m) { return (m->caps & CHM_CAP_SCAN_SAVED) != 0; }
+/* Likewise for the pre-gate outputs (CHM_CAP_SCAN_YSAVED). */
+static bool keep_ysaved(const chm_model *m) { return (m->caps & CHM_CAP_SCAN_YSAVED) != 0; }
 
 static chm_status mamba_alloc(chm_model *m, mdl_mamba_act *a, int64_t B, int64_t T) {
     int64_t Di = m->Di, N = m->N;
@@ -57,6 +59,9 @@ static chm_status mamba_alloc(chm_model *m, mdl_mamba_act *a, int64_t B, int64_t
         int64_t hs[4] = {B, (T + CHM_SCAN_SAVE_STRIDE - 1) / CHM_SCAN_SAVE_STRIDE, Di, N};
         MDL_TRY(mdl_alloc(m, CHM_F32, 4, hs, &a->hsave));
     }
+    /* The scan's output before the gate, which the backward's dz needs (64 MiB a Mamba
+       layer): saved where the backward reads it instead of summing it again. */
+    if (keep_ysaved(m)) MDL_TRY(MDL_ALLOC(m, &a->ysave, B, T, Di));
     return MDL_ALLOC(m, &a->y, B, T, Di);
 }
 
@@ -66,7 +71,8 @@ static chm_scan_args scan_args(const chm_model *m, const mdl_layer *ly, const md
                                unsigned set) {
     chm_scan_args s = {&a->xc, &a->delta, &a->A, &a->bm, &a->cm, mdl_w(m, ly->D),
                        &a->z,  mdl_w(m, ly->dt_b), true,
-                       keep_saved(m) ? &a->hsave : NULL, set};
+                       keep_saved(m) ? &a->hsave : NULL, set,
+                       keep_ysaved(m) ? &a->ysave : NULL};
     return s;
 }
 

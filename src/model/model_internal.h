@@ -90,6 +90,7 @@ typedef struct mdl_mamba_act {
     chm_tensor A;      /* [Di,N] = -exp(A_log) */
     chm_tensor y;      /* [B,T,Di] gated scan output */
     chm_tensor hsave;  /* [B,ceil(T/16),Di,N] f32: the scan's saved states (h_saved) */
+    chm_tensor ysave;  /* [B,T,Di] the scan's output before the gate (y_saved) */
 } mdl_mamba_act;
 
 /* Saved activations of a dense SwiGLU FFN. */

@@ -97,7 +97,7 @@ static void scan_inputs(vo_ctx *x, const vc_scan *c, vc_scan_in *s) {
         vo_t *v = s->in;
         s->a[k] = (chm_scan_args){&v[0].t[k], &v[1].t[k], &v[2].t[k], &v[3].t[k], &v[4].t[k],
                                   c->D ? &v[5].t[k] : NULL, c->z ? &v[6].t[k] : NULL,
-                                  c->bias ? &v[7].t[k] : NULL, c->softplus, NULL, 0};
+                                  c->bias ? &v[7].t[k] : NULL, c->softplus, NULL, 0, NULL};
     }
 }
 

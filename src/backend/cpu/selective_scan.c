@@ -15,8 +15,9 @@
  * batch (dA, dD, ddelta_bias) into one partial per (b, channel); both are
  * reduced afterwards in a fixed order, so results do not depend on threads.
  * Gradients that a->grads_set names are written instead (same sums). The
- * forward writes a->h_saved when given (the state after every 16 steps); the
- * backward ignores it, since it recomputes all T states of a channel anyway.
+ * forward writes a->h_saved when given (the state after every 16 steps) and, with a
+ * gate, a->y_saved (the output before it); the backward ignores both, since it
+ * recomputes all T states of a channel anyway.
  * All scratch is allocated before any output is touched, so a failed
  * allocation leaves every output as it was.
  */
@@ -176,6 +177,8 @@ static void scan_fwd_task(const scan_dims *s, const chm_tensor *y, const chm_sca
         scan_chan_load(&ch, a, s, b, c);
         scan_chan_fwd(&ch, Bb, Cb, T, N);
         if (a->h_saved) scan_save_states(s, a->h_saved, ch.hs, b, c);
+        if (a->y_saved && a->z)
+            chm_cpu_store_rows(a->y_saved, b * T * Di + c, T, 1, Di, ch.yraw, false);
         for (int64_t t = 0; t < T; t++) yv[t] = ch.yraw[t] * scan_gate(&ch, a->z != NULL, t);
         chm_cpu_store_rows(y, b * T * Di + c, T, 1, Di, yv, false);
     }

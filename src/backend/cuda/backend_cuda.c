@@ -170,7 +170,7 @@ chm_status chm_cuda_open(const chm_backend_options *opts, chm_backend **out, chm
     be->ops = &cuda_ops;
     be->ctx = cx;
     be->caps = CHM_CAP_BF16 | CHM_CAP_F16 | CHM_CAP_FAST_BF16 | CHM_CAP_SCAN_SAVED |
-               CHM_CAP_CHEAP_READBACK;
+               CHM_CAP_SCAN_YSAVED | CHM_CAP_CHEAP_READBACK;
     be->close = cuda_close;
     cx->device = dev;
     cx->cc_major = prop.major;

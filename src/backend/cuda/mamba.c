@@ -9,7 +9,8 @@
  * in a fixed order (deterministic); the gradients chm_scan_args.grads_set
  * names are written instead. The forward writes chm_scan_args.h_saved when
  * given, and the backward then starts its chunks from it instead of running
- * its checkpoint pass.
+ * its checkpoint pass; likewise y_saved (with a gate), which the backward reads
+ * for dz where it writes du, ddelta and dz (selective_scan_bwd.cu: YS).
  */
 #include "cuda_backend.h"
 #include "kernels.h"
@@ -39,7 +40,8 @@ chm_status chm_cuda_selective_scan_fwd(chm_backend *be, const chm_tensor *y,
     chm_status rc = scan_of(be, "selective_scan_fwd", a, &k);
     if (rc) return rc;
     return chm_cuda_check(be, "selective_scan_fwd",
-                          chm_cu_scan_fwd(chm_cuda_ptr(y), chm_cuda_ptr(a->h_saved), &k,
+                          chm_cu_scan_fwd(chm_cuda_ptr(y), chm_cuda_ptr(a->h_saved),
+                                          chm_cuda_ptr(a->y_saved), &k,
                                           chm_cuda_ctx_of(be)->stream));
 }
 
@@ -70,7 +72,7 @@ chm_status chm_cuda_selective_scan_bwd(chm_backend *be, const chm_scan_grads *g,
     chm_cu_scan_grads gr = {chm_cuda_ptr(g->du), chm_cuda_ptr(g->ddelta), chm_cuda_ptr(g->dA),
                             chm_cuda_ptr(g->dBm), chm_cuda_ptr(g->dCm), chm_cuda_ptr(g->dD),
                             chm_cuda_ptr(g->dz), chm_cuda_ptr(g->ddelta_bias),
-                            a->grads_set, chm_cuda_ptr(a->h_saved)};
+                            a->grads_set, chm_cuda_ptr(a->h_saved), chm_cuda_ptr(a->y_saved)};
     return chm_cuda_check(be, op, chm_cu_scan_bwd(&gr, chm_cuda_ptr(dy), &k, scratch,
                                                   chm_cuda_ctx_of(be)->stream));
 }
