@@ -321,6 +321,11 @@ static chm_status scan_fwd(chm_backend *be, const chm_tensor *const *t) {
     chm_scan_args a = scan_from(t, 1, true);
     return chm_selective_scan_fwd(be, t[0], &a);
 }
+static chm_status scan_fwd_saved(chm_backend *be, const chm_tensor *const *t) {
+    chm_scan_args a = scan_from(t, 2, true);
+    a.y_saved = t[1];
+    return chm_selective_scan_fwd(be, t[0], &a);
+}
 static chm_status scan_fwd_bare(chm_backend *be, const chm_tensor *const *t) {
     const chm_tensor *all[9] = {t[0], t[1], t[2], t[3], t[4], t[5], NULL, NULL, NULL};
     chm_scan_args a = scan_from(all, 1, false);
@@ -351,6 +356,7 @@ static chm_status conv_bwd(chm_backend *be, const chm_tensor *const *t) {
 
 static const op_case MAMBA[] = {
     CASE("selective_scan_fwd", scan_fwd, 9, O(3, 2, 5, 3), SCAN_IN),
+    CASE("selective_scan_fwd y_saved", scan_fwd_saved, 10, O(3, 2, 5, 3), O(3, 2, 5, 3), SCAN_IN),
     CASE("selective_scan_fwd bare", scan_fwd_bare, 6,
          O(3, 1, 7, 5), X(3, 1, 7, 5), XR(0.05, 1, 3, 1, 7, 5), XR(-1, -0.1, 2, 5, 1),
          X(3, 1, 7, 1), X(3, 1, 7, 1)),

@@ -151,7 +151,8 @@ static chm_status lowp_end(lowp_frame *f, chm_status rc) {
 /* Run the kernel call unless the frame failed, then finish the frame. */
 #define LOWP_RUN(f, call) lowp_end(&(f), (f).rc ? (f).rc : (call))
 
-/* The scan's inputs, each through the frame (absent ones stay NULL). */
+/* The scan's inputs, each through the frame (absent ones stay NULL); y_saved is the caller's
+   to route (the forward writes it, the backward does not read it on the cpu). */
 static chm_scan_args lowp_scan_args(lowp_frame *f, const chm_scan_args *a) {
     chm_scan_args r = *a;
     r.u = lowp_in(f, a->u);
@@ -162,6 +163,7 @@ static chm_scan_args lowp_scan_args(lowp_frame *f, const chm_scan_args *a) {
     r.D = lowp_in(f, a->D);
     r.z = lowp_in(f, a->z);
     r.delta_bias = lowp_in(f, a->delta_bias);
+    r.y_saved = NULL;
     return r;
 }
 
@@ -241,6 +243,7 @@ chm_status chm_cpu_lowp_selective_scan_fwd(chm_backend *be, const chm_tensor *y,
     lowp_begin(&f, be, CHM_F32);
     const chm_tensor *y2 = lowp_out(&f, y);
     chm_scan_args a2 = lowp_scan_args(&f, a);
+    a2.y_saved = lowp_out(&f, a->y_saved);
     return LOWP_RUN(f, chm_cpu_selective_scan_fwd(be, y2, &a2));
 }
 
