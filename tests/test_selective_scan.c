@@ -383,27 +383,36 @@ Test(selective_scan, wrapper_rejects_bad_arguments) {
     chm_backend_close(be);
 }
 
-/* The forward with h_saved: the same y, and the states after every 16 steps (f32). */
-static void check_saved_states(chm_dtype dt, scan_case c, uint64_t seed) {
+/* The forward with h_saved and, with a gate, y_saved: the same y, the states after every 16
+   steps (f32) and the outputs before the gate. */
+static void check_saved_outputs(chm_dtype dt, scan_case c, uint64_t seed) {
     chm_backend *be = tt_open_cpu();
     scan_run s = scan_open(be, dt, c, seed);
-    int64_t ns = nsaved(&c);
+    int64_t ns = nsaved(&c), n = ny(&c);
     tt_tensor hs = tt_alloc(be, CHM_F32, 4, (int64_t[]){c.B, saved_k(&c), c.Di, c.N});
-    double *y0 = tt_dalloc(ny(&c)), *y1 = tt_dalloc(ny(&c)), *want = tt_dalloc(ny(&c));
-    double *got = tt_dalloc(ns), *hw = tt_dalloc(ns);
+    tt_tensor ys = tt_alloc(be, dt, 3, (int64_t[]){c.B, c.T, c.Di});
+    double *y0 = tt_dalloc(n), *y1 = tt_dalloc(n), *want = tt_dalloc(n), *raw = tt_dalloc(n);
+    double *got = tt_dalloc(ns), *hw = tt_dalloc(ns), *ygot = tt_dalloc(n);
     scan_run_fwd(be, &s, y0);
     chm_scan_args a = scan_args(be, &s);
     a.h_saved = &hs.t;
+    a.y_saved = c.has_z ? &ys.t : NULL;
     tt_poison(be, &s.y);
     tt_poison(be, &hs);
+    tt_poison(be, &ys);
     cr_assert_eq(chm_selective_scan_fwd(be, &s.y.t, &a), CHM_OK, "%s", be->err.msg);
     tt_download(be, &s.y, y1);
     tt_download(be, &hs, got);
-    tt_assert_close("y with h_saved", y1, y0, ny(&c), 0, 0);
-    ref_scan(&c, s.in, want, hw);
+    tt_assert_close("y with h_saved and y_saved", y1, y0, n, 0, 0);
+    ref_scan_raw(&c, s.in, want, hw, raw);
     tt_assert_close("h_saved", got, hw, ns, TT_ATOL(CHM_F32), TT_RTOL(CHM_F32));
-    free(y0), free(y1), free(want), free(got), free(hw);
+    if (c.has_z) {
+        tt_download(be, &ys, ygot);
+        tt_assert_close("y_saved", ygot, raw, n, TT_ATOL(dt), TT_RTOL(dt));
+    }
+    free(y0), free(y1), free(want), free(raw), free(got), free(hw), free(ygot);
     tt_free(&hs);
+    tt_free(&ys);
     scan_close(&s);
     chm_backend_close(be);
 }
@@ -411,44 +420,11 @@ static void check_saved_states(chm_dtype dt, scan_case c, uint64_t seed) {
 Test(selective_scan, forward_writes_saved_states) {
     chm_dtype dts[2] = {CHM_F32, CHM_F64};
     for (int k = 0; k < 2; k++) {
-        check_saved_states(dts[k], (scan_case){2, 37, 5, 3, true, true, true, true}, 41);
-        check_saved_states(dts[k], (scan_case){1, 16, 3, 4, false, false, false, false}, 42);
-        check_saved_states(dts[k], (scan_case){3, 5, 2, 1, true, true, false, true}, 43);
-        check_saved_states(dts[k], (scan_case){1, 33, 7, 2, false, true, true, false}, 44);
-    }
-}
-
-/* The forward with y_saved (a gate given): the same y, and the outputs before the gate. */
-static void check_pre_gate_outputs(chm_dtype dt, scan_case c, uint64_t seed) {
-    chm_backend *be = tt_open_cpu();
-    scan_run s = scan_open(be, dt, c, seed);
-    int64_t shape[3];
-    in_shape(&c, IU, shape);
-    tt_tensor ys = tt_alloc(be, dt, 3, shape);
-    double *y0 = tt_dalloc(ny(&c)), *y1 = tt_dalloc(ny(&c)), *want = tt_dalloc(ny(&c));
-    double *got = tt_dalloc(ny(&c)), *raw = tt_dalloc(ny(&c));
-    scan_run_fwd(be, &s, y0);
-    chm_scan_args a = scan_args(be, &s);
-    a.y_saved = &ys.t;
-    tt_poison(be, &s.y);
-    tt_poison(be, &ys);
-    cr_assert_eq(chm_selective_scan_fwd(be, &s.y.t, &a), CHM_OK, "%s", be->err.msg);
-    tt_download(be, &s.y, y1);
-    tt_download(be, &ys, got);
-    tt_assert_close("y with y_saved", y1, y0, ny(&c), 0, 0);
-    ref_scan_raw(&c, s.in, want, NULL, raw);
-    tt_assert_close("y_saved", got, raw, ny(&c), TT_ATOL(dt), TT_RTOL(dt));
-    free(y0), free(y1), free(want), free(got), free(raw);
-    tt_free(&ys);
-    scan_close(&s);
-    chm_backend_close(be);
-}
-
-Test(selective_scan, forward_writes_pre_gate_outputs) {
-    chm_dtype dts[2] = {CHM_F32, CHM_F64};
-    for (int k = 0; k < 2; k++) {
-        check_pre_gate_outputs(dts[k], (scan_case){2, 37, 5, 3, true, true, true, true}, 45);
-        check_pre_gate_outputs(dts[k], (scan_case){1, 20, 67, 2, false, true, false, true}, 46);
+        check_saved_outputs(dts[k], (scan_case){2, 37, 5, 3, true, true, true, true}, 41);
+        check_saved_outputs(dts[k], (scan_case){1, 16, 3, 4, false, false, false, false}, 42);
+        check_saved_outputs(dts[k], (scan_case){3, 5, 2, 1, true, true, false, true}, 43);
+        check_saved_outputs(dts[k], (scan_case){1, 33, 7, 2, false, true, true, false}, 44);
+        check_saved_outputs(dts[k], (scan_case){1, 20, 67, 2, false, true, false, true}, 46);
     }
 }
 
@@ -535,20 +511,28 @@ Test(selective_scan, backward_sets_empty_sums_to_zero) {
     chm_backend_close(be);
 }
 
-/* h_saved's shape, dtype and overlaps, and grads_set's bits (T = 17: 2 saved states). */
-Test(selective_scan, wrapper_rejects_bad_saved_states) {
+/* A saved output (`name`) of the wrong shape fails the forward, of the wrong dtype the backward. */
+static void expect_bad_saved(chm_backend *be, scan_run *s, const chm_scan_args *bad_shape,
+                             const chm_scan_args *bad_dtype, const char *name) {
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &s->y.t, bad_shape), CHM_ERR_SHAPE,
+                   "selective_scan_fwd", name);
+    tt_expect_fail(be, chm_selective_scan_bwd(be, &(chm_scan_grads){0}, &s->dy.t, bad_dtype),
+                   CHM_ERR_DTYPE, "selective_scan_bwd", name);
+}
+
+/* h_saved's and y_saved's shape, dtype and overlaps, and grads_set's bits (T = 17: 2 saved
+   states). */
+Test(selective_scan, wrapper_rejects_bad_saved_outputs) {
     const char *fw = "selective_scan_fwd", *bw = "selective_scan_bwd";
     chm_backend *be = tt_open_cpu();
     scan_run s = scan_open(be, CHM_F32, (scan_case){1, 17, 4, 2, true, true, true, true}, 6);
     tt_tensor k1 = tt_alloc(be, CHM_F32, 4, (int64_t[]){1, 1, 4, 2}),
               h64 = tt_alloc(be, CHM_F64, 4, (int64_t[]){1, 2, 4, 2}),
               ok = tt_alloc(be, CHM_F32, 4, (int64_t[]){1, 2, 4, 2});
-    chm_scan_args a = scan_args(be, &s), b = a;
+    chm_scan_args a = scan_args(be, &s), b = a, b2 = a;
     b.h_saved = &k1.t;
-    tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_SHAPE, fw, "h_saved");
-    b.h_saved = &h64.t;
-    tt_expect_fail(be, chm_selective_scan_bwd(be, &(chm_scan_grads){0}, &s.dy.t, &b),
-                   CHM_ERR_DTYPE, bw, "h_saved");
+    b2.h_saved = &h64.t;
+    expect_bad_saved(be, &s, &b, &b2, "h_saved");
     b = a;
     b.grads_set = 1u << 8;
     tt_expect_fail(be, chm_selective_scan_bwd(be, &(chm_scan_grads){0}, &s.dy.t, &b),
@@ -563,30 +547,18 @@ Test(selective_scan, wrapper_rejects_bad_saved_states) {
     chm_scan_grads g = {.du = &s.g[IU].t};
     tt_expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &b), CHM_ERR_INVALID_ARG, bw,
                    "du overlaps h_saved");
-    tt_free(&k1), tt_free(&h64), tt_free(&ok);
-    scan_close(&s);
-    chm_backend_close(be);
-}
-
-/* y_saved: only with a gate, shaped and typed like u, apart from the forward's other tensors
-   and from the backward's gradients. */
-Test(selective_scan, wrapper_rejects_bad_pre_gate_outputs) {
-    const char *fw = "selective_scan_fwd", *bw = "selective_scan_bwd";
-    chm_backend *be = tt_open_cpu();
-    scan_run s = scan_open(be, CHM_F32, (scan_case){1, 17, 4, 2, true, true, true, true}, 7);
+    /* y_saved: only with a gate, shaped and typed like u, apart from the forward's other
+       tensors and from the backward's gradients */
     tt_tensor t16 = tt_alloc(be, CHM_F32, 3, (int64_t[]){1, 16, 4}),
               y64 = tt_alloc(be, CHM_F64, 3, (int64_t[]){1, 17, 4}),
-              ok = tt_alloc(be, CHM_F32, 3, (int64_t[]){1, 17, 4}),
-              hs = tt_alloc(be, CHM_F32, 4, (int64_t[]){1, 2, 4, 2});
-    chm_scan_args a = scan_args(be, &s), b = a;
+              y32 = tt_alloc(be, CHM_F32, 3, (int64_t[]){1, 17, 4});
+    b = b2 = a;
     b.y_saved = &t16.t;
-    tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_SHAPE, fw, "y_saved");
-    b.y_saved = &y64.t;
-    tt_expect_fail(be, chm_selective_scan_bwd(be, &(chm_scan_grads){0}, &s.dy.t, &b),
-                   CHM_ERR_DTYPE, bw, "y_saved");
+    b2.y_saved = &y64.t;
+    expect_bad_saved(be, &s, &b, &b2, "y_saved");
     b = a;
     b.z = NULL;
-    b.y_saved = &ok.t;
+    b.y_saved = &y32.t;
     tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_INVALID_ARG, fw,
                    "z is absent");
     b = a;
@@ -594,19 +566,19 @@ Test(selective_scan, wrapper_rejects_bad_pre_gate_outputs) {
     tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_INVALID_ARG, fw,
                    "y_saved overlaps y");
     b.y_saved = &s.t[IZ].t;
-    tt_expect_fail(be, chm_selective_scan_fwd(be, &ok.t, &b), CHM_ERR_INVALID_ARG, fw,
+    tt_expect_fail(be, chm_selective_scan_fwd(be, &y32.t, &b), CHM_ERR_INVALID_ARG, fw,
                    "y_saved overlaps z");
-    chm_tensor hv = chm_tensor_make(ok.t.buf, ok.t.offset, CHM_F32, 4, hs.t.shape);
-    b.y_saved = &ok.t;
+    hv = chm_tensor_make(y32.t.buf, y32.t.offset, CHM_F32, 4, ok.t.shape);
+    b.y_saved = &y32.t;
     b.h_saved = &hv;
     tt_expect_fail(be, chm_selective_scan_fwd(be, &s.y.t, &b), CHM_ERR_INVALID_ARG, fw,
                    "y_saved overlaps h_saved");
     b = a;
     b.y_saved = &s.g[IZ].t;
-    chm_scan_grads g = {.dz = &s.g[IZ].t};
+    g = (chm_scan_grads){.dz = &s.g[IZ].t};
     tt_expect_fail(be, chm_selective_scan_bwd(be, &g, &s.dy.t, &b), CHM_ERR_INVALID_ARG, bw,
                    "dz overlaps y_saved");
-    tt_free(&t16), tt_free(&y64), tt_free(&ok), tt_free(&hs);
+    tt_free(&k1), tt_free(&h64), tt_free(&ok), tt_free(&t16), tt_free(&y64), tt_free(&y32);
     scan_close(&s);
     chm_backend_close(be);
 }
