@@ -224,9 +224,11 @@ __device__ __forceinline__ void bwd_final(const scan_sm<T> &sm, const scan_acc &
 // template flag: tested at run time, it cost the kernel spills. FDD: with the fdd tile
 // (scan_bwd_main says when not). YS (with SET, z and g.ys only): dz's pre-gate y is the
 // forward's, staged in dz's slot, instead of summed again in the steps (5% fewer instructions).
-template <typename T, bool VEC, bool SET, bool FDD, bool YS>
+// FULL: the common shapes (scan_assume_full).
+template <typename T, bool VEC, bool SET, bool FDD, bool YS, bool FULL>
 __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_k k, scan_g g) {
     static_assert(!YS || SET, "the saved y takes the slot of dz's old values");
+    static_assert(!FULL || VEC, "whole quads are vector quads");
     extern __shared__ __align__(16) unsigned char scan_raw_sm[];
     scan_sm<T> sm = scan_carve<T>(scan_raw_sm, true, FDD);
     int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
@@ -234,6 +236,8 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
     int nck = (int)((k.T + SCAN_L - 1) / SCAN_L);  // the host checks < 2^31
     scan_lane l = lane_of<true>(c0, k.Di);
     scan_pos ps = pos_of(k, b, c0);
+    scan_assume_full<FULL>(k, l, ps);
+    if (FULL && !(g.du && g.ddelta && g.dz)) __builtin_unreachable();  // scan_bwd_main checks
     int64_t hb = hs_base(k, nck, b, l);
     scan_acc acc;
     float A2[4];
@@ -251,11 +255,11 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
     const unsigned REQ = 1u << RAW_DELTA | 1u << RAW_U | 1u << RAW_DY |
                          (YS ? 1u << RAW_Z | 1u << RAW_YS : 0u);
     int64_t tl = (int64_t)(nck - 1) * SCAN_L;
-    chunk_issue<T, VEC, REQ>(sm.raw, src, RAW_BWD, k, ps, b, c0, tl, (int)(k.T - tl));
-    bc_fetch<T>(bv, cv, k, b, tl, (int)(k.T - tl), true);
+    chunk_issue<T, VEC, REQ>(sm.raw, src, RAW_BWD, k, ps, b, c0, tl, chunk_steps<FULL>(k, tl));
+    bc_fetch<T>(bv, cv, k, b, tl, chunk_steps<FULL>(k, tl), true);
     for (int ck = nck - 1; ck >= 0; ck--) {
         int64_t t0 = (int64_t)ck * SCAN_L;
-        int steps = (int)(k.T - t0 < SCAN_L ? k.T - t0 : SCAN_L);
+        int steps = chunk_steps<FULL>(k, t0);
         int buf = (nck - 1 - ck) & 1;
         T *raw = sm.raw + buf * RAW_BWD * SCAN_TILE;
         // The thread's own quads of the chunk's tiles are in (one quad per thread in
@@ -400,13 +404,20 @@ static cudaError_t scan_bwd_main(bool vec, bool set, bool ys, const chm_cu_scan 
     size_t bytes = scan_sm_bytes(sizeof(T), true, FDD);
     dim3 grid = scan_grid(a);
     if (set && vec && ys)
-        return scan_launch(scan_bwd_kernel<T, true, true, FDD, true>, grid, bytes, s, k, g);
+        return scan_full_ok(a, k, vec) && g.du && g.ddelta  // (ys: g.dz is given)
+                   ? scan_launch(scan_bwd_kernel<T, true, true, FDD, true, true>, grid, bytes, s, k,
+                                 g)
+                   : scan_launch(scan_bwd_kernel<T, true, true, FDD, true, false>, grid, bytes, s,
+                                 k, g);
     if (set)
-        return vec ? scan_launch(scan_bwd_kernel<T, true, true, FDD, false>, grid, bytes, s, k, g)
-                   : scan_launch(scan_bwd_kernel<T, false, true, FDD, false>, grid, bytes, s, k,
-                                 g);
-    return vec ? scan_launch(scan_bwd_kernel<T, true, false, FDD, false>, grid, bytes, s, k, g)
-               : scan_launch(scan_bwd_kernel<T, false, false, FDD, false>, grid, bytes, s, k, g);
+        return vec ? scan_launch(scan_bwd_kernel<T, true, true, FDD, false, false>, grid, bytes, s,
+                                 k, g)
+                   : scan_launch(scan_bwd_kernel<T, false, true, FDD, false, false>, grid, bytes,
+                                 s, k, g);
+    return vec ? scan_launch(scan_bwd_kernel<T, true, false, FDD, false, false>, grid, bytes, s, k,
+                             g)
+               : scan_launch(scan_bwd_kernel<T, false, false, FDD, false, false>, grid, bytes, s,
+                             k, g);
 }
 
 // Whether a block may have `bytes` of shared memory on the current device. The bf16 main

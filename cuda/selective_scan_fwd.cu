@@ -63,11 +63,6 @@ template <typename T> __device__ __forceinline__ T *fwd_raw(const scan_sm<T> &s,
     return s.raw + i * RAW_FWD * SCAN_TILE;
 }
 
-// Steps of the chunk at t0 (SCAN_L, or fewer in the last chunk).
-__device__ __forceinline__ int chunk_steps(const scan_k &k, int64_t t0) {
-    return (int)(k.T - t0 < SCAN_L ? k.T - t0 : SCAN_L);
-}
-
 // Forward (y; the saved states into hsave unless NULL) or, with CKPT, the backward's
 // checkpoints (hsave: all but the last chunk's states). One barrier a chunk: between two,
 // a thread runs chunk ck's steps, prepares chunk ck + 1 (its Bm/Cm rows and f32 tiles into
@@ -76,11 +71,12 @@ __device__ __forceinline__ int chunk_steps(const scan_k &k, int64_t t0) {
 // version had 6% of its warps' stall samples at the barriers and 23% in the output phase,
 // which ran alone between the second barrier and the next chunk's).
 // YS: the pre-gate output into ys too (a template flag: as a run-time test the kernel without
-// it ran 2% slower).
-template <typename T, bool VEC, bool CKPT, bool YS>
+// it ran 2% slower). FULL: the common shapes (scan_assume_full).
+template <typename T, bool VEC, bool CKPT, bool YS, bool FULL>
 __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsave, T *ys,
                                                                 scan_k k) {
     static_assert(!YS || !CKPT, "the checkpoint pass writes no output");
+    static_assert(!FULL || VEC, "whole quads are vector quads");
     extern __shared__ __align__(16) unsigned char scan_raw_sm[];
     scan_sm<T> sm = scan_carve<T>(scan_raw_sm, false);
     int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
@@ -88,14 +84,15 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsa
     if (last <= 0) return;  // the whole block: no chunk
     scan_lane l = lane_of<false>(c0, k.Di);
     scan_pos ps = pos_of(k, b, c0);
+    scan_assume_full<FULL>(k, l, ps);
     int64_t hb = hs_base(k, nck, b, l);
     float A2[4], h[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     T bv[SCAN_BCPT], cv[SCAN_BCPT];
     lane_A2<T>(A2, k, l);
     block_consts<T>(sm, k, c0);
     const void *src[RAW_FWD] = {k.delta, k.u, CKPT ? NULL : k.z};
-    chunk_issue<T, VEC, 3u>(fwd_raw(sm, 0), src, RAW_FWD, k, ps, b, c0, 0, chunk_steps(k, 0));
-    bc_fetch<T>(bv, cv, k, b, 0, chunk_steps(k, 0), !CKPT);
+    chunk_issue<T, VEC, 3u>(fwd_raw(sm, 0), src, RAW_FWD, k, ps, b, c0, 0, chunk_steps<FULL>(k, 0));
+    bc_fetch<T>(bv, cv, k, b, 0, chunk_steps<FULL>(k, 0), !CKPT);
     __syncthreads();  // cbias, cD in (other threads wrote them)
     // The quad's delta_bias and D, in registers for the whole kernel: read from shared memory
     // every chunk, they were 8 of the ~220 shared-memory wavefronts of a warp's chunk (the
@@ -103,7 +100,7 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsa
     float4 bq = *(const float4 *)(sm.cbias + ps.col), dq = *(const float4 *)(sm.cD + ps.col);
     scan_cp_wait();   // this thread's quads of chunk 0 (one quad per thread: no barrier)
     bc_put<T, 1>(sm, bv, cv);
-    pre_phase<T, false>(sm, fwd_raw(sm, 0), k, ps, chunk_steps(k, 0), bq);
+    pre_phase<T, false>(sm, fwd_raw(sm, 0), k, ps, chunk_steps<FULL>(k, 0), bq);
     __syncthreads();  // chunk 0's Bs, Cs, fdu are in
     // rb: chunk ck's raw buffer (ck % 3), rn chunk ck + 1's, rp chunk ck - 1's.
     int rb = 0, rn = 1, rp = 2;
@@ -114,8 +111,8 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsa
             // Buffer (ck + 1) % 3 last held chunk ck - 2, whose output this thread wrote
             // in the previous round (its own quads only).
             chunk_issue<T, VEC, 3u>(fwd_raw(sm, rn), src, RAW_FWD, k, ps, b, c0, t1,
-                                    chunk_steps(k, t1));
-            bc_fetch<T>(bv, cv, k, b, t1, chunk_steps(k, t1), !CKPT);
+                                    chunk_steps<FULL>(k, t1));
+            bc_fetch<T>(bv, cv, k, b, t1, chunk_steps<FULL>(k, t1), !CKPT);
         }
         fwd_steps<T, CKPT>(h, A2, fwd_buf(sm, (int)(ck & 1)), l);
         if (hsave && l.live) hs_store(hsave, h, k, hb, ck, l);
@@ -124,7 +121,7 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsa
             scan_sm<T> nx = fwd_buf(sm, (int)((ck + 1) & 1));
             scan_cp_wait();
             bc_put<T, 1>(nx, bv, cv);
-            pre_phase<T, false>(nx, fwd_raw(sm, rn), k, ps, chunk_steps(k, t1), bq);
+            pre_phase<T, false>(nx, fwd_raw(sm, rn), k, ps, chunk_steps<FULL>(k, t1), bq);
         }
         if (!CKPT && ck > 0)  // chunk ck - 1: whole (only the last chunk is partial)
             fwd_out<T, VEC, YS>(y, ys, fwd_buf(sm, (ck - 1) & 1), fwd_raw(sm, rp), k, ps, c0,
@@ -135,7 +132,7 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsa
     if (!CKPT) {
         int64_t tl = (int64_t)(last - 1) * SCAN_L;
         fwd_out<T, VEC, YS>(y, ys, fwd_buf(sm, (last - 1) & 1), fwd_raw(sm, rp), k, ps, c0, tl,
-                        chunk_steps(k, tl), dq);
+                        chunk_steps<FULL>(k, tl), dq);
     }
 }
 
@@ -148,13 +145,19 @@ static cudaError_t scan_fwd_launch(T *y, float *hsave, T *ys, const chm_cu_scan 
     size_t bytes = scan_sm_bytes(sizeof(T), false);
     scan_k k = scan_consts(a, hsave);
     dim3 g = scan_grid(a);
-    if (!CKPT && ys && a->z)
-        return vec ? scan_launch(scan_fwd_kernel<T, true, false, true>, g, bytes, s, y, hsave,
-                                 ys, k)
-                   : scan_launch(scan_fwd_kernel<T, false, false, true>, g, bytes, s, y, hsave,
-                                 ys, k);
-    return vec ? scan_launch(scan_fwd_kernel<T, true, CKPT, false>, g, bytes, s, y, hsave, ys, k)
-               : scan_launch(scan_fwd_kernel<T, false, CKPT, false>, g, bytes, s, y, hsave, ys, k);
+    if (!CKPT && ys && a->z) {
+        if (scan_full_ok(a, k, vec))  // the model's call
+            return scan_launch(scan_fwd_kernel<T, true, false, true, true>, g, bytes, s, y, hsave,
+                               ys, k);
+        return vec ? scan_launch(scan_fwd_kernel<T, true, false, true, false>, g, bytes, s, y,
+                                 hsave, ys, k)
+                   : scan_launch(scan_fwd_kernel<T, false, false, true, false>, g, bytes, s, y,
+                                 hsave, ys, k);
+    }
+    return vec ? scan_launch(scan_fwd_kernel<T, true, CKPT, false, false>, g, bytes, s, y, hsave,
+                             ys, k)
+               : scan_launch(scan_fwd_kernel<T, false, CKPT, false, false>, g, bytes, s, y, hsave,
+                             ys, k);
 }
 
 extern "C" cudaError_t chm_cu_scan_fwd(void *y, float *hsave, void *ysave, const chm_cu_scan *a,

@@ -722,6 +722,9 @@ static void case_scan(oc_ctx *x) {
         {1, 300, 68, 12, true, false, false, true},
         {3, 33, 8, 16, false, true, true, true},
         {2, 50, 64, 7, true, true, true, true}, /* the saved pre-gate y with N < 16 */
+        /* whole chunks and channel blocks, N 16, softplus, a gate: the FULL kernels (saved) */
+        {2, 96, 128, 16, true, true, true, true},
+        {1, 64, 64, 16, false, true, false, true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         scan_case(x, &cases[i], false, 0);

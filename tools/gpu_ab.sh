@@ -17,6 +17,7 @@
 #            TORCH_ONLY=attention,scan limits it to those sections (about 2 minutes).
 #   vkchecks (VKCHECKS=1) Criterion's vulkan*/* and vk_*/* suites on the NVIDIA driver, `chimera
 #            verify --backends cpu,vulkan,cuda`, and `vk_bench --matmul` when packed (VK_BENCH=1).
+#   prof     (PROF=1) ncu on the model's scan kernels of both builds (one launch each).
 # CHECKS=0 skips the checks, REPS=n sets the alternations.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +66,18 @@ if [ -x "$B/cuda_opcheck_base" ]; then
 fi
 # the Hopper (wgmma) attention kernels off: the mma.sync path in the same lease
 step bench-nowgmma 60 env CHIMERA_CUDA_DISABLE=wgmma "$B/cuda_opcheck" --bench --only none
+if [ "${PROF:-0}" = 1 ]; then
+    # ncu on the model's scan kernels (one forward, one backward launch of each build)
+    NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+    K='regex:scan_fwd_kernelI13__nv_bfloat16Lb1ELb0ELb1E|scan_bwd_kernelI13__nv_bfloat16Lb1ELb1ELb1ELb1E'
+    for v in "" _base; do
+        [ -x "$B/cuda_opcheck$v" ] || continue
+        step "ncu$v" 240 "$NCU" --clock-control none --kernel-name-base mangled -k "$K" -c 2 \
+            --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
+            --section ComputeWorkloadAnalysis --section InstructionStats \
+            "$B/cuda_opcheck$v" --bench --only none
+    done
+fi
 P=(plan --config training_dolma --set train.grad_accum=1 --steps 8)
 VP=(plan --config training_dolma --set train.grad_accum=1 --backend vulkan --steps 4)
 for i in $(seq 1 "${REPS:-2}"); do

@@ -8,7 +8,7 @@
 # chunk loops of the kernels chimera-1b runs (bf16, vector tiles; the backward with its
 # gradients set and the saved pre-gate y) per lane-step (tools/sass_loops.py).
 #   tools/sass_tools.sh            # the model's kernels
-#   KERNEL=Lb1ELb1ELb1ELb0E tools/sass_tools.sh   # another backward instantiation
+#   KERNEL=Lb1ELb1ELb1ELb1ELb0E tools/sass_tools.sh   # another backward instantiation (FWD_KERNEL: forward)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=.sass-tools
@@ -28,5 +28,5 @@ for f in fwd bwd; do
         -o "$out/scan_$f.cubin" "cuda/selective_scan_$f.cu" &
 done
 wait
-python3 tools/sass_loops.py "$out/scan_fwd.cubin" 'scan_fwd_kernelI13__nv_bfloat16Lb1ELb0E' --per 16
-python3 tools/sass_loops.py "$out/scan_bwd.cubin" "scan_bwd_kernelI13__nv_bfloat16${KERNEL:-Lb1ELb1ELb1ELb1E}" --per 16
+python3 tools/sass_loops.py "$out/scan_fwd.cubin" "scan_fwd_kernelI13__nv_bfloat16${FWD_KERNEL:-Lb1ELb0ELb1ELb1E}" --per 16
+python3 tools/sass_loops.py "$out/scan_bwd.cubin" "scan_bwd_kernelI13__nv_bfloat16${KERNEL:-Lb1ELb1ELb1ELb1ELb1E}" --per 16
