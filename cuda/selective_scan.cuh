@@ -561,15 +561,16 @@ __device__ __forceinline__ void pre_phase(const scan_sm<T> &sm, const T *raw, co
     }
 }
 
-// Store four values at p (channels c..c+3 of a row), those inside Di.
+// Store four values at p (channels c..c+3 of a row), the first nv of them (those inside Di:
+// scan_pos.nv; with vector tiles a quad is whole, nv 0 or 4).
 template <typename T, bool VEC>
-__device__ __forceinline__ void scan_store4(T *p, const float *v, int64_t c, int64_t Di) {
+__device__ __forceinline__ void scan_store4(T *p, const float *v, int nv) {
     if (VEC) {
-        if (c < Di) scan_put4(p, v);
+        if (nv > 0) scan_put4(p, v);
     } else {
 #pragma unroll
         for (int e = 0; e < 4; e++)
-            if (c + e < Di) p[e] = from_f<T>(v[e]);
+            if (e < nv) p[e] = from_f<T>(v[e]);
     }
 }
 

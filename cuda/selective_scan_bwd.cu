@@ -120,8 +120,7 @@ __device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const
 // gradient row (old: its raw tile).
 template <typename T, bool VEC>
 __device__ __forceinline__ void grad_add4(void *g, const T *old, bool add, float *v,
-                                          const scan_k &k, const scan_pos &ps, int64_t c0,
-                                          int64_t off) {
+                                          const scan_pos &ps, int64_t off) {
     if (!g) return;
     if (add) {
         float o[4];
@@ -129,7 +128,7 @@ __device__ __forceinline__ void grad_add4(void *g, const T *old, bool add, float
 #pragma unroll
         for (int e = 0; e < 4; e++) v[e] += o[e];
     }
-    scan_store4<T, VEC>((T *)g + off, v, c0 + ps.col, k.Di);
+    scan_store4<T, VEC>((T *)g + off, v, ps.nv);
 }
 
 // Per element of the thread's quad: du, ddelta, dz from the lanes' sums (added to the
@@ -139,8 +138,8 @@ __device__ __forceinline__ void grad_add4(void *g, const T *old, bool add, float
 // 32-byte stride between threads: 8-way bank conflicts).
 template <typename T, bool VEC, bool SET, bool FDD, bool YS>
 __device__ __forceinline__ void bwd_out(const scan_sm<T> &sm, const T *raw, const scan_k &k,
-                                        const scan_g &g, const scan_pos &ps, int64_t c0,
-                                        int64_t t0, int steps) {
+                                        const scan_g &g, const scan_pos &ps, int64_t t0,
+                                        int steps) {
     int row = ps.row, col = ps.col, at = ps.at;
     if (row >= steps) return;
     float uu[4], Dc[4], S[4], Q[4], Y[4], dv[4], dyr[4], dsig[4], dzf[4], aD[4], aB[4];
@@ -174,9 +173,9 @@ __device__ __forceinline__ void bwd_out(const scan_sm<T> &sm, const T *raw, cons
     scan_put4(sm.accD + at, aD);
     scan_put4(sm.accB + at, aB);
     int64_t off = ps.g + t0 * k.Di;
-    grad_add4<T, VEC>(g.du, raw + RAW_GU * SCAN_TILE, !SET, gu, k, ps, c0, off);
-    grad_add4<T, VEC>(g.ddelta, raw + RAW_GD * SCAN_TILE, !SET, gd, k, ps, c0, off);
-    if (k.z) grad_add4<T, VEC>(g.dz, raw + RAW_GZ * SCAN_TILE, !SET, gz, k, ps, c0, off);
+    grad_add4<T, VEC>(g.du, raw + RAW_GU * SCAN_TILE, !SET, gu, ps, off);
+    grad_add4<T, VEC>(g.ddelta, raw + RAW_GD * SCAN_TILE, !SET, gd, ps, off);
+    if (k.z) grad_add4<T, VEC>(g.dz, raw + RAW_GZ * SCAN_TILE, !SET, gz, ps, off);
 }
 
 // The chunk's dBm/dCm partials ([steps][32] at pbc): the warps' sums added in warp order.
@@ -229,6 +228,7 @@ template <typename T, bool VEC, bool SET, bool FDD, bool YS, bool FULL>
 __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_k k, scan_g g) {
     static_assert(!YS || SET, "the saved y takes the slot of dz's old values");
     static_assert(!FULL || VEC, "whole quads are vector quads");
+    __builtin_assume(threadIdx.x < SCAN_THREADS);  // the launch's block size (scan_launch)
     extern __shared__ __align__(16) unsigned char scan_raw_sm[];
     scan_sm<T> sm = scan_carve<T>(scan_raw_sm, true, FDD);
     int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
@@ -280,7 +280,7 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_
         bwd_recompute<T>(hs, h0, A2, sm, l);
         bwd_reverse<T, YS>(acc, hs, A2, sm, l, k, g, hb, ck);
         __syncthreads();  // part, red are in; the reverse's reads of the tiles are done
-        bwd_out<T, VEC, SET, FDD, YS>(sm, raw, k, g, ps, c0, t0, steps);
+        bwd_out<T, VEC, SET, FDD, YS>(sm, raw, k, g, ps, t0, steps);
         bc_partials(sm.red, g.pbc + (row0 + t0) * 32, steps);
     }
     bwd_final<T>(sm, acc, k, g, b, c0, l);

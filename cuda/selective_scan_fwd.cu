@@ -31,8 +31,8 @@ __device__ __forceinline__ void fwd_steps(float *h, const float *A2, const scan_
 // channels), the gate; with YS (a gate and ys given), the output before the gate into ys too.
 template <typename T, bool VEC, bool YS>
 __device__ __forceinline__ void fwd_out(T *y, T *ys, const scan_sm<T> &sm, const T *raw,
-                                        const scan_k &k, const scan_pos &ps, int64_t c0,
-                                        int64_t t0, int steps, float4 dq) {
+                                        const scan_k &k, const scan_pos &ps, int64_t t0,
+                                        int steps, float4 dq) {
     int row = ps.row, col = ps.col, at = ps.at;
     if (row >= steps) return;
     float uu[4], zz[4], Dc[4] = {dq.x, dq.y, dq.z, dq.w}, raw_y[4], out[4], p[4][4];
@@ -45,8 +45,8 @@ __device__ __forceinline__ void fwd_out(T *y, T *ys, const scan_sm<T> &sm, const
         raw_y[e] = fmaf(Dc[e], uu[e], (p[0][e] + p[1][e]) + (p[2][e] + p[3][e]));
         out[e] = k.z ? raw_y[e] * zz[e] * scan_sigmoid(zz[e], scan_enabs(zz[e])) : raw_y[e];
     }
-    scan_store4<T, VEC>(y + ps.g + t0 * k.Di, out, c0 + col, k.Di);
-    if (YS) scan_store4<T, VEC>(ys + ps.g + t0 * k.Di, raw_y, c0 + col, k.Di);
+    scan_store4<T, VEC>(y + ps.g + t0 * k.Di, out, ps.nv);
+    if (YS) scan_store4<T, VEC>(ys + ps.g + t0 * k.Di, raw_y, ps.nv);
 }
 
 // Buffer i (0, 1) of fdu, part, Bs, Cs (scan_nbuf) as a view the helpers take.
@@ -77,6 +77,7 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsa
                                                                 scan_k k) {
     static_assert(!YS || !CKPT, "the checkpoint pass writes no output");
     static_assert(!FULL || VEC, "whole quads are vector quads");
+    __builtin_assume(threadIdx.x < SCAN_THREADS);  // the launch's block size (scan_launch)
     extern __shared__ __align__(16) unsigned char scan_raw_sm[];
     scan_sm<T> sm = scan_carve<T>(scan_raw_sm, false);
     int64_t b = blockIdx.y, c0 = blockIdx.x * (int64_t)SCAN_CB;
@@ -124,15 +125,15 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsa
             pre_phase<T, false>(nx, fwd_raw(sm, rn), k, ps, chunk_steps<FULL>(k, t1), bq);
         }
         if (!CKPT && ck > 0)  // chunk ck - 1: whole (only the last chunk is partial)
-            fwd_out<T, VEC, YS>(y, ys, fwd_buf(sm, (ck - 1) & 1), fwd_raw(sm, rp), k, ps, c0,
-                            (int64_t)(ck - 1) * SCAN_L, SCAN_L, dq);
+            fwd_out<T, VEC, YS>(y, ys, fwd_buf(sm, (ck - 1) & 1), fwd_raw(sm, rp), k, ps,
+                                (int64_t)(ck - 1) * SCAN_L, SCAN_L, dq);
         __syncthreads();  // chunk ck's part and chunk ck + 1's inputs are in
         rp = rb, rb = rn, rn = rn == 2 ? 0 : rn + 1;
     }
     if (!CKPT) {
         int64_t tl = (int64_t)(last - 1) * SCAN_L;
-        fwd_out<T, VEC, YS>(y, ys, fwd_buf(sm, (last - 1) & 1), fwd_raw(sm, rp), k, ps, c0, tl,
-                        chunk_steps<FULL>(k, tl), dq);
+        fwd_out<T, VEC, YS>(y, ys, fwd_buf(sm, (last - 1) & 1), fwd_raw(sm, rp), k, ps, tl,
+                                chunk_steps<FULL>(k, tl), dq);
     }
 }
 

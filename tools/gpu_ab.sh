@@ -17,7 +17,8 @@
 #            TORCH_ONLY=attention,scan limits it to those sections (about 2 minutes).
 #   vkchecks (VKCHECKS=1) Criterion's vulkan*/* and vk_*/* suites on the NVIDIA driver, `chimera
 #            verify --backends cpu,vulkan,cuda`, and `vk_bench --matmul` when packed (VK_BENCH=1).
-#   prof     (PROF=1) ncu on the model's scan kernels of both builds (one launch each).
+#   prof     (PROF=1) ncu on the model's scan kernels of both builds (one launch each, with
+#            the warps' stall reasons).
 # CHECKS=0 skips the checks, REPS=n sets the alternations.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -67,15 +68,18 @@ fi
 # the Hopper (wgmma) attention kernels off: the mma.sync path in the same lease
 step bench-nowgmma 60 env CHIMERA_CUDA_DISABLE=wgmma "$B/cuda_opcheck" --bench --only none
 if [ "${PROF:-0}" = 1 ]; then
-    # ncu on the model's scan kernels (one forward, one backward launch of each build)
+    # ncu on the model's scan kernels: one forward and one backward launch of each build
     NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-    K='regex:scan_fwd_kernelI13__nv_bfloat16Lb1ELb0ELb1E|scan_bwd_kernelI13__nv_bfloat16Lb1ELb1ELb1ELb1E'
     for v in "" _base; do
         [ -x "$B/cuda_opcheck$v" ] || continue
-        step "ncu$v" 240 "$NCU" --clock-control none --kernel-name-base mangled -k "$K" -c 2 \
-            --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
-            --section ComputeWorkloadAnalysis --section InstructionStats \
-            "$B/cuda_opcheck$v" --bench --only none
+        for k in fwd:Lb1ELb0ELb1E bwd:Lb1ELb1ELb1ELb1E; do
+            step "ncu-${k%%:*}$v" 120 "$NCU" --clock-control none --kernel-name-base mangled \
+                -k "regex:scan_${k%%:*}_kernelI13__nv_bfloat16${k#*:}" -c 1 \
+                --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
+                --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+                --metrics 'regex:^smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio$' \
+                "$B/cuda_opcheck$v" --bench --only none
+        done
     done
 fi
 P=(plan --config training_dolma --set train.grad_accum=1 --steps 8)
