@@ -316,6 +316,12 @@ __device__ __forceinline__ scan_sm<T> scan_carve(unsigned char *base, bool bwd,
 // Scan role: lane q (states 4q..4q+3) of block channel cl. With PERM (the backward)
 // the lane's register j holds state 4q + (j ^ perm), perm = lane bits 4 and 3 (see
 // bwd_reverse: it lets the dBm/dCm reduce-scatter run without selects); else j.
+// Lane bits: 0 = q bit 0, 1 = channel bit 0, 2 = q bit 1, 3..4 = channel bits 1..2. A
+// warp's shared loads then pair lanes: the Bm/Cm quads (which depend on q and perm, not on
+// channel bit 0) are the same for lanes n and n ^ 2, the per-channel values (fdu, fdyr) for
+// lanes n and n ^ 1, and the H100 packs such pairs' returns: a 128-bit load takes 2
+// wavefronts instead of 4 (with q in bits 0..1, the quads took 4: the forward's steps, bound
+// by this pipe, spent 8 of their ~11 wavefronts a lane-step on them).
 struct scan_lane {
     int q, cl, perm;
     int64_t c;
@@ -325,10 +331,16 @@ struct scan_lane {
 // The state permutation of lane `lane` of a warp (0..SCAN_NPERM-1).
 __host__ __device__ constexpr int scan_perm_of(int lane) { return (lane >> 3) & 3; }
 
+// The lane bits of q's bit 0, q's bit 1 and channel bit 0 (bits 3, 4 are channel bits 1, 2).
+#define SCAN_LANE_Q0 1
+#define SCAN_LANE_G0 2
+#define SCAN_LANE_Q1 4
+
 template <bool PERM> __device__ __forceinline__ scan_lane lane_of(int64_t c0, int64_t Di) {
     scan_lane l;
-    l.q = threadIdx.x & 3;
-    l.cl = (threadIdx.x >> 5) * 8 + ((threadIdx.x & 31) >> 2);
+    int lane = threadIdx.x & 31;
+    l.q = (lane & 1) | (lane >> 1 & 2);
+    l.cl = (threadIdx.x >> 5) * 8 + ((lane >> 1 & 1) | (lane >> 2 & 6));
     l.perm = PERM ? scan_perm_of(threadIdx.x & 31) : 0;
     l.c = c0 + l.cl;
     l.live = l.c < Di;

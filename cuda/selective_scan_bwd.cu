@@ -25,13 +25,14 @@ __device__ __forceinline__ void bwd_recompute(float (*hs)[4], const float *h0, c
 
 #define SCAN_FULL 0xffffffffu
 
-// The sums over the warp's 8 channels (lanes 4g + q, g = 0..7) of the dBm terms
-// vb = dh d u and the dCm terms vc = dyr h of the lane's states, reduce-scattered: the
-// result of lane 4g + q is the dBm (g even) or dCm (g odd) sum of state 4q + perm,
+// The sums over the warp's 8 channels (g = 0..7, lane bits 1, 3, 4: lane_of) of the dBm
+// terms vb = dh d u and the dCm terms vc = dyr h of the lane's states, reduce-scattered: the
+// result of lane (g, q) is the dBm (g even) or dCm (g odd) sum of state 4q + perm,
 // perm = 2 (g >> 2 & 1) + (g >> 1 & 1). The register order (j holds state 4q + (j ^ perm))
 // makes the first two stages select-free: across lane bit 4 (perm bit 1 differs) each
 // lane keeps registers 0, 1 and sends 2, 3, whose states are the partner's 0, 1; across
-// bit 3 (perm bit 0) it keeps 0 and sends 1. Only the last stage (dBm or dCm) selects.
+// bit 3 (perm bit 0) it keeps 0 and sends 1. Only the last stage (across g's bit 0, dBm or
+// dCm) selects.
 __device__ __forceinline__ float bc_reduce(const float *dh, const float *h, float du, float dyr) {
     float b0 = fmaf(dh[0], du, __shfl_xor_sync(SCAN_FULL, dh[2] * du, 16));
     float b1 = fmaf(dh[1], du, __shfl_xor_sync(SCAN_FULL, dh[3] * du, 16));
@@ -39,26 +40,26 @@ __device__ __forceinline__ float bc_reduce(const float *dh, const float *h, floa
     float c1 = fmaf(dyr, h[1], __shfl_xor_sync(SCAN_FULL, dyr * h[3], 16));
     b0 += __shfl_xor_sync(SCAN_FULL, b1, 8);
     c0 += __shfl_xor_sync(SCAN_FULL, c1, 8);
-    bool odd = (threadIdx.x & 4) != 0;
-    return (odd ? c0 : b0) + __shfl_xor_sync(SCAN_FULL, odd ? b0 : c0, 4);
+    bool odd = (threadIdx.x & SCAN_LANE_G0) != 0;
+    return (odd ? c0 : b0) + __shfl_xor_sync(SCAN_FULL, odd ? b0 : c0, SCAN_LANE_G0);
 }
 
 // The sums over a channel's 4 lanes of S, Q, Y: lane q = 0, 1, 2 gets S, Q, Y (lane 3
-// a copy of Q). Across lane bit 1 the low lanes keep S and the high ones Y, all Q; across
-// bit 0 the even lanes keep their first value, the odd ones their second.
+// a copy of Q). Across q's bit 1 the low lanes keep S and the high ones Y, all Q; across
+// q's bit 0 the even lanes keep their first value, the odd ones their second.
 __device__ __forceinline__ float sqy_reduce(float S, float Q, float Y) {
-    bool hi = (threadIdx.x & 2) != 0, odd = (threadIdx.x & 1) != 0;
-    float a = (hi ? Y : S) + __shfl_xor_sync(SCAN_FULL, hi ? S : Y, 2);
-    float b = Q + __shfl_xor_sync(SCAN_FULL, Q, 2);
-    return (odd ? b : a) + __shfl_xor_sync(SCAN_FULL, odd ? a : b, 1);
+    bool hi = (threadIdx.x & SCAN_LANE_Q1) != 0, odd = (threadIdx.x & SCAN_LANE_Q0) != 0;
+    float a = (hi ? Y : S) + __shfl_xor_sync(SCAN_FULL, hi ? S : Y, SCAN_LANE_Q1);
+    float b = Q + __shfl_xor_sync(SCAN_FULL, Q, SCAN_LANE_Q1);
+    return (odd ? b : a) + __shfl_xor_sync(SCAN_FULL, odd ? a : b, SCAN_LANE_Q0);
 }
 
 // The same for S and Q alone (the YS kernel, whose Y the forward saved): lanes q = 0, 2 get
 // S and q = 1, 3 get Q, so that rows 0 and 1 of part hold S and Q as sqy_reduce leaves them.
 __device__ __forceinline__ float sq_reduce(float S, float Q) {
-    bool odd = (threadIdx.x & 1) != 0;
-    float a = (odd ? Q : S) + __shfl_xor_sync(SCAN_FULL, odd ? S : Q, 1);
-    return a + __shfl_xor_sync(SCAN_FULL, a, 2);
+    bool odd = (threadIdx.x & SCAN_LANE_Q0) != 0;
+    float a = (odd ? Q : S) + __shfl_xor_sync(SCAN_FULL, odd ? S : Q, SCAN_LANE_Q0);
+    return a + __shfl_xor_sync(SCAN_FULL, a, SCAN_LANE_Q1);
 }
 
 // Steps whose sums are stored together (see bwd_reverse): 2 measured fastest on the H100
@@ -80,7 +81,7 @@ __device__ __forceinline__ void bwd_reverse(scan_acc &acc, float (*hs)[4], const
                                             const scan_k &k, const scan_g &g, int64_t hb,
                                             int ck) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    int slot = ((lane >> 2) & 1) * SCAN_NMAX + 4 * l.q + l.perm;
+    int slot = (lane & SCAN_LANE_G0 ? SCAN_NMAX : 0) + 4 * l.q + l.perm;
     const float4 *B4 = lane_rows(sm.Bs, l), *C4 = lane_rows(sm.Cs, l);
     // Row 0 of the lane's entries (steps apart by constants: immediate offsets).
     float *part = sm.part + l.q * SCAN_PSTRIDE + l.cl, *red = sm.red + w * 32 + slot;

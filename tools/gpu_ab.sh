@@ -77,7 +77,7 @@ if [ "${PROF:-0}" = 1 ]; then
                 -k "regex:scan_${k%%:*}_kernelI13__nv_bfloat16${k#*:}" -c 1 \
                 --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
                 --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-                --metrics 'regex:^smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio$' \
+                --metrics 'regex:^(smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio|l1tex__data_pipe_lsu_wavefronts_mem_shared_op_(ld|st)\.sum|smsp__inst_executed_op_shared_(ld|st)\.sum|smsp__inst_executed\.sum)$' \
                 "$B/cuda_opcheck$v" --bench --only none
         done
     done
