@@ -68,8 +68,8 @@
 // all outside the steps, once a chunk) so that 16 warps fit an SM; the
 // chunk's start state is loaded twice (for the recompute, and halfway through the reverse
 // for its last step) rather than held through the steps. Shared memory per block: backward
-// 102.5 KiB in bf16 (two blocks an SM; 98.5 KiB without the fdd tile on devices with less
-// room, sm_86/sm_89) and 130.5 KiB in f32 (one); forward 74.5 KiB in bf16, 92.5 in f32.
+// 103 KiB in bf16 (two blocks an SM; 99 KiB without the fdd tile on devices with less
+// room, sm_86/sm_89) and 131 KiB in f32 (one); forward 74.75 KiB in bf16, 92.75 in f32.
 // chimera-1b's grid, 8 x 32 blocks of 256 threads, is about one wave on 132 SMs (15.5
 // warps an SM: the parallelism, B Di 4 lanes, not the resources, sets the occupancy).
 // cuda_opcheck's scan cases cover both tile paths (Di % 4 == 0 and not), several chunks
@@ -135,6 +135,12 @@
    float4 (the [L][CB][4] layout before cost 4-way conflicts on those reads). */
 #define SCAN_PSTRIDE (SCAN_CB + 8)
 #define SCAN_PART (SCAN_L * 4 * SCAN_PSTRIDE)
+/* Floats between two copies of the chunk's Bm (or Cm) rows (the backward's permuted copies,
+   the forward's two buffers): 16 more than a copy, so that copies p and p ^ 1 start 64 bytes
+   apart in the banks. The backward's lanes n and n ^ 8 read copies p and p ^ 1 and, paired
+   (lane_of), a half-warp's quads come from one wavefront only if those copies' quads fall in
+   different banks (1024 bytes apart, they took two). */
+#define SCAN_BCCOPY (SCAN_L * SCAN_NMAX + 16)
 #define SCAN_LOG2E 1.4426950408889634f
 #define SCAN_LN2 0.6931471805599453f
 
@@ -278,7 +284,7 @@ __host__ __device__ constexpr int scan_nrawbuf(bool bwd) { return bwd ? 2 : 3; }
 __host__ __device__ constexpr size_t scan_sm_floats(bool bwd, bool fdd = true) {
     return (size_t)SCAN_TILE * (bwd ? (fdd ? 1 : 0) + 3 + 4 + 2 : 0) +
            (size_t)scan_nbuf(bwd) * (2 * SCAN_TILE + SCAN_PART +
-                                     2 * scan_nperm(bwd) * SCAN_L * SCAN_NMAX) +
+                                     2 * scan_nperm(bwd) * SCAN_BCCOPY) +
            2 * SCAN_CB;
 }
 __host__ __device__ constexpr size_t scan_sm_bytes(size_t tsize, bool bwd, bool fdd = true) {
@@ -303,8 +309,8 @@ __device__ __forceinline__ scan_sm<T> scan_carve(unsigned char *base, bool bwd,
         s.accD = f, f += SCAN_TILE;
         s.accB = f, f += SCAN_TILE;
     }
-    s.Bs = f, f += scan_nbuf(bwd) * scan_nperm(bwd) * SCAN_L * SCAN_NMAX;
-    s.Cs = f, f += scan_nbuf(bwd) * scan_nperm(bwd) * SCAN_L * SCAN_NMAX;
+    s.Bs = f, f += scan_nbuf(bwd) * scan_nperm(bwd) * SCAN_BCCOPY;
+    s.Cs = f, f += scan_nbuf(bwd) * scan_nperm(bwd) * SCAN_BCCOPY;
     s.cbias = f, f += SCAN_CB;
     s.cD = f, f += SCAN_CB;
     s.raw = (T *)f;
@@ -358,7 +364,7 @@ __device__ __forceinline__ void scan_permute4(float *dst, const float *src, int 
 
 // The lane's Bm and Cm quads of chunk row 0 (row tt at [4 * tt]), in its register order.
 __device__ __forceinline__ const float4 *lane_rows(const float *rows, const scan_lane &l) {
-    return (const float4 *)(rows + l.perm * SCAN_L * SCAN_NMAX) + l.q;
+    return (const float4 *)(rows + l.perm * SCAN_BCCOPY) + l.q;
 }
 
 // Tile role: row (step) and first column (channel) of this thread's quad.
@@ -526,7 +532,7 @@ __device__ __forceinline__ void bc_put(const scan_sm<T> &sm, const T *bv, const 
             float bf = to_f(bv[e]), cf = to_f(cv[e]);
 #pragma unroll
             for (int p = 0; p < NPERM; p++) {
-                int at = p * SCAN_L * SCAN_NMAX + (i ^ p);  // p < 4: only the low bits move
+                int at = p * SCAN_BCCOPY + (i ^ p);  // p < 4: only the low bits move
                 sm.Bs[at] = bf;
                 sm.Cs[at] = cf;
             }

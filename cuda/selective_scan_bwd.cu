@@ -422,8 +422,8 @@ static cudaError_t scan_bwd_main(bool vec, bool set, bool ys, const chm_cu_scan 
 }
 
 // Whether a block may have `bytes` of shared memory on the current device. The bf16 main
-// kernel with its fdd tile takes 102.5 KiB, above the 99 KiB of sm_86 and sm_89: there it
-// runs without (98.5 KiB, d read from fdu). f32 (130.5 KiB) needs sm_80 or sm_90 either way.
+// kernel with its fdd tile takes 103 KiB, above the 99 KiB of sm_86 and sm_89: there it
+// runs without (99 KiB, d read from fdu). f32 (131 KiB) needs sm_80 or sm_90 either way.
 static bool scan_smem_fits(size_t bytes) {
     int dev = 0, optin = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||

@@ -53,8 +53,8 @@ __device__ __forceinline__ void fwd_out(T *y, T *ys, const scan_sm<T> &sm, const
 template <typename T> __device__ __forceinline__ scan_sm<T> fwd_buf(scan_sm<T> s, int i) {
     s.fdu += i * SCAN_TILE;
     s.part += i * SCAN_PART;
-    s.Bs += i * SCAN_L * SCAN_NMAX;
-    s.Cs += i * SCAN_L * SCAN_NMAX;
+    s.Bs += i * SCAN_BCCOPY;
+    s.Cs += i * SCAN_BCCOPY;
     return s;
 }
 
