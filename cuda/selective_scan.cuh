@@ -74,13 +74,14 @@
 // warps an SM: the parallelism, B Di 4 lanes, not the resources, sets the occupancy).
 // cuda_opcheck's scan cases cover both tile paths (Di % 4 == 0 and not), several chunks
 // with a partial last one, N < 16, and the FULL kernels (scan_assume_full).
-// Where it stands (session 19, H100, chimera-1b's call, FULL kernels): forward 0.287 ms, bound
-// by its shared-memory pipe (ncu L1/TEX 87-91%, issue 58-60%; ~13.5 wavefronts a lane-step,
-// 8 of them the Bm/Cm quads); backward 0.785 ms, of which the main kernel 0.753 at 61% of the
-// issue slots with 3.6 warps a scheduler (the parallelism: B Di 4 lanes), stalled on short
-// latencies (shared loads, MUFU, shuffles); SASS 41.0 and 114.6 instructions a lane-step.
-// Both pipes at 100% would give ~0.75 ms fwd+bwd, 3.0x the memory floor: the rest of this
-// note is the history of how the kernels got here (tools/bench/RESULTS.md has the figures).
+// Where it stands (session 20, H100, chimera-1b's call, FULL kernels): forward 0.278 ms at 60%
+// of the issue slots (L1/TEX 69%: the paired lanes of lane_of halved its Bm/Cm wavefronts, and
+// it left the shared-memory pipe's bound of 91%); backward 0.751 ms, of which the main kernel
+// 0.722 at 64% of the issue slots (L1/TEX 70%); both with 3.5-3.6 warps a scheduler (the
+// parallelism: B Di 4 lanes), stalled on short latencies (shared loads, MUFU, shuffles); SASS
+// 40.9 and 114.6 instructions a lane-step. Issue at 100% would give ~0.74 ms fwd+bwd, 3.0x the
+// memory floor: the rest of this note is the history of how the kernels got here
+// (tools/bench/RESULTS.md has the figures).
 // Cost model (per lane-step = one lane's four states for one (b, t, channel); 134M of
 // them at chimera-1b's B=8 T=2048 Di=2048 N=16; instructions per lane-step from the
 // sm_90 SASS of the bf16 vector kernels, the chunk loop's body over SCAN_L): forward
