@@ -80,8 +80,11 @@
 // 0.722 at 64% of the issue slots (L1/TEX 70%); both with 3.5-3.6 warps a scheduler (the
 // parallelism: B Di 4 lanes), stalled on short latencies (shared loads, MUFU, shuffles); SASS
 // 40.9 and 114.6 instructions a lane-step. Issue at 100% would give ~0.74 ms fwd+bwd, 3.0x the
-// memory floor: the rest of this note is the history of how the kernels got here
-// (tools/bench/RESULTS.md has the figures).
+// memory floor. Measured slower in session 20: 4-warp blocks (SCAN_WARPS 4: backward +24%, each
+// block stages Bm/Cm and writes partials) and one backward block an SM (SCAN_MINB 1, 255
+// registers for more work in flight: +19%); warps, not registers, are what it lacks. The rest
+// of this note is the history of how the kernels got here (tools/bench/RESULTS.md has the
+// figures).
 // Cost model (per lane-step = one lane's four states for one (b, t, channel); 134M of
 // them at chimera-1b's B=8 T=2048 Di=2048 N=16; instructions per lane-step from the
 // sm_90 SASS of the bf16 vector kernels, the chunk loop's body over SCAN_L): forward
