@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsa
     if (!CKPT) {
         int64_t tl = (int64_t)(last - 1) * SCAN_L;
         fwd_out<T, VEC, YS>(y, ys, fwd_buf(sm, (last - 1) & 1), fwd_raw(sm, rp), k, ps, tl,
-                                chunk_steps<FULL>(k, tl), dq);
+                            chunk_steps<FULL>(k, tl), dq);
     }
 }
 

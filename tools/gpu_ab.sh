@@ -18,7 +18,7 @@
 #   vkchecks (VKCHECKS=1) Criterion's vulkan*/* and vk_*/* suites on the NVIDIA driver, `chimera
 #            verify --backends cpu,vulkan,cuda`, and `vk_bench --matmul` when packed (VK_BENCH=1).
 #   prof     (PROF=1) ncu on the model's scan kernels of both builds (one launch each, with
-#            the warps' stall reasons).
+#            the warps' stall reasons and the shared-memory wavefronts and instructions).
 # CHECKS=0 skips the checks, REPS=n sets the alternations.
 set -uo pipefail
 cd "$(dirname "$0")/.."
