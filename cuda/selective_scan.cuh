@@ -126,6 +126,10 @@
 
 #define SCAN_NMAX CHM_CU_SCAN_MAX_N
 #define SCAN_L 16 /* steps per chunk: tile height, checkpoint interval, stash length */
+#ifndef SCAN_AHEAD
+#define SCAN_AHEAD 2 /* steps the forward's shared loads run ahead of their use (fwd_steps;
+                        1 and 3 measured slower on the H100) */
+#endif
 #define SCAN_SAVE 16 /* CHM_SCAN_SAVE_STRIDE (backend.h): the saved states' interval */
 #define SCAN_WARPS 8
 #define SCAN_THREADS (32 * SCAN_WARPS)

@@ -11,16 +11,34 @@
 template <typename T, bool CKPT>
 __device__ __forceinline__ void fwd_steps(float *h, const float *A2, const scan_sm<T> &sm,
                                           const scan_lane &l) {
-    const float4 *B4 = lane_rows(sm.Bs, l);
-    float y[SCAN_L];
+    const float4 *B4 = lane_rows(sm.Bs, l), *C4 = (const float4 *)sm.Cs + l.q;
+    const float2 *F2 = sm.fdu + l.cl;
+    float y[SCAN_L], dec[SCAN_L][4];
+    float2 p[SCAN_L];
+    float4 bq[SCAN_L], cq[SCAN_L];
+    // Software-pipelined by hand: step tt's loads are issued at step tt - SCAN_AHEAD and its
+    // decays computed at step tt - 1, so that neither the shared loads' nor the MUFU's latency
+    // sits between a step's operands and its FFMAs.
+#pragma unroll
+    for (int tt = 0; tt < SCAN_AHEAD; tt++)
+        p[tt] = F2[tt * SCAN_CB], bq[tt] = B4[tt * 4], cq[tt] = C4[tt * 4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) dec[0][j] = scan_ex2(p[0].x * A2[j]);
 #pragma unroll
     for (int tt = 0; tt < SCAN_L; tt++) {
-        state_step(h, A2, sm, B4, l, tt);
-        float4 cq = ((const float4 *)sm.Cs)[tt * 4 + l.q];
-        y[tt] = cq.x * h[0];
-        y[tt] = fmaf(cq.y, h[1], y[tt]);
-        y[tt] = fmaf(cq.z, h[2], y[tt]);
-        y[tt] = fmaf(cq.w, h[3], y[tt]);
+        int ta = tt + SCAN_AHEAD;
+        if (ta < SCAN_L) p[ta] = F2[ta * SCAN_CB], bq[ta] = B4[ta * 4], cq[ta] = C4[ta * 4];
+        if (tt + 1 < SCAN_L) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) dec[tt + 1][j] = scan_ex2(p[tt + 1].x * A2[j]);
+        }
+        float bb[4] = {bq[tt].x, bq[tt].y, bq[tt].z, bq[tt].w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) h[j] = fmaf(dec[tt][j], h[j], p[tt].y * bb[j]);
+        y[tt] = cq[tt].x * h[0];
+        y[tt] = fmaf(cq[tt].y, h[1], y[tt]);
+        y[tt] = fmaf(cq[tt].z, h[2], y[tt]);
+        y[tt] = fmaf(cq[tt].w, h[3], y[tt]);
     }
 #pragma unroll
     for (int tt = 0; tt < SCAN_L; tt++)
