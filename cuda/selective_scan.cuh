@@ -74,13 +74,16 @@
 // warps an SM: the parallelism, B Di 4 lanes, not the resources, sets the occupancy).
 // cuda_opcheck's scan cases cover both tile paths (Di % 4 == 0 and not), several chunks
 // with a partial last one, N < 16, and the FULL kernels (scan_assume_full).
-// Where it stands (session 20, H100, chimera-1b's call, FULL kernels): forward 0.278 ms at 60%
-// of the issue slots (L1/TEX 69%: the paired lanes of lane_of halved its Bm/Cm wavefronts, and
-// it left the shared-memory pipe's bound of 91%); backward 0.751 ms, of which the main kernel
-// 0.722 at 64% of the issue slots (L1/TEX 70%); both with 3.5-3.6 warps a scheduler (the
-// parallelism: B Di 4 lanes), stalled on short latencies (shared loads, MUFU, shuffles); SASS
-// 40.9 and 114.6 instructions a lane-step. Issue at 100% would give ~0.74 ms fwd+bwd, 3.0x the
-// memory floor. Measured slower in session 20: 4-warp blocks (SCAN_WARPS 4: backward +24%, each
+// Where it stands (session 21, H100, chimera-1b's call, FULL kernels): forward 0.267 ms at 60% of
+// the issue slots, its MUFU (XU) pipe at 63% and MIO throttle its top stall (its steps' loads
+// and decays software-pipelined by hand, fwd_steps: it had been waiting on them); backward
+// 0.728 ms, of which the main kernel 0.698 at 66% of the issue slots (XU 42%); both with 3.5
+// warps a scheduler (the parallelism: B Di 4 lanes), stalled on short latencies (shared loads,
+// MUFU, shuffles); SASS 39.7 and 114.0 instructions a lane-step. Issue at 100% would give
+// ~0.73 ms fwd+bwd, 3.0x the memory floor; the MUFU work alone (14 a lane-step: the three
+// exp2 passes, the per-element softplus and sigmoids) ~0.45 ms at 16 a clock an SM. Measured
+// slower in session 21: one or two of the recompute's four exp2 on the FMA pipe (a polynomial:
+// issue 66 -> 69% but +9% instructions, backward +3%), SCAN_BATCH 1 (+2.4%). In session 20: 4-warp blocks (SCAN_WARPS 4: backward +24%, each
 // block stages Bm/Cm and writes partials) and one backward block an SM (SCAN_MINB 1, 255
 // registers for more work in flight: +19%); warps, not registers, are what it lacks. The rest
 // of this note is the history of how the kernels got here (tools/bench/RESULTS.md has the
