@@ -17,7 +17,11 @@ B=.gpu-v/bin
 L=/tmp/scan_ab
 rm -rf "$L" && mkdir -p "$L"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-mapfile -t V < <(ls "$B" | sed -n 's/^cuda_opcheck_//p')
+mapfile -t V < <(ls "$B" 2>/dev/null | sed -n 's/^cuda_opcheck_//p')
+if [ ${#V[@]} -eq 0 ]; then
+    echo "gpu_scan_ab: no $B/cuda_opcheck_* here: build them (see this script's header) and carry .gpu-v" >&2
+    exit 2
+fi
 for v in "${V[@]}"; do
     [ "$v" = base ] && continue
     for s in 1 7; do
