@@ -11,7 +11,7 @@
 template <typename T, bool CKPT>
 __device__ __forceinline__ void fwd_steps(float *h, const float *A2, const scan_sm<T> &sm,
                                           const scan_lane &l) {
-    const float4 *B4 = lane_rows(sm.Bs, l), *C4 = (const float4 *)sm.Cs + l.q;
+    const float4 *B4 = lane_rows(sm.Bs, l), *C4 = lane_rows(sm.Cs, l);
     const float2 *F2 = sm.fdu + l.cl;
     float y[SCAN_L], dec[SCAN_L][4];
     float2 p[SCAN_L];
