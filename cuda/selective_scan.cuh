@@ -157,6 +157,7 @@
 
 static_assert(SCAN_NMAX == 16, "four lanes of four states per channel");
 static_assert(SCAN_L == SCAN_SAVE, "a saved state at every chunk boundary");
+static_assert(SCAN_AHEAD >= 1 && SCAN_AHEAD < SCAN_L, "fwd_steps loads step 0 before its loop");
 static_assert(SCAN_TILE == 4 * SCAN_THREADS, "one channel quad of each tile per thread");
 
 // The [B,T,Di] tensors a chunk stages, in their tile order (the forward uses the first 3).
