@@ -86,8 +86,9 @@
 // issue 66 -> 69% but +9% instructions, backward +3%), SCAN_BATCH 1 (+2.4%), and a forward
 // with 8 lanes a channel and 2 states each (twice the warps: issue 60 -> 71%, but +53%
 // instructions, as the per-step loads and sums serve half the states: +29%). In session 20:
-// 4-warp blocks (SCAN_WARPS 4: backward +24%, each block stages Bm/Cm and writes partials) and one backward block an SM (SCAN_MINB 1, 255
-// registers for more work in flight: +19%); warps, not registers, are what it lacks. The rest
+// 4-warp blocks (SCAN_WARPS 4: backward +24%, each block stages Bm/Cm and writes partials)
+// and one backward block an SM (SCAN_MINB 1, 255 registers for more work in flight: +19%);
+// warps, not registers, are what it lacks. The rest
 // of this note is the history of how the kernels got here (tools/bench/RESULTS.md has the
 // figures).
 // Cost model (per lane-step = one lane's four states for one (b, t, channel); 134M of
