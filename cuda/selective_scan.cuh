@@ -71,9 +71,19 @@
 // 103 KiB in bf16 (two blocks an SM; 99 KiB without the fdd tile on devices with less
 // room, sm_86/sm_89) and 131 KiB in f32 (one); forward 74.75 KiB in bf16, 92.75 in f32.
 // chimera-1b's grid, 8 x 32 blocks of 256 threads, is about one wave on 132 SMs (15.5
-// warps an SM: the parallelism, B Di 4 lanes, not the resources, sets the occupancy).
-// cuda_opcheck's scan cases cover both tile paths (Di % 4 == 0 and not), several chunks
-// with a partial last one, N < 16, and the FULL kernels (scan_assume_full).
+// warps an SM: the parallelism, B Di 4 lanes, not the resources, sets the occupancy). Its
+// backward runs in 8 x 16 blocks of 512 threads instead where the device has the shared
+// memory (196 KiB: sm_90; selective_scan_bwd_w16.cu): the same warps an SM, half the
+// dBm/dCm partials. cuda_opcheck's scan cases cover both tile paths (Di % 4 == 0 and not),
+// several chunks with a partial last one, N < 16, and the FULL kernels (scan_assume_full)
+// at 8 and 16 warps.
+// Session 22: the model's backward in 16-warp blocks (selective_scan_bwd_w16.cu), whose
+// finish kernel adds half the partials: fwd+bwd -1.4% (H100 and H200 alike, ~1.00 ms).
+// Estimated and not built: the dBm/dCm sums over channels on the tensor cores (tf32 mma with
+// masked one-step operands) save ~12 instructions a lane-step but need the lane to hold two
+// channels (k is lane % 4 in both mma operands), which moves the S/Q sums onto 8 lanes (+8):
+// ~-4 net. The forward issues ~10 clocks and keeps its MUFU pipe ~10 clocks busy per warp
+// lane-step: moving exp2 or rcp work to the FMA pipe trades one limit for the other.
 // Where it stands (session 21, H100, chimera-1b's call, FULL kernels): forward 0.267 ms at 60% of
 // the issue slots, its MUFU (XU) pipe at 63% and MIO throttle its top stall (its steps' loads
 // and decays software-pipelined by hand, fwd_steps: it had been waiting on them); backward
@@ -137,7 +147,9 @@
                         1 and 3 measured slower on the H100) */
 #endif
 #define SCAN_SAVE 16 /* CHM_SCAN_SAVE_STRIDE (backend.h): the saved states' interval */
-#define SCAN_WARPS 8
+#ifndef SCAN_WARPS
+#define SCAN_WARPS 8 /* selective_scan_bwd_w16.cu sets 16 before it includes this */
+#endif
 #define SCAN_THREADS (32 * SCAN_WARPS)
 #define SCAN_MINB (16 / SCAN_WARPS)      /* backward blocks per SM: 16 warps at 128 registers */
 #define SCAN_NPERM 4                      /* the backward's state orders (scan_perm_of) */
@@ -289,20 +301,20 @@ template <typename T> struct scan_sm {
 };
 
 // Copies of the Bm/Cm rows a kernel keeps (the backward's lanes read permuted ones).
-__host__ __device__ constexpr int scan_nperm(bool bwd) { return bwd ? SCAN_NPERM : 1; }
+static __host__ __device__ constexpr int scan_nperm(bool bwd) { return bwd ? SCAN_NPERM : 1; }
 // Buffers of fdu, part, Bs, Cs (the forward prepares chunk ck + 1 while chunk ck's steps
 // run: two) and of the raw tiles (the forward's output of chunk ck - 1 reads them too: three).
-__host__ __device__ constexpr int scan_nbuf(bool bwd) { return bwd ? 1 : 2; }
-__host__ __device__ constexpr int scan_nrawbuf(bool bwd) { return bwd ? 2 : 3; }
+static __host__ __device__ constexpr int scan_nbuf(bool bwd) { return bwd ? 1 : 2; }
+static __host__ __device__ constexpr int scan_nrawbuf(bool bwd) { return bwd ? 2 : 3; }
 
 // Floats of the f32 arrays, then bytes in all.
-__host__ __device__ constexpr size_t scan_sm_floats(bool bwd, bool fdd = true) {
+static __host__ __device__ constexpr size_t scan_sm_floats(bool bwd, bool fdd = true) {
     return (size_t)SCAN_TILE * (bwd ? (fdd ? 1 : 0) + 3 + 4 + 2 : 0) +
            (size_t)scan_nbuf(bwd) * (2 * SCAN_TILE + SCAN_PART +
                                      2 * scan_nperm(bwd) * SCAN_BCCOPY) +
            2 * SCAN_CB;
 }
-__host__ __device__ constexpr size_t scan_sm_bytes(size_t tsize, bool bwd, bool fdd = true) {
+static __host__ __device__ constexpr size_t scan_sm_bytes(size_t tsize, bool bwd, bool fdd = true) {
     return scan_sm_floats(bwd, fdd) * 4 +
            (size_t)scan_nrawbuf(bwd) * (bwd ? RAW_BWD : RAW_FWD) * SCAN_TILE * tsize;
 }
@@ -350,7 +362,7 @@ struct scan_lane {
 };
 
 // The state permutation of lane `lane` of a warp (0..SCAN_NPERM-1).
-__host__ __device__ constexpr int scan_perm_of(int lane) { return (lane >> 3) & 3; }
+static __host__ __device__ constexpr int scan_perm_of(int lane) { return (lane >> 3) & 3; }
 
 // The lane bits of q's bit 0, q's bit 1 and channel bit 0 (bits 3, 4 are channel bits 1, 2).
 #define SCAN_LANE_Q0 1
@@ -675,6 +687,26 @@ static inline cudaError_t scan_launch(K kernel, dim3 grid, size_t bytes, cudaStr
     kernel<<<grid, SCAN_THREADS, bytes, s>>>(args...);
     return cudaGetLastError();
 }
+
+// Whether a block may have `bytes` of shared memory on the current device. The bf16 main
+// kernel with its fdd tile takes 103 KiB at 8 warps, above the 99 KiB of sm_86 and sm_89:
+// there it runs without (99 KiB, d read from fdu). f32 (131 KiB) needs sm_80 or sm_90 either
+// way; 16 warps (196 KiB in bf16) an sm_90.
+static inline bool scan_smem_fits(size_t bytes) {
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
+            cudaSuccess)
+        return true;  // the launch reports the error
+    return bytes <= (size_t)optin;
+}
+
+// The backward's main kernel as the model calls it (bf16, vector tiles, gradients set, the
+// forward's pre-gate y: the caller checks those) in 16-warp blocks (selective_scan_bwd_w16.cu):
+// launched, with *nblk its channel blocks, where the call has whole blocks and the device the
+// shared memory; else *nblk = 0 and nothing runs.
+cudaError_t chm_cu_scan_bwd_w16(const chm_cu_scan *a, const scan_k &k, const scan_g &g,
+                                int64_t *nblk, cudaStream_t s);
 
 // The backward's checkpoint pass (selective_scan_fwd.cu): the state after every chunk
 // but the last into ckpt [B, nck, Di, N] f32; vec as scan_vec_ok says for the call.

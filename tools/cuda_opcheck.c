@@ -725,6 +725,9 @@ static void case_scan(oc_ctx *x) {
         /* whole chunks and channel blocks, N 16, softplus, a gate: the FULL kernels (saved) */
         {2, 96, 128, 16, true, true, true, true},
         {1, 64, 64, 16, false, true, false, true},
+        /* two 128-channel blocks a batch row: the 16-warp backward (selective_scan_bwd_w16.cu,
+           sm_90) with partials from more than one block */
+        {2, 48, 256, 16, true, true, true, true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         scan_case(x, &cases[i], false, 0);
