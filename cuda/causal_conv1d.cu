@@ -3,7 +3,9 @@
 // x, out [B,T,C]; w [C,W]; bias [C] optional:
 //   pre[b,t,c] = bias[c] + sum_j w[c,j] x[b,t-(W-1)+j,c]  (x = 0 before t = 0),
 //   out = silu(pre) when silu, else pre.
-// The backward ACCUMULATES: with g = dout * silu'(pre) (or dout),
+// The backward ACCUMULATES (dx is written instead with dx_set: the model's call, whose dx
+// would otherwise be zeroed first; its old values are then not read either): with
+// g = dout * silu'(pre) (or dout),
 //   dx[b,s,c] += sum_j g[b,s+(W-1)-j,c] w[c,j],
 //   dw[c,j] += sum_{b,t} g[b,t,c] x[b,t-(W-1)+j,c],  dbias[c] += sum g.
 //
@@ -185,7 +187,8 @@ __device__ __forceinline__ void conv_bwd_step(float (&xw)[V][W], float (&gw)[V][
 
 // grid (ceil(C/(V*CONV_TX)), ceil(T/CONV_SPAN), B). The thread walks t from
 // t0 to t1+W-2: g up to t1+W-2 feeds dx of its own steps s < t1 (g = 0 at t >= T).
-template <typename T, int V, int W>
+// SET: dx is written, its old values not loaded.
+template <typename T, int V, int W, bool SET>
 __global__ void __launch_bounds__(CONV_TX *CONV_TY)
     conv_bwd_tiled(T *__restrict__ dx, float *__restrict__ part, const T *__restrict__ dout,
                    const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias,
@@ -219,7 +222,8 @@ __global__ void __launch_bounds__(CONV_TX *CONV_TY)
                     xin[u] = vload<T, V>(x + base + (int64_t)tu * C);
                     din[u] = vload<T, V>(dout + base + (int64_t)tu * C);
                 }
-                if (tu < tend && su >= t0) dxin[u] = vload<T, V>(dx + base + (int64_t)su * C);
+                if (!SET && tu < tend && su >= t0)
+                    dxin[u] = vload<T, V>(dx + base + (int64_t)su * C);
             }
 #pragma unroll
             for (int u = 0; u < CONV_U; u++) {
@@ -231,7 +235,8 @@ __global__ void __launch_bounds__(CONV_TX *CONV_TY)
                 if (su >= t0) {
                     vec_t<T, V> o;
 #pragma unroll
-                    for (int v = 0; v < V; v++) o.v[v] = from_f<T>(to_f(dxin[u].v[v]) + dxo[v]);
+                    for (int v = 0; v < V; v++)
+                        o.v[v] = from_f<T>(SET ? dxo[v] : to_f(dxin[u].v[v]) + dxo[v]);
                     vstore<T, V>(dx + base + (int64_t)su * C, o);
                 }
             }
@@ -280,10 +285,10 @@ __global__ void conv_fwd_kernel(T *out, const T *x, const T *w, const T *bias, i
     }
 }
 
-// dx[b,s,c] += sum_j g[b, s+(W-1)-j, c] * w[c,j] over outputs inside [0,T).
+// dx[b,s,c] += (or with set =) sum_j g[b, s+(W-1)-j, c] * w[c,j] over outputs inside [0,T).
 template <typename T>
 __global__ void conv_dx_kernel(T *dx, const T *dout, const T *x, const T *w, const T *bias,
-                               int64_t B, int64_t T_, int64_t C, int64_t W, int silu) {
+                               int64_t B, int64_t T_, int64_t C, int64_t W, int silu, int set) {
     int64_t n = B * T_ * C;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -294,7 +299,7 @@ __global__ void conv_dx_kernel(T *dx, const T *dout, const T *x, const T *w, con
             if (t < T_)
                 acc += conv_g(dout, x, w, bias, b, t, c, T_, C, W, silu) * to_f(w[c * W + j]);
         }
-        dx[i] = from_f<T>(to_f(dx[i]) + acc);
+        dx[i] = from_f<T>(set ? acc : to_f(dx[i]) + acc);
     }
 }
 
@@ -384,19 +389,24 @@ static void conv_fwd_launch(T *out, const T *x, const T *w, const T *bias, int64
 template <typename T>
 static void conv_bwd_launch(T *dx, float *part, const T *dout, const T *x, const T *w,
                             const T *bias, int64_t B, int64_t nT, int64_t C, int64_t W, int silu,
-                            cudaStream_t s) {
+                            bool set, cudaStream_t s) {
     int64_t n = B * nT * C;
     if (!conv_tiled(B, nT, W)) {
         dim3 gdw((unsigned)((C * (W + 1) + 127) / 128), (unsigned)chm_cu_conv1d_slabs(B, nT, W));
         conv_dx_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(dx, dout, x, w, bias, B, nT, C, W,
-                                                           silu);
+                                                           silu, set ? 1 : 0);
         conv_dw_kernel<T><<<gdw, 128, 0, s>>>(part, dout, x, w, bias, B, nT, C, W, silu);
         return;
     }
     dim3 blk(CONV_TX, CONV_TY);
-    CONV_DISPATCH_WV(W, (conv_pairs<T>(C, dx, dout, x, dx)),
-                     conv_bwd_tiled<T, VV, WW><<<conv_grid(B, nT, C, VV), blk, 0, s>>>(
-                         dx, part, dout, x, w, bias, (int)nT, C, silu));
+    if (set)
+        CONV_DISPATCH_WV(W, (conv_pairs<T>(C, dx, dout, x, dx)),
+                         conv_bwd_tiled<T, VV, WW, true><<<conv_grid(B, nT, C, VV), blk, 0, s>>>(
+                             dx, part, dout, x, w, bias, (int)nT, C, silu));
+    else
+        CONV_DISPATCH_WV(W, (conv_pairs<T>(C, dx, dout, x, dx)),
+                         conv_bwd_tiled<T, VV, WW, false><<<conv_grid(B, nT, C, VV), blk, 0, s>>>(
+                             dx, part, dout, x, w, bias, (int)nT, C, silu));
 }
 
 extern "C" cudaError_t chm_cu_conv1d_fwd(void *out, const void *x, const void *w,
@@ -411,8 +421,8 @@ extern "C" cudaError_t chm_cu_conv1d_fwd(void *out, const void *x, const void *w
 
 extern "C" cudaError_t chm_cu_conv1d_bwd(void *dx, float *part, const void *dout, const void *x,
                                          const void *w, const void *bias, int64_t B, int64_t T,
-                                         int64_t C, int64_t W, bool silu, chm_dtype dt,
-                                         cudaStream_t s) {
+                                         int64_t C, int64_t W, bool silu, bool dx_set,
+                                         chm_dtype dt, cudaStream_t s) {
     if (C <= 0) return cudaSuccess;
     if (B * T <= 0) {  // no rows: the partials are zeros
         size_t n = (size_t)chm_cu_conv1d_slabs(B, T, W) * (size_t)(C * (W + 1)) * sizeof(float);
@@ -421,7 +431,7 @@ extern "C" cudaError_t chm_cu_conv1d_bwd(void *dx, float *part, const void *dout
     CHM_CU_DISPATCH2(dt, T_,
                      conv_bwd_launch<T_>((T_ *)dx, part, (const T_ *)dout, (const T_ *)x,
                                          (const T_ *)w, (const T_ *)bias, B, T, C, W,
-                                         silu ? 1 : 0, s));
+                                         silu ? 1 : 0, dx_set, s));
     return cudaGetLastError();
 }
 

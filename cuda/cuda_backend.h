@@ -142,7 +142,8 @@ chm_status chm_cuda_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out,
 chm_status chm_cuda_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
                                       const chm_tensor *dw, const chm_tensor *dbias,
                                       const chm_tensor *dout, const chm_tensor *x,
-                                      const chm_tensor *w, const chm_tensor *bias, bool silu);
+                                      const chm_tensor *w, const chm_tensor *bias, bool silu,
+                                      bool dx_set);
 
 /* ---- layers.c: normalisation, position, activation, embedding, elementwise ---- */
 chm_status chm_cuda_rmsnorm_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *rstd,

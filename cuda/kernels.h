@@ -195,12 +195,13 @@ cudaError_t chm_cu_conv1d_fwd(void *out, const void *x, const void *w, const voi
 /* Slabs (row blocks of [B,T]) the conv backward uses for its dw/dbias partials. */
 int chm_cu_conv1d_slabs(int64_t B, int64_t T, int64_t W);
 /*
- * dx [B,T,C] += ...; part [S, C, W+1] f32 receives the slab partials of dw
- * (taps 0..W-1) and dbias (entry W); chm_cu_conv1d_bwd_finish adds them.
+ * dx [B,T,C] += ... (= with dx_set: its old values are not read); part [S, C, W+1] f32
+ * receives the slab partials of dw (taps 0..W-1) and dbias (entry W);
+ * chm_cu_conv1d_bwd_finish adds them.
  */
 cudaError_t chm_cu_conv1d_bwd(void *dx, float *part, const void *dout, const void *x,
                               const void *w, const void *bias, int64_t B, int64_t T, int64_t C,
-                              int64_t W, bool silu, chm_dtype dt, cudaStream_t s);
+                              int64_t W, bool silu, bool dx_set, chm_dtype dt, cudaStream_t s);
 /* dw [C,W] += and dbias [C] (or NULL) += slab sums of part, in slab order. */
 cudaError_t chm_cu_conv1d_bwd_finish(void *dw, void *dbias, const float *part, int S, int64_t C,
                                      int64_t W, chm_dtype dt, cudaStream_t s);

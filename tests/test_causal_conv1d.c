@@ -4,7 +4,7 @@
  * Every W from 1 to 4 with and without bias and SiLU, including sequences
  * shorter than the filter: the forward against a naive f64 loop, the
  * backward against central finite differences of L = sum(out * R), dbias
- * left out, and accumulation onto G0.
+ * left out, accumulation onto G0, and dx written by chm_causal_conv1d_bwd_set_dx.
  */
 #include "testutil.h"
 
@@ -228,6 +228,40 @@ static void check_accumulates(chm_dtype dt) {
 Test(causal_conv1d, backward_accumulates) {
     check_accumulates(CHM_F32);
     check_accumulates(CHM_F64);
+}
+
+/* chm_causal_conv1d_bwd_set_dx: dx is written whatever it held (NaN here), dw and dbias still
+   accumulate: the same as the accumulating backward onto dx = 0. */
+Test(causal_conv1d, backward_set_dx_writes_dx) {
+    chm_backend *be = tt_open_cpu();
+    conv_run s = conv_open(be, CHM_F64, (conv_case){2, 6, 5, 4, true, true}, 91);
+    tt_rng r = tt_rng_make(92);
+    double *dout = rand_vec(&r, nx(&s.c), -1, 1, CHM_F64), *g0[3], *want[3], *got[3];
+    for (int i = 0; i < 3; i++) {
+        g0[i] = rand_vec(&r, in_numel(&s.c, i), -2, 2, CHM_F64);
+        want[i] = tt_dalloc(in_numel(&s.c, i));
+        got[i] = tt_dalloc(in_numel(&s.c, i));
+    }
+    for (int64_t j = 0; j < nx(&s.c); j++) g0[0][j] = 0.0;
+    conv_run_bwd(be, &s, dout, g0, want); /* accumulate onto dx = 0 */
+    const chm_tensor *bias = conv_upload(be, &s);
+    tt_poison(be, &s.dx);
+    tt_upload(be, &s.dw, g0[1]);
+    tt_upload(be, &s.db, g0[2]);
+    tt_upload(be, &s.dout, dout);
+    chm_status rc = chm_causal_conv1d_bwd_set_dx(be, &s.dx.t, &s.dw.t, &s.db.t, &s.dout.t,
+                                                 &s.x.t, &s.w.t, bias, s.c.silu);
+    cr_assert_eq(rc, CHM_OK, "%s", be->err.msg);
+    tt_tensor *gt[3] = {&s.dx, &s.dw, &s.db};
+    const char *names[3] = {"dx", "dw", "dbias"};
+    for (int i = 0; i < 3; i++) {
+        tt_download(be, gt[i], got[i]);
+        tt_assert_close(names[i], got[i], want[i], in_numel(&s.c, i), 0, 0);
+    }
+    for (int i = 0; i < 3; i++) free(g0[i]), free(want[i]), free(got[i]);
+    free(dout);
+    conv_close(&s);
+    chm_backend_close(be);
 }
 
 Test(causal_conv1d, wrapper_rejects_bad_arguments) {

@@ -340,6 +340,13 @@ static chm_status op_conv_bwd(chm_backend *be, const chm_tensor *const *t, const
                                  c[0] ? t[3] : NULL, c[1]);
 }
 
+static chm_status op_conv_bwd_set_dx(chm_backend *be, const chm_tensor *const *t,
+                                     const void *ctx) {
+    const bool *c = ctx;
+    return chm_causal_conv1d_bwd_set_dx(be, t[4], t[5], c[0] ? t[6] : NULL, t[0], t[1], t[2],
+                                        c[0] ? t[3] : NULL, c[1]);
+}
+
 Test(vulkan, causal_conv1d_fwd_bwd_match_cpu) {
     pair bp = pair_open();
     for (int s = 0; s < NCONV; s++)
@@ -357,6 +364,20 @@ Test(vulkan, causal_conv1d_fwd_bwd_match_cpu) {
             check_op(&bp, "causal_conv1d_bwd", 7, bwd, op_conv_bwd, CONV_CFGS[c], 5e-5, 1e-5,
                      seed + 1000);
         }
+    pair_close(&bp);
+}
+
+/* chm_causal_conv1d_bwd_set_dx: dx NaN-poisoned before (written), dw and dbias accumulated. */
+Test(vulkan, causal_conv1d_bwd_set_dx_matches_cpu) {
+    pair bp = pair_open();
+    for (int s = 1; s < NCONV; s += 2) {
+        int64_t B = CONV[s][0], T = CONV[s][1], C = CONV[s][2], W = CONV[s][3];
+        arg bwd[] = {A3(IN, B, T, C, -1, 1),  A3(IN, B, T, C, -2, 2), A2(IN, C, W, -1, 1),
+                     A1(IN, C, -1, 1),        A3(OUT, B, T, C, 0, 0), A2(ACC, C, W, -1, 1),
+                     A1(ACC, C, -1, 1)};
+        check_op(&bp, "causal_conv1d_bwd_set_dx", 7, bwd, op_conv_bwd_set_dx, CONV_CFGS[s % 4],
+                 5e-5, 1e-5, 1700 + (uint64_t)s);
+    }
     pair_close(&bp);
 }
 

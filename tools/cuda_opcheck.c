@@ -751,16 +751,19 @@ static void conv_case(oc_ctx *x, int64_t B, int64_t T, int64_t C, int64_t W, boo
     oc_check(x, n2, &out, 1);
     oc_t dout = oc_rand(x, 3, DIMS(B, T, C), -1, 1), dx = oc_grad0(x, 3, DIMS(B, T, C));
     oc_t dw = oc_grad0(x, 2, DIMS(C, W)), dbias = oc_grad0(x, 1, DIMS(C));
-    OC_BOTH(x, chm_causal_conv1d_bwd(BE, OC_T(dx), OC_T(dw), has_bias ? OC_T(dbias) : NULL,
-                                     OC_T(dout), OC_T(in), OC_T(w),
-                                     has_bias ? OC_T(bias) : NULL, silu));
-    snprintf(n2, sizeof n2, "%s dx", name);
-    oc_check(x, n2, &dx, 1);
-    snprintf(n2, sizeof n2, "%s dw", name);
-    oc_check(x, n2, &dw, 2);
-    if (has_bias) {
-        snprintf(n2, sizeof n2, "%s dbias", name);
-        oc_check(x, n2, &dbias, 2);
+    /* Accumulated, then with dx written (poisoned first: every element must be stored) and
+       dw, dbias accumulated onto the first round's gradients. */
+    for (int set = 0; set < 2; set++) {
+        if (set) oc_poison(x, &dx);
+        OC_BOTH(x, (set ? chm_causal_conv1d_bwd_set_dx : chm_causal_conv1d_bwd)(
+                       BE, OC_T(dx), OC_T(dw), has_bias ? OC_T(dbias) : NULL, OC_T(dout),
+                       OC_T(in), OC_T(w), has_bias ? OC_T(bias) : NULL, silu));
+        const char *g[3] = {"dx", "dw", "dbias"};
+        oc_t *gt[3] = {&dx, &dw, &dbias};
+        for (int i = 0; i < (has_bias ? 3 : 2); i++) {
+            snprintf(n2, sizeof n2, "%s%s %s", name, set ? " set_dx" : "", g[i]);
+            oc_check(x, n2, gt[i], i ? 2 : 1);
+        }
     }
     oc_t *all[] = {&in, &w, &bias, &out, &dout, &dx, &dw, &dbias};
     for (int i = 0; i < 8; i++) oc_free(all[i]);
@@ -1507,6 +1510,10 @@ static chm_status run_conv_bwd(chm_backend *be, bench_job *j) {
     return chm_causal_conv1d_bwd(be, j->t[4], j->t[5], j->t[6], j->t[7], j->t[1], j->t[2],
                                  j->t[3], true);
 }
+static chm_status run_conv_bwd_set_dx(chm_backend *be, bench_job *j) {
+    return chm_causal_conv1d_bwd_set_dx(be, j->t[4], j->t[5], j->t[6], j->t[7], j->t[1],
+                                        j->t[2], j->t[3], true);
+}
 static chm_status run_rms_bwd(chm_backend *be, bench_job *j) {
     return chm_rmsnorm_bwd(be, j->t[0], j->t[1], j->t[2], j->t[3], j->t[4], j->t[5]);
 }
@@ -1549,6 +1556,11 @@ static void bench_conv(oc_ctx *x, int64_t B, int64_t T, int64_t C, int64_t W) {
     snprintf(what, sizeof what, "conv1d bwd %lldx%lldx%lld w%lld", (long long)B, (long long)T,
              (long long)C, (long long)W);
     bench_add_bytes(what, bw, 4 * n2); /* dout, x read; dx read and written */
+    j.run = run_conv_bwd_set_dx;
+    double bs = bench_ms(x, &j, 3, 20);
+    snprintf(what, sizeof what, "conv1d bwd set_dx %lldx%lldx%lld w%lld", (long long)B,
+             (long long)T, (long long)C, (long long)W);
+    bench_add_bytes(what, bs, 3 * n2); /* dout, x read; dx written (the model's call) */
     for (int i = 0; i < 8; i++) chm_buffer_free(b[i]);
 }
 
@@ -1616,6 +1628,7 @@ static void oc_bench(oc_ctx *x) {
     bench_attention(x, 2, 8192, 16, 64);
     bench_attention(x, 2, 8192, 8, 128);
     bench_scan(x, 8, 2048, 2048, 16);
+    bench_conv(x, 8, 2048, 2048, 4); /* chimera-1b's (d_inner 2048) */
     bench_conv(x, 8, 2048, 4096, 4);
     bench_rmsnorm(x, 16384, 2048);
     bench_select(x, 8, 2048, 1024);

@@ -167,7 +167,8 @@ typedef struct chm_backend_ops {
     chm_status (*causal_conv1d_bwd)(chm_backend *be, const chm_tensor *dx,
                                     const chm_tensor *dw, const chm_tensor *dbias,
                                     const chm_tensor *dout, const chm_tensor *x,
-                                    const chm_tensor *w, const chm_tensor *bias, bool silu);
+                                    const chm_tensor *w, const chm_tensor *bias, bool silu,
+                                    bool dx_set);
 
     /* ---- normalisation, position, activation, embedding ---- */
     chm_status (*rmsnorm_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *rstd,
@@ -430,6 +431,12 @@ chm_status chm_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const ch
                                  const chm_tensor *dbias, const chm_tensor *dout,
                                  const chm_tensor *x, const chm_tensor *w,
                                  const chm_tensor *bias, bool silu);
+/* The same with dx WRITTEN (its old contents ignored: no zero fill needed first); dw and
+   dbias accumulate. */
+chm_status chm_causal_conv1d_bwd_set_dx(chm_backend *be, const chm_tensor *dx,
+                                        const chm_tensor *dw, const chm_tensor *dbias,
+                                        const chm_tensor *dout, const chm_tensor *x,
+                                        const chm_tensor *w, const chm_tensor *bias, bool silu);
 
 /* RMSNorm over the last dim: x [R,C], w [C]; out = x * rstd * w, rstd [R] = 1/sqrt(mean(x^2)+eps). */
 chm_status chm_rmsnorm_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *rstd,

@@ -4,8 +4,9 @@
  * x, out, dout, dx [B,T,C]; w, dw [C,W] with W >= 1; bias, dbias [C]
  * optional. All float tensors share x's dtype. Outputs (out; dx, dw, dbias)
  * must not share bytes with any other tensor of the call. The backward
- * ACCUMULATES into dx, dw and dbias; dbias may be NULL when bias is given,
- * and must be NULL when bias is not.
+ * ACCUMULATES into dx, dw and dbias (dx is written instead by
+ * chm_causal_conv1d_bwd_set_dx); dbias may be NULL when bias is given, and
+ * must be NULL when bias is not.
  */
 #include "check.h"
 
@@ -35,10 +36,9 @@ chm_status chm_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out, const c
                            be->ops->causal_conv1d_fwd(be, out, x, w, bias, silu));
 }
 
-chm_status chm_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
-                                 const chm_tensor *dbias, const chm_tensor *dout,
-                                 const chm_tensor *x, const chm_tensor *w,
-                                 const chm_tensor *bias, bool silu) {
+static chm_status conv_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
+                           const chm_tensor *dbias, const chm_tensor *dout, const chm_tensor *x,
+                           const chm_tensor *w, const chm_tensor *bias, bool silu, bool dx_set) {
     const char *op = "causal_conv1d_bwd";
     CHM_TRY(chm_check_impl(be, op, be->ops->causal_conv1d_bwd != NULL));
     CHM_TRY(check_inputs(be, op, x, w, bias));
@@ -55,5 +55,20 @@ chm_status chm_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const ch
     CHM_TRY(chm_check_apart(be, op, "dw", dw, 5, all + 1, names + 1));
     CHM_TRY(chm_check_apart(be, op, "dbias", dbias, 4, all + 2, names + 2));
     return chm_fault_after(be, "causal_conv1d_bwd", dx,
-                           be->ops->causal_conv1d_bwd(be, dx, dw, dbias, dout, x, w, bias, silu));
+                           be->ops->causal_conv1d_bwd(be, dx, dw, dbias, dout, x, w, bias, silu,
+                                                      dx_set));
+}
+
+chm_status chm_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
+                                 const chm_tensor *dbias, const chm_tensor *dout,
+                                 const chm_tensor *x, const chm_tensor *w,
+                                 const chm_tensor *bias, bool silu) {
+    return conv_bwd(be, dx, dw, dbias, dout, x, w, bias, silu, false);
+}
+
+chm_status chm_causal_conv1d_bwd_set_dx(chm_backend *be, const chm_tensor *dx,
+                                        const chm_tensor *dw, const chm_tensor *dbias,
+                                        const chm_tensor *dout, const chm_tensor *x,
+                                        const chm_tensor *w, const chm_tensor *bias, bool silu) {
+    return conv_bwd(be, dx, dw, dbias, dout, x, w, bias, silu, true);
 }

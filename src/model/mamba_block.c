@@ -219,10 +219,10 @@ chm_status mdl_mamba_bwd(chm_model *m, const mdl_layer *ly, const mdl_mamba_act 
     chm_tensor xc2 = V2(&a->xc, Di), dxc2 = V2(&g.dxc, Di);
     MDL_OP(m, chm_matmul(be, mdl_g(m, ly->x_proj), &g.dxpT, &xc2, NULL, false, false, 1.0, 1.0));
     MDL_OP(m, chm_matmul(be, &dxc2, &g.dxpT, mdl_w(m, ly->x_proj), NULL, true, false, 1.0, 1.0));
-    MDL_OP(m, chm_fill(m->be, &g.dxin, 0));
-    MDL_OP(m,
-           chm_causal_conv1d_bwd(m->be, &g.dxin, mdl_g(m, ly->conv_w), mdl_g(m, ly->conv_b), &g.dxc,
-                                 &a->xin, mdl_w(m, ly->conv_w), mdl_w(m, ly->conv_b), true));
+    /* dxin is written (not zeroed first and accumulated onto); the conv's dw, db accumulate */
+    MDL_OP(m, chm_causal_conv1d_bwd_set_dx(m->be, &g.dxin, mdl_g(m, ly->conv_w),
+                                           mdl_g(m, ly->conv_b), &g.dxc, &a->xin,
+                                           mdl_w(m, ly->conv_w), mdl_w(m, ly->conv_b), true));
     chm_tensor x2 = V2(xn, C), dx2 = V2(dxn, C), dxin2 = V2(&g.dxin, Di), dz2 = V2(&g.dz, Di);
     MDL_TRY(mdl_linear_bwd(m, &w.in_x, &gw.in_x, &dxin2, &x2, &dx2, 0)); /* writes dxn */
     MDL_TRY(mdl_linear_bwd(m, &w.in_z, &gw.in_z, &dz2, &x2, &dx2, 1));

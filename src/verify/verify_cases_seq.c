@@ -201,6 +201,13 @@ static void conv_case(vo_ctx *x, int64_t B, int64_t T, int64_t C, int64_t W, boo
     vo_check(x, "causal_conv1d_bwd", "dx", &dx, 1);
     vo_check(x, "causal_conv1d_bwd", "dw", &dw, 1);
     if (has_bias) vo_check(x, "causal_conv1d_bwd", "dbias", &db, 1);
+    /* the model's call: dx written over whatever it held, dw and dbias accumulated */
+    vo_poison(x, &dx);
+    VO_CALL(x, "causal_conv1d_bwd",
+            chm_causal_conv1d_bwd_set_dx(BE, VT(dx), VT(dw), VT_IF(has_bias, db), VT(dout),
+                                         VT(in), VT(w), VT_IF(has_bias, bias), silu));
+    vo_check(x, "causal_conv1d_bwd", "dx (set_dx)", &dx, 1);
+    vo_check(x, "causal_conv1d_bwd", "dw (set_dx)", &dw, 1);
     VO_FREE(&in, &w, &bias, &out, &dout, &dx, &dw, &db);
 }
 

@@ -139,9 +139,11 @@ static void conv_bwd_channel(const conv_dims *d, int64_t c, double *mem, const c
 chm_status chm_cpu_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
                                      const chm_tensor *dw, const chm_tensor *dbias,
                                      const chm_tensor *dout, const chm_tensor *x,
-                                     const chm_tensor *w, const chm_tensor *bias, bool silu) {
+                                     const chm_tensor *w, const chm_tensor *bias, bool silu,
+                                     bool dx_set) {
     conv_dims d;
     chm_status rc = conv_dims_of(be, "causal_conv1d_bwd", x, w, &d);
+    if (!rc && dx_set) rc = chm_cpu_fill(be, dx, 0.0);  /* then accumulate onto zeros */
     if (rc) return rc;
     int64_t per = 4 * d.T + 2 * d.W;
     double *mem = chm_cpu_thread_scratch(per);

@@ -89,7 +89,8 @@ chm_status chm_cpu_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out,
 chm_status chm_cpu_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
                                      const chm_tensor *dw, const chm_tensor *dbias,
                                      const chm_tensor *dout, const chm_tensor *x,
-                                     const chm_tensor *w, const chm_tensor *bias, bool silu);
+                                     const chm_tensor *w, const chm_tensor *bias, bool silu,
+                                     bool dx_set);
 
 /* rmsnorm.c */
 chm_status chm_cpu_rmsnorm_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *rstd,
@@ -224,7 +225,7 @@ chm_status chm_cpu_lowp_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
                                           const chm_tensor *dw, const chm_tensor *dbias,
                                           const chm_tensor *dout, const chm_tensor *x,
                                           const chm_tensor *w, const chm_tensor *bias,
-                                          bool silu);
+                                          bool silu, bool dx_set);
 chm_status chm_cpu_lowp_rmsnorm_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *rstd,
                                     const chm_tensor *x, const chm_tensor *w, double eps);
 chm_status chm_cpu_lowp_rmsnorm_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,

@@ -280,13 +280,14 @@ chm_status chm_cpu_lowp_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
                                           const chm_tensor *dw, const chm_tensor *dbias,
                                           const chm_tensor *dout, const chm_tensor *x,
                                           const chm_tensor *w, const chm_tensor *bias,
-                                          bool silu) {
+                                          bool silu, bool dx_set) {
     lowp_frame f;
     lowp_begin(&f, be, CHM_F32);
     const chm_tensor *dx2 = lowp_out(&f, dx), *dw2 = lowp_out(&f, dw),
                      *db2 = lowp_out(&f, dbias), *do2 = lowp_in(&f, dout), *x2 = lowp_in(&f, x),
                      *w2 = lowp_in(&f, w), *b2 = lowp_in(&f, bias);
-    return LOWP_RUN(f, chm_cpu_causal_conv1d_bwd(be, dx2, dw2, db2, do2, x2, w2, b2, silu));
+    return LOWP_RUN(f, chm_cpu_causal_conv1d_bwd(be, dx2, dw2, db2, do2, x2, w2, b2, silu,
+                                                 dx_set));
 }
 
 /* ---- normalisation, position, activation, embedding ---- */

@@ -92,7 +92,8 @@ chm_status chm_cuda_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out,
 chm_status chm_cuda_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
                                       const chm_tensor *dw, const chm_tensor *dbias,
                                       const chm_tensor *dout, const chm_tensor *x,
-                                      const chm_tensor *w, const chm_tensor *bias, bool silu) {
+                                      const chm_tensor *w, const chm_tensor *bias, bool silu,
+                                      bool dx_set) {
     const char *op = "causal_conv1d_bwd";
     chm_status rc = chm_cuda_dtype(be, op, x->dtype, CHM_CUDA_F32_BF16);
     if (rc) return rc;
@@ -104,7 +105,7 @@ chm_status chm_cuda_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx,
     cudaStream_t s = chm_cuda_ctx_of(be)->stream;
     cudaError_t e = chm_cu_conv1d_bwd(chm_cuda_ptr(dx), part, chm_cuda_ptr(dout), chm_cuda_ptr(x),
                                       chm_cuda_ptr(w), chm_cuda_ptr(bias), B, T, C, W, silu,
-                                      x->dtype, s);
+                                      dx_set, x->dtype, s);
     if (e == cudaSuccess)
         e = chm_cu_conv1d_bwd_finish(chm_cuda_ptr(dw), chm_cuda_ptr(dbias), part, S, C, W,
                                      x->dtype, s);

@@ -210,11 +210,12 @@ static chm_status conv_bwd_fused(chm_backend *be, const conv_dims *s, const chm_
 chm_status chm_vk_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
                                     const chm_tensor *dbias, const chm_tensor *dout,
                                     const chm_tensor *x, const chm_tensor *w,
-                                    const chm_tensor *bias, bool silu) {
+                                    const chm_tensor *bias, bool silu, bool dx_set) {
     CHM_TRY(chm_vk_need_float(be, "causal_conv1d_bwd", x));
     conv_dims s = {(uint32_t)chm_tensor_numel(x), (uint32_t)x->shape[1], (uint32_t)x->shape[2],
                    (uint32_t)w->shape[1]};
     if (s.n == 0) return CHM_OK;
+    if (dx_set) CHM_TRY(chm_vk_fill(be, dx, 0.0));  /* the passes below accumulate onto it */
     if (chm_vk_ctx(be)->caps.conv1d_fused)
         return conv_bwd_fused(be, &s, dx, dw, dbias, dout, x, w, bias, silu);
     if (!silu) return conv_bwd_from_g(be, &s, dx, dw, dbias, dout, x, w);

@@ -655,7 +655,7 @@ chm_status chm_vk_causal_conv1d_fwd(chm_backend *be, const chm_tensor *out, cons
 chm_status chm_vk_causal_conv1d_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dw,
                                     const chm_tensor *dbias, const chm_tensor *dout,
                                     const chm_tensor *x, const chm_tensor *w,
-                                    const chm_tensor *bias, bool silu);
+                                    const chm_tensor *bias, bool silu, bool dx_set);
 /* ---- end of helper vk-b ---- */
 
 #endif
