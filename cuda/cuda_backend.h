@@ -204,7 +204,7 @@ chm_status chm_cuda_row_scale_fwd(chm_backend *be, const chm_tensor *out, const 
                                   const chm_tensor *s, bool sigmoid);
 chm_status chm_cuda_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
                                   const chm_tensor *dout, const chm_tensor *x,
-                                  const chm_tensor *s, bool sigmoid);
+                                  const chm_tensor *s, bool sigmoid, bool set);
 chm_status chm_cuda_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                             double alpha);
 chm_status chm_cuda_exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,

@@ -281,10 +281,11 @@ cudaError_t chm_cu_attn_delta(float *delta, const void *dout, const void *out,
 /* out [M,C] = f(s[m]) * x [M,C], f = sigmoid or identity; out may be x. */
 cudaError_t chm_cu_row_scale_fwd(void *out, const void *x, const void *s, int64_t M, int64_t C,
                                  bool sigmoid, chm_dtype dt, cudaStream_t st);
-/* dx [M,C] += f(s)*dout; ds [M] += f'(s) * rowsum(dout*x); either may be NULL. */
+/* dx [M,C] += f(s)*dout; ds [M] += f'(s) * rowsum(dout*x) (= for both with set: their old
+   values are not read); either may be NULL. */
 cudaError_t chm_cu_row_scale_bwd(void *dx, void *ds, const void *dout, const void *x,
-                                 const void *s, int64_t M, int64_t C, bool sigmoid, chm_dtype dt,
-                                 cudaStream_t st);
+                                 const void *s, int64_t M, int64_t C, bool sigmoid, bool set,
+                                 chm_dtype dt, cudaStream_t st);
 /* out[n] = alpha * exp(x[n]) (out may be x); dx[n] += dout[n] * out[n]. */
 cudaError_t chm_cu_exp_fwd(void *out, const void *x, double alpha, int64_t n, chm_dtype dt,
                            cudaStream_t s);

@@ -30,30 +30,32 @@ __global__ void row_scale_fwd_kernel(T *out, const T *x, const T *s, int64_t M, 
         out[i] = from_f<T>(rs_factor(to_f(s[i / C]), sig) * to_f(x[i]));
 }
 
-// Blocks stride over rows: dx[m,:] += f*dout[m,:]; ds[m] += f' * rowsum(dout*x) (fixed order),
+// Blocks stride over rows: dx[m,:] += f*dout[m,:]; ds[m] += f' * rowsum(dout*x) (fixed order;
+// with set both are written, their old values not loaded),
 // V elements per access (16 bytes where C and the pointers allow: 2-byte accesses had held
 // chimera-1b's MoE combine backward to ~1.8x its memory floor on an H100).
 template <typename T, int V>
 __global__ void row_scale_bwd_kernel(T *dx, T *ds, const T *dout, const T *x, const T *s,
-                                     int64_t M, int64_t C, bool sig) {
+                                     int64_t M, int64_t C, bool sig, bool set) {
     __shared__ float red[32];
     for (int64_t m = blockIdx.x; m < M; m += gridDim.x) {
         float sm = to_f(s[m]), f = rs_factor(sm, sig), dot = 0.0f;
         const T *g = dout + m * C, *xr = x + m * C;
         for (int64_t c = threadIdx.x * V; c < C; c += blockDim.x * V) {
             vec_t<T, V> gv = vload<T, V>(g + c), xv = vload<T, V>(xr + c), dv;
-            if (dx) dv = vload<T, V>(dx + m * C + c);
+            if (dx && !set) dv = vload<T, V>(dx + m * C + c);
 #pragma unroll
             for (int k = 0; k < V; k++) {
                 float gc = to_f(gv.v[k]);
-                if (dx) dv.v[k] = from_f<T>(fmaf(f, gc, to_f(dv.v[k])));
+                if (dx) dv.v[k] = from_f<T>(set ? f * gc : fmaf(f, gc, to_f(dv.v[k])));
                 dot = fmaf(gc, to_f(xv.v[k]), dot);
             }
             if (dx) vstore<T, V>(dx + m * C + c, dv);
         }
         if (!ds) continue;
         dot = block_sum(dot, red);
-        if (threadIdx.x == 0) ds[m] = from_f<T>(to_f(ds[m]) + rs_factor_grad(sm, sig) * dot);
+        if (threadIdx.x == 0)
+            ds[m] = from_f<T>((set ? 0.0f : to_f(ds[m])) + rs_factor_grad(sm, sig) * dot);
     }
 }
 
@@ -69,17 +71,17 @@ extern "C" cudaError_t chm_cu_row_scale_fwd(void *out, const void *x, const void
 
 extern "C" cudaError_t chm_cu_row_scale_bwd(void *dx, void *ds, const void *dout, const void *x,
                                             const void *s, int64_t M, int64_t C, bool sigmoid,
-                                            chm_dtype dt, cudaStream_t st) {
+                                            bool set, chm_dtype dt, cudaStream_t st) {
     if (M <= 0 || (!dx && !ds)) return cudaSuccess;
     unsigned grid = M < 65536 ? (unsigned)M : 65536u;
     CHM_CU_DISPATCH2(dt, T, {
         const int v = 16 / (int)sizeof(T);
         if (C % v == 0 && ptr_aligned(dx, 16) && ptr_aligned(dout, 16) && ptr_aligned(x, 16))
             row_scale_bwd_kernel<T, 16 / sizeof(T)><<<grid, MO_THREADS, 0, st>>>(
-                (T *)dx, (T *)ds, (const T *)dout, (const T *)x, (const T *)s, M, C, sigmoid);
+                (T *)dx, (T *)ds, (const T *)dout, (const T *)x, (const T *)s, M, C, sigmoid, set);
         else
             row_scale_bwd_kernel<T, 1><<<grid, MO_THREADS, 0, st>>>(
-                (T *)dx, (T *)ds, (const T *)dout, (const T *)x, (const T *)s, M, C, sigmoid);
+                (T *)dx, (T *)ds, (const T *)dout, (const T *)x, (const T *)s, M, C, sigmoid, set);
     });
     return cudaGetLastError();
 }

@@ -141,6 +141,52 @@ Test(row_scale, f32_backward_matches_loop_and_optional_outputs) {
     chm_backend_close(be);
 }
 
+/* chm_row_scale_bwd_set: dx and ds are written whatever they held (NaN here), exactly as the
+   accumulating backward onto zeros; each may be absent. */
+Test(row_scale, backward_set_writes_dx_and_ds) {
+    chm_backend *be = tt_open_cpu();
+    tt_rng rng = tt_rng_make(4);
+    for (int s = 0; s < 4; s++)
+        for (int which = 1; which < 4; which++) { /* bit 0 dx, bit 1 ds */
+            int64_t M = SHAPES[s][0], C = SHAPES[s][1];
+            tt_tensor x, sv, g, dx[2], ds[2];
+            double *hx = rand_tensor(be, &rng, &x, CHM_F64, 2, (int64_t[]){M, C}, -2, 2);
+            double *hs = rand_tensor(be, &rng, &sv, CHM_F64, 1, (int64_t[]){M}, -3, 3);
+            double *hg = rand_tensor(be, &rng, &g, CHM_F64, 2, (int64_t[]){M, C}, -1, 1);
+            for (int k = 0; k < 2; k++) {
+                dx[k] = tt_alloc(be, CHM_F64, 2, (int64_t[]){M, C});
+                ds[k] = tt_alloc(be, CHM_F64, 1, (int64_t[]){M});
+            }
+            cr_assert_eq(chm_fill(be, &dx[0].t, 0.0), CHM_OK);
+            cr_assert_eq(chm_fill(be, &ds[0].t, 0.0), CHM_OK);
+            tt_poison(be, &dx[1]);
+            tt_poison(be, &ds[1]);
+            const chm_tensor *px[2], *ps[2];
+            for (int k = 0; k < 2; k++) {
+                px[k] = which & 1 ? &dx[k].t : NULL;
+                ps[k] = which & 2 ? &ds[k].t : NULL;
+            }
+            cr_assert_eq(chm_row_scale_bwd(be, px[0], ps[0], &g.t, &x.t, &sv.t, s & 1), CHM_OK);
+            cr_assert_eq(chm_row_scale_bwd_set(be, px[1], ps[1], &g.t, &x.t, &sv.t, s & 1),
+                         CHM_OK, "%s", be->err.msg);
+            double *want = tt_dalloc(M * C), *got = tt_dalloc(M * C);
+            if (which & 1) {
+                tt_download(be, &dx[0], want);
+                tt_download(be, &dx[1], got);
+                tt_assert_close("dx (set)", got, want, M * C, 0, 0);
+            }
+            if (which & 2) {
+                tt_download(be, &ds[0], want);
+                tt_download(be, &ds[1], got);
+                tt_assert_close("ds (set)", got, want, M, 0, 0);
+            }
+            free(hx), free(hs), free(hg), free(want), free(got);
+            tt_free(&x), tt_free(&sv), tt_free(&g);
+            for (int k = 0; k < 2; k++) tt_free(&dx[k]), tt_free(&ds[k]);
+        }
+    chm_backend_close(be);
+}
+
 Test(row_scale, wrapper_rejects_bad_arguments) {
     chm_backend *be = tt_open_cpu();
     tt_tensor x = tt_alloc(be, CHM_F32, 2, (int64_t[]){3, 4});

@@ -341,6 +341,13 @@ static chm_status op_row_scale_bwd(chm_backend *be, const chm_tensor *const *t, 
                              f & 1);
 }
 
+static chm_status op_row_scale_bwd_set(chm_backend *be, const chm_tensor *const *t,
+                                       const void *ctx) {
+    int f = *(const int *)ctx;
+    return chm_row_scale_bwd_set(be, f & 2 ? t[3] : NULL, f & 4 ? t[4] : NULL, t[0], t[1], t[2],
+                                 f & 1);
+}
+
 static const int64_t ROWS[][2] = {{1, 1}, {5, 37}, {70, 1000}, {300, 7}};
 
 Test(vulkan, row_scale_fwd_bwd_match_cpu) {
@@ -361,6 +368,12 @@ Test(vulkan, row_scale_fwd_bwd_match_cpu) {
                          A2(ACC, M, C, -1, 1), A1(ACC, M, -1, 1)};
             /* ds sums up to 1000 f32 products. */
             check_op(&bp, "row_scale_bwd", 5, bwd, op_row_scale_bwd, &f, 2e-5, 1e-5, seed++);
+            if ((f & 6) != 6) continue;
+            /* both written, not accumulated: NaN-poisoned before */
+            arg set[] = {A2(IN, M, C, -1, 1), A2(IN, M, C, -2, 2), A1(IN, M, -3, 3),
+                         A2(OUT, M, C, 0, 0), A1(OUT, M, 0, 0)};
+            check_op(&bp, "row_scale_bwd_set", 5, set, op_row_scale_bwd_set, &f, 2e-5, 1e-5,
+                     seed++);
         }
     pair_close(&bp);
 }

@@ -979,6 +979,13 @@ static void row_scale_case(oc_ctx *x, int64_t M, int64_t C, bool sig) {
     OC_BOTH(x, chm_row_scale_bwd(BE, NULL, OC_T(ds), OC_T(dout), OC_T(in), OC_T(s), sig));
     snprintf(n2, sizeof n2, "%s ds (no dx)", name);
     oc_check(x, n2, &ds, 2);
+    oc_poison(x, &dx);
+    oc_poison(x, &ds);
+    OC_BOTH(x, chm_row_scale_bwd_set(BE, OC_T(dx), OC_T(ds), OC_T(dout), OC_T(in), OC_T(s), sig));
+    snprintf(n2, sizeof n2, "%s dx (set)", name);
+    oc_check(x, n2, &dx, 1);
+    snprintf(n2, sizeof n2, "%s ds (set)", name);
+    oc_check(x, n2, &ds, 2);
     OC_BOTH(x, chm_row_scale_fwd(BE, OC_T(in), OC_T(in), OC_T(s), sig));
     snprintf(n2, sizeof n2, "%s out (in place)", name);
     oc_check(x, n2, &in, 1);

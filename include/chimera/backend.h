@@ -235,7 +235,8 @@ typedef struct chm_backend_ops {
                                 const chm_tensor *s, bool sigmoid);
     chm_status (*row_scale_bwd)(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
                                 const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
-                                bool sigmoid);
+                                bool sigmoid,
+                                bool set);
     chm_status (*exp_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                           double alpha);
     chm_status (*exp_bwd)(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
@@ -555,6 +556,10 @@ chm_status chm_row_scale_fwd(chm_backend *be, const chm_tensor *out, const chm_t
 chm_status chm_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
                              const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
                              bool sigmoid);
+/* The same with dx and ds WRITTEN (their old contents ignored: no zero fills needed first). */
+chm_status chm_row_scale_bwd_set(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
+                                 const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
+                                 bool sigmoid);
 
 /* out = alpha * exp(x), any shape (Mamba: A = -exp(A_log)); out may alias x exactly. */
 chm_status chm_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x, double alpha);

@@ -40,9 +40,9 @@ chm_status chm_row_scale_fwd(chm_backend *be, const chm_tensor *out, const chm_t
                            be->ops->row_scale_fwd(be, out, x, s, sigmoid));
 }
 
-chm_status chm_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
-                             const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
-                             bool sigmoid) {
+static chm_status row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
+                                const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
+                                bool sigmoid, bool set) {
     const char *op = "row_scale_bwd";
     CHM_TRY(chm_check_impl(be, op, be->ops->row_scale_bwd != NULL));
     CHM_TRY(check_xs(be, op, x, s));
@@ -54,5 +54,17 @@ chm_status chm_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_te
     if (dx) CHM_TRY(check_disjoint(be, op, "dx", dx, 4, all, names));
     if (ds) CHM_TRY(check_disjoint(be, op, "ds", ds, 3, all + 1, names + 1));
     return chm_fault_after(be, "row_scale_bwd", dx ? dx : ds,
-                           be->ops->row_scale_bwd(be, dx, ds, dout, x, s, sigmoid));
+                           be->ops->row_scale_bwd(be, dx, ds, dout, x, s, sigmoid, set));
+}
+
+chm_status chm_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
+                             const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
+                             bool sigmoid) {
+    return row_scale_bwd(be, dx, ds, dout, x, s, sigmoid, false);
+}
+
+chm_status chm_row_scale_bwd_set(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
+                                 const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
+                                 bool sigmoid) {
+    return row_scale_bwd(be, dx, ds, dout, x, s, sigmoid, true);
 }

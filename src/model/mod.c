@@ -183,9 +183,7 @@ static chm_status mod_scale_bwd(chm_model *m, const mdl_layer_act *act, mod_grad
     int64_t R = act->B * act->T, M = act->B * a->k, C = m->C;
     chm_tensor d2 = rows_of(dres, R, C), idx = MDL_VIEW(&a->idx, 0, M);
     MDL_OP(m, chm_gather_rows(be, &g->dsel, &d2, &idx));
-    MDL_OP(m, chm_fill(be, &g->ddelta, 0));
-    MDL_OP(m, chm_fill(be, &g->drs, 0));
-    MDL_OP(m, chm_row_scale_bwd(be, &g->ddelta, &g->drs, &g->dsel, &a->delta, &a->rs, true));
+    MDL_OP(m, chm_row_scale_bwd_set(be, &g->ddelta, &g->drs, &g->dsel, &a->delta, &a->rs, true));
     return CHM_OK;
 }
 

@@ -164,9 +164,7 @@ static chm_status moe_experts_bwd(chm_model *m, const mdl_layer *ly, const mdl_m
     chm_tensor st = MDL_VIEW(&a->slot_token, 0, S), ye2 = MDL_VIEW(&a->ye, 0, S, C);
     chm_tensor dye2 = MDL_VIEW(&g->dye, 0, S, C);
     MDL_OP(m, chm_gather_rows(be, &g->dyr, dout2, &st));
-    MDL_OP(m, chm_fill(be, &g->dye, 0));
-    MDL_OP(m, chm_fill(be, &g->dsg, 0));
-    MDL_OP(m, chm_row_scale_bwd(be, &dye2, &g->dsg, &g->dyr, &ye2, &a->slot_gate, false));
+    MDL_OP(m, chm_row_scale_bwd_set(be, &dye2, &g->dsg, &g->dyr, &ye2, &a->slot_gate, false));
     const chm_tensor *cnt = &a->counts;
     bool host = moe_host_counts(m);
     if (host) MDL_OP(m, chm_download(be, cnt, m->host_counts));

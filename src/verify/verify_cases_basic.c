@@ -333,6 +333,12 @@ static void row_scale_case(vo_ctx *x, int64_t M, int64_t C, bool sig) {
     vo_check(x, "row_scale_bwd", "ds", &ds, 1);
     VO_CALL(x, "row_scale_bwd", chm_row_scale_bwd(BE, NULL, VT(ds2), VT(dout), VT(in), VT(s), sig));
     vo_check(x, "row_scale_bwd", "ds (no dx)", &ds2, 1);
+    vo_t *set_out[] = {&dx, &ds2}; /* written over NaN, not accumulated */
+    for (int i = 0; i < 2; i++) vo_poison(x, set_out[i]);
+    VO_CALL(x, "row_scale_bwd",
+            chm_row_scale_bwd_set(BE, VT(dx), VT(ds2), VT(dout), VT(in), VT(s), sig));
+    vo_check(x, "row_scale_bwd", "dx (set)", &dx, 1);
+    vo_check(x, "row_scale_bwd", "ds (set)", &ds2, 1);
     VO_CALL(x, "row_scale_fwd", chm_row_scale_fwd(BE, VT(in), VT(in), VT(s), sig));
     vo_check(x, "row_scale_fwd", "out (in place)", &in, 1);
     VO_FREE(&in, &s, &out, &dout, &dx, &ds, &ds2);

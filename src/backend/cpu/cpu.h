@@ -164,7 +164,7 @@ chm_status chm_cpu_row_scale_fwd(chm_backend *be, const chm_tensor *out, const c
                                  const chm_tensor *s, bool sigmoid);
 chm_status chm_cpu_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
                                  const chm_tensor *dout, const chm_tensor *x,
-                                 const chm_tensor *s, bool sigmoid);
+                                 const chm_tensor *s, bool sigmoid, bool set);
 
 /* exp.c */
 chm_status chm_cpu_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
@@ -255,7 +255,7 @@ chm_status chm_cpu_lowp_row_scale_fwd(chm_backend *be, const chm_tensor *out, co
                                       const chm_tensor *s, bool sigmoid);
 chm_status chm_cpu_lowp_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
                                       const chm_tensor *dout, const chm_tensor *x,
-                                      const chm_tensor *s, bool sigmoid);
+                                      const chm_tensor *s, bool sigmoid, bool set);
 chm_status chm_cpu_lowp_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                                 double alpha);
 chm_status chm_cpu_lowp_exp_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,

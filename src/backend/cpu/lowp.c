@@ -403,12 +403,12 @@ chm_status chm_cpu_lowp_row_scale_fwd(chm_backend *be, const chm_tensor *out, co
 
 chm_status chm_cpu_lowp_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
                                       const chm_tensor *dout, const chm_tensor *x,
-                                      const chm_tensor *s, bool sigmoid) {
+                                      const chm_tensor *s, bool sigmoid, bool set) {
     lowp_frame f;
     lowp_begin(&f, be, CHM_F32);
     const chm_tensor *dx2 = lowp_out(&f, dx), *ds2 = lowp_out(&f, ds), *d = lowp_in(&f, dout),
                      *x2 = lowp_in(&f, x), *s2 = lowp_in(&f, s);
-    return LOWP_RUN(f, chm_cpu_row_scale_bwd(be, dx2, ds2, d, x2, s2, sigmoid));
+    return LOWP_RUN(f, chm_cpu_row_scale_bwd(be, dx2, ds2, d, x2, s2, sigmoid, set));
 }
 
 chm_status chm_cpu_lowp_exp_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,

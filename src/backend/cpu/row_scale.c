@@ -67,8 +67,13 @@ chm_status chm_cpu_row_scale_fwd(chm_backend *be, const chm_tensor *out, const c
 
 chm_status chm_cpu_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
                                  const chm_tensor *dout, const chm_tensor *x,
-                                 const chm_tensor *s, bool sigmoid) {
+                                 const chm_tensor *s, bool sigmoid, bool set) {
     int64_t M = x->shape[0], C = x->shape[1];
+    if (set) { /* written: zeros first, then the accumulating loops below */
+        chm_status rc = dx ? chm_cpu_fill(be, dx, 0.0) : CHM_OK;
+        if (!rc && ds) rc = chm_cpu_fill(be, ds, 0.0);
+        if (rc) return rc;
+    }
     switch (x->dtype) {
     case CHM_F32:
         row_scale_bwd_float(dx ? chm_cpu_ptr(dx) : NULL, ds ? chm_cpu_ptr(ds) : NULL,

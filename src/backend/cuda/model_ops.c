@@ -26,12 +26,12 @@ chm_status chm_cuda_row_scale_fwd(chm_backend *be, const chm_tensor *out, const 
 
 chm_status chm_cuda_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
                                   const chm_tensor *dout, const chm_tensor *x,
-                                  const chm_tensor *s, bool sigmoid) {
+                                  const chm_tensor *s, bool sigmoid, bool set) {
     chm_status rc = chm_cuda_dtype(be, "row_scale_bwd", x->dtype, CHM_CUDA_F32_BF16);
     if (rc) return rc;
     cudaError_t e = chm_cu_row_scale_bwd(chm_cuda_ptr(dx), chm_cuda_ptr(ds), chm_cuda_ptr(dout),
                                          chm_cuda_ptr(x), chm_cuda_ptr(s), x->shape[0],
-                                         x->shape[1], sigmoid, x->dtype, stream_of(be));
+                                         x->shape[1], sigmoid, set, x->dtype, stream_of(be));
     return chm_cuda_check(be, "row_scale_bwd", e);
 }
 

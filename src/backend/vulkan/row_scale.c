@@ -34,10 +34,12 @@ chm_status chm_vk_row_scale_fwd(chm_backend *be, const chm_tensor *out, const ch
 
 chm_status chm_vk_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
                                 const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
-                                bool sigmoid) {
+                                bool sigmoid, bool set) {
     CHM_TRY(chm_vk_need_float(be, "row_scale_bwd", x));
     chm_vk *vk = chm_vk_ctx(be);
     if (!dx && !ds) return CHM_OK;
+    if (set && dx) CHM_TRY(chm_vk_fill(be, dx, 0.0)); /* the shader accumulates onto them */
+    if (set && ds) CHM_TRY(chm_vk_fill(be, ds, 0.0));
     struct {
         uint32_t rows, cols, flags;
     } pc = {(uint32_t)x->shape[0], (uint32_t)x->shape[1],

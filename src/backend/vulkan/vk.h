@@ -578,7 +578,7 @@ chm_status chm_vk_row_scale_fwd(chm_backend *be, const chm_tensor *out, const ch
                                 const chm_tensor *s, bool sigmoid);
 chm_status chm_vk_row_scale_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
                                 const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
-                                bool sigmoid);
+                                bool sigmoid, bool set);
 
 /* bce_logits.c */
 chm_status chm_vk_bce_logits(chm_backend *be, const chm_tensor *losses, const chm_tensor *dlogits,
