@@ -235,8 +235,7 @@ typedef struct chm_backend_ops {
                                 const chm_tensor *s, bool sigmoid);
     chm_status (*row_scale_bwd)(chm_backend *be, const chm_tensor *dx, const chm_tensor *ds,
                                 const chm_tensor *dout, const chm_tensor *x, const chm_tensor *s,
-                                bool sigmoid,
-                                bool set);
+                                bool sigmoid, bool set);
     chm_status (*exp_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                           double alpha);
     chm_status (*exp_bwd)(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
