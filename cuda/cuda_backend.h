@@ -188,7 +188,7 @@ chm_status chm_cuda_gather_rows(chm_backend *be, const chm_tensor *out, const ch
                                 const chm_tensor *idx);
 chm_status chm_cuda_scatter_add_rows(chm_backend *be, const chm_tensor *out,
                                      const chm_tensor *x, const chm_tensor *idx,
-                                     const chm_tensor *weights);
+                                     const chm_tensor *weights, int max_repeat);
 
 /* ---- training.c: loss, optimizer, norm ---- */
 chm_status chm_cuda_cross_entropy(chm_backend *be, const chm_tensor *losses,

@@ -42,6 +42,7 @@ typedef enum chm_cu_flag_op {
     CHM_CU_FLAG_ROUTER_BWD,      /* idx element index = value outside [0, limit) (E) */
     CHM_CU_FLAG_GROUPED_COUNTS,  /* counts[index] = value outside [0, limit] (capacity) */
     CHM_CU_FLAG_MOE_AUX,         /* idx element index = value outside [0, limit) (E) */
+    CHM_CU_FLAG_SCATTER_REPEAT,  /* row index is the target of value > limit (max_repeat) rows */
     CHM_CU_FLAG_COUNT
 } chm_cu_flag_op;
 
@@ -145,6 +146,20 @@ cudaError_t chm_cu_scatter_add(void *out, const void *x, const int32_t *idx, con
                                int64_t M, int64_t rows, int64_t C, chm_dtype dt, bool neg_is_error,
                                chm_cu_flag_op fop, void *scratch, size_t scratch_bytes, int *flag,
                                cudaStream_t s);
+/* The largest max_repeat chm_cu_scatter_add_bounded takes. */
+#define CHM_CU_SCATTER_MAX_REPEAT 8
+/* Bytes of scratch chm_cu_scatter_add_bounded needs for `rows` rows and max_repeat r. */
+size_t chm_cu_scatter_bounded_scratch(int64_t rows, int r);
+/*
+ * chm_cu_scatter_add (the same sums, bitwise, and the same flags for bad indices) for indices
+ * of which none occurs more than r (1..CHM_CU_SCATTER_MAX_REPEAT) times, without a sort: each
+ * target row's sources are listed (an int atomic picks the slot) and ordered by m in the row's
+ * block. A row with more than r sources is flagged (CHM_CU_FLAG_SCATTER_REPEAT).
+ */
+cudaError_t chm_cu_scatter_add_bounded(void *out, const void *x, const int32_t *idx,
+                                       const void *w, int64_t M, int64_t rows, int64_t C, int r,
+                                       chm_dtype dt, chm_cu_flag_op fop, void *scratch, int *flag,
+                                       cudaStream_t s);
 
 /* ---- routing (router.cu) ---- */
 

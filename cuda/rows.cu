@@ -9,6 +9,10 @@
 // Rows move VW = 16 / sizeof(T) elements per access where C and the pointers
 // allow (chimera-1b's MoE and MoD rows on an H100: 2-byte accesses had kept the
 // row kernels at a fraction of the bandwidth); the sums keep their order.
+// Callers that know no index repeats more than a few times (scatter_add_rows' max_repeat)
+// take chm_cu_scatter_add_bounded instead: the same sums, no sort (end of this file).
+#include <limits.h>
+
 #include <cub/device/device_radix_sort.cuh>
 
 #include "perf.cuh"
@@ -117,6 +121,26 @@ __global__ void scatter_keys_kernel(int *keys, int *vals, const int32_t *idx, in
     }
 }
 
+// The arithmetic both scatter paths share (so that they agree bitwise): a target row's
+// sources are summed in f32 in increasing m, w[m] * x[m] each, and the sum is added to the
+// row once.
+template <typename T, int V>
+__device__ __forceinline__ void scatter_acc(float (&acc)[V], const T *x, const T *w, int64_t m,
+                                            int64_t C, int64_t c) {
+    float wm = w ? to_f(w[m]) : 1.0f;
+    vec_t<T, V> xv = vload<T, V>(x + m * C + c);
+#pragma unroll
+    for (int k = 0; k < V; k++) acc[k] += wm * to_f(xv.v[k]);
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void scatter_add_to(T *o, const float (&acc)[V]) {
+    vec_t<T, V> ov = vload<T, V>(o);
+#pragma unroll
+    for (int k = 0; k < V; k++) ov.v[k] = from_f<T>(to_f(ov.v[k]) + acc[k]);
+    vstore<T, V>(o, ov);
+}
+
 // One block per sorted position p that starts a run of equal keys: the run's
 // rows summed in increasing m, then added to the target row; V elements per access.
 template <typename T, int V>
@@ -131,18 +155,8 @@ __global__ void scatter_runs_kernel(T *out, const T *x, const T *w, const int *k
             float acc[V];
 #pragma unroll
             for (int k = 0; k < V; k++) acc[k] = 0.0f;
-            for (int64_t q = p; q < end; q++) {
-                int64_t m = vals[q];
-                float wm = w ? to_f(w[m]) : 1.0f;
-                vec_t<T, V> xv = vload<T, V>(x + m * C + c);
-#pragma unroll
-                for (int k = 0; k < V; k++) acc[k] += wm * to_f(xv.v[k]);
-            }
-            T *o = out + (int64_t)key * C + c;
-            vec_t<T, V> ov = vload<T, V>(o);
-#pragma unroll
-            for (int k = 0; k < V; k++) ov.v[k] = from_f<T>(to_f(ov.v[k]) + acc[k]);
-            vstore<T, V>(o, ov);
+            for (int64_t q = p; q < end; q++) scatter_acc<T, V>(acc, x, w, vals[q], C, c);
+            scatter_add_to<T, V>(out + (int64_t)key * C + c, acc);
         }
     }
 }
@@ -174,6 +188,115 @@ extern "C" cudaError_t chm_cu_scatter_add(void *out, const void *x, const int32_
         else
             scatter_runs_kernel<T, 1><<<row_grid(M), 128, 0, s>>>(
                 (T *)out, (const T *)x, (const T *)w, keys2, vals2, M, rows, C);
+    });
+    return cudaGetLastError();
+}
+
+// ---- scatter-add with a bounded repeat (no sort) ----
+//
+// When no index occurs more than r times (MoE's top-k slots of a token, MoD's distinct
+// tokens), the radix sort, which took more device time than the sums themselves in
+// chimera-1b's step (five small launches a call), is not needed: each target row lists its
+// sources in r slots (an int atomic picks the slot, so the list's order varies from run to
+// run), and the row's block puts them in increasing m before summing. The sums are those of
+// scatter_runs_kernel, in the same order.
+
+static int bounded_slots(int r) { return r <= 1 ? 1 : r <= 2 ? 2 : r <= 4 ? 4 : 8; }
+
+extern "C" size_t chm_cu_scatter_bounded_scratch(int64_t rows, int r) {
+    if (rows <= 0) return 0;
+    return align256((size_t)rows * sizeof(int)) +
+           align256((size_t)rows * (size_t)bounded_slots(r) * sizeof(int));
+}
+
+// cnt [rows] (zeroed before), list [rows, R]: source m into a free slot of row idx[m].
+__global__ void scatter_list_kernel(int *cnt, int *list, const int32_t *idx, int64_t M,
+                                    int64_t rows, int R, int r, int fop, int *flag) {
+    for (int64_t m = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; m < M;
+         m += (int64_t)gridDim.x * blockDim.x) {
+        int64_t i = idx[m];
+        if (i >= rows) flag_error(flag, fop, m, i, rows);
+        if (i < 0 || i >= rows) continue;
+        int slot = atomicAdd(&cnt[i], 1);
+        if (slot < r) list[i * R + slot] = (int)m;
+        else if (slot == r) flag_error(flag, CHM_CU_FLAG_SCATTER_REPEAT, i, r + 1, r);
+    }
+}
+
+// One block per target row: its (at most R) sources sorted by m in registers, summed, added.
+template <typename T, int V, int R>
+__global__ void scatter_bounded_kernel(T *out, const T *x, const T *w, const int *cnt,
+                                       const int *list, int64_t rows, int64_t C, int r) {
+    for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+        int n = cnt[i];
+        if (n == 0) continue;
+        n = n < r ? n : r; /* more were flagged: sum those listed */
+        int src[R];
+#pragma unroll
+        for (int q = 0; q < R; q++) src[q] = q < n ? list[i * R + q] : INT_MAX;
+#pragma unroll
+        for (int pass = 0; pass < R; pass++) /* odd-even transposition sort */
+#pragma unroll
+            for (int q = pass & 1; q + 1 < R; q += 2) {
+                int a = src[q], b = src[q + 1];
+                src[q] = min(a, b);
+                src[q + 1] = max(a, b);
+            }
+        for (int64_t c = threadIdx.x * V; c < C; c += blockDim.x * V) {
+            float acc[V];
+#pragma unroll
+            for (int k = 0; k < V; k++) acc[k] = 0.0f;
+#pragma unroll
+            for (int q = 0; q < R; q++)
+                if (q < n) scatter_acc<T, V>(acc, x, w, src[q], C, c);
+            scatter_add_to<T, V>(out + i * C + c, acc);
+        }
+    }
+}
+
+template <typename T, int V>
+static void bounded_launch(T *out, const T *x, const T *w, const int *cnt, const int *list,
+                           int64_t rows, int64_t C, int r, cudaStream_t s) {
+    int64_t lanes = (C + V - 1) / V; /* threads that have work in a row */
+    int threads = lanes >= 128 ? 128 : (int)((lanes + 31) / 32 * 32);
+    unsigned grid = row_grid(rows);
+    switch (bounded_slots(r)) {
+    case 1:
+        scatter_bounded_kernel<T, V, 1><<<grid, threads, 0, s>>>(out, x, w, cnt, list, rows, C, r);
+        break;
+    case 2:
+        scatter_bounded_kernel<T, V, 2><<<grid, threads, 0, s>>>(out, x, w, cnt, list, rows, C, r);
+        break;
+    case 4:
+        scatter_bounded_kernel<T, V, 4><<<grid, threads, 0, s>>>(out, x, w, cnt, list, rows, C, r);
+        break;
+    default:
+        scatter_bounded_kernel<T, V, 8><<<grid, threads, 0, s>>>(out, x, w, cnt, list, rows, C, r);
+        break;
+    }
+}
+
+extern "C" cudaError_t chm_cu_scatter_add_bounded(void *out, const void *x, const int32_t *idx,
+                                                  const void *w, int64_t M, int64_t rows,
+                                                  int64_t C, int r, chm_dtype dt,
+                                                  chm_cu_flag_op fop, void *scratch, int *flag,
+                                                  cudaStream_t s) {
+    if (M <= 0 || rows <= 0) return cudaSuccess;
+    if (r < 1 || r > CHM_CU_SCATTER_MAX_REPEAT) return cudaErrorInvalidValue;
+    int R = bounded_slots(r);
+    int *cnt = (int *)scratch;
+    int *list = (int *)((char *)scratch + align256((size_t)rows * sizeof(int)));
+    cudaError_t e = cudaMemsetAsync(cnt, 0, (size_t)rows * sizeof(int), s);
+    if (e != cudaSuccess) return e;
+    scatter_list_kernel<<<grid_for(M, 256), 256, 0, s>>>(cnt, list, idx, M, rows, R, r, (int)fop,
+                                                         flag);
+    if ((e = cudaGetLastError()) != cudaSuccess || C <= 0) return e;
+    CHM_CU_DISPATCH(dt, T, {
+        if (row_vec<T>(C, out, x, NULL) > 1)
+            bounded_launch<T, 16 / sizeof(T)>((T *)out, (const T *)x, (const T *)w, cnt, list,
+                                              rows, C, r, s);
+        else
+            bounded_launch<T, 1>((T *)out, (const T *)x, (const T *)w, cnt, list, rows, C, r, s);
     });
     return cudaGetLastError();
 }

@@ -1,7 +1,8 @@
 /*
  * test_rows.c: gather_rows and scatter_add_rows against naive loops (with -1
- * entries, weights and duplicate indices), the adjoint identity between
- * them, index range errors and the wrapper's shape/dtype checks.
+ * entries, weights and duplicate indices), the bounded scatter and its check, the
+ * adjoint identity between them, index range errors and the wrapper's shape/dtype
+ * checks.
  */
 #include "testutil.h"
 
@@ -139,6 +140,50 @@ Test(rows, scatter_is_the_adjoint_of_gather) {
     tt_free(&tg);
     tt_free(&ts);
     tt_free(&ti);
+    chm_backend_close(be);
+}
+
+/* The bounded form (no index more than r times) against the naive loop, and its promise
+   checked: one index too many is rejected with the row named and out left as it was. */
+Test(rows, bounded_scatter_matches_naive_and_rejects_a_broken_bound) {
+    chm_backend *be = tt_open_cpu();
+    tt_rng rng = tt_rng_make(14);
+    int64_t R = 11, C = 67, M = 30;
+    for (int r = 1; r <= 3; r++) {
+        double x[30 * 67], w[30], out[11 * 67], want[11 * 67];
+        int32_t idx[30], seen[11] = {0};
+        for (int64_t m = 0; m < M; m++) { /* about one in four skipped, no row more than r */
+            int32_t i = (int32_t)(tt_next(&rng) % (uint64_t)R);
+            idx[m] = tt_next(&rng) % 4 == 0 || seen[i] >= r ? -1 : i;
+            if (idx[m] >= 0) seen[i]++;
+        }
+        tt_tensor tx = rand_tensor(be, CHM_F64, 2, (int64_t[]){M, C}, &rng, x);
+        tt_tensor to = rand_tensor(be, CHM_F64, 2, (int64_t[]){R, C}, &rng, want);
+        tt_tensor tw = rand_tensor(be, CHM_F64, 1, (int64_t[]){M}, &rng, w);
+        tt_tensor ti = tt_alloc(be, CHM_I32, 1, (int64_t[]){M});
+        tt_upload_i32(be, &ti, idx);
+        cr_assert_eq(chm_scatter_add_rows_bounded(be, &to.t, &tx.t, &ti.t, &tw.t, r), CHM_OK,
+                     "%s", be->err.msg);
+        tt_download(be, &to, out);
+        naive_scatter(want, x, idx, w, M, C);
+        tt_assert_close("bounded scatter", out, want, R * C, 1e-12, 1e-12);
+        /* a row one over the bound: row 4 taken r + 1 times */
+        for (int k = 0; k <= r; k++) idx[2 * k] = 4;
+        tt_upload_i32(be, &ti, idx);
+        cr_assert_eq(chm_scatter_add_rows_bounded(be, &to.t, &tx.t, &ti.t, NULL, r),
+                     CHM_ERR_INVALID_ARG);
+        cr_assert(strstr(be->err.msg, "row 4 is the target of more than max_repeat") != NULL,
+                  "%s", be->err.msg);
+        double after[11 * 67];
+        tt_download(be, &to, after);
+        tt_assert_close("untouched", after, out, R * C, 0, 0);
+        cr_assert_eq(chm_scatter_add_rows_bounded(be, &to.t, &tx.t, &ti.t, NULL, 0),
+                     CHM_ERR_INVALID_ARG, "a bound of 0 is refused");
+        tt_free(&tx);
+        tt_free(&to);
+        tt_free(&tw);
+        tt_free(&ti);
+    }
     chm_backend_close(be);
 }
 

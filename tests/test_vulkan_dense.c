@@ -410,6 +410,12 @@ static chm_status op_gather(chm_backend *be, const chm_tensor *const *t, const v
 static chm_status op_scatter(chm_backend *be, const chm_tensor *const *t, const void *ctx) {
     return chm_scatter_add_rows(be, t[2], t[0], t[1], *(const bool *)ctx ? t[3] : NULL);
 }
+/* The bounded form with the loosest true bound (M: no index occurs more often). */
+static chm_status op_scatter_bounded(chm_backend *be, const chm_tensor *const *t,
+                                     const void *ctx) {
+    (void)ctx;
+    return chm_scatter_add_rows_bounded(be, t[2], t[0], t[1], t[3], (int)t[1]->shape[0]);
+}
 
 /* {R rows of x (gather) / of out (scatter), M indices, C}: M > R repeats rows. */
 static const int64_t ROW_MOVES[][3] = {{1, 1, 1},    {7, 13, 5}, {50, 300, 70}, {1000, 37, 3},
@@ -436,6 +442,9 @@ Test(vulkan, scatter_add_rows_matches_cpu) {
             /* The cpu's order of additions, rounded to f32 after each one like ours. */
             check_op(&bp, "scatter_add_rows", weights ? 4 : 3, a, op_scatter, &weights, 2e-6,
                      1e-6, 2410 + 2 * (uint64_t)s + (uint64_t)w);
+            if (weights && s < 3)
+                check_op(&bp, "scatter_add_rows bounded", 4, a, op_scatter_bounded, NULL, 2e-6,
+                         1e-6, 2420 + (uint64_t)s);
         }
     pair_close(&bp);
 }

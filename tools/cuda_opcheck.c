@@ -877,9 +877,55 @@ static void rows_at(oc_ctx *x, int64_t C) {
     for (int i = 0; i < 6; i++) oc_free(all[i]);
 }
 
+/* The bounded scatter (sort-free on cuda: each row's sources listed, then ordered in its
+   block) against the cpu, and bitwise against cuda's sorted path on the same data: R rows,
+   M <= R r sources, none more than r to a row, every seventh -1, in shuffled order. */
+static void rows_bounded_at(oc_ctx *x, int64_t R, int64_t C, int64_t M, int r) {
+    int32_t *idx = malloc((size_t)M * sizeof *idx);
+    for (int64_t m = 0; m < M; m++) idx[m] = m % 7 == 6 ? -1 : (int32_t)((m / r) % R);
+    for (int64_t m = M - 1; m > 0; m--) {
+        int64_t j = (int64_t)oc_uniform(x, 0, (double)m + 1);
+        int32_t t = idx[m];
+        idx[m] = idx[j > m ? m : j];
+        idx[j > m ? m : j] = t;
+    }
+    oc_t id = oc_ints(x, 1, DIMS(M), idx), src = oc_rand(x, 2, DIMS(M, C), -1, 1);
+    oc_t w = oc_rand(x, 1, DIMS(M), -1, 1), acc = oc_grad0(x, 2, DIMS(R, C));
+    oc_t sorted = oc_new(x, 2, DIMS(R, C));
+    chm_status rc = chm_copy(x->gpu, &sorted.g, &acc.g);
+    char what[64];
+    snprintf(what, sizeof what, "scatter bounded r%d C%lld", r, (long long)C);
+    OC_BOTH(x, chm_scatter_add_rows_bounded(BE, OC_T(acc), OC_T(src), OC_T(id), OC_T(w), r));
+    oc_check(x, what, &acc, 2);
+    if (!rc) rc = chm_scatter_add_rows(x->gpu, &sorted.g, &src.g, &id.g, &w.g);
+    x->checks++;
+    double *a = oc_dalloc(acc.n), *b = oc_dalloc(acc.n);
+    oc_download(x, x->gpu, &acc.g, a);
+    oc_download(x, x->gpu, &sorted.g, b);
+    int64_t bad = -1;
+    for (int64_t i = 0; i < acc.n && bad < 0 && !rc; i++)
+        if (a[i] != b[i]) bad = i;
+    if (rc || bad >= 0)
+        oc_fail(x, "%s: not the sorted path's sums (element %lld: %.9g vs %.9g) %s", what,
+                (long long)bad, bad >= 0 ? a[bad] : 0.0, bad >= 0 ? b[bad] : 0.0,
+                rc ? x->gpu->err.msg : "");
+    else if (!x->quiet)
+        printf("PASS  %-28s      bitwise the sorted path's sums\n", what);
+    free(a);
+    free(b);
+    free(idx);
+    oc_t *all[] = {&id, &src, &w, &acc, &sorted};
+    for (int i = 0; i < 5; i++) oc_free(all[i]);
+}
+
 static void case_rows(oc_ctx *x) {
     rows_at(x, 33);
     rows_at(x, 64);
+    rows_bounded_at(x, 80, 33, 70, 1); /* one-element accesses (each call: M <= R r) */
+    rows_bounded_at(x, 40, 64, 75, 2); /* 16-byte accesses, MoE's top-2 */
+    rows_bounded_at(x, 9, 300, 60, 7); /* 8 slots, rows wider than a block's pass */
+    rows_bounded_at(x, 30, 1, 50, 3);  /* MoE's gate gradients: one column */
+    if (!x->quick) rows_bounded_at(x, 8192, 1024, 10240, 2); /* many blocks */
 }
 
 /* ---- loss, optimizer, norm ---- */
@@ -1198,6 +1244,22 @@ static void case_errors(oc_ctx *x) {
     oc_free(&lg);
     oc_free(&bix);
     oc_free(&ls);
+    /* a scatter bound the indices break: row 2 gets three sources under max_repeat 2 */
+    x->checks++;
+    int32_t rep[5] = {2, 0, 2, -1, 2};
+    oc_t sx = oc_rand(x, 2, DIMS(5, 8), -1, 1), sid = oc_ints(x, 1, DIMS(5), rep);
+    oc_t so = oc_rand(x, 2, DIMS(4, 8), -1, 1);
+    rc = chm_scatter_add_rows_bounded(g, &so.g, &sx.g, &sid.g, NULL, 2);
+    rs = chm_sync(g);
+    if (rc != CHM_OK || rs != CHM_ERR_INVALID_ARG || !strstr(g->err.msg, "row 2 is the target"))
+        oc_fail(x, "broken bound: scatter_add_rows gave %d, sync %d (%s); want OK then "
+                   "invalid_arg", rc, rs, g->err.msg);
+    else if (!x->quiet)
+        printf("PASS  %-28s      reported at sync: %.80s...\n", "scatter broken bound",
+               g->err.msg);
+    oc_free(&sx);
+    oc_free(&sid);
+    oc_free(&so);
     oc_t m64 = oc_new2(x, CHM_F64, CHM_F64, 2, DIMS(3, 3));
     oc_t a64 = oc_new2(x, CHM_F64, CHM_F64, 2, DIMS(3, 3));
     oc_t b64 = oc_new2(x, CHM_F64, CHM_F64, 2, DIMS(3, 3));
@@ -1382,7 +1444,7 @@ typedef struct bench_row {
     char rate[96];
 } bench_row;
 
-#define BENCH_ROWS 48
+#define BENCH_ROWS 64
 static bench_row rows_[BENCH_ROWS];
 static int nrows_;
 
@@ -1622,6 +1684,45 @@ static void bench_fill_swiglu(oc_ctx *x, int64_t n) {
     for (int i = 0; i < 5; i++) chm_buffer_free(b[i]);
 }
 
+static chm_status run_scatter(chm_backend *be, bench_job *j) {
+    return chm_scatter_add_rows(be, j->t[0], j->t[1], j->t[2], j->t[3]);
+}
+static chm_status run_scatter_bounded(chm_backend *be, bench_job *j) {
+    return chm_scatter_add_rows_bounded(be, j->t[0], j->t[1], j->t[2], j->t[3], (int)j->scale);
+}
+
+/* scatter_add_rows of M bf16 rows into R (C columns, weights), sorted and bounded: each row
+   the target of r sources (the first R r of M; the rest -1, like MoE's empty slots), or
+   (r = 1, M = R / 2) every other row of R once, like MoD's merge. */
+static void bench_scatter(oc_ctx *x, int64_t R, int64_t C, int64_t M, int r) {
+    chm_buffer *b[4];
+    chm_tensor t[4] = {bench_tensor(x, CHM_BF16, 2, DIMS(R, C), -1, 1, &b[0]),
+                       bench_tensor(x, CHM_BF16, 2, DIMS(M, C), -1, 1, &b[1]),
+                       chm_tensor_make(NULL, 0, CHM_I32, 1, DIMS(M)),
+                       bench_tensor(x, CHM_BF16, 1, DIMS(M), -1, 1, &b[3])};
+    int32_t *idx = malloc((size_t)M * sizeof *idx);
+    for (int64_t m = 0; m < M; m++)
+        idx[m] = r > 1 ? (m >= R * r ? -1 : (int32_t)(m % R)) : (int32_t)(2 * m % R);
+    if (chm_buffer_alloc(x->gpu, (size_t)M * sizeof *idx, &b[2])) exit(2);
+    t[2].buf = b[2];
+    chm_upload(x->gpu, &t[2], idx);
+    bench_job j = {.run = run_scatter, .t = {&t[0], &t[1], &t[2], &t[3]}, .scale = r};
+    double ms = bench_ms(x, &j, 3, 20);
+    j.run = run_scatter_bounded;
+    double mb = bench_ms(x, &j, 3, 20);
+    int64_t live = r > 1 ? R * r : M;
+    double bytes = (double)(live * C * 2 + 2 * R * C * 2); /* live rows read, out read+written */
+    char what[64];
+    snprintf(what, sizeof what, "scatter %lld into %lldx%lld sorted", (long long)M, (long long)R,
+             (long long)C);
+    bench_add_bytes(what, ms, bytes);
+    snprintf(what, sizeof what, "scatter %lld into %lldx%lld r%d", (long long)M, (long long)R,
+             (long long)C, r);
+    bench_add_bytes(what, mb, bytes);
+    free(idx);
+    for (int i = 0; i < 4; i++) chm_buffer_free(b[i]);
+}
+
 static void oc_bench(oc_ctx *x) {
     printf("\n== benchmarks on %s (median of repeats, device events)\n", x->gpu->device);
     bench_matmul(x, "matmul bf16 4096^3 (A B^T)", 4096, 4096, 4096);
@@ -1640,6 +1741,8 @@ static void oc_bench(oc_ctx *x) {
     bench_rmsnorm(x, 16384, 2048);
     bench_select(x, 8, 2048, 1024);
     bench_fill_swiglu(x, 16384LL * 5632);
+    bench_scatter(x, 16384, 1024, 40960, 2); /* chimera-1b's MoE combine (top-2, capacity) */
+    bench_scatter(x, 16384, 1024, 8192, 1);  /* its MoD merge (half the tokens) */
 }
 
 int main(int argc, char **argv) {

@@ -217,9 +217,10 @@ typedef struct chm_backend_ops {
                               bool flat);
     chm_status (*gather_rows)(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                               const chm_tensor *idx);
+    /* max_repeat: 0, or the most times an index occurs (the caller's promise) */
     chm_status (*scatter_add_rows)(chm_backend *be, const chm_tensor *out,
                                    const chm_tensor *x, const chm_tensor *idx,
-                                   const chm_tensor *weights);
+                                   const chm_tensor *weights, int max_repeat);
 
     /* ---- loss and optimizer ---- */
     chm_status (*cross_entropy)(chm_backend *be, const chm_tensor *losses,
@@ -517,6 +518,11 @@ chm_status chm_gather_rows(chm_backend *be, const chm_tensor *out, const chm_ten
 /* out [R,C] += w[m] * x[m] into row idx[m] for each m with idx[m] >= 0; weights [M] optional (1). */
 chm_status chm_scatter_add_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                                 const chm_tensor *idx, const chm_tensor *weights);
+/* chm_scatter_add_rows where no index occurs more than max_repeat (>= 1) times (MoE's top-k
+   slots of a token, MoD's distinct tokens): backends may skip sorting; more is an error. */
+chm_status chm_scatter_add_rows_bounded(chm_backend *be, const chm_tensor *out,
+                                        const chm_tensor *x, const chm_tensor *idx,
+                                        const chm_tensor *weights, int max_repeat);
 
 /*
  * Fused cross-entropy over the vocabulary, chunked so no softmax is stored:

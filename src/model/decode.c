@@ -162,7 +162,7 @@ static chm_status mod_step(chm_model *m, const mdl_layer *ly, dec_layer *st, con
     MDL_TRY(MDL_ALLOC_I32(m, &idx, 1));
     MDL_OP(m, chm_fill(be, &idx, 0));
     chm_tensor sig1 = MDL_VIEW(&sig, 0, 1);
-    MDL_OP(m, chm_scatter_add_rows(be, &out2, &y2, &idx, &sig1));
+    MDL_OP(m, chm_scatter_add_rows_bounded(be, &out2, &y2, &idx, &sig1, 1));
     return CHM_OK;
 }
 

@@ -73,7 +73,7 @@ static chm_status mod_merge(chm_model *m, mdl_layer_act *act, const chm_tensor *
     MDL_OP(m, chm_fill(be, &ones, 1.0));
     MDL_OP(m, chm_row_scale_fwd(be, &sig, &ones, &rs, true));
     chm_tensor out2 = rows_of(&act->out, R, C), sig1 = MDL_VIEW(&a->sig, 0, M);
-    MDL_OP(m, chm_scatter_add_rows(be, &out2, &d, idx, &sig1));
+    MDL_OP(m, chm_scatter_add_rows_bounded(be, &out2, &d, idx, &sig1, 1));
     return CHM_OK;
 }
 
@@ -85,7 +85,7 @@ static chm_status mod_aux(chm_model *m, mdl_layer_act *act, int64_t B, int64_t T
     chm_tensor mask = rows_of(&a->mask, R, 1), ones = rows_of(&a->ones, M, 1);
     chm_tensor idx = MDL_VIEW(&a->idx, 0, M);
     MDL_OP(m, chm_fill(be, &a->mask, 0));
-    MDL_OP(m, chm_scatter_add_rows(be, &mask, &ones, &idx, NULL));
+    MDL_OP(m, chm_scatter_add_rows_bounded(be, &mask, &ones, &idx, NULL, 1));
     double scale = m->gscale * m->cfg.mod.aux_weight / ((double)m->n_mod * (double)R);
     MDL_OP(m,
            chm_bce_logits(be, &a->bce, m->train ? &a->dscore : NULL, &a->score, &a->mask, scale));
@@ -205,8 +205,8 @@ chm_status mdl_mod_bwd(chm_model *m, const mdl_layer *ly, mdl_layer_act *act,
     chm_tensor idx = MDL_VIEW(&a->idx, 0, M), dx2 = rows_of(dres, R, C);
     chm_tensor gd = rows_of(&g.dres, M, C);
     chm_tensor dr2 = rows_of(&g.dr, R, 1), drs = rows_of(&g.drs, M, 1);
-    MDL_OP(m, chm_scatter_add_rows(be, &dx2, &gd, &idx, NULL));
-    MDL_OP(m, chm_scatter_add_rows(be, &dr2, &drs, &idx, NULL));
+    MDL_OP(m, chm_scatter_add_rows_bounded(be, &dx2, &gd, &idx, NULL, 1));
+    MDL_OP(m, chm_scatter_add_rows_bounded(be, &dr2, &drs, &idx, NULL, 1));
     chm_tensor x2 = MDL_VIEW(&act->x, 0, R, C);
     MDL_TRY(
         mdl_linear_bwd(m, mdl_w(m, ly->mod_router), mdl_g(m, ly->mod_router), &dr2, &x2, &dx2, 1));

@@ -128,7 +128,7 @@ chm_status mdl_moe_fwd(chm_model *m, const mdl_layer *ly, mdl_moe_act *a, const 
     /* each slot's gate: gates viewed [R*K,1], picked by slot_ref (0 for empty slots) */
     chm_tensor g1 = MDL_VIEW(&a->gates, 0, R * K, 1), sg1 = MDL_VIEW(&a->slot_gate, 0, S, 1);
     MDL_OP(m, chm_gather_rows(be, &sg1, &g1, &sr));
-    MDL_OP(m, chm_scatter_add_rows(be, &out2, &ye2, &st, &a->slot_gate));
+    MDL_OP(m, chm_scatter_add_rows_bounded(be, &out2, &ye2, &st, &a->slot_gate, (int)m->K));
     return CHM_OK;
 }
 
@@ -188,7 +188,7 @@ static chm_status moe_router_bwd(chm_model *m, const mdl_layer *ly, const mdl_mo
     chm_tensor dg1 = MDL_VIEW(&g->dgates, 0, R * K, 1), dsg1 = MDL_VIEW(&g->dsg, 0, S, 1);
     chm_tensor dg2 = MDL_VIEW(&g->dgates, 0, R, K);
     MDL_OP(m, chm_fill(be, &g->dgates, 0));
-    MDL_OP(m, chm_scatter_add_rows(be, &dg1, &dsg1, &sr, NULL));
+    MDL_OP(m, chm_scatter_add_rows_bounded(be, &dg1, &dsg1, &sr, NULL, 1));
     MDL_OP(m, chm_fill(be, &g->dlogits, 0));
     MDL_OP(m, chm_router_topk_bwd(be, &g->dlogits, &dg2, &a->probs, &a->idx, CHM_ROUTER_SOFTMAX,
                                   true));
@@ -210,7 +210,7 @@ chm_status mdl_moe_bwd(chm_model *m, const mdl_layer *ly, const mdl_moe_act *a,
     chm_tensor dout2 = MDL_VIEW(dout, 0, R, C);
     MDL_TRY(moe_experts_bwd(m, ly, a, &g, &dout2));
     chm_tensor st = MDL_VIEW(&a->slot_token, 0, S), dxe2 = MDL_VIEW(&g.dxe, 0, S, C);
-    MDL_OP(m, chm_scatter_add_rows(m->be, &dx2, &dxe2, &st, NULL));
+    MDL_OP(m, chm_scatter_add_rows_bounded(m->be, &dx2, &dxe2, &st, NULL, (int)m->K));
     MDL_TRY(moe_router_bwd(m, ly, a, &g, &x2, &dx2, R));
     mdl_release(m, mark);
     return CHM_OK;

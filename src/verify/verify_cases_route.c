@@ -105,6 +105,24 @@ static vo_t row_ids(vo_ctx *x, int64_t M, int64_t R) {
 
 static const int64_t row_shapes[][3] = {{50, 33, 70}, {3, 1, 2}, {8, 5, 8}}; /* R, C, M */
 
+/* M indices into R rows (R >= M / 2), none more than twice, every fifth -1: MoE's top-2
+   slots of a token (the bounded scatter's sort-free path on cuda). */
+static vo_t row_ids_twice(vo_ctx *x, int64_t M, int64_t R) {
+    int32_t *idx = malloc((size_t)M * sizeof *idx);
+    for (int64_t m = 0; idx && m < M; m++) idx[m] = m % 5 == 4 ? -1 : (int32_t)(m / 2);
+    for (int64_t m = M - 1; idx && m > 0; m--) { /* shuffled: sources out of row order */
+        int64_t j = (int64_t)vo_uniform(x, 0, (double)(m + 1));
+        if (j > m) j = m;
+        int32_t t = idx[m];
+        idx[m] = idx[j];
+        idx[j] = t;
+    }
+    (void)R; /* the caller's R must exceed (M - 1) / 2 */
+    vo_t t = vo_ints(x, 1, VD(M), idx);
+    free(idx);
+    return t;
+}
+
 void vc_gather_rows(vo_ctx *x) {
     for (int k = 0; k < 3; k++) {
         int64_t R = row_shapes[k][0], C = row_shapes[k][1], M = row_shapes[k][2];
@@ -130,7 +148,12 @@ void vc_scatter_add_rows(vo_ctx *x) {
         vo_check(x, "scatter_add_rows", "out (weights)", &acc, 1);
         VO_CALL(x, "scatter_add_rows", chm_scatter_add_rows(BE, VT(acc2), VT(src), VT(id), NULL));
         vo_check(x, "scatter_add_rows", "out", &acc2, 1);
-        VO_FREE(&src, &id, &w, &acc, &acc2);
+        /* the bounded form (checked under the op's name: verify knows ops by registry name) */
+        vo_t id2 = row_ids_twice(x, M, R), acc3 = vo_grad0(x, 2, VD(R, C));
+        VO_CALL(x, "scatter_add_rows",
+                chm_scatter_add_rows_bounded(BE, VT(acc3), VT(src), VT(id2), VT(w), 2));
+        vo_check(x, "scatter_add_rows", "out (bounded, weights)", &acc3, 1);
+        VO_FREE(&src, &id, &w, &acc, &acc2, &id2, &acc3);
     }
 }
 

@@ -144,7 +144,7 @@ chm_status chm_cpu_gather_rows(chm_backend *be, const chm_tensor *out, const chm
                                const chm_tensor *idx);
 chm_status chm_cpu_scatter_add_rows(chm_backend *be, const chm_tensor *out,
                                     const chm_tensor *x, const chm_tensor *idx,
-                                    const chm_tensor *weights);
+                                    const chm_tensor *weights, int max_repeat);
 
 /* cross_entropy.c */
 chm_status chm_cpu_cross_entropy(chm_backend *be, const chm_tensor *losses,
@@ -275,7 +275,7 @@ chm_status chm_cpu_lowp_gather_rows(chm_backend *be, const chm_tensor *out, cons
                                     const chm_tensor *idx);
 chm_status chm_cpu_lowp_scatter_add_rows(chm_backend *be, const chm_tensor *out,
                                          const chm_tensor *x, const chm_tensor *idx,
-                                         const chm_tensor *weights);
+                                         const chm_tensor *weights, int max_repeat);
 chm_status chm_cpu_lowp_cross_entropy(chm_backend *be, const chm_tensor *losses,
                                       const chm_tensor *dlogits, const chm_tensor *logits,
                                       const chm_tensor *targets, double grad_scale);

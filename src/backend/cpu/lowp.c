@@ -470,11 +470,11 @@ chm_status chm_cpu_lowp_gather_rows(chm_backend *be, const chm_tensor *out, cons
 
 chm_status chm_cpu_lowp_scatter_add_rows(chm_backend *be, const chm_tensor *out,
                                          const chm_tensor *x, const chm_tensor *idx,
-                                         const chm_tensor *weights) {
+                                         const chm_tensor *weights, int max_repeat) {
     lowp_frame f;
     lowp_begin(&f, be, CHM_F32);
     const chm_tensor *o = lowp_out(&f, out), *x2 = lowp_in(&f, x), *w = lowp_in(&f, weights);
-    return LOWP_RUN(f, chm_cpu_scatter_add_rows(be, o, x2, idx, w));
+    return LOWP_RUN(f, chm_cpu_scatter_add_rows(be, o, x2, idx, w, max_repeat));
 }
 
 /* ---- losses and optimizer ---- */

@@ -11,10 +11,13 @@
  * leaves the output untouched.
  *
  * scatter_add_rows ACCUMULATES into out (it is the adjoint of gather_rows).
- * Duplicate indices are allowed; threads split the columns and every column
- * walks m in increasing order, so the additions happen in one fixed order
- * whatever the thread count (deterministic, no atomics).
+ * Duplicate indices are allowed (with max_repeat > 0, at most that many of each:
+ * checked here, so that the model's promises hold on the reference); threads split
+ * the columns and every column walks m in increasing order, so the additions happen
+ * in one fixed order whatever the thread count (deterministic, no atomics).
  */
+#include <stdlib.h>
+
 #include "cpu.h"
 
 /* Columns per scatter task: one cache-friendly strip of every row. */
@@ -30,6 +33,25 @@ static chm_status check_indices(chm_backend *be, const char *op, const int32_t *
                            "a row)",
                            op, (long long)m, (int)idx[m], (long long)rows);
     return CHM_OK;
+}
+
+/* No row index occurs more than max_repeat times (the bounded scatter's promise, which the
+   cpu, the reference, holds its callers to; the indices are in range). */
+static chm_status check_repeats(chm_backend *be, const int32_t *idx, int64_t M, int64_t rows,
+                                int max_repeat) {
+    int32_t *seen = calloc(rows > 0 ? (size_t)rows : 1, sizeof *seen);
+    if (!seen)
+        return CHM_ERR(&be->err, CHM_ERR_NOMEM, "scatter_add_rows: no memory to count %lld rows",
+                       (long long)rows);
+    chm_status rc = CHM_OK;
+    for (int64_t m = 0; m < M && rc == CHM_OK; m++)
+        if (idx[m] >= 0 && ++seen[idx[m]] > max_repeat)
+            rc = CHM_ERR(&be->err, CHM_ERR_INVALID_ARG,
+                         "scatter_add_rows: row %d is the target of more than max_repeat = %d "
+                         "rows (idx[%lld] is one more); the caller's bound is wrong",
+                         (int)idx[m], max_repeat, (long long)m);
+    free(seen);
+    return rc;
 }
 
 /*
@@ -85,10 +107,11 @@ chm_status chm_cpu_gather_rows(chm_backend *be, const chm_tensor *out, const chm
 
 chm_status chm_cpu_scatter_add_rows(chm_backend *be, const chm_tensor *out,
                                     const chm_tensor *x, const chm_tensor *idx,
-                                    const chm_tensor *weights) {
+                                    const chm_tensor *weights, int max_repeat) {
     int64_t M = x->shape[0], C = x->shape[1];
     const int32_t *ix = chm_cpu_ptr(idx);
     chm_status rc = check_indices(be, "scatter_add_rows", ix, M, out->shape[0]);
+    if (rc == CHM_OK && max_repeat > 0) rc = check_repeats(be, ix, M, out->shape[0], max_repeat);
     if (rc != CHM_OK) return rc;
     const void *w = weights ? chm_cpu_ptr(weights) : NULL;
     switch (x->dtype) {

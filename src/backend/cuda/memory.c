@@ -370,6 +370,9 @@ static chm_status flag_error(chm_backend *be, const int *f) {
         [CHM_CU_FLAG_GROUPED_COUNTS] = "matmul_grouped: counts[%d] = %d is outside [0, %d] "
                                        "(the capacity)",
         [CHM_CU_FLAG_MOE_AUX] = "moe_aux: idx element %d = %d is not an expert in [0, %d)",
+        [CHM_CU_FLAG_SCATTER_REPEAT] = "scatter_add_rows: row %d is the target of %d or more "
+                                       "rows, more than max_repeat = %d; the caller's bound is "
+                                       "wrong",
     };
     const char *fmt = f[0] > 0 && f[0] < CHM_CU_FLAG_COUNT ? what[f[0]] : NULL;
     if (!fmt) return CHM_ERR(&be->err, CHM_ERR_INTERNAL, "unknown device error record %d", f[0]);

@@ -60,12 +60,23 @@ chm_status chm_cuda_gather_rows(chm_backend *be, const chm_tensor *out, const ch
 
 chm_status chm_cuda_scatter_add_rows(chm_backend *be, const chm_tensor *out,
                                      const chm_tensor *x, const chm_tensor *idx,
-                                     const chm_tensor *weights) {
+                                     const chm_tensor *weights, int max_repeat) {
     const char *op = "scatter_add_rows";
     chm_status rc = chm_cuda_dtype(be, op, out->dtype, CHM_CUDA_FLOATS);
     if (rc) return rc;
     chm_cuda_ctx *cx = chm_cuda_ctx_of(be);
     int64_t M = idx->shape[0], R = out->shape[0];
+    if (max_repeat >= 1 && max_repeat <= CHM_CU_SCATTER_MAX_REPEAT) {
+        /* no sort: the same sums, bitwise (rows.cu) */
+        size_t nb = chm_cu_scatter_bounded_scratch(R, max_repeat);
+        void *scr = NULL;
+        if (nb && (rc = chm_cuda_scratch(be, op, nb, &scr))) return rc;
+        cudaError_t e = chm_cu_scatter_add_bounded(
+            chm_cuda_ptr(out), chm_cuda_ptr(x), chm_cuda_ptr(idx), chm_cuda_ptr(weights), M, R,
+            out->shape[1], max_repeat, out->dtype, CHM_CU_FLAG_SCATTER_ADD_ROWS, scr, cx->flag,
+            cx->stream);
+        return chm_cuda_check(be, op, e);
+    }
     size_t bytes = chm_cu_scatter_scratch(M, R);
     void *scratch = NULL;
     if (bytes && (rc = chm_cuda_scratch(be, op, bytes, &scratch))) return rc;

@@ -78,7 +78,9 @@ static chm_status plan_build(chm_backend *be, scatter_plan *pl, const chm_tensor
 }
 
 chm_status chm_vk_scatter_add_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
-                                   const chm_tensor *idx, const chm_tensor *weights) {
+                                   const chm_tensor *idx, const chm_tensor *weights,
+                                   int max_repeat) {
+    (void)max_repeat; /* the counting sort below serves any repeat; the bound is not checked */
     CHM_TRY(chm_vk_need_float(be, "scatter_add_rows", out));
     chm_vk *vk = chm_vk_ctx(be);
     uint32_t M = (uint32_t)x->shape[0], R = (uint32_t)out->shape[0], C = (uint32_t)out->shape[1];

@@ -589,7 +589,8 @@ chm_status chm_vk_bce_logits(chm_backend *be, const chm_tensor *losses, const ch
 chm_status chm_vk_gather_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                               const chm_tensor *idx);
 chm_status chm_vk_scatter_add_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
-                                   const chm_tensor *idx, const chm_tensor *weights);
+                                   const chm_tensor *idx, const chm_tensor *weights,
+                                   int max_repeat);
 
 /* router.c */
 chm_status chm_vk_router_topk(chm_backend *be, const chm_tensor *gates, const chm_tensor *idx,
