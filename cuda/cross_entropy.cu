@@ -11,7 +11,8 @@
 // 16 bytes per access, and the exponentials are exp2 of pre-scaled values: the
 // 256-thread scalar version took 166 us per 333-row chunk on an H100, 7.5x the
 // bytes' time at 3 TB/s. Such rows up to 16 vectors a thread take the register
-// path (ce_kernel_reg): one read of each logit instead of two.
+// path (ce_kernel_reg): one read of each logit instead of two; up to 13 vectors
+// (part of them staged in shared memory) it runs two blocks an SM.
 #include "perf.cuh"
 
 #define CE_THREADS 512
@@ -118,6 +119,33 @@ __global__ void ce_kernel(float *losses, T *dz, const T *z, const int32_t *targe
     ce_row_grad<T, VEC>(dr, zr, V, t, lse, scale);
 }
 
+// Blocks per SM the register path is compiled for: two (at most 64 registers) up to 13
+// vectors a thread, so that one block's loads overlap the other's reductions and exponentials
+// (one 124-register block an SM took 120.7 us per 1280-row chunk on an H100, 1.4x the bytes'
+// time). Of such rows a thread keeps CE_NREG vectors in registers (at more, the compiler
+// spilled at 64) and stages the rest, at most 5 (40 KB a block, no opt-in on any sm_80+), in
+// shared memory.
+#define CE_MIN_BLOCKS(NV) ((NV) <= 13 ? 2 : 1)
+#define CE_NREG(NV) ((NV) <= 13 && (NV) > 8 ? 8 : (NV))
+
+// 16 bytes global -> shared without holding registers while in flight (cp.async on sm_80+).
+__device__ __forceinline__ void ce_copy16(void *dst, const void *src) {
+#if __CUDA_ARCH__ >= 800
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+#else
+    *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(src);
+#endif
+}
+
+// Wait for this thread's ce_copy16s; their bytes are then visible to this thread (each thread
+// reads back only what it copied, so no barrier).
+__device__ __forceinline__ void ce_copy_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
 // Mark the packed row as rewritten (an empty asm on each 32-bit word), so that the compiler
 // converts it to f32 again in the next pass instead of keeping every converted value live
 // across the block reduction (bf16 at 16 vectors a thread: 128 floats, spilled).
@@ -132,68 +160,90 @@ __device__ __forceinline__ void ce_opaque(vec_t<T, W> (&x)[NV]) {
 }
 
 // Register path, rows of at most NV*CE_THREADS 16-byte vectors (chimera-1b's 50304-column
-// bf16 rows: 13 a thread): the row is loaded once into registers, and its max, its sum and
-// the gradient all come from there, so each logit is read from memory once. (The two-pass
-// kernel re-read each row in pass two; with ~530 rows of 100 KB in flight the re-reads
-// missed the 50 MB L2: 137 us a 1280-row chunk on an H100 against 86 us for the bytes.)
+// bf16 rows: 13 a thread): the row is loaded once, vectors 0..NR-1 of a thread into registers
+// and the rest into shared memory, and its max, its sum and the gradient all come from there,
+// so each logit is read from memory once. (The two-pass kernel re-read each row in pass two;
+// with ~530 rows of 100 KB in flight the re-reads missed the 50 MB L2: 137 us a 1280-row chunk
+// on an H100 against 86 us for the bytes.) Each thread visits its vectors in increasing column
+// order in every pass, wherever they are held.
 template <typename T, int NV>
-__global__ void __launch_bounds__(CE_THREADS, 1)
+__global__ void __launch_bounds__(CE_THREADS, CE_MIN_BLOCKS(NV))
     ce_kernel_reg(float *losses, T *dz, const T *z, const int32_t *targets, int64_t V,
                   float scale, int *flag) {
-    constexpr int W = 16 / sizeof(T);
+    constexpr int W = 16 / sizeof(T), NR = CE_NREG(NV), NS = NV - NR;
     __shared__ float red[32];
+    __shared__ vec_t<T, W> xs[NS > 0 ? NS : 1][CE_THREADS];
     int64_t r = blockIdx.x;
     const T *zr = z + r * V;
     T *dr = dz ? dz + r * V : NULL;
     int64_t t = targets[r];
     if (ce_odd_row<T>(losses, dr, r, t, V, flag)) return;
-    vec_t<T, W> x[NV];
+    // in-row indices fit an int here (at most 16 * CE_THREADS * 8 columns)
+    int tid = (int)threadIdx.x, nv = (int)(V / W), tc = (int)t;
+    vec_t<T, W> x[NR];
 #pragma unroll
-    for (int i = 0; i < NV; i++) {
-        int64_t j = ((int64_t)i * CE_THREADS + threadIdx.x) * W;
-        if (j < V) x[i] = vload<T, W>(zr + j);
-    }
-    float zt = threadIdx.x == 0 ? to_f(zr[t]) : 0.0f;  // read before the barriers below
+    for (int i = NR; i < NV; i++)
+        if (i * CE_THREADS + tid < nv)
+            ce_copy16(&xs[i - NR][tid], zr + (i * CE_THREADS + tid) * W);
+#pragma unroll
+    for (int i = 0; i < NR; i++)
+        if (i * CE_THREADS + tid < nv) x[i] = vload<T, W>(zr + (i * CE_THREADS + tid) * W);
+    float zt = tid == 0 ? to_f(zr[tc]) : 0.0f;  // read before the barriers below
     float vmax = -INFINITY;
 #pragma unroll
-    for (int i = 0; i < NV; i++)
-        if (((int64_t)i * CE_THREADS + threadIdx.x) * W < V)
+    for (int i = 0; i < NV; i++) {
+        if (i == NR) ce_copy_wait();
+        if (i * CE_THREADS + tid < nv) {
+            vec_t<T, W> xi = i < NR ? x[i < NR ? i : 0] : xs[i < NR ? 0 : i - NR][tid];
 #pragma unroll
-            for (int k = 0; k < W; k++) vmax = fmaxf(vmax, to_f(x[i].v[k]));
-    ce_opaque<T, W, NV>(x);
+            for (int k = 0; k < W; k++) vmax = fmaxf(vmax, to_f(xi.v[k]));
+        }
+    }
+    ce_opaque<T, W, NR>(x);
     float M = block_max(vmax, red), s = 0.0f;
     if (M != -INFINITY)
 #pragma unroll
         for (int i = 0; i < NV; i++)
-            if (((int64_t)i * CE_THREADS + threadIdx.x) * W < V)
+            if (i * CE_THREADS + tid < nv) {
+                vec_t<T, W> xi = i < NR ? x[i < NR ? i : 0] : xs[i < NR ? 0 : i - NR][tid];
 #pragma unroll
-                for (int k = 0; k < W; k++) s += exp2f((to_f(x[i].v[k]) - M) * CE_LOG2E);
+                for (int k = 0; k < W; k++) s += exp2f((to_f(xi.v[k]) - M) * CE_LOG2E);
+            }
     float lse = M + logf(block_sum(s, red));
-    if (threadIdx.x == 0) losses[r] = lse - zt;
+    if (tid == 0) losses[r] = lse - zt;
     if (!dr) return;
     float l2 = lse * CE_LOG2E;
-    ce_opaque<T, W, NV>(x);
+    ce_opaque<T, W, NR>(x);
 #pragma unroll
     for (int i = 0; i < NV; i++) {
-        int64_t j = ((int64_t)i * CE_THREADS + threadIdx.x) * W;
-        if (j >= V) continue;
-        vec_t<T, W> y;
+        int j = (i * CE_THREADS + tid) * W;
+        if (i * CE_THREADS + tid >= nv) continue;
+        vec_t<T, W> xi = i < NR ? x[i < NR ? i : 0] : xs[i < NR ? 0 : i - NR][tid], y;
 #pragma unroll
         for (int k = 0; k < W; k++) {
-            float p = exp2f(fmaf(to_f(x[i].v[k]), CE_LOG2E, -l2));
-            y.v[k] = from_f<T>(scale * (p - (j + k == t ? 1.0f : 0.0f)));
+            float p = exp2f(fmaf(to_f(xi.v[k]), CE_LOG2E, -l2));
+            y.v[k] = from_f<T>(scale * (p - (j + k == tc ? 1.0f : 0.0f)));
         }
         vstore<T, W>(dr + j, y);
     }
 }
 
-// Vectors per thread of the register path for V columns of `size`-byte elements (0: wider).
+// Vectors per thread of the register path for V columns of `size`-byte elements: 4, 8, 12, 13
+// (chimera-1b's bf16 rows, exactly) or 16 (0: wider). Few counts, few kernels to compile.
 static int ce_reg_vectors(int64_t V, size_t size) {
-    int64_t nvec = V * (int64_t)size / 16;
-    for (int nv = 4; nv <= 16; nv *= 2)
-        if (nvec <= (int64_t)nv * CE_THREADS) return nv;
-    return 0;
+    int64_t nvec = V * (int64_t)size / 16, nv = (nvec + CE_THREADS - 1) / CE_THREADS;
+    return nv <= 4 ? 4 : nv <= 8 ? 8 : nv <= 12 ? 12 : nv <= 13 ? 13 : nv <= 16 ? 16 : 0;
 }
+
+// Run BODY with the compile-time vector count NN = nv (4, 8, 12, 13 or 16).
+#define CE_DISPATCH_NV(nv, ...)                                     \
+    switch (nv) {                                                   \
+    case 4: { const int NN = 4; __VA_ARGS__; } break;               \
+    case 8: { const int NN = 8; __VA_ARGS__; } break;               \
+    case 12: { const int NN = 12; __VA_ARGS__; } break;             \
+    case 13: { const int NN = 13; __VA_ARGS__; } break;             \
+    default: { const int NN = 16; __VA_ARGS__; } break;             \
+    }
 
 extern "C" cudaError_t chm_cu_cross_entropy(float *losses, void *dlogits, const void *logits,
                                             const int32_t *targets, int64_t R, int64_t V,
@@ -205,17 +255,10 @@ extern "C" cudaError_t chm_cu_cross_entropy(float *losses, void *dlogits, const 
                ptr_aligned(dlogits, 16);
     int nv = vec ? ce_reg_vectors(V, chm_dtype_size(dt)) : 0;
     if (nv > 0) {
-        CHM_CU_DISPATCH(dt, T, {
-            if (nv == 4)
-                ce_kernel_reg<T, 4><<<(unsigned)R, CE_THREADS, 0, s>>>(
-                    losses, (T *)dlogits, (const T *)logits, targets, V, (float)grad_scale, flag);
-            else if (nv == 8)
-                ce_kernel_reg<T, 8><<<(unsigned)R, CE_THREADS, 0, s>>>(
-                    losses, (T *)dlogits, (const T *)logits, targets, V, (float)grad_scale, flag);
-            else
-                ce_kernel_reg<T, 16><<<(unsigned)R, CE_THREADS, 0, s>>>(
-                    losses, (T *)dlogits, (const T *)logits, targets, V, (float)grad_scale, flag);
-        });
+        CHM_CU_DISPATCH(dt, T,
+                        CE_DISPATCH_NV(nv, ce_kernel_reg<T, NN><<<(unsigned)R, CE_THREADS, 0, s>>>(
+                                               losses, (T *)dlogits, (const T *)logits, targets,
+                                               V, (float)grad_scale, flag)));
     } else if (vec) {
         CHM_CU_DISPATCH(dt, T,
                         ce_kernel<T, true><<<(unsigned)R, CE_THREADS, 0, s>>>(

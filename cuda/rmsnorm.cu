@@ -10,11 +10,12 @@
 // block of RMS_BT threads per slab of rows; each thread keeps its columns'
 // w and dw partials in registers (V = 2 columns per access when C is even and
 // the pointers allow), walks the slab's rows with the next row's g and x
-// loaded ahead, and one block sum per row gives the row's dot product; g and x
-// are read from memory once. Generic path (wider rows): one warp per row for
-// dx, one thread per (slab, column) for dw. (A warp-per-row backward with
-// 16-byte accesses, no block barrier per row, ran no faster on an H100: 68 vs
-// 66 us at chimera-1b's [16384,1024] in bf16, session 7.)
+// loaded ahead (narrow rows, chimera-1b's C = 1024: two rows at a time, the
+// next two rows' g, x and dx loaded ahead), and one block sum per row gives the
+// row's dot product; g and x are read from memory once. Generic path (wider
+// rows): one warp per row for dx, one thread per (slab, column) for dw. (A
+// warp-per-row backward with 16-byte accesses, no block barrier per row, ran no
+// faster on an H100: 68 vs 66 us at chimera-1b's [16384,1024] in bf16, session 7.)
 #include "perf.cuh"
 
 #define RMS_WARPS 8
@@ -79,9 +80,14 @@ __global__ void rmsnorm_dw_kernel(float *part, const T *g, const T *x, const flo
     part[(int64_t)slab * C + c] = acc;
 }
 
-// Rows per slab of the backward's dw partials: a function of R alone.
+// Slabs of rows of the backward (its blocks, and its dw partials): a function of R alone.
+// 32 rows a slab, but at least min(512, ceil(R/8)) slabs, so that R below 16384 still fills
+// the 4 blocks an SM of 132 SMs in one wave (R = 8192's 256 slabs of 32 rows left half the
+// H100 idle: 45 us against 22 us for the bytes); at most 2048.
 extern "C" int chm_cu_rmsnorm_slabs(int64_t R) {
-    int64_t s = (R + 31) / 32;
+    int64_t s = (R + 31) / 32, lo = (R + 7) / 8;
+    if (lo > 512) lo = 512;
+    if (s < lo) s = lo;
     if (s < 1) s = 1;
     if (s > 2048) s = 2048;
     return (int)s;
@@ -89,35 +95,69 @@ extern "C" int chm_cu_rmsnorm_slabs(int64_t R) {
 
 #define RMS_BT 256
 
-// Columns of chunk k of thread tid: [c, c+V) with c = (k*RMS_BT + tid)*V.
-template <typename T, int V, int NP>
-__device__ __forceinline__ void rms_load_row(vec_t<T, V> (&gv)[NP], vec_t<T, V> (&xv)[NP],
-                                             const T *g, const T *x, int64_t r, int64_t C) {
-#pragma unroll
-    for (int k = 0; k < NP; k++) {
-        int64_t c = ((int64_t)k * RMS_BT + threadIdx.x) * V;
-        if (c < C) {
-            gv[k] = vload<T, V>(g + r * C + c);
-            xv[k] = vload<T, V>(x + r * C + c);
-        }
-    }
-}
-
 // Blocks per SM the fused kernel is compiled for: 4 (at most 64 registers, so
 // R = 16384's 512 blocks run in one wave on 132 SMs) where its registers allow.
 #define RMS_MIN_BLOCKS(T, V, NP) ((NP) <= 4 && (NP) * (V) * sizeof(T) <= 16 ? 4 : 2)
 
-// grid S (slabs of rows), block RMS_BT: dx of the slab's rows, and part[slab, C].
+// Rows the fused kernel handles per iteration: 2 where a thread's share of a row of a tensor
+// fits 2 registers (chimera-1b's bf16 C = 1024), else 1. With 2, the next two rows' g, x and
+// dx are loaded ahead (12 KB a block in flight at C = 1024 in bf16, instead of the next row's
+// g and x, 4 KB, while each row waited on its own dx) and the two rows' dot products share
+// one block reduction.
+#define RMS_ROWS(T, V, NP) ((NP) * (((V) * sizeof(T) + 3) / 4) <= 2 ? 2 : 1)
+
+// Rows r .. r+RW-1 below r1: g and x, and dx when RW > 1. Columns of chunk k of thread tid:
+// [c, c+V) with c = (k*RMS_BT + tid)*V.
+template <typename T, int V, int NP, int RW>
+__device__ __forceinline__ void rms_load_rows(vec_t<T, V> (&gv)[RW][NP],
+                                              vec_t<T, V> (&xv)[RW][NP],
+                                              vec_t<T, V> (&dv)[RW][NP], const T *g,
+                                              const T *x, const T *dx, int64_t r, int64_t r1,
+                                              int64_t C) {
+#pragma unroll
+    for (int h = 0; h < RW; h++)
+        if (r + h < r1)
+#pragma unroll
+            for (int k = 0; k < NP; k++) {
+                int64_t c = ((int64_t)k * RMS_BT + threadIdx.x) * V;
+                if (c < C) {
+                    gv[h][k] = vload<T, V>(g + (r + h) * C + c);
+                    xv[h][k] = vload<T, V>(x + (r + h) * C + c);
+                    if (RW > 1) dv[h][k] = vload<T, V>(dx + (r + h) * C + c);
+                }
+            }
+}
+
+// block_sum of each of v[0..RW-1] (the same arithmetic), sharing its two barriers. red is
+// RW*32 shared floats.
+template <int RW>
+__device__ __forceinline__ void rms_block_sums(float (&v)[RW], float (*red)[32]) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+#pragma unroll
+    for (int h = 0; h < RW; h++) v[h] = warp_sum(v[h]);
+    __syncthreads();
+    if (lane == 0)
+#pragma unroll
+        for (int h = 0; h < RW; h++) red[h][w] = v[h];
+    __syncthreads();
+#pragma unroll
+    for (int h = 0; h < RW; h++) v[h] = warp_sum(lane < nw ? red[h][lane] : 0.0f);
+}
+
+// grid S (slabs of rows), block RMS_BT: dx of the slab's rows, and part[slab, C]. Rows are
+// visited in order, RW at a time; per row the arithmetic (and its order) is that of one row
+// at a time.
 template <typename T, int V, int NP>
 __global__ void __launch_bounds__(RMS_BT, RMS_MIN_BLOCKS(T, V, NP))
     rmsnorm_bwd_fused(T *__restrict__ dx, float *__restrict__ part, const T *__restrict__ g,
                       const T *__restrict__ x, const T *__restrict__ w,
                       const float *__restrict__ rstd, int64_t R, int64_t C) {
-    __shared__ float red[32];
+    constexpr int RW = RMS_ROWS(T, V, NP);
+    __shared__ float red[RW][32];
     int64_t per = (R + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * per;
     int64_t r1 = r0 + per < R ? r0 + per : R;
     float wv[NP][V], acc[NP][V];
-    vec_t<T, V> gn[NP], xn[NP];
+    vec_t<T, V> gn[RW][NP], xn[RW][NP], dn[RW][NP];  // the next rows (dn: when RW > 1)
 #pragma unroll
     for (int k = 0; k < NP; k++) {
         int64_t c = ((int64_t)k * RMS_BT + threadIdx.x) * V;
@@ -125,41 +165,57 @@ __global__ void __launch_bounds__(RMS_BT, RMS_MIN_BLOCKS(T, V, NP))
         for (int v = 0; v < V; v++) {
             wv[k][v] = c < C ? to_f(w[c + v]) : 0.0f;
             acc[k][v] = 0.0f;
-            gn[k].v[v] = xn[k].v[v] = from_f<T>(0.0f);
+#pragma unroll
+            for (int h = 0; h < RW; h++)
+                gn[h][k].v[v] = xn[h][k].v[v] = dn[h][k].v[v] = from_f<T>(0.0f);
         }
     }
-    if (r0 < r1) rms_load_row<T, V, NP>(gn, xn, g, x, r0, C);
-    for (int64_t r = r0; r < r1; r++) {
-        vec_t<T, V> gc[NP], xc[NP], dc[NP];
+    rms_load_rows<T, V, NP, RW>(gn, xn, dn, g, x, dx, r0, r1, C);
+    for (int64_t r = r0; r < r1; r += RW) {
+        vec_t<T, V> gc[RW][NP], xc[RW][NP], dc[RW][NP];
 #pragma unroll
-        for (int k = 0; k < NP; k++) {
-            int64_t c = ((int64_t)k * RMS_BT + threadIdx.x) * V;
-            gc[k] = gn[k];
-            xc[k] = xn[k];
-            if (c < C) dc[k] = vload<T, V>(dx + r * C + c);
-        }
-        if (r + 1 < r1) rms_load_row<T, V, NP>(gn, xn, g, x, r + 1, C);
-        float rs = rstd[r], dot = 0.0f;
+        for (int h = 0; h < RW; h++)
 #pragma unroll
-        for (int k = 0; k < NP; k++)
-#pragma unroll
-            for (int v = 0; v < V; v++) {  // inactive columns hold zeros
-                float gf = to_f(gc[k].v[v]), xf = to_f(xc[k].v[v]);
-                dot += gf * wv[k][v] * xf;
-                acc[k][v] += gf * xf * rs;
+            for (int k = 0; k < NP; k++) {
+                int64_t c = ((int64_t)k * RMS_BT + threadIdx.x) * V;
+                gc[h][k] = gn[h][k];
+                xc[h][k] = xn[h][k];
+                if (RW > 1) dc[h][k] = dn[h][k];
+                else if (c < C) dc[h][k] = vload<T, V>(dx + r * C + c);
             }
-        dot = block_sum(dot, red);
-        float coef = rs * rs * rs * dot / (float)C;
+        if (r + RW < r1) rms_load_rows<T, V, NP, RW>(gn, xn, dn, g, x, dx, r + RW, r1, C);
+        float rs[RW], dot[RW];
 #pragma unroll
-        for (int k = 0; k < NP; k++) {
-            int64_t c = ((int64_t)k * RMS_BT + threadIdx.x) * V;
-            if (c >= C) continue;
-            vec_t<T, V> o;
+        for (int h = 0; h < RW; h++) {
+            bool row = h == 0 || r + h < r1;  // uniform over the block
+            rs[h] = row ? rstd[r + h] : 0.0f;
+            dot[h] = 0.0f;
 #pragma unroll
-            for (int v = 0; v < V; v++)
-                o.v[v] = from_f<T>(to_f(dc[k].v[v]) + rs * wv[k][v] * to_f(gc[k].v[v]) -
-                                   coef * to_f(xc[k].v[v]));
-            vstore<T, V>(dx + r * C + c, o);
+            for (int k = 0; k < NP; k++)
+#pragma unroll
+                for (int v = 0; v < V; v++) {  // inactive columns hold zeros
+                    float gf = to_f(gc[h][k].v[v]), xf = to_f(xc[h][k].v[v]);
+                    dot[h] += gf * wv[k][v] * xf;
+                    if (row) acc[k][v] += gf * xf * rs[h];
+                }
+        }
+        rms_block_sums<RW>(dot, red);
+#pragma unroll
+        for (int h = 0; h < RW; h++) {
+            if (h > 0 && r + h >= r1) continue;
+            float coef = rs[h] * rs[h] * rs[h] * dot[h] / (float)C;
+#pragma unroll
+            for (int k = 0; k < NP; k++) {
+                int64_t c = ((int64_t)k * RMS_BT + threadIdx.x) * V;
+                if (c >= C) continue;
+                vec_t<T, V> o;
+#pragma unroll
+                for (int v = 0; v < V; v++)
+                    o.v[v] = from_f<T>(to_f(dc[h][k].v[v]) +
+                                       rs[h] * wv[k][v] * to_f(gc[h][k].v[v]) -
+                                       coef * to_f(xc[h][k].v[v]));
+                vstore<T, V>(dx + (r + h) * C + c, o);
+            }
         }
     }
 #pragma unroll

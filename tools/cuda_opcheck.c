@@ -348,9 +348,13 @@ static void case_elementwise(oc_ctx *x) {
 static void case_rmsnorm(oc_ctx *x) {
     /* odd C (scalar path), even C (pairs) at 1, 2 and 8 chunks per thread, T = 1, C = 4098
        (too wide for the fused backward: the generic path); C % 8 == 0 up to 1536 takes the
-       16-byte warp backward (520: a partial last chunk; 1536: its widest row, f32 falls back) */
-    static const int64_t shapes[][3] = {{1, 7, 13},  {2, 37, 1024}, {1, 1, 515},  {3, 50, 2050},
-                                        {1, 3, 4098}, {2, 45, 520},  {4, 300, 1024}, {1, 70, 1536}};
+       16-byte warp backward (520: a partial last chunk; 1536: its widest row, f32 falls back);
+       C = 1024 at R = 8192 (chimera-1b's MoD rows: 512 slabs of 16) and R = 4097 (slabs of 9
+       rows: the two-row loop's odd last row) */
+    static const int64_t shapes[][3] = {{1, 7, 13},    {2, 37, 1024},  {1, 1, 515},
+                                        {3, 50, 2050}, {1, 3, 4098},   {2, 45, 520},
+                                        {4, 300, 1024}, {1, 70, 1536}, {2, 4096, 1024},
+                                        {1, 4097, 1024}};
     int n = (int)(sizeof shapes / sizeof shapes[0]);
     for (int s = 0; s < (x->quick ? 3 : n); s++) {
         int64_t B = shapes[s][0], T = shapes[s][1], C = shapes[s][2];
@@ -953,10 +957,15 @@ static void case_cross_entropy(oc_ctx *x) {
     ce_case(x, 7, 1000, false);
     ce_case(x, 33, 5003, true);
     if (x->quick) return;
-    /* the register path at 16 and 8 vectors a thread (chimera-1b's V in place; bf16), and
-       rows too wide for it (16-byte two-pass path) */
+    /* the register path (bf16 vectors a thread: 13 for chimera-1b's V, in place, 8 of them in
+       registers and 5 staged in shared memory; 8; 12 (full and partial), 16 (partial and
+       full)), and rows too wide for it (16-byte two-pass path) */
     ce_case(x, 9, 50304, true);
     ce_case(x, 5, 24000, false);
+    ce_case(x, 4, 36000, false);
+    ce_case(x, 4, 45000, true);
+    ce_case(x, 3, 60000, true);
+    ce_case(x, 3, 65536, false);
     ce_case(x, 3, 70000, false);
 }
 
@@ -1723,6 +1732,28 @@ static void bench_scatter(oc_ctx *x, int64_t R, int64_t C, int64_t M, int r) {
     for (int i = 0; i < 4; i++) chm_buffer_free(b[i]);
 }
 
+static chm_status run_cross_entropy(chm_backend *be, bench_job *j) {
+    return chm_cross_entropy(be, j->t[2], j->t[0], j->t[0], j->t[1], j->scale);
+}
+
+/* cross_entropy of bf16 logits [R,V] with dlogits == logits (the model's call; a repeat runs
+   on the previous gradient, whose values stay in [-1, 1]: finite, the same work). Targets are
+   valid (in [0, V), truncated from the host's uniform values). The floor is each logit read
+   once and its gradient written once. */
+static void bench_cross_entropy(oc_ctx *x, int64_t R, int64_t V) {
+    chm_buffer *b[3];
+    chm_tensor t[3] = {bench_tensor(x, CHM_BF16, 2, DIMS(R, V), -4, 4, &b[0]),   /* logits */
+                       bench_tensor(x, CHM_I32, 1, DIMS(R), 0, (double)V, &b[1]), /* targets */
+                       bench_tensor(x, CHM_F32, 1, DIMS(R), 0, 0, &b[2])};        /* losses */
+    bench_job j = {.run = run_cross_entropy, .t = {&t[0], &t[1], &t[2]}, .scale = 1.0};
+    double ms = bench_ms(x, &j, 3, 20);
+    char what[64];
+    snprintf(what, sizeof what, "cross_entropy bf16 %lldx%lld in place", (long long)R,
+             (long long)V);
+    bench_add_bytes(what, ms, 2.0 * (double)(R * V) * 2);
+    for (int i = 0; i < 3; i++) chm_buffer_free(b[i]);
+}
+
 static void oc_bench(oc_ctx *x) {
     printf("\n== benchmarks on %s (median of repeats, device events)\n", x->gpu->device);
     bench_matmul(x, "matmul bf16 4096^3 (A B^T)", 4096, 4096, 4096);
@@ -1743,6 +1774,9 @@ static void oc_bench(oc_ctx *x) {
     bench_fill_swiglu(x, 16384LL * 5632);
     bench_scatter(x, 16384, 1024, 40960, 2); /* chimera-1b's MoE combine (top-2, capacity) */
     bench_scatter(x, 16384, 1024, 8192, 1);  /* its MoD merge (half the tokens) */
+    bench_rmsnorm(x, 16384, 1024); /* chimera-1b's norms */
+    bench_rmsnorm(x, 8192, 1024);
+    bench_cross_entropy(x, 1280, 50304); /* chimera-1b's head: one 1280-row chunk */
 }
 
 int main(int argc, char **argv) {
