@@ -38,7 +38,8 @@ for r in csv.DictReader(lines):
     v = float(r["Metric Value"].replace(",", ""))
     unit = r["Metric Unit"]
     us = v / 1e3 if unit in ("nsecond", "ns") else v * 1e3 if unit in ("msecond", "ms") else v
-    name = re.sub(r"\(.*$", "", r["Kernel Name"]).strip()
+    name = r["Kernel Name"].replace("<unnamed>::", "").replace("(anonymous namespace)::", "")
+    name = re.sub(r"\(.*$", "", name).strip()
     name = re.sub(r"^void ", "", name)
     rows.append((name, r.get("Grid Size", ""), us))
 adam = [i for i, r in enumerate(rows) if "adamw" in r[0]]
@@ -54,7 +55,9 @@ for n, g, us in step:
     short = re.sub(r"<.*", "", n).split("::")[-1][:48]
     by[short][0] += 1
     by[short][1] += us
-print(f"\n== one step: {len(step)} kernels, {tot/1e3:.2f} ms of kernel time")
+gemm = sum(us for n, g, us in step if n.startswith("nvjet") or "gemm" in n.lower())
+print(f"\n== one step: {len(step)} kernels, {tot/1e3:.2f} ms of kernel time, of which "
+      f"cuBLAS(Lt) GEMMs {gemm/1e3:.2f} ms ({100*gemm/tot:.0f}%)")
 print(f"  {'kernel':48s} {'calls':>6s} {'ms':>8s} {'share':>6s} {'mean us':>8s}")
 for k, (c, us) in sorted(by.items(), key=lambda kv: -kv[1][1])[: int(sys.argv[2])]:
     print(f"  {k:48s} {c:6d} {us/1e3:8.3f} {100*us/tot:5.1f}% {us/c:8.1f}")
