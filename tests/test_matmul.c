@@ -266,8 +266,9 @@ static void ref_grouped(double *C, const double *C0, const double *A, const doub
     }
 }
 
+/* tail_zero: A's rows past the counts zeroed, then the tail-zero form (the same results). */
 static void run_grouped(chm_backend *be, chm_dtype dt, const grp_case *g, const int32_t *cnt,
-                        tt_rng *r) {
+                        tt_rng *r, bool tail_zero) {
     int64_t rows = g->ta ? g->M : g->cap, Kd = g->ta ? g->cap : g->K;
     tt_tensor A = tt_alloc(be, dt, 3, (int64_t[]){g->E, g->cap, g->ta ? g->M : g->K});
     tt_tensor B =
@@ -278,16 +279,25 @@ static void run_grouped(chm_backend *be, chm_dtype dt, const grp_case *g, const 
     double *ha = rand_upload(be, r, &A), *hb = rand_upload(be, r, &B),
            *hc0 = rand_upload(be, r, &C);
     if (g->beta == 0) tt_poison(be, &C);
+    if (tail_zero) {
+        int64_t acols = g->ta ? g->M : g->K;
+        for (int64_t e = 0; e < g->E; e++)
+            for (int64_t k = cnt[e] * acols; k < g->cap * acols; k++) ha[e * g->cap * acols + k] = 0;
+        tt_upload(be, &A, ha);
+    }
     int64_t n = chm_tensor_numel(&C.t);
     double *want = tt_dalloc(n), *got = tt_dalloc(n);
     ref_grouped(want, hc0, ha, hb, cnt, g);
-    cr_assert_eq(
-        chm_matmul_grouped(be, &C.t, &A.t, &B.t, &counts.t, g->ta, g->tb, g->alpha, g->beta),
-        CHM_OK, "%s", be->err.msg);
+    chm_status rc =
+        tail_zero ? chm_matmul_grouped_tail_zero(be, &C.t, &A.t, &B.t, &counts.t, g->ta, g->tb,
+                                                 g->alpha, g->beta)
+                  : chm_matmul_grouped(be, &C.t, &A.t, &B.t, &counts.t, g->ta, g->tb, g->alpha,
+                                       g->beta);
+    cr_assert_eq(rc, CHM_OK, "%s", be->err.msg);
     tt_download(be, &C, got);
     char what[96];
-    snprintf(what, sizeof what, "matmul_grouped %s ta%d tb%d beta %g", chm_dtype_name(dt), g->ta,
-             g->tb, g->beta);
+    snprintf(what, sizeof what, "matmul_grouped%s %s ta%d tb%d beta %g",
+             tail_zero ? " tail-zero" : "", chm_dtype_name(dt), g->ta, g->tb, g->beta);
     tt_assert_close(what, got, want, n, TT_ATOL(dt) * 10, TT_RTOL(dt));
     free(ha), free(hb), free(hc0), free(want), free(got);
     tt_free(&A), tt_free(&B), tt_free(&C), tt_free(&counts);
@@ -302,8 +312,46 @@ Test(matmul, grouped_with_live_counts) {
             grp_case g = {4, 6, 0, 5, 7, false, t & 1, 0.75, t & 2 ? 0.5 : 0};
             g.ta = t & 4;
             g.M = 3; /* used by the trans_a form only */
-            run_grouped(be, DTYPES[d], &g, cnt, &r);
+            run_grouped(be, DTYPES[d], &g, cnt, &r, false);
+            run_grouped(be, DTYPES[d], &g, cnt, &r, true);
         }
+    chm_backend_close(be);
+}
+
+/* The tail-zero form's promise, checked: a nonzero A row past the count, or (trans_a) a
+   non-finite B row there, is refused with the element named and C untouched. */
+Test(matmul, grouped_tail_zero_refuses_a_broken_promise) {
+    chm_backend *be = tt_open_cpu();
+    tt_tensor A = tt_alloc(be, CHM_F32, 3, (int64_t[]){2, 3, 2}),
+              B = tt_alloc(be, CHM_F32, 3, (int64_t[]){2, 2, 2});
+    tt_tensor Bt = tt_alloc(be, CHM_F32, 3, (int64_t[]){2, 3, 2});
+    tt_tensor C = tt_alloc(be, CHM_F32, 3, (int64_t[]){2, 3, 2}),
+              Ct = tt_alloc(be, CHM_F32, 3, (int64_t[]){2, 2, 2});
+    tt_tensor cnt = tt_alloc(be, CHM_I32, 1, (int64_t[]){2});
+    tt_upload_i32(be, &cnt, (int32_t[]){1, 3});
+    double a[12] = {1, 2, 0, 0, 0, 0, 3, 4, 5, 6, 7, 8}, ones[12], c0[12], c[12];
+    for (int i = 0; i < 12; i++) ones[i] = 1, c0[i] = 0.5 * i;
+    tt_upload(be, &A, a), tt_upload(be, &B, ones), tt_upload(be, &Bt, ones);
+    tt_upload(be, &C, c0);
+    cr_assert_eq(chm_matmul_grouped_tail_zero(be, &C.t, &A.t, &B.t, &cnt.t, false, false, 1, 1),
+                 CHM_OK, "%s", be->err.msg);
+    a[5] = 0.25; /* group 0, row 2: past counts[0] = 1 */
+    tt_upload(be, &A, a);
+    tt_upload(be, &C, c0);
+    cr_assert_eq(chm_matmul_grouped_tail_zero(be, &C.t, &A.t, &B.t, &cnt.t, false, false, 1, 1),
+                 CHM_ERR_INVALID_ARG);
+    cr_assert(strstr(be->err.msg, "A[0, 2, 1] = 0.25 lies past counts[0]") != NULL, "%s",
+              be->err.msg);
+    tt_download(be, &C, c);
+    tt_assert_close("C untouched", c, c0, 12, 0, 0);
+    a[5] = 0;
+    ones[4] = NAN; /* trans_a: B's group 0, row 2 */
+    tt_upload(be, &A, a), tt_upload(be, &Bt, ones);
+    cr_assert_eq(chm_matmul_grouped_tail_zero(be, &Ct.t, &A.t, &Bt.t, &cnt.t, true, false, 1, 0),
+                 CHM_ERR_INVALID_ARG);
+    cr_assert(strstr(be->err.msg, "group 0, row 2") && strstr(be->err.msg, "not finite"), "%s",
+              be->err.msg);
+    tt_free(&A), tt_free(&B), tt_free(&Bt), tt_free(&C), tt_free(&Ct), tt_free(&cnt);
     chm_backend_close(be);
 }
 

@@ -510,6 +510,55 @@ static void case_matmul_from(oc_ctx *x) {
     }
 }
 
+/* A [E,cap,cols] random with the rows >= counts[e] zero (MoE's gathered slots). */
+static oc_t rand_tail_zero(oc_ctx *x, int64_t E, int64_t cap, int64_t cols, const int32_t *counts) {
+    oc_t t = oc_new(x, 3, DIMS(E, cap, cols));
+    double *h = oc_dalloc(t.n);
+    for (int64_t i = 0; i < t.n; i++)
+        h[i] = i / cols % cap < counts[i / (cap * cols)] ? oc_uniform(x, -1, 1) : 0.0;
+    oc_set(x, &t, h);
+    free(h);
+    return t;
+}
+
+/* chm_matmul_grouped_tail_zero (cuda: no keeping or re-zeroing of the empty rows around the
+   product, no masked copies in the trans_a form) against the cpu, which checks the promise:
+   both forms, B plain and transposed, beta 0 (C poisoned) and 0.5. */
+static void grouped_tail_zero_at(oc_ctx *x, int64_t E, int64_t cap, int64_t K, int64_t N,
+                                 int64_t M, const int32_t *counts) {
+    oc_t cnt = oc_ints(x, 1, DIMS(E), counts);
+    char name[80];
+    for (int tb = 0; tb < 2; tb++)
+        for (int bz = 0; bz < 2; bz++) {
+            double beta = bz ? 0.5 : 0.0;
+            oc_t A = rand_tail_zero(x, E, cap, K, counts);
+            oc_t B = tb ? oc_rand(x, 3, DIMS(E, N, K), -1, 1) : oc_rand(x, 3, DIMS(E, K, N), -1, 1);
+            oc_t C = oc_rand(x, 3, DIMS(E, cap, N), -1, 1);
+            if (!bz) oc_poison(x, &C);
+            OC_BOTH(x, chm_matmul_grouped_tail_zero(BE, OC_T(C), OC_T(A), OC_T(B), OC_T(cnt),
+                                                    false, tb, 1.5, beta));
+            snprintf(name, sizeof name, "matmul_grouped tail-zero cap%lld%s b%g", (long long)cap,
+                     tb ? " tB" : "", beta);
+            oc_check(x, name, &C, 1);
+            oc_free(&A);
+            oc_free(&B);
+            oc_free(&C);
+            A = rand_tail_zero(x, E, cap, M, counts);
+            B = tb ? oc_rand(x, 3, DIMS(E, N, cap), -1, 1) : oc_rand(x, 3, DIMS(E, cap, N), -1, 1);
+            C = oc_rand(x, 3, DIMS(E, M, N), -1, 1);
+            if (!bz) oc_poison(x, &C);
+            OC_BOTH(x, chm_matmul_grouped_tail_zero(BE, OC_T(C), OC_T(A), OC_T(B), OC_T(cnt),
+                                                    true, tb, 1.0, beta));
+            snprintf(name, sizeof name, "matmul_grouped tail-zero cap%lld tA%s b%g",
+                     (long long)cap, tb ? " tB" : "", beta);
+            oc_check(x, name, &C, 1);
+            oc_free(&A);
+            oc_free(&B);
+            oc_free(&C);
+        }
+    oc_free(&cnt);
+}
+
 static void case_matmul_grouped(oc_ctx *x) {
     int64_t E = 3, cap = 8, K = 13, N = 7, M = 6;
     int32_t counts[3] = {0, 5, 8};
@@ -540,6 +589,11 @@ static void case_matmul_grouped(oc_ctx *x) {
             oc_free(&C);
         }
     oc_free(&cnt);
+    grouped_tail_zero_at(x, 3, 8, 13, 7, 6, counts);
+    if (!x->quick) { /* chimera-1b's MoD layers' experts: capacity 2560, 20% of it empty */
+        int32_t big[8] = {2048, 2560, 1900, 2200, 2048, 2100, 1500, 2000};
+        grouped_tail_zero_at(x, 8, 2560, 1024, 704, 352, big);
+    }
 }
 
 /* ---- attention ---- */

@@ -142,10 +142,11 @@ typedef struct chm_backend_ops {
     chm_status (*matmul_from)(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                               const chm_tensor *B, const chm_tensor *S, bool trans_a, bool trans_b,
                               double alpha, double beta);
-    /* Per-group matmul with a row count per group, see chm_matmul_grouped. */
+    /* Per-group matmul with a row count per group, see chm_matmul_grouped (tail_zero: the
+       caller's promise of chm_matmul_grouped_tail_zero). */
     chm_status (*matmul_grouped)(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                  const chm_tensor *B, const chm_tensor *counts, bool trans_a,
-                                 bool trans_b, double alpha, double beta);
+                                 bool trans_b, double alpha, double beta, bool tail_zero);
 
     /* ---- attention ---- */
     chm_status (*attention_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *lse,
@@ -391,6 +392,12 @@ chm_status chm_matmul_from(chm_backend *be, const chm_tensor *C, const chm_tenso
 chm_status chm_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                               const chm_tensor *B, const chm_tensor *counts, bool trans_a,
                               bool trans_b, double alpha, double beta);
+/* chm_matmul_grouped (the same results) where rows >= counts[e] of A are zero, and with
+   trans_a those of B finite (MoE's gathered slots): backends may then compute them rather
+   than keep or mask them. A nonzero row there is an error where the backend checks (cpu). */
+chm_status chm_matmul_grouped_tail_zero(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                                        const chm_tensor *B, const chm_tensor *counts,
+                                        bool trans_a, bool trans_b, double alpha, double beta);
 
 /*
  * Causal attention with grouped-query heads. q [B,T,H,D], k and v [B,T,Hk,D]

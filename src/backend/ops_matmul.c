@@ -120,9 +120,9 @@ chm_status chm_matmul_from(chm_backend *be, const chm_tensor *C, const chm_tenso
                            be->ops->matmul_from(be, C, A, B, S, trans_a, trans_b, alpha, beta));
 }
 
-chm_status chm_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
-                              const chm_tensor *B, const chm_tensor *counts, bool trans_a,
-                              bool trans_b, double alpha, double beta) {
+static chm_status matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                                 const chm_tensor *B, const chm_tensor *counts, bool trans_a,
+                                 bool trans_b, double alpha, double beta, bool tail_zero) {
     const char *op = "matmul_grouped";
     CHM_TRY(chm_check_impl(be, op, be->ops->matmul_grouped != NULL));
     CHM_TRY(chm_check_shape(be, op, "A", A, CHM_ANY_DTYPE, 3, CHM_DIMS(CHM_ANY, CHM_ANY, CHM_ANY)));
@@ -138,5 +138,17 @@ chm_status chm_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_te
     if (be->profile) label = chm_profile_gemm_label(be, op, d.M, d.N, d.K, E, trans_a, trans_b);
     return chm_fault_after(be, label, C,
                            be->ops->matmul_grouped(be, C, A, B, counts, trans_a, trans_b, alpha,
-                                                   beta));
+                                                   beta, tail_zero));
+}
+
+chm_status chm_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                              const chm_tensor *B, const chm_tensor *counts, bool trans_a,
+                              bool trans_b, double alpha, double beta) {
+    return matmul_grouped(be, C, A, B, counts, trans_a, trans_b, alpha, beta, false);
+}
+
+chm_status chm_matmul_grouped_tail_zero(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
+                                        const chm_tensor *B, const chm_tensor *counts,
+                                        bool trans_a, bool trans_b, double alpha, double beta) {
+    return matmul_grouped(be, C, A, B, counts, trans_a, trans_b, alpha, beta, true);
 }

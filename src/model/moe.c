@@ -12,9 +12,13 @@
  * The backward reads the counts on the host (one download per MoE layer, where
  * the host is far ahead of the device: the router ran a whole forward ago) and
  * runs the three weight gradients as one matmul per expert over its live
- * rows: the grouped op's trans_a form would copy both operands with the dead
+ * rows: the grouped op's trans_a form had copied both operands with the dead
  * capacity rows zeroed first (2.5x the time on an H100). The other products
  * stay grouped: per expert they cost more (measured) than their dead rows.
+ * The empty slots' rows are zero all along (xe is gathered with zeros there),
+ * so every grouped product is chm_matmul_grouped_tail_zero: cuda neither keeps
+ * nor re-zeroes those rows around the product, nor masks the trans_a form's
+ * operands; the cpu checks the promise.
  * CHIMERA_MOE_GROUPED=1 keeps every product grouped (no download), as does a backend
  * without CHM_CAP_CHEAP_READBACK (vulkan).
  * A token an expert has no room for (capacity cap = ceil(capacity_factor *
@@ -77,7 +81,7 @@ static bool moe_host_counts(const chm_model *m) {
 static chm_status moe_wgrad(chm_model *m, const mdl_moe_act *a, bool host, const chm_tensor *gW,
                             const chm_tensor *A, const chm_tensor *B) {
     if (!host) {
-        MDL_OP(m, chm_matmul_grouped(m->be, gW, A, B, &a->counts, true, false, 1, 1));
+        MDL_OP(m, chm_matmul_grouped_tail_zero(m->be, gW, A, B, &a->counts, true, false, 1, 1));
         return CHM_OK;
     }
     for (int64_t e = 0; e < m->E; e++) {
@@ -118,13 +122,16 @@ chm_status mdl_moe_fwd(chm_model *m, const mdl_layer *ly, mdl_moe_act *a, const 
     chm_tensor st = MDL_VIEW(&a->slot_token, 0, S), sr = MDL_VIEW(&a->slot_ref, 0, S);
     chm_tensor xe2 = MDL_VIEW(&a->xe, 0, S, C), ye2 = MDL_VIEW(&a->ye, 0, S, C);
     MDL_OP(m, chm_gather_rows(be, &xe2, &x2, &st));
-    MDL_OP(m,
-           chm_matmul_grouped(be, &a->ge, &a->xe, mdl_w(m, ly->w1), &a->counts, false, true, 1, 0));
-    MDL_OP(m,
-           chm_matmul_grouped(be, &a->ue, &a->xe, mdl_w(m, ly->w3), &a->counts, false, true, 1, 0));
+    /* the empty slots' rows of xe are zero (the gather), so those of ge, ue, ae and ye are too:
+       every grouped product here and in the backward is the tail-zero form */
+    const chm_tensor *cnt = &a->counts;
+    MDL_OP(m, chm_matmul_grouped_tail_zero(be, &a->ge, &a->xe, mdl_w(m, ly->w1), cnt, false, true,
+                                           1, 0));
+    MDL_OP(m, chm_matmul_grouped_tail_zero(be, &a->ue, &a->xe, mdl_w(m, ly->w3), cnt, false, true,
+                                           1, 0));
     MDL_OP(m, chm_swiglu_fwd(be, &a->ae, &a->ge, &a->ue));
-    MDL_OP(m,
-           chm_matmul_grouped(be, &a->ye, &a->ae, mdl_w(m, ly->w2), &a->counts, false, true, 1, 0));
+    MDL_OP(m, chm_matmul_grouped_tail_zero(be, &a->ye, &a->ae, mdl_w(m, ly->w2), cnt, false, true,
+                                           1, 0));
     /* each slot's gate: gates viewed [R*K,1], picked by slot_ref (0 for empty slots) */
     chm_tensor g1 = MDL_VIEW(&a->gates, 0, R * K, 1), sg1 = MDL_VIEW(&a->slot_gate, 0, S, 1);
     MDL_OP(m, chm_gather_rows(be, &sg1, &g1, &sr));
@@ -168,13 +175,18 @@ static chm_status moe_experts_bwd(chm_model *m, const mdl_layer *ly, const mdl_m
     const chm_tensor *cnt = &a->counts;
     bool host = moe_host_counts(m);
     if (host) MDL_OP(m, chm_download(be, cnt, m->host_counts));
-    MDL_OP(m, chm_matmul_grouped(be, &g->dae, &g->dye, mdl_w(m, ly->w2), cnt, false, false, 1, 0));
+    /* dye's empty slots are zero (their gate and d(out) row are), and so are those of dae,
+       dge and due */
+    MDL_OP(m, chm_matmul_grouped_tail_zero(be, &g->dae, &g->dye, mdl_w(m, ly->w2), cnt, false,
+                                           false, 1, 0));
     MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w2), &g->dye, &a->ae));
     MDL_OP(m, chm_swiglu_bwd(be, &g->dge, &g->due, &g->dae, &a->ge, &a->ue, false));
     MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w1), &g->dge, &a->xe));
     MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w3), &g->due, &a->xe));
-    MDL_OP(m, chm_matmul_grouped(be, &g->dxe, &g->dge, mdl_w(m, ly->w1), cnt, false, false, 1, 0));
-    MDL_OP(m, chm_matmul_grouped(be, &g->dxe, &g->due, mdl_w(m, ly->w3), cnt, false, false, 1, 1));
+    MDL_OP(m, chm_matmul_grouped_tail_zero(be, &g->dxe, &g->dge, mdl_w(m, ly->w1), cnt, false,
+                                           false, 1, 0));
+    MDL_OP(m, chm_matmul_grouped_tail_zero(be, &g->dxe, &g->due, mdl_w(m, ly->w3), cnt, false,
+                                           false, 1, 1));
     return CHM_OK;
 }
 

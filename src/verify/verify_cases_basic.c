@@ -197,8 +197,9 @@ void vc_matmul(vo_ctx *x) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) matmul_case(x, &cases[i]);
 }
 
-/* One grouped product: experts E with capacity cap; counts {0, some, full}. */
-static void grouped_case(vo_ctx *x, bool ta, bool tb, double beta) {
+/* One grouped product: experts E with capacity cap; counts {0, some, full}. tail_zero: A's
+   rows past the counts zeroed and the tail-zero form called (checked under the op's name). */
+static void grouped_case(vo_ctx *x, bool ta, bool tb, double beta, bool tail_zero) {
     int64_t E = 3, cap = 8, K = 13, N = 7, M = 6;
     int32_t counts[3] = {0, 5, 8};
     vo_case(x, "matmul_grouped E%lld cap%lld%s%s b%g", (long long)E, (long long)cap,
@@ -214,15 +215,29 @@ static void grouped_case(vo_ctx *x, bool ta, bool tb, double beta) {
         C = vo_rand(x, 3, VD(E, M, N), -1, 1);
     }
     if (beta == 0) vo_poison(x, &C);
-    VO_CALL(x, "matmul_grouped",
-            chm_matmul_grouped(BE, VT(C), VT(A), VT(B), VT(cnt), ta, tb, ta ? 1.0 : 1.5, beta));
-    vo_check(x, "matmul_grouped", "C", &C, 1);
+    if (tail_zero) { /* A again, its rows >= counts[e] zero */
+        int64_t cols = ta ? M : K, n = E * cap * cols;
+        double *h = malloc((size_t)n * sizeof *h);
+        for (int64_t i = 0; h && i < n; i++)
+            h[i] = i / cols % cap < counts[i / (cap * cols)] ? vo_uniform(x, -1, 1) : 0.0;
+        if (h) vo_set(x, &A, h);
+        free(h);
+        VO_CALL(x, "matmul_grouped",
+                chm_matmul_grouped_tail_zero(BE, VT(C), VT(A), VT(B), VT(cnt), ta, tb,
+                                             ta ? 1.0 : 1.5, beta));
+    } else {
+        VO_CALL(x, "matmul_grouped",
+                chm_matmul_grouped(BE, VT(C), VT(A), VT(B), VT(cnt), ta, tb, ta ? 1.0 : 1.5,
+                                   beta));
+    }
+    vo_check(x, "matmul_grouped", tail_zero ? "C (tail-zero)" : "C", &C, 1);
     VO_FREE(&cnt, &A, &B, &C);
 }
 
 void vc_matmul_grouped(vo_ctx *x) {
     for (int ta = 0; ta < 2; ta++)
-        for (int tb = 0; tb < 2; tb++) grouped_case(x, ta, tb, ta == tb ? 0.0 : 0.5);
+        for (int tb = 0; tb < 2; tb++)
+            for (int tz = 0; tz < 2; tz++) grouped_case(x, ta, tb, ta == tb ? 0.0 : 0.5, tz);
 }
 
 /* ---- normalisation, position, activation, embedding ---- */

@@ -15,6 +15,7 @@
 
 #include <cblas.h>
 #include <limits.h>
+#include <math.h>
 #include <string.h>
 
 /* One batch entry's rows x cols and the number of entries (product of leading dims). */
@@ -119,6 +120,43 @@ static chm_status check_counts(chm_backend *be, const int32_t *counts, int64_t E
     return CHM_OK;
 }
 
+/* Element i of an f32 or f64 tensor. */
+static double elem_at(const chm_tensor *t, int64_t i) {
+    return t->dtype == CHM_F64 ? ((const double *)chm_cpu_ptr(t))[i]
+                               : (double)((const float *)chm_cpu_ptr(t))[i];
+}
+
+/* The tail-zero promise (chm_matmul_grouped_tail_zero): rows >= counts[e] of A zero, and with
+   trans_a those of B (its columns there with trans_b) finite. The cpu, the reference, holds
+   callers to it. */
+static chm_status check_tail(chm_backend *be, const chm_tensor *A, const chm_tensor *B,
+                             const int32_t *counts, bool trans_a, bool trans_b) {
+    int64_t E = A->shape[0], cap = A->shape[1], ac = A->shape[2];
+    int64_t bn = trans_b ? B->shape[1] : B->shape[2]; /* B's other dim: N */
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t r = counts[e]; r < cap; r++) {
+            for (int64_t c = 0; c < ac; c++) {
+                double v = elem_at(A, (e * cap + r) * ac + c);
+                if (v != 0.0)
+                    return CHM_ERR(&be->err, CHM_ERR_INVALID_ARG,
+                                   "matmul_grouped: A[%lld, %lld, %lld] = %g lies past counts[%lld] "
+                                   "= %d but is not zero, as the tail-zero form promises",
+                                   (long long)e, (long long)r, (long long)c, v, (long long)e,
+                                   counts[e]);
+            }
+            for (int64_t c = 0; trans_a && c < bn; c++) {
+                int64_t i = trans_b ? (e * bn + c) * cap + r : (e * cap + r) * bn + c;
+                double v = elem_at(B, i);
+                if (!isfinite(v))
+                    return CHM_ERR(&be->err, CHM_ERR_INVALID_ARG,
+                                   "matmul_grouped: B's element %lld (group %lld, row %lld past "
+                                   "counts) is %g, not finite, as the tail-zero form promises",
+                                   (long long)i, (long long)e, (long long)r, v);
+            }
+        }
+    return CHM_OK;
+}
+
 /*
  * Per group e with n = counts[e] live rows:
  *  without trans_a: C[e][:n] = alpha*A[e][:n] op(B[e]) + beta*C[e][:n],
@@ -127,13 +165,14 @@ static chm_status check_counts(chm_backend *be, const int32_t *counts, int64_t E
  */
 chm_status chm_cpu_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                   const chm_tensor *B, const chm_tensor *counts, bool trans_a,
-                                  bool trans_b, double alpha, double beta) {
+                                  bool trans_b, double alpha, double beta, bool tail_zero) {
     chm_dtype dt = C->dtype;
     if (dt != CHM_F32 && dt != CHM_F64) return chm_cpu_bad_dtype(be, "matmul_grouped", dt);
     int64_t E = C->shape[0], M = C->shape[1], N = C->shape[2];
     int64_t cap = A->shape[1], acols = A->shape[2], bcols = B->shape[2];
     const int32_t *cnt = chm_cpu_ptr(counts);
     chm_status rc = check_counts(be, cnt, E, cap);
+    if (!rc && tail_zero) rc = check_tail(be, A, B, cnt, trans_a, trans_b);
     if (!rc) rc = check_blas_dims(be, "matmul_grouped", M, N, trans_a ? cap : acols);
     if (rc) return rc;
     size_t es = chm_dtype_size(dt);

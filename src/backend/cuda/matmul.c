@@ -567,16 +567,18 @@ chm_status chm_cuda_matmul_from(chm_backend *be, const chm_tensor *C, const chm_
     return matmul_any(be, C, A, B, NULL, S, trans_a, trans_b, alpha, beta);
 }
 
-/* Plain grouped form: C [E,cap,N]; rows >= counts[e] end as beta*C. */
+/* Plain grouped form: C [E,cap,N]; rows >= counts[e] end as beta*C: kept and restored around
+ * the product, or (tail_zero: those rows of A are zero) left to the product itself, which
+ * gives alpha*0*B + beta*C there. */
 static chm_status grouped_plain(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                 const chm_tensor *B, const chm_tensor *counts, bool trans_b,
-                                double alpha, double beta) {
+                                double alpha, double beta, bool tail_zero) {
     const char *op = "matmul_grouped";
     chm_cuda_ctx *cx = chm_cuda_ctx_of(be);
     int64_t E = C->shape[0], cap = C->shape[1], N = C->shape[2], K = A->shape[2];
     void *keep = NULL;
     int *flag = cx->flag;
-    if (beta != 0.0) {
+    if (beta != 0.0 && !tail_zero) {
         chm_status rc = chm_cuda_scratch(be, op, chm_tensor_nbytes(C), &keep);
         if (rc) return rc;
         rc = chm_cuda_check(be, op,
@@ -602,20 +604,27 @@ static chm_status grouped_plain(chm_backend *be, const chm_tensor *C, const chm_
                     (float)beta,
                     NULL};
     chm_status rc = product(be, op, p);
-    if (rc) return rc;
+    if (rc || tail_zero) return rc;
     return chm_cuda_check(be, op,
                           chm_cu_grouped_restore(chm_cuda_ptr(C), keep, chm_cuda_ptr(counts), E,
                                                  cap, N, beta, C->dtype, flag, cx->stream));
 }
 
-/* trans_a form: C [E,M,N] = alpha * A[e][:n]^T op(B[e])[:n] + beta C[e] via zero-masked copies. */
+/* trans_a form: C [E,M,N] = alpha * A[e][:n]^T op(B[e])[:n] + beta C[e] via zero-masked copies,
+ * or (tail_zero: A zero and B finite past n) straight from A and B, the tail adding zeros. */
 static chm_status grouped_trans(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                 const chm_tensor *B, const chm_tensor *counts, bool trans_b,
-                                double alpha, double beta) {
+                                double alpha, double beta, bool tail_zero) {
     const char *op = "matmul_grouped";
     chm_cuda_ctx *cx = chm_cuda_ctx_of(be);
     int64_t E = C->shape[0], M = C->shape[1], N = C->shape[2], cap = A->shape[1];
     int64_t br = B->shape[1], bc = B->shape[2];
+    if (tail_zero) {
+        lt_problem q = {C->dtype, true, trans_b, M, N, cap, E, cap * M, br * bc, M * N,
+                        chm_cuda_ptr(A), chm_cuda_ptr(B), NULL, chm_cuda_ptr(C), (float)alpha,
+                        (float)beta, NULL};
+        return product(be, op, q);
+    }
     size_t na = (chm_tensor_nbytes(A) + 255) & ~(size_t)255;
     void *mem;
     chm_status rc = chm_cuda_scratch(be, op, na + chm_tensor_nbytes(B), &mem);
@@ -635,11 +644,11 @@ static chm_status grouped_trans(chm_backend *be, const chm_tensor *C, const chm_
 
 chm_status chm_cuda_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                    const chm_tensor *B, const chm_tensor *counts, bool trans_a,
-                                   bool trans_b, double alpha, double beta) {
+                                   bool trans_b, double alpha, double beta, bool tail_zero) {
     chm_status rc = chm_cuda_dtype(be, "matmul_grouped", C->dtype, CHM_CUDA_FLOATS);
     if (rc) return rc;
     if (C->shape[0] > INT32_MAX)
         return CHM_ERR(&be->err, CHM_ERR_UNSUPPORTED, "matmul_grouped: too many groups");
-    if (trans_a) return grouped_trans(be, C, A, B, counts, trans_b, alpha, beta);
-    return grouped_plain(be, C, A, B, counts, trans_b, alpha, beta);
+    if (trans_a) return grouped_trans(be, C, A, B, counts, trans_b, alpha, beta, tail_zero);
+    return grouped_plain(be, C, A, B, counts, trans_b, alpha, beta, tail_zero);
 }
