@@ -394,7 +394,8 @@ chm_status chm_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_te
                               bool trans_b, double alpha, double beta);
 /* chm_matmul_grouped (the same results) where rows >= counts[e] of A are zero, and with
    trans_a those of B finite (MoE's gathered slots): backends may then compute them rather
-   than keep or mask them. A nonzero row there is an error where the backend checks (cpu). */
+   than keep or mask them (cuda then reads no counts). A nonzero row there is an error where
+   the backend checks (cpu). */
 chm_status chm_matmul_grouped_tail_zero(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                         const chm_tensor *B, const chm_tensor *counts,
                                         bool trans_a, bool trans_b, double alpha, double beta);
