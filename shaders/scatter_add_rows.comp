@@ -22,6 +22,12 @@
  *                                x, w, out f32, or 16-bit words (_sum_bf16,
  *                                _sum_f16: -DDT_*, dt.glsl) summed in f32 and
  *                                rounded once
+ * With a bound r (1..8) on how often an index occurs (scatter_add_rows' max_repeat: MoE's
+ * top-k, MoD's distinct tokens), two dispatches after cnt's fill replace the four:
+ *   _list  (-DLIST)  per m:      order[idx[m]*r + cnt[idx[m]]++] = m (any order within a
+ *                                row); a row past r sources raises status 9
+ *   _sum_bounded (-DSUM -DBOUNDED) per (r,c): the row's min(cnt, r) sources put in
+ *                                increasing m in the thread, then _sum's sum
  */
 #version 450
 #include "dt.glsl"
@@ -60,6 +66,32 @@ void main() {
     uint slot = atomicAdd(cnt[p.off[1] + uint(id)], 1u);
     order_[p.off[2] + slot] = m;
 #endif
+}
+
+#elif defined(LIST)
+layout(binding = 0) readonly buffer Idx { int idx[]; };
+layout(binding = 1) buffer Cnt { uint cnt[]; };
+layout(binding = 2) writeonly buffer Order { uint order_[]; };
+#define CHM_STATUS_BINDING 3
+#include "status.glsl"
+
+layout(push_constant) uniform Push {
+    uint off[3];
+    uint M, R, r;
+} p;
+
+void main() {
+    uint m = chm_index();
+    if (m >= p.M) return;
+    int id = idx[p.off[0] + m];
+    if (id < 0) return;
+    if (id >= int(p.R)) {
+        chm_raise(4u, m, uint(id), p.R);
+        return;
+    }
+    uint slot = atomicAdd(cnt[p.off[1] + uint(id)], 1u);
+    if (slot < p.r) order_[p.off[2] + uint(id) * p.r + slot] = m;
+    else if (slot == p.r) chm_raise(9u, uint(id), slot + 1u, p.r + 1u);
 }
 
 #elif defined(SCAN)
@@ -127,17 +159,32 @@ layout(binding = 4) buffer Out { DT out_[]; };
 layout(push_constant) uniform Push {
     uint off[5];
     uint R, C, flags; /* flags 1: weights given */
+    uint r;           /* BOUNDED: the slots a row (binding 2 is then cnt, not off) */
 } p;
 
 void main() {
     uint i = chm_index();
     if (i >= p.R * p.C) return;
     uint r = i / p.C, c = i % p.C;
+#ifdef BOUNDED
+    uint n = min(off_[p.off[2] + r], p.r), src[8];
+    if (n == 0u) return;
+    for (uint j = 0u; j < n; j++) src[j] = order_[p.off[3] + r * p.r + j];
+    for (uint j = 1u; j < n; j++) { /* insertion sort: increasing m, as _sort leaves a bucket */
+        uint v = src[j], k = j;
+        for (; k > 0u && src[k - 1u] > v; k--) src[k] = src[k - 1u];
+        src[k] = v;
+    }
+    uint lo = 0u, hi = n;
+#define SOURCE(j) src[j]
+#else
     uint lo = off_[p.off[2] + r], hi = off_[p.off[2] + r + 1u];
     if (lo == hi) return;
+#define SOURCE(j) order_[p.off[3] + (j)]
+#endif
     float s = LOAD(out_[p.off[4] + i]);
     for (uint j = lo; j < hi; j++) {
-        uint m = order_[p.off[3] + j];
+        uint m = SOURCE(j);
         float wm = (p.flags & 1u) != 0u ? LOAD(w[p.off[1] + m]) : 1.0;
         s += wm * LOAD(x[p.off[0] + m * p.C + c]);
     }

@@ -449,6 +449,38 @@ Test(vulkan, scatter_add_rows_matches_cpu) {
     pair_close(&bp);
 }
 
+/* ctx: the bound r; t = {x, idx, out, w}. */
+static chm_status op_scatter_bound(chm_backend *be, const chm_tensor *const *t,
+                                   const void *ctx) {
+    return chm_scatter_add_rows_bounded(be, t[2], t[0], t[1], t[3], *(const int *)ctx);
+}
+
+/* The bounded scatter's own path (a bound of 1..8: listed sources, no scan or sort) against
+   the cpu: a row's sources far apart and out of order, every seventh index skipped. */
+Test(vulkan, scatter_add_rows_bounded_matches_cpu) {
+    pair bp = pair_open();
+    tt_rng rng = tt_rng_make(2430);
+    const int64_t shapes[][3] = {{40, 64, 75}, {9, 300, 60}, {30, 1, 50}}; /* R, C, M <= R r */
+    const int rs[] = {2, 7, 3};
+    for (int s = 0; s < 3; s++) {
+        int64_t R = shapes[s][0], C = shapes[s][1], M = shapes[s][2];
+        int32_t idx[75];
+        for (int64_t m = 0; m < M; m++) idx[m] = m % 7 == 6 ? -1 : (int32_t)((m / rs[s]) % R);
+        for (int64_t m = M - 1; m > 0; m--) {
+            int64_t j = (int64_t)(tt_next(&rng) % (uint64_t)(m + 1));
+            int32_t t = idx[m];
+            idx[m] = idx[j];
+            idx[j] = t;
+        }
+        arg a[] = {A2(IN, M, C, -1, 1), A1(IDS, M, -1, (double)R), A2(ACC, R, C, -1, 1),
+                   A1(IN, M, -2, 2)};
+        a[1].idata = idx;
+        check_op(&bp, "scatter_add_rows bounded", 4, a, op_scatter_bound, &rs[s], 2e-6, 1e-6,
+                 2430 + (uint64_t)s);
+    }
+    pair_close(&bp);
+}
+
 /* ---- router_topk, router_topk_bwd, select_topk ---- */
 
 typedef struct router_case {
@@ -644,6 +676,10 @@ Test(vulkan, bad_indices_are_reported_at_sync) {
     tt_upload_i32(vk, &ik, (int32_t[]){0, 3, 1, 2});   /* 3 is past 3 experts */
     expect_reported(vk, "gather_rows", chm_gather_rows(vk, &y.t, &x.t, &ix.t));
     expect_reported(vk, "scatter_add_rows", chm_scatter_add_rows(vk, &y.t, &x.t, &ix.t, NULL));
+    tt_upload_i32(vk, &ix, (int32_t[]){2, 0, 2, 2}); /* row 2 three times under a bound of 2 */
+    expect_reported(vk, "scatter_add_rows bounded",
+                    chm_scatter_add_rows_bounded(vk, &y.t, &x.t, &ix.t, NULL, 2));
+    tt_upload_i32(vk, &ix, (int32_t[]){0, -1, 4, 1});
     expect_reported(vk, "cross_entropy", chm_cross_entropy(vk, &l.t, &y.t, &x.t, &ix.t, 1));
     expect_reported(vk, "router_topk_bwd", chm_router_topk_bwd(vk, &y.t, &g.t, &x.t, &ik.t,
                                                                CHM_ROUTER_SOFTMAX, true));

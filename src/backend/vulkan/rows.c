@@ -13,6 +13,10 @@
  * buckets the m of each output row, each bucket is sorted into increasing
  * m, and each output element adds its bucket in that order, which is the
  * cpu backend's order (five small dispatches, see scatter_add_rows.comp).
+ * With the caller's bound on how often an index occurs (max_repeat 1..8: MoE's
+ * top-k, MoD's distinct tokens) one dispatch lists each row's sources in r
+ * slots instead, and the sum orders them in place: the same order, the same
+ * sums, no scan or sort; a row with more sources is reported like a bad index.
  * x, out and weights are f32, or all bf16 or all f16: the gather copies
  * words, the scatter's sum runs in f32 and rounds once per output element
  * (native variants, vk_dtype.h); the plan's integer scratch is the same.
@@ -77,27 +81,48 @@ static chm_status plan_build(chm_backend *be, scatter_plan *pl, const chm_tensor
                      1u << 1, false, &pr, sizeof pr, chm_vk_groups(R, wg), wg);
 }
 
+/* With a bound r on how often an index occurs: cnt [R] and order [R, r] (row i's sources in
+   slots i*r ..), listed by one dispatch, no scan, place or sort (scatter_add_rows.comp). */
+static chm_status list_build(chm_backend *be, scatter_plan *pl, const chm_tensor *idx,
+                             uint32_t M, uint32_t R, uint32_t r) {
+    chm_vk *vk = chm_vk_ctx(be);
+    uint32_t wg = vk->caps.wg_elem;
+    struct {
+        uint32_t M, R, r;
+    } pm = {M, R, r};
+    CHM_TRY(chm_vk_fill(be, &pl->cnt, 0));
+    return plan_pass(vk, "scatter_add_rows_list", 3,
+                     (const chm_tensor *[]){idx, &pl->cnt, &pl->order}, 3u << 1, true, &pm,
+                     sizeof pm, chm_vk_groups(M, wg), wg);
+}
+
 chm_status chm_vk_scatter_add_rows(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
                                    const chm_tensor *idx, const chm_tensor *weights,
                                    int max_repeat) {
-    (void)max_repeat; /* the counting sort below serves any repeat; the bound is not checked */
     CHM_TRY(chm_vk_need_float(be, "scatter_add_rows", out));
     chm_vk *vk = chm_vk_ctx(be);
     uint32_t M = (uint32_t)x->shape[0], R = (uint32_t)out->shape[0], C = (uint32_t)out->shape[1];
     if (M == 0 || R == 0) return CHM_OK;
+    /* a bound of 1..8 lists each row's sources (checked: status 9), else the counting sort */
+    uint32_t r = max_repeat >= 1 && max_repeat <= 8 ? (uint32_t)max_repeat : 0;
     scatter_plan pl = {0};
     chm_status rc = chm_vk_scratch(be, CHM_I32, R, &pl.cnt);
-    if (!rc) rc = chm_vk_scratch(be, CHM_I32, (int64_t)R + 1, &pl.off);
-    if (!rc) rc = chm_vk_scratch(be, CHM_I32, M, &pl.order);
-    if (!rc) rc = plan_build(be, &pl, idx, M, R);
+    if (r) {
+        if (!rc) rc = chm_vk_scratch(be, CHM_I32, (int64_t)R * r, &pl.order);
+        if (!rc) rc = list_build(be, &pl, idx, M, R, r);
+    } else {
+        if (!rc) rc = chm_vk_scratch(be, CHM_I32, (int64_t)R + 1, &pl.off);
+        if (!rc) rc = chm_vk_scratch(be, CHM_I32, M, &pl.order);
+        if (!rc) rc = plan_build(be, &pl, idx, M, R);
+    }
     struct {
-        uint32_t R, C, flags;
-    } ps = {R, C, weights ? 1u : 0u};
+        uint32_t R, C, flags, r;
+    } ps = {R, C, weights ? 1u : 0u, r};
     char name[48];
+    const char *sum = r ? "scatter_add_rows_sum_bounded" : "scatter_add_rows_sum";
     chm_vk_dispatch d = {
-        .shader = chm_vk_variant_dt(vk, "scatter_add_rows_sum", out->dtype, false, name,
-                                    sizeof name),
-        .nbind = 5, .bind = {x, weights, &pl.off, &pl.order, out},
+        .shader = chm_vk_variant_dt(vk, sum, out->dtype, false, name, sizeof name),
+        .nbind = 5, .bind = {x, weights, r ? &pl.cnt : &pl.off, &pl.order, out},
         .writes = 1u << 4, .push = &ps, .push_size = sizeof ps,
         .groups = chm_vk_groups((int64_t)R * C, vk->caps.wg_elem), .wg = vk->caps.wg_elem,
     };

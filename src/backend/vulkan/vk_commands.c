@@ -240,6 +240,8 @@ static const char *const status_what[][3] = {
     [CHM_VK_STATUS_CROSS_ENTROPY_TARGET] = {"cross_entropy", "targets", "the vocabulary"},
     [CHM_VK_STATUS_MOE_AUX_IDX] = {"moe_aux", "idx", "the experts"},
     [CHM_VK_STATUS_MATMUL_GROUPED_COUNT] = {"matmul_grouped", "counts", "the capacity (inclusive)"},
+    [CHM_VK_STATUS_SCATTER_ADD_ROWS_REPEAT] = {"scatter_add_rows", "the sources of row",
+                                               "at most max_repeat: the caller's bound is wrong"},
 };
 
 chm_status chm_vk_status_check(chm_vk *vk) {
