@@ -13,8 +13,11 @@
  * the host is far ahead of the device: the router ran a whole forward ago) and
  * runs the three weight gradients as one matmul per expert over its live
  * rows: the grouped op's trans_a form had copied both operands with the dead
- * capacity rows zeroed first (2.5x the time on an H100). The other products
- * stay grouped: per expert they cost more (measured) than their dead rows.
+ * capacity rows zeroed first (2.5x the time on an H100); its tail-zero form
+ * copies nothing but still sums over the whole capacity (one strided batch
+ * at the largest count already ran ~2% behind 8 products over the live rows,
+ * session 23). The other products stay grouped: per expert they cost more
+ * (measured) than their dead rows.
  * The empty slots' rows are zero all along (xe is gathered with zeros there),
  * so every grouped product is chm_matmul_grouped_tail_zero: cuda neither keeps
  * nor re-zeroes those rows around the product, nor masks the trans_a form's
