@@ -282,7 +282,8 @@ static void run_grouped(chm_backend *be, chm_dtype dt, const grp_case *g, const 
     if (tail_zero) {
         int64_t acols = g->ta ? g->M : g->K;
         for (int64_t e = 0; e < g->E; e++)
-            for (int64_t k = cnt[e] * acols; k < g->cap * acols; k++) ha[e * g->cap * acols + k] = 0;
+            for (int64_t k = cnt[e] * acols; k < g->cap * acols; k++)
+                ha[e * g->cap * acols + k] = 0;
         tt_upload(be, &A, ha);
     }
     int64_t n = chm_tensor_numel(&C.t);

@@ -139,8 +139,9 @@ static chm_status check_tail(chm_backend *be, const chm_tensor *A, const chm_ten
                 double v = elem_at(A, (e * cap + r) * ac + c);
                 if (v != 0.0)
                     return CHM_ERR(&be->err, CHM_ERR_INVALID_ARG,
-                                   "matmul_grouped: A[%lld, %lld, %lld] = %g lies past counts[%lld] "
-                                   "= %d but is not zero, as the tail-zero form promises",
+                                   "matmul_grouped: A[%lld, %lld, %lld] = %g lies past "
+                                   "counts[%lld] = %d but is not zero, as the tail-zero form "
+                                   "promises",
                                    (long long)e, (long long)r, (long long)c, v, (long long)e,
                                    counts[e]);
             }
