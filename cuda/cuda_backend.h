@@ -30,6 +30,8 @@
 #define CHM_CUDA_ALIGN 256
 /* Pinned staging for upload/download: two halves of this many bytes. */
 #define CHM_CUDA_STAGING ((size_t)16 << 20)
+/* Readbacks in flight at once (chm_readback_start), each up to CHM_READBACK_MAX bytes. */
+#define CHM_CUDA_READBACKS 64
 /* cuBLASLt workspace. */
 #define CHM_CUDA_LT_WORKSPACE ((size_t)32 << 20)
 
@@ -59,6 +61,9 @@ typedef struct chm_cuda_ctx {
     chm_cuda_block *scratch;       /* grow-only scratch shared by ops (stream-ordered) */
     int *flag;                     /* device int[4]: first data error, see kernels.h */
     int *flag_host;                /* pinned mirror read at sync/download */
+    unsigned char *rb_host;        /* pinned [CHM_CUDA_READBACKS][CHM_READBACK_MAX], at first use */
+    cudaEvent_t rb_done[CHM_CUDA_READBACKS]; /* each slot's copy */
+    uint64_t rb_busy;              /* bit k: slot k holds a readback not yet finished */
 } chm_cuda_ctx;
 
 static inline chm_cuda_ctx *chm_cuda_ctx_of(chm_backend *be) { return (chm_cuda_ctx *)be->ctx; }
@@ -108,6 +113,8 @@ chm_status chm_cuda_event_elapsed_ms(chm_backend *be, chm_event *start, chm_even
                                      double *ms);
 void chm_cuda_event_destroy(chm_backend *be, chm_event *ev);
 bool chm_cuda_event_done(chm_backend *be, chm_event *ev);
+chm_status chm_cuda_readback_start(chm_backend *be, const chm_tensor *src, int *slot);
+chm_status chm_cuda_readback_finish(chm_backend *be, int slot, void *dst, size_t n);
 
 /* ---- matmul.c (cuBLASLt) ---- */
 chm_status chm_cuda_lt_init(chm_backend *be);

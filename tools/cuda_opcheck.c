@@ -258,9 +258,62 @@ static void oc_check_exact(oc_ctx *x, const char *name, const oc_t *t) {
 
 #define DIMS(...) ((const int64_t[]){__VA_ARGS__})
 
-/* ---- memory: fill, cast, copy (bit-exact against the cpu) ---- */
+/* ---- memory: fill, cast, copy (bit-exact against the cpu), readbacks ---- */
+
+/* Readbacks on the gpu: more in flight than it has slots, one over CHM_READBACK_MAX, each
+ * queued copy's tensor overwritten right after its start (the read must see the values
+ * before), finished in reverse order; then the wrapper's refusals. */
+static void case_readback(oc_ctx *x) {
+    enum { N = 70 };
+    chm_backend *be = x->gpu;
+    chm_readback rb[N];
+    memset(rb, 0, sizeof rb);
+    chm_buffer *buf[N] = {0};
+    int32_t *want[N] = {0};
+    int64_t len[N];
+    int queued = 0;
+    for (int i = 0; i < N; i++) {
+        len[i] = i == 5 ? CHM_READBACK_MAX / 4 + 9 : 1 + (i * 37) % (CHM_READBACK_MAX / 4);
+        want[i] = malloc((size_t)len[i] * sizeof(int32_t));
+        for (int64_t j = 0; j < len[i]; j++) want[i][j] = (int32_t)oc_uniform(x, -1e9, 1e9);
+        if (chm_buffer_alloc(be, (size_t)len[i] * sizeof(int32_t), &buf[i])) {
+            oc_fail(x, "readback %d: %s", i, be->err.msg);
+            continue;
+        }
+        chm_tensor t = chm_tensor_1d(buf[i], 0, CHM_I32, len[i]);
+        if (chm_upload(be, &t, want[i]) || chm_readback_start(be, &t, &rb[i])) {
+            oc_fail(x, "readback %d: %s", i, be->err.msg);
+            continue;
+        }
+        if (rb[i].slot >= 0 && chm_fill(be, &t, -1) == CHM_OK) queued++;
+    }
+    int expect = N - 1 < 64 ? N - 1 : 64; /* all but the large one, up to the slots */
+    x->checks++;
+    if (queued != expect) oc_fail(x, "readback: %d copies queued, expected %d", queued, expect);
+    for (int i = N - 1; i >= 0; i--) {
+        int32_t *got = calloc((size_t)len[i], sizeof *got);
+        x->checks++;
+        if (rb[i].live && chm_readback_finish(be, &rb[i], got))
+            oc_fail(x, "readback %d finish: %s", i, be->err.msg);
+        else if (memcmp(got, want[i], (size_t)len[i] * sizeof *got))
+            oc_fail(x, "readback %d (%lld values, slot %d) read other values", i,
+                    (long long)len[i], rb[i].slot);
+        free(got);
+    }
+    int32_t tmp[1];
+    x->checks++;
+    if (chm_readback_finish(be, &rb[0], tmp) != CHM_ERR_INVALID_ARG)
+        oc_fail(x, "readback: a second finish was not refused");
+    else if (!x->quiet)
+        printf("PASS  %-28s %d readbacks, %d queued, values exact\n", "readback", N, queued);
+    for (int i = 0; i < N; i++) {
+        chm_buffer_free(buf[i]);
+        free(want[i]);
+    }
+}
 
 static void case_memory(oc_ctx *x) {
+    case_readback(x);
     static const chm_dtype all[] = {CHM_F32, CHM_F64, CHM_BF16, CHM_F16, CHM_I32};
     static const double vals[] = {1.0 / 3.0, -2.5e-3, 70000.5, 3e-8, -7};
     for (int d = 0; d < 5; d++)

@@ -131,6 +131,12 @@ typedef struct chm_backend_ops {
     /* Optional (NULL where unknown): whether a recorded event has been reached by the device,
      * without waiting (the profile's "late" column: the device ran out of queued work). */
     bool (*event_done)(chm_backend *be, chm_event *ev);
+    /* Optional (NULL: chm_readback_finish downloads): queue a copy of src (at most
+     * CHM_READBACK_MAX bytes) into host memory the backend owns, behind the work already
+     * queued, without waiting; *slot names the copy, -1 where no slot is free. */
+    chm_status (*readback_start)(chm_backend *be, const chm_tensor *src, int *slot);
+    /* Wait for the copy in slot (from readback_start), put its n bytes into dst, free the slot. */
+    chm_status (*readback_finish)(chm_backend *be, int slot, void *dst, size_t n);
 
     /* ---- matmul ---- */
     /* C = alpha*op(A)op(B) + beta*C (+ bias[N] per row); batched, see chm_matmul. */
@@ -352,6 +358,23 @@ chm_status chm_event_create(chm_backend *be, chm_event **out);
 chm_status chm_event_record(chm_backend *be, chm_event *ev);
 chm_status chm_event_elapsed_ms(chm_backend *be, chm_event *start, chm_event *stop, double *ms);
 void chm_event_destroy(chm_backend *be, chm_event *ev);
+/* Largest tensor a backend's readback_start takes (larger ones are downloaded at the finish). */
+#define CHM_READBACK_MAX 4096
+
+/* A small read of a device tensor started early and finished later, so that the host need
+ * not wait for the device (and the device need not run out of queued work) in between. */
+typedef struct chm_readback {
+    chm_tensor src; /* the tensor read */
+    int slot;       /* the backend's copy in flight; -1: the finish downloads src */
+    bool live;      /* started, not yet finished */
+} chm_readback;
+
+/* Start reading src into host memory (rb: zeroed or finished before). cuda queues a copy
+ * behind the work before it and returns; elsewhere the read happens at the finish, so src
+ * must keep its contents until then. */
+chm_status chm_readback_start(chm_backend *be, const chm_tensor *src, chm_readback *rb);
+/* Finish rb: wait for its copy (or download src now) and put nbytes(src) bytes into dst. */
+chm_status chm_readback_finish(chm_backend *be, chm_readback *rb, void *dst);
 /* Drop the per-op times profiled so far (CHIMERA_PROFILE), e.g. after warm-up steps whose
  * one-off work (GEMM tuning, kernel loading) would blur the steady state; no-op otherwise. */
 void chm_profile_restart(chm_backend *be);

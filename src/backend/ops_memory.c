@@ -1,4 +1,5 @@
-/* ops_memory.c: checked wrappers of the memory ops (alloc, transfers, fill, copy, cast, sync, events). */
+/* ops_memory.c: checked wrappers of the memory ops (alloc, transfers, readbacks, fill, copy, cast,
+ * sync, events). */
 #include "check.h"
 
 chm_status chm_buffer_alloc(chm_backend *be, size_t bytes, chm_buffer **out) {
@@ -23,6 +24,30 @@ chm_status chm_download(chm_backend *be, const chm_tensor *src, void *dst) {
     CHM_TRY(chm_check_arg(be, "download", dst != NULL || chm_tensor_nbytes(src) == 0,
                           "dst is NULL"));
     return be->ops->download(be, src, dst);
+}
+
+chm_status chm_readback_start(chm_backend *be, const chm_tensor *src, chm_readback *rb) {
+    CHM_TRY(chm_check_tensor(be, "readback_start", "src", src));
+    CHM_TRY(chm_check_arg(be, "readback_start", rb != NULL, "rb is NULL"));
+    CHM_TRY(chm_check_arg(be, "readback_start", !rb->live,
+                          "rb is still in flight: finish it (chm_readback_finish) first"));
+    *rb = (chm_readback){.src = *src, .slot = -1};
+    if (be->ops->readback_start && be->ops->readback_finish &&
+        chm_tensor_nbytes(src) <= CHM_READBACK_MAX)
+        CHM_TRY(be->ops->readback_start(be, src, &rb->slot));
+    rb->live = true;
+    return CHM_OK;
+}
+
+chm_status chm_readback_finish(chm_backend *be, chm_readback *rb, void *dst) {
+    CHM_TRY(chm_check_arg(be, "readback_finish", rb != NULL && rb->live,
+                          "rb was not started (chm_readback_start) or is finished already"));
+    CHM_TRY(chm_check_arg(be, "readback_finish", dst != NULL || chm_tensor_nbytes(&rb->src) == 0,
+                          "dst is NULL"));
+    int slot = rb->slot;
+    rb->live = false, rb->slot = -1;
+    if (slot < 0) return be->ops->download(be, &rb->src, dst);
+    return be->ops->readback_finish(be, slot, dst, chm_tensor_nbytes(&rb->src));
 }
 
 chm_status chm_fill(chm_backend *be, const chm_tensor *t, double value) {

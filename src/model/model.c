@@ -89,6 +89,7 @@ static chm_status host_alloc(chm_model *m, chm_err *err) {
 static chm_status pass_begin(chm_model *m, int64_t B, int64_t T) {
     int64_t R = B * T, C = m->C;
     mdl_release(m, 0);
+    if (!m->dry) MDL_TRY(mdl_moe_readbacks_drop(m));
     for (int l = 0; l < m->L; l++) /* routing tensors are allocated by the layers again */
         m->acts[l].mod.kept = m->acts[l].moe.kept = m->inner[l].moe.kept = false;
     m->B = B, m->T = T;
@@ -407,6 +408,8 @@ chm_status chm_model_create(const chm_config_model *cfg, chm_backend *be,
 
 void chm_model_free(chm_model *m) {
     if (!m) return;
+    if (m->acts && m->inner && m->mtp_acts && m->host_counts && !m->dry)
+        mdl_moe_readbacks_drop(m); /* frees the backend's slots; nothing to report */
     chm_arena_free(&m->arena);
     chm_buffer_free(m->pbuf);
     chm_buffer_free(m->gbuf);

@@ -112,6 +112,7 @@ typedef struct mdl_moe_act {
     chm_tensor ye;            /* [E,cap,C] expert outputs */
     chm_tensor aux;           /* [2] balance, z of this layer (stats dtype) */
     bool kept;                /* slot_ref and counts are given (recompute keeps them) */
+    chm_readback counts_rb;   /* counts on their way to the host for the backward (moe.c) */
 } mdl_moe_act;
 
 typedef struct mdl_layer_act mdl_layer_act;
@@ -316,9 +317,11 @@ chm_status mdl_ffn_bwd(chm_model *m, const mdl_layer *ly, const mdl_ffn_act *a,
 
 /* ---- moe.c ---- */
 int64_t mdl_moe_capacity(const chm_model *m, int64_t R);
+/* Finish (and discard) the expert-count readbacks a pass left in flight without its backward. */
+chm_status mdl_moe_readbacks_drop(chm_model *m);
 chm_status mdl_moe_fwd(chm_model *m, const mdl_layer *ly, mdl_moe_act *a, const chm_tensor *xn,
                        const chm_tensor *out, int64_t R);
-chm_status mdl_moe_bwd(chm_model *m, const mdl_layer *ly, const mdl_moe_act *a,
+chm_status mdl_moe_bwd(chm_model *m, const mdl_layer *ly, mdl_moe_act *a,
                        const chm_tensor *xn, const chm_tensor *dout, const chm_tensor *dxn,
                        int64_t R);
 

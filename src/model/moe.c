@@ -9,13 +9,17 @@
  *   xe = xn rows by slot_token [E,cap,C]; per expert e over its counts[e]
  *   live slots: ye = (silu(xe W1e^T) * (xe W3e^T)) W2e^T (grouped matmuls)
  *   out += sum over slots of gate(slot) * ye(slot) into its token's row.
- * The backward reads the counts on the host (one download per MoE layer, where
- * the host is far ahead of the device: the router ran a whole forward ago) and
- * runs the three weight gradients as one matmul per expert over its live
- * rows: the grouped op's trans_a form had copied both operands with the dead
- * capacity rows zeroed first (2.5x the time on an H100); its tail-zero form
- * copies nothing but still sums over the whole capacity (one strided batch
- * at the largest count already ran ~2% behind 8 products over the live rows,
+ * The backward reads the counts on the host and runs the three weight
+ * gradients as one matmul per expert over its live rows. The read starts in the
+ * forward, right after the router (chm_readback_start: cuda queues the copy
+ * there), and the backward finishes it: a download in the backward made the
+ * host wait until the device had run everything queued before it, so the device
+ * ran dry after each of chimera-1b's 12 MoE layers (1.8 ms of its 146 ms step
+ * idle in gaps of 20-500 us, tools/cupti_gaps.c). Per expert because the
+ * grouped op's trans_a form had copied both operands with the dead capacity
+ * rows zeroed first (2.5x the time on an H100), and its tail-zero form copies
+ * nothing but still sums over the whole capacity (one strided batch at the
+ * largest count already ran ~2% behind 8 products over the live rows,
  * session 23). The other products stay grouped: per expert they cost more
  * (measured) than their dead rows.
  * The empty slots' rows are zero all along (xe is gathered with zeros there),
@@ -97,6 +101,21 @@ static chm_status moe_wgrad(chm_model *m, const mdl_moe_act *a, bool host, const
     return CHM_OK;
 }
 
+static chm_status readback_drop(chm_model *m, mdl_moe_act *a) {
+    if (!a->counts_rb.live) return CHM_OK;
+    return chm_readback_finish(m->be, &a->counts_rb, m->host_counts);
+}
+
+chm_status mdl_moe_readbacks_drop(chm_model *m) {
+    for (int l = 0; m->be && l < m->L; l++) {
+        MDL_TRY(readback_drop(m, &m->acts[l].moe));
+        MDL_TRY(readback_drop(m, &m->inner[l].moe));
+    }
+    for (int k = 0; m->be && k < m->depth; k++)
+        MDL_TRY(readback_drop(m, &m->mtp_acts[k].layer.moe));
+    return CHM_OK;
+}
+
 /* Router, dispatch plan and the aux losses' values. */
 static chm_status moe_route(chm_model *m, const mdl_layer *ly, mdl_moe_act *a,
                             const chm_tensor *x2) {
@@ -104,6 +123,11 @@ static chm_status moe_route(chm_model *m, const mdl_layer *ly, mdl_moe_act *a,
     MDL_TRY(mdl_linear_fwd(m, &a->logits, x2, mdl_w(m, ly->router), 0));
     MDL_OP(m, chm_router_topk(be, &a->gates, &a->idx, &a->probs, &a->slot_token, &a->slot_ref,
                               &a->counts, &a->logits, CHM_ROUTER_SOFTMAX, true));
+    /* the counts for this layer's backward (a replay keeps the first forward's read) */
+    if (m->train && !m->replay && moe_host_counts(m) && !m->dry) {
+        if (a->counts_rb.live) MDL_TRY(chm_readback_finish(be, &a->counts_rb, m->host_counts));
+        MDL_TRY(chm_readback_start(be, &a->counts, &a->counts_rb));
+    }
     /* a replayed forward (recompute) counted its aux losses the first time; the backward
      * recomputes aux itself */
     if (m->routing != CHM_ROUTING_TRAIN || m->replay) return CHM_OK;
@@ -167,7 +191,7 @@ static chm_status moe_grads_alloc(chm_model *m, moe_grads *g, int64_t R, int64_t
 }
 
 /* The experts' backward: from d(out) [R,C] to g->dxe, the expert weight grads and g->dsg. */
-static chm_status moe_experts_bwd(chm_model *m, const mdl_layer *ly, const mdl_moe_act *a,
+static chm_status moe_experts_bwd(chm_model *m, const mdl_layer *ly, mdl_moe_act *a,
                                   moe_grads *g, const chm_tensor *dout2) {
     chm_backend *be = m->be;
     int64_t S = m->E * a->cap, C = m->C;
@@ -177,7 +201,10 @@ static chm_status moe_experts_bwd(chm_model *m, const mdl_layer *ly, const mdl_m
     MDL_OP(m, chm_row_scale_bwd_set(be, &dye2, &g->dsg, &g->dyr, &ye2, &a->slot_gate, false));
     const chm_tensor *cnt = &a->counts;
     bool host = moe_host_counts(m);
-    if (host) MDL_OP(m, chm_download(be, cnt, m->host_counts));
+    if (host && a->counts_rb.live)
+        MDL_OP(m, chm_readback_finish(be, &a->counts_rb, m->host_counts));
+    else if (host)
+        MDL_OP(m, chm_download(be, cnt, m->host_counts));
     /* dye's empty slots are zero (their gate and d(out) row are), and so are those of dae,
        dge and due */
     MDL_OP(m, chm_matmul_grouped_tail_zero(be, &g->dae, &g->dye, mdl_w(m, ly->w2), cnt, false,
@@ -214,7 +241,7 @@ static chm_status moe_router_bwd(chm_model *m, const mdl_layer *ly, const mdl_mo
     return mdl_linear_bwd(m, mdl_w(m, ly->router), mdl_g(m, ly->router), &g->dlogits, x2, dx2, 1);
 }
 
-chm_status mdl_moe_bwd(chm_model *m, const mdl_layer *ly, const mdl_moe_act *a,
+chm_status mdl_moe_bwd(chm_model *m, const mdl_layer *ly, mdl_moe_act *a,
                        const chm_tensor *xn, const chm_tensor *dout, const chm_tensor *dxn,
                        int64_t R) {
     int64_t S = m->E * a->cap, C = m->C;

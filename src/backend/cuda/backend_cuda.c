@@ -33,6 +33,8 @@ static const chm_backend_ops cuda_ops = {
     .event_elapsed_ms = chm_cuda_event_elapsed_ms,
     .event_destroy = chm_cuda_event_destroy,
     .event_done = chm_cuda_event_done,
+    .readback_start = chm_cuda_readback_start,
+    .readback_finish = chm_cuda_readback_finish,
     .matmul = chm_cuda_matmul,
     .matmul_from = chm_cuda_matmul_from,
     .matmul_grouped = chm_cuda_matmul_grouped,
@@ -84,6 +86,9 @@ static void ctx_free(chm_backend *be) {
         if (cx->staging_done[k]) cudaEventDestroy(cx->staging_done[k]);
     }
     if (cx->flag_host) cudaFreeHost(cx->flag_host);
+    if (cx->rb_host) cudaFreeHost(cx->rb_host);
+    for (int k = 0; k < CHM_CUDA_READBACKS; k++)
+        if (cx->rb_done[k]) cudaEventDestroy(cx->rb_done[k]);
     if (cx->flag) cudaFree(cx->flag);
     chm_cuda_pool_destroy(cx->pool);
     if (cx->stream) cudaStreamDestroy(cx->stream);

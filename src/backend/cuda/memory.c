@@ -274,6 +274,53 @@ chm_status chm_cuda_download(chm_backend *be, const chm_tensor *src, void *dst) 
     return chm_cuda_sync_and_check(be, "download");
 }
 
+/* ---- readbacks: small downloads queued now and collected later ---- */
+
+_Static_assert(CHM_CUDA_READBACKS <= 64, "rb_busy is one bit a slot");
+
+/* The pinned slots and their events, made at the first readback (most runs make none). */
+static cudaError_t readback_init(chm_cuda_ctx *cx) {
+    if (cx->rb_host) return cudaSuccess;
+    cudaError_t e = cudaSuccess;
+    for (int k = 0; e == cudaSuccess && k < CHM_CUDA_READBACKS; k++)
+        if (!cx->rb_done[k]) e = cudaEventCreateWithFlags(&cx->rb_done[k], cudaEventDisableTiming);
+    if (e == cudaSuccess)
+        e = cudaMallocHost((void **)&cx->rb_host, (size_t)CHM_CUDA_READBACKS * CHM_READBACK_MAX);
+    return e;
+}
+
+chm_status chm_cuda_readback_start(chm_backend *be, const chm_tensor *src, int *slot) {
+    chm_cuda_ctx *cx = chm_cuda_ctx_of(be);
+    *slot = -1;
+    int k = 0;
+    while (k < CHM_CUDA_READBACKS && (cx->rb_busy >> k & 1)) k++;
+    if (k == CHM_CUDA_READBACKS) return CHM_OK; /* all in flight: the finish downloads */
+    cudaError_t e = readback_init(cx);
+    unsigned char *h = cx->rb_host + (size_t)k * CHM_READBACK_MAX;
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(h, chm_cuda_ptr(src), chm_tensor_nbytes(src), cudaMemcpyDeviceToHost,
+                            cx->stream);
+    if (e == cudaSuccess) e = cudaEventRecord(cx->rb_done[k], cx->stream);
+    if (e != cudaSuccess) return chm_cuda_check(be, "readback_start", e);
+    cx->rb_busy |= (uint64_t)1 << k;
+    *slot = k;
+    return CHM_OK;
+}
+
+chm_status chm_cuda_readback_finish(chm_backend *be, int slot, void *dst, size_t n) {
+    chm_cuda_ctx *cx = chm_cuda_ctx_of(be);
+    if (slot < 0 || slot >= CHM_CUDA_READBACKS || !(cx->rb_busy >> slot & 1) ||
+        n > CHM_READBACK_MAX)
+        return CHM_ERR(&be->err, CHM_ERR_INVALID_ARG,
+                       "readback_finish: slot %d is not a readback in flight", slot);
+    cx->rb_busy &= ~((uint64_t)1 << slot);
+    /* waits for the copy only: the work queued after it keeps the device busy meanwhile */
+    cudaError_t e = cudaEventSynchronize(cx->rb_done[slot]);
+    if (e != cudaSuccess) return chm_cuda_check(be, "readback_finish", e);
+    memcpy(dst, cx->rb_host + (size_t)slot * CHM_READBACK_MAX, n);
+    return CHM_OK;
+}
+
 /* ---- fill, copy, cast ---- */
 
 /* f64 -> f32 rounded to odd, so that one more rounding to bf16/f16 is correct (see cpu/convert.c).
