@@ -1,4 +1,5 @@
-// convert.cu: fill and cast kernels of the cuda backend (copy is cudaMemcpyAsync).
+// convert.cu: fill, cast and to-host copy kernels of the cuda backend (copy is
+// cudaMemcpyAsync).
 //
 // fill writes a bit pattern the host prepared (so fill rounds exactly like the
 // cpu backend), 16 bytes per store over the aligned body. cast converts between f32, f64, bf16 and f16, rounding once to
@@ -60,6 +61,24 @@ extern "C" cudaError_t chm_cu_fill(void *p, int64_t n, int esize, uint64_t patte
     } else {
         fill16_launch<uint64_t>((uint64_t *)p, n, (uint64_t)pattern, pattern, s);
     }
+    return cudaGetLastError();
+}
+
+// n bytes from device memory into mapped pinned host memory, by one block: a readback as a
+// kernel rather than a copy-engine transfer, which stalled the stream ~15 us around it.
+__global__ void copy_to_host_kernel(unsigned char *dst, const unsigned char *src, int n) {
+    bool words = ((uintptr_t)dst | (uintptr_t)src | (uintptr_t)n) % 4 == 0;
+    if (words) {
+        for (int i = threadIdx.x; i < n / 4; i += blockDim.x)
+            ((unsigned *)dst)[i] = ((const unsigned *)src)[i];
+    } else {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+    }
+}
+
+extern "C" cudaError_t chm_cu_copy_to_host(void *dst, const void *src, int n, cudaStream_t s) {
+    if (n <= 0) return cudaSuccess;
+    copy_to_host_kernel<<<1, 256, 0, s>>>((unsigned char *)dst, (const unsigned char *)src, n);
     return cudaGetLastError();
 }
 

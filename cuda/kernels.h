@@ -50,6 +50,9 @@ typedef enum chm_cu_flag_op {
 
 /* Write the `esize`-byte pattern (2, 4 or 8 bytes, low bytes of `pattern`) n times at p. */
 cudaError_t chm_cu_fill(void *p, int64_t n, int esize, uint64_t pattern, cudaStream_t s);
+/* n bytes of device memory src into pinned host memory dst mapped for the device (one block;
+ * visible to the host once an event recorded after it has completed). */
+cudaError_t chm_cu_copy_to_host(void *dst, const void *src, int n, cudaStream_t s);
 /* dst[n] (dtype ddt) = src[n] (dtype sdt), any of f32/f64/bf16/f16, rounded once (nearest even). */
 cudaError_t chm_cu_cast(void *dst, chm_dtype ddt, const void *src, chm_dtype sdt, int64_t n,
                         cudaStream_t s);

@@ -248,6 +248,39 @@ static void report_step(FILE *f, size_t w0, size_t w1, int top) {
     fprintf(f, "  %-12s %7s %9s\n", "gap", "count", "ms");
     for (int b = 0; b < nb; b++)
         fprintf(f, "  %-12s %7d %9.3f\n", bins[b].label, bins[b].count, bins[b].us / 1e3);
+    /* memsets by size and by the kernel after them (the first 40 characters of its name) */
+    typedef struct {
+        char name[44];
+        uint64_t bytes;
+        int count;
+        double gap_us;
+    } follow;
+    follow fl[16];
+    int nfl = 0;
+    for (size_t i = w0 + 1; i < w1; i++) {
+        const gap_rec *r = &gap.rec[i], *nx = &gap.rec[i + 1];
+        if (r->kind != GAP_SET) continue;
+        char nm[64];
+        short_name(nx, nm, sizeof nm);
+        nm[40] = 0;
+        uint64_t by = r->bytes <= 64 ? r->bytes : 65; /* 65: "more" */
+        int k = 0;
+        while (k < nfl && (strcmp(fl[k].name, nm) || fl[k].bytes != by)) k++;
+        if (k == nfl && nfl < 16) {
+            snprintf(fl[k].name, sizeof fl[k].name, "%s", nm);
+            fl[k].bytes = by, fl[k].count = 0, fl[k].gap_us = 0, nfl++;
+        }
+        if (k < nfl) {
+            fl[k].count++;
+            fl[k].gap_us += nx->start > r->start ? (double)(nx->start - r->start) / 1e3 : 0;
+        }
+    }
+    fprintf(f, "  memsets by size and next kernel (first 16 kinds; us from the memset's start):\n");
+    for (int k = 0; k < nfl; k++)
+        fprintf(f, "  %5d x %s%3llu B  before %-40s %7.1f us each\n", fl[k].count,
+                fl[k].bytes > 64 ? ">" : " ",
+                (unsigned long long)(fl[k].bytes > 64 ? 64 : fl[k].bytes), fl[k].name,
+                fl[k].gap_us / fl[k].count);
     fprintf(f, "  largest gaps (us; a host wait on the device ending in the gap is marked W):\n");
     for (int k = 0; bg && k < top && bg[k].us > 0; k++) {
         char a[64], b[64];

@@ -284,8 +284,11 @@ static cudaError_t readback_init(chm_cuda_ctx *cx) {
     cudaError_t e = cudaSuccess;
     for (int k = 0; e == cudaSuccess && k < CHM_CUDA_READBACKS; k++)
         if (!cx->rb_done[k]) e = cudaEventCreateWithFlags(&cx->rb_done[k], cudaEventDisableTiming);
+    /* mapped: a kernel writes the bytes (a copy-engine transfer stalled the stream ~15 us);
+       with unified addressing the host pointer is the device's too */
     if (e == cudaSuccess)
-        e = cudaMallocHost((void **)&cx->rb_host, (size_t)CHM_CUDA_READBACKS * CHM_READBACK_MAX);
+        e = cudaHostAlloc((void **)&cx->rb_host, (size_t)CHM_CUDA_READBACKS * CHM_READBACK_MAX,
+                          cudaHostAllocMapped);
     return e;
 }
 
@@ -297,9 +300,10 @@ chm_status chm_cuda_readback_start(chm_backend *be, const chm_tensor *src, int *
     if (k == CHM_CUDA_READBACKS) return CHM_OK; /* all in flight: the finish downloads */
     cudaError_t e = readback_init(cx);
     unsigned char *h = cx->rb_host + (size_t)k * CHM_READBACK_MAX;
+    void *hd = NULL;
+    if (e == cudaSuccess) e = cudaHostGetDevicePointer(&hd, h, 0);
     if (e == cudaSuccess)
-        e = cudaMemcpyAsync(h, chm_cuda_ptr(src), chm_tensor_nbytes(src), cudaMemcpyDeviceToHost,
-                            cx->stream);
+        e = chm_cu_copy_to_host(hd, chm_cuda_ptr(src), (int)chm_tensor_nbytes(src), cx->stream);
     if (e == cudaSuccess) e = cudaEventRecord(cx->rb_done[k], cx->stream);
     if (e != cudaSuccess) return chm_cuda_check(be, "readback_start", e);
     cx->rb_busy |= (uint64_t)1 << k;
