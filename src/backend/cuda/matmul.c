@@ -16,9 +16,7 @@
  * from run to run). CHIMERA_CUDA_GEMM_TUNE=0 keeps the first pick,
  * CHIMERA_CUDA_GEMM_TRIALS=n times n candidates (up to 32),
  * CHIMERA_CUDA_GEMM_LOG=1 prints every timed candidate and =2 every product's
- * device time per shape at exit (diagnosis), CHIMERA_CUDA_GEMM_REDUCTION=mask limits the
- * split-K reduction schemes (cuBLASLt's bits: 1 in place, 2 compute type, 4 output type).
- * The workspace is allocated once.
+ * device time per shape at exit (diagnosis). The workspace is allocated once.
  *
  * Grouped products (experts) run every group over its full capacity in one
  * strided-batch call, because the live counts are on the device and the host
@@ -411,14 +409,6 @@ static cublasStatus_t lt_heuristic(chm_cuda_ctx *cx, const lt_problem *p, const 
     if (!s)
         s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                  &al[2], sizeof al[2]);
-    /* CHIMERA_CUDA_GEMM_REDUCTION: the split-K reduction schemes allowed (cuBLASLt's mask:
-       1 in place, 2 in the compute type, 4 in the output type; default all) */
-    const char *rv = getenv("CHIMERA_CUDA_GEMM_REDUCTION");
-    uint32_t red = rv && *rv ? (uint32_t)strtoul(rv, NULL, 0) & CUBLASLT_REDUCTION_SCHEME_MASK
-                             : CUBLASLT_REDUCTION_SCHEME_MASK;
-    if (!s)
-        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                                 &red, sizeof red);
     *found = 0;
     if (!s)
         s = cublasLtMatmulAlgoGetHeuristic(cx->lt, d->op, d->a, d->b, d->c, d->c, pref, want, res,
