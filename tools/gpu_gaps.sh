@@ -4,7 +4,8 @@
 # as the model runs by default and once per variant in GAPS_VARIANTS, with a plain run first
 # for the tokens/s the tracing may cost.
 #
-#   bash tools/gpu_gaps.sh [BIN] [LIB]   # defaults: .gpu-ab/bin/chimera, .gpu-ab/lib/libcupti_gaps.so
+#   bash tools/gpu_gaps.sh [BIN] [LIB]
+#   # defaults: .gpu-ab/bin/chimera, .gpu-ab/lib/libcupti_gaps.so
 #
 # Environment: STEPS (plan steps, default 4), PLAN_SET (extra --set arguments), GAPS_VARIANTS
 # (space-separated VAR=value environment settings, each traced once; default
@@ -15,8 +16,9 @@ cd "$(dirname "$0")/.."
 BIN=${1:-.gpu-ab/bin/chimera}
 LIB=${2:-$PWD/.gpu-ab/lib/libcupti_gaps.so}
 G=$PWD/.gpu-ab
+# CUPTI: the pack's copy (tools/gpu_pack.sh) in $G/lib, else the toolkit's
 CUPTI_DIRS=/usr/local/cuda/extras/CUPTI/lib64:/usr/local/cuda/lib64
-export LD_LIBRARY_PATH="$G/lib:$CUPTI_DIRS:$G/cupti${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$G/lib:$CUPTI_DIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if command -v nvidia-smi >/dev/null && ls .gl/*.deb >/dev/null 2>&1; then
     for f in .gl/*.deb; do dpkg -x "$f" /; done
     ldconfig

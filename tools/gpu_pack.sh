@@ -29,6 +29,8 @@ cmake --build "$build" --target libchimera.a libchimera_cuda.a cuda_opcheck
 extras=(chimera_cli)
 if grep -q '^CHIMERA_TESTS:BOOL=ON' "$build/CMakeCache.txt"; then extras+=(chimera_tests); fi
 if [ "$vulkan" = ON ]; then extras+=(vk_bench); fi
+# the idle-time tracer (tools/cupti_gaps.c), where CUDA's CUPTI is (tools/gpu_gaps.sh)
+if grep -q '^CUDA_cupti_LIBRARY:FILEPATH=/' "$build/CMakeCache.txt"; then extras+=(cupti_gaps); fi
 for t in "${extras[@]}"; do
     cmake --build "$build" --target "$t" >/dev/null 2>&1 || echo "gpu_pack: $t does not build now; packing without it"
 done
@@ -49,6 +51,11 @@ done | sort -u | while read -r lib; do
     name=$(basename "$lib")
     if ! [[ $name =~ $present ]]; then cp -L "$lib" "$out/lib/$name"; fi
 done
+# with this machine's CUPTI beside it (the GPU machine's may sit outside the loader's path)
+if [ -f "$build/libcupti_gaps.so" ]; then
+    cp "$build/libcupti_gaps.so" "$out/lib/"
+    cp -L "$(ldd "$build/libcupti_gaps.so" | awk '/libcupti\.so/ {print $3}')" "$out/lib/" || true
+fi
 # The host-time sampler (tools/hostprof.c), preloaded by tools/gpu_train_bench.sh with HOSTPROF=1
 cc -O2 -Wall -Wextra -Werror -shared -fPIC tools/hostprof.c -o "$out/lib/hostprof.so"
 echo "packed $(du -sh "$out" | cut -f1) into $out:"
