@@ -14,6 +14,7 @@
 template <typename G, typename L, int V>
 __global__ void adamw_kernel(float *p, const G *grad, float *m, float *v, L *lowp, int64_t nv,
                              chm_cu_adamw a) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < nv;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t k = i * V;
@@ -46,9 +47,10 @@ static void adamw_run(float *p, const G *grad, float *m, float *v, L *lowp, int6
     bool vec = n % 4 == 0 && ptr_aligned(p, 16) && ptr_aligned(m, 16) && ptr_aligned(v, 16) &&
                ptr_aligned(grad, 4 * sizeof(G)) && ptr_aligned(lowp, 4 * sizeof(L));
     if (vec)
-        adamw_kernel<G, L, 4><<<grid_for(n / 4, 256), 256, 0, s>>>(p, grad, m, v, lowp, n / 4, *a);
+        chm_launch(adamw_kernel<G, L, 4>, grid_for(n / 4, 256), 256, 0, s, p, grad, m, v, lowp,
+                   n / 4, *a);
     else
-        adamw_kernel<G, L, 1><<<grid_for(n, 256), 256, 0, s>>>(p, grad, m, v, lowp, n, *a);
+        chm_launch(adamw_kernel<G, L, 1>, grid_for(n, 256), 256, 0, s, p, grad, m, v, lowp, n, *a);
 }
 
 template <typename G>

@@ -22,6 +22,7 @@ template <typename T>
 __global__ void __launch_bounds__(ATT_THREADS)
     attn_fwd_kernel(T *out, float *lse, const T *q, const T *k, const T *v, int64_t T_,
                     int64_t H, int64_t Hk, int64_t D, float scale) {
+    chm_pdl_enter();
     extern __shared__ float sm[];
     __shared__ float red[32];
     float *qs = sm, *os = qs + D, *ps = os + D;
@@ -62,6 +63,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     attn_dq_kernel(T *dq, const T *dout, const T *q, const T *k, const T *v, const float *lse,
                    const float *delta, int64_t T_, int64_t H, int64_t Hk, int64_t D,
                    float scale) {
+    chm_pdl_enter();
     extern __shared__ float sm[];
     float *qs = sm, *dos = qs + D, *dqs = dos + D, *ps = dqs + D;
     int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (H / Hk);
@@ -103,6 +105,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     attn_dkdv_kernel(T *dk, T *dv, const T *dout, const T *q, const T *k, const T *v,
                      const float *lse, const float *delta, int64_t T_, int64_t H, int64_t Hk,
                      int64_t D, float scale) {
+    chm_pdl_enter();
     extern __shared__ float sm[];
     float *ks = sm, *vs = ks + D, *dks = vs + D, *dvs = dks + D, *pp = dvs + D,
           *pd = pp + blockDim.x;
@@ -149,6 +152,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
 template <typename T>
 __global__ void attn_delta_kernel(float *delta, const T *dout, const T *out, int64_t B,
                                   int64_t T_, int64_t H, int64_t D) {
+    chm_pdl_enter();
     int64_t rows = B * T_ * H;
     int lane = threadIdx.x & 31;
     for (int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5; r < rows;
@@ -168,6 +172,7 @@ __global__ void attn_delta_kernel(float *delta, const T *dout, const T *out, int
 template <int G>
 __global__ void attn_delta_bf16_kernel(float *delta, const bf16 *dout, const bf16 *out,
                                        int64_t rows, int64_t T_, int64_t H) {
+    chm_pdl_enter();
     int64_t n = rows * G, stride = (int64_t)gridDim.x * blockDim.x;
     // g0 is uniform in the block, so every lane of a warp takes the shuffles
     for (int64_t g0 = (int64_t)blockIdx.x * blockDim.x; g0 < n; g0 += stride) {
@@ -209,9 +214,8 @@ extern "C" cudaError_t chm_cu_attn_fwd(void *out, float *lse, const void *q, con
     CHM_CU_DISPATCH(a->dt, T, {
         cudaError_t e = allow_smem(attn_fwd_kernel<T>, sm);
         if (e != cudaSuccess) return e;
-        attn_fwd_kernel<T><<<attn_grid(a, a->H), ATT_THREADS, sm, s>>>(
-            (T *)out, lse, (const T *)q, (const T *)k, (const T *)v, a->T, a->H, a->Hk, a->D,
-            a->scale);
+        chm_launch(attn_fwd_kernel<T>, attn_grid(a, a->H), ATT_THREADS, sm, s, (T *)out, lse,
+                   (const T *)q, (const T *)k, (const T *)v, a->T, a->H, a->Hk, a->D, a->scale);
     });
     return cudaGetLastError();
 }
@@ -227,12 +231,12 @@ extern "C" cudaError_t chm_cu_attn_bwd(void *dq, void *dk, void *dv, const void 
         cudaError_t e = allow_smem(attn_dq_kernel<T>, smq);
         if (e == cudaSuccess) e = allow_smem(attn_dkdv_kernel<T>, smk);
         if (e != cudaSuccess) return e;
-        attn_dq_kernel<T><<<attn_grid(a, a->H), ATT_THREADS, smq, s>>>(
-            (T *)dq, (const T *)dout, (const T *)q, (const T *)k, (const T *)v, lse, delta, a->T,
-            a->H, a->Hk, a->D, a->scale);
-        attn_dkdv_kernel<T><<<attn_grid(a, a->Hk), ATT_THREADS, smk, s>>>(
-            (T *)dk, (T *)dv, (const T *)dout, (const T *)q, (const T *)k, (const T *)v, lse,
-            delta, a->T, a->H, a->Hk, a->D, a->scale);
+        chm_launch(attn_dq_kernel<T>, attn_grid(a, a->H), ATT_THREADS, smq, s, (T *)dq,
+                   (const T *)dout, (const T *)q, (const T *)k, (const T *)v, lse, delta, a->T,
+                   a->H, a->Hk, a->D, a->scale);
+        chm_launch(attn_dkdv_kernel<T>, attn_grid(a, a->Hk), ATT_THREADS, smk, s, (T *)dk, (T *)dv,
+                   (const T *)dout, (const T *)q, (const T *)k, (const T *)v, lse, delta, a->T,
+                   a->H, a->Hk, a->D, a->scale);
     });
     return cudaGetLastError();
 }
@@ -244,15 +248,15 @@ extern "C" cudaError_t chm_cu_attn_delta(float *delta, const void *dout, const v
     bool vec = a->dt == CHM_BF16 && (a->D == 64 || a->D == 128) &&
                ((uintptr_t)dout & 15) == 0 && ((uintptr_t)out & 15) == 0;
     if (vec && a->D == 64)
-        attn_delta_bf16_kernel<8><<<grid_for(rows * 8, 256), 256, 0, s>>>(
-            delta, (const bf16 *)dout, (const bf16 *)out, rows, a->T, a->H);
+        chm_launch(attn_delta_bf16_kernel<8>, grid_for(rows * 8, 256), 256, 0, s, delta,
+                   (const bf16 *)dout, (const bf16 *)out, rows, a->T, a->H);
     else if (vec)
-        attn_delta_bf16_kernel<16><<<grid_for(rows * 16, 256), 256, 0, s>>>(
-            delta, (const bf16 *)dout, (const bf16 *)out, rows, a->T, a->H);
+        chm_launch(attn_delta_bf16_kernel<16>, grid_for(rows * 16, 256), 256, 0, s, delta,
+                   (const bf16 *)dout, (const bf16 *)out, rows, a->T, a->H);
     if (vec) return cudaGetLastError();
     CHM_CU_DISPATCH(a->dt, T,
-                    attn_delta_kernel<T><<<grid_for(rows * 32, 256), 256, 0, s>>>(
-                        delta, (const T *)dout, (const T *)out, a->B, a->T, a->H, a->D));
+                    chm_launch(attn_delta_kernel<T>, grid_for(rows * 32, 256), 256, 0, s, delta,
+                               (const T *)dout, (const T *)out, a->B, a->T, a->H, a->D));
     return cudaGetLastError();
 }
 

@@ -109,6 +109,7 @@ template <int D, int BN>
 __global__ void __launch_bounds__(FA_THREADS)
     flash_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                      int H, int Hk, float sl2) {
+    chm_pdl_enter();
     constexpr int LD = D + FA_PAD;
     extern __shared__ __align__(16) unsigned char fa_smem[];
     bf16 *Qs = (bf16 *)fa_smem, *Ks = Qs + FA_BM * LD, *Vs = Ks + 2 * BN * LD;
@@ -171,8 +172,8 @@ static cudaError_t flash_fwd_launch(bf16 *out, float *lse, const bf16 *q, const 
         set = true;
     }
     dim3 grid = fa_grid((unsigned)((a->T + FA_BM - 1) / FA_BM), (unsigned)a->H, (unsigned)a->B);
-    flash_fwd_kernel<D, BN><<<grid, FA_THREADS, smem, s>>>(
-        out, lse, q, k, v, (int)a->T, (int)a->H, (int)a->Hk, a->scale * FA_LOG2E);
+    chm_launch(flash_fwd_kernel<D, BN>, grid, FA_THREADS, smem, s, out, lse, q, k, v, (int)a->T,
+               (int)a->H, (int)a->Hk, a->scale * FA_LOG2E);
     return cudaGetLastError();
 }
 

@@ -172,6 +172,7 @@ __global__ void __launch_bounds__(FB_THREADS, 1)
     flash_dkdv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
                       const bf16 *v, const float *lse, const float *delta, int T, int H, int Hk,
                       float scale, float sl2) {
+    chm_pdl_enter();
     constexpr int LD = D + FA_PAD, BK = 64 * MT;
     extern __shared__ __align__(16) unsigned char fb_smem[];
     bf16 *Ks = (bf16 *)fb_smem, *Vs = Ks + BK * LD, *Qs = Vs + BK * LD;
@@ -233,9 +234,9 @@ static cudaError_t dkdv_run(K kernel, bool *set, size_t smem, int bk, bf16 *dk, 
     cudaError_t e = fb_smem_optin(kernel, smem, set);
     if (e != cudaSuccess) return e;
     unsigned tiles = (unsigned)((a->T + bk - 1) / bk);
-    kernel<<<fa_grid(tiles, (unsigned)a->Hk, (unsigned)a->B), FB_THREADS, smem, s>>>(
-        dk, dv, dout, q, k, v, lse, delta, (int)a->T, (int)a->H, (int)a->Hk, a->scale,
-        a->scale * FA_LOG2E);
+    chm_launch(kernel, fa_grid(tiles, (unsigned)a->Hk, (unsigned)a->B), FB_THREADS, smem, s, dk, dv,
+               dout, q, k, v, lse, delta, (int)a->T, (int)a->H, (int)a->Hk, a->scale,
+               a->scale * FA_LOG2E);
     return cudaGetLastError();
 }
 
@@ -309,6 +310,7 @@ __global__ void __launch_bounds__(FB_THREADS, 1)
     flash_dkdv_pairs_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
                             const bf16 *v, const float *lse, const float *delta, int T, int H,
                             int Hk, float scale, float sl2) {
+    chm_pdl_enter();
     constexpr int LD = D + FA_PAD, BK = 2 * 16 * MT, PT = MT * (BQ / 8) * 32;
     extern __shared__ __align__(16) unsigned char fb_smem[];
     bf16 *Ks = (bf16 *)fb_smem, *Vs = Ks + BK * LD, *Qs = Vs + BK * LD;

@@ -126,6 +126,7 @@ __global__ void __launch_bounds__(KV9_THREADS, 1)
     flash_dkdv_sm90_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
                            const bf16 *v, const float *lse, const float *delta, int T, int H,
                            int Hk, float scale, float sl2) {
+    chm_pdl_enter();
     extern __shared__ __align__(1024) unsigned char kv9_raw[];
     unsigned char *base = kv9_raw + ((1024 - (smem_addr(kv9_raw) & 1023)) & 1023);
     kv9_smem sm;
@@ -182,10 +183,9 @@ cudaError_t chm_cu_flash_dkdv_sm90(bf16 *dk, bf16 *dv, const bf16 *dout, const b
     cudaError_t e = fb_smem_optin(flash_dkdv_sm90_kernel, KV9_SMEM, &set);
     if (e != cudaSuccess) return e;
     unsigned tiles = (unsigned)((a->T + KV9_BK - 1) / KV9_BK);
-    flash_dkdv_sm90_kernel<<<fa_grid(tiles, (unsigned)a->Hk, (unsigned)a->B), KV9_THREADS,
-                             KV9_SMEM, s>>>(dk, dv, dout, q, k, v, lse, delta, (int)a->T,
-                                            (int)a->H, (int)a->Hk, a->scale,
-                                            a->scale * FA_LOG2E);
+    chm_launch(flash_dkdv_sm90_kernel, fa_grid(tiles, (unsigned)a->Hk, (unsigned)a->B), KV9_THREADS,
+               KV9_SMEM, s, dk, dv, dout, q, k, v, lse, delta, (int)a->T, (int)a->H, (int)a->Hk,
+               a->scale, a->scale * FA_LOG2E);
     *taken = true;
     return cudaGetLastError();
 }

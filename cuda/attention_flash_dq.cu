@@ -45,6 +45,7 @@ __global__ void __launch_bounds__(FB_THREADS, 1)
     flash_dq_kernel(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                     const float *lse, const float *delta, int T, int H, int Hk, float scale,
                     float sl2) {
+    chm_pdl_enter();
     constexpr int LD = D + FA_PAD, BM = 64 * MT;
     extern __shared__ __align__(16) unsigned char fb_smem[];
     bf16 *Qs = (bf16 *)fb_smem, *Os = Qs + BM * LD, *Ks = Os + BM * LD, *Vs = Ks + 2 * BN * LD;
@@ -119,10 +120,9 @@ static cudaError_t flash_dq_launch(bf16 *dq, const bf16 *dout, const bf16 *q, co
     cudaError_t e = fb_smem_optin(flash_dq_kernel<D, MT, BN, WEPI>, smem, &set);
     if (e != cudaSuccess) return e;
     unsigned tiles = (unsigned)((a->T + BM - 1) / BM);
-    flash_dq_kernel<D, MT, BN, WEPI>
-        <<<fa_grid(tiles, (unsigned)a->H, (unsigned)a->B), FB_THREADS, smem, s>>>(
-            dq, dout, q, k, v, lse, delta, (int)a->T, (int)a->H, (int)a->Hk, a->scale,
-            a->scale * FA_LOG2E);
+    chm_launch(flash_dq_kernel<D, MT, BN, WEPI>, fa_grid(tiles, (unsigned)a->H, (unsigned)a->B),
+               FB_THREADS, smem, s, dq, dout, q, k, v, lse, delta, (int)a->T, (int)a->H, (int)a->Hk,
+               a->scale, a->scale * FA_LOG2E);
     return cudaGetLastError();
 }
 

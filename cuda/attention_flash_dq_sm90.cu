@@ -80,6 +80,7 @@ __global__ void __launch_bounds__(DQ9_THREADS, 1)
     flash_dq_sm90_kernel(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                          const float *lse, const float *delta, int T, int H, int Hk, float scale,
                          float sl2) {
+    chm_pdl_enter();
     extern __shared__ __align__(1024) unsigned char dq9_smem[];
     unsigned char *Qs = dq9_smem + ((1024 - (smem_addr(dq9_smem) & 1023)) & 1023);
     unsigned char *Os = Qs + DQ9_QB, *Ks = Os + DQ9_QB, *Vs = Ks + 2 * DQ9_KB;
@@ -145,9 +146,9 @@ cudaError_t chm_cu_flash_dq_sm90(bf16 *dq, const bf16 *dout, const bf16 *q, cons
     cudaError_t e = fb_smem_optin(flash_dq_sm90_kernel, DQ9_SMEM, &set);
     if (e != cudaSuccess) return e;
     unsigned tiles = (unsigned)((a->T + DQ9_BM - 1) / DQ9_BM);
-    flash_dq_sm90_kernel<<<fa_grid(tiles, (unsigned)a->H, (unsigned)a->B), DQ9_THREADS, DQ9_SMEM,
-                           s>>>(dq, dout, q, k, v, lse, delta, (int)a->T, (int)a->H, (int)a->Hk,
-                                a->scale, a->scale * FA_LOG2E);
+    chm_launch(flash_dq_sm90_kernel, fa_grid(tiles, (unsigned)a->H, (unsigned)a->B), DQ9_THREADS,
+               DQ9_SMEM, s, dq, dout, q, k, v, lse, delta, (int)a->T, (int)a->H, (int)a->Hk,
+               a->scale, a->scale * FA_LOG2E);
     *taken = true;
     return cudaGetLastError();
 }

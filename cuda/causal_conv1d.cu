@@ -101,6 +101,7 @@ template <typename T, int V, int W>
 __global__ void __launch_bounds__(CONV_TX *CONV_TY)
     conv_fwd_tiled(T *__restrict__ out, const T *__restrict__ x, const T *__restrict__ w,
                    const T *__restrict__ bias, int T_, int64_t C, int silu) {
+    chm_pdl_enter();
     int64_t c0 = ((int64_t)blockIdx.x * CONV_TX + threadIdx.x) * V;
     int t0 = (blockIdx.y * CONV_TY + threadIdx.y) * CONV_TT;
     if (c0 >= C || t0 >= T_) return;
@@ -193,6 +194,7 @@ __global__ void __launch_bounds__(CONV_TX *CONV_TY)
     conv_bwd_tiled(T *__restrict__ dx, float *__restrict__ part, const T *__restrict__ dout,
                    const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias,
                    int T_, int64_t C, int silu) {
+    chm_pdl_enter();
     int64_t c0 = ((int64_t)blockIdx.x * CONV_TX + threadIdx.x) * V;
     int t0 = (blockIdx.y * CONV_TY + threadIdx.y) * CONV_TT;
     bool live = c0 < C;
@@ -276,6 +278,7 @@ __device__ __forceinline__ float conv_g(const T *dout, const T *x, const T *w, c
 template <typename T>
 __global__ void conv_fwd_kernel(T *out, const T *x, const T *w, const T *bias, int64_t B,
                                 int64_t T_, int64_t C, int64_t W, int silu) {
+    chm_pdl_enter();
     int64_t n = B * T_ * C;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -289,6 +292,7 @@ __global__ void conv_fwd_kernel(T *out, const T *x, const T *w, const T *bias, i
 template <typename T>
 __global__ void conv_dx_kernel(T *dx, const T *dout, const T *x, const T *w, const T *bias,
                                int64_t B, int64_t T_, int64_t C, int64_t W, int silu, int set) {
+    chm_pdl_enter();
     int64_t n = B * T_ * C;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -307,6 +311,7 @@ __global__ void conv_dx_kernel(T *dx, const T *dout, const T *x, const T *w, con
 template <typename T>
 __global__ void conv_dw_kernel(float *part, const T *dout, const T *x, const T *w, const T *bias,
                                int64_t B, int64_t T_, int64_t C, int64_t W, int silu) {
+    chm_pdl_enter();
     int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, rows = B * T_;
     int S = gridDim.y, slab = blockIdx.y;
     if (k >= C * (W + 1)) return;
@@ -329,6 +334,7 @@ __global__ void conv_dw_kernel(float *part, const T *dout, const T *x, const T *
 template <typename T>
 __global__ void conv_finish_kernel(T *dw, T *dbias, const float *part, int S, int64_t C,
                                    int64_t W) {
+    chm_pdl_enter();
     int64_t N = C * (W + 1), k = (int64_t)blockIdx.x * FIN_X + threadIdx.x;
     float acc = slab_sum(part, S, N, k);
     if (threadIdx.y != 0 || k >= N) return;
@@ -377,13 +383,14 @@ static void conv_fwd_launch(T *out, const T *x, const T *w, const T *bias, int64
                             int64_t C, int64_t W, int silu, cudaStream_t s) {
     int64_t n = B * nT * C;
     if (!conv_tiled(B, nT, W)) {
-        conv_fwd_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(out, x, w, bias, B, nT, C, W, silu);
+        chm_launch(conv_fwd_kernel<T>, grid_for(n, 256), 256, 0, s, out, x, w, bias, B, nT, C, W,
+                   silu);
         return;
     }
     dim3 blk(CONV_TX, CONV_TY);
     CONV_DISPATCH_WV(W, (conv_pairs<T>(C, out, x, x, out)),
-                     conv_fwd_tiled<T, VV, WW><<<conv_grid(B, nT, C, VV), blk, 0, s>>>(
-                         out, x, w, bias, (int)nT, C, silu));
+                     chm_launch(conv_fwd_tiled<T, VV, WW>, conv_grid(B, nT, C, VV), blk, 0, s, out,
+                                x, w, bias, (int)nT, C, silu));
 }
 
 template <typename T>
@@ -393,20 +400,20 @@ static void conv_bwd_launch(T *dx, float *part, const T *dout, const T *x, const
     int64_t n = B * nT * C;
     if (!conv_tiled(B, nT, W)) {
         dim3 gdw((unsigned)((C * (W + 1) + 127) / 128), (unsigned)chm_cu_conv1d_slabs(B, nT, W));
-        conv_dx_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(dx, dout, x, w, bias, B, nT, C, W,
-                                                           silu, set ? 1 : 0);
-        conv_dw_kernel<T><<<gdw, 128, 0, s>>>(part, dout, x, w, bias, B, nT, C, W, silu);
+        chm_launch(conv_dx_kernel<T>, grid_for(n, 256), 256, 0, s, dx, dout, x, w, bias, B, nT, C,
+                   W, silu, set ? 1 : 0);
+        chm_launch(conv_dw_kernel<T>, gdw, 128, 0, s, part, dout, x, w, bias, B, nT, C, W, silu);
         return;
     }
     dim3 blk(CONV_TX, CONV_TY);
     if (set)
         CONV_DISPATCH_WV(W, (conv_pairs<T>(C, dx, dout, x, dx)),
-                         conv_bwd_tiled<T, VV, WW, true><<<conv_grid(B, nT, C, VV), blk, 0, s>>>(
-                             dx, part, dout, x, w, bias, (int)nT, C, silu));
+                         chm_launch(conv_bwd_tiled<T, VV, WW, true>, conv_grid(B, nT, C, VV), blk,
+                                    0, s, dx, part, dout, x, w, bias, (int)nT, C, silu));
     else
         CONV_DISPATCH_WV(W, (conv_pairs<T>(C, dx, dout, x, dx)),
-                         conv_bwd_tiled<T, VV, WW, false><<<conv_grid(B, nT, C, VV), blk, 0, s>>>(
-                             dx, part, dout, x, w, bias, (int)nT, C, silu));
+                         chm_launch(conv_bwd_tiled<T, VV, WW, false>, conv_grid(B, nT, C, VV), blk,
+                                    0, s, dx, part, dout, x, w, bias, (int)nT, C, silu));
 }
 
 extern "C" cudaError_t chm_cu_conv1d_fwd(void *out, const void *x, const void *w,
@@ -441,7 +448,7 @@ extern "C" cudaError_t chm_cu_conv1d_bwd_finish(void *dw, void *dbias, const flo
     if (C <= 0) return cudaSuccess;
     unsigned g = (unsigned)((C * (W + 1) + FIN_X - 1) / FIN_X);
     CHM_CU_DISPATCH2(dt, T_,
-                     conv_finish_kernel<T_><<<g, dim3(FIN_X, FIN_Y), 0, s>>>(
-                         (T_ *)dw, (T_ *)dbias, part, S, C, W));
+                     chm_launch(conv_finish_kernel<T_>, g, dim3(FIN_X, FIN_Y), 0, s, (T_ *)dw,
+                                (T_ *)dbias, part, S, C, W));
     return cudaGetLastError();
 }

@@ -10,6 +10,7 @@
 // Element-wise fill (any alignment of the element size): the fallback.
 template <typename W>
 __global__ void fill_kernel(W *p, int64_t n, W v) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         p[i] = v;
@@ -20,6 +21,7 @@ __global__ void fill_kernel(W *p, int64_t n, W v) {
 // first aligned address) and the tail (< 16 bytes) by block 0's first threads.
 template <typename W>
 __global__ void fill16_kernel(W *p, int64_t n, W v, uint4 q, int head, int64_t n16) {
+    chm_pdl_enter();
     uint4 *body = reinterpret_cast<uint4 *>(p + head);
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n16;
          i += (int64_t)gridDim.x * blockDim.x)
@@ -42,7 +44,7 @@ static void fill16_launch(W *p, int64_t n, W v, uint64_t pattern, cudaStream_t s
     if (esz == 2) lo = (lo & 0xffffu) | (lo << 16);
     if (esz != 8) hi = lo;
     uint4 q = make_uint4(lo, hi, lo, hi);
-    fill16_kernel<W><<<grid_for(n16, 256), 256, 0, s>>>(p, n, v, q, (int)head, n16);
+    chm_launch(fill16_kernel<W>, grid_for(n16, 256), 256, 0, s, p, n, v, q, (int)head, n16);
 }
 
 extern "C" cudaError_t chm_cu_fill(void *p, int64_t n, int esize, uint64_t pattern,
@@ -51,9 +53,12 @@ extern "C" cudaError_t chm_cu_fill(void *p, int64_t n, int esize, uint64_t patte
     if (esize != 2 && esize != 4 && esize != 8) return cudaErrorInvalidValue;
     if ((uintptr_t)p % (uintptr_t)esize) {  // not element-aligned: one element at a time
         unsigned g = grid_for(n, 256);
-        if (esize == 2) fill_kernel<<<g, 256, 0, s>>>((uint16_t *)p, n, (uint16_t)pattern);
-        else if (esize == 4) fill_kernel<<<g, 256, 0, s>>>((uint32_t *)p, n, (uint32_t)pattern);
-        else fill_kernel<<<g, 256, 0, s>>>((uint64_t *)p, n, (uint64_t)pattern);
+        if (esize == 2)
+            chm_launch(fill_kernel<uint16_t>, g, 256, 0, s, (uint16_t *)p, n, (uint16_t)pattern);
+        else if (esize == 4)
+            chm_launch(fill_kernel<uint32_t>, g, 256, 0, s, (uint32_t *)p, n, (uint32_t)pattern);
+        else
+            chm_launch(fill_kernel<uint64_t>, g, 256, 0, s, (uint64_t *)p, n, (uint64_t)pattern);
     } else if (esize == 2) {
         fill16_launch<uint16_t>((uint16_t *)p, n, (uint16_t)pattern, pattern, s);
     } else if (esize == 4) {
@@ -67,6 +72,7 @@ extern "C" cudaError_t chm_cu_fill(void *p, int64_t n, int esize, uint64_t patte
 // n bytes from device memory into mapped pinned host memory, by one block: a readback as a
 // kernel rather than a copy-engine transfer, which stalled the stream ~15 us around it.
 __global__ void copy_to_host_kernel(unsigned char *dst, const unsigned char *src, int n) {
+    chm_pdl_enter();
     bool words = ((uintptr_t)dst | (uintptr_t)src | (uintptr_t)n) % 4 == 0;
     if (words) {
         for (int i = threadIdx.x; i < n / 4; i += blockDim.x)
@@ -78,7 +84,8 @@ __global__ void copy_to_host_kernel(unsigned char *dst, const unsigned char *src
 
 extern "C" cudaError_t chm_cu_copy_to_host(void *dst, const void *src, int n, cudaStream_t s) {
     if (n <= 0) return cudaSuccess;
-    copy_to_host_kernel<<<1, 256, 0, s>>>((unsigned char *)dst, (const unsigned char *)src, n);
+    chm_launch(copy_to_host_kernel, 1, 256, 0, s, (unsigned char *)dst, (const unsigned char *)src,
+               n);
     return cudaGetLastError();
 }
 
@@ -108,6 +115,7 @@ __device__ __forceinline__ void store_f(void *p, int dt, int64_t i, float v) {
 }
 
 __global__ void cast_kernel(void *dst, int ddt, const void *src, int sdt, int64_t n) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         if (sdt == CHM_F64) {
@@ -126,6 +134,6 @@ __global__ void cast_kernel(void *dst, int ddt, const void *src, int sdt, int64_
 extern "C" cudaError_t chm_cu_cast(void *dst, chm_dtype ddt, const void *src, chm_dtype sdt,
                                    int64_t n, cudaStream_t s) {
     if (n <= 0) return cudaSuccess;
-    cast_kernel<<<grid_for(n, 256), 256, 0, s>>>(dst, (int)ddt, src, (int)sdt, n);
+    chm_launch(cast_kernel, grid_for(n, 256), 256, 0, s, dst, (int)ddt, src, (int)sdt, n);
     return cudaGetLastError();
 }

@@ -100,6 +100,7 @@ __device__ bool ce_odd_row(float *losses, T *dr, int64_t r, int64_t t, int64_t V
 template <typename T, bool VEC>
 __global__ void ce_kernel(float *losses, T *dz, const T *z, const int32_t *targets, int64_t V,
                           float scale, int *flag) {
+    chm_pdl_enter();
     __shared__ float red[32];
     __shared__ float zt_s;
     int64_t r = blockIdx.x;
@@ -170,6 +171,7 @@ template <typename T, int NV>
 __global__ void __launch_bounds__(CE_THREADS, CE_MIN_BLOCKS(NV))
     ce_kernel_reg(float *losses, T *dz, const T *z, const int32_t *targets, int64_t V,
                   float scale, int *flag) {
+    chm_pdl_enter();
     constexpr int W = 16 / sizeof(T), NR = CE_NREG(NV), NS = NV - NR;
     __shared__ float red[32];
     __shared__ vec_t<T, W> xs[NS > 0 ? NS : 1][CE_THREADS];
@@ -256,19 +258,19 @@ extern "C" cudaError_t chm_cu_cross_entropy(float *losses, void *dlogits, const 
     int nv = vec ? ce_reg_vectors(V, chm_dtype_size(dt)) : 0;
     if (nv > 0) {
         CHM_CU_DISPATCH(dt, T,
-                        CE_DISPATCH_NV(nv, ce_kernel_reg<T, NN><<<(unsigned)R, CE_THREADS, 0, s>>>(
-                                               losses, (T *)dlogits, (const T *)logits, targets,
-                                               V, (float)grad_scale, flag)));
+                        CE_DISPATCH_NV(nv, chm_launch(ce_kernel_reg<T, NN>, (unsigned)R, CE_THREADS,
+                                                      0, s, losses, (T *)dlogits, (const T *)logits,
+                                                      targets, V, (float)grad_scale, flag)));
     } else if (vec) {
         CHM_CU_DISPATCH(dt, T,
-                        ce_kernel<T, true><<<(unsigned)R, CE_THREADS, 0, s>>>(
-                            losses, (T *)dlogits, (const T *)logits, targets, V,
-                            (float)grad_scale, flag));
+                        chm_launch(ce_kernel<T, true>, (unsigned)R, CE_THREADS, 0, s, losses,
+                                   (T *)dlogits, (const T *)logits, targets, V, (float)grad_scale,
+                                   flag));
     } else {
         CHM_CU_DISPATCH(dt, T,
-                        ce_kernel<T, false><<<(unsigned)R, CE_THREADS, 0, s>>>(
-                            losses, (T *)dlogits, (const T *)logits, targets, V,
-                            (float)grad_scale, flag));
+                        chm_launch(ce_kernel<T, false>, (unsigned)R, CE_THREADS, 0, s, losses,
+                                   (T *)dlogits, (const T *)logits, targets, V, (float)grad_scale,
+                                   flag));
     }
     return cudaGetLastError();
 }

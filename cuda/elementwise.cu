@@ -10,6 +10,7 @@
 
 template <typename T>
 __global__ void add_kernel(T *out, const T *a, const T *b, int64_t n) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         out[i] = from_f<T>(to_f(a[i]) + to_f(b[i]));
@@ -17,6 +18,7 @@ __global__ void add_kernel(T *out, const T *a, const T *b, int64_t n) {
 
 template <typename T>
 __global__ void scale_kernel(T *out, const T *x, float alpha, int64_t n) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         out[i] = from_f<T>(alpha * to_f(x[i]));
@@ -24,6 +26,7 @@ __global__ void scale_kernel(T *out, const T *x, float alpha, int64_t n) {
 
 template <typename T>
 __global__ void axpy_kernel(T *y, const T *x, float alpha, int64_t n) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         y[i] = from_f<T>(fmaf(alpha, to_f(x[i]), to_f(y[i])));
@@ -33,8 +36,8 @@ extern "C" cudaError_t chm_cu_add(void *out, const void *a, const void *b, int64
                                   chm_dtype dt, cudaStream_t s) {
     if (n <= 0) return cudaSuccess;
     CHM_CU_DISPATCH(dt, T,
-                    add_kernel<T><<<grid_for(n, 256), 256, 0, s>>>((T *)out, (const T *)a,
-                                                                  (const T *)b, n));
+                    chm_launch(add_kernel<T>, grid_for(n, 256), 256, 0, s, (T *)out, (const T *)a,
+                               (const T *)b, n));
     return cudaGetLastError();
 }
 
@@ -42,8 +45,8 @@ extern "C" cudaError_t chm_cu_scale(void *out, const void *x, double alpha, int6
                                     chm_dtype dt, cudaStream_t s) {
     if (n <= 0) return cudaSuccess;
     CHM_CU_DISPATCH(dt, T,
-                    scale_kernel<T><<<grid_for(n, 256), 256, 0, s>>>((T *)out, (const T *)x,
-                                                                    (float)alpha, n));
+                    chm_launch(scale_kernel<T>, grid_for(n, 256), 256, 0, s, (T *)out, (const T *)x,
+                               (float)alpha, n));
     return cudaGetLastError();
 }
 
@@ -51,8 +54,8 @@ extern "C" cudaError_t chm_cu_axpy(void *y, const void *x, double alpha, int64_t
                                    chm_dtype dt, cudaStream_t s) {
     if (n <= 0) return cudaSuccess;
     CHM_CU_DISPATCH(dt, T,
-                    axpy_kernel<T><<<grid_for(n, 256), 256, 0, s>>>((T *)y, (const T *)x,
-                                                                   (float)alpha, n));
+                    chm_launch(axpy_kernel<T>, grid_for(n, 256), 256, 0, s, (T *)y, (const T *)x,
+                               (float)alpha, n));
     return cudaGetLastError();
 }
 
@@ -76,6 +79,7 @@ __device__ __forceinline__ void slab_rows(int64_t R, int S, int slab, int64_t *r
 // grid (ceil(C/256), S): thread = one column of one slab.
 template <typename T>
 __global__ void colsum_partial_kernel(float *part, const T *x, int64_t R, int64_t C) {
+    chm_pdl_enter();
     int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     int S = gridDim.y, slab = blockIdx.y;
     if (c >= C) return;
@@ -88,6 +92,7 @@ __global__ void colsum_partial_kernel(float *part, const T *x, int64_t R, int64_
 
 template <typename T>
 __global__ void colsum_finish_kernel(T *out, const float *part, int S, int64_t C) {
+    chm_pdl_enter();
     int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (c >= C) return;
     float acc = 0.0f;
@@ -99,8 +104,8 @@ extern "C" cudaError_t chm_cu_colsum_partial(float *part, const void *x, int64_t
                                              chm_dtype dt, cudaStream_t s) {
     if (C <= 0) return cudaSuccess;
     dim3 grid((unsigned)((C + 255) / 256), (unsigned)chm_cu_colsum_slabs(R));
-    CHM_CU_DISPATCH(dt, T,
-                    colsum_partial_kernel<T><<<grid, 256, 0, s>>>(part, (const T *)x, R, C));
+    CHM_CU_DISPATCH(
+        dt, T, chm_launch(colsum_partial_kernel<T>, grid, 256, 0, s, part, (const T *)x, R, C));
     return cudaGetLastError();
 }
 
@@ -108,6 +113,6 @@ extern "C" cudaError_t chm_cu_colsum_finish(void *out, chm_dtype dt, const float
                                             int64_t C, cudaStream_t s) {
     if (C <= 0) return cudaSuccess;
     unsigned g = (unsigned)((C + 255) / 256);
-    CHM_CU_DISPATCH(dt, T, colsum_finish_kernel<T><<<g, 256, 0, s>>>((T *)out, part, S, C));
+    CHM_CU_DISPATCH(dt, T, chm_launch(colsum_finish_kernel<T>, g, 256, 0, s, (T *)out, part, S, C));
     return cudaGetLastError();
 }

@@ -14,6 +14,7 @@
 
 template <typename T>
 __global__ void bias_add_kernel(T *C, const T *bias, int64_t rows, int64_t N) {
+    chm_pdl_enter();
     int64_t n = rows * N;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
@@ -24,8 +25,8 @@ extern "C" cudaError_t chm_cu_bias_add(void *C, const void *bias, int64_t rows, 
                                        chm_dtype dt, cudaStream_t s) {
     if (rows * N <= 0) return cudaSuccess;
     CHM_CU_DISPATCH(dt, T,
-                    bias_add_kernel<T><<<grid_for(rows * N, 256), 256, 0, s>>>(
-                        (T *)C, (const T *)bias, rows, N));
+                    chm_launch(bias_add_kernel<T>, grid_for(rows * N, 256), 256, 0, s, (T *)C,
+                               (const T *)bias, rows, N));
     return cudaGetLastError();
 }
 
@@ -44,6 +45,7 @@ __device__ __forceinline__ int64_t live_rows(const int32_t *counts, int64_t e, i
 template <typename T>
 __global__ void grouped_rows_kernel(T *x, T *keep, const int32_t *counts, int64_t R, int64_t Cc,
                                     float beta, int mode, int *flag) {
+    chm_pdl_enter();
     int64_t e = blockIdx.y, live = live_rows(counts, e, R, flag);
     int64_t n = R * Cc, base = e * n;
     for (int64_t i = live * Cc + blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -56,6 +58,7 @@ __global__ void grouped_rows_kernel(T *x, T *keep, const int32_t *counts, int64_
 template <typename T>
 __global__ void grouped_mask_kernel(T *dst, const T *src, const int32_t *counts, int64_t R,
                                     int64_t Cc, int rows, int64_t cap, int *flag) {
+    chm_pdl_enter();
     int64_t e = blockIdx.y, live = live_rows(counts, e, cap, flag);
     int64_t n = R * Cc, base = e * n;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -76,8 +79,8 @@ extern "C" cudaError_t chm_cu_grouped_save(void *keep, const void *x, const int3
                                            int *flag, cudaStream_t s) {
     if (E <= 0 || R * Cc <= 0) return cudaSuccess;
     CHM_CU_DISPATCH(dt, T,
-                    grouped_rows_kernel<T><<<grouped_grid(E, R * Cc), 256, 0, s>>>(
-                        (T *)x, (T *)keep, counts, R, Cc, 0.0f, 0, flag));
+                    chm_launch(grouped_rows_kernel<T>, grouped_grid(E, R * Cc), 256, 0, s, (T *)x,
+                               (T *)keep, counts, R, Cc, 0.0f, 0, flag));
     return cudaGetLastError();
 }
 
@@ -86,8 +89,8 @@ extern "C" cudaError_t chm_cu_grouped_restore(void *x, const void *keep, const i
                                               chm_dtype dt, int *flag, cudaStream_t s) {
     if (E <= 0 || R * Cc <= 0) return cudaSuccess;
     CHM_CU_DISPATCH(dt, T,
-                    grouped_rows_kernel<T><<<grouped_grid(E, R * Cc), 256, 0, s>>>(
-                        (T *)x, (T *)keep, counts, R, Cc, (float)beta, 1, flag));
+                    chm_launch(grouped_rows_kernel<T>, grouped_grid(E, R * Cc), 256, 0, s, (T *)x,
+                               (T *)keep, counts, R, Cc, (float)beta, 1, flag));
     return cudaGetLastError();
 }
 
@@ -97,7 +100,7 @@ extern "C" cudaError_t chm_cu_grouped_mask(void *dst, const void *src, const int
                                            cudaStream_t s) {
     if (E <= 0 || R * Cc <= 0) return cudaSuccess;
     CHM_CU_DISPATCH(dt, T,
-                    grouped_mask_kernel<T><<<grouped_grid(E, R * Cc), 256, 0, s>>>(
-                        (T *)dst, (const T *)src, counts, R, Cc, rows ? 1 : 0, cap, flag));
+                    chm_launch(grouped_mask_kernel<T>, grouped_grid(E, R * Cc), 256, 0, s, (T *)dst,
+                               (const T *)src, counts, R, Cc, rows ? 1 : 0, cap, flag));
     return cudaGetLastError();
 }

@@ -24,6 +24,7 @@ __device__ __forceinline__ float rs_factor_grad(float s, bool sig) {
 template <typename T>
 __global__ void row_scale_fwd_kernel(T *out, const T *x, const T *s, int64_t M, int64_t C,
                                      bool sig) {
+    chm_pdl_enter();
     int64_t n = M * C;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
@@ -37,6 +38,7 @@ __global__ void row_scale_fwd_kernel(T *out, const T *x, const T *s, int64_t M, 
 template <typename T, int V>
 __global__ void row_scale_bwd_kernel(T *dx, T *ds, const T *dout, const T *x, const T *s,
                                      int64_t M, int64_t C, bool sig, bool set) {
+    chm_pdl_enter();
     __shared__ float red[32];
     for (int64_t m = blockIdx.x; m < M; m += gridDim.x) {
         float sm = to_f(s[m]), f = rs_factor(sm, sig), dot = 0.0f;
@@ -64,8 +66,8 @@ extern "C" cudaError_t chm_cu_row_scale_fwd(void *out, const void *x, const void
                                             cudaStream_t st) {
     if (M <= 0 || C <= 0) return cudaSuccess;
     CHM_CU_DISPATCH2(dt, T,
-                     row_scale_fwd_kernel<T><<<grid_for(M * C, MO_THREADS), MO_THREADS, 0, st>>>(
-                         (T *)out, (const T *)x, (const T *)s, M, C, sigmoid));
+                     chm_launch(row_scale_fwd_kernel<T>, grid_for(M * C, MO_THREADS), MO_THREADS, 0,
+                                st, (T *)out, (const T *)x, (const T *)s, M, C, sigmoid));
     return cudaGetLastError();
 }
 
@@ -77,11 +79,11 @@ extern "C" cudaError_t chm_cu_row_scale_bwd(void *dx, void *ds, const void *dout
     CHM_CU_DISPATCH2(dt, T, {
         const int v = 16 / (int)sizeof(T);
         if (C % v == 0 && ptr_aligned(dx, 16) && ptr_aligned(dout, 16) && ptr_aligned(x, 16))
-            row_scale_bwd_kernel<T, 16 / sizeof(T)><<<grid, MO_THREADS, 0, st>>>(
-                (T *)dx, (T *)ds, (const T *)dout, (const T *)x, (const T *)s, M, C, sigmoid, set);
+            chm_launch(row_scale_bwd_kernel<T, 16 / sizeof(T)>, grid, MO_THREADS, 0, st, (T *)dx,
+                       (T *)ds, (const T *)dout, (const T *)x, (const T *)s, M, C, sigmoid, set);
         else
-            row_scale_bwd_kernel<T, 1><<<grid, MO_THREADS, 0, st>>>(
-                (T *)dx, (T *)ds, (const T *)dout, (const T *)x, (const T *)s, M, C, sigmoid, set);
+            chm_launch(row_scale_bwd_kernel<T, 1>, grid, MO_THREADS, 0, st, (T *)dx, (T *)ds,
+                       (const T *)dout, (const T *)x, (const T *)s, M, C, sigmoid, set);
     });
     return cudaGetLastError();
 }
@@ -90,6 +92,7 @@ extern "C" cudaError_t chm_cu_row_scale_bwd(void *dx, void *ds, const void *dout
 
 template <typename T>
 __global__ void exp_fwd_kernel(T *out, const T *x, float alpha, int64_t n) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         out[i] = from_f<T>(alpha * expf(to_f(x[i])));
@@ -97,6 +100,7 @@ __global__ void exp_fwd_kernel(T *out, const T *x, float alpha, int64_t n) {
 
 template <typename T>
 __global__ void exp_bwd_kernel(T *dx, const T *dout, const T *out, int64_t n) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         dx[i] = from_f<T>(fmaf(to_f(dout[i]), to_f(out[i]), to_f(dx[i])));
@@ -106,8 +110,8 @@ extern "C" cudaError_t chm_cu_exp_fwd(void *out, const void *x, double alpha, in
                                       chm_dtype dt, cudaStream_t s) {
     if (n <= 0) return cudaSuccess;
     CHM_CU_DISPATCH2(dt, T,
-                     exp_fwd_kernel<T><<<grid_for(n, MO_THREADS), MO_THREADS, 0, s>>>(
-                         (T *)out, (const T *)x, (float)alpha, n));
+                     chm_launch(exp_fwd_kernel<T>, grid_for(n, MO_THREADS), MO_THREADS, 0, s,
+                                (T *)out, (const T *)x, (float)alpha, n));
     return cudaGetLastError();
 }
 
@@ -115,8 +119,8 @@ extern "C" cudaError_t chm_cu_exp_bwd(void *dx, const void *dout, const void *ou
                                       chm_dtype dt, cudaStream_t s) {
     if (n <= 0) return cudaSuccess;
     CHM_CU_DISPATCH2(dt, T,
-                     exp_bwd_kernel<T><<<grid_for(n, MO_THREADS), MO_THREADS, 0, s>>>(
-                         (T *)dx, (const T *)dout, (const T *)out, n));
+                     chm_launch(exp_bwd_kernel<T>, grid_for(n, MO_THREADS), MO_THREADS, 0, s,
+                                (T *)dx, (const T *)dout, (const T *)out, n));
     return cudaGetLastError();
 }
 
@@ -124,6 +128,7 @@ extern "C" cudaError_t chm_cu_exp_bwd(void *dx, const void *dout, const void *ou
 
 template <typename T>
 __global__ void bce_kernel(float *loss, T *dx, const T *x, const T *y, float scale, int64_t n) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         float xi = to_f(x[i]), yi = to_f(y[i]);  // both read before dx[i] may overwrite x[i]
@@ -140,9 +145,9 @@ extern "C" cudaError_t chm_cu_bce_logits(float *losses, void *dlogits, const voi
                                          chm_dtype dt, cudaStream_t s) {
     if (n <= 0) return cudaSuccess;
     CHM_CU_DISPATCH2(dt, T,
-                     bce_kernel<T><<<grid_for(n, MO_THREADS), MO_THREADS, 0, s>>>(
-                         losses, (T *)dlogits, (const T *)logits, (const T *)targets,
-                         (float)grad_scale, n));
+                     chm_launch(bce_kernel<T>, grid_for(n, MO_THREADS), MO_THREADS, 0, s, losses,
+                                (T *)dlogits, (const T *)logits, (const T *)targets,
+                                (float)grad_scale, n));
     return cudaGetLastError();
 }
 
@@ -183,6 +188,7 @@ extern "C" size_t chm_cu_moe_aux_scratch(int64_t R, int64_t E) {
 
 template <typename T>
 __global__ void aux_softmax_kernel(float *p, float *lse, const T *z, int64_t E) {
+    chm_pdl_enter();
     __shared__ float red[32];
     int64_t r = blockIdx.x;
     const T *zr = z + r * E;
@@ -197,6 +203,7 @@ __global__ void aux_softmax_kernel(float *p, float *lse, const T *z, int64_t E) 
 }
 
 __global__ void aux_count_kernel(int *cnt, const int32_t *idx, int64_t n, int64_t E, int *flag) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         int32_t e = idx[i];
@@ -209,6 +216,7 @@ __global__ void aux_count_kernel(int *cnt, const int32_t *idx, int64_t n, int64_
 __global__ void aux_stats_kernel(float *losses, float *g, const float *part, int S,
                                  const int *cnt, const float *lse, int64_t R, int64_t E,
                                  int64_t K) {
+    chm_pdl_enter();
     __shared__ double red[32];
     double bal = 0.0, zz = 0.0;
     for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
@@ -232,6 +240,7 @@ __global__ void aux_stats_kernel(float *losses, float *g, const float *part, int
 template <typename T>
 __global__ void aux_grad_kernel(T *dz, const float *p, const float *lse, const float *g,
                                 int64_t R, int64_t E, float bs, float zs) {
+    chm_pdl_enter();
     __shared__ float red[32];
     int64_t r = blockIdx.x;
     const float *pr = p + r * E;
@@ -253,21 +262,21 @@ extern "C" cudaError_t chm_cu_moe_aux(float *losses, void *dlogits, const void *
     mo_aux_mem m = mo_aux_carve(scratch, R, E);
     int S = chm_cu_colsum_slabs(R);
     unsigned rows = (unsigned)R;
-    CHM_CU_DISPATCH2(dt, T,
-                     aux_softmax_kernel<T><<<rows, 128, 0, s>>>(m.p, m.lse, (const T *)logits, E));
+    CHM_CU_DISPATCH2(
+        dt, T,
+        chm_launch(aux_softmax_kernel<T>, rows, 128, 0, s, m.p, m.lse, (const T *)logits, E));
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess) e = chm_cu_colsum_partial(m.part, m.p, R, E, CHM_F32, s);
     if (e == cudaSuccess) e = cudaMemsetAsync(m.cnt, 0, (size_t)E * sizeof(int), s);
     if (e != cudaSuccess) return e;
-    aux_count_kernel<<<grid_for(R * K, MO_THREADS), MO_THREADS, 0, s>>>(m.cnt, idx, R * K, E,
-                                                                       flag);
-    aux_stats_kernel<<<1, 1024, 0, s>>>(losses, m.g, m.part, S, m.cnt, m.lse, R, E, K);
+    chm_launch(aux_count_kernel, grid_for(R * K, MO_THREADS), MO_THREADS, 0, s, m.cnt, idx, R * K,
+               E, flag);
+    chm_launch(aux_stats_kernel, 1, 1024, 0, s, losses, m.g, m.part, S, m.cnt, m.lse, R, E, K);
     e = cudaGetLastError();
     if (e != cudaSuccess || !dlogits) return e;
     CHM_CU_DISPATCH2(dt, T,
-                     aux_grad_kernel<T><<<rows, 128, 0, s>>>((T *)dlogits, m.p, m.lse, m.g, R, E,
-                                                             (float)balance_scale,
-                                                             (float)z_scale));
+                     chm_launch(aux_grad_kernel<T>, rows, 128, 0, s, (T *)dlogits, m.p, m.lse, m.g,
+                                R, E, (float)balance_scale, (float)z_scale));
     return cudaGetLastError();
 }
 
@@ -284,6 +293,7 @@ template <typename T>
 __global__ void __launch_bounds__(MO_DEC_THREADS)
     decode_kernel(T *out, const T *q, const T *k, const T *v, int64_t Tq, int64_t Tk, int64_t H,
                   int64_t Hk, int64_t D, float scale) {
+    chm_pdl_enter();
     extern __shared__ float sm[];
     __shared__ float red[32];
     float *qs = sm, *os = qs + D, *ps = os + D;
@@ -333,9 +343,9 @@ extern "C" cudaError_t chm_cu_attention_decode(void *out, const void *q, const v
     if (smem > 48 * 1024) return cudaErrorInvalidValue;
     dim3 grid((unsigned)Tq, (unsigned)H, (unsigned)B);
     CHM_CU_DISPATCH2(dt, T,
-                     decode_kernel<T><<<grid, MO_DEC_THREADS, smem, s>>>(
-                         (T *)out, (const T *)q, (const T *)k, (const T *)v, Tq, Tk, H, Hk, D,
-                         (float)scale));
+                     chm_launch(decode_kernel<T>, grid, MO_DEC_THREADS, smem, s, (T *)out,
+                                (const T *)q, (const T *)k, (const T *)v, Tq, Tk, H, Hk, D,
+                                (float)scale));
     return cudaGetLastError();
 }
 
@@ -347,6 +357,7 @@ extern "C" cudaError_t chm_cu_attention_decode(void *out, const void *q, const v
 
 template <typename T>
 __global__ void scan_step_kernel(T *y, T *h, chm_cu_scan a) {
+    chm_pdl_enter();
     int64_t task = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (task >= a.B * a.Di) return;
     int64_t b = task / a.Di, c = task % a.Di, N = a.N;
@@ -385,7 +396,7 @@ extern "C" cudaError_t chm_cu_scan_step(void *y, void *h, const chm_cu_scan *a, 
     if (n <= 0) return cudaSuccess;
     int64_t blocks = (n + 127) / 128;
     if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-    CHM_CU_DISPATCH2(a->dt, T,
-                     scan_step_kernel<T><<<(unsigned)blocks, 128, 0, s>>>((T *)y, (T *)h, *a));
+    CHM_CU_DISPATCH2(
+        a->dt, T, chm_launch(scan_step_kernel<T>, (unsigned)blocks, 128, 0, s, (T *)y, (T *)h, *a));
     return cudaGetLastError();
 }

@@ -26,6 +26,7 @@
 template <typename T, int V>
 __global__ void rmsnorm_fwd_kernel(T *out, float *rstd, const T *x, const T *w, int64_t R,
                                    int64_t C, float eps) {
+    chm_pdl_enter();
     int64_t r = blockIdx.x * (int64_t)RMS_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (r >= R) return;
@@ -53,6 +54,7 @@ __global__ void rmsnorm_fwd_kernel(T *out, float *rstd, const T *x, const T *w, 
 template <typename T>
 __global__ void rmsnorm_dx_kernel(T *dx, const T *g, const T *x, const T *w, const float *rstd,
                                   int64_t R, int64_t C) {
+    chm_pdl_enter();
     int64_t r = blockIdx.x * (int64_t)RMS_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (r >= R) return;
@@ -71,6 +73,7 @@ __global__ void rmsnorm_dx_kernel(T *dx, const T *g, const T *x, const T *w, con
 template <typename T>
 __global__ void rmsnorm_dw_kernel(float *part, const T *g, const T *x, const float *rstd,
                                   int64_t R, int64_t C) {
+    chm_pdl_enter();
     int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     int S = gridDim.y, slab = blockIdx.y;
     if (c >= C) return;
@@ -152,6 +155,7 @@ __global__ void __launch_bounds__(RMS_BT, RMS_MIN_BLOCKS(T, V, NP))
     rmsnorm_bwd_fused(T *__restrict__ dx, float *__restrict__ part, const T *__restrict__ g,
                       const T *__restrict__ x, const T *__restrict__ w,
                       const float *__restrict__ rstd, int64_t R, int64_t C) {
+    chm_pdl_enter();
     constexpr int RW = RMS_ROWS(T, V, NP);
     __shared__ float red[RW][32];
     int64_t per = (R + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * per;
@@ -230,6 +234,7 @@ __global__ void __launch_bounds__(RMS_BT, RMS_MIN_BLOCKS(T, V, NP))
 // grid ceil(C/FIN_X), block (FIN_X, FIN_Y): dw [C] += the slab sums of part [S,C].
 template <typename T>
 __global__ void rmsnorm_finish_kernel(T *dw, const float *part, int S, int64_t C) {
+    chm_pdl_enter();
     int64_t c = (int64_t)blockIdx.x * FIN_X + threadIdx.x;
     float acc = slab_sum(part, S, C, c);
     if (threadIdx.y == 0 && c < C) dw[c] = from_f<T>(to_f(dw[c]) + acc);
@@ -259,16 +264,17 @@ static void rmsnorm_bwd_launch(T *dx, float *part, const T *g, const T *x, const
     bool pairs = C % 2 == 0 && ptr_aligned(dx, pb) && ptr_aligned(g, pb) && ptr_aligned(x, pb);
     int np = rms_chunks(C, pairs ? 2 : 1);
     if (np > 0 && pairs) {
-        RMS_DISPATCH_NP(np, rmsnorm_bwd_fused<T, 2, NN><<<S, RMS_BT, 0, s>>>(dx, part, g, x, w,
-                                                                             rstd, R, C));
+        RMS_DISPATCH_NP(np, chm_launch(rmsnorm_bwd_fused<T, 2, NN>, S, RMS_BT, 0, s, dx, part, g, x,
+                                       w, rstd, R, C));
     } else if (np > 0) {
-        RMS_DISPATCH_NP(np, rmsnorm_bwd_fused<T, 1, NN><<<S, RMS_BT, 0, s>>>(dx, part, g, x, w,
-                                                                             rstd, R, C));
+        RMS_DISPATCH_NP(np, chm_launch(rmsnorm_bwd_fused<T, 1, NN>, S, RMS_BT, 0, s, dx, part, g, x,
+                                       w, rstd, R, C));
     } else {
         unsigned gr = (unsigned)((R + RMS_WARPS - 1) / RMS_WARPS);
-        if (R > 0) rmsnorm_dx_kernel<T><<<gr, RMS_WARPS * 32, 0, s>>>(dx, g, x, w, rstd, R, C);
+        if (R > 0)
+            chm_launch(rmsnorm_dx_kernel<T>, gr, RMS_WARPS * 32, 0, s, dx, g, x, w, rstd, R, C);
         dim3 gdw((unsigned)((C + 255) / 256), (unsigned)S);
-        rmsnorm_dw_kernel<T><<<gdw, 256, 0, s>>>(part, g, x, rstd, R, C);
+        chm_launch(rmsnorm_dw_kernel<T>, gdw, 256, 0, s, part, g, x, rstd, R, C);
     }
 }
 
@@ -286,7 +292,7 @@ extern "C" cudaError_t chm_cu_rmsnorm_bwd(void *dx, void *dw, float *part, const
             cudaError_t e = cudaMemsetAsync(part, 0, (size_t)S * (size_t)C * sizeof(float), s);
             if (e != cudaSuccess) return e;
         }
-        rmsnorm_finish_kernel<T><<<gf, dim3(FIN_X, FIN_Y), 0, s>>>((T *)dw, part, S, C);
+        chm_launch(rmsnorm_finish_kernel<T>, gf, dim3(FIN_X, FIN_Y), 0, s, (T *)dw, part, S, C);
     });
     return cudaGetLastError();
 }
@@ -299,11 +305,11 @@ extern "C" cudaError_t chm_cu_rmsnorm_fwd(void *out, float *rstd, const void *x,
     CHM_CU_DISPATCH(dt, T, {
         const int v = 16 / (int)sizeof(T);
         if (C % v == 0 && ptr_aligned(out, 16) && ptr_aligned(x, 16) && ptr_aligned(w, 16))
-            rmsnorm_fwd_kernel<T, 16 / sizeof(T)><<<g, RMS_WARPS * 32, 0, s>>>(
-                (T *)out, rstd, (const T *)x, (const T *)w, R, C, (float)eps);
+            chm_launch(rmsnorm_fwd_kernel<T, 16 / sizeof(T)>, g, RMS_WARPS * 32, 0, s, (T *)out,
+                       rstd, (const T *)x, (const T *)w, R, C, (float)eps);
         else
-            rmsnorm_fwd_kernel<T, 1><<<g, RMS_WARPS * 32, 0, s>>>(
-                (T *)out, rstd, (const T *)x, (const T *)w, R, C, (float)eps);
+            chm_launch(rmsnorm_fwd_kernel<T, 1>, g, RMS_WARPS * 32, 0, s, (T *)out, rstd,
+                       (const T *)x, (const T *)w, R, C, (float)eps);
     });
     return cudaGetLastError();
 }

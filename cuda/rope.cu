@@ -11,6 +11,7 @@
 template <typename T>
 __global__ void rope_kernel(T *out, const T *x, int64_t BT, int64_t Tn, int64_t H, int64_t D,
                             double theta, int64_t pos_offset, float sign, int acc) {
+    chm_pdl_enter();
     int64_t half = D / 2, n = BT * half;
     for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < n;
          k += (int64_t)gridDim.x * blockDim.x) {
@@ -40,8 +41,8 @@ extern "C" cudaError_t chm_cu_rope(void *out, const void *x, int64_t B, int64_t 
     int64_t n = B * T * (D / 2);
     if (n <= 0 || H <= 0) return cudaSuccess;
     CHM_CU_DISPATCH(dt, T_,
-                    rope_kernel<T_><<<grid_for(n, 128), 128, 0, s>>>(
-                        (T_ *)out, (const T_ *)x, B * T, T, H, D, theta, pos_offset,
-                        (float)sign, accumulate ? 1 : 0));
+                    chm_launch(rope_kernel<T_>, grid_for(n, 128), 128, 0, s, (T_ *)out,
+                               (const T_ *)x, B * T, T, H, D, theta, pos_offset, (float)sign,
+                               accumulate ? 1 : 0));
     return cudaGetLastError();
 }

@@ -29,6 +29,7 @@ __device__ __forceinline__ float sigmoid_stable(float z) {
 template <typename T>
 __global__ void route_kernel(T *gates, int32_t *idx, T *probs, const T *logits, int64_t R,
                              int64_t E, int64_t K, int sigmoid, int renorm) {
+    chm_pdl_enter();
     int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (r >= R) return;
     const T *z = logits + r * E;
@@ -70,6 +71,7 @@ __global__ void route_kernel(T *gates, int32_t *idx, T *probs, const T *logits, 
 #define DISPATCH_ITEMS 8
 __global__ void dispatch_kernel(int32_t *slot_token, int32_t *slot_ref, int32_t *counts,
                                 const int32_t *idx, int64_t RK, int64_t K, int64_t cap) {
+    chm_pdl_enter();
     __shared__ int red[33];
     int e = blockIdx.x;
     int64_t base = 0;
@@ -105,14 +107,14 @@ extern "C" cudaError_t chm_cu_router_topk(void *gates, int32_t *idx, void *probs
     if (R > 0) {
         unsigned g = (unsigned)((R + 127) / 128);
         CHM_CU_DISPATCH(dt, T,
-                        route_kernel<T><<<g, 128, 0, s>>>((T *)gates, idx, (T *)probs,
-                                                          (const T *)logits, R, E, K, sigmoid,
-                                                          renormalize ? 1 : 0));
+                        chm_launch(route_kernel<T>, g, 128, 0, s, (T *)gates, idx, (T *)probs,
+                                   (const T *)logits, R, E, K, sigmoid, renormalize ? 1 : 0));
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) return e;
     }
     if (E <= 0) return cudaSuccess;
-    dispatch_kernel<<<(unsigned)E, 512, 0, s>>>(slot_token, slot_ref, counts, idx, R * K, K, cap);
+    chm_launch(dispatch_kernel, (unsigned)E, 512, 0, s, slot_token, slot_ref, counts, idx, R * K, K,
+               cap);
     return cudaGetLastError();
 }
 
@@ -120,6 +122,7 @@ extern "C" cudaError_t chm_cu_router_topk(void *gates, int32_t *idx, void *probs
 template <typename T>
 __global__ void route_bwd_kernel(T *dz, const T *dg, const T *p, const int32_t *ix, int64_t R,
                                  int64_t E, int64_t K, int sigmoid, int renorm, int *flag) {
+    chm_pdl_enter();
     int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (r >= R) return;
     const int32_t *ir = ix + r * K;
@@ -153,9 +156,8 @@ extern "C" cudaError_t chm_cu_router_topk_bwd(void *dlogits, const void *dgates,
     if (R <= 0) return cudaSuccess;
     unsigned g = (unsigned)((R + 127) / 128);
     CHM_CU_DISPATCH(dt, T,
-                    route_bwd_kernel<T><<<g, 128, 0, s>>>((T *)dlogits, (const T *)dgates,
-                                                          (const T *)probs, idx, R, E, K, sigmoid,
-                                                          renormalize ? 1 : 0, flag));
+                    chm_launch(route_bwd_kernel<T>, g, 128, 0, s, (T *)dlogits, (const T *)dgates,
+                               (const T *)probs, idx, R, E, K, sigmoid, renormalize ? 1 : 0, flag));
     return cudaGetLastError();
 }
 
@@ -221,6 +223,7 @@ __device__ void sel_pass(int *hist, uint32_t *prefix, int64_t *need, const uint3
 template <typename T>
 __global__ void select_kernel(int32_t *idx, const T *scores, int64_t C, int64_t K, int staged,
                               int flat) {
+    chm_pdl_enter();
     extern __shared__ uint32_t sel_keys[];
     __shared__ int hist[256], red[33];
     __shared__ uint32_t prefix;
@@ -258,7 +261,7 @@ extern "C" cudaError_t chm_cu_select_topk(int32_t *idx, const void *scores, int6
     int staged = C <= SEL_SMEM_MAX;
     size_t smem = staged ? (size_t)C * sizeof(uint32_t) : 0;
     CHM_CU_DISPATCH(dt, T,
-                    select_kernel<T><<<(unsigned)R, SEL_THREADS, smem, s>>>(
-                        idx, (const T *)scores, C, K, staged, flat ? 1 : 0));
+                    chm_launch(select_kernel<T>, (unsigned)R, SEL_THREADS, smem, s, idx,
+                               (const T *)scores, C, K, staged, flat ? 1 : 0));
     return cudaGetLastError();
 }

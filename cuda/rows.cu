@@ -20,6 +20,7 @@
 template <typename T>
 __global__ void embedding_fwd_kernel(T *out, const int32_t *ids, const T *table, int64_t R,
                                      int64_t V, int64_t C, int *flag) {
+    chm_pdl_enter();
     for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
         int64_t id = ids[r];
         bool ok = id >= 0 && id < V;
@@ -33,6 +34,7 @@ __global__ void embedding_fwd_kernel(T *out, const int32_t *ids, const T *table,
 template <typename T, int V>
 __global__ void gather_kernel(T *out, const T *x, const int32_t *idx, int64_t M, int64_t R,
                               int64_t C, int *flag) {
+    chm_pdl_enter();
     for (int64_t m = blockIdx.x; m < M; m += gridDim.x) {
         int64_t i = idx[m];
         if (i >= R && threadIdx.x == 0) flag_error(flag, CHM_CU_FLAG_GATHER_ROWS, m, i, R);
@@ -65,8 +67,8 @@ extern "C" cudaError_t chm_cu_embedding_fwd(void *out, const int32_t *ids, const
                                             int *flag, cudaStream_t s) {
     if (R <= 0 || C <= 0) return cudaSuccess;
     CHM_CU_DISPATCH(dt, T,
-                    embedding_fwd_kernel<T><<<row_grid(R), 128, 0, s>>>(
-                        (T *)out, ids, (const T *)table, R, V, C, flag));
+                    chm_launch(embedding_fwd_kernel<T>, row_grid(R), 128, 0, s, (T *)out, ids,
+                               (const T *)table, R, V, C, flag));
     return cudaGetLastError();
 }
 
@@ -76,11 +78,11 @@ extern "C" cudaError_t chm_cu_gather_rows(void *out, const void *x, const int32_
     if (M <= 0 || C <= 0) return cudaSuccess;
     CHM_CU_DISPATCH(dt, T, {
         if (row_vec<T>(C, out, x, NULL) > 1)
-            gather_kernel<T, 16 / sizeof(T)><<<row_grid(M), 128, 0, s>>>(
-                (T *)out, (const T *)x, idx, M, R, C, flag);
+            chm_launch(gather_kernel<T, 16 / sizeof(T)>, row_grid(M), 128, 0, s, (T *)out,
+                       (const T *)x, idx, M, R, C, flag);
         else
-            gather_kernel<T, 1><<<row_grid(M), 128, 0, s>>>((T *)out, (const T *)x, idx, M, R, C,
-                                                            flag);
+            chm_launch(gather_kernel<T, 1>, row_grid(M), 128, 0, s, (T *)out, (const T *)x, idx, M,
+                       R, C, flag);
     });
     return cudaGetLastError();
 }
@@ -111,6 +113,7 @@ extern "C" size_t chm_cu_scatter_scratch(int64_t M, int64_t rows) {
 
 __global__ void scatter_keys_kernel(int *keys, int *vals, const int32_t *idx, int64_t M,
                                     int64_t rows, int neg_is_error, int fop, int *flag) {
+    chm_pdl_enter();
     for (int64_t m = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; m < M;
          m += (int64_t)gridDim.x * blockDim.x) {
         int64_t i = idx[m];
@@ -146,6 +149,7 @@ __device__ __forceinline__ void scatter_add_to(T *o, const float (&acc)[V]) {
 template <typename T, int V>
 __global__ void scatter_runs_kernel(T *out, const T *x, const T *w, const int *keys,
                                     const int *vals, int64_t M, int64_t rows, int64_t C) {
+    chm_pdl_enter();
     for (int64_t p = blockIdx.x; p < M; p += gridDim.x) {
         int key = keys[p];
         if (key >= rows || (p > 0 && keys[p - 1] == key)) continue;
@@ -173,8 +177,8 @@ extern "C" cudaError_t chm_cu_scatter_add(void *out, const void *x, const int32_
         *vals2 = (int *)(base + 3 * a);
     void *tmp = base + 4 * a;
     size_t tmp_bytes = scratch_bytes - 4 * a;
-    scatter_keys_kernel<<<grid_for(M, 256), 256, 0, s>>>(keys, vals, idx, M, rows,
-                                                         neg_is_error ? 1 : 0, (int)fop, flag);
+    chm_launch(scatter_keys_kernel, grid_for(M, 256), 256, 0, s, keys, vals, idx, M, rows,
+               neg_is_error ? 1 : 0, (int)fop, flag);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     e = cub::DeviceRadixSort::SortPairs(tmp, tmp_bytes, keys, keys2, vals, vals2, (int)M, 0,
@@ -183,11 +187,11 @@ extern "C" cudaError_t chm_cu_scatter_add(void *out, const void *x, const int32_
     if (C <= 0) return cudaSuccess;
     CHM_CU_DISPATCH(dt, T, {
         if (row_vec<T>(C, out, x, NULL) > 1)
-            scatter_runs_kernel<T, 16 / sizeof(T)><<<row_grid(M), 128, 0, s>>>(
-                (T *)out, (const T *)x, (const T *)w, keys2, vals2, M, rows, C);
+            chm_launch(scatter_runs_kernel<T, 16 / sizeof(T)>, row_grid(M), 128, 0, s, (T *)out,
+                       (const T *)x, (const T *)w, keys2, vals2, M, rows, C);
         else
-            scatter_runs_kernel<T, 1><<<row_grid(M), 128, 0, s>>>(
-                (T *)out, (const T *)x, (const T *)w, keys2, vals2, M, rows, C);
+            chm_launch(scatter_runs_kernel<T, 1>, row_grid(M), 128, 0, s, (T *)out, (const T *)x,
+                       (const T *)w, keys2, vals2, M, rows, C);
     });
     return cudaGetLastError();
 }
@@ -212,6 +216,7 @@ extern "C" size_t chm_cu_scatter_bounded_scratch(int64_t rows, int r) {
 // cnt [rows] (zeroed before), list [rows, R]: source m into a free slot of row idx[m].
 __global__ void scatter_list_kernel(int *cnt, int *list, const int32_t *idx, int64_t M,
                                     int64_t rows, int R, int r, int fop, int *flag) {
+    chm_pdl_enter();
     for (int64_t m = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; m < M;
          m += (int64_t)gridDim.x * blockDim.x) {
         int64_t i = idx[m];
@@ -227,6 +232,7 @@ __global__ void scatter_list_kernel(int *cnt, int *list, const int32_t *idx, int
 template <typename T, int V, int R>
 __global__ void scatter_bounded_kernel(T *out, const T *x, const T *w, const int *cnt,
                                        const int *list, int64_t rows, int64_t C, int r) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
         int n = cnt[i];
         if (n == 0) continue;
@@ -262,16 +268,20 @@ static void bounded_launch(T *out, const T *x, const T *w, const int *cnt, const
     unsigned grid = row_grid(rows);
     switch (bounded_slots(r)) {
     case 1:
-        scatter_bounded_kernel<T, V, 1><<<grid, threads, 0, s>>>(out, x, w, cnt, list, rows, C, r);
+        chm_launch(scatter_bounded_kernel<T, V, 1>, grid, threads, 0, s, out, x, w, cnt, list, rows,
+                   C, r);
         break;
     case 2:
-        scatter_bounded_kernel<T, V, 2><<<grid, threads, 0, s>>>(out, x, w, cnt, list, rows, C, r);
+        chm_launch(scatter_bounded_kernel<T, V, 2>, grid, threads, 0, s, out, x, w, cnt, list, rows,
+                   C, r);
         break;
     case 4:
-        scatter_bounded_kernel<T, V, 4><<<grid, threads, 0, s>>>(out, x, w, cnt, list, rows, C, r);
+        chm_launch(scatter_bounded_kernel<T, V, 4>, grid, threads, 0, s, out, x, w, cnt, list, rows,
+                   C, r);
         break;
     default:
-        scatter_bounded_kernel<T, V, 8><<<grid, threads, 0, s>>>(out, x, w, cnt, list, rows, C, r);
+        chm_launch(scatter_bounded_kernel<T, V, 8>, grid, threads, 0, s, out, x, w, cnt, list, rows,
+                   C, r);
         break;
     }
 }
@@ -288,8 +298,8 @@ extern "C" cudaError_t chm_cu_scatter_add_bounded(void *out, const void *x, cons
     int *list = (int *)((char *)scratch + align256((size_t)rows * sizeof(int)));
     cudaError_t e = cudaMemsetAsync(cnt, 0, (size_t)rows * sizeof(int), s);
     if (e != cudaSuccess) return e;
-    scatter_list_kernel<<<grid_for(M, 256), 256, 0, s>>>(cnt, list, idx, M, rows, R, r, (int)fop,
-                                                         flag);
+    chm_launch(scatter_list_kernel, grid_for(M, 256), 256, 0, s, cnt, list, idx, M, rows, R, r,
+               (int)fop, flag);
     if ((e = cudaGetLastError()) != cudaSuccess || C <= 0) return e;
     CHM_CU_DISPATCH(dt, T, {
         if (row_vec<T>(C, out, x, NULL) > 1)

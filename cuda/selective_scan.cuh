@@ -684,7 +684,7 @@ static inline cudaError_t scan_launch(K kernel, dim3 grid, size_t bytes, cudaStr
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)bytes);
     if (e != cudaSuccess) return e;
-    kernel<<<grid, SCAN_THREADS, bytes, s>>>(args...);
+    chm_launch(kernel, grid, SCAN_THREADS, bytes, s, args...);
     return cudaGetLastError();
 }
 

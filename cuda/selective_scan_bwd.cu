@@ -61,6 +61,7 @@ __device__ __forceinline__ void chan_finish(const scan_fin &f, int64_t blk, int6
 // Both finishes in one launch (they are independent: the small one overlaps the large one
 // instead of running after it).
 template <typename T> __global__ void scan_finish_kernel(scan_fin f) {
+    chm_pdl_enter();
     if (blockIdx.x < f.nbc) bc_finish<T>(f, blockIdx.x, f.nbc);
     else chan_finish<T>(f, blockIdx.x - f.nbc, gridDim.x - f.nbc);
 }
@@ -169,7 +170,7 @@ static cudaError_t scan_bwd_launch(const chm_cu_scan_grads *gr, const void *dy,
     unsigned nbc = grid_for(a->B * a->T * 32, 256), nch = grid_for(a->Di * SCAN_NMAX, 256);
     scan_fin f = {gr->dBm, gr->dCm, gr->dA, gr->dD, gr->ddelta_bias, sc + L.pbc, sc + L.pA,
                   sc + L.pD, sc + L.pdb, a->B, a->T, a->Di, a->N, nblk, gr->set, nbc};
-    scan_finish_kernel<T><<<nbc + nch, 256, 0, s>>>(f);
+    chm_launch(scan_finish_kernel<T>, nbc + nch, 256, 0, s, f);
     return cudaGetLastError();
 }
 

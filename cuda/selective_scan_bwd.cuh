@@ -250,6 +250,7 @@ __device__ __forceinline__ void bwd_final(const scan_sm<T> &sm, const scan_acc &
 // FULL: the common shapes (scan_assume_full).
 template <typename T, bool VEC, bool SET, bool FDD, bool YS, bool FULL>
 __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MINB) scan_bwd_kernel(scan_k k, scan_g g) {
+    chm_pdl_enter();
     static_assert(!YS || SET, "the saved y takes the slot of dz's old values");
     static_assert(!FULL || VEC, "whole quads are vector quads");
     __builtin_assume(threadIdx.x < SCAN_THREADS);  // the launch's block size (scan_launch)

@@ -93,6 +93,7 @@ template <typename T> __device__ __forceinline__ T *fwd_raw(const scan_sm<T> &s,
 template <typename T, bool VEC, bool CKPT, bool YS, bool FULL>
 __global__ void __launch_bounds__(SCAN_THREADS) scan_fwd_kernel(T *y, float *hsave, T *ys,
                                                                 scan_k k) {
+    chm_pdl_enter();
     static_assert(!YS || !CKPT, "the checkpoint pass writes no output");
     static_assert(!FULL || VEC, "whole quads are vector quads");
     __builtin_assume(threadIdx.x < SCAN_THREADS);  // the launch's block size (scan_launch)

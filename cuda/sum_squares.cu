@@ -12,6 +12,7 @@
 
 template <typename T>
 __global__ void ss_partial_kernel(double *part, const T *x, int64_t n) {
+    chm_pdl_enter();
     __shared__ double red[32];
     int64_t lo = blockIdx.x * (int64_t)SS_SLAB, hi = lo + SS_SLAB < n ? lo + SS_SLAB : n;
     double acc = 0.0;
@@ -29,6 +30,7 @@ __global__ void ss_partial_kernel(double *part, const T *x, int64_t n) {
 // the thread's double. Whole vectors first, then the slab's tail elements one at a time.
 template <typename T>
 __global__ void ss_partial_vec_kernel(double *part, const T *x, int64_t n) {
+    chm_pdl_enter();
     constexpr int W = 16 / sizeof(T);
     __shared__ double red[32];
     int64_t lo = blockIdx.x * (int64_t)SS_SLAB, hi = lo + SS_SLAB < n ? lo + SS_SLAB : n;
@@ -50,6 +52,7 @@ __global__ void ss_partial_vec_kernel(double *part, const T *x, int64_t n) {
 }
 
 __global__ void ss_finish_kernel(void *out, int odt, const double *part, int64_t nb) {
+    chm_pdl_enter();
     __shared__ double red[32];
     double acc = 0.0;
     for (int64_t b = threadIdx.x; b < nb; b += blockDim.x) acc += part[b];
@@ -76,13 +79,15 @@ extern "C" cudaError_t chm_cu_sum_squares(void *out, chm_dtype odt, const void *
         bool vec = ptr_aligned(x, 16);
         CHM_CU_DISPATCH(dt, T, {
             if (vec)
-                ss_partial_vec_kernel<T><<<(unsigned)nb, SS_THREADS, 0, s>>>(part, (const T *)x, n);
+                chm_launch(ss_partial_vec_kernel<T>, (unsigned)nb, SS_THREADS, 0, s, part,
+                           (const T *)x, n);
             else
-                ss_partial_kernel<T><<<(unsigned)nb, SS_THREADS, 0, s>>>(part, (const T *)x, n);
+                chm_launch(ss_partial_kernel<T>, (unsigned)nb, SS_THREADS, 0, s, part, (const T *)x,
+                           n);
         });
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) return e;
     }
-    ss_finish_kernel<<<1, 1024, 0, s>>>(out, (int)odt, part, nb);
+    chm_launch(ss_finish_kernel, 1, 1024, 0, s, out, (int)odt, part, nb);
     return cudaGetLastError();
 }

@@ -20,6 +20,7 @@ __device__ __forceinline__ float swiglu_sigmoid(float x) {
 
 template <typename T, int V>
 __global__ void swiglu_fwd_kernel(T *out, const T *gate, const T *up, int64_t nv) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < nv;
          i += (int64_t)gridDim.x * blockDim.x) {
         vec_t<T, V> gv = vload<T, V>(gate + i * V), uv = vload<T, V>(up + i * V), o;
@@ -35,6 +36,7 @@ __global__ void swiglu_fwd_kernel(T *out, const T *gate, const T *up, int64_t nv
 template <typename T, int V, bool ACC>
 __global__ void swiglu_bwd_kernel(T *dgate, T *dup, const T *dout, const T *gate, const T *up,
                                   int64_t nv) {
+    chm_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < nv;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t k = i * V;
@@ -87,8 +89,8 @@ extern "C" cudaError_t chm_cu_swiglu_fwd(void *out, const void *gate, const void
     CHM_CU_DISPATCH(dt, T, {
         int vw = swiglu_vec<T>(n, out, gate, up, NULL, NULL);
         SWIGLU_DISPATCH_V(T, vw,
-                          swiglu_fwd_kernel<T, VV><<<grid_for(n / VV, 256), 256, 0, s>>>(
-                              (T *)out, (const T *)gate, (const T *)up, n / VV));
+                          chm_launch(swiglu_fwd_kernel<T, VV>, grid_for(n / VV, 256), 256, 0, s,
+                                     (T *)out, (const T *)gate, (const T *)up, n / VV));
     });
     return cudaGetLastError();
 }
@@ -98,8 +100,8 @@ static void swiglu_bwd_launch(T *dgate, T *dup, const T *dout, const T *gate, co
                               int64_t n, cudaStream_t s) {
     int vw = swiglu_vec<T>(n, dgate, dup, dout, gate, up);
     SWIGLU_DISPATCH_V(T, vw,
-                      swiglu_bwd_kernel<T, VV, ACC><<<grid_for(n / VV, 256), 256, 0, s>>>(
-                          dgate, dup, dout, gate, up, n / VV));
+                      chm_launch(swiglu_bwd_kernel<T, VV, ACC>, grid_for(n / VV, 256), 256, 0, s,
+                                 dgate, dup, dout, gate, up, n / VV));
 }
 
 extern "C" cudaError_t chm_cu_swiglu_bwd(void *dgate, void *dup, const void *dout,

@@ -19,6 +19,7 @@ jobs=$(nproc)
 phase() { echo "== $* (at $SECONDS s) =="; }
 phase "gcc build (-Werror)"
 CC=gcc bash tools/build.sh build
+bash tools/check_pdl.sh
 phase "gcc tests"
 ./build/chimera_tests --jobs "$jobs" --xml=build/criterion.xml
 bash tools/test_times.sh build/criterion.xml
