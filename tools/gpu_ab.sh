@@ -19,6 +19,10 @@
 #            verify --backends cpu,vulkan,cuda`, and `vk_bench --matmul` when packed (VK_BENCH=1).
 #   prof     (PROF=1) ncu on the model's scan kernels of both builds (one launch each, with
 #            the warps' stall reasons and the shared-memory wavefronts and instructions).
+#   mid      (when .gpu-ab/bin/chimera_mid is packed: a build between base and new) the train
+#            step alternates base, mid and new;
+#   same     (SAME=1, with chimera_mid) configs/tiny.yaml trained 30 steps on cuda by mid and by
+#            new: their losses must match bitwise (a change that must not move any result).
 # CHECKS=0 skips the checks, REPS=n sets the alternations.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -84,8 +88,28 @@ if [ "${PROF:-0}" = 1 ]; then
 fi
 P=(plan --config training_dolma --set train.grad_accum=1 --steps 8)
 VP=(plan --config training_dolma --set train.grad_accum=1 --backend vulkan --steps 4)
+if [ "${SAME:-0}" = 1 ] && [ -x "$B/chimera_mid" ]; then
+    # tiny, 30 steps, a loss line each step, by both builds; then the losses side by side
+    rm -rf /tmp/abrun
+    for v in mid new; do
+        bin=$B/chimera_mid
+        [ $v = new ] && bin=$B/chimera
+        step "same-$v" 120 "$bin" train --config configs/tiny.yaml --backend cuda \
+            --set train.steps=30 --set train.log_every=1 --set train.eval_every=0 \
+            --set train.save_every=0 --set "train.out_dir=/tmp/abrun/$v"
+        grep -o '"loss":[^,]*' "/tmp/abrun/$v/metrics.jsonl" >"$L/losses-$v.txt"
+    done
+    if cmp -s "$L/losses-mid.txt" "$L/losses-new.txt" && [ -s "$L/losses-new.txt" ]; then
+        ROWS+=("same-losses      $(wc -l <"$L/losses-new.txt") losses of mid and new: bitwise equal")
+    else
+        d=$(diff "$L/losses-mid.txt" "$L/losses-new.txt" | head -2 | tr '\n' ' ')
+        ROWS+=("same-losses      mid and new DIFFER: $d")
+    fi
+    echo "${ROWS[-1]}"
+fi
 for i in $(seq 1 "${REPS:-2}"); do
     step "train-base.$i" 90 "$B/chimera_base" "${P[@]}"
+    [ -x "$B/chimera_mid" ] && step "train-mid.$i" 90 "$B/chimera_mid" "${P[@]}"
     step "train-new.$i" 90 "$B/chimera" "${P[@]}"
 done
 step profile 90 env CHIMERA_PROFILE=shapes "$B/chimera" plan --config training_dolma \
