@@ -83,8 +83,6 @@ typedef struct lt_problem {
     void *C;
     float alpha, beta;
     const void *S; /* the beta term's source (matmul_from); NULL: C itself */
-    int64_t key_m; /* the M the cache files the product under (0: M): a grouped product over a
-                      bound on its rows shares one entry, tuned once, with every other bound */
 } lt_problem;
 
 /* The tensor the beta term reads: S, or C itself. */
@@ -273,8 +271,7 @@ static lt_key lt_key_of(const lt_problem *p) {
     k.ta = p->ta;
     k.tb = p->tb;
     k.epi = p->bias != NULL;
-    k.m = lt_bucket(p->key_m ? p->key_m : p->M), k.n = lt_bucket(p->N), k.k = lt_bucket(p->K);
-    k.batch = p->batch;
+    k.m = lt_bucket(p->M), k.n = lt_bucket(p->N), k.k = lt_bucket(p->K), k.batch = p->batch;
     k.sa = p->sa, k.sb = p->sb, k.sc = p->sc;
     k.align[0] = align_of(p->A, p->sa, es);
     k.align[1] = align_of(p->B, p->sb, es);
@@ -545,7 +542,7 @@ static chm_status matmul_any(chm_backend *be, const chm_tensor *C, const chm_ten
     lt_problem p = {C->dtype, trans_a, trans_b, M, N, trans_a ? ar : ac, cb,
                     ab == 1 ? 0 : ar * ac, bb == 1 ? 0 : br * bc, M * N,
                     chm_cuda_ptr(A), chm_cuda_ptr(B), chm_cuda_ptr(bias), chm_cuda_ptr(C),
-                    (float)alpha, (float)beta, S ? chm_cuda_ptr(S) : NULL, 0};
+                    (float)alpha, (float)beta, S ? chm_cuda_ptr(S) : NULL};
     /* a shared B and a stacked, untransposed A fold the batch into M: one plain GEMM */
     if (bb == 1 && ab == cb && !trans_a) {
         p.M *= cb;
@@ -607,8 +604,7 @@ static chm_status grouped_plain(chm_backend *be, const chm_tensor *C, const chm_
                     chm_cuda_ptr(C),
                     (float)alpha,
                     (float)beta,
-                    NULL,
-                    cap};
+                    NULL};
     chm_status rc = product(be, op, p);
     if (rc || tail_zero) return rc;
     return chm_cuda_check(be, op,
@@ -628,7 +624,7 @@ static chm_status grouped_trans(chm_backend *be, const chm_tensor *C, const chm_
     if (tail_zero) {
         lt_problem q = {C->dtype, true, trans_b, M, N, cap, E, cap * M, br * bc, M * N,
                         chm_cuda_ptr(A), chm_cuda_ptr(B), NULL, chm_cuda_ptr(C), (float)alpha,
-                        (float)beta, NULL, 0};
+                        (float)beta, NULL};
         return product(be, op, q);
     }
     size_t na = (chm_tensor_nbytes(A) + 255) & ~(size_t)255;
@@ -644,7 +640,7 @@ static chm_status grouped_trans(chm_backend *be, const chm_tensor *C, const chm_
                                 cx->flag, cx->stream);
     if ((rc = chm_cuda_check(be, op, e))) return rc;
     lt_problem p = {C->dtype, true, trans_b, M, N, cap, E, cap * M, br * bc, M * N,
-                    am, bm, NULL, chm_cuda_ptr(C), (float)alpha, (float)beta, NULL, 0};
+                    am, bm, NULL, chm_cuda_ptr(C), (float)alpha, (float)beta, NULL};
     return product(be, op, p);
 }
 
