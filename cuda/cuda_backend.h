@@ -127,8 +127,7 @@ chm_status chm_cuda_matmul_from(chm_backend *be, const chm_tensor *C, const chm_
                                 bool trans_b, double alpha, double beta);
 chm_status chm_cuda_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                    const chm_tensor *B, const chm_tensor *counts, bool trans_a,
-                                   bool trans_b, double alpha, double beta, bool tail_zero,
-                                   int64_t rows);
+                                   bool trans_b, double alpha, double beta, bool tail_zero);
 
 /* ---- attention.c ---- */
 chm_status chm_cuda_attention_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *lse,

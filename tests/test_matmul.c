@@ -319,65 +319,6 @@ Test(matmul, grouped_with_live_counts) {
     chm_backend_close(be);
 }
 
-/* chm_matmul_grouped_rows: the rows below the bound as the tail-zero form gives them, A's rows
-   at or past it never read (NaN there changes nothing), C's there NaN on the cpu; counts over
-   the bound, a bound over the capacity and a negative one are refused. */
-Test(matmul, grouped_rows_covers_the_bound_only) {
-    chm_backend *be = tt_open_cpu();
-    tt_rng r = tt_rng_make(11);
-    const int32_t cnt[] = {0, 4, 3, 1};
-    for (int t = 0; t < 4; t++) {
-        grp_case g = {4, 6, 0, 5, 7, false, t & 1, 1.25, t & 2 ? 0.5 : 0};
-        int64_t bound = 4, n = g.E * g.cap * g.N;
-        tt_tensor A = tt_alloc(be, CHM_F32, 3, (int64_t[]){g.E, g.cap, g.K});
-        tt_tensor B = tt_alloc(be, CHM_F32, 3,
-                               g.tb ? (int64_t[]){g.E, g.N, g.K} : (int64_t[]){g.E, g.K, g.N});
-        tt_tensor C = tt_alloc(be, CHM_F32, 3, (int64_t[]){g.E, g.cap, g.N});
-        tt_tensor counts = tt_alloc(be, CHM_I32, 1, &g.E);
-        tt_upload_i32(be, &counts, cnt);
-        double *ha = rand_upload(be, &r, &A), *hb = rand_upload(be, &r, &B),
-               *hc0 = rand_upload(be, &r, &C);
-        for (int64_t e = 0; e < g.E; e++)
-            for (int64_t k = cnt[e] * g.K; k < g.cap * g.K; k++) ha[e * g.cap * g.K + k] = 0;
-        double *want = tt_dalloc(n), *got = tt_dalloc(n);
-        ref_grouped(want, hc0, ha, hb, cnt, &g);
-        for (int64_t e = 0; e < g.E; e++) /* past the bound: never read */
-            for (int64_t k = bound * g.K; k < g.cap * g.K; k++) ha[e * g.cap * g.K + k] = NAN;
-        tt_upload(be, &A, ha);
-        if (g.beta == 0) tt_poison(be, &C);
-        cr_assert_eq(chm_matmul_grouped_rows(be, &C.t, &A.t, &B.t, &counts.t, bound, g.tb, g.alpha,
-                                             g.beta),
-                     CHM_OK, "%s", be->err.msg);
-        tt_download(be, &C, got);
-        for (int64_t i = 0; i < n; i++) {
-            int64_t row = i / g.N % g.cap;
-            if (row >= bound) {
-                cr_assert(isnan(got[i]), "C element %lld (row %lld) is %g, not NaN", (long long)i,
-                          (long long)row, got[i]);
-                got[i] = want[i] = 0;
-            }
-        }
-        tt_assert_close("matmul_grouped_rows", got, want, n, TT_ATOL(CHM_F32) * 10,
-                        TT_RTOL(CHM_F32));
-        if (t == 3) {
-            tt_upload_i32(be, &counts, (int32_t[]){0, 6, 3, 1});
-            cr_assert_eq(chm_matmul_grouped_rows(be, &C.t, &A.t, &B.t, &counts.t, bound, g.tb, 1,
-                                                 0),
-                         CHM_ERR_INVALID_ARG);
-            cr_assert(strstr(be->err.msg, "counts[1] = 6 exceeds the caller's bound of 4"), "%s",
-                      be->err.msg);
-            cr_assert_eq(chm_matmul_grouped_rows(be, &C.t, &A.t, &B.t, &counts.t, 7, g.tb, 1, 0),
-                         CHM_ERR_INVALID_ARG);
-            cr_assert(strstr(be->err.msg, "exceeds the capacity"), "%s", be->err.msg);
-            cr_assert_eq(chm_matmul_grouped_rows(be, &C.t, &A.t, &B.t, &counts.t, -1, g.tb, 1, 0),
-                         CHM_ERR_INVALID_ARG);
-        }
-        free(ha), free(hb), free(hc0), free(want), free(got);
-        tt_free(&A), tt_free(&B), tt_free(&C), tt_free(&counts);
-    }
-    chm_backend_close(be);
-}
-
 /* The tail-zero form's promise, checked: a nonzero A row past the count, or (trans_a) a
    non-finite B row there, is refused with the element named and C untouched. */
 Test(matmul, grouped_tail_zero_refuses_a_broken_promise) {

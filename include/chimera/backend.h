@@ -149,12 +149,10 @@ typedef struct chm_backend_ops {
                               const chm_tensor *B, const chm_tensor *S, bool trans_a, bool trans_b,
                               double alpha, double beta);
     /* Per-group matmul with a row count per group, see chm_matmul_grouped (tail_zero: the
-       caller's promise of chm_matmul_grouped_tail_zero; rows: the capacity, or less with
-       chm_matmul_grouped_rows, whose C rows >= rows a backend may leave as they are). */
+       caller's promise of chm_matmul_grouped_tail_zero). */
     chm_status (*matmul_grouped)(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                  const chm_tensor *B, const chm_tensor *counts, bool trans_a,
-                                 bool trans_b, double alpha, double beta, bool tail_zero,
-                                 int64_t rows);
+                                 bool trans_b, double alpha, double beta, bool tail_zero);
 
     /* ---- attention ---- */
     chm_status (*attention_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *lse,
@@ -424,13 +422,6 @@ chm_status chm_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_te
 chm_status chm_matmul_grouped_tail_zero(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                         const chm_tensor *B, const chm_tensor *counts,
                                         bool trans_a, bool trans_b, double alpha, double beta);
-/* chm_matmul_grouped_tail_zero without trans_a over the first `rows` rows of each group only,
-   where the caller knows (e.g. from the counts on the host) that counts[e] <= rows for every e:
-   C's rows >= rows are left unspecified (the cpu writes NaN there, so that a caller who reads
-   them finds out), and A's are not read. 0 <= rows <= capacity. */
-chm_status chm_matmul_grouped_rows(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
-                                   const chm_tensor *B, const chm_tensor *counts, int64_t rows,
-                                   bool trans_b, double alpha, double beta);
 
 /*
  * Causal attention with grouped-query heads. q [B,T,H,D], k and v [B,T,Hk,D]

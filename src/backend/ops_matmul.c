@@ -120,11 +120,9 @@ chm_status chm_matmul_from(chm_backend *be, const chm_tensor *C, const chm_tenso
                            be->ops->matmul_from(be, C, A, B, S, trans_a, trans_b, alpha, beta));
 }
 
-/* rows < 0: every row of each group (the capacity). */
 static chm_status matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                  const chm_tensor *B, const chm_tensor *counts, bool trans_a,
-                                 bool trans_b, double alpha, double beta, bool tail_zero,
-                                 int64_t rows) {
+                                 bool trans_b, double alpha, double beta, bool tail_zero) {
     const char *op = "matmul_grouped";
     CHM_TRY(chm_check_impl(be, op, be->ops->matmul_grouped != NULL));
     CHM_TRY(chm_check_shape(be, op, "A", A, CHM_ANY_DTYPE, 3, CHM_DIMS(CHM_ANY, CHM_ANY, CHM_ANY)));
@@ -135,34 +133,22 @@ static chm_status matmul_grouped(chm_backend *be, const chm_tensor *C, const chm
     CHM_TRY(check_product(be, op, C, A, B, trans_a, trans_b, alpha, beta, &d));
     CHM_TRY(chm_check_shape(be, op, "counts", counts, CHM_I32, 1, CHM_DIMS(E)));
     CHM_TRY(chm_check_arg(be, op, !chm_tensors_overlap(C, counts), "C overlaps counts"));
-    int64_t cap = A->shape[1];
-    if (rows < 0) rows = cap;
-    CHM_TRY(chm_check_arg(be, op, rows <= cap, "rows %lld exceeds the capacity %lld",
-                          (long long)rows, (long long)cap));
     /* (the label's flops count every expert at its full row capacity: a bound) */
     const char *label = op;
     if (be->profile) label = chm_profile_gemm_label(be, op, d.M, d.N, d.K, E, trans_a, trans_b);
     return chm_fault_after(be, label, C,
                            be->ops->matmul_grouped(be, C, A, B, counts, trans_a, trans_b, alpha,
-                                                   beta, tail_zero, rows));
+                                                   beta, tail_zero));
 }
 
 chm_status chm_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                               const chm_tensor *B, const chm_tensor *counts, bool trans_a,
                               bool trans_b, double alpha, double beta) {
-    return matmul_grouped(be, C, A, B, counts, trans_a, trans_b, alpha, beta, false, -1);
+    return matmul_grouped(be, C, A, B, counts, trans_a, trans_b, alpha, beta, false);
 }
 
 chm_status chm_matmul_grouped_tail_zero(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                         const chm_tensor *B, const chm_tensor *counts,
                                         bool trans_a, bool trans_b, double alpha, double beta) {
-    return matmul_grouped(be, C, A, B, counts, trans_a, trans_b, alpha, beta, true, -1);
-}
-
-chm_status chm_matmul_grouped_rows(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
-                                   const chm_tensor *B, const chm_tensor *counts, int64_t rows,
-                                   bool trans_b, double alpha, double beta) {
-    CHM_TRY(chm_check_arg(be, "matmul_grouped", rows >= 0, "rows %lld is negative",
-                          (long long)rows));
-    return matmul_grouped(be, C, A, B, counts, false, trans_b, alpha, beta, true, rows);
+    return matmul_grouped(be, C, A, B, counts, trans_a, trans_b, alpha, beta, true);
 }

@@ -82,34 +82,6 @@ static bool moe_host_counts(const chm_model *m) {
            (m->be->caps & CHM_CAP_CHEAP_READBACK) && !m->moe_grouped;
 }
 
-/* The backward's grouped products cover rows [0, bound) of each expert's slots: the largest
- * count rounded up to a step of about cap / 32 (a power of two: few distinct
- * product shapes, so cuBLASLt's tuned picks are reused from step to step; chimera-1b's
- * 5120-slot experts round to 256), or the whole capacity without host counts. */
-static int64_t moe_rows_bound(const chm_model *m, const mdl_moe_act *a, bool host) {
-    if (!host) return a->cap;
-    int64_t most = 0, step = 1;
-    for (int64_t e = 0; e < m->E; e++)
-        if (m->host_counts[e] > most) most = m->host_counts[e];
-    while (step * 32 < a->cap) step *= 2;
-    int64_t r = (most + step - 1) / step * step;
-    return r < a->cap ? r : a->cap;
-}
-
-/* C = alpha A op(B) + beta C over the experts' rows below `rows` (the tail-zero product; C's
- * rows past the bound are left unspecified, and nothing reads them: swiglu_bwd's outputs
- * there feed only these products, and the scatter reads live slots only). */
-static chm_status moe_grouped(chm_model *m, const mdl_moe_act *a, int64_t rows,
-                              const chm_tensor *C, const chm_tensor *A, const chm_tensor *B,
-                              bool trans_b, double beta) {
-    if (rows >= a->cap)
-        MDL_OP(m, chm_matmul_grouped_tail_zero(m->be, C, A, B, &a->counts, false, trans_b, 1,
-                                               beta));
-    else
-        MDL_OP(m, chm_matmul_grouped_rows(m->be, C, A, B, &a->counts, rows, trans_b, 1, beta));
-    return CHM_OK;
-}
-
 /* gW [E,M,N] += A[e][:n_e]^T B[e][:n_e]: chm_matmul_grouped's trans_a form with beta 1, one
  * matmul per expert when the counts are on the host (host: m->host_counts), else the grouped
  * op. */
@@ -234,15 +206,17 @@ static chm_status moe_experts_bwd(chm_model *m, const mdl_layer *ly, mdl_moe_act
     else if (host)
         MDL_OP(m, chm_download(be, cnt, m->host_counts));
     /* dye's empty slots are zero (their gate and d(out) row are), and so are those of dae,
-       dge and due below the bound */
-    int64_t rows = moe_rows_bound(m, a, host);
-    MDL_TRY(moe_grouped(m, a, rows, &g->dae, &g->dye, mdl_w(m, ly->w2), false, 0));
+       dge and due */
+    MDL_OP(m, chm_matmul_grouped_tail_zero(be, &g->dae, &g->dye, mdl_w(m, ly->w2), cnt, false,
+                                           false, 1, 0));
     MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w2), &g->dye, &a->ae));
     MDL_OP(m, chm_swiglu_bwd(be, &g->dge, &g->due, &g->dae, &a->ge, &a->ue, false));
     MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w1), &g->dge, &a->xe));
     MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w3), &g->due, &a->xe));
-    MDL_TRY(moe_grouped(m, a, rows, &g->dxe, &g->dge, mdl_w(m, ly->w1), false, 0));
-    MDL_TRY(moe_grouped(m, a, rows, &g->dxe, &g->due, mdl_w(m, ly->w3), false, 1));
+    MDL_OP(m, chm_matmul_grouped_tail_zero(be, &g->dxe, &g->dge, mdl_w(m, ly->w1), cnt, false,
+                                           false, 1, 0));
+    MDL_OP(m, chm_matmul_grouped_tail_zero(be, &g->dxe, &g->due, mdl_w(m, ly->w3), cnt, false,
+                                           false, 1, 1));
     return CHM_OK;
 }
 

@@ -65,8 +65,7 @@ chm_status chm_cpu_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor
                           bool trans_b, double alpha, double beta);
 chm_status chm_cpu_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                   const chm_tensor *B, const chm_tensor *counts, bool trans_a,
-                                  bool trans_b, double alpha, double beta, bool tail_zero,
-                                  int64_t rows);
+                                  bool trans_b, double alpha, double beta, bool tail_zero);
 
 /* attention.c */
 chm_status chm_cpu_attention_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *lse,
@@ -202,7 +201,7 @@ chm_status chm_cpu_lowp_matmul(chm_backend *be, const chm_tensor *C, const chm_t
 chm_status chm_cpu_lowp_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                        const chm_tensor *B, const chm_tensor *counts,
                                        bool trans_a, bool trans_b, double alpha, double beta,
-                                       bool tail_zero, int64_t rows);
+                                       bool tail_zero);
 chm_status chm_cpu_lowp_attention_fwd(chm_backend *be, const chm_tensor *out,
                                       const chm_tensor *lse, const chm_tensor *q,
                                       const chm_tensor *k, const chm_tensor *v, double scale);

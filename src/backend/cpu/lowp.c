@@ -193,12 +193,12 @@ chm_status chm_cpu_lowp_matmul(chm_backend *be, const chm_tensor *C, const chm_t
 chm_status chm_cpu_lowp_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                        const chm_tensor *B, const chm_tensor *counts,
                                        bool trans_a, bool trans_b, double alpha, double beta,
-                                       bool tail_zero, int64_t rows) {
+                                       bool tail_zero) {
     lowp_frame f;
     lowp_begin(&f, be, CHM_F32);
     const chm_tensor *c = lowp_out(&f, C), *a = lowp_in(&f, A), *b = lowp_in(&f, B);
     return LOWP_RUN(f, chm_cpu_matmul_grouped(be, c, a, b, counts, trans_a, trans_b, alpha, beta,
-                                              tail_zero, rows));
+                                              tail_zero));
 }
 
 /* ---- attention ---- */

@@ -126,15 +126,15 @@ static double elem_at(const chm_tensor *t, int64_t i) {
                                : (double)((const float *)chm_cpu_ptr(t))[i];
 }
 
-/* The tail-zero promise (chm_matmul_grouped_tail_zero): rows >= counts[e] of A zero (up to
-   `rows`, the rows the product covers), and with trans_a those of B (its columns there with
-   trans_b) finite. The cpu, the reference, holds callers to it. */
+/* The tail-zero promise (chm_matmul_grouped_tail_zero): rows >= counts[e] of A zero, and with
+   trans_a those of B (its columns there with trans_b) finite. The cpu, the reference, holds
+   callers to it. */
 static chm_status check_tail(chm_backend *be, const chm_tensor *A, const chm_tensor *B,
-                             const int32_t *counts, bool trans_a, bool trans_b, int64_t rows) {
+                             const int32_t *counts, bool trans_a, bool trans_b) {
     int64_t E = A->shape[0], cap = A->shape[1], ac = A->shape[2];
     int64_t bn = trans_b ? B->shape[1] : B->shape[2]; /* B's other dim: N */
     for (int64_t e = 0; e < E; e++)
-        for (int64_t r = counts[e]; r < rows; r++) {
+        for (int64_t r = counts[e]; r < cap; r++) {
             for (int64_t c = 0; c < ac; c++) {
                 double v = elem_at(A, (e * cap + r) * ac + c);
                 if (v != 0.0)
@@ -158,46 +158,22 @@ static chm_status check_tail(chm_backend *be, const chm_tensor *A, const chm_ten
     return CHM_OK;
 }
 
-/* NaN into rows [rows, cap) of each group of C [E,cap,N] (chm_matmul_grouped_rows leaves them
-   unspecified: a caller who reads them gets NaN). */
-static void poison_rows(chm_dtype dt, void *C, int64_t E, int64_t cap, int64_t N, int64_t rows) {
-    for (int64_t e = 0; e < E; e++)
-        for (int64_t i = (e * cap + rows) * N; i < (e + 1) * cap * N; i++) {
-            if (dt == CHM_F32) ((float *)C)[i] = NAN;
-            else ((double *)C)[i] = NAN;
-        }
-}
-
-/* The counts fit under the caller's bound (chm_matmul_grouped_rows). */
-static chm_status check_rows(chm_backend *be, const int32_t *counts, int64_t E, int64_t rows) {
-    for (int64_t e = 0; e < E; e++)
-        if (counts[e] > rows)
-            return CHM_ERR(&be->err, CHM_ERR_INVALID_ARG,
-                           "matmul_grouped: counts[%lld] = %d exceeds the caller's bound of %lld "
-                           "rows: pass a bound at least the largest count",
-                           (long long)e, counts[e], (long long)rows);
-    return CHM_OK;
-}
-
 /*
  * Per group e with n = counts[e] live rows:
  *  without trans_a: C[e][:n] = alpha*A[e][:n] op(B[e]) + beta*C[e][:n],
- *                   C[e][n:rows] = beta*C[e][n:rows], C[e][rows:] NaN (rows < cap);
+ *                   C[e][n:] = beta*C[e][n:];
  *  with trans_a:    C[e] = alpha*A[e][:n]^T op(B[e])[:n] + beta*C[e] (the sum over cap stops at n).
  */
 chm_status chm_cpu_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                   const chm_tensor *B, const chm_tensor *counts, bool trans_a,
-                                  bool trans_b, double alpha, double beta, bool tail_zero,
-                                  int64_t rows) {
+                                  bool trans_b, double alpha, double beta, bool tail_zero) {
     chm_dtype dt = C->dtype;
     if (dt != CHM_F32 && dt != CHM_F64) return chm_cpu_bad_dtype(be, "matmul_grouped", dt);
     int64_t E = C->shape[0], M = C->shape[1], N = C->shape[2];
     int64_t cap = A->shape[1], acols = A->shape[2], bcols = B->shape[2];
     const int32_t *cnt = chm_cpu_ptr(counts);
-    if (trans_a) rows = cap; /* (the wrapper passes a bound only without trans_a) */
     chm_status rc = check_counts(be, cnt, E, cap);
-    if (!rc) rc = check_rows(be, cnt, E, rows);
-    if (!rc && tail_zero) rc = check_tail(be, A, B, cnt, trans_a, trans_b, rows);
+    if (!rc && tail_zero) rc = check_tail(be, A, B, cnt, trans_a, trans_b);
     if (!rc) rc = check_blas_dims(be, "matmul_grouped", M, N, trans_a ? cap : acols);
     if (rc) return rc;
     size_t es = chm_dtype_size(dt);
@@ -213,9 +189,8 @@ chm_status chm_cpu_matmul_grouped(chm_backend *be, const chm_tensor *C, const ch
             product(dt, true, trans_b, M, N, n, alpha, ae, acols, b_e, bcols, beta, ce);
         } else {
             product(dt, false, trans_b, n, N, acols, alpha, ae, acols, b_e, bcols, beta, ce);
-            scale_c(dt, ce + (size_t)(n * N) * es, rows - n, N, beta);
+            scale_c(dt, ce + (size_t)(n * N) * es, M - n, N, beta);
         }
     }
-    if (!trans_a && rows < M) poison_rows(dt, pc, E, M, N, rows);
     return CHM_OK;
 }

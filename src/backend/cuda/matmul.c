@@ -569,12 +569,10 @@ chm_status chm_cuda_matmul_from(chm_backend *be, const chm_tensor *C, const chm_
 
 /* Plain grouped form: C [E,cap,N]; rows >= counts[e] end as beta*C: kept and restored around
  * the product, or (tail_zero: those rows of A are zero) left to the product itself, which
- * gives alpha*0*B + beta*C there. With tail_zero the product covers the first `rows` rows of
- * each group only (chm_matmul_grouped_rows: the caller's bound on the counts), the groups'
- * strides unchanged. */
+ * gives alpha*0*B + beta*C there. */
 static chm_status grouped_plain(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                 const chm_tensor *B, const chm_tensor *counts, bool trans_b,
-                                double alpha, double beta, bool tail_zero, int64_t rows) {
+                                double alpha, double beta, bool tail_zero) {
     const char *op = "matmul_grouped";
     chm_cuda_ctx *cx = chm_cuda_ctx_of(be);
     int64_t E = C->shape[0], cap = C->shape[1], N = C->shape[2], K = A->shape[2];
@@ -591,7 +589,7 @@ static chm_status grouped_plain(chm_backend *be, const chm_tensor *C, const chm_
     lt_problem p = {C->dtype,
                     false,
                     trans_b,
-                    tail_zero ? rows : cap,
+                    cap,
                     N,
                     K,
                     E,
@@ -646,12 +644,11 @@ static chm_status grouped_trans(chm_backend *be, const chm_tensor *C, const chm_
 
 chm_status chm_cuda_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                    const chm_tensor *B, const chm_tensor *counts, bool trans_a,
-                                   bool trans_b, double alpha, double beta, bool tail_zero,
-                                   int64_t rows) {
+                                   bool trans_b, double alpha, double beta, bool tail_zero) {
     chm_status rc = chm_cuda_dtype(be, "matmul_grouped", C->dtype, CHM_CUDA_FLOATS);
     if (rc) return rc;
     if (C->shape[0] > INT32_MAX)
         return CHM_ERR(&be->err, CHM_ERR_UNSUPPORTED, "matmul_grouped: too many groups");
     if (trans_a) return grouped_trans(be, C, A, B, counts, trans_b, alpha, beta, tail_zero);
-    return grouped_plain(be, C, A, B, counts, trans_b, alpha, beta, tail_zero, rows);
+    return grouped_plain(be, C, A, B, counts, trans_b, alpha, beta, tail_zero);
 }

@@ -665,12 +665,8 @@ chm_status chm_vk_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor 
 
 chm_status chm_vk_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                  const chm_tensor *B, const chm_tensor *counts, bool trans_a,
-                                 bool trans_b, double alpha, double beta, bool tail_zero,
-                                 int64_t rows) {
-    /* the shaders read the counts and handle the dead rows themselves; past `rows` (a bound
-       on the counts) they give beta*C, which the contract allows */
-    (void)tail_zero;
-    (void)rows;
+                                 bool trans_b, double alpha, double beta, bool tail_zero) {
+    (void)tail_zero; /* the shaders read the counts and handle the dead rows themselves */
     chm_vk *vk = chm_vk_ctx(be);
     mm_plan pl;
     CHM_TRY(mm_plan_make(vk, "matmul_grouped", C, trans_a ? rows_of(A) : cols_of(A), true, &pl));

@@ -559,8 +559,7 @@ chm_status chm_vk_matmul(chm_backend *be, const chm_tensor *C, const chm_tensor 
                          double alpha, double beta);
 chm_status chm_vk_matmul_grouped(chm_backend *be, const chm_tensor *C, const chm_tensor *A,
                                  const chm_tensor *B, const chm_tensor *counts, bool trans_a,
-                                 bool trans_b, double alpha, double beta, bool tail_zero,
-                                 int64_t rows);
+                                 bool trans_b, double alpha, double beta, bool tail_zero);
 
 /* rope.c */
 chm_status chm_vk_rope_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *x,
