@@ -100,7 +100,8 @@ if [ "${SAME:-0}" = 1 ] && [ -x "$B/chimera_mid" ]; then
         grep -o '"loss":[^,]*' "/tmp/abrun/$v/metrics.jsonl" >"$L/losses-$v.txt"
     done
     if cmp -s "$L/losses-mid.txt" "$L/losses-new.txt" && [ -s "$L/losses-new.txt" ]; then
-        ROWS+=("same-losses      $(wc -l <"$L/losses-new.txt") losses of mid and new: bitwise equal")
+        n=$(wc -l <"$L/losses-new.txt")
+        ROWS+=("same-losses      $n losses of mid and new: bitwise equal")
     else
         d=$(diff "$L/losses-mid.txt" "$L/losses-new.txt" | head -2 | tr '\n' ' ')
         ROWS+=("same-losses      mid and new DIFFER: $d")
