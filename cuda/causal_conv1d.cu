@@ -13,9 +13,13 @@
 // CONV_TX*V channels of one batch row b and CONV_TY*CONV_TT time steps; each
 // thread owns V channels (V = 2: one 4/8-byte access, when C is even and the
 // pointers allow; else V = 1) and walks its CONV_TT steps in order, keeping
-// the last W inputs (and in the backward the last W values of g) in
-// registers, so every element is loaded once (plus a W-1 step halo) and g is
-// computed once. Loads run CONV_U steps ahead. The backward's dw/dbias sums go
+// its CONV_TT + W - 1 inputs (in the backward also as many values of dout, and
+// the old dx where it accumulates) in registers, all loaded before the first is
+// used: the loads of a whole tile are in flight at once (a thread that walked
+// 64 steps four loads at a time kept too few bytes in flight: 2.5x the
+// backward's memory floor at chimera-1b's shape). Each element is loaded once
+// plus a W-1 step halo (2(W-1) of x in the backward, whose g runs W-1 steps
+// past the thread's own to give their dx). The backward's dw/dbias sums go
 // to per-block partials (one slab per (b, time block)), reduced over the
 // block's CONV_TY threads in shared memory in a fixed order, and the finish
 // adds the slabs in a fixed order: deterministic, no float atomics.
@@ -23,12 +27,12 @@
 // Generic path (W > 4, or a grid beyond the launch limits): one thread per
 // (b,t,c) element, pre recomputed per tap; dw/dbias per slab of (b,t) rows.
 // f32 and bf16.
+#include "mma.cuh"
 #include "perf.cuh"
 
 #define CONV_TX 64
-#define CONV_TY 2
-#define CONV_TT 64
-#define CONV_U 4
+#define CONV_TY 4
+#define CONV_TT 16
 #define CONV_SPAN (CONV_TY * CONV_TT)
 
 // Whether the tiled kernels take this shape (and so how the slabs are cut).
@@ -58,6 +62,33 @@ __device__ __forceinline__ void conv_params(float (&wv)[V][W], float (&bv)[V], c
     }
 }
 
+// Rows [r0, r0 + R) of a [T,C] matrix (p at [b, 0, cb], cb the block's first channel) into
+// the shared tile [R][CONV_TX] of V-vectors, zeros outside [0, T) and past C. cp.async where
+// a vector is a multiple of 4 bytes (the loads of the whole tile in flight at once), else
+// through a register. The caller commits, waits and syncs.
+template <typename T, int V, int R>
+__device__ __forceinline__ void conv_stage(vec_t<T, V> *tile, const T *p, int r0, int T_,
+                                           int64_t C, int64_t cb) {
+    int tid = threadIdx.y * CONV_TX + threadIdx.x;
+    for (int k = tid; k < R * CONV_TX; k += CONV_TX * CONV_TY) {
+        int r = k / CONV_TX, col = k % CONV_TX, t = r0 + r;
+        int64_t c = cb + (int64_t)col * V;
+        bool ok = t >= 0 && t < T_ && c < C;
+        const T *src = ok ? p + (int64_t)t * C + (int64_t)col * V : p;
+        if (sizeof(T) * V % 4 == 0) {
+#pragma unroll
+            for (int q = 0; q < (int)(sizeof(T) * V / 4); q++)
+                cp_async4((char *)(tile + k) + 4 * q, (const char *)src + 4 * q, ok);
+        } else {
+            vec_t<T, V> v;
+#pragma unroll
+            for (int e = 0; e < V; e++) v.v[e] = from_f<T>(0.0f);
+            if (ok) v = vload<T, V>(src);
+            tile[k] = v;
+        }
+    }
+}
+
 // Shift the newest input in: win[.][W-1] is time t, win[.][0] is t-(W-1).
 template <typename T, int V, int W>
 __device__ __forceinline__ void conv_push(float (&win)[V][W], const vec_t<T, V> &in) {
@@ -79,115 +110,88 @@ __device__ __forceinline__ float conv_dot(const float (&win)[V][W], const float 
     return acc;
 }
 
-// Window of inputs before t0 (zeros before t = 0); p points at x[b, 0, c0].
-template <typename T, int V, int W>
-__device__ __forceinline__ void conv_halo(float (&win)[V][W], const T *p, int t0, int64_t C) {
-#pragma unroll
-    for (int v = 0; v < V; v++)
-#pragma unroll
-        for (int j = 0; j < W; j++) win[v][j] = 0.0f;
-#pragma unroll
-    for (int k = W - 1; k >= 1; k--) {  // oldest first: t0-k
-        vec_t<T, V> in;
-#pragma unroll
-        for (int v = 0; v < V; v++) in.v[v] = from_f<T>(0.0f);
-        if (t0 - k >= 0) in = vload<T, V>(p + (int64_t)(t0 - k) * C);
-        conv_push<T, V, W>(win, in);
-    }
+// Shared memory of the tiled kernels: the x tile (CONV_SPAN + W - 1 rows forward,
+// CONV_SPAN + 2(W - 1) backward) and the backward's dout tile (CONV_SPAN + W - 1 rows).
+// The backward's also holds the partials' reduction afterwards (conv_block_partial).
+template <typename T, int V>
+static size_t conv_smem(int64_t W, bool bwd) {
+    int64_t rows = bwd ? 2 * CONV_SPAN + 3 * (W - 1) : CONV_SPAN + W - 1;
+    size_t tiles = (size_t)rows * CONV_TX * sizeof(vec_t<T, V>);
+    size_t red = bwd ? (size_t)CONV_TY * CONV_TX * V * (W + 1) * sizeof(float) : 0;
+    return tiles > red ? tiles : red;
 }
 
-// grid (ceil(C/(V*CONV_TX)), ceil(T/CONV_SPAN), B).
+// Above 48 KiB (f32 tiles) a kernel's dynamic shared memory needs an opt-in.
+template <typename K>
+static cudaError_t conv_allow_smem(K kernel, size_t bytes) {
+    if (bytes <= 48 * 1024) return cudaSuccess;
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+}
+
+// grid (ceil(C/(V*CONV_TX)), ceil(T/CONV_SPAN), B): the block stages its x rows, then each
+// thread walks its CONV_TT steps of V channels.
 template <typename T, int V, int W>
 __global__ void __launch_bounds__(CONV_TX *CONV_TY)
     conv_fwd_tiled(T *__restrict__ out, const T *__restrict__ x, const T *__restrict__ w,
                    const T *__restrict__ bias, int T_, int64_t C, int silu) {
     chm_pdl_enter();
-    int64_t c0 = ((int64_t)blockIdx.x * CONV_TX + threadIdx.x) * V;
-    int t0 = (blockIdx.y * CONV_TY + threadIdx.y) * CONV_TT;
+    extern __shared__ __align__(16) unsigned char conv_sm[];
+    vec_t<T, V> *xs = (vec_t<T, V> *)conv_sm;  // x from tb - (W - 1)
+    int64_t cb = (int64_t)blockIdx.x * CONV_TX * V, c0 = cb + (int64_t)threadIdx.x * V;
+    int tb = blockIdx.y * CONV_SPAN, t0 = tb + threadIdx.y * CONV_TT;
+    int64_t base = (int64_t)blockIdx.z * T_ * C;
+    conv_stage<T, V, CONV_SPAN + W - 1>(xs, x + base + cb, tb - (W - 1), T_, C, cb);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
     if (c0 >= C || t0 >= T_) return;
-    int t1 = t0 + CONV_TT < T_ ? t0 + CONV_TT : T_;
-    int64_t base = (int64_t)blockIdx.z * T_ * C + c0;
     float wv[V][W], bv[V], win[V][W];
     conv_params<T, V, W>(wv, bv, w, bias, c0);
-    conv_halo<T, V, W>(win, x + base, t0, C);
-    for (int t = t0; t < t1; t += CONV_U) {
-        vec_t<T, V> in[CONV_U];
+    const vec_t<T, V> *col = xs + threadIdx.y * CONV_TT * CONV_TX + threadIdx.x;
 #pragma unroll
-        for (int u = 0; u < CONV_U; u++)
-            if (t + u < t1) in[u] = vload<T, V>(x + base + (int64_t)(t + u) * C);
+    for (int j = 0; j + 1 < W; j++) conv_push<T, V, W>(win, col[j * CONV_TX]);
 #pragma unroll
-        for (int u = 0; u < CONV_U; u++) {
-            if (t + u >= t1) break;
-            conv_push<T, V, W>(win, in[u]);
-            vec_t<T, V> o;
+    for (int i = 0; i < CONV_TT; i++) {
+        if (t0 + i >= T_) break;
+        conv_push<T, V, W>(win, col[(i + W - 1) * CONV_TX]);
+        vec_t<T, V> o;
 #pragma unroll
-            for (int v = 0; v < V; v++) {
-                float pre = conv_dot<V, W>(win, wv, bv, v);
-                o.v[v] = from_f<T>(silu ? pre * sigmoidf_(pre) : pre);
-            }
-            vstore<T, V>(out + base + (int64_t)(t + u) * C, o);
+        for (int v = 0; v < V; v++) {
+            float pre = conv_dot<V, W>(win, wv, bv, v);
+            o.v[v] = from_f<T>(silu ? pre * sigmoidf_(pre) : pre);
         }
+        vstore<T, V>(out + base + (int64_t)(t0 + i) * C + c0, o);
     }
 }
 
-// The block's dw/dbias partials: acc [V][W+1] of every thread summed over the
-// CONV_TY time threads in order y = 0, 1, ..., written to part[slab, c, 0..W].
+// The block's dw/dbias partials: acc [V][W+1] of every thread summed over the CONV_TY time
+// threads in order y = 0, 1, ..., written to part[slab, c, 0..W]. red: shared memory for
+// [CONV_TY][CONV_TX][V (W + 1)] floats, free for it (the caller has synced).
 template <int V, int W>
-__device__ __forceinline__ void conv_block_partial(float *part, const float (&acc)[V][W + 1],
-                                                   int64_t c0, int64_t C, bool live) {
-    __shared__ float red[CONV_TY][CONV_TX][V * (W + 1)];
+__device__ __forceinline__ void conv_block_partial(float *red, float *part,
+                                                   const float (&acc)[V][W + 1], int64_t c0,
+                                                   int64_t C, bool live) {
+    const int K = V * (W + 1);
+    float *mine = red + (threadIdx.y * CONV_TX + threadIdx.x) * K;
 #pragma unroll
     for (int v = 0; v < V; v++)
 #pragma unroll
-        for (int j = 0; j <= W; j++) red[threadIdx.y][threadIdx.x][v * (W + 1) + j] = acc[v][j];
+        for (int j = 0; j <= W; j++) mine[v * (W + 1) + j] = acc[v][j];
     __syncthreads();
     if (threadIdx.y != 0 || !live) return;
     int64_t slab = (int64_t)blockIdx.z * gridDim.y + blockIdx.y;
     float *dst = part + (slab * C + c0) * (W + 1);
-    for (int k = 0; k < V * (W + 1); k++) {
+    for (int k = 0; k < K; k++) {
         float s = 0.0f;
-        for (int y = 0; y < CONV_TY; y++) s += red[y][threadIdx.x][k];
+        for (int y = 0; y < CONV_TY; y++) s += red[(y * CONV_TX + threadIdx.x) * K + k];
         dst[k] = s;
     }
 }
 
-// One backward step at time t (the thread's tile is [t0, t1)): push x[t] and
-// g[t] into the windows, add dw/dbias for t < t1, and return in dxo the dx
-// contributions of s = t-(W-1) (valid when s >= t0).
-template <typename T, int V, int W>
-__device__ __forceinline__ void conv_bwd_step(float (&xw)[V][W], float (&gw)[V][W],
-                                              float (&acc)[V][W + 1], const float (&wv)[V][W],
-                                              const float (&bv)[V], const vec_t<T, V> &xin,
-                                              const vec_t<T, V> &din, bool in_range,
-                                              bool own, int silu, float (&dxo)[V]) {
-    conv_push<T, V, W>(xw, xin);
-#pragma unroll
-    for (int v = 0; v < V; v++) {
-        float g = 0.0f;
-        if (in_range) {
-            g = to_f(din.v[v]);
-            if (silu) {
-                float pre = conv_dot<V, W>(xw, wv, bv, v), s = sigmoidf_(pre);
-                g *= s * (1.0f + pre * (1.0f - s));
-            }
-        }
-#pragma unroll
-        for (int j = 0; j + 1 < W; j++) gw[v][j] = gw[v][j + 1];
-        gw[v][W - 1] = g;
-        if (own) {
-#pragma unroll
-            for (int j = 0; j < W; j++) acc[v][j] += g * xw[v][j];
-            acc[v][W] += g;
-        }
-        float d = 0.0f;
-#pragma unroll
-        for (int j = 0; j < W; j++) d += gw[v][W - 1 - j] * wv[v][j];
-        dxo[v] = d;
-    }
-}
-
-// grid (ceil(C/(V*CONV_TX)), ceil(T/CONV_SPAN), B). The thread walks t from
-// t0 to t1+W-2: g up to t1+W-2 feeds dx of its own steps s < t1 (g = 0 at t >= T).
+// grid (ceil(C/(V*CONV_TX)), ceil(T/CONV_SPAN), B). The block stages x from tb - (W - 1)
+// and dout from tb (g runs W - 1 steps past the block's span, g = 0 at t >= T: those feed
+// dx of its last steps). A thread's steps are [t0, t1): it computes g for t0 .. t1+W-2,
+// dw/dbias over its own steps and dx[s] = sum_j g[s+(W-1)-j] w[j] for s in [t0, t1).
 // SET: dx is written, its old values not loaded.
 template <typename T, int V, int W, bool SET>
 __global__ void __launch_bounds__(CONV_TX *CONV_TY)
@@ -195,8 +199,17 @@ __global__ void __launch_bounds__(CONV_TX *CONV_TY)
                    const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias,
                    int T_, int64_t C, int silu) {
     chm_pdl_enter();
-    int64_t c0 = ((int64_t)blockIdx.x * CONV_TX + threadIdx.x) * V;
-    int t0 = (blockIdx.y * CONV_TY + threadIdx.y) * CONV_TT;
+    const int RX = CONV_SPAN + 2 * (W - 1), RD = CONV_SPAN + W - 1;
+    extern __shared__ __align__(16) unsigned char conv_sm[];
+    vec_t<T, V> *xs = (vec_t<T, V> *)conv_sm, *ds = xs + RX * CONV_TX;
+    int64_t cb = (int64_t)blockIdx.x * CONV_TX * V, c0 = cb + (int64_t)threadIdx.x * V;
+    int tb = blockIdx.y * CONV_SPAN, t0 = tb + threadIdx.y * CONV_TT;
+    int64_t base = (int64_t)blockIdx.z * T_ * C;
+    conv_stage<T, V, RX>(xs, x + base + cb, tb - (W - 1), T_, C, cb);
+    conv_stage<T, V, RD>(ds, dout + base + cb, tb, T_, C, cb);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
     bool live = c0 < C;
     float acc[V][W + 1];
 #pragma unroll
@@ -204,47 +217,55 @@ __global__ void __launch_bounds__(CONV_TX *CONV_TY)
 #pragma unroll
         for (int j = 0; j <= W; j++) acc[v][j] = 0.0f;
     if (live && t0 < T_) {
-        int t1 = t0 + CONV_TT < T_ ? t0 + CONV_TT : T_, tend = t1 + W - 1;
-        int64_t base = (int64_t)blockIdx.z * T_ * C + c0;
-        float wv[V][W], bv[V], xw[V][W], gw[V][W];
+        float wv[V][W], bv[V], xw[V][W], gw[V][W];  // gw[.][W-1]: g of the newest step
         conv_params<T, V, W>(wv, bv, w, bias, c0);
-        conv_halo<T, V, W>(xw, x + base, t0, C);
+        const vec_t<T, V> *xc = xs + threadIdx.y * CONV_TT * CONV_TX + threadIdx.x;
+        const vec_t<T, V> *dc = ds + threadIdx.y * CONV_TT * CONV_TX + threadIdx.x;
 #pragma unroll
         for (int v = 0; v < V; v++)
 #pragma unroll
-            for (int j = 0; j < W; j++) gw[v][j] = 0.0f;
-        for (int t = t0; t < tend; t += CONV_U) {
-            vec_t<T, V> xin[CONV_U], din[CONV_U], dxin[CONV_U];
+            for (int j = 0; j < W; j++) xw[v][j] = gw[v][j] = 0.0f;
 #pragma unroll
-            for (int u = 0; u < CONV_U; u++) {
-                int tu = t + u, su = tu - (W - 1);
+        for (int j = 0; j + 1 < W; j++) conv_push<T, V, W>(xw, xc[j * CONV_TX]);
 #pragma unroll
-                for (int v = 0; v < V; v++) xin[u].v[v] = din[u].v[v] = from_f<T>(0.0f);
-                if (tu < T_) {
-                    xin[u] = vload<T, V>(x + base + (int64_t)tu * C);
-                    din[u] = vload<T, V>(dout + base + (int64_t)tu * C);
+        for (int i = 0; i < CONV_TT + W - 1; i++) {
+            int t = t0 + i, s = t - (W - 1);
+            if (s >= T_) break;
+            conv_push<T, V, W>(xw, xc[(i + W - 1) * CONV_TX]);
+            vec_t<T, V> din = dc[i * CONV_TX];
+            float dv[V];
+            bool own = i < CONV_TT;
+#pragma unroll
+            for (int v = 0; v < V; v++) {
+                float g = to_f(din.v[v]);  // 0 at t >= T (staged as zeros)
+                if (silu && t < T_) {
+                    float pre = conv_dot<V, W>(xw, wv, bv, v), sg = sigmoidf_(pre);
+                    g *= sg * (1.0f + pre * (1.0f - sg));
                 }
-                if (!SET && tu < tend && su >= t0)
-                    dxin[u] = vload<T, V>(dx + base + (int64_t)su * C);
+#pragma unroll
+                for (int j = 0; j + 1 < W; j++) gw[v][j] = gw[v][j + 1];
+                gw[v][W - 1] = g;
+                if (own) {
+#pragma unroll
+                    for (int j = 0; j < W; j++) acc[v][j] += g * xw[v][j];
+                    acc[v][W] += g;
+                }
+                dv[v] = 0.0f;
+#pragma unroll
+                for (int j = 0; j < W; j++) dv[v] += gw[v][W - 1 - j] * wv[v][j];
             }
+            if (s >= t0) {
+                T *dst = dx + base + (int64_t)s * C + c0;
+                vec_t<T, V> o;
+                if (!SET) o = vload<T, V>(dst);
 #pragma unroll
-            for (int u = 0; u < CONV_U; u++) {
-                int tu = t + u, su = tu - (W - 1);
-                if (tu >= tend) break;
-                float dxo[V];
-                conv_bwd_step<T, V, W>(xw, gw, acc, wv, bv, xin[u], din[u], tu < T_, tu < t1,
-                                       silu, dxo);
-                if (su >= t0) {
-                    vec_t<T, V> o;
-#pragma unroll
-                    for (int v = 0; v < V; v++)
-                        o.v[v] = from_f<T>(SET ? dxo[v] : to_f(dxin[u].v[v]) + dxo[v]);
-                    vstore<T, V>(dx + base + (int64_t)su * C, o);
-                }
+                for (int v = 0; v < V; v++) o.v[v] = from_f<T>(SET ? dv[v] : to_f(o.v[v]) + dv[v]);
+                vstore<T, V>(dst, o);
             }
         }
     }
-    conv_block_partial<V, W>(part, acc, c0, C, live);
+    __syncthreads();  // the tiles are dead: their memory takes the partials' reduction
+    conv_block_partial<V, W>((float *)conv_sm, part, acc, c0, C, live);
 }
 
 // ---- generic path ----
@@ -388,9 +409,12 @@ static void conv_fwd_launch(T *out, const T *x, const T *w, const T *bias, int64
         return;
     }
     dim3 blk(CONV_TX, CONV_TY);
-    CONV_DISPATCH_WV(W, (conv_pairs<T>(C, out, x, x, out)),
-                     chm_launch(conv_fwd_tiled<T, VV, WW>, conv_grid(B, nT, C, VV), blk, 0, s, out,
-                                x, w, bias, (int)nT, C, silu));
+    CONV_DISPATCH_WV(W, (conv_pairs<T>(C, out, x, x, out)), {
+        size_t sm = conv_smem<T, VV>(WW, false);
+        (void)conv_allow_smem(conv_fwd_tiled<T, VV, WW>, sm);  // a failure fails the launch
+        chm_launch(conv_fwd_tiled<T, VV, WW>, conv_grid(B, nT, C, VV), blk, sm, s, out, x, w,
+                   bias, (int)nT, C, silu);
+    });
 }
 
 template <typename T>
@@ -406,14 +430,13 @@ static void conv_bwd_launch(T *dx, float *part, const T *dout, const T *x, const
         return;
     }
     dim3 blk(CONV_TX, CONV_TY);
-    if (set)
-        CONV_DISPATCH_WV(W, (conv_pairs<T>(C, dx, dout, x, dx)),
-                         chm_launch(conv_bwd_tiled<T, VV, WW, true>, conv_grid(B, nT, C, VV), blk,
-                                    0, s, dx, part, dout, x, w, bias, (int)nT, C, silu));
-    else
-        CONV_DISPATCH_WV(W, (conv_pairs<T>(C, dx, dout, x, dx)),
-                         chm_launch(conv_bwd_tiled<T, VV, WW, false>, conv_grid(B, nT, C, VV), blk,
-                                    0, s, dx, part, dout, x, w, bias, (int)nT, C, silu));
+    CONV_DISPATCH_WV(W, (conv_pairs<T>(C, dx, dout, x, dx)), {
+        size_t sm = conv_smem<T, VV>(WW, true);
+        auto kern = set ? conv_bwd_tiled<T, VV, WW, true> : conv_bwd_tiled<T, VV, WW, false>;
+        (void)conv_allow_smem(kern, sm);  // a failure fails the launch
+        chm_launch(kern, conv_grid(B, nT, C, VV), blk, sm, s, dx, part, dout, x, w, bias,
+                   (int)nT, C, silu);
+    });
 }
 
 extern "C" cudaError_t chm_cu_conv1d_fwd(void *out, const void *x, const void *w,

@@ -890,6 +890,7 @@ static void case_conv1d(oc_ctx *x) {
     if (!x->quick) conv_case(x, 2, 300, 130, 4, true, true); /* several time and channel blocks */
     conv_case(x, 2, 150, 64, 4, false, false);                 /* no bias, no SiLU */
     if (!x->quick) conv_case(x, 2, 300, 520, 4, true, true);  /* a partial channel block */
+    conv_case(x, 3, 200, 258, 2, true, true); /* tiles: 4 time blocks, a partial 3rd channel one */
 }
 
 /* ---- routing and row moves ---- */
