@@ -34,6 +34,10 @@
 #define CONV_TY 4
 #define CONV_TT 16
 #define CONV_SPAN (CONV_TY * CONV_TT)
+// Blocks an SM the tiled kernels are built for: 5 for 16-bit tiles (48 registers, 175 KiB of
+// shared memory in the backward: 40 warps to overlap one block's copies with the others'
+// math), 1 for f32 (whose 70 KiB tiles fit 3 anyway).
+#define CONV_MINB(T) (sizeof(T) == 2 ? 5 : 1)
 
 // Whether the tiled kernels take this shape (and so how the slabs are cut).
 static bool conv_tiled(int64_t B, int64_t T, int64_t W) {
@@ -143,7 +147,7 @@ static cudaError_t conv_allow_smem(K kernel, size_t bytes) {
 // grid (ceil(C/(V*CONV_TX)), ceil(T/CONV_SPAN), B): the block stages its x rows, then each
 // thread walks its CONV_TT steps of V channels.
 template <typename T, int V, int W>
-__global__ void __launch_bounds__(CONV_TX *CONV_TY)
+__global__ void __launch_bounds__(CONV_TX *CONV_TY, CONV_MINB(T))
     conv_fwd_tiled(T *__restrict__ out, const T *__restrict__ x, const T *__restrict__ w,
                    const T *__restrict__ bias, int T_, int64_t C, int silu) {
     chm_pdl_enter();
@@ -207,7 +211,7 @@ __device__ __forceinline__ void conv_block_partial(float *red, float *part,
 // dw/dbias over its own steps and dx[s] = sum_j g[s+(W-1)-j] w[j] for s in [t0, t1).
 // SET: dx is written, its old values not loaded.
 template <typename T, int V, int W, bool SET>
-__global__ void __launch_bounds__(CONV_TX *CONV_TY)
+__global__ void __launch_bounds__(CONV_TX *CONV_TY, CONV_MINB(T))
     conv_bwd_tiled(T *__restrict__ dx, float *__restrict__ part, const T *__restrict__ dout,
                    const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias,
                    int T_, int64_t C, int silu) {
