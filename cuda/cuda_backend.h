@@ -163,10 +163,10 @@ chm_status chm_cuda_rope_fwd(chm_backend *be, const chm_tensor *out, const chm_t
 chm_status chm_cuda_rope_bwd(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
                              double theta, int64_t pos_offset);
 chm_status chm_cuda_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
-                               const chm_tensor *up);
+                               const chm_tensor *up, const chm_tensor *counts);
 chm_status chm_cuda_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                                const chm_tensor *dout, const chm_tensor *gate,
-                               const chm_tensor *up, bool accumulate);
+                               const chm_tensor *up, bool accumulate, const chm_tensor *counts);
 chm_status chm_cuda_embedding_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,
                                   const chm_tensor *table);
 chm_status chm_cuda_embedding_bwd(chm_backend *be, const chm_tensor *dtable,

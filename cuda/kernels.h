@@ -121,13 +121,20 @@ cudaError_t chm_cu_rmsnorm_bwd(void *dx, void *dw, float *part, const void *dout
 cudaError_t chm_cu_rope(void *out, const void *x, int64_t B, int64_t T, int64_t H, int64_t D,
                         double theta, int64_t pos_offset, int sign, bool accumulate,
                         chm_dtype dt, cudaStream_t s);
-/* out = silu(gate) * up over n elements. */
+/* The rows of a tail-zero SwiGLU: counts (device I32 [E]) of E groups of cap rows of F
+   elements; rows >= counts[e] are written as zeros (left alone when accumulating), their
+   inputs unread. counts NULL: every element is live. */
+typedef struct chm_cu_swiglu_rows {
+    const int32_t *counts;
+    int64_t cap, F;
+} chm_cu_swiglu_rows;
+/* out = silu(gate) * up over n elements (rows: NULL or the tail-zero rows). */
 cudaError_t chm_cu_swiglu_fwd(void *out, const void *gate, const void *up, int64_t n,
-                              chm_dtype dt, cudaStream_t s);
+                              const chm_cu_swiglu_rows *rows, chm_dtype dt, cudaStream_t s);
 /* dgate, dup += gradients of swiglu over n elements (= when !accumulate: old contents unread). */
 cudaError_t chm_cu_swiglu_bwd(void *dgate, void *dup, const void *dout, const void *gate,
-                              const void *up, int64_t n, bool accumulate, chm_dtype dt,
-                              cudaStream_t s);
+                              const void *up, int64_t n, bool accumulate,
+                              const chm_cu_swiglu_rows *rows, chm_dtype dt, cudaStream_t s);
 
 /* ---- rows: embedding, gather, deterministic scatter-add (rows.cu) ---- */
 

@@ -184,3 +184,117 @@ Test(swiglu, wrapper_rejects_bad_arguments) {
     tt_free(&g), tt_free(&u), tt_free(&o), tt_free(&u5), tt_free(&ud), tt_free(&i);
     chm_backend_close(be);
 }
+
+/* [E,cap,F] random with the rows >= counts[e] zero; the host copy in *h. */
+static tt_tensor tail_zero_tensor(chm_backend *be, tt_rng *r, chm_dtype dt, const int64_t *shape,
+                                  const int32_t *counts, double **h) {
+    tt_tensor t = tt_alloc(be, dt, 3, shape);
+    int64_t cap = shape[1], F = shape[2], n = chm_tensor_numel(&t.t);
+    *h = tt_dalloc(n);
+    tt_fill_uniform(r, *h, n, -3, 3);
+    for (int64_t i = 0; i < n; i++)
+        if (i / F % cap >= counts[i / (cap * F)]) (*h)[i] = 0.0;
+    tt_upload(be, &t, *h);
+    tt_download(be, &t, *h);
+    return t;
+}
+
+Test(swiglu, tail_zero_forms_match_the_plain_ones) {
+    /* The reference computes every row (the promise makes the tails zero): the tail-zero forms
+       equal the plain ops bit for bit, written and accumulated, in f32 and f64. */
+    chm_backend *be = tt_open_cpu();
+    tt_rng rng = tt_rng_make(7);
+    const int64_t shape[3] = {3, 5, 6};
+    const int32_t cv[3] = {5, 2, 0};
+    const chm_dtype dts[2] = {CHM_F32, CHM_F64};
+    tt_tensor cnt = tt_alloc(be, CHM_I32, 1, (int64_t[]){3});
+    tt_upload_i32(be, &cnt, cv);
+    for (int d = 0; d < 2; d++) {
+        chm_dtype dt = dts[d];
+        double *hg, *hu, *hd;
+        tt_tensor g = tail_zero_tensor(be, &rng, dt, shape, cv, &hg);
+        tt_tensor u = tail_zero_tensor(be, &rng, dt, shape, cv, &hu);
+        tt_tensor dout = tt_alloc(be, dt, 3, shape);
+        hd = rand_upload(be, &rng, &dout, -1, 1);
+        int64_t n = chm_tensor_numel(&g.t);
+        double *a = tt_dalloc(n), *b = tt_dalloc(n);
+        tt_tensor o1 = tt_alloc(be, dt, 3, shape), o2 = tt_alloc(be, dt, 3, shape);
+        cr_assert_eq(chm_swiglu_fwd(be, &o1.t, &g.t, &u.t), CHM_OK, "%s", be->err.msg);
+        tt_poison(be, &o2);
+        cr_assert_eq(chm_swiglu_fwd_tail_zero(be, &o2.t, &g.t, &u.t, &cnt.t), CHM_OK, "%s",
+                     be->err.msg);
+        tt_download(be, &o1, a);
+        tt_download(be, &o2, b);
+        for (int64_t i = 0; i < n; i++) {
+            cr_assert_eq(a[i], b[i], "%s fwd element %lld", chm_dtype_name(dt), (long long)i);
+            if (i / 6 % 5 >= cv[i / 30]) cr_assert_eq(b[i], 0.0);
+        }
+        for (int acc = 0; acc < 2; acc++) {
+            tt_tensor dg1 = tt_alloc(be, dt, 3, shape), du1 = tt_alloc(be, dt, 3, shape);
+            tt_tensor dg2 = tt_alloc(be, dt, 3, shape), du2 = tt_alloc(be, dt, 3, shape);
+            double *h0 = rand_upload(be, &rng, &dg1, -1, 1);
+            tt_upload(be, &dg2, h0);
+            tt_upload(be, &du1, h0);
+            tt_upload(be, &du2, h0);
+            cr_assert_eq(chm_swiglu_bwd(be, &dg1.t, &du1.t, &dout.t, &g.t, &u.t, acc), CHM_OK);
+            cr_assert_eq(chm_swiglu_bwd_tail_zero(be, &dg2.t, &du2.t, &dout.t, &g.t, &u.t, &cnt.t,
+                                                  acc),
+                         CHM_OK, "%s", be->err.msg);
+            tt_tensor *p1[2] = {&dg1, &du1}, *p2[2] = {&dg2, &du2};
+            for (int k = 0; k < 2; k++) {
+                tt_download(be, p1[k], a);
+                tt_download(be, p2[k], b);
+                for (int64_t i = 0; i < n; i++)
+                    cr_assert_eq(a[i], b[i], "%s bwd acc %d grad %d element %lld",
+                                 chm_dtype_name(dt), acc, k, (long long)i);
+            }
+            free(h0);
+            tt_free(&dg1), tt_free(&du1), tt_free(&dg2), tt_free(&du2);
+        }
+        free(hg), free(hu), free(hd), free(a), free(b);
+        tt_free(&g), tt_free(&u), tt_free(&dout), tt_free(&o1), tt_free(&o2);
+    }
+    tt_free(&cnt);
+    chm_backend_close(be);
+}
+
+Test(swiglu, tail_zero_forms_refuse_a_broken_promise) {
+    chm_backend *be = tt_open_cpu();
+    tt_rng rng = tt_rng_make(8);
+    const int64_t shape[3] = {2, 4, 3};
+    const int32_t cv[2] = {4, 1}, bad[2] = {5, 0};
+    tt_tensor cnt = tt_alloc(be, CHM_I32, 1, (int64_t[]){2});
+    tt_upload_i32(be, &cnt, cv);
+    double *hg, *hu;
+    tt_tensor g = tail_zero_tensor(be, &rng, CHM_F32, shape, cv, &hg);
+    tt_tensor u = tail_zero_tensor(be, &rng, CHM_F32, shape, cv, &hu);
+    tt_tensor o = tt_alloc(be, CHM_F32, 3, shape), o2 = tt_alloc(be, CHM_F32, 3, shape);
+    tt_tensor d = tt_alloc(be, CHM_F32, 3, shape);
+    double *hd = rand_upload(be, &rng, &d, -1, 1);
+    cr_assert_eq(chm_swiglu_fwd_tail_zero(be, &o.t, &g.t, &u.t, &cnt.t), CHM_OK, "%s",
+                 be->err.msg);
+    /* up nonzero on row 2 of group 1 (past counts[1] = 1) */
+    hu[(1 * 4 + 2) * 3 + 1] = 0.5;
+    tt_upload(be, &u, hu);
+    cr_assert_eq(chm_swiglu_fwd_tail_zero(be, &o.t, &g.t, &u.t, &cnt.t), CHM_ERR_INVALID_ARG);
+    cr_assert(strstr(be->err.msg, "row 2 of group 1"), "%s", be->err.msg);
+    hu[(1 * 4 + 2) * 3 + 1] = 0.0;
+    tt_upload(be, &u, hu);
+    /* dout not finite past the count */
+    hd[(1 * 4 + 3) * 3] = NAN;
+    tt_upload(be, &d, hd);
+    cr_assert_eq(chm_swiglu_bwd_tail_zero(be, &o.t, &o2.t, &d.t, &g.t, &u.t, &cnt.t, false),
+                 CHM_ERR_INVALID_ARG);
+    cr_assert(strstr(be->err.msg, "finite dout"), "%s", be->err.msg);
+    /* a count past the capacity; counts of the wrong shape; a gate that is not [E,cap,F] */
+    tt_upload_i32(be, &cnt, bad);
+    cr_assert_eq(chm_swiglu_fwd_tail_zero(be, &o.t, &g.t, &u.t, &cnt.t), CHM_ERR_INVALID_ARG);
+    cr_assert(strstr(be->err.msg, "counts[0] = 5 is outside [0, 4]"), "%s", be->err.msg);
+    tt_tensor c3 = tt_alloc(be, CHM_I32, 1, (int64_t[]){3});
+    cr_assert_eq(chm_swiglu_fwd_tail_zero(be, &o.t, &g.t, &u.t, &c3.t), CHM_ERR_SHAPE);
+    cr_assert(strstr(be->err.msg, "counts"), "%s", be->err.msg);
+    cr_assert_eq(chm_swiglu_fwd_tail_zero(be, &o.t, &g.t, &u.t, NULL), CHM_ERR_INVALID_ARG);
+    free(hg), free(hu), free(hd);
+    tt_free(&cnt), tt_free(&c3), tt_free(&g), tt_free(&u), tt_free(&o), tt_free(&o2), tt_free(&d);
+    chm_backend_close(be);
+}

@@ -447,6 +447,17 @@ static void case_rope(oc_ctx *x) {
     }
 }
 
+/* A [E,cap,cols] random with the rows >= counts[e] zero (MoE's gathered slots). */
+static oc_t rand_tail_zero(oc_ctx *x, int64_t E, int64_t cap, int64_t cols, const int32_t *counts) {
+    oc_t t = oc_new(x, 3, DIMS(E, cap, cols));
+    double *h = oc_dalloc(t.n);
+    for (int64_t i = 0; i < t.n; i++)
+        h[i] = i / cols % cap < counts[i / (cap * cols)] ? oc_uniform(x, -1, 1) : 0.0;
+    oc_set(x, &t, h);
+    free(h);
+    return t;
+}
+
 /* SwiGLU on [R,C] with gates in [-gmax, gmax]; the backward accumulates or writes. */
 static void swiglu_at(oc_ctx *x, int64_t R, int64_t C, double gmax, bool acc) {
     const int64_t *d = DIMS(R, C);
@@ -466,7 +477,47 @@ static void swiglu_at(oc_ctx *x, int64_t R, int64_t C, double gmax, bool acc) {
     for (int i = 0; i < 6; i++) oc_free(all[i]);
 }
 
+/* The tail-zero forms on [E,cap,F] (MoE's expert rows; gate and up zero past counts[e]): cuda
+   writes zeros there without reading (the outputs poisoned first), or leaves them alone when
+   the backward accumulates; the cpu checks the promise and computes every row. */
+static void swiglu_tail_at(oc_ctx *x, int64_t E, int64_t cap, int64_t F, const int32_t *counts) {
+    const int64_t *d = DIMS(E, cap, F);
+    oc_t cnt = oc_ints(x, 1, DIMS(E), counts);
+    oc_t g = rand_tail_zero(x, E, cap, F, counts), u = rand_tail_zero(x, E, cap, F, counts);
+    oc_t out = oc_new(x, 3, d), dout = rand_tail_zero(x, E, cap, F, counts);
+    char name[96];
+    oc_poison(x, &out);
+    OC_BOTH(x, chm_swiglu_fwd_tail_zero(BE, OC_T(out), OC_T(g), OC_T(u), OC_T(cnt)));
+    snprintf(name, sizeof name, "swiglu_fwd tail-zero %lldx%lldx%lld", (long long)E,
+             (long long)cap, (long long)F);
+    oc_check(x, name, &out, 1);
+    for (int acc = 0; acc < 2; acc++) {
+        oc_t dg = oc_grad0(x, 3, d), du = oc_grad0(x, 3, d);
+        if (!acc) {
+            oc_poison(x, &dg);
+            oc_poison(x, &du);
+        }
+        OC_BOTH(x, chm_swiglu_bwd_tail_zero(BE, OC_T(dg), OC_T(du), OC_T(dout), OC_T(g), OC_T(u),
+                                            OC_T(cnt), acc));
+        snprintf(name, sizeof name, "swiglu_bwd tail-zero %lldx%lldx%lld%s dgate", (long long)E,
+                 (long long)cap, (long long)F, acc ? "" : " (written)");
+        oc_check(x, name, &dg, 1);
+        snprintf(name, sizeof name, "swiglu_bwd tail-zero %lldx%lldx%lld%s dup", (long long)E,
+                 (long long)cap, (long long)F, acc ? "" : " (written)");
+        oc_check(x, name, &du, 1);
+        oc_free(&dg);
+        oc_free(&du);
+    }
+    oc_t *all[] = {&cnt, &g, &u, &out, &dout};
+    for (int i = 0; i < 5; i++) oc_free(all[i]);
+}
+
 static void case_swiglu(oc_ctx *x) {
+    int32_t c3[3] = {9, 4, 0}, c8[8] = {200, 256, 131, 0, 256, 77, 1, 190};
+    swiglu_tail_at(x, 3, 9, 24, c3);  /* 16-byte vectors inside a row */
+    swiglu_tail_at(x, 3, 9, 6, c3);   /* pairs (F % 8 != 0) */
+    swiglu_tail_at(x, 3, 9, 5, c3);   /* one element per access */
+    if (!x->quick) swiglu_tail_at(x, 8, 256, 352, c8);
     swiglu_at(x, 7, 143, 4, true);   /* odd n: one element per access */
     swiglu_at(x, 7, 144, 4, true);   /* 16-byte accesses */
     swiglu_at(x, 3, 130, 4, false);  /* pairs (n % 8 != 0), gradients written */
@@ -561,17 +612,6 @@ static void case_matmul_from(oc_ctx *x) {
         oc_t *all[] = {&A, &B, &C, &S};
         for (int k = 0; k < 4; k++) oc_free(all[k]);
     }
-}
-
-/* A [E,cap,cols] random with the rows >= counts[e] zero (MoE's gathered slots). */
-static oc_t rand_tail_zero(oc_ctx *x, int64_t E, int64_t cap, int64_t cols, const int32_t *counts) {
-    oc_t t = oc_new(x, 3, DIMS(E, cap, cols));
-    double *h = oc_dalloc(t.n);
-    for (int64_t i = 0; i < t.n; i++)
-        h[i] = i / cols % cap < counts[i / (cap * cols)] ? oc_uniform(x, -1, 1) : 0.0;
-    oc_set(x, &t, h);
-    free(h);
-    return t;
 }
 
 /* chm_matmul_grouped_tail_zero (cuda: no keeping or re-zeroing of the empty rows around the

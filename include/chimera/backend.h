@@ -187,11 +187,12 @@ typedef struct chm_backend_ops {
                            double theta, int64_t pos_offset);
     chm_status (*rope_bwd)(chm_backend *be, const chm_tensor *dx, const chm_tensor *dout,
                            double theta, int64_t pos_offset);
+    /* counts: NULL, or the row counts of chm_swiglu_fwd_tail_zero (the caller's promise). */
     chm_status (*swiglu_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
-                             const chm_tensor *up);
+                             const chm_tensor *up, const chm_tensor *counts);
     chm_status (*swiglu_bwd)(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                              const chm_tensor *dout, const chm_tensor *gate,
-                             const chm_tensor *up, bool accumulate);
+                             const chm_tensor *up, bool accumulate, const chm_tensor *counts);
     chm_status (*embedding_fwd)(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,
                                 const chm_tensor *table);
     chm_status (*embedding_bwd)(chm_backend *be, const chm_tensor *dtable,
@@ -497,6 +498,17 @@ chm_status chm_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tens
 chm_status chm_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                           const chm_tensor *dout, const chm_tensor *gate, const chm_tensor *up,
                           bool accumulate);
+/* chm_swiglu_fwd on [E,cap,F] expert rows whose rows >= counts[e] (counts I32 [E]) of gate and
+   up are zero (MoE's empty slots): out's rows there are zero, and backends may write them
+   without reading the inputs. A nonzero row there is an error where the backend checks (cpu). */
+chm_status chm_swiglu_fwd_tail_zero(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
+                                    const chm_tensor *up, const chm_tensor *counts);
+/* chm_swiglu_bwd with the same promise (and dout finite on those rows): dgate's and dup's rows
+   there are zero when written, unchanged when accumulating; backends may skip their reads. */
+chm_status chm_swiglu_bwd_tail_zero(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
+                                    const chm_tensor *dout, const chm_tensor *gate,
+                                    const chm_tensor *up, const chm_tensor *counts,
+                                    bool accumulate);
 
 /* Embedding lookup: ids [R] (I32, each in [0,V)), table [V,C], out [R,C]. */
 chm_status chm_embedding_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,

@@ -150,13 +150,13 @@ chm_status mdl_moe_fwd(chm_model *m, const mdl_layer *ly, mdl_moe_act *a, const 
     chm_tensor xe2 = MDL_VIEW(&a->xe, 0, S, C), ye2 = MDL_VIEW(&a->ye, 0, S, C);
     MDL_OP(m, chm_gather_rows(be, &xe2, &x2, &st));
     /* the empty slots' rows of xe are zero (the gather), so those of ge, ue, ae and ye are too:
-       every grouped product here and in the backward is the tail-zero form */
+       every grouped product and SwiGLU here and in the backward is the tail-zero form */
     const chm_tensor *cnt = &a->counts;
     MDL_OP(m, chm_matmul_grouped_tail_zero(be, &a->ge, &a->xe, mdl_w(m, ly->w1), cnt, false, true,
                                            1, 0));
     MDL_OP(m, chm_matmul_grouped_tail_zero(be, &a->ue, &a->xe, mdl_w(m, ly->w3), cnt, false, true,
                                            1, 0));
-    MDL_OP(m, chm_swiglu_fwd(be, &a->ae, &a->ge, &a->ue));
+    MDL_OP(m, chm_swiglu_fwd_tail_zero(be, &a->ae, &a->ge, &a->ue, cnt));
     MDL_OP(m, chm_matmul_grouped_tail_zero(be, &a->ye, &a->ae, mdl_w(m, ly->w2), cnt, false, true,
                                            1, 0));
     /* each slot's gate: gates viewed [R*K,1], picked by slot_ref (0 for empty slots) */
@@ -210,7 +210,7 @@ static chm_status moe_experts_bwd(chm_model *m, const mdl_layer *ly, mdl_moe_act
     MDL_OP(m, chm_matmul_grouped_tail_zero(be, &g->dae, &g->dye, mdl_w(m, ly->w2), cnt, false,
                                            false, 1, 0));
     MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w2), &g->dye, &a->ae));
-    MDL_OP(m, chm_swiglu_bwd(be, &g->dge, &g->due, &g->dae, &a->ge, &a->ue, false));
+    MDL_OP(m, chm_swiglu_bwd_tail_zero(be, &g->dge, &g->due, &g->dae, &a->ge, &a->ue, cnt, false));
     MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w1), &g->dge, &a->xe));
     MDL_TRY(moe_wgrad(m, a, host, mdl_g(m, ly->w3), &g->due, &a->xe));
     MDL_OP(m, chm_matmul_grouped_tail_zero(be, &g->dxe, &g->dge, mdl_w(m, ly->w1), cnt, false,

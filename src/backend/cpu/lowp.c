@@ -328,21 +328,21 @@ chm_status chm_cpu_lowp_rope_bwd(chm_backend *be, const chm_tensor *dx, const ch
 }
 
 chm_status chm_cpu_lowp_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
-                                   const chm_tensor *up) {
+                                   const chm_tensor *up, const chm_tensor *counts) {
     lowp_frame f;
     lowp_begin(&f, be, CHM_F32);
     const chm_tensor *o = lowp_out(&f, out), *g = lowp_in(&f, gate), *u = lowp_in(&f, up);
-    return LOWP_RUN(f, chm_cpu_swiglu_fwd(be, o, g, u));
+    return LOWP_RUN(f, chm_cpu_swiglu_fwd(be, o, g, u, counts));
 }
 
 chm_status chm_cpu_lowp_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                                    const chm_tensor *dout, const chm_tensor *gate,
-                                   const chm_tensor *up, bool accumulate) {
+                                   const chm_tensor *up, bool accumulate, const chm_tensor *counts) {
     lowp_frame f;
     lowp_begin(&f, be, CHM_F32);
     const chm_tensor *dg = lowp_out(&f, dgate), *du = lowp_out(&f, dup), *d = lowp_in(&f, dout),
                      *g = lowp_in(&f, gate), *u = lowp_in(&f, up);
-    return LOWP_RUN(f, chm_cpu_swiglu_bwd(be, dg, du, d, g, u, accumulate));
+    return LOWP_RUN(f, chm_cpu_swiglu_bwd(be, dg, du, d, g, u, accumulate, counts));
 }
 
 chm_status chm_cpu_lowp_embedding_fwd(chm_backend *be, const chm_tensor *out,

@@ -59,24 +59,35 @@ chm_status chm_cuda_rope_bwd(chm_backend *be, const chm_tensor *dx, const chm_te
     return rope_run(be, "rope_bwd", dx, dout, theta, pos_offset, -1);
 }
 
+/* The tail-zero rows of gate [E,cap,F] (NULL without counts). */
+static const chm_cu_swiglu_rows *swiglu_rows(chm_cu_swiglu_rows *r, const chm_tensor *gate,
+                                             const chm_tensor *counts) {
+    if (!counts) return NULL;
+    *r = (chm_cu_swiglu_rows){chm_cuda_ptr(counts), gate->shape[1], gate->shape[2]};
+    return r;
+}
+
 chm_status chm_cuda_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
-                               const chm_tensor *up) {
+                               const chm_tensor *up, const chm_tensor *counts) {
     chm_status rc = chm_cuda_dtype(be, "swiglu_fwd", gate->dtype, CHM_CUDA_FLOATS);
     if (rc) return rc;
+    chm_cu_swiglu_rows r;
     cudaError_t e = chm_cu_swiglu_fwd(chm_cuda_ptr(out), chm_cuda_ptr(gate), chm_cuda_ptr(up),
-                                      chm_tensor_numel(gate), gate->dtype, stream_of(be));
+                                      chm_tensor_numel(gate), swiglu_rows(&r, gate, counts),
+                                      gate->dtype, stream_of(be));
     return chm_cuda_check(be, "swiglu_fwd", e);
 }
 
 chm_status chm_cuda_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                                const chm_tensor *dout, const chm_tensor *gate,
-                               const chm_tensor *up, bool accumulate) {
+                               const chm_tensor *up, bool accumulate, const chm_tensor *counts) {
     chm_status rc = chm_cuda_dtype(be, "swiglu_bwd", gate->dtype, CHM_CUDA_FLOATS);
     if (rc) return rc;
+    chm_cu_swiglu_rows r;
     cudaError_t e = chm_cu_swiglu_bwd(chm_cuda_ptr(dgate), chm_cuda_ptr(dup), chm_cuda_ptr(dout),
                                       chm_cuda_ptr(gate), chm_cuda_ptr(up),
-                                      chm_tensor_numel(gate), accumulate, gate->dtype,
-                                      stream_of(be));
+                                      chm_tensor_numel(gate), accumulate,
+                                      swiglu_rows(&r, gate, counts), gate->dtype, stream_of(be));
     return chm_cuda_check(be, "swiglu_bwd", e);
 }
 

@@ -5,12 +5,15 @@
  * binding: vk_split.c):
  *   out = silu(gate) * up;   dgate += ..., dup += ... (ACCUMULATE)
  * f32, bf16 or f16 tensors (one dtype per call; 16-bit through the
- * shaders' native variants, vk_dtype.h).
+ * shaders' native variants, vk_dtype.h). The tail-zero forms' counts are not
+ * read: under their promise (zero inputs past the counts) every row computes
+ * to what they ask for.
  */
 #include "vk_dtype.h"
 
 chm_status chm_vk_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
-                             const chm_tensor *up) {
+                             const chm_tensor *up, const chm_tensor *counts) {
+    (void)counts;
     CHM_TRY(chm_vk_need_float(be, "swiglu_fwd", gate));
     chm_vk *vk = chm_vk_ctx(be);
     struct {
@@ -28,7 +31,8 @@ chm_status chm_vk_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_t
 
 chm_status chm_vk_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                              const chm_tensor *dout, const chm_tensor *gate,
-                             const chm_tensor *up, bool accumulate) {
+                             const chm_tensor *up, bool accumulate, const chm_tensor *counts) {
+    (void)counts;
     CHM_TRY(chm_vk_need_float(be, "swiglu_bwd", gate));
     chm_vk *vk = chm_vk_ctx(be);
     struct {

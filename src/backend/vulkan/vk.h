@@ -528,10 +528,10 @@ chm_status chm_vk_rmsnorm_bwd(chm_backend *be, const chm_tensor *dx, const chm_t
 
 /* swiglu.c */
 chm_status chm_vk_swiglu_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *gate,
-                             const chm_tensor *up);
+                             const chm_tensor *up, const chm_tensor *counts);
 chm_status chm_vk_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                              const chm_tensor *dout, const chm_tensor *gate,
-                             const chm_tensor *up, bool accumulate);
+                             const chm_tensor *up, bool accumulate, const chm_tensor *counts);
 
 /* embedding.c */
 chm_status chm_vk_embedding_fwd(chm_backend *be, const chm_tensor *out, const chm_tensor *ids,
