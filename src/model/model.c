@@ -395,7 +395,10 @@ chm_status chm_model_create(const chm_config_model *cfg, chm_backend *be,
     if (rc == CHM_OK) rc = host_alloc(m, err);
     if (rc == CHM_OK) rc = mdl_params_build(m, err);
     if (rc == CHM_OK) rc = mdl_ready_plan(m, err);
-    m->ce_rows = auto_ce_rows(m, opt->ce_chunk_rows);
+    /* CHIMERA_CE_ROWS=n: the cross-entropy chunk where the options leave it to auto */
+    env = getenv("CHIMERA_CE_ROWS");
+    m->ce_rows = auto_ce_rows(m, opt->ce_chunk_rows > 0 ? opt->ce_chunk_rows
+                                                         : env ? atoll(env) : 0);
     if (rc == CHM_OK && be) rc = mdl_params_alloc(m, err);
     if (rc == CHM_OK) rc = plan_arena(m, err);
     if (rc != CHM_OK) {
