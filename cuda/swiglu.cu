@@ -135,7 +135,8 @@ static void swiglu_bwd_launch(T *dgate, T *dup, const T *dout, const T *gate, co
     chm_cu_swiglu_rows r = rows ? *rows : chm_cu_swiglu_rows{NULL, 1, 1};
     int vw = swiglu_vec<T>(rows ? r.F : n, dgate, dup, dout, gate, up);
     SWIGLU_DISPATCH_V(T, vw, {
-        auto kern = rows ? swiglu_bwd_kernel<T, VV, ACC, true> : swiglu_bwd_kernel<T, VV, ACC, false>;
+        auto kern =
+            rows ? swiglu_bwd_kernel<T, VV, ACC, true> : swiglu_bwd_kernel<T, VV, ACC, false>;
         chm_launch(kern, grid_for(n / VV, 256), 256, 0, s, dgate, dup, dout, gate, up, n / VV, r);
     });
 }

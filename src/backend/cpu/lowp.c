@@ -337,7 +337,8 @@ chm_status chm_cpu_lowp_swiglu_fwd(chm_backend *be, const chm_tensor *out, const
 
 chm_status chm_cpu_lowp_swiglu_bwd(chm_backend *be, const chm_tensor *dgate, const chm_tensor *dup,
                                    const chm_tensor *dout, const chm_tensor *gate,
-                                   const chm_tensor *up, bool accumulate, const chm_tensor *counts) {
+                                   const chm_tensor *up, bool accumulate,
+                                   const chm_tensor *counts) {
     lowp_frame f;
     lowp_begin(&f, be, CHM_F32);
     const chm_tensor *dg = lowp_out(&f, dgate), *du = lowp_out(&f, dup), *d = lowp_in(&f, dout),

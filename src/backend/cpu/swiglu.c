@@ -57,8 +57,9 @@ static chm_status check_tail(chm_backend *be, const char *op, const chm_tensor *
     int64_t E = gate->shape[0], cap = gate->shape[1], F = gate->shape[2];
     for (int64_t e = 0; e < E; e++) {
         if (cnt[e] < 0 || cnt[e] > cap)
-            return CHM_ERR(&be->err, CHM_ERR_INVALID_ARG, "%s: counts[%lld] = %d is outside [0, %lld]",
-                           op, (long long)e, cnt[e], (long long)cap);
+            return CHM_ERR(&be->err, CHM_ERR_INVALID_ARG,
+                           "%s: counts[%lld] = %d is outside [0, %lld]", op, (long long)e, cnt[e],
+                           (long long)cap);
         for (int64_t i = (e * cap + cnt[e]) * F; i < (e + 1) * cap * F; i++) {
             double g = elem_at(gate, i), u = elem_at(up, i), d = dout ? elem_at(dout, i) : 0.0;
             if (g != 0.0 || u != 0.0 || !isfinite(d))
