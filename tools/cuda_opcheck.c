@@ -1298,6 +1298,7 @@ static void case_moe_aux(oc_ctx *x) {
     moe_aux_case(x, 70, 8, 2);
     moe_aux_case(x, 33, 5, 3);
     moe_aux_case(x, 1000, 64, 6);
+    moe_aux_case(x, 77, 40, 3); /* a warp's lanes with one and two experts */
 }
 
 /* Decoding attention: q [B,Tq,H,D] against k/v [B,Tk,Hk,D]. */
@@ -1747,6 +1748,9 @@ static chm_status run_select(chm_backend *be, bench_job *j) {
     return chm_select_topk(be, j->t[0], j->t[1], true);
 }
 static chm_status run_fill(chm_backend *be, bench_job *j) { return chm_fill(be, j->t[0], 0.5); }
+static chm_status run_moe_aux(chm_backend *be, bench_job *j) {
+    return chm_moe_aux(be, j->t[0], j->t[1], j->t[2], j->t[3], 0.01, 0.001);
+}
 static chm_status run_swiglu_bwd(chm_backend *be, bench_job *j) {
     return chm_swiglu_bwd(be, j->t[0], j->t[1], j->t[2], j->t[3], j->t[4], false);
 }
@@ -1821,6 +1825,23 @@ static void bench_select(oc_ctx *x, int64_t R, int64_t C, int64_t K) {
     bench_add(what, ms, "%.1f us (floor ~%.2f us + a launch)", ms * 1e3,
               (double)(R * C * 2 + R * K * 4) / 3.0e12 * 1e6);
     for (int i = 0; i < 2; i++) chm_buffer_free(b[i]);
+}
+
+/* moe_aux with its gradient at R rows of E experts (top K): a latency-bound op of small
+   reads; a whole call (six launches) timed. */
+static void bench_moe_aux(oc_ctx *x, int64_t R, int64_t E, int64_t K) {
+    chm_buffer *b[4];
+    chm_tensor t[4] = {bench_tensor(x, CHM_F32, 1, DIMS(2), 0, 0, &b[0]),
+                       bench_tensor(x, CHM_BF16, 2, DIMS(R, E), 0, 0, &b[1]),
+                       bench_tensor(x, CHM_BF16, 2, DIMS(R, E), -3, 3, &b[2]),
+                       bench_tensor(x, CHM_I32, 2, DIMS(R, K), 0, 0, &b[3])};
+    bench_job j = {.run = run_moe_aux, .t = {&t[0], &t[1], &t[2], &t[3]}};
+    double ms = bench_ms(x, &j, 3, 20);
+    char what[64];
+    snprintf(what, sizeof what, "moe_aux %lldx%lld k%lld (with dlogits)", (long long)R,
+             (long long)E, (long long)K);
+    bench_add(what, ms, "%.1f us", ms * 1e3);
+    for (int i = 0; i < 4; i++) chm_buffer_free(b[i]);
 }
 
 /* fill of n bf16 elements (write-only floor), and swiglu_bwd over n elements. */
@@ -1919,6 +1940,7 @@ static void oc_bench(oc_ctx *x) {
     bench_conv(x, 8, 2048, 4096, 4);
     bench_rmsnorm(x, 16384, 2048);
     bench_select(x, 8, 2048, 1024);
+    bench_moe_aux(x, 16384, 8, 2); /* chimera-1b's routers */
     bench_fill_swiglu(x, 16384LL * 5632);
     bench_scatter(x, 16384, 1024, 40960, 2); /* chimera-1b's MoE combine (top-2, capacity) */
     bench_scatter(x, 16384, 1024, 8192, 1);  /* its MoD merge (half the tokens) */
