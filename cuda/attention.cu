@@ -200,19 +200,13 @@ static dim3 attn_grid(const chm_cu_attn *a, int64_t heads) {
     return dim3((unsigned)a->T, (unsigned)heads, (unsigned)a->B);
 }
 
-// Dynamic shared memory of the simple kernels grows with D; above 48 KB it needs an opt-in.
-template <typename K>
-static cudaError_t allow_smem(K kernel, size_t bytes) {
-    if (bytes <= 48 * 1024) return cudaSuccess;
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-}
-
+// (Dynamic shared memory of the simple kernels grows with D: chm_allow_smem opts in above 48 KB.)
 extern "C" cudaError_t chm_cu_attn_fwd(void *out, float *lse, const void *q, const void *k,
                                        const void *v, const chm_cu_attn *a, cudaStream_t s) {
     if (a->B * a->T * a->H <= 0) return cudaSuccess;
     size_t sm = (size_t)(2 * a->D + ATT_THREADS) * sizeof(float);
     CHM_CU_DISPATCH(a->dt, T, {
-        cudaError_t e = allow_smem(attn_fwd_kernel<T>, sm);
+        cudaError_t e = chm_allow_smem(attn_fwd_kernel<T>, sm);
         if (e != cudaSuccess) return e;
         chm_launch(attn_fwd_kernel<T>, attn_grid(a, a->H), ATT_THREADS, sm, s, (T *)out, lse,
                    (const T *)q, (const T *)k, (const T *)v, a->T, a->H, a->Hk, a->D, a->scale);
@@ -228,8 +222,8 @@ extern "C" cudaError_t chm_cu_attn_bwd(void *dq, void *dk, void *dv, const void 
     size_t smq = (size_t)(3 * a->D + ATT_THREADS) * sizeof(float);
     size_t smk = (size_t)(4 * a->D + 2 * ATT_THREADS) * sizeof(float);
     CHM_CU_DISPATCH(a->dt, T, {
-        cudaError_t e = allow_smem(attn_dq_kernel<T>, smq);
-        if (e == cudaSuccess) e = allow_smem(attn_dkdv_kernel<T>, smk);
+        cudaError_t e = chm_allow_smem(attn_dq_kernel<T>, smq);
+        if (e == cudaSuccess) e = chm_allow_smem(attn_dkdv_kernel<T>, smk);
         if (e != cudaSuccess) return e;
         chm_launch(attn_dq_kernel<T>, attn_grid(a, a->H), ATT_THREADS, smq, s, (T *)dq,
                    (const T *)dout, (const T *)q, (const T *)k, (const T *)v, lse, delta, a->T,

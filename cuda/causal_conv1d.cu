@@ -139,13 +139,6 @@ static size_t conv_smem(int64_t W, bool bwd) {
     return tiles > red ? tiles : red;
 }
 
-// Above 48 KiB (f32 tiles) a kernel's dynamic shared memory needs an opt-in.
-template <typename K>
-static cudaError_t conv_allow_smem(K kernel, size_t bytes) {
-    if (bytes <= 48 * 1024) return cudaSuccess;
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-}
-
 // grid (ceil(C/(V*CONV_TX)), ceil(T/CONV_SPAN), B): the block stages its x rows, then each
 // thread walks its CONV_TT steps of V channels.
 template <typename T, int V, int W>
@@ -431,7 +424,7 @@ static void conv_fwd_launch(T *out, const T *x, const T *w, const T *bias, int64
     dim3 blk(CONV_TX, CONV_TY);
     CONV_DISPATCH_WV(W, (conv_pairs<T>(C, out, x, x, out)), {
         size_t sm = conv_smem<T, VV>(WW, false);
-        (void)conv_allow_smem(conv_fwd_tiled<T, VV, WW>, sm);  // a failure fails the launch
+        (void)chm_allow_smem(conv_fwd_tiled<T, VV, WW>, sm);  // a failure fails the launch
         chm_launch(conv_fwd_tiled<T, VV, WW>, conv_grid(B, nT, C, VV), blk, sm, s, out, x, w,
                    bias, (int)nT, C, silu);
     });
@@ -453,7 +446,7 @@ static void conv_bwd_launch(T *dx, float *part, const T *dout, const T *x, const
     CONV_DISPATCH_WV(W, (conv_pairs<T>(C, dx, dout, x, dx)), {
         size_t sm = conv_smem<T, VV>(WW, true);
         auto kern = set ? conv_bwd_tiled<T, VV, WW, true> : conv_bwd_tiled<T, VV, WW, false>;
-        (void)conv_allow_smem(kern, sm);  // a failure fails the launch
+        (void)chm_allow_smem(kern, sm);  // a failure fails the launch
         chm_launch(kern, conv_grid(B, nT, C, VV), blk, sm, s, dx, part, dout, x, w, bias,
                    (int)nT, C, silu);
     });

@@ -60,6 +60,12 @@ static inline cudaError_t chm_launch(void (*kernel)(P...), dim3 grid, dim3 block
     return cudaLaunchKernelEx(&cfg, kernel, static_cast<A &&>(args)...);
 }
 
+// Above 48 KiB a kernel's dynamic shared memory needs an opt-in (a host call: set per launch).
+template <typename K> static inline cudaError_t chm_allow_smem(K kernel, size_t bytes) {
+    if (bytes <= 48 * 1024) return cudaSuccess;
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+}
+
 // ---- storage <-> f32 ----
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
