@@ -27,7 +27,7 @@
 // refills it (even for NS 2 with a barrier after every tile), is then clean
 // (RESULTS.md, session 8 run 2). lse and Delta are f32 [B,H,T].
 // Blocks launch key tile 0 first across all heads (mma.cuh: fa_grid).
-// dq, dk, dv ACCUMULATE (bf16 read-modify-write). At D 128 on compute
+// dq, dk, dv ACCUMULATE (bf16 read-modify-write). At D 64 and 128 on compute
 // capability 9.0 both kernels have wgmma versions (attention_flash_*_sm90.cu,
 // where CMake builds them): on an H100 the D 128 backward took 0.587 ms
 // against 0.793 at B8 T2048 H8 and 1.874 against 2.769 at B2 T8192.
@@ -389,15 +389,15 @@ static cudaError_t flash_dkdv_pairs_launch(bf16 *dk, bf16 *dv, const bf16 *dout,
 static cudaError_t flash_dkdv(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
                               const bf16 *k, const bf16 *v, const float *lse, const float *delta,
                               const chm_cu_attn *a, cudaStream_t s) {
-    if (a->D == 64)
-        return flash_dkdv_launch<64, 2, 32, 2>(dk, dv, dout, q, k, v, lse, delta, a, s);
 #ifdef CHIMERA_HAVE_SM90A
-    if (a->D == 128 && (a->wgmma & CHM_CU_WGMMA_DKDV)) {
+    if (a->wgmma & CHM_CU_WGMMA_DKDV) {
         bool taken;
         cudaError_t e = chm_cu_flash_dkdv_sm90(dk, dv, dout, q, k, v, lse, delta, a, s, &taken);
         if (e != cudaSuccess || taken) return e;
     }
 #endif
+    if (a->D == 64)
+        return flash_dkdv_launch<64, 2, 32, 2>(dk, dv, dout, q, k, v, lse, delta, a, s);
     if (a->D == 128 && fa_smem_max() >= pairs_smem<128, 2, 32, 4>())
         return flash_dkdv_pairs_launch<128, 2, 32, 4>(dk, dv, dout, q, k, v, lse, delta, a, s);
     if (a->D == 128)

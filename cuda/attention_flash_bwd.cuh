@@ -114,7 +114,7 @@ cudaError_t chm_cu_flash_dq(bf16 *dq, const bf16 *dout, const bf16 *q, const bf1
                             const bf16 *v, const float *lse, const float *delta,
                             const chm_cu_attn *a, cudaStream_t s);
 
-// The sm_90a (wgmma) dQ and dK/dV kernels at D 128 (attention_flash_dq_sm90.cu,
+// The sm_90a (wgmma) dQ and dK/dV kernels at D 64 and 128 (attention_flash_dq_sm90.cu,
 // attention_flash_dkdv_sm90.cu, built only where CMake defines
 // CHIMERA_HAVE_SM90A): *taken false when they do not apply (another head dim,
 // or a device other than compute capability 9.0).

@@ -10,7 +10,7 @@
 // The causal mask runs only on tiles that cross the diagonal, and a warp
 // skips the tiles wholly after its rows. Query tiles launch
 // last-first across all heads (mma.cuh: fa_grid). dq ACCUMULATES (one
-// writer per element: deterministic). At D 128 on compute capability 9.0 the
+// writer per element: deterministic). On compute capability 9.0 the
 // wgmma kernel of attention_flash_dq_sm90.cu runs instead (where built).
 #include "attention_flash_bwd.cuh"
 
@@ -142,8 +142,6 @@ static cudaError_t flash_dq_launch(bf16 *dq, const bf16 *dout, const bf16 *q, co
 cudaError_t chm_cu_flash_dq(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
                             const bf16 *v, const float *lse, const float *delta,
                             const chm_cu_attn *a, cudaStream_t s) {
-    if (a->D == 64) return flash_dq_launch<64, 2, 64, false>(dq, dout, q, k, v, lse, delta, a, s);
-    if (a->D != 128) return cudaErrorInvalidValue;
 #ifdef CHIMERA_HAVE_SM90A
     if (a->wgmma & CHM_CU_WGMMA_DQ) {
         bool taken;
@@ -151,6 +149,8 @@ cudaError_t chm_cu_flash_dq(bf16 *dq, const bf16 *dout, const bf16 *q, const bf1
         if (e != cudaSuccess || taken) return e;
     }
 #endif
+    if (a->D == 64) return flash_dq_launch<64, 2, 64, false>(dq, dout, q, k, v, lse, delta, a, s);
+    if (a->D != 128) return cudaErrorInvalidValue;
     if (fa_smem_max() < (size_t)(2 * 128 + 4 * 32) * (128 + FA_PAD) * 2)
         return flash_dq_launch<128, 1, 64, false>(dq, dout, q, k, v, lse, delta, a, s);
     return flash_dq_launch<128, 2, 32, true>(dq, dout, q, k, v, lse, delta, a, s);
