@@ -17,7 +17,8 @@
 // end out = O / l and lse = (m * scale * log2e + log2 l) * ln 2 (natural log,
 // f32).
 // Query tiles are scheduled last-first across all heads (mma.cuh: fa_grid):
-// the causal work grows with the tile.
+// the causal work grows with the tile. On compute capability 9.0 the wgmma
+// kernel of attention_flash_fwd_sm90.cu runs instead (where built).
 #include "mma.cuh"
 
 #define FA_THREADS 128
@@ -185,6 +186,13 @@ extern "C" cudaError_t chm_cu_flash_fwd(void *out, float *lse, const void *q, co
     if (a->B * a->T * a->H <= 0) return cudaSuccess;
     bf16 *o = (bf16 *)out;
     const bf16 *qq = (const bf16 *)q, *kk = (const bf16 *)k, *vv = (const bf16 *)v;
+#ifdef CHIMERA_HAVE_SM90A
+    if (a->wgmma & CHM_CU_WGMMA_FWD) {
+        bool taken;
+        cudaError_t e = chm_cu_flash_fwd_sm90(o, lse, qq, kk, vv, a, s, &taken);
+        if (e != cudaSuccess || taken) return e;
+    }
+#endif
     if (a->D == 64) return flash_fwd_launch<64, 128>(o, lse, qq, kk, vv, a, s);
     if (a->D != 128) return cudaErrorInvalidValue;
     if (fa_smem_max() < (size_t)(FA_BM + 4 * 64) * (128 + FA_PAD) * 2)

@@ -134,11 +134,10 @@ __device__ __forceinline__ void kv9_epilogue(unsigned char *free_sm, bf16 *dkb, 
     tile_store<KV9_BK, D, KV9_THREADS>(dvb, ld, smv, k0, T);
 }
 
-#ifndef KV9_MINB64
-#define KV9_MINB64 1
-#endif
+// One block an SM at both head dims: at D 64 two (128 registers, 444 bytes of
+// spills) ran the backward 13-16% slower on an H200 (RESULTS.md, session 27).
 template <int D>
-__global__ void __launch_bounds__(KV9_THREADS, D == 64 ? KV9_MINB64 : 1)
+__global__ void __launch_bounds__(KV9_THREADS, 1)
     flash_dkdv_sm90_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
                            const bf16 *v, const float *lse, const float *delta, int T, int H,
                            int Hk, float scale, float sl2) {

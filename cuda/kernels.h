@@ -268,10 +268,11 @@ typedef struct chm_cu_attn {
     int64_t B, T, H, Hk, D;
     float scale;
     chm_dtype dt;
-    int wgmma; /* CHM_CU_WGMMA_* bits: the sm_90a backward kernels it may take */
+    int wgmma; /* CHM_CU_WGMMA_* bits: the sm_90a kernels it may take */
 } chm_cu_attn;
 #define CHM_CU_WGMMA_DQ 1   /* off: CHIMERA_CUDA_DISABLE=wgmma or wgmma_dq */
 #define CHM_CU_WGMMA_DKDV 2 /* off: CHIMERA_CUDA_DISABLE=wgmma or wgmma_dkdv */
+#define CHM_CU_WGMMA_FWD 4  /* off: CHIMERA_CUDA_DISABLE=wgmma or wgmma_fwd */
 
 /*
  * Whether the flash kernels take this call: bf16, D 64 or 128, T below 2^31,

@@ -312,4 +312,11 @@ __device__ __forceinline__ void fa_block(int *tile, int *head, int *batch) {
 #define FA_LOG2E 1.4426950408889634f
 #define FA_LN2 0.6931471805599453f
 
+// The sm_90a (wgmma) forward at D 64 and 128 (attention_flash_fwd_sm90.cu, built
+// only where CMake defines CHIMERA_HAVE_SM90A): *taken false when it does not
+// apply (another head dim, or a device other than compute capability 9.0).
+cudaError_t chm_cu_flash_fwd_sm90(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+                                  const bf16 *v, const chm_cu_attn *a, cudaStream_t s,
+                                  bool *taken);
+
 #endif

@@ -2,8 +2,8 @@
  * attention.c: causal grouped-query attention of the cuda backend.
  *
  * bf16 tensors with head dim 64 or 128 (and 16-byte aligned) run the
- * tensor-core flash kernels (cuda/attention_flash*.cu; at head dim 128 on
- * compute capability 9.0 the backward's on wgmma: attention_flash_*_sm90.cu);
+ * tensor-core flash kernels (cuda/attention_flash*.cu; on compute capability
+ * 9.0 the forward and backward on wgmma: attention_flash_*_sm90.cu);
  * everything else (f32 - what the op tests compare first -, f16, other head
  * dims) runs the simple kernels of cuda/attention.cu. Both save lse [B,H,T] in
  * f32 and both backwards are deterministic (one writer per gradient element)
@@ -16,15 +16,17 @@
 #include "kernels.h"
 
 /* CHIMERA_CUDA_DISABLE, a comma-separated list, turns the Hopper (sm_90a,
- * wgmma) backward kernels at head dim 128 off, for A/B timing in one binary:
- * "wgmma" both, "wgmma_dq" the dQ kernel, "wgmma_dkdv" the dK/dV kernel (the
- * mma.sync kernels run instead). Read on every call (nil next to a launch). */
+ * wgmma) attention kernels off, for A/B timing in one binary: "wgmma" all,
+ * "wgmma_fwd" the forward, "wgmma_dq" the dQ kernel, "wgmma_dkdv" the dK/dV
+ * kernel (the mma.sync kernels run instead). Read on every call (nil next to
+ * a launch). */
 static int wgmma_allowed(void) {
     const char *v = getenv("CHIMERA_CUDA_DISABLE");
-    int bits = CHM_CU_WGMMA_DQ | CHM_CU_WGMMA_DKDV;
+    int bits = CHM_CU_WGMMA_FWD | CHM_CU_WGMMA_DQ | CHM_CU_WGMMA_DKDV;
     while (v && *v) {
         size_t n = strcspn(v, ",");
         if (n == 5 && !strncmp(v, "wgmma", 5)) bits = 0;
+        if (n == 9 && !strncmp(v, "wgmma_fwd", 9)) bits &= ~CHM_CU_WGMMA_FWD;
         if (n == 8 && !strncmp(v, "wgmma_dq", 8)) bits &= ~CHM_CU_WGMMA_DQ;
         if (n == 10 && !strncmp(v, "wgmma_dkdv", 10)) bits &= ~CHM_CU_WGMMA_DKDV;
         v += n + (v[n] == ',');
