@@ -9,8 +9,10 @@
  *
  * Work is split into tasks (b, block of SCAN_BLOCK channels). A task gathers
  * its sequences into doubles and runs its channels one after another. The
- * backward recomputes the T states of a channel into scratch, runs the
- * reverse recurrence and ACCUMULATES (+=) into every requested gradient.
+ * backward recomputes the T states of a channel and their decays exp(d A) into
+ * scratch (the reverse reads the decays instead of calling exp again: the
+ * same values, and exp is most of the op's time), runs the reverse recurrence
+ * and ACCUMULATES (+=) into every requested gradient.
  * Sums over channels (dBm, dCm) go into one partial per task, sums over the
  * batch (dA, dD, ddelta_bias) into one partial per (b, channel); both are
  * reduced afterwards in a fixed order, so results do not depend on threads.
@@ -43,6 +45,7 @@ typedef struct scan_chan {
     double *u, *dt, *dsig, *z;  /* [T] input, step d, dd/ddelta, gate (unused without z) */
     double *A;                  /* [N] row of A */
     double *hs;                 /* [T,N] states */
+    double *decay;              /* [T,N] exp(d A), kept by the forward for the backward */
     double *yraw;               /* [T] output before the gate */
     double D;                   /* skip weight, 0 when absent */
 } scan_chan;
@@ -60,7 +63,7 @@ static double softplus(double x) { return x < 20.0 ? log1p(exp(x)) : x; }
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 /* Doubles scan_chan_carve takes. */
-static int64_t scan_chan_size(int64_t T, int64_t N) { return 5 * T + N + T * N; }
+static int64_t scan_chan_size(int64_t T, int64_t N) { return 5 * T + N + 2 * T * N; }
 
 /* Carve a channel's scratch out of mem (scan_chan_size doubles); returns the rest. */
 static double *scan_chan_carve(scan_chan *ch, double *mem, int64_t T, int64_t N) {
@@ -70,7 +73,8 @@ static double *scan_chan_carve(scan_chan *ch, double *mem, int64_t T, int64_t N)
     ch->z = ch->dsig + T;
     ch->A = ch->z + T;
     ch->hs = ch->A + N;
-    ch->yraw = ch->hs + T * N;
+    ch->decay = ch->hs + T * N;
+    ch->yraw = ch->decay + T * N;
     return ch->yraw + T;
 }
 
@@ -93,15 +97,18 @@ static void scan_chan_load(scan_chan *ch, const chm_scan_args *a, const scan_dim
     }
 }
 
-/* The recurrence of one channel: states into ch->hs, pre-gate output into ch->yraw. */
+/* The recurrence of one channel: states into ch->hs, their decays exp(d A) into
+   ch->decay (the backward's reverse reads them: exp is most of this op's time), pre-gate
+   output into ch->yraw. */
 static void scan_chan_fwd(scan_chan *ch, const double *Bb, const double *Cb, int64_t T,
                           int64_t N) {
     for (int64_t t = 0; t < T; t++) {
-        double *h = ch->hs + t * N, y = ch->D * ch->u[t];
+        double *h = ch->hs + t * N, *dc = ch->decay + t * N, y = ch->D * ch->u[t];
         const double *hp = t ? h - N : NULL;
         for (int64_t n = 0; n < N; n++) {
             double prev = hp ? hp[n] : 0.0;
-            h[n] = exp(ch->dt[t] * ch->A[n]) * prev + ch->dt[t] * Bb[t * N + n] * ch->u[t];
+            dc[n] = exp(ch->dt[t] * ch->A[n]);
+            h[n] = dc[n] * prev + ch->dt[t] * Bb[t * N + n] * ch->u[t];
             y += Cb[t * N + n] * h[n];
         }
         ch->yraw[t] = y;
@@ -129,10 +136,10 @@ static void scan_chan_bwd(const scan_chan *ch, bool has_z, const double *Bb, con
             gr->dz[t] = gr->dy[t] * ch->yraw[t] * s * (1.0 + ch->z[t] * (1.0 - s));
         }
         double du = dyr * ch->D, dd = 0;
-        const double *h = ch->hs + t * N, *hp = t ? h - N : NULL;
+        const double *h = ch->hs + t * N, *hp = t ? h - N : NULL, *dc = ch->decay + t * N;
         gr->dD += dyr * u;
         for (int64_t n = 0; n < N; n++) {
-            double prev = hp ? hp[n] : 0.0, decay = exp(dt * ch->A[n]);
+            double prev = hp ? hp[n] : 0.0, decay = dc[n];
             double Bn = Bb[t * N + n], dh = gr->dh[n] + dyr * Cb[t * N + n];
             dCp[t * N + n] += dyr * h[n];
             dBp[t * N + n] += dh * dt * u;
