@@ -12,7 +12,9 @@
  * small host sum, so that every rank takes the same skip and clip
  * decision), each rank's AdamW updates the parameters of its block
  * (chm_comm_block of the flat buffer) with moments held for that block
- * only, and the parameters are all-gathered. With the loader's sharding
+ * only, and the parameters are all-gathered (in mixed precision the 16-bit
+ * compute copy, the master blocks only for checkpoints: tr_dp_gather_params).
+ * With the loader's sharding
  * (rank r reads rows r*B .. r*B+B-1 of each global micro batch of B*world
  * windows) this is the same computation as one process at micro batch
  * B*world, up to rounding (MoE's capacity and balance loss are computed per
@@ -259,14 +261,39 @@ chm_status tr_dp_mean(chm_trainer *t, chm_model_loss *l, double *norm, chm_err *
     return CHM_OK;
 }
 
-chm_status tr_dp_gather_params(chm_trainer *t, chm_err *err) {
-    if (t->world <= 1) return CHM_OK;
+/* The whole 16-bit compute copy as one flat view (the span of ck_param_span, element for
+ * element); false when the model is not mixed. */
+static bool compute_span(const chm_model *m, chm_tensor *view) {
+    chm_tensor ld, ln;
+    if (!chm_model_compute_region(m, true, &ld) || !chm_model_compute_region(m, false, &ln))
+        return false;
+    int64_t n = chm_tensor_numel(&ld) + chm_tensor_numel(&ln);
+    *view = chm_tensor_1d(ld.buf, ld.offset, ld.dtype, n);
+    return true;
+}
+
+/* Every rank's block of the master weights onto every rank. */
+static chm_status gather_masters(chm_trainer *t, chm_err *err) {
     chm_tensor p;
     int64_t first;
     ck_param_span(t->model, false, &p, &first);
     chm_status rc = chm_comm_all_gather(t->comm, &p, err);
-    /* mixed precision: the other ranks' blocks reach the compute copy by one cast */
-    return rc ? rc : chm_model_refresh_compute(t->model, err);
+    if (rc == CHM_OK) t->masters_stale = false;
+    return rc;
+}
+
+/* Mixed precision gathers the 16-bit compute copy, which is all the forward reads and half the
+ * bytes of the f32 master weights: each rank's AdamW has written its block of both (the copy
+ * is the rounded master), so the other ranks' master blocks are only gathered when a
+ * checkpoint needs them (tr_dp_save). Otherwise the master weights are gathered. */
+chm_status tr_dp_gather_params(chm_trainer *t, chm_err *err) {
+    if (t->world <= 1) return CHM_OK;
+    chm_tensor lowp;
+    if (compute_span(t->model, &lowp)) {
+        t->masters_stale = true;
+        return chm_comm_all_gather(t->comm, &lowp, err);
+    }
+    return gather_masters(t, err);
 }
 
 chm_status tr_dp_stop(chm_trainer *t, const volatile sig_atomic_t *stop, bool *halt, chm_err *err) {
@@ -365,7 +392,8 @@ static chm_status gather_moments(chm_trainer *t, chm_checkpoint_moments *mo, chm
 
 chm_status tr_dp_save(chm_trainer *t, char *path, size_t n, chm_err *err) {
     chm_checkpoint_moments mo;
-    chm_status rc = gather_moments(t, &mo, err);
+    chm_status rc = t->masters_stale ? gather_masters(t, err) : CHM_OK;
+    if (rc == CHM_OK) rc = gather_moments(t, &mo, err);
     if (rc) return rc;
     if (t->rank == 0)
         rc = chm_checkpoint_save_moments(t->run_dir, t->model, &mo, &t->cfg, &t->st, t->keep, path,

@@ -77,6 +77,7 @@ struct chm_trainer {
     int die_rank;                   /* CHIMERA_DEBUG_DIE_RANK (debug only), -1 none */
     int64_t die_step;               /* ... at this 1-based step (CHIMERA_DEBUG_DIE_STEP, default 1) */
     tr_buckets bkt;                 /* the gradient all-reduce overlapped with the backward */
+    bool masters_stale;             /* mixed precision: other ranks' master blocks not gathered */
 
     double t_open;                  /* monotonic time at open */
     double elapsed_open;            /* st.elapsed_s at open (resumed time) */
