@@ -49,19 +49,7 @@ __device__ __forceinline__ void fwd_softmax(float s[FA_MT][BN / 8][4], float o[F
                 mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][nt][e]);
             }
         float corr[2], ms[2];
-        bool grew = false;
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            // mx is finite: key 0 of the first tile is visible to every row, and a
-            // masked tile only follows it. m = -inf at the first tile: corr 0.
-            grew |= mx[r] > m[mt][r];
-            corr[r] = fast_exp2((m[mt][r] - mx[r]) * sl2);
-            m[mt][r] = mx[r];
-            ms[r] = mx[r] * sl2;
-            l[mt][r] *= corr[r];
-        }
+        bool grew = fa_new_max(mx, m[mt], l[mt], corr, ms, sl2);
         if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
             for (int i = 0; i < D / 8; i++)

@@ -45,27 +45,6 @@ __device__ __forceinline__ void dq9_ds(float s[32], const float dp[32], const fl
         }
 }
 
-// dq (64 x D f32 of the warpgroup) += dS K: dS from the accumulators s
-// rounded to bf16, K the [64 keys][D] swizzled tile at ks read N-major (an
-// m64n64 product a 64 columns of the head dim, four k16 steps of keys).
-template <int D>
-__device__ __forceinline__ void dq9_dsk(float dq[D / 2], const float s[32], uint32_t ks) {
-    uint32_t a[4][4];
-#pragma unroll
-    for (int j = 0; j < 4; j++) c_to_a(a[j], &s[8 * j], &s[8 * j + 4]);
-    wg_fence();
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        uint32_t b = ks + j * 16 * WG_SW;
-#pragma unroll
-        for (int c = 0; c < D / 64; c++)  // column block c of the tile
-            wg_rs_64x64_tb(dq + 32 * c, a[j], wg_desc(b + c * DQ9_BN * WG_SW, 1024, 1024), 1);
-    }
-    wg_commit();
-    wg_wait<0>();
-    wg_pin<D / 2>(dq);
-}
-
 // The block's old dq rows come through the free K/V buffers ([128][D+FA_PAD],
 // epi_add's layout), take scale * dqa at this warp's rows and go back.
 template <int D>
@@ -141,7 +120,7 @@ __global__ void __launch_bounds__(DQ9_THREADS, 1)
             dq9_ds<true>(s, dp, l2, dl, row, key0, sl2);
         else
             dq9_ds<false>(s, dp, l2, dl, row, key0, sl2);
-        dq9_dsk<D>(dqa, s, ks);
+        wg_rs_acc<D>(dqa, s, ks);  // dQ += dS K (K read N-major)
     }
     dq9_epilogue<D>(Ks, dq + ((int64_t)b * T * H + h) * D, qld, q0, T, dqa, scale);
 }

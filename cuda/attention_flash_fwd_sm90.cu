@@ -66,19 +66,7 @@ __device__ __forceinline__ void fw9_softmax(float s[32], float o[D / 2], float m
             mx[e >> 1] = fmaxf(mx[e >> 1], s[4 * j + e]);
         }
     float corr[2], ms[2];
-    bool grew = false;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        // mx is finite: key 0 of the first tile is visible to every row, and a
-        // masked tile only follows it. m = -inf at the first tile: corr 0.
-        grew |= mx[r] > m[r];
-        corr[r] = fast_exp2((m[r] - mx[r]) * sl2);
-        m[r] = mx[r];
-        ms[r] = mx[r] * sl2;
-        l[r] *= corr[r];
-    }
+    bool grew = fa_new_max(mx, m, l, corr, ms, sl2);
     if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
         for (int i = 0; i < D / 2; i++) o[i] *= corr[(i >> 1) & 1];
@@ -89,27 +77,6 @@ __device__ __forceinline__ void fw9_softmax(float s[32], float o[D / 2], float m
         s[i] = p;
         l[(i >> 1) & 1] += p;
     }
-}
-
-// o (64 x D f32 of the warpgroup) += P V: P from the accumulators s rounded
-// to bf16, V the [64 keys][D] swizzled tile at vs read N-major (an m64n64
-// product a 64 columns of the head dim, four k16 steps of keys).
-template <int D>
-__device__ __forceinline__ void fw9_pv(float o[D / 2], const float s[32], uint32_t vs) {
-    uint32_t a[4][4];
-#pragma unroll
-    for (int j = 0; j < 4; j++) c_to_a(a[j], &s[8 * j], &s[8 * j + 4]);
-    wg_fence();
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        uint32_t b = vs + j * 16 * WG_SW;
-#pragma unroll
-        for (int c = 0; c < D / 64; c++)  // column block c of the tile
-            wg_rs_64x64_tb(o + 32 * c, a[j], wg_desc(b + c * FW9_BN * WG_SW, 1024, 1024), 1);
-    }
-    wg_commit();
-    wg_wait<0>();
-    wg_pin<D / 2>(o);
 }
 
 // out rows = O / l (bf16), lse = (m sl2 + log2 l) ln 2; rows >= T are not written.
@@ -189,7 +156,7 @@ __global__ void __launch_bounds__(FW9_THREADS, 2)
             fw9_softmax<D, true>(s, o, m, l, row, key0, sl2);
         else
             fw9_softmax<D, false>(s, o, m, l, row, key0, sl2);
-        fw9_pv<D>(o, s, smem_addr(Vs + cb * KB));  // O += P V
+        wg_rs_acc<D>(o, s, smem_addr(Vs + cb * KB));  // O += P V (V read N-major)
     }
     fw9_store<D>(out + ((int64_t)b * T * H + h) * D, lse + ((int64_t)b * H + h) * T, o, m, l, row,
                  T, qld, sl2);

@@ -312,6 +312,28 @@ __device__ __forceinline__ void fa_block(int *tile, int *head, int *batch) {
 #define FA_LOG2E 1.4426950408889634f
 #define FA_LN2 0.6931471805599453f
 
+// The online softmax's step for a thread's two rows: mx holds the rows' maxima over this
+// thread's scores of the tile (and the old m); reduced over the row's quad of lanes, they
+// become the running max m (raw score units), l is rescaled, corr is the factor the old O
+// takes and ms = m * sl2. Returns whether a row's max grew (corr < 1 somewhere).
+// mx is finite: key 0 of the first tile is visible to every row, and a masked tile only
+// follows it. m = -inf at the first tile: corr 0.
+__device__ __forceinline__ bool fa_new_max(float mx[2], float m[2], float l[2], float corr[2],
+                                           float ms[2], float sl2) {
+    bool grew = false;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        grew |= mx[r] > m[r];
+        corr[r] = fast_exp2((m[r] - mx[r]) * sl2);
+        m[r] = mx[r];
+        ms[r] = mx[r] * sl2;
+        l[r] *= corr[r];
+    }
+    return grew;
+}
+
 // The sm_90a (wgmma) forward at D 64 and 128 (attention_flash_fwd_sm90.cu, built
 // only where CMake defines CHIMERA_HAVE_SM90A): *taken false when it does not
 // apply (another head dim, or a device other than compute capability 9.0).

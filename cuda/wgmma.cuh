@@ -133,6 +133,28 @@ __device__ __forceinline__ void wg_two_nt(float c1[32], float c2[32], uint32_t a
     wg_pin<32>(c2);
 }
 
+// acc (64 x D f32 of the warpgroup) += S B: S the 64 x 64 accumulators s (a
+// previous product, as P or dS) rounded to bf16 as the register operand, B
+// the swizzled [64][D] tile at b read N-major (an m64n64 product a 64 columns
+// of D, four k16 steps). The forward's O += P V and the dQ kernel's dQ += dS K.
+template <int D>
+__device__ __forceinline__ void wg_rs_acc(float acc[D / 2], const float s[32], uint32_t b) {
+    uint32_t a[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) c_to_a(a[j], &s[8 * j], &s[8 * j + 4]);
+    wg_fence();
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        uint32_t bj = b + j * 16 * WG_SW;
+#pragma unroll
+        for (int c = 0; c < D / 64; c++)  // column block c of the [64][D] tile
+            wg_rs_64x64_tb(acc + 32 * c, a[j], wg_desc(bj + c * 64 * WG_SW, 1024, 1024), 1);
+    }
+    wg_commit();
+    wg_wait<0>();
+    wg_pin<D / 2>(acc);
+}
+
 // Byte offset of 16-byte chunk ch (0..D/8-1) of row r in a swizzled tile of
 // ROWS rows: column block ch/8 ([ROWS][128 bytes] each), chunk ch%8 ^ (r&7).
 template <int ROWS>
