@@ -27,7 +27,9 @@ static_assert(DQ9_BN == 64 && DQ9_BM == 128, "two warpgroups of 64 rows against 
 // shared memory, at head dim D.
 template <int D> __host__ __device__ constexpr int dq9_qb() { return DQ9_BM * D * 2; }
 template <int D> __host__ __device__ constexpr int dq9_kb() { return DQ9_BN * D * 2; }
-template <int D> __host__ __device__ constexpr int dq9_smem_bytes() { return 2 * dq9_qb<D>() + 4 * dq9_kb<D>() + 1024; }
+template <int D> __host__ __device__ constexpr int dq9_smem_bytes() {
+    return 2 * dq9_qb<D>() + 4 * dq9_kb<D>() + 1024;
+}
 
 // s becomes dS = P (dP - Delta) for this thread's rows row (and row + 8);
 // MASK zeroes P of keys after the row.
