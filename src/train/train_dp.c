@@ -267,7 +267,9 @@ static bool compute_span(const chm_model *m, chm_tensor *view) {
     chm_tensor ld, ln;
     if (!chm_model_compute_region(m, true, &ld) || !chm_model_compute_region(m, false, &ln))
         return false;
-    int64_t n = chm_tensor_numel(&ld) + chm_tensor_numel(&ln);
+    int64_t nd = chm_tensor_numel(&ld), n = nd + chm_tensor_numel(&ln);
+    if (ln.buf != ld.buf || ln.offset != ld.offset + (size_t)nd * chm_dtype_size(ld.dtype))
+        return false; /* not one span (the master span's layout): gather the masters instead */
     *view = chm_tensor_1d(ld.buf, ld.offset, ld.dtype, n);
     return true;
 }
@@ -285,7 +287,7 @@ static chm_status gather_masters(chm_trainer *t, chm_err *err) {
 /* Mixed precision gathers the 16-bit compute copy, which is all the forward reads and half the
  * bytes of the f32 master weights: each rank's AdamW has written its block of both (the copy
  * is the rounded master), so the other ranks' master blocks are only gathered when a
- * checkpoint needs them (tr_dp_save). Otherwise the master weights are gathered. */
+ * checkpoint needs them (tr_dp_save). Otherwise the master weights are gathered (and cast). */
 chm_status tr_dp_gather_params(chm_trainer *t, chm_err *err) {
     if (t->world <= 1) return CHM_OK;
     chm_tensor lowp;
@@ -293,7 +295,9 @@ chm_status tr_dp_gather_params(chm_trainer *t, chm_err *err) {
         t->masters_stale = true;
         return chm_comm_all_gather(t->comm, &lowp, err);
     }
-    return gather_masters(t, err);
+    chm_status rc = gather_masters(t, err);
+    /* mixed precision without one span: the other ranks' blocks reach the copy by one cast */
+    return rc ? rc : chm_model_refresh_compute(t->model, err);
 }
 
 chm_status tr_dp_stop(chm_trainer *t, const volatile sig_atomic_t *stop, bool *halt, chm_err *err) {
