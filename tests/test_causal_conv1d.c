@@ -106,8 +106,9 @@ static void ref_conv(const conv_case *c, double *const in[3], double *out) {
             }
 }
 
-/* Shapes of the sweeps: odd sizes, T = 1 and T shorter than most filters. */
-static const int64_t shapes[][3] = {{2, 7, 3}, {1, 2, 5}, {3, 1, 1}};
+/* Shapes of the sweeps: odd sizes, T = 1 and T shorter than most filters, and channels over
+ * more than one of the cpu's 16-channel tasks (two whole and a partial one). */
+static const int64_t shapes[][3] = {{2, 7, 3}, {1, 2, 5}, {3, 1, 1}, {2, 6, 37}};
 #define NSHAPES (sizeof shapes / sizeof *shapes)
 
 static conv_case make_case(size_t shape, int64_t W, int variant) {
@@ -182,6 +183,13 @@ Test(causal_conv1d, backward_matches_finite_differences) {
     for (size_t sh = 0; sh < 2; sh++)
         for (int64_t W = 1; W <= 4; W++)
             for (int v = 0; v < 4; v++) check_backward(make_case(sh, W, v), 50 + 4 * W + v);
+}
+
+/* The cpu backend splits the channels into tasks of 16: 37 channels make two whole and a
+   partial one. */
+Test(causal_conv1d, backward_over_channel_tasks) {
+    for (int v = 0; v < 4; v++)
+        check_backward((conv_case){2, 6, 37, 4, v & 1, (v & 2) != 0}, 90 + v);
 }
 
 Test(causal_conv1d, backward_without_dbias) {
